@@ -1,0 +1,44 @@
+/**
+ * Where shuru keeps its data: checkpoints, chunks, guest assets and instance folders.
+ *
+ * `$SHURU_HOME`, else `$XDG_DATA_HOME/shuru`, else `~/.local/share/shuru`.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+
+/** Returns the data home folder (not created). */
+export function dataHome(): string {
+  const explicit = Deno.env.get("SHURU_HOME");
+  if (explicit) return explicit;
+  const xdg = Deno.env.get("XDG_DATA_HOME");
+  if (xdg) return join(xdg, "shuru");
+  const home = Deno.env.get("HOME");
+  if (!home) {
+    throw new Error("Cannot find the data home: set SHURU_HOME or HOME");
+  }
+  return join(home, ".local", "share", "shuru");
+}
+
+/** The standard folders under the data home. */
+export interface HomeLayout {
+  /** The data home itself. */
+  root: string;
+  /** Content-addressed block store (chunks and checkpoints). */
+  store: string;
+  /** Built guest assets (kernel, initramfs, rootfs). */
+  assets: string;
+  /** One folder per running VM instance. */
+  instances: string;
+}
+
+/** Returns the layout of the data home `root` (default: {@linkcode dataHome}). */
+export function homeLayout(root: string = dataHome()): HomeLayout {
+  return {
+    root,
+    store: join(root, "store"),
+    assets: join(root, "assets"),
+    instances: join(root, "instances"),
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * The `shuru` command line: builds the commander program and runs it.
+ *
+ * Each subcommand lives in its own file under `cli/` and is registered here.
+ *
+ * @module
+ */
+
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import { UserError } from "./errors.ts";
+import { VERSION } from "./version.ts";
+
+/** Builds the `shuru` program with every subcommand registered. */
+export function buildProgram(): Command {
+  const program = new Command()
+    .name("shuru")
+    .description(
+      "Local-first microVM sandbox for AI agents: run a command in a throwaway Linux VM,\n" +
+        "save its disk as a checkpoint, start from a checkpoint.",
+    )
+    .version(VERSION, "-V, --version", "print the shuru version")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ outputError: (str, write) => write(str) });
+  return program as unknown as Command;
+}
+
+/** Runs the CLI with `args` (without the program name) and returns the exit code. */
+export async function runCli(args: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  for (const sub of program.commands) sub.exitOverride();
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version output are "errors" to commander with exit code 0.
+      return err.exitCode;
+    }
+    if (err instanceof UserError) {
+      console.error(`shuru: ${err.message}`);
+      return err.exitCode;
+    }
+    if (err instanceof Deno.errors.Interrupted) return 130;
+    throw err;
+  }
+}
