@@ -100,6 +100,23 @@ const ERRNO_KINDS: Record<string, ErrorKind> = {
   DirectoryNotEmpty: "ENOTEMPTY",
   InvalidData: "EINVAL",
   TimedOut: "TIMEOUT",
+  // Codes of the guest agent protocol (proto/errors.ts).
+  not_found: "ENOENT",
+  permission_denied: "EACCES",
+  already_exists: "EEXIST",
+  not_a_directory: "ENOTDIR",
+  is_a_directory: "EISDIR",
+  not_empty: "ENOTEMPTY",
+  invalid_argument: "EINVAL",
+  unsupported: "UNSUPPORTED",
+  busy: "EIO",
+  connection_refused: "EIO",
+  timed_out: "TIMEOUT",
+  cancelled: "CANCELLED",
+  io: "EIO",
+  protocol: "SANDBOX_GONE",
+  internal: "INTERNAL",
+  ConnectionError: "SANDBOX_GONE",
 };
 
 /**
@@ -113,6 +130,7 @@ export function toRpcError(err: unknown, action: string): RpcError {
   for (const c of [e?.kind, e?.code]) {
     if (isErrorKind(c)) kind = c;
   }
+  if (!kind && typeof e?.code === "string") kind = ERRNO_KINDS[e.code];
   if (!kind && typeof e?.name === "string") kind = ERRNO_KINDS[e.name];
   const text = typeof e?.message === "string" ? e.message : String(err);
   if (!kind) {

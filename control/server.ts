@@ -18,7 +18,7 @@ import { Params } from "./params.ts";
 import {
   type OutputSubscriber,
   type ProcessExit,
-  ProcessRecord,
+  type ProcessRecord,
   ProcessTable,
 } from "./processes.ts";
 import type { OutputChunk } from "./ring.ts";
