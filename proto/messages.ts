@@ -17,7 +17,7 @@
  * - read_dir / watch: newline-delimited JSON on channel 0 (guest → host): one
  *   {@link DirEntry} / {@link WatchEvent} per line (each line ≤ {@link MAX_JSON_LINE}). read_dir
  *   ends with CLOSE {@link CountResult}; watch runs until the host RESETs the stream (code
- *   `"cancelled"`).
+ *   `"cancelled"`). watch sends MESSAGE {@link WatchingMessage} once the watcher is installed.
  * - forward: raw TCP bytes both ways on channel 0; FIN = TCP half-close; CLOSE `{}` when both
  *   directions are done.
  * - everything else: no DATA; CLOSE carries the result.
@@ -266,6 +266,15 @@ export interface StartedMessage {
   type: "started";
   /** Guest pid (also the process group id). */
   pid: number;
+}
+
+/**
+ * Guest → host on a watch stream: the watcher is installed; changes made after the host received
+ * this are reported. Sent once, before any event line.
+ */
+export interface WatchingMessage {
+  /** Message type. */
+  type: "watching";
 }
 
 /** Messages on exec streams. */
