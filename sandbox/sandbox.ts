@@ -21,7 +21,7 @@ import {
   type WatchEvent,
 } from "../proto/mod.ts";
 import { VERSION } from "../cli/version.ts";
-import { PortForward, startForward } from "./forward.ts";
+import { type PortForward, startForward } from "./forward.ts";
 import {
   type ExecOutput,
   execRequest,
