@@ -8,6 +8,7 @@
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
+import { execCommand } from "./exec.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
+  program.addCommand(execCommand());
   return program as unknown as Command;
 }
 
