@@ -71,9 +71,9 @@ export interface AgentSandbox {
   copy(from: string, to: string, options?: { recursive?: boolean }): Promise<void>;
   /** Changes permission bits. */
   chmod(path: string, mode: number): Promise<void>;
-  /** Watches; resolves once the watcher is installed. */
-  watchReady(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): Promise<
-    AsyncGenerator<{ kind: string; paths: string[] }>
+  /** Watches until the signal aborts. */
+  watch(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): AsyncGenerator<
+    { kind: string; paths: string[] }
   >;
 }
 
@@ -200,29 +200,33 @@ export function agentBackend(
     copy: (from, to, opts) => sandbox.copy(from, to, opts),
     chmod: (path, mode) => sandbox.chmod(path, mode),
 
-    async watch(path, opts): Promise<BackendWatch> {
+    watch(path, opts): Promise<BackendWatch> {
       const stop = new AbortController();
-      const gen = await sandbox.watchReady(path, {
-        recursive: opts.recursive,
-        signal: stop.signal,
-      });
+      // sandbox.watchReady() never resolves yet (reported in proto/QUESTIONS.md), so the watch
+      // is started eagerly with its first next(); changes in the first milliseconds may be missed.
+      const gen = sandbox.watch(path, { recursive: opts.recursive, signal: stop.signal });
+      const first = gen.next();
+      first.catch(() => {});
       async function* events(): AsyncGenerator<BackendFileEvent> {
-        for await (const ev of gen) {
+        let r = await first;
+        while (!r.done) {
+          const ev = r.value;
           const event = ev.kind === "create" || ev.kind === "modify" || ev.kind === "delete" ||
               ev.kind === "rename"
             ? ev.kind
             : "other";
           for (const p of ev.paths) yield { path: p, event };
+          r = await gen.next();
         }
       }
       const iter = events();
-      return {
+      return Promise.resolve({
         [Symbol.asyncIterator]: () => iter,
         async close() {
           stop.abort();
           await gen.return(undefined).catch(() => {});
         },
-      };
+      });
     },
   };
   if (options.checkpoint) backend.checkpoint = options.checkpoint;
