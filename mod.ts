@@ -23,6 +23,7 @@ export {
   type ExecOptions,
   type ExecResult,
   type ProcessInfo,
+  type ProcessOutput,
   Sandbox,
   type SpawnOptions,
 } from "./control/sdk/sandbox.ts";

@@ -738,6 +738,7 @@ const HANDLERS: Record<string, Handler> = {
   attach(session, p) {
     const pid = p.string("pid", { maxLength: 64 });
     const since = p.optInt("since_seq", { min: 0 }) ?? 0;
+    const follow = p.bool("follow", true);
     const rec = session.server.processes.get(pid);
     const replay = rec.ring.since(since);
     const exited = rec.exit;
@@ -755,7 +756,7 @@ const HANDLERS: Record<string, Handler> = {
       },
       // Subscribing in the same turn as the snapshot: no chunk is missed or sent twice.
       afterReply: () => {
-        if (!rec.exit) rec.subscribers.add(session);
+        if (follow && !rec.exit) rec.subscribers.add(session);
       },
     });
   },

@@ -82,6 +82,18 @@ export interface SpawnOptions {
   tty?: { rows: number; cols: number };
 }
 
+/** What {@linkcode Sandbox.readOutput} returns. */
+export interface ProcessOutput {
+  /** Chunks after `sinceSeq`, oldest first. */
+  chunks: Array<{ seq: number; stream: "stdout" | "stderr"; data: Uint8Array }>;
+  /** True when older chunks after `sinceSeq` were already dropped from the buffer. */
+  truncated: boolean;
+  /** Pass as `sinceSeq` next time. */
+  nextSeq: number;
+  /** Set once the process has exited. */
+  exit: { exitCode: number; signal: string | null } | null;
+}
+
 /** One entry of {@linkcode Sandbox.ps}. */
 export interface ProcessInfo {
   /** Protocol pid. */
@@ -285,6 +297,39 @@ export class Sandbox implements AsyncDisposable {
       state: p.state as "running" | "exited",
       exitCode: (p.exit_code as number | null) ?? null,
     }));
+  }
+
+  /**
+   * Output of any process of this sandbox (also ones started by other clients) after
+   * `sinceSeq`, from its bounded buffer, without following it.
+   */
+  async readOutput(pid: string, options: { sinceSeq?: number } = {}): Promise<ProcessOutput> {
+    const r = await this.#call<{
+      chunks: Array<{ seq: number; stream: string; data: string }>;
+      truncated: boolean;
+      next_seq: number;
+      exited: { code: number; signal: string | null } | null;
+    }>("attach", { pid, since_seq: options.sinceSeq ?? 0, follow: false });
+    return {
+      chunks: r.chunks.map((c) => ({
+        seq: c.seq,
+        stream: c.stream === "stderr" ? "stderr" : "stdout",
+        data: Uint8Array.fromBase64(c.data),
+      })),
+      truncated: r.truncated,
+      nextSeq: r.next_seq,
+      exit: r.exited ? { exitCode: r.exited.code, signal: r.exited.signal } : null,
+    };
+  }
+
+  /** Writes to the stdin of process `pid` (`eof` closes it after). */
+  async writeInput(pid: string, data: Uint8Array, options: { eof?: boolean } = {}): Promise<void> {
+    await this.#call("input", { pid, data: data.toBase64(), eof: options.eof ?? false });
+  }
+
+  /** Sends a signal to process `pid` (default SIGTERM). */
+  async killProcess(pid: string, signal = "SIGTERM"): Promise<void> {
+    await this.#call("kill", { pid, signal });
   }
 
   /** Saves the running sandbox's disk as a checkpoint; it keeps running. */
