@@ -8,6 +8,7 @@
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
+import { mcpCommand } from "./mcp.ts";
 import { execCommand } from "./exec.ts";
 import { VERSION } from "./version.ts";
 
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
+  program.addCommand(mcpCommand());
   program.addCommand(execCommand());
   return program as unknown as Command;
 }
