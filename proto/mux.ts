@@ -33,7 +33,13 @@ import {
   PING_PAYLOAD_LEN,
   PROTOCOL_VERSION,
 } from "./constants.ts";
-import { AgentError, agentErrorFromWire, ConnectionError, type WireError } from "./errors.ts";
+import {
+  AgentError,
+  agentErrorFromWire,
+  ConnectionError,
+  toWireError,
+  type WireError,
+} from "./errors.ts";
 import {
   decodeJson,
   encodeJson,
@@ -744,10 +750,13 @@ export class MuxChannel {
       write: (chunk) => this.write(chunk),
       close: () => this.closeWrite(),
       abort: (reason) => {
-        this.stream.reset({
-          code: "cancelled",
-          message: `Writer aborted: ${reason instanceof Error ? reason.message : reason}`,
-        });
+        // pipeTo() aborts with the source's error: keep its kind (an AgentError's code, a
+        // Deno error's mapped code) so the peer sees why.
+        this.stream.reset(
+          reason instanceof Error
+            ? toWireError(reason)
+            : { code: "cancelled", message: `Cannot write to stream: aborted (${reason})` },
+        );
       },
     }, { highWaterMark: 1 });
     return this.#writable;
