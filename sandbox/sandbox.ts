@@ -61,6 +61,8 @@ export interface WriteFileOptions {
   append?: boolean;
   /** Fail with AlreadyExistsError if the file exists. */
   createNew?: boolean;
+  /** Write at this offset without truncating (exclusive with `append`). */
+  offset?: number;
 }
 
 /** Options of {@link Sandbox.watch}. */
