@@ -148,12 +148,14 @@ class Session {
         await files.chmod(req.path, req.mode);
         return await stream.close({});
       case "watch": {
-        const events = files.watch(req.path, {
+        const watching = files.watch(req.path, {
           recursive: req.recursive ?? true,
           signal: stream.signal,
         });
+        // Tells the host that changes from now on are seen (a bare stream could not say so).
+        void stream.send({ type: "watching" }).catch(() => {});
         // Runs until the host resets the stream (which aborts stream.signal).
-        await writeLines(stream.channel(0), events, { flushEach: true });
+        await writeLines(stream.channel(0), watching.events, { flushEach: true });
         return;
       }
       case "forward":
