@@ -120,6 +120,7 @@ class Session {
           ...(req.mode === undefined ? {} : { mode: req.mode }),
           ...(req.append === undefined ? {} : { append: req.append }),
           ...(req.createNew === undefined ? {} : { createNew: req.createNew }),
+          ...(req.offset === undefined ? {} : { offset: req.offset }),
         });
         return await stream.close({ size });
       }
@@ -255,7 +256,21 @@ class Session {
     };
     stream.signal.addEventListener("abort", closeConn, { once: true });
     try {
-      const toHost = conn.readable.pipeTo(channel.writable).catch(() => {});
+      // A read loop, not conn.readable: Deno closes the whole socket when its readable reaches
+      // EOF, which would lose host -> guest bytes still in flight after the server half-closes.
+      const toHost = (async () => {
+        const buf = new Uint8Array(64 * 1024);
+        try {
+          for (;;) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            await channel.write(buf.slice(0, n));
+          }
+          await channel.closeWrite();
+        } catch {
+          // Either side went away; the other direction ends on its own.
+        }
+      })();
       const toGuest = (async () => {
         const reader = channel.readable.getReader();
         try {

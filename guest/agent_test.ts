@@ -191,3 +191,28 @@ Deno.test("agent - forward relays a TCP connection both ways with half-close", a
   const refused = h.mux.open({ op: "forward", port: 1 });
   assertEquals((await refused.result.catch((e) => e)).code, "connection_refused");
 });
+
+Deno.test("agent - forward keeps host -> guest bytes flowing after the server half-closes", async () => {
+  await using h = await harness();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const c = await listener.accept();
+    await c.write(encoder.encode("greeting"));
+    await c.closeWrite();
+    let got = "";
+    const buf = new Uint8Array(1024);
+    for (;;) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      got += decoder.decode(buf.subarray(0, n));
+    }
+    c.close();
+    return got;
+  })();
+  const s = h.mux.open({ op: "forward", port: (listener.addr as Deno.NetAddr).port });
+  assertEquals(await readText(s.channel(0).readable), "greeting");
+  await s.channel(0).write(encoder.encode("late reply"));
+  await s.channel(0).closeWrite();
+  assertEquals(await served, "late reply");
+  assertEquals(await s.result, {});
+});

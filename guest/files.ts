@@ -113,6 +113,8 @@ export interface WriteFileOptions {
   append?: boolean;
   /** Fail with already_exists if the file exists. @default false */
   createNew?: boolean;
+  /** Write at this offset without truncating (pwrite); exclusive with `append`. */
+  offset?: number;
 }
 
 /**
@@ -129,12 +131,13 @@ export async function writeFile(
       write: true,
       create: !options.createNew,
       createNew: options.createNew ?? false,
-      truncate: !options.append,
+      truncate: !options.append && options.offset === undefined,
       append: options.append ?? false,
       mode: options.mode ?? 0o644,
     }));
   let total = 0;
   try {
+    if (options.offset !== undefined) await file.seek(options.offset, Deno.SeekMode.Start);
     for await (const chunk of source) {
       let rest = chunk;
       while (rest.length > 0) {

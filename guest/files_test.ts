@@ -104,6 +104,10 @@ Deno.test("writeFile - mode, append, createNew, missing parent", async () => {
     await writeFile(p, chunked(new TextEncoder().encode("ab"), 1), { mode: 0o600 });
     await writeFile(p, chunked(new TextEncoder().encode("cd"), 1), { append: true });
     assertEquals(await Deno.readTextFile(p), "abcd");
+    await writeFile(p, chunked(new TextEncoder().encode("XY"), 1), { offset: 1 });
+    assertEquals(await Deno.readTextFile(p), "aXYd", "offset writes in place, no truncation");
+    await writeFile(`${dir}/sparse`, chunked(new TextEncoder().encode("z"), 1), { offset: 4 });
+    assertEquals(await Deno.readFile(`${dir}/sparse`), new Uint8Array([0, 0, 0, 0, 0x7a]));
     assertEquals((await stat(p)).mode, 0o600);
     await assertCode(
       writeFile(p, chunked(new Uint8Array(1), 1), { createNew: true }),
