@@ -3,10 +3,8 @@
  * controlling terminal in a session of its own, resize, and move bytes through the master without
  * blocking Deno's event loop.
  *
- * The master fd is non-blocking. Reads and writes are plain syscalls on the main thread; waiting
- * for readiness is a `poll` on Deno's blocking pool (at most {@link POLL_SLICE_MS} per wait, so a
- * closed PTY is noticed quickly). The fd is closed only when no poll is in flight, because a poll
- * still watching a closed, reused fd number would read someone else's file.
+ * The master fd is read and written through {@link FdStream} (non-blocking fd, readiness waits on
+ * Deno's blocking pool), so a PTY never stalls the event loop.
  *
  * The child is started as `/bin/sh -c 'exec setsid -c "$@" 0<>SLAVE 1>&0 2>&0'`: sh opens the
  * slave as stdin/stdout/stderr, `setsid -c` makes a new session and takes the slave as its
@@ -16,14 +14,10 @@
  */
 
 import * as libc from "./libc.ts";
+import { FdStream } from "./fd_stream.ts";
 import { setsidLauncher } from "./session.ts";
 
 const { LINUX } = libc;
-
-/** Longest single wait for PTY readiness; bounds how late a close is noticed. */
-export const POLL_SLICE_MS = 200;
-/** Bytes read from the master per chunk. */
-const READ_CHUNK = 64 * 1024;
 
 /** Terminal size in character cells. */
 export interface WindowSize {
@@ -48,24 +42,16 @@ export class Pty {
   readonly masterFd: number;
   /** The slave device path, e.g. `/dev/pts/4`. */
   readonly slavePath: string;
-  /** The output of whatever runs on the slave; ends when every slave holder has closed it. */
-  readonly readable: ReadableStream<Uint8Array<ArrayBuffer>>;
 
+  #master: FdStream;
   #slaveFd: number | null;
-  #closing = false;
-  #closed = false;
-  #polls = 0;
-  #draining = false;
-  #drainQuietMs = 0;
 
   private constructor(masterFd: number, slavePath: string, slaveFd: number) {
     this.masterFd = masterFd;
     this.slavePath = slavePath;
     this.#slaveFd = slaveFd;
-    this.readable = new ReadableStream<Uint8Array<ArrayBuffer>>({
-      pull: (controller) => this.#pull(controller),
-      cancel: () => this.close(),
-    }, { highWaterMark: 0 });
+    // EIO on the master means every slave fd is closed (the session is over): a normal end.
+    this.#master = new FdStream(masterFd, { eioIsEof: true, onClose: () => this.releaseSlave() });
   }
 
   /**
@@ -79,7 +65,6 @@ export class Pty {
       libc.grantAndUnlockPt(master);
       const path = libc.ptsname(master);
       libc.setWindowSize(master, size.rows, size.cols);
-      libc.setNonBlocking(master, true);
       const slave = libc.open(path, LINUX.O_RDWR | LINUX.O_NOCTTY | LINUX.O_CLOEXEC);
       return new Pty(master, path, slave);
     } catch (e) {
@@ -88,10 +73,15 @@ export class Pty {
     }
   }
 
+  /** The output of whatever runs on the slave; ends when every slave holder has closed it. */
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#master.readable;
+  }
+
   /** Changes the window size; the foreground process group on the slave gets SIGWINCH. */
   resize(size: WindowSize): void {
     checkSize(size);
-    if (this.#closed || this.#closing) return;
+    if (this.#master.closing) return;
     libc.setWindowSize(this.masterFd, size.rows, size.cols);
   }
 
@@ -113,92 +103,22 @@ export class Pty {
    */
   finish(quietMs = 100): void {
     this.releaseSlave();
-    this.#draining = true;
-    this.#drainQuietMs = quietMs;
+    this.#master.endWhenQuiet(quietMs);
   }
 
   /** Writes all of `data` to the master (the child's input), waiting while the PTY is full. */
-  async write(data: Uint8Array): Promise<void> {
-    let rest = new Uint8Array(data);
-    while (rest.length > 0) {
-      if (this.#closing || this.#closed) {
-        throw new libc.LibcError("write", libc.ERRNO.EBADF, "to a closed PTY");
-      }
-      const n = libc.writeNonBlocking(this.masterFd, rest);
-      if (n > 0) {
-        rest = rest.subarray(n);
-        continue;
-      }
-      await this.#poll(LINUX.POLLOUT, POLL_SLICE_MS);
-    }
+  write(data: Uint8Array): Promise<void> {
+    return this.#master.write(data);
   }
 
   /** Closes the PTY: the master (after any in-flight wait returns) and the slave copy. */
   close(): void {
-    if (this.#closing) return;
-    this.#closing = true;
+    this.#master.close();
     this.releaseSlave();
-    this.#maybeCloseFd();
   }
 
   [Symbol.dispose](): void {
     this.close();
-  }
-
-  #maybeCloseFd(): void {
-    if (!this.#closing || this.#closed || this.#polls > 0) return;
-    this.#closed = true;
-    libc.close(this.masterFd);
-  }
-
-  async #poll(events: number, timeoutMs: number): Promise<number> {
-    this.#polls++;
-    try {
-      return await libc.pollAsync(this.masterFd, events, timeoutMs);
-    } finally {
-      this.#polls--;
-      this.#maybeCloseFd();
-    }
-  }
-
-  async #pull(controller: ReadableStreamDefaultController<Uint8Array<ArrayBuffer>>): Promise<void> {
-    const buf = new Uint8Array(READ_CHUNK);
-    for (;;) {
-      if (this.#closing) {
-        controller.close();
-        return;
-      }
-      let n: number | null;
-      try {
-        n = libc.readNonBlocking(this.masterFd, buf);
-      } catch (e) {
-        // EIO: every slave fd is closed (the session is over). That is the normal end.
-        if (e instanceof libc.LibcError && e.errno === libc.ERRNO.EIO) {
-          this.close();
-          controller.close();
-          return;
-        }
-        this.close();
-        throw e;
-      }
-      if (n === 0) {
-        this.close();
-        controller.close();
-        return;
-      }
-      if (n !== null) {
-        controller.enqueue(buf.slice(0, n));
-        return;
-      }
-      const timeout = this.#draining ? this.#drainQuietMs : POLL_SLICE_MS;
-      const revents = await this.#poll(LINUX.POLLIN, timeout);
-      if (revents === 0 && this.#draining) {
-        // Child gone and quiet: a background process may still hold the slave; stop here.
-        this.close();
-        controller.close();
-        return;
-      }
-    }
   }
 }
 

@@ -33,12 +33,20 @@ export class ProcessError extends Error {
   readonly code: ProcessErrorCode;
   /** The exit code to report for this failure. */
   readonly exitCode: number;
+  /** The reason alone, e.g. "not found in PATH (/usr/bin:/bin)". */
+  readonly reason: string;
 
   /** Builds the error; `exitCode` follows the shell convention for `code`. */
-  constructor(code: ProcessErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(
+    code: ProcessErrorCode,
+    action: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${action}: ${reason}`, options);
     this.name = "ProcessError";
     this.code = code;
+    this.reason = reason;
     this.exitCode = code === "not_found" ? 127 : code === "not_executable" ? 126 : 1;
   }
 }
@@ -61,13 +69,18 @@ export interface StartProcessOptions {
   cwd?: string;
   /** Run on a new PTY of this size instead of pipes (stderr is then merged into stdout). */
   tty?: WindowSize;
+  /** Pipe stdin (true) or give the process /dev/null (false). Ignored with `tty`. @default true */
+  stdin?: boolean;
 }
 
 /** A running process started by {@link startProcess}. */
 export interface GuestProcess {
   /** Its pid, also its process group id. */
   readonly pid: number;
-  /** Its input; closing it closes the pipe (EOF). On a PTY, closing sends nothing. */
+  /**
+   * Its input; closing it closes the pipe (EOF). On a PTY, closing sends nothing. With
+   * `stdin: false` writes are discarded (the process reads /dev/null).
+   */
   readonly stdin: WritableStream<Uint8Array>;
   /** Its standard output (on a PTY: the terminal's output). */
   readonly stdout: ReadableStream<Uint8Array>;
@@ -81,9 +94,34 @@ export interface GuestProcess {
   resize(size: WindowSize): void;
 }
 
+function isExecutableFile(path: string): boolean {
+  try {
+    const info = Deno.statSync(path);
+    return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Last PATH hits (`PATH\0cwd\0name` -> path); a hit is re-checked with one stat before use. */
+const lookupCache = new Map<string, string>();
+const LOOKUP_CACHE_MAX = 256;
+
 /** Looks `argv0` up the way execvp does; returns the path that will run. */
 export function resolveProgram(argv0: string, options: { path: string; cwd: string }): string {
-  if (argv0 === "") throw new ProcessError("bad_argv", "Cannot run a program with an empty name");
+  if (argv0 === "") throw new ProcessError("bad_argv", "Cannot run a program", "its name is empty");
+  const key = `${options.path}\0${options.cwd}\0${argv0}`;
+  const cached = lookupCache.get(key);
+  // Only existence matters here (setsid's execvp does the real lookup), so a cached hit that
+  // still exists answers the question with one stat instead of a walk over PATH.
+  if (cached !== undefined && isExecutableFile(cached)) return cached;
+  const found = searchProgram(argv0, options);
+  if (lookupCache.size >= LOOKUP_CACHE_MAX) lookupCache.clear();
+  lookupCache.set(key, found);
+  return found;
+}
+
+function searchProgram(argv0: string, options: { path: string; cwd: string }): string {
   const candidates = argv0.includes("/")
     ? [absolute(argv0, options.cwd)]
     : options.path.split(":").map((dir) => absolute(`${dir || "."}/${argv0}`, options.cwd));
@@ -101,11 +139,12 @@ export function resolveProgram(argv0: string, options: { path: string; cwd: stri
   if (denied !== null) {
     throw new ProcessError(
       "not_executable",
-      `Cannot run ${argv0}: ${denied} is not an executable file`,
+      `Cannot run ${argv0}`,
+      `${denied} is not an executable file`,
     );
   }
   const where = argv0.includes("/") ? "no such file" : `not found in PATH (${options.path})`;
-  throw new ProcessError("not_found", `Cannot run ${argv0}: ${where}`);
+  throw new ProcessError("not_found", `Cannot run ${argv0}`, where);
 }
 
 function absolute(path: string, cwd: string): string {
@@ -117,10 +156,10 @@ function checkCwd(cwd: string): void {
   try {
     info = Deno.statSync(cwd);
   } catch (e) {
-    throw new ProcessError("bad_cwd", `Cannot run in ${cwd}: no such directory`, { cause: e });
+    throw new ProcessError("bad_cwd", `Cannot run in ${cwd}`, "no such directory", { cause: e });
   }
   if (!info.isDirectory) {
-    throw new ProcessError("bad_cwd", `Cannot run in ${cwd}: not a directory`);
+    throw new ProcessError("bad_cwd", `Cannot run in ${cwd}`, "not a directory");
   }
 }
 
@@ -151,13 +190,16 @@ export function startProcess(
   options: StartProcessOptions = {},
 ): GuestProcess {
   if (argv.length === 0 || argv[0] === undefined) {
-    throw new ProcessError("bad_argv", "Cannot run a process: argv is empty");
+    throw new ProcessError("bad_argv", "Cannot run a process", "argv is empty");
   }
   const env: Record<string, string> = {
     ...(options.baseEnv ?? Deno.env.toObject()),
     ...options.env,
   };
   env.PATH ??= DEFAULT_PATH;
+  // A terminal is xterm-256color unless the request says otherwise (the agent's own TERM, if
+  // any, describes the console it was started on, not this PTY).
+  if (options.tty) env.TERM = options.env?.TERM ?? "xterm-256color";
   const cwd = options.cwd ?? Deno.cwd();
   checkCwd(cwd);
   resolveProgram(argv[0], { path: env.PATH, cwd });
@@ -171,25 +213,25 @@ export function startProcess(
       env,
       clearEnv: true,
       cwd,
-      stdin: "piped",
+      stdin: options.stdin === false ? "null" : "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
   } catch (e) {
-    throw new ProcessError("spawn_failed", `Cannot run ${argv[0]}: ${(e as Error).message}`, {
+    throw new ProcessError("spawn_failed", `Cannot run ${argv[0]}`, (e as Error).message, {
       cause: e,
     });
   }
   const pid = child.pid;
   return {
     pid,
-    stdin: child.stdin,
+    stdin: options.stdin === false ? new WritableStream() : child.stdin,
     stdout: child.stdout,
     stderr: child.stderr,
     status: child.status.then(toExitStatus),
     kill: (signal) => killGroup(pid, signal),
     resize: () => {
-      throw new ProcessError("bad_argv", `Cannot resize process ${pid}: it has no terminal`);
+      throw new ProcessError("bad_argv", `Cannot resize process ${pid}`, "it has no terminal");
     },
   };
 }
@@ -213,37 +255,4 @@ function startOnPty(
     kill: (signal) => killGroup(p.pid, signal),
     resize: (next) => pty.resize(next),
   };
-}
-
-/** Processes started by `spawn` requests, addressed by a small integer id for later requests. */
-export class ProcessTable {
-  #next = 1;
-  readonly #byId = new Map<number, GuestProcess>();
-
-  /** Adds a process; returns its id. */
-  add(process: GuestProcess): number {
-    const id = this.#next++;
-    this.#byId.set(id, process);
-    return id;
-  }
-
-  /** The process with `id`, or undefined. */
-  get(id: number): GuestProcess | undefined {
-    return this.#byId.get(id);
-  }
-
-  /** Forgets `id` (after its exit has been reported). */
-  delete(id: number): void {
-    this.#byId.delete(id);
-  }
-
-  /** Every live entry. */
-  entries(): IterableIterator<[number, GuestProcess]> {
-    return this.#byId.entries();
-  }
-
-  /** Kills every process group in the table (used when a connection ends). */
-  killAll(signal: string | number = "SIGKILL"): void {
-    for (const p of this.#byId.values()) p.kill(signal);
-  }
 }
