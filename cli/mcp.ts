@@ -273,12 +273,16 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
 
   server.registerTool("process_output", {
     description: "Read a background process's output after since_seq (0 = from the start of " +
-      "the kept buffer); pass next_seq back next time.",
-    inputSchema: { pid: z.string(), sandbox_id: sandboxId, since_seq: z.number().int().min(0).optional() },
+      "the kept buffer); pass next_since_seq back as since_seq next time.",
+    inputSchema: {
+      pid: z.string(),
+      sandbox_id: sandboxId,
+      since_seq: z.number().int().min(0).optional(),
+    },
     outputSchema: {
       stdout: z.string(),
       stderr: z.string(),
-      next_seq: z.number(),
+      next_since_seq: z.number(),
       running: z.boolean(),
       exit_code: z.number().nullable(),
       truncated: z.boolean(),
@@ -297,7 +301,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
       return json({
         stdout: cut(stdout).text,
         stderr: cut(stderr).text,
-        next_seq: r.nextSeq,
+        next_since_seq: r.nextSeq - 1,
         running: r.exit === null,
         exit_code: r.exit?.exitCode ?? null,
         truncated: r.truncated,
@@ -309,7 +313,12 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
 
   server.registerTool("process_input", {
     description: "Write text to a background process's stdin.",
-    inputSchema: { pid: z.string(), input: z.string(), eof: z.boolean().optional(), sandbox_id: sandboxId },
+    inputSchema: {
+      pid: z.string(),
+      input: z.string(),
+      eof: z.boolean().optional(),
+      sandbox_id: sandboxId,
+    },
     outputSchema: { ok: z.boolean() },
   }, async (a) => {
     try {

@@ -73,9 +73,12 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     assert(full.includes("\n10000\n") && full.includes("20000"));
 
     const file = `${f.dir}/notes.txt`;
-    assertEquals((await call("write_file", { path: file, content: "alpha beta\n" })).structuredContent, {
-      bytes: 11,
-    });
+    assertEquals(
+      (await call("write_file", { path: file, content: "alpha beta\n" })).structuredContent,
+      {
+        bytes: 11,
+      },
+    );
     assertEquals(
       (await call("edit_file", { path: file, old_string: "beta", new_string: "gamma" }))
         .structuredContent,
@@ -98,21 +101,27 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
       ),
     );
 
-    // Background processes.
-    const started = await call("process_start", { command: "echo ready; read x; echo got $x; sleep 30" });
+    // Background processes (polled; a hang fails at the deadline).
+    const deadline = Date.now() + 30_000;
+    const inTime = () => assert(Date.now() < deadline, "process output did not arrive in 30 s");
+    const started = await call("process_start", {
+      command: "echo ready; read x; echo got $x; sleep 30",
+    });
     const pid = started.structuredContent?.pid as string;
     let seq = 0;
     let text = "";
     while (!text.includes("ready")) {
+      inTime();
       const o = await call("process_output", { pid, since_seq: seq });
       text += o.structuredContent?.stdout as string;
-      seq = o.structuredContent?.next_seq as number;
+      seq = o.structuredContent?.next_since_seq as number;
     }
     await call("process_input", { pid, input: "hello\n" });
     while (!text.includes("got hello")) {
+      inTime();
       const o = await call("process_output", { pid, since_seq: seq });
       text += o.structuredContent?.stdout as string;
-      seq = o.structuredContent?.next_seq as number;
+      seq = o.structuredContent?.next_since_seq as number;
     }
     const listed = await call("process_list", {});
     assert(
@@ -123,6 +132,7 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     await call("process_kill", { pid, signal: "SIGKILL" });
     let final: Record<string, unknown> | undefined;
     while (!final || final.running) {
+      inTime();
       final = (await call("process_output", { pid, since_seq: seq })).structuredContent;
     }
     assertEquals(final.exit_code, 137);

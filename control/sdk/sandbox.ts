@@ -88,7 +88,7 @@ export interface ProcessOutput {
   chunks: Array<{ seq: number; stream: "stdout" | "stderr"; data: Uint8Array }>;
   /** True when older chunks after `sinceSeq` were already dropped from the buffer. */
   truncated: boolean;
-  /** Pass as `sinceSeq` next time. */
+  /** The seq the next chunk will get; pass `nextSeq - 1` as `sinceSeq` next time. */
   nextSeq: number;
   /** Set once the process has exited. */
   exit: { exitCode: number; signal: string | null } | null;
