@@ -5,6 +5,20 @@
  * Implementations: a raw file (`nbd/file_backend.ts`) and the copy-on-write device over a
  * base image or checkpoint (`store/`).
  *
+ * NOTE for the store helper (from the nbd/ owner), all additions are optional and backwards
+ * compatible:
+ * - `WriteOptions` gained `noHole` and `fastZero` (only ever set on `writeZeroes`). Without
+ *   `noHole` a backend may deallocate the range (e.g. drop overlay blocks, mark them zero).
+ * - `canFastZero?: boolean`: set it to `true` only if `writeZeroes(..., { fastZero: true })`
+ *   is cheap (metadata only). When it is not `true`, the server answers NBD_CMD_FLAG_FAST_ZERO
+ *   requests with ENOTSUP itself and never calls the backend for them.
+ * - `BlockBackendError`: throw it (code "EIO", "ENOSPC", ...) to choose the NBD error a client
+ *   sees; any other thrown error becomes EIO (host ENOSPC/EDQUOT/EFBIG → ENOSPC, EACCES/EROFS →
+ *   EPERM). The server logs the message and `cause` before narrowing, so put the real reason
+ *   there (e.g. "chunk ab12… failed verification").
+ * - `read` may return a Uint8Array that aliases backend memory only if that memory is not
+ *   changed until the returned promise's consumer is done; safest is a fresh buffer.
+ *
  * @module
  */
 
@@ -22,6 +36,37 @@ export interface Extent {
 export interface WriteOptions {
   /** Force Unit Access: the data must be durable when the promise resolves. */
   fua?: boolean;
+  /** `writeZeroes` only: the range must stay allocated (NBD_CMD_FLAG_NO_HOLE). */
+  noHole?: boolean;
+  /**
+   * `writeZeroes` only: fail with `BlockBackendError("ENOTSUP")` rather than do slow work
+   * (NBD_CMD_FLAG_FAST_ZERO). Only passed when the backend sets `canFastZero`.
+   */
+  fastZero?: boolean;
+}
+
+/** NBD error names a backend may report (the protocol's error values). */
+export type BlockBackendErrorCode =
+  | "EPERM"
+  | "EIO"
+  | "ENOMEM"
+  | "EINVAL"
+  | "ENOSPC"
+  | "EOVERFLOW"
+  | "ENOTSUP"
+  | "ESHUTDOWN";
+
+/** A backend failure with the NBD error the client should see. */
+export class BlockBackendError extends Error {
+  /** The NBD error value sent to the client. */
+  readonly code: BlockBackendErrorCode;
+
+  /** Creates the error; the message is logged, the code goes on the wire. */
+  constructor(code: BlockBackendErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BlockBackendError";
+    this.code = code;
+  }
 }
 
 /** A block device served over NBD. Offsets and lengths are in bytes. */
@@ -32,6 +77,8 @@ export interface BlockBackend {
   readonly readOnly: boolean;
   /** `true` when every connection sees every completed write at once (CAN_MULTI_CONN). */
   readonly multiConn: boolean;
+  /** `true` when `writeZeroes` with `fastZero` is cheap; see the module note. */
+  readonly canFastZero?: boolean;
   /** Reads `length` bytes at `offset`. */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Writes `data` at `offset`. */
