@@ -42,7 +42,7 @@ export interface LowerLayer {
   readonly name: string;
   /** Bytes the lower layer covers; past this it reads as zeros. */
   readonly size: number;
-  /** Fills `dst` with the lower layer's bytes at `offset` (zeros past its end). */
+  /** Fills all of `dst` with the lower layer's bytes at `offset` (zeros past its end). */
   read(offset: number, dst: Uint8Array): Promise<void>;
   /** `true` when block `index` (of `blockSize`) is known to read as zeros without I/O. */
   isZeroBlock(index: number, blockSize: number): boolean;
@@ -83,11 +83,11 @@ export class BaseLower implements LowerLayer {
     }
   }
 
-  /** Fills `dst` from the file at `offset`; past the end stays zero (`dst` must be zeroed). */
+  /** Fills all of `dst` from the file at `offset`, zeros past its end. */
   async read(offset: number, dst: Uint8Array): Promise<void> {
-    if (offset >= this.size) return;
-    const n = Math.min(dst.length, this.size - offset);
-    await this.file.read(dst.subarray(0, n), offset);
+    const n = offset >= this.size ? 0 : Math.min(dst.length, this.size - offset);
+    const got = n > 0 ? await this.file.read(dst.subarray(0, n), offset) : 0;
+    if (got < dst.length) dst.fill(0, got);
   }
 
   /** Blocks past the end of the base read as zeros. */
@@ -145,10 +145,11 @@ export class CheckpointLower implements LowerLayer {
     this.#log = options.log ?? ((line) => console.error(line));
   }
 
-  /** Fills `dst` (zeroed) with the checkpoint's bytes at `offset`. */
+  /** Fills all of `dst` with the checkpoint's bytes at `offset`, zeros past its end. */
   async read(offset: number, dst: Uint8Array): Promise<void> {
     const bs = this.table.blockSize;
     const end = Math.min(offset + dst.length, this.size);
+    if (end < offset + dst.length) dst.fill(0, Math.max(0, end - offset));
     const jobs: Promise<void>[] = [];
     for (let pos = offset; pos < end;) {
       const index = Math.floor(pos / bs);
@@ -157,9 +158,13 @@ export class CheckpointLower implements LowerLayer {
       const hash = this.table.get(index);
       if (hash) {
         const from = pos;
-        jobs.push(this.#block(index, hash).then((data) => {
-          dst.set(data.subarray(from - blockStart, blockEnd - blockStart), from - offset);
-        }));
+        jobs.push(
+          this.#block(index, hash).then((data) => {
+            dst.set(data.subarray(from - blockStart, blockEnd - blockStart), from - offset);
+          }),
+        );
+      } else {
+        dst.fill(0, pos - offset, blockEnd - offset);
       }
       pos = blockEnd;
     }
@@ -308,6 +313,8 @@ export class CowDevice implements BlockBackend {
   readonly readOnly: boolean;
   /** One device for all connections: every completed write is visible to all. */
   readonly multiConn = true;
+  /** Zeroing whole blocks only updates the block map. */
+  readonly canFastZero = true;
   /** Block size in bytes. */
   readonly blockSize: number;
   /** The read-only layer below the overlay. */
@@ -338,7 +345,10 @@ export class CowDevice implements BlockBackend {
   constructor(lower: LowerLayer, options: CowDeviceOptions) {
     const { size, blockSize } = options;
     if (!Number.isSafeInteger(size) || size <= 0) {
-      throw new StoreError("invalid_argument", `Cannot open a device: size ${size} is not positive`);
+      throw new StoreError(
+        "invalid_argument",
+        `Cannot open a device: size ${size} is not positive`,
+      );
     }
     this.lower = lower;
     this.size = size;
@@ -391,6 +401,13 @@ export class CowDevice implements BlockBackend {
     return out;
   }
 
+  /** Fills all of `target` with the bytes at `offset` (the server's zero-copy read path). */
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    this.#checkOpen("read");
+    this.#checkRange(offset, target.length, "read");
+    await this.#readInto(offset, target, this.#where);
+  }
+
   /**
    * Fills `dst` with device bytes at `offset` as described by block map `where`, coalescing
    * runs of blocks that live in the same file into one read.
@@ -409,7 +426,14 @@ export class CowDevice implements BlockBackend {
       }
       const part = dst.subarray(pos - offset, runEnd - offset);
       if (w === WHERE_LOWER) jobs.push(this.lower.read(pos, part));
-      else if (w >= WHERE_LAYER0) jobs.push(this.#layers[w - WHERE_LAYER0]!.file.read(part, pos));
+      else if (w === WHERE_ZERO) part.fill(0);
+      else {
+        jobs.push(
+          this.#layers[w - WHERE_LAYER0]!.file.read(part, pos).then((n) => {
+            if (n < part.length) part.fill(0, n);
+          }),
+        );
+      }
       pos = runEnd;
     }
     await Promise.all(jobs);
@@ -517,7 +541,8 @@ export class CowDevice implements BlockBackend {
       let b = first;
       while (b <= last) {
         const blockStart = b * bs;
-        const full = offset <= blockStart && offset + length >= Math.min(blockStart + bs, this.size);
+        const full = offset <= blockStart &&
+          offset + length >= Math.min(blockStart + bs, this.size);
         if (!full) {
           jobs.push(this.#mergeBlock(b, offset, length, data));
           b++;
@@ -552,9 +577,11 @@ export class CowDevice implements BlockBackend {
       if (runStart < 0) return;
       const s = runStart;
       const bytes = src.subarray((s - first) * bs, Math.min((end - first) * bs, src.length));
-      pending.push(layer.file.write(bytes, s * bs).then(() => {
-        this.#where.fill(WHERE_LAYER0 + layer.index, s, end);
-      }));
+      pending.push(
+        layer.file.write(bytes, s * bs).then(() => {
+          this.#where.fill(WHERE_LAYER0 + layer.index, s, end);
+        }),
+      );
       runStart = -1;
     };
     for (let b = first; b <= last; b++) {
@@ -662,8 +689,9 @@ export class CowDevice implements BlockBackend {
     const buf = new Uint8Array(bs);
     const w = frozen.where[index]!;
     const len = Math.min(bs, this.size - index * bs);
-    if (w >= WHERE_LAYER0) await frozen.layers[w - WHERE_LAYER0]!.file.read(buf, index * bs);
-    else if (w === WHERE_LOWER) await this.lower.read(index * bs, buf.subarray(0, len));
+    if (w >= WHERE_LAYER0) {
+      await frozen.layers[w - WHERE_LAYER0]!.file.read(buf.subarray(0, len), index * bs);
+    } else if (w === WHERE_LOWER) await this.lower.read(index * bs, buf.subarray(0, len));
     // Bytes past the device end are not part of the disk; keep them zero in the chunk.
     if (len < bs) buf.fill(0, len);
     return buf;

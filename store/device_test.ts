@@ -73,10 +73,14 @@ Deno.test("CowDevice - concurrent partial writes to one block lose nothing", asy
   const dev = await s.store.openDevice({ base: s.basePath }, { overlayDir: s.overlay("a") });
   try {
     const writes = [];
-    for (let i = 0; i < 64; i++) writes.push(dev.write(BS + i * 512, new Uint8Array(512).fill(i + 1)));
+    for (let i = 0; i < 64; i++) {
+      writes.push(dev.write(BS + i * 512, new Uint8Array(512).fill(i + 1)));
+    }
     await Promise.all(writes);
     const got = await dev.read(BS, BS / 2);
-    for (let i = 0; i < 64; i++) assert(got.subarray(i * 512, (i + 1) * 512).every((b) => b === i + 1));
+    for (let i = 0; i < 64; i++) {
+      assert(got.subarray(i * 512, (i + 1) * 512).every((b) => b === i + 1));
+    }
   } finally {
     await dev.close();
   }

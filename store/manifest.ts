@@ -302,7 +302,9 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   const bitmapLen = Math.ceil(header.entryCount / 8);
   const bitmap = bytes.subarray(header.headerLength, header.headerLength + bitmapLen);
   const tail = header.entryCount & 7;
-  if (tail !== 0 && (bitmap[bitmapLen - 1]! >> tail) !== 0) throw bad("bitmap has bits past the end");
+  if (tail !== 0 && (bitmap[bitmapLen - 1]! >> tail) !== 0) {
+    throw bad("bitmap has bits past the end");
+  }
   const table = new BlockTable(header.blockSize, header.diskSize);
   let pos = header.headerLength + bitmapLen;
   let used = 0;

@@ -33,10 +33,5 @@ export {
   type StoreOpenOptions,
   validateName,
 } from "./store.ts";
-export {
-  CowDevice,
-  DeviceSnapshot,
-  type SaveOptions,
-  type SaveResult,
-} from "./device.ts";
+export { CowDevice, DeviceSnapshot, type SaveOptions, type SaveResult } from "./device.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";

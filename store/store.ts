@@ -469,7 +469,10 @@ export class Store {
   }
 
   /** The block table of a base image: from the cache when its identity matches, else ingested. */
-  async #baseTable(lower: BaseLower, blockSize: number): Promise<[BlockTable, string, number]> {
+  async #baseTable(
+    lower: BaseLower,
+    blockSize: number,
+  ): Promise<[BlockTable, string, number, number]> {
     const now = await Deno.stat(lower.name);
     const opened = lower.stat;
     if (
@@ -496,7 +499,7 @@ export class Store {
       ) {
         const m = await this.#readManifest(join(this.dir, "bases", `${cached.contentId}.idx`));
         if (m.table.blockSize === blockSize && m.table.diskSize === lower.size) {
-          return [m.table, cached.contentId, 0];
+          return [m.table, cached.contentId, 0, 0];
         }
       }
     } catch {
@@ -505,18 +508,26 @@ export class Store {
     const table = new BlockTable(blockSize, lower.size);
     const slab = 64;
     let hashed = 0;
+    let written = 0;
     for (let first = 0; first < table.entryCount; first += slab) {
       const count = Math.min(slab, table.entryCount - first);
       const buf = new Uint8Array(count * blockSize);
-      await lower.read(first * blockSize, buf.subarray(0, Math.min(buf.length, lower.size - first * blockSize)));
-      const puts: Promise<boolean>[] = [];
+      await lower.read(
+        first * blockSize,
+        buf.subarray(0, Math.min(buf.length, lower.size - first * blockSize)),
+      );
+      const puts: Promise<void>[] = [];
       for (let k = 0; k < count; k++) {
         const block = buf.subarray(k * blockSize, (k + 1) * blockSize);
         if (isZero(block)) continue;
         const h = blake3(block);
         hashed++;
         table.set(first + k, h);
-        puts.push(this.chunks.put(h, block));
+        puts.push(
+          this.chunks.put(h, block).then((w) => {
+            if (w) written++;
+          }),
+        );
       }
       await Promise.all(puts);
     }
@@ -533,7 +544,7 @@ export class Store {
       new TextEncoder().encode(JSON.stringify({ ...key, contentId })),
       true,
     );
-    return [table, contentId, hashed];
+    return [table, contentId, hashed, written];
   }
 
   /** Writes `bytes` to `path` atomically and durably; refuses to replace unless `overwrite`. */
@@ -590,7 +601,10 @@ export class Store {
       for (let i = 0; i < device.blockCount; i++) {
         const w = where[i]!;
         if (prev && prev.where[i] === w) {
-          table.hashes.set(prev.table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN), i * HASH_LEN);
+          table.hashes.set(
+            prev.table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN),
+            i * HASH_LEN,
+          );
         } else if (w === WHERE_ZERO) {
           continue;
         } else if (w === WHERE_LOWER) {
@@ -601,16 +615,18 @@ export class Store {
         }
       }
       let hashedBlocks = 0;
+      let newChunks = 0;
       let baseId: string | undefined;
       if (fromLower.length > 0) {
         let lowerTable: BlockTable;
         if (lower instanceof CheckpointLower) {
           lowerTable = lower.table;
         } else if (lower instanceof BaseLower) {
-          const [t, id, hashed] = await this.#baseTable(lower, bs);
+          const [t, id, hashed, written] = await this.#baseTable(lower, bs);
           lowerTable = t;
           baseId = id;
           hashedBlocks += hashed;
+          newChunks += written;
         } else {
           throw new StoreError("invalid_argument", "Cannot save: unknown lower layer");
         }
@@ -621,7 +637,6 @@ export class Store {
           );
         }
       }
-      let newChunks = 0;
       const inFlight = new Map<string, Promise<void>>();
       await forEachLimit(toHash, 8, async (i) => {
         const buf = await device.readFrozenBlock(frozen, i);
