@@ -16,8 +16,10 @@
  *   sees; any other thrown error becomes EIO (host ENOSPC/EDQUOT/EFBIG → ENOSPC, EACCES/EROFS →
  *   EPERM). The server logs the message and `cause` before narrowing, so put the real reason
  *   there (e.g. "chunk ab12… failed verification").
- * - `read` may return a Uint8Array that aliases backend memory only if that memory is not
- *   changed until the returned promise's consumer is done; safest is a fresh buffer.
+ * - `readInto?(offset, target)`: optional fast path; when present the server reads straight into
+ *   its reply buffer (one allocation, one socket write per READ) instead of calling `read`.
+ *   It must fill all of `target` (zeros for holes).
+ * - `read` must return a buffer the backend will not change afterwards (a fresh one is safest).
  *
  * @module
  */
@@ -81,6 +83,8 @@ export interface BlockBackend {
   readonly canFastZero?: boolean;
   /** Reads `length` bytes at `offset`. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Optional fast path of `read`: fills all of `target` with the bytes at `offset`. */
+  readInto?(offset: number, target: Uint8Array): Promise<void>;
   /** Writes `data` at `offset`. */
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Makes `length` bytes at `offset` read as zeros. */

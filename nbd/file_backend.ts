@@ -137,7 +137,10 @@ export class FileBackend implements BlockBackend {
     let done = 0;
     while (done < target.length) {
       const n = await pread(this.#fd, target, done, offset + done);
-      if (n === 0) break; // end of file: the rest is already zeros
+      if (n === 0) {
+        target.fill(0, done); // past the end of the file reads as zeros
+        break;
+      }
       done += n;
     }
   }

@@ -318,6 +318,43 @@ class ReplyWriter {
   }
 }
 
+/**
+ * Reuses READ reply buffers once they have been written. Fresh large buffers cost a zero-fill
+ * and page faults on every request; with a steady request size the pool makes that a one-off.
+ */
+class BufferPool {
+  #free = new Map<number, Uint8Array[]>();
+  #bytes = 0;
+  #maxBytes: number;
+
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /** A buffer of exactly `size` bytes with unspecified contents. */
+  take(size: number): Uint8Array {
+    const list = this.#free.get(size);
+    const b = list?.pop();
+    if (b === undefined) return new Uint8Array(size);
+    this.#bytes -= size;
+    return b;
+  }
+
+  give(b: Uint8Array): void {
+    if (this.#bytes + b.length > this.#maxBytes) return;
+    let list = this.#free.get(b.length);
+    if (list === undefined) {
+      // Keep one size class only: request sizes are steady in practice, and this bounds the map.
+      this.#free.clear();
+      this.#bytes = 0;
+      list = [];
+      this.#free.set(b.length, list);
+    }
+    list.push(b);
+    this.#bytes += b.length;
+  }
+}
+
 /** Bounds requests in flight (count and payload bytes) on one connection. */
 class InFlightBudget {
   #count = 0;
@@ -369,6 +406,12 @@ class InFlightBudget {
   }
 }
 
+/** A reply ready to write; `pooled` goes back to the buffer pool once written. */
+interface Reply {
+  parts: Uint8Array[];
+  pooled?: Uint8Array;
+}
+
 /** How the transmission phase of one connection ended. */
 export type TransmissionEnd =
   | "disconnect" // NBD_CMD_DISC: the clean way
@@ -413,6 +456,7 @@ export class TransmissionSession {
   #writer: ReplyWriter;
   #opts: TransmissionOptions;
   #budget: InFlightBudget;
+  #pool = new BufferPool(16 * 1024 * 1024);
   #shuttingDown = false;
   #log: NbdLogger;
   #label: string;
@@ -510,23 +554,26 @@ export class TransmissionSession {
       if (rejection !== null) {
         this.#log("debug", `${this.#label}: ${rejection.message} (${rejection.error})`);
         this.stats.errors++;
-        this.#reply(this.#errorParts(req, rejection), cost);
+        this.#reply({ parts: this.#errorParts(req, rejection) }, cost);
         continue;
       }
       this.#execute(req, payload).then(
-        (parts) => this.#reply(parts, cost),
+        (reply) => this.#reply(reply, cost),
         (err) => {
           // #execute maps every backend error; reaching here is a bug in this module.
           this.#log("error", `${this.#label}: ${commandName(req.type)} failed: ${err}`);
           rejection = { error: "EIO", message: "Cannot complete request: internal error" };
-          this.#reply(this.#errorParts(req, rejection), cost);
+          this.#reply({ parts: this.#errorParts(req, rejection) }, cost);
         },
       );
     }
   }
 
-  #reply(parts: Uint8Array[], cost: number): void {
-    this.#writer.send(parts, () => this.#budget.release(cost));
+  #reply(reply: Reply, cost: number): void {
+    this.#writer.send(reply.parts, () => {
+      if (reply.pooled !== undefined) this.#pool.give(reply.pooled);
+      this.#budget.release(cost);
+    });
   }
 
   #errorParts(req: Request, rej: RequestRejection): Uint8Array[] {
@@ -541,43 +588,46 @@ export class TransmissionSession {
     return [encodeSimpleReply(req.cookie, 0)];
   }
 
-  async #execute(req: Request, payload: Uint8Array | undefined): Promise<Uint8Array[]> {
+  async #execute(req: Request, payload: Uint8Array | undefined): Promise<Reply> {
     const b = this.#opts.backend;
     const fua = (req.flags & CommandFlag.FUA) !== 0;
     try {
       switch (req.type) {
         case Command.READ: {
+          if (b.readInto) return await this.#readIntoReply(b, req);
           const data = await b.read(req.offset, req.length);
           if (data.length !== req.length) {
             throw new Error(`backend returned ${data.length} of ${req.length} bytes`);
           }
           this.stats.bytesRead += data.length;
-          return this.#readReply(req, data);
+          return { parts: this.#readReply(req, data) };
         }
         case Command.WRITE:
           await b.write(req.offset, payload!, fua ? { fua } : undefined);
           this.stats.bytesWritten += req.length;
-          return this.#ok(req);
+          return { parts: this.#ok(req) };
         case Command.FLUSH:
           await b.flush();
-          return this.#ok(req);
+          return { parts: this.#ok(req) };
         case Command.TRIM:
           await b.trim(req.offset, req.length);
           if (fua) await b.flush();
-          return this.#ok(req);
+          return { parts: this.#ok(req) };
         case Command.WRITE_ZEROES: {
           const fastZero = (req.flags & CommandFlag.FAST_ZERO) !== 0;
           if (fastZero && b.canFastZero !== true) {
             // Not an error worth logging: the client asked "only if cheap" and it is not.
             this.stats.errors++;
-            return this.#errorParts(req, {
-              error: "ENOTSUP",
-              message: "Cannot zero fast: the backend has no fast zeroing",
-            });
+            return {
+              parts: this.#errorParts(req, {
+                error: "ENOTSUP",
+                message: "Cannot zero fast: the backend has no fast zeroing",
+              }),
+            };
           }
           const noHole = (req.flags & CommandFlag.NO_HOLE) !== 0;
           await b.writeZeroes(req.offset, req.length, { fua, noHole, fastZero });
-          return this.#ok(req);
+          return { parts: this.#ok(req) };
         }
         case Command.BLOCK_STATUS: {
           const reqOne = (req.flags & CommandFlag.REQ_ONE) !== 0;
@@ -600,7 +650,7 @@ export class TransmissionSession {
             v.setUint32(o + 4, f);
             o += 8;
           }
-          return [buf];
+          return { parts: [buf] };
         }
         default:
           // validateRequest lets only the commands above through.
@@ -617,11 +667,41 @@ export class TransmissionSession {
         );
       }
       this.stats.errors++;
-      return this.#errorParts(req, {
-        error: code,
-        message: `Cannot run ${commandName(req.type)}: backend reported ${code}`,
-      });
+      return {
+        parts: this.#errorParts(req, {
+          error: code,
+          message: `Cannot run ${commandName(req.type)}: backend reported ${code}`,
+        }),
+      };
     }
+  }
+
+  /** READ through `readInto`: header and data in one pooled buffer, so one socket write. */
+  async #readIntoReply(b: BlockBackend, req: Request): Promise<Reply> {
+    const structured = this.#opts.context.structuredReplies;
+    const dataAt = structured ? Size.STRUCTURED_REPLY_HEADER + 8 : Size.SIMPLE_REPLY_HEADER;
+    const buf = this.#pool.take(dataAt + req.length);
+    const v = new DataView(buf.buffer, buf.byteOffset, dataAt);
+    if (structured) {
+      v.setUint32(0, Magic.STRUCTURED_REPLY);
+      v.setUint16(4, ReplyFlag.DONE);
+      v.setUint16(6, ReplyType.OFFSET_DATA);
+      buf.set(req.cookie, 8);
+      v.setUint32(16, 8 + req.length);
+      v.setBigUint64(Size.STRUCTURED_REPLY_HEADER, BigInt(req.offset));
+    } else {
+      v.setUint32(0, Magic.SIMPLE_REPLY);
+      v.setUint32(4, 0);
+      buf.set(req.cookie, 8);
+    }
+    try {
+      await b.readInto!(req.offset, buf.subarray(dataAt));
+    } catch (err) {
+      this.#pool.give(buf);
+      throw err;
+    }
+    this.stats.bytesRead += req.length;
+    return { parts: [buf], pooled: buf };
   }
 
   #readReply(req: Request, data: Uint8Array): Uint8Array[] {
