@@ -7,7 +7,7 @@
 /** Deterministic bytes (xorshift32) so failures reproduce. */
 export function pseudoRandom(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
-  let x = seed | 1;
+  let x = (seed * 2 + 1) >>> 0;
   for (let i = 0; i < length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;

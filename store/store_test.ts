@@ -136,7 +136,7 @@ Deno.test("Store - an open device keeps its checkpoint's chunks through delete a
   const report = await store.gc();
   assertEquals(report.removedLeases, 0);
   const child = await store.openDevice({ checkpoint: "child" }, { overlayDir: `${tmp.path}/k` });
-  assertEquals((await child.read(0, BS)), pseudoRandom(BS, 21));
+  assertEquals(await child.read(0, BS), pseudoRandom(BS, 21));
   await child.close();
 });
 

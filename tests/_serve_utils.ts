@@ -146,7 +146,7 @@ export async function testHome(): Promise<AsyncDisposable & { path: string; home
 export function pseudoRandom(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   const words = new Uint32Array(out.buffer, 0, length >>> 2);
-  let x = seed | 1;
+  let x = (seed * 2 + 1) >>> 0;
   for (let i = 0; i < words.length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
