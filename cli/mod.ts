@@ -7,7 +7,10 @@
  */
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
+import { checkpointCommand } from "./checkpoint.ts";
 import { UserError } from "./errors.ts";
+import { nbdCommand } from "./nbd.ts";
+import { storeCommand } from "./store.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -21,6 +24,9 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
+  program.addCommand(checkpointCommand());
+  program.addCommand(storeCommand());
+  program.addCommand(nbdCommand());
   return program as unknown as Command;
 }
 
