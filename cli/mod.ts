@@ -11,6 +11,7 @@ import { checkpointCommand } from "./checkpoint.ts";
 import { UserError } from "./errors.ts";
 import { nbdCommand } from "./nbd.ts";
 import { storeCommand } from "./store.ts";
+import { execCommand } from "./exec.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   program.addCommand(checkpointCommand());
   program.addCommand(storeCommand());
   program.addCommand(nbdCommand());
+  program.addCommand(execCommand());
   return program as unknown as Command;
 }
 

@@ -1,0 +1,236 @@
+/**
+ * Entry point of the guest agent; the same file runs in the VM and in tests.
+ *
+ * ```
+ * deno run -A guest/main.ts --listen unix:/tmp/agent.sock   # tests: every connection a session
+ * deno run -A guest/main.ts [--port shuru.agent]            # VM: the virtio-serial port
+ * ```
+ *
+ * In the VM the agent is bundled (`deno bundle guest/main.ts -o agent.js`) and started by tini as
+ * `deno run -A --no-check /opt/shuru/agent.js`. It imports only Deno built-ins and relative
+ * modules. See docs/guest_agent.md.
+ *
+ * @module
+ */
+
+import * as libc from "../ffi/libc.ts";
+import { FdStream } from "../ffi/fd_stream.ts";
+import { AGENT_VERSION, serveConnection } from "./agent.ts";
+import { startProcess } from "./process.ts";
+import { powerOffGuest, syncAll } from "./shutdown.ts";
+
+/** Name of the virtio-serial port the host exposes for the agent. */
+export const DEFAULT_PORT_NAME = "shuru.agent";
+
+/** Where a session's failure is logged (stderr, which tini passes to the console). */
+function log(line: string): void {
+  console.error(`shuru-agent: ${line}`);
+}
+
+/** What the command line asked for. */
+export type AgentMode =
+  | { kind: "listen"; path: string }
+  | { kind: "port"; name: string };
+
+/**
+ * Parses the agent's arguments.
+ *
+ * @throws Error with a usage message for anything unknown.
+ */
+export function parseArgs(args: readonly string[]): AgentMode {
+  let mode: AgentMode = { kind: "port", name: DEFAULT_PORT_NAME };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const [flag, inline] = arg.includes("=") ? arg.split(/=(.*)/s, 2) as [string, string] : [
+      arg,
+      undefined,
+    ];
+    const value = () => {
+      const v = inline ?? args[++i];
+      if (v === undefined || v === "") {
+        throw new Error(`Cannot parse arguments: ${flag} needs a value`);
+      }
+      return v;
+    };
+    if (flag === "--listen") {
+      const v = value();
+      if (!v.startsWith("unix:") || v.length === 5) {
+        throw new Error(`Cannot listen on ${v}: only unix:PATH is supported`);
+      }
+      mode = { kind: "listen", path: v.slice(5) };
+    } else if (flag === "--port") {
+      mode = { kind: "port", name: value() };
+    } else if (flag === "--version") {
+      console.log(AGENT_VERSION);
+      Deno.exit(0);
+    } else {
+      throw new Error(
+        `Cannot parse arguments: unknown ${JSON.stringify(arg)}; ` +
+          "usage: agent [--listen unix:PATH | --port NAME]",
+      );
+    }
+  }
+  return mode;
+}
+
+/** Serves every connection on a Unix socket until a shutdown request or SIGTERM/SIGINT. */
+async function listenUnix(path: string): Promise<void> {
+  try {
+    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+  } catch {
+    // Nothing there.
+  }
+  const listener = Deno.listen({ transport: "unix", path });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    try {
+      listener.close();
+    } catch { /* already closed */ }
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  log(`listening on unix:${path}`);
+  let next = 1;
+  try {
+    for await (const conn of listener) {
+      const id = next++;
+      void serveOne(conn, `connection ${id}`, () => {
+        // On a host there is no machine to power off: the agent process plays the VM and ends.
+        log("shutdown: disks synced; exiting (listen mode does not power off the host)");
+        stop();
+      });
+    }
+  } catch (e) {
+    if (!stopping) throw e;
+  } finally {
+    try {
+      Deno.removeSync(path);
+    } catch { /* gone */ }
+  }
+  Deno.exit(0);
+}
+
+async function serveOne(
+  transport: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } & {
+    close(): void;
+  },
+  name: string,
+  onShutdown: () => void | Promise<void>,
+): Promise<void> {
+  try {
+    const err = await serveConnection(transport, { log, onShutdown });
+    log(err ? `${name} ended: ${err.message}` : `${name} closed`);
+  } catch (e) {
+    log(`${name} ended: ${(e as Error).message}`);
+  } finally {
+    try {
+      transport.close();
+    } catch { /* already closed */ }
+  }
+}
+
+/** Finds `/dev/vportNpM` whose `/sys/class/virtio-ports/vportNpM/name` is `name`. */
+export function findVirtioPort(name: string, sysRoot = "/sys/class/virtio-ports"): string | null {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(sysRoot)];
+  } catch {
+    return null;
+  }
+  for (const entry of entries) {
+    try {
+      if (Deno.readTextFileSync(`${sysRoot}/${entry.name}/name`).trim() === name) {
+        return `/dev/${entry.name}`;
+      }
+    } catch {
+      // A port without a name file; skip it.
+    }
+  }
+  return null;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Serves the virtio-serial port forever. The host may connect, disconnect and reconnect: while no
+ * host is attached the port polls as HUP, so the agent waits (without sending into the void) and
+ * starts a fresh session, HELLO first, as soon as the host's bytes arrive.
+ */
+async function servePort(name: string): Promise<void> {
+  let warned = false;
+  for (;;) {
+    const dev = findVirtioPort(name);
+    if (dev === null) {
+      if (!warned) log(`waiting for virtio-serial port ${name} (/sys/class/virtio-ports/*/name)`);
+      warned = true;
+      await sleep(100);
+      continue;
+    }
+    let fd: number;
+    try {
+      fd = libc.open(dev, libc.LINUX.O_RDWR | libc.LINUX.O_NOCTTY | libc.LINUX.O_CLOEXEC);
+    } catch (e) {
+      log(`cannot open ${dev}: ${(e as Error).message}; retrying`);
+      await sleep(500);
+      continue;
+    }
+    const port = new FdStream(fd);
+    // Wait until the host is attached and has sent something (its HELLO).
+    for (;;) {
+      const revents = await libc.pollAsync(fd, libc.LINUX.POLLIN, 1000);
+      if (revents & libc.LINUX.POLLHUP) {
+        await sleep(100);
+        continue;
+      }
+      if (revents & libc.LINUX.POLLIN) break;
+    }
+    log(`host attached on ${dev}`);
+    await serveOne(port, `session on ${dev}`, () => {
+      log("shutdown: disks synced; powering off");
+      powerOffGuest();
+    });
+    await sleep(50);
+  }
+}
+
+/**
+ * Pays Deno's one-time costs before the host asks for anything: the first `Deno.Command` loads
+ * the process module (~25 ms) and the first spawn sets up child reaping (~10 ms); dlopen of libc.
+ */
+async function warmUp(): Promise<void> {
+  try {
+    libc.getpgid(0);
+    const p = startProcess(["true"], { stdin: false, baseEnv: {} });
+    await Promise.all([p.stdout.cancel(), p.stderr?.cancel(), p.status]);
+  } catch (e) {
+    log(`warm-up failed (processes may not start): ${(e as Error).message}`);
+  }
+}
+
+/** Runs the agent with `args` (normally `Deno.args`). */
+export async function main(args: readonly string[]): Promise<void> {
+  let mode: AgentMode;
+  try {
+    mode = parseArgs(args);
+  } catch (e) {
+    log((e as Error).message);
+    Deno.exit(2);
+  }
+  void warmUp();
+  if (mode.kind === "listen") {
+    await listenUnix(mode.path);
+  } else {
+    // tini forwards SIGTERM from the host's shutdown path: flush disks before going.
+    Deno.addSignalListener("SIGTERM", () => {
+      syncAll();
+      Deno.exit(0);
+    });
+    await servePort(mode.name);
+  }
+}
+
+if (import.meta.main) {
+  await main(Deno.args);
+}

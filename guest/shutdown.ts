@@ -1,0 +1,27 @@
+/**
+ * Powering the guest off: sync every filesystem (so the NBD-backed disk has all data before the
+ * host saves a checkpoint), then reboot(RB_POWER_OFF) through FFI.
+ *
+ * In the VM, PID 1 is `tini` running the agent. reboot(2) needs only CAP_SYS_BOOT, not PID 1, so
+ * the agent powers off directly: no init script, no busybox `poweroff`. The kernel stops at once;
+ * processes are not signalled first, which is fine for a throwaway sandbox whose disk is synced.
+ *
+ * @module
+ */
+
+import * as libc from "../ffi/libc.ts";
+
+/** Flushes all filesystems (`sync(2)`). */
+export function syncAll(): void {
+  libc.sync();
+}
+
+/**
+ * Syncs, then powers the machine off. Only call this in the VM: on a host it powers the host off.
+ *
+ * @throws LibcError when the kernel refuses (not root / no CAP_SYS_BOOT).
+ */
+export function powerOffGuest(): never {
+  libc.sync();
+  libc.powerOff();
+}

@@ -1,0 +1,238 @@
+/**
+ * The two error families of the agent protocol.
+ *
+ * - {@link ConnectionError}: local, never serialized. The connection itself is broken (garbage or
+ *   truncated frames, a flow-control violation, a version mismatch, the peer went away). Every
+ *   stream on that connection fails with it.
+ * - {@link AgentError}: crosses the wire in RESET frames as `{code, message}`. One operation
+ *   failed (file not found, permission denied, ...); the connection stays up. Subclasses per
+ *   code ({@link NotFoundError}, ...) let callers `catch` by class.
+ *
+ * @module
+ */
+
+/** Why a connection failed. */
+export type ConnectionErrorCode =
+  /** A frame header or payload violates the format (unknown type, bad length, bad JSON...). */
+  | "malformed"
+  /** The byte stream ended in the middle of a frame. */
+  | "truncated"
+  /** The peer sent more DATA than the window allowed, or over-granted credit. */
+  | "flow_control"
+  /** HELLO missing, wrong magic, or incompatible protocol version. */
+  | "handshake"
+  /** A cap was exceeded (streams, queued messages...). */
+  | "limit"
+  /** The peer sent GOAWAY with an error. */
+  | "goaway"
+  /** The connection was closed (locally or by the peer) while the operation was pending. */
+  | "closed"
+  /** Reading or writing the underlying transport failed. */
+  | "transport";
+
+/** The connection to the peer is unusable; local only, never sent. */
+export class ConnectionError extends Error {
+  /** What went wrong. */
+  readonly code: ConnectionErrorCode;
+  /** Creates the error; `message` should read "Cannot <action>: <state>". */
+  constructor(code: ConnectionErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ConnectionError";
+    this.code = code;
+  }
+}
+
+/** Error kinds that travel in RESET frames (and GOAWAY). */
+export const ERROR_CODES = [
+  "not_found",
+  "permission_denied",
+  "already_exists",
+  "not_a_directory",
+  "is_a_directory",
+  "not_empty",
+  "invalid_argument",
+  "unsupported",
+  "busy",
+  "connection_refused",
+  "timed_out",
+  "cancelled",
+  "io",
+  "protocol",
+  "internal",
+] as const;
+
+/** An error kind carried on the wire. */
+export type ErrorCode = typeof ERROR_CODES[number];
+
+/** The JSON payload of RESET and GOAWAY frames. */
+export interface WireError {
+  /** The kind of failure. */
+  code: ErrorCode;
+  /** A message a user can act on ("Cannot open /x: no such file or directory"). */
+  message: string;
+}
+
+/** An operation failed on the peer; crosses the wire as {@link WireError}. */
+export class AgentError extends Error {
+  /** The kind of failure. */
+  readonly code: ErrorCode;
+  /** Creates the error. */
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "AgentError";
+    this.code = code;
+  }
+  /** The wire form of this error. */
+  toWire(): WireError {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** The path does not exist. */
+export class NotFoundError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("not_found", message, options);
+    this.name = "NotFoundError";
+  }
+}
+
+/** The agent is not allowed to perform the operation. */
+export class PermissionDeniedError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("permission_denied", message, options);
+    this.name = "PermissionDeniedError";
+  }
+}
+
+/** The target already exists. */
+export class AlreadyExistsError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("already_exists", message, options);
+    this.name = "AlreadyExistsError";
+  }
+}
+
+/** A path component is not a directory, or a directory was expected. */
+export class NotADirectoryError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("not_a_directory", message, options);
+    this.name = "NotADirectoryError";
+  }
+}
+
+/** A file was expected but the path is a directory. */
+export class IsADirectoryError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("is_a_directory", message, options);
+    this.name = "IsADirectoryError";
+  }
+}
+
+/** The directory is not empty (remove without `recursive`). */
+export class NotEmptyError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("not_empty", message, options);
+    this.name = "NotEmptyError";
+  }
+}
+
+/** The request was invalid (bad field, bad value). */
+export class InvalidArgumentError extends AgentError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("invalid_argument", message, options);
+    this.name = "InvalidArgumentError";
+  }
+}
+
+/** Builds the matching {@link AgentError} subclass from a wire error (untrusted input). */
+export function agentErrorFromWire(value: unknown): AgentError {
+  let code: ErrorCode = "protocol";
+  let message = "Peer reset the stream without a valid error";
+  if (typeof value === "object" && value !== null) {
+    const v = value as Record<string, unknown>;
+    if (typeof v.code === "string" && (ERROR_CODES as readonly string[]).includes(v.code)) {
+      code = v.code as ErrorCode;
+    } else if (typeof v.code === "string") {
+      code = "internal";
+    }
+    if (typeof v.message === "string") message = v.message.slice(0, 4096);
+  }
+  switch (code) {
+    case "not_found":
+      return new NotFoundError(message);
+    case "permission_denied":
+      return new PermissionDeniedError(message);
+    case "already_exists":
+      return new AlreadyExistsError(message);
+    case "not_a_directory":
+      return new NotADirectoryError(message);
+    case "is_a_directory":
+      return new IsADirectoryError(message);
+    case "not_empty":
+      return new NotEmptyError(message);
+    case "invalid_argument":
+      return new InvalidArgumentError(message);
+    default:
+      return new AgentError(code, message);
+  }
+}
+
+/** Maps a Deno/Node error (e.g. from `Deno.stat`) to a wire error code. */
+export function errorCodeOf(err: unknown): ErrorCode {
+  if (err instanceof AgentError) return err.code;
+  if (err instanceof Deno.errors.NotFound) return "not_found";
+  if (err instanceof Deno.errors.PermissionDenied) return "permission_denied";
+  if (err instanceof Deno.errors.AlreadyExists) return "already_exists";
+  if (err instanceof Deno.errors.NotADirectory) return "not_a_directory";
+  if (err instanceof Deno.errors.IsADirectory) return "is_a_directory";
+  if (err instanceof Deno.errors.ConnectionRefused) return "connection_refused";
+  if (err instanceof Deno.errors.TimedOut) return "timed_out";
+  if (err instanceof Deno.errors.Busy) return "busy";
+  if (err instanceof Deno.errors.InvalidData) return "invalid_argument";
+  if (err instanceof Deno.errors.NotSupported) return "unsupported";
+  if (err instanceof TypeError || err instanceof RangeError) return "invalid_argument";
+  const code = (err as { code?: unknown } | null)?.code;
+  switch (code) {
+    case "ENOENT":
+      return "not_found";
+    case "EACCES":
+    case "EPERM":
+    case "EROFS":
+      return "permission_denied";
+    case "EEXIST":
+      return "already_exists";
+    case "ENOTDIR":
+      return "not_a_directory";
+    case "EISDIR":
+      return "is_a_directory";
+    case "ENOTEMPTY":
+      return "not_empty";
+    case "EINVAL":
+      return "invalid_argument";
+    case "ECONNREFUSED":
+      return "connection_refused";
+  }
+  // Deno reports ENOTEMPTY and a few others only in the message ("Directory not empty").
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/not empty/i.test(msg)) return "not_empty";
+  if (/read-only file system/i.test(msg)) return "permission_denied";
+  return "io";
+}
+
+/**
+ * Converts any thrown value to a wire error, prefixing the message with the action
+ * (`"Cannot stat /x"` + `": No such file or directory"`).
+ */
+export function toWireError(err: unknown, action?: string): WireError {
+  const code = errorCodeOf(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  if (err instanceof AgentError || !action) return { code, message: detail };
+  return { code, message: `${action}: ${detail}` };
+}
