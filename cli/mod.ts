@@ -12,6 +12,7 @@ import { UserError } from "./errors.ts";
 import { nbdCommand } from "./nbd.ts";
 import { storeCommand } from "./store.ts";
 import { execCommand } from "./exec.ts";
+import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -25,7 +26,11 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
-  program.addCommand(checkpointCommand());
+  program.addCommand(runCommand());
+  const checkpoint = checkpointCommand();
+  checkpoint.addCommand(checkpointCreateCommand("create"));
+  checkpoint.addCommand(checkpointCreateCommand("save"));
+  program.addCommand(checkpoint);
   program.addCommand(storeCommand());
   program.addCommand(nbdCommand());
   program.addCommand(execCommand());
@@ -39,7 +44,8 @@ export async function runCli(args: string[]): Promise<number> {
   for (const sub of program.commands) sub.exitOverride();
   try {
     await program.parseAsync(args, { from: "user" });
-    return 0;
+    // Commands that hand back a guest's exit code set Deno.exitCode.
+    return Deno.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version output are "errors" to commander with exit code 0.
