@@ -9,6 +9,8 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
+import { initCommand } from "./init.ts";
+import { pruneCommand } from "./prune.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
 export function buildProgram(): Command {
@@ -21,6 +23,8 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
+  program.addCommand(initCommand());
+  program.addCommand(pruneCommand());
   return program as unknown as Command;
 }
 
