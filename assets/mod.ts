@@ -73,6 +73,8 @@ export interface GuestAssets {
   kernelRelease: string;
   /** `true` when this call built them; `false` when they were already current. */
   built: boolean;
+  /** `false` only with `checkOnly` when the assets are not built yet. */
+  present: boolean;
   /** Milliseconds per build step (empty when nothing was built). */
   timings: Record<string, number>;
 }
@@ -114,6 +116,8 @@ export interface EnsureAssetsOptions {
   bootDir?: string;
   /** Folder with module trees (default `/lib/modules`). */
   modulesRoot?: string;
+  /** Only compute the current version and whether it is built; never build. */
+  checkOnly?: boolean;
 }
 
 const DEFAULT_AGENT_ENTRY = fileURLToPath(new URL("../guest/main.ts", import.meta.url));
@@ -185,6 +189,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const agentEntry = options.agentEntry ?? DEFAULT_AGENT_ENTRY;
 
   await step("host-tools", "checking host tools", timings, onProgress, async (detail) => {
+    if (options.checkOnly) return;
     let missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
     if (missing.length === 0) return;
     if (!options.installDeps) throw missingToolsError(missing);
@@ -211,21 +216,13 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   );
 
   const busybox = findCommand("busybox", path) as string;
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
-  const versionKey = await sha256Hex(JSON.stringify({
-    format: ASSET_FORMAT,
-    recipeKey,
-    modules: MODULE_GROUPS,
-    kernel: await fileStamp(kernel.vmlinuz),
-    modulesDep: await fileStamp(join(kernel.modulesDir, "modules.dep")),
-    busybox: await fileStamp(busybox),
-    deno: await fileStamp(denoBinary),
-    agent: await sha256Hex(agentBundle),
-    scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
-  }));
-  const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
-  const dir = join(options.assetsDir, version);
-  const assets = (built: boolean, rootfsBytes: number): GuestAssets => ({
+  const { version, dir, recipeKey } = await assetVersion(options.assetsDir, {
+    kernel,
+    busybox,
+    denoBinary,
+    agentBundle,
+  });
+  const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
     version,
     dir,
     kernel: join(dir, "vmlinux"),
@@ -234,12 +231,14 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     rootfsBytes,
     kernelRelease: kernel.release,
     built,
+    present,
     timings,
   });
 
-  if (!options.force) {
+  if (!options.force || options.checkOnly) {
     const existing = await readManifest(dir);
     if (existing) return assets(false, existing.rootfsBytes);
+    if (options.checkOnly) return assets(false, 0, false);
   }
   const rootfsBytes = await build({
     ...options,
@@ -253,6 +252,87 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     onProgress,
   });
   return assets(true, rootfsBytes);
+}
+
+/** The inputs that decide the asset version. */
+interface VersionInputs {
+  kernel: HostKernel;
+  busybox: string;
+  denoBinary: string;
+  agentBundle: Uint8Array;
+}
+
+async function assetVersion(
+  assetsDir: string,
+  inputs: VersionInputs,
+): Promise<{ version: string; dir: string; recipeKey: string }> {
+  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const versionKey = await sha256Hex(JSON.stringify({
+    format: ASSET_FORMAT,
+    recipeKey,
+    modules: MODULE_GROUPS,
+    kernel: await fileStamp(inputs.kernel.vmlinuz),
+    modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
+    busybox: await fileStamp(inputs.busybox),
+    deno: await fileStamp(inputs.denoBinary),
+    agent: await sha256Hex(inputs.agentBundle),
+    scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+  }));
+  const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
+  return { version, dir: join(assetsDir, version), recipeKey };
+}
+
+/** What {@linkcode pruneAssets} removed. */
+export interface AssetPruneResult {
+  /** Removed folders and files (names under the assets folder). */
+  removed: string[];
+  /** Bytes freed (apparent sizes). */
+  bytes: number;
+}
+
+/** Age after which an unfinished build or download is considered abandoned. */
+const STALE_BUILD_MS = 6 * 3600_000;
+
+/**
+ * Removes asset versions other than `keepVersion`, and abandoned partial builds. A running VM
+ * keeps its open files, so removing a version in use does not disturb it.
+ */
+export async function pruneAssets(
+  assetsDir: string,
+  keepVersion: string,
+): Promise<AssetPruneResult> {
+  const result: AssetPruneResult = { removed: [], bytes: 0 };
+  const remove = async (path: string, name: string) => {
+    result.bytes += await treeBytes(path).catch(() => 0);
+    await Deno.remove(path, { recursive: true });
+    result.removed.push(name);
+  };
+  const stale = (info: Deno.FileInfo) => Date.now() - (info.mtime?.getTime() ?? 0) > STALE_BUILD_MS;
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(assetsDir));
+  } catch {
+    return result;
+  }
+  for (const e of entries) {
+    const path = join(assetsDir, e.name);
+    if (e.isDirectory && /^v\d+-[0-9a-f]+$/.test(e.name) && e.name !== keepVersion) {
+      await remove(path, e.name);
+    } else if (e.name.startsWith(".build-") && stale(await Deno.stat(path))) {
+      await remove(path, e.name);
+    }
+  }
+  const cache = join(assetsDir, "cache");
+  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const cached = await Array.fromAsync(Deno.readDir(cache)).catch(() => [] as Deno.DirEntry[]);
+  for (const e of cached) {
+    const path = join(cache, e.name);
+    const oldRecipe = e.name.endsWith(".tar") && !e.name.includes(recipeKey);
+    if (oldRecipe || (e.name.includes(".partial-") && stale(await Deno.stat(path)))) {
+      await remove(path, `cache/${e.name}`);
+    }
+  }
+  return result;
 }
 
 interface Manifest {

@@ -9,10 +9,12 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { checkpointCommand } from "./checkpoint.ts";
 import { UserError } from "./errors.ts";
-import { nbdCommand } from "./nbd.ts";
-import { storeCommand } from "./store.ts";
 import { execCommand } from "./exec.ts";
+import { initCommand } from "./init.ts";
+import { nbdCommand } from "./nbd.ts";
+import { pruneCommand } from "./prune.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
+import { storeCommand } from "./store.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -27,13 +29,15 @@ export function buildProgram(): Command {
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
   program.addCommand(runCommand());
+  program.addCommand(initCommand());
   const checkpoint = checkpointCommand();
   checkpoint.addCommand(checkpointCreateCommand("create"));
   checkpoint.addCommand(checkpointCreateCommand("save"));
   program.addCommand(checkpoint);
   program.addCommand(storeCommand());
-  program.addCommand(nbdCommand());
   program.addCommand(execCommand());
+  program.addCommand(pruneCommand());
+  program.addCommand(nbdCommand());
   return program as unknown as Command;
 }
 

@@ -68,7 +68,9 @@ export function qemuArgs(config: VmConfig): string[] {
   ];
 
   const disk = config.disk;
-  if (disk.kind === "nbd") {
+  if (disk === undefined) {
+    // No root disk: only the KVM probe boot, which stops in the initramfs.
+  } else if (disk.kind === "nbd") {
     args.push(
       "-drive",
       [
@@ -97,7 +99,7 @@ export function qemuArgs(config: VmConfig): string[] {
       ].join(","),
     );
   }
-  args.push("-device", "virtio-blk-device,drive=root");
+  if (disk) args.push("-device", "virtio-blk-device,drive=root");
 
   // Agent channel. We listen and QEMU connects at startup (server=off): nothing the guest
   // writes can be lost before we attach, and no polling for QEMU's socket to appear.

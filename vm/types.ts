@@ -47,8 +47,8 @@ export interface VmConfig {
   memoryMiB: number;
   /** Execution engine (resolve `auto` with `resolveAccel` first). */
   accel: Accel;
-  /** Root disk (`/dev/vda` in the guest). */
-  disk: DiskConfig;
+  /** Root disk (`/dev/vda` in the guest); none for the KVM probe boot. */
+  disk?: DiskConfig;
   /** Socket path the backend listens on for the agent channel (virtio-serial `shuru.agent`). */
   agentSocket: string;
   /** Host folders. */
