@@ -59,10 +59,11 @@ load() {
   done
 }
 ${loads.join("\n")}
-n=0
+read -r up _ < /proc/uptime
+deadline=$((\${up%.*} + 5))
 while [ ! -b /dev/vda ]; do
-  n=$((n + 1))
-  [ $n -gt 500 ] && fail "no root disk /dev/vda after 5 s"
+  read -r up _ < /proc/uptime
+  [ "\${up%.*}" -ge $deadline ] && fail "no root disk /dev/vda after 5 s"
   $bb usleep 10000
 done
 $bb mkdir -p /newroot

@@ -19,6 +19,7 @@ import { BufferedReader } from "./_io.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { type ExportOffer, serverHandshake } from "./handshake.ts";
 import {
+  BufferPool,
   type NbdLogger,
   type TransmissionEnd,
   TransmissionSession,
@@ -73,6 +74,8 @@ export class NbdServer {
   #closing: Promise<void> | null = null;
   #acceptLoop: Promise<void>;
   #discSinceIdle = false;
+  /** READ reply buffers shared by all connections (idle buffers capped at 64 MiB). */
+  #pool = new BufferPool(64 * 1024 * 1024);
   #idleWaiters: (() => void)[] = [];
   /** Totals, updated as connections end. */
   readonly stats: NbdServerStats = {
@@ -234,6 +237,7 @@ export class NbdServer {
           : {}),
         log: this.#log,
         label,
+        pool: this.#pool,
       });
       c.session = session;
       end = await session.run();

@@ -319,10 +319,12 @@ class ReplyWriter {
 }
 
 /**
- * Reuses READ reply buffers once they have been written. Fresh large buffers cost a zero-fill
- * and page faults on every request; with a steady request size the pool makes that a one-off.
+ * Reuses READ reply buffers once they have been written. Fresh large buffers cost a zero-fill,
+ * page faults and GC work on every request; with steady request sizes the pool makes that a
+ * one-off. One pool may be shared by all connections of a server; it holds at most `maxBytes`
+ * of idle buffers.
  */
-class BufferPool {
+export class BufferPool {
   #free = new Map<number, Uint8Array[]>();
   #bytes = 0;
   #maxBytes: number;
@@ -333,20 +335,17 @@ class BufferPool {
 
   /** A buffer of exactly `size` bytes with unspecified contents. */
   take(size: number): Uint8Array {
-    const list = this.#free.get(size);
-    const b = list?.pop();
+    const b = this.#free.get(size)?.pop();
     if (b === undefined) return new Uint8Array(size);
     this.#bytes -= size;
     return b;
   }
 
+  /** Returns a buffer for reuse (dropped if the pool is full). */
   give(b: Uint8Array): void {
     if (this.#bytes + b.length > this.#maxBytes) return;
     let list = this.#free.get(b.length);
     if (list === undefined) {
-      // Keep one size class only: request sizes are steady in practice, and this bounds the map.
-      this.#free.clear();
-      this.#bytes = 0;
       list = [];
       this.#free.set(b.length, list);
     }
@@ -436,6 +435,8 @@ export interface TransmissionOptions {
   log?: NbdLogger;
   /** Label for log lines (e.g. "conn 3"). */
   label?: string;
+  /** Reply buffer pool, shareable between connections; a private 16 MiB one by default. */
+  pool?: BufferPool;
 }
 
 /** Counters of one connection (read by the server for its totals). */
@@ -456,7 +457,7 @@ export class TransmissionSession {
   #writer: ReplyWriter;
   #opts: TransmissionOptions;
   #budget: InFlightBudget;
-  #pool = new BufferPool(16 * 1024 * 1024);
+  #pool: BufferPool;
   #shuttingDown = false;
   #log: NbdLogger;
   #label: string;
@@ -473,6 +474,7 @@ export class TransmissionSession {
     );
     this.#log = options.log ?? (() => {});
     this.#label = options.label ?? "conn";
+    this.#pool = options.pool ?? new BufferPool(16 * 1024 * 1024);
   }
 
   /** Requests currently in flight. */

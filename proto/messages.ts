@@ -90,6 +90,11 @@ export interface WriteFileRequest {
   append?: boolean;
   /** Fail with already_exists if the file exists. @default false */
   createNew?: boolean;
+  /**
+   * Write at this byte offset without truncating (pwrite semantics; the file is created if
+   * missing). Exclusive with `append`.
+   */
+  offset?: number;
 }
 
 /** Creates a directory. */
@@ -454,14 +459,20 @@ export function parseRequest(value: Obj): Request {
         offset: optInt(value, "offset", 0, Number.MAX_SAFE_INTEGER),
         length: optInt(value, "length", 0, Number.MAX_SAFE_INTEGER),
       });
-    case "write_file":
-      return stripUndefined({
+    case "write_file": {
+      const req = stripUndefined({
         op,
         path: path(value),
         mode: optInt(value, "mode", 0, 0o7777),
         append: optBool(value, "append"),
         createNew: optBool(value, "createNew"),
+        offset: optInt(value, "offset", 0, Number.MAX_SAFE_INTEGER),
       });
+      if (req.offset !== undefined && req.append) {
+        throw bad(`"offset" and "append" cannot be combined`);
+      }
+      return req;
+    }
     case "mkdir":
       return stripUndefined({
         op,

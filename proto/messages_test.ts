@@ -78,6 +78,15 @@ Deno.test("parseRequest - file operations", () => {
     mode: "ro",
   });
   assertEquals(parseRequest({ op: "shutdown" }), { op: "shutdown" });
+  assertEquals(parseRequest({ op: "write_file", path: "/a", offset: 10 }), {
+    op: "write_file",
+    path: "/a",
+    offset: 10,
+  });
+  assertThrows(
+    () => parseRequest({ op: "write_file", path: "/a", offset: 1, append: true }),
+    "cannot be combined",
+  );
   assertThrows(() => parseRequest({ op: "chmod", path: "/a", mode: 0o17777 }), "mode");
   assertThrows(() => parseRequest({ op: "read_file", path: "/a", offset: -1 }), "offset");
   assertThrows(() => parseRequest({ op: "stat", path: "x".repeat(5000) }), "longer");

@@ -33,7 +33,13 @@ import {
   PING_PAYLOAD_LEN,
   PROTOCOL_VERSION,
 } from "./constants.ts";
-import { AgentError, agentErrorFromWire, ConnectionError, type WireError } from "./errors.ts";
+import {
+  AgentError,
+  agentErrorFromWire,
+  ConnectionError,
+  toWireError,
+  type WireError,
+} from "./errors.ts";
 import {
   decodeJson,
   encodeJson,
@@ -94,6 +100,9 @@ export interface MuxOptions {
 /** Bytes queued for the transport above which writers wait. */
 export const OUT_HIGH_WATER = 1024 * 1024;
 
+/** How long a failing connection tries to deliver its GOAWAY before dropping the transport. */
+const SHUTDOWN_TIMEOUT_MS = 2000;
+
 /** Largest single write the output loop builds by coalescing small frames. */
 const COALESCE_LIMIT = 64 * 1024;
 
@@ -140,6 +149,7 @@ export class Mux {
   #endError: ConnectionError | undefined;
   #resolveClosed!: (err: ConnectionError | undefined) => void;
   #readDone: Promise<void> | undefined;
+  #shutdown: Promise<void> | undefined;
 
   private constructor(
     transport: ByteStream,
@@ -198,6 +208,8 @@ export class Mux {
       mux.#sendMax = Math.min(maxFrame, peer.maxFrame);
     } catch (err) {
       mux.#fail(err);
+      // Let the GOAWAY reach the peer before the caller closes the transport.
+      await mux.#shutdown;
       throw mux.#endError ?? err;
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
@@ -296,6 +308,7 @@ export class Mux {
     }
     this.#end(undefined);
     await this.#readDone;
+    await this.#shutdown;
   }
 
   /** Same as {@link close}. */
@@ -617,8 +630,9 @@ export class Mux {
           stream: 0,
           length: payload.length,
         });
-        this.#out.push(header, payload);
-        this.#outBytes += header.length + payload.length;
+        // Queued data belongs to streams that are failing now; only the GOAWAY matters.
+        this.#out = [header, payload];
+        this.#outBytes = header.length + payload.length;
       } catch {
         // Cannot even encode: skip the courtesy.
       }
@@ -642,27 +656,39 @@ export class Mux {
     this.#pings.clear();
     for (const w of this.#drainWaiters) w.reject(streamError);
     this.#drainWaiters = [];
-    void this.#shutdownTransport();
-    this.#resolveClosed(error);
+    // `closed` resolves only once the GOAWAY is written, so a caller that closes the transport
+    // right after cannot cut it off.
+    this.#shutdown = this.#shutdownTransport().then(() => this.#resolveClosed(error));
   }
 
   async #shutdownTransport(): Promise<void> {
-    // Write what is queued (GOAWAY at least), then close both directions.
+    // Write what is queued (GOAWAY at least), then close both directions. A peer that stopped
+    // reading must not hold us forever: give up after SHUTDOWN_TIMEOUT_MS.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), SHUTDOWN_TIMEOUT_MS);
+    });
     try {
-      if (this.#flushing) {
-        // The running flush stops at #ended; let it settle before writing the rest.
-        await this.#writer.ready;
-      }
-      const rest = this.#out.splice(0);
-      this.#outBytes = 0;
-      for (const piece of rest) await this.#writer.write(piece);
-      await this.#writer.close();
+      const flushed = (async () => {
+        if (this.#flushing) {
+          // The running flush stops at #ended; let its write settle before writing the rest.
+          await this.#writer.ready;
+        }
+        const rest = this.#out.splice(0);
+        this.#outBytes = 0;
+        for (const piece of rest) await this.#writer.write(piece);
+        await this.#writer.close();
+      })();
+      flushed.catch(() => {});
+      if (await Promise.race([flushed, timeout]) === "timeout") throw new Error("timeout");
     } catch {
       try {
         await this.#writer.abort();
       } catch {
         // Already closed.
       }
+    } finally {
+      clearTimeout(timer);
     }
     try {
       await this.#reader.cancel();
@@ -724,10 +750,13 @@ export class MuxChannel {
       write: (chunk) => this.write(chunk),
       close: () => this.closeWrite(),
       abort: (reason) => {
-        this.stream.reset({
-          code: "cancelled",
-          message: `Writer aborted: ${reason instanceof Error ? reason.message : reason}`,
-        });
+        // pipeTo() aborts with the source's error: keep its kind (an AgentError's code, a
+        // Deno error's mapped code) so the peer sees why.
+        this.stream.reset(
+          reason instanceof Error
+            ? toWireError(reason)
+            : { code: "cancelled", message: `Cannot write to stream: aborted (${reason})` },
+        );
       },
     }, { highWaterMark: 1 });
     return this.#writable;

@@ -97,17 +97,31 @@ export function startForward(
   return new PortForward(listener, open, options);
 }
 
-/** Relays one TCP connection over one stream, half-closes included. */
+/** Bytes read from a TCP connection per read. */
+const READ_SIZE = 256 * 1024;
+
+/**
+ * Relays one TCP connection over one stream, half-closes included. Uses `conn.read` rather than
+ * `conn.readable`: the latter closes the whole socket at EOF, which would cut off the reply
+ * after the client half-closes.
+ */
 async function relay(conn: Deno.TcpConn, stream: MuxStream): Promise<void> {
   const up = (async () => {
-    // TCP → guest; FIN when the client half-closes.
-    await conn.readable.pipeTo(stream.writable);
+    const w = stream.writable.getWriter();
+    while (true) {
+      const buf = new Uint8Array(READ_SIZE);
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await w.write(buf.subarray(0, n));
+    }
+    await w.close();
   })();
   const down = (async () => {
-    const w = conn.writable.getWriter();
-    for await (const chunk of stream.readable) await w.write(chunk);
+    for await (const chunk of stream.readable) {
+      let rest = chunk;
+      while (rest.length > 0) rest = rest.subarray(await conn.write(rest));
+    }
     await conn.closeWrite();
-    w.releaseLock();
   })();
   try {
     await Promise.all([up, down, stream.result]);

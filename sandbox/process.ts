@@ -154,7 +154,8 @@ export function execRequest(argv: string[], options: SpawnOptions): ExecRequest 
   const req: ExecRequest = { op: "exec", argv };
   if (options.env) req.env = options.env;
   if (options.cwd) req.cwd = options.cwd;
-  if (options.tty) req.tty = { ...options.tty };
+  // Always explicit: the agent's own TERM (if any) must not leak into the PTY.
+  if (options.tty) req.tty = { ...options.tty, term: options.tty.term ?? "xterm-256color" };
   if (options.stdin === "piped") req.stdin = true;
   return req;
 }

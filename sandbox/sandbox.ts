@@ -61,6 +61,8 @@ export interface WriteFileOptions {
   append?: boolean;
   /** Fail with AlreadyExistsError if the file exists. */
   createNew?: boolean;
+  /** Write at this offset without truncating (exclusive with `append`). */
+  offset?: number;
 }
 
 /** Options of {@link Sandbox.watch}. */
@@ -249,12 +251,12 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Watches a path; yields events until the iteration stops or `signal` aborts. The first
-   * `next()` resolves only after the agent installed the watcher... use {@link watchReady}
-   * when changes must not be missed.
+   * Watches a path; yields events until the iteration stops or `signal` aborts. Changes made
+   * before the agent installed its watcher may be missed; use {@link watchReady} when they must
+   * not be.
    */
   watch(path: string, options: WatchOptions = {}): AsyncGenerator<WatchEvent> {
-    return this.#watch(path, options, undefined);
+    return this.#watch(path, options).events;
   }
 
   /**
@@ -262,39 +264,42 @@ export class Sandbox implements AsyncDisposable {
    * change is reported.
    */
   async watchReady(path: string, options: WatchOptions = {}): Promise<AsyncGenerator<WatchEvent>> {
-    const ready = Promise.withResolvers<void>();
-    const gen = this.#watch(path, options, ready);
-    await ready.promise;
-    return gen;
+    const { events, ready } = this.#watch(path, options);
+    try {
+      await ready;
+    } catch (err) {
+      await events.return(undefined);
+      throw err;
+    }
+    return events;
   }
 
-  async *#watch(
+  #watch(
     path: string,
     options: WatchOptions,
-    ready: PromiseWithResolvers<void> | undefined,
-  ): AsyncGenerator<WatchEvent> {
+  ): { events: AsyncGenerator<WatchEvent>; ready: Promise<void> } {
     const req: Request = { op: "watch", path };
     if (options.recursive !== undefined) req.recursive = options.recursive;
     const stream = this.#open(req);
     const stop = () => stream.reset({ code: "cancelled", message: "Watch stopped" });
     options.signal?.addEventListener("abort", stop, { once: true });
-    if (ready) {
-      void (async () => {
-        for await (const m of stream.messages()) {
-          if (m.type === "watching") ready.resolve();
-        }
-        stream.result.then(() => ready.resolve(), (e) => ready.reject(e));
-      })();
+    const ready = (async () => {
+      for await (const m of stream.messages()) if (m.type === "watching") return;
+      await stream.result; // ended without "watching": surface the agent's error
+    })();
+    ready.catch(() => {});
+    async function* events(): AsyncGenerator<WatchEvent> {
+      try {
+        for await (const line of readJsonLines(stream.readable)) yield parseWatchEvent(line);
+        if (!options.signal?.aborted) await stream.result;
+      } catch (err) {
+        if (!options.signal?.aborted) throw err;
+      } finally {
+        options.signal?.removeEventListener("abort", stop);
+        stop();
+      }
     }
-    try {
-      for await (const line of readJsonLines(stream.readable)) yield parseWatchEvent(line);
-      if (!options.signal?.aborted) await stream.result;
-    } catch (err) {
-      if (!options.signal?.aborted) throw err;
-    } finally {
-      options.signal?.removeEventListener("abort", stop);
-      stop();
-    }
+    return { events: events(), ready };
   }
 
   // ------------------------------------------------------------------------- net and system

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { blake3, HASH_LEN, hashFromHex, toHex } from "./hash.ts";
 import { StoreError } from "./errors.ts";
 
@@ -25,7 +25,6 @@ export class ChunkStore {
   readonly dir: string;
   /** The folder for temporary files (same file system, for atomic renames). */
   readonly tmpDir: string;
-  #shardsMade = new Set<string>();
   #shardsTouched = new Set<string>();
 
   /**
@@ -42,15 +41,23 @@ export class ChunkStore {
     return join(this.dir, hex.slice(0, 2), hex.slice(2));
   }
 
-  /** `true` when the chunk exists (its content is checked on read, not here). */
-  async has(hash: Uint8Array): Promise<boolean> {
-    try {
-      await Deno.lstat(this.pathOf(hash));
-      return true;
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return false;
-      throw err;
+  /** Creates `chunks/00..ff` and `tmp/` once, so writes never need a mkdir. */
+  async init(): Promise<void> {
+    await Deno.mkdir(this.tmpDir, { recursive: true });
+    for (let i = 0; i < 256; i++) {
+      await Deno.mkdir(join(this.dir, i.toString(16).padStart(2, "0")), { recursive: true });
     }
+  }
+
+  /** `true` when the chunk exists (its content is checked on read, not here). */
+  has(hash: Uint8Array): Promise<boolean> {
+    return Promise.resolve(this.#exists(this.pathOf(hash)));
+  }
+
+  // Metadata calls on the dentry cache take microseconds; their synchronous forms skip the
+  // thread-pool round trip that dominated saves when done asynchronously (measured).
+  #exists(path: string): boolean {
+    return existsSync(path);
   }
 
   /**
@@ -58,31 +65,36 @@ export class ChunkStore {
    * The caller computed `hash` from `data`.
    */
   async put(hash: Uint8Array, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
-    if (await this.has(hash)) return false;
     const hex = toHex(hash);
     const shard = join(this.dir, hex.slice(0, 2));
-    if (!this.#shardsMade.has(shard)) {
-      await Deno.mkdir(shard, { recursive: true });
-      this.#shardsMade.add(shard);
-    }
-    await Deno.mkdir(this.tmpDir, { recursive: true });
+    const final = join(shard, hex.slice(2));
+    if (this.#exists(final)) return false;
     const tmp = join(this.tmpDir, `${hex}.${crypto.randomUUID()}.chunk`);
     try {
-      const file = await Deno.open(tmp, { write: true, createNew: true });
+      const file = Deno.openSync(tmp, { write: true, createNew: true });
       try {
         let off = 0;
-        while (off < data.length) off += await file.write(data.subarray(off));
+        while (off < data.length) off += file.writeSync(data.subarray(off));
         if (options.sync !== false) await file.syncData();
       } finally {
         file.close();
       }
-      await Deno.rename(tmp, join(shard, hex.slice(2)));
+      Deno.renameSync(tmp, final);
     } catch (err) {
-      await Deno.remove(tmp).catch(() => {});
+      try {
+        Deno.removeSync(tmp);
+      } catch {
+        // never created, or already renamed
+      }
       throw err;
     }
     this.#shardsTouched.add(shard);
     return true;
+  }
+
+  /** Records that `shard` got a new entry (made durable by {@linkcode ChunkStore.syncDirs}). */
+  touched(shard: string): void {
+    this.#shardsTouched.add(shard);
   }
 
   /** Makes the renames of chunks written since the last call durable (fsyncs their folders). */
@@ -154,6 +166,110 @@ export class ChunkStore {
     await Deno.remove(join(this.dir, hex.slice(0, 2), hex.slice(2))).catch((err) => {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     });
+  }
+}
+
+/** Options of {@linkcode ChunkBatch}. */
+export interface ChunkBatchOptions {
+  /** Chunks written before the batch is made durable and renamed (default 256). */
+  maxPending?: number;
+  /** fdatasync chunks before renaming them into place (default `true`). */
+  sync?: boolean;
+}
+
+interface PendingChunk {
+  file: Deno.FsFile;
+  tmp: string;
+  final: string;
+}
+
+/**
+ * Writes many new chunks with few journal commits: each chunk goes to `tmp/`, then a group of
+ * them is fdatasync'ed together, then renamed into place. Syncing one chunk at a time made each
+ * file creation wait for the previous commit (measured: most of a save's time).
+ */
+export class ChunkBatch {
+  /** New chunk files written so far. */
+  written = 0;
+  #store: ChunkStore;
+  #pending: PendingChunk[] = [];
+  #seen = new Set<string>();
+  #maxPending: number;
+  #sync: boolean;
+
+  /**
+   * @param store Where the chunks go.
+   * @param options Batch size and durability.
+   */
+  constructor(store: ChunkStore, options: ChunkBatchOptions = {}) {
+    this.#store = store;
+    this.#maxPending = options.maxPending ?? 256;
+    this.#sync = options.sync ?? true;
+  }
+
+  /** Adds chunk `hash` with `data` unless the store or this batch has it; `true` if new. */
+  async add(hash: Uint8Array, data: Uint8Array): Promise<boolean> {
+    const hex = toHex(hash);
+    if (this.#seen.has(hex)) return false;
+    this.#seen.add(hex);
+    const final = join(this.#store.dir, hex.slice(0, 2), hex.slice(2));
+    if (existsSync(final)) return false;
+    const tmp = join(this.#store.tmpDir, `${hex}.${crypto.randomUUID()}.chunk`);
+    const file = Deno.openSync(tmp, { write: true, createNew: true });
+    this.#pending.push({ file, tmp, final });
+    let off = 0;
+    while (off < data.length) off += file.writeSync(data.subarray(off));
+    this.written++;
+    if (this.#pending.length >= this.#maxPending) await this.flush();
+    return true;
+  }
+
+  /** Makes the pending chunks durable and renames them into place. */
+  async flush(): Promise<void> {
+    const batch = this.#pending;
+    this.#pending = [];
+    try {
+      if (this.#sync) await forEachLimit(batch, 32, (c) => c.file.syncData());
+    } finally {
+      for (const c of batch) c.file.close();
+    }
+    for (const c of batch) {
+      Deno.renameSync(c.tmp, c.final);
+      this.#store.touched(dirname(c.final));
+    }
+  }
+
+  /** Flushes and makes the renames durable (fsyncs the touched shard folders). */
+  async finish(): Promise<void> {
+    await this.flush();
+    await this.#store.syncDirs();
+  }
+
+  /** Closes and removes pending files after a failure. */
+  abort(): void {
+    for (const c of this.#pending) {
+      try {
+        c.file.close();
+      } catch {
+        // already closed
+      }
+      try {
+        Deno.removeSync(c.tmp);
+      } catch {
+        // gone
+      }
+    }
+    this.#pending = [];
+  }
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
   }
 }
 

@@ -9,6 +9,7 @@ Deno.test("ChunkStore - put, has, read, list, remove", async () => {
   const dir = await Deno.makeTempDir({ prefix: "shuru-chunks-" });
   try {
     const cs = new ChunkStore(dir);
+    await cs.init();
     const data = new Uint8Array(4096).fill(7);
     const h = blake3(data);
     assertEquals(await cs.has(h), false);
@@ -32,6 +33,7 @@ Deno.test("ChunkStore - read detects flipped byte, short file, missing file", as
   const dir = await Deno.makeTempDir({ prefix: "shuru-chunks-" });
   try {
     const cs = new ChunkStore(dir);
+    await cs.init();
     const data = new Uint8Array(4096).fill(3);
     const h = blake3(data);
     await cs.put(h, data);

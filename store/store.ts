@@ -17,7 +17,7 @@
 
 import { basename, dirname, join } from "node:path";
 import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
-import { ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
+import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
 import { blake3, HASH_LEN, initHasher, isZero, isZeroEntry, toHex } from "./hash.ts";
 import {
@@ -157,6 +157,7 @@ export class Store {
       await Deno.mkdir(join(dir, sub), { recursive: true });
     }
     const store = new Store(dir, options);
+    await store.chunks.init();
     // Validates the block size early.
     new BlockTable(store.blockSize, 0);
     return store;
@@ -506,32 +507,29 @@ export class Store {
       // No usable cache entry: ingest below.
     }
     const table = new BlockTable(blockSize, lower.size);
-    const slab = 64;
+    const slab = Math.max(1, Math.floor(4 * 1024 * 1024 / blockSize));
     let hashed = 0;
-    let written = 0;
-    for (let first = 0; first < table.entryCount; first += slab) {
-      const count = Math.min(slab, table.entryCount - first);
-      const buf = new Uint8Array(count * blockSize);
-      await lower.read(
-        first * blockSize,
-        buf.subarray(0, Math.min(buf.length, lower.size - first * blockSize)),
-      );
-      const puts: Promise<void>[] = [];
-      for (let k = 0; k < count; k++) {
-        const block = buf.subarray(k * blockSize, (k + 1) * blockSize);
-        if (isZero(block)) continue;
-        const h = blake3(block);
-        hashed++;
-        table.set(first + k, h);
-        puts.push(
-          this.chunks.put(h, block).then((w) => {
-            if (w) written++;
-          }),
-        );
+    const batch = new ChunkBatch(this.chunks);
+    try {
+      for (let first = 0; first < table.entryCount; first += slab) {
+        const count = Math.min(slab, table.entryCount - first);
+        const buf = new Uint8Array(count * blockSize);
+        await lower.read(first * blockSize, buf);
+        for (let k = 0; k < count; k++) {
+          const block = buf.subarray(k * blockSize, (k + 1) * blockSize);
+          if (isZero(block)) continue;
+          const h = blake3(block);
+          hashed++;
+          table.set(first + k, h);
+          await batch.add(h, block);
+        }
       }
-      await Promise.all(puts);
+      await batch.finish();
+    } catch (err) {
+      batch.abort();
+      throw err;
     }
-    await this.chunks.syncDirs();
+    const written = batch.written;
     const geometry = new TextEncoder().encode(`${blockSize}:${lower.size}:`);
     const contentId = toHex(blake3(geometry, table.hashes));
     await this.#writeAtomic(
@@ -637,23 +635,22 @@ export class Store {
           );
         }
       }
-      const inFlight = new Map<string, Promise<void>>();
-      await forEachLimit(toHash, 8, async (i) => {
-        const buf = await device.readFrozenBlock(frozen, i);
-        if (isZero(buf)) return;
-        const h = blake3(buf);
-        hashedBlocks++;
-        table.set(i, h);
-        const hex = toHex(h);
-        const pending = inFlight.get(hex);
-        if (pending) return await pending;
-        const put = this.chunks.put(h, buf).then((wrote) => {
-          if (wrote) newChunks++;
+      const batch = new ChunkBatch(this.chunks);
+      try {
+        await forEachLimit(toHash, 8, async (i) => {
+          const buf = await device.readFrozenBlock(frozen, i);
+          if (isZero(buf)) return;
+          const h = blake3(buf);
+          hashedBlocks++;
+          table.set(i, h);
+          await batch.add(h, buf);
         });
-        inFlight.set(hex, put);
-        await put;
-      });
-      await this.chunks.syncDirs();
+        await batch.finish();
+      } catch (err) {
+        batch.abort();
+        throw err;
+      }
+      newChunks += batch.written;
       const meta: ManifestMeta = { createdAt: Date.now() };
       const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
       if (parent !== undefined) meta.parent = parent;
