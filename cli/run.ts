@@ -276,6 +276,8 @@ async function runOnce(settings: RunSettings, flags: RunFlags, saveAs?: string):
         `shuru: boot: assets ${t.assets} ms, device ${t.device} ms, vm ${t.vmStarted} ms, ` +
           `agent ready ${t.agentReady} ms, mounts ${t.mounted} ms`,
       );
+      const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
+      log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
     }
     for (const p of settings.ports) {
       try {
