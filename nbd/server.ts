@@ -43,6 +43,11 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** A client must finish the handshake within this many milliseconds. @default 10000 */
   handshakeTimeoutMs?: number;
+  /**
+   * On `close()`, how long requests in flight may take before connections are cut anyway
+   * (e.g. a client that stopped reading its replies). @default 10000
+   */
+  shutdownGraceMs?: number;
   /** Log sink; silent by default. */
   log?: NbdLogger;
 }
@@ -282,10 +287,30 @@ export class NbdServer {
     } catch {
       // already closed
     }
+    // Synchronously, before any await: from here on every new request gets ESHUTDOWN.
+    const drained = new Map<number, Promise<void>>();
+    for (const c of this.#connections.values()) {
+      if (c.session !== null) drained.set(c.id, c.session.shutdown());
+    }
     await this.#acceptLoop;
+    const graceMs = this.#opts.shutdownGraceMs ?? 10_000;
     await Promise.all(
       [...this.#connections.values()].map(async (c) => {
-        if (c.session !== null) await c.session.shutdown();
+        const idle = drained.get(c.id) ?? c.session?.shutdown();
+        if (idle !== undefined) {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const expired = new Promise<void>((resolve) => {
+            timer = setTimeout(() => {
+              this.#log("warn", `conn ${c.id}: requests still in flight after ${graceMs} ms`);
+              resolve();
+            }, graceMs);
+          });
+          try {
+            await Promise.race([idle, expired]);
+          } finally {
+            clearTimeout(timer);
+          }
+        }
         closeQuietly(c.conn);
         await c.done;
       }),
