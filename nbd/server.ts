@@ -178,8 +178,12 @@ export class NbdServer {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
-      } catch {
-        return; // listener closed
+      } catch (err) {
+        if (this.#closing !== null || err instanceof Deno.errors.BadResource) return;
+        // E.g. out of file descriptors: keep the server up and retry shortly.
+        this.#log("warn", `Cannot accept a connection: ${err}; retrying`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
       }
       if (this.#closing !== null) {
         conn.close();
@@ -273,8 +277,9 @@ export class NbdServer {
   }
 
   /**
-   * Stops accepting, answers requests already in flight, closes every connection (clients
-   * then see the socket close), and removes the socket file. Safe to call more than once.
+   * Stops accepting, answers requests already in flight (new ones get ESHUTDOWN), closes every
+   * connection (clients then see the socket close), and removes the socket file. Safe to call
+   * more than once. The backend stays open: the caller owns it (e.g. to save it next).
    */
   close(): Promise<void> {
     if (this.#closing === null) this.#closing = this.#close();
