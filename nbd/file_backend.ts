@@ -69,6 +69,9 @@ const LIBC_SYMBOLS = {
   preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
   // On a worker thread: plain positional read (node:fs would dup and close the fd per call).
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+  // Also on a worker thread: node:fs writes on the main thread, where a write stalled by dirty
+  // page throttling would stop every connection.
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
@@ -147,14 +150,13 @@ export class FileBackend implements BlockBackend {
     const libc = this.#libc;
     while (done < target.length) {
       const rest = target.subarray(done);
-      const n = libc !== null
+      let n = libc !== null
         ? Number(
           await libc.symbols.pread(this.#fd, rest, BigInt(rest.length), BigInt(offset + done)),
         )
-        : await pread(this.#fd, target, done, offset + done);
-      if (n < 0) {
-        throw new BlockBackendError("EIO", `Cannot read at offset ${offset + done}: pread failed`);
-      }
+        : -1;
+      // As for writes: a failed FFI pread is retried through node:fs to learn the error code.
+      if (n < 0) n = await pread(this.#fd, target, done, offset + done);
       if (n === 0) {
         target.fill(0, done); // past the end of the file reads as zeros
         break;
@@ -183,9 +185,19 @@ export class FileBackend implements BlockBackend {
 
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.#checkWritable();
+    const libc = this.#libc;
     let done = 0;
     while (done < data.length) {
-      done += await pwrite(this.#fd, data, done, offset + done);
+      const rest = data.subarray(done);
+      let n = libc !== null
+        ? Number(
+          await libc.symbols.pwrite(this.#fd, rest, BigInt(rest.length), BigInt(offset + done)),
+        )
+        : -1;
+      // FFI gives no errno, so a failure is retried through node:fs, whose error carries the
+      // code (ENOSPC, EIO, ...) that becomes the client's NBD error.
+      if (n <= 0) n = await pwrite(this.#fd, data, done, offset + done);
+      done += n;
     }
     this.#fileSize = Math.max(this.#fileSize, offset + data.length);
     if (options?.fua) await fdatasync(this.#fd);
