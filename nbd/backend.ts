@@ -20,6 +20,8 @@
  *   its reply buffer (one allocation, one socket write per READ) instead of calling `read`.
  *   It must fill all of `target` (zeros for holes).
  * - `read` must return a buffer the backend will not change afterwards (a fresh one is safest).
+ * - `write(offset, data)`: `data` belongs to the server again once the returned promise settles
+ *   (it is reused for the next request), so a backend that keeps bytes must copy them first.
  *
  * @module
  */
@@ -85,7 +87,7 @@ export interface BlockBackend {
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Optional fast path of `read`: fills all of `target` with the bytes at `offset`. */
   readInto?(offset: number, target: Uint8Array): Promise<void>;
-  /** Writes `data` at `offset`. */
+  /** Writes `data` at `offset`; `data` must not be used after the promise settles. */
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Makes `length` bytes at `offset` read as zeros. */
   writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void>;

@@ -43,6 +43,11 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** A client must finish the handshake within this many milliseconds. @default 10000 */
   handshakeTimeoutMs?: number;
+  /**
+   * On `close()`, how long requests in flight may take before connections are cut anyway
+   * (e.g. a client that stopped reading its replies). @default 10000
+   */
+  shutdownGraceMs?: number;
   /** Log sink; silent by default. */
   log?: NbdLogger;
 }
@@ -173,8 +178,12 @@ export class NbdServer {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
-      } catch {
-        return; // listener closed
+      } catch (err) {
+        if (this.#closing !== null || err instanceof Deno.errors.BadResource) return;
+        // E.g. out of file descriptors: keep the server up and retry shortly.
+        this.#log("warn", `Cannot accept a connection: ${err}; retrying`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
       }
       if (this.#closing !== null) {
         conn.close();
@@ -268,8 +277,9 @@ export class NbdServer {
   }
 
   /**
-   * Stops accepting, answers requests already in flight, closes every connection (clients
-   * then see the socket close), and removes the socket file. Safe to call more than once.
+   * Stops accepting, answers requests already in flight (new ones get ESHUTDOWN), closes every
+   * connection (clients then see the socket close), and removes the socket file. Safe to call
+   * more than once. The backend stays open: the caller owns it (e.g. to save it next).
    */
   close(): Promise<void> {
     if (this.#closing === null) this.#closing = this.#close();
@@ -282,10 +292,30 @@ export class NbdServer {
     } catch {
       // already closed
     }
+    // Synchronously, before any await: from here on every new request gets ESHUTDOWN.
+    const drained = new Map<number, Promise<void>>();
+    for (const c of this.#connections.values()) {
+      if (c.session !== null) drained.set(c.id, c.session.shutdown());
+    }
     await this.#acceptLoop;
+    const graceMs = this.#opts.shutdownGraceMs ?? 10_000;
     await Promise.all(
       [...this.#connections.values()].map(async (c) => {
-        if (c.session !== null) await c.session.shutdown();
+        const idle = drained.get(c.id) ?? c.session?.shutdown();
+        if (idle !== undefined) {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const expired = new Promise<void>((resolve) => {
+            timer = setTimeout(() => {
+              this.#log("warn", `conn ${c.id}: requests still in flight after ${graceMs} ms`);
+              resolve();
+            }, graceMs);
+          });
+          try {
+            await Promise.race([idle, expired]);
+          } finally {
+            clearTimeout(timer);
+          }
+        }
         closeQuietly(c.conn);
         await c.done;
       }),

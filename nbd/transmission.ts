@@ -547,7 +547,7 @@ export class TransmissionSession {
       let payload: Uint8Array | undefined;
       if (payloadBytes > 0) {
         if (rejection === null) {
-          payload = new Uint8Array(payloadBytes);
+          payload = this.#pool.take(payloadBytes);
           await this.#reader.readInto(payload, `${commandName(req.type)} payload`);
         } else {
           await this.#reader.skip(payloadBytes, `rejected ${commandName(req.type)} payload`);
@@ -606,6 +606,9 @@ export class TransmissionSession {
         }
         case Command.WRITE:
           await b.write(req.offset, payload!, fua ? { fua } : undefined);
+          // Reused only after success: a failed write may still have parts of it running (e.g.
+          // a Promise.all that rejected early), which must not see the buffer change.
+          this.#pool.give(payload!);
           this.stats.bytesWritten += req.length;
           return { parts: this.#ok(req) };
         case Command.FLUSH:
@@ -696,12 +699,8 @@ export class TransmissionSession {
       v.setUint32(4, 0);
       buf.set(req.cookie, 8);
     }
-    try {
-      await b.readInto!(req.offset, buf.subarray(dataAt));
-    } catch (err) {
-      this.#pool.give(buf);
-      throw err;
-    }
+    // On failure the buffer is dropped, not pooled: parts of the read may still be running.
+    await b.readInto!(req.offset, buf.subarray(dataAt));
     this.stats.bytesRead += req.length;
     return { parts: [buf], pooled: buf };
   }

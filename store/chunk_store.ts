@@ -44,6 +44,7 @@ export class ChunkStore {
   /** Creates `chunks/00..ff` and `tmp/` once, so writes never need a mkdir. */
   async init(): Promise<void> {
     await Deno.mkdir(this.tmpDir, { recursive: true });
+    if (existsSync(join(this.dir, "ff"))) return; // created by an earlier open
     for (let i = 0; i < 256; i++) {
       await Deno.mkdir(join(this.dir, i.toString(16).padStart(2, "0")), { recursive: true });
     }

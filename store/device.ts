@@ -218,6 +218,10 @@ export interface OverlayLayer {
   readonly path: string;
   /** The open file. */
   readonly file: PositionalFile;
+  /** Reads in flight on the file (it is closed only when none are). */
+  readers: number;
+  /** No block points at the layer any more: delete it once no read uses it. */
+  retired: boolean;
 }
 
 /** What a save needs from a frozen device state. */
@@ -291,17 +295,28 @@ export class DeviceSnapshot {
   #device: CowDevice;
   #frozen: FrozenState;
   #saver: SnapshotSaver;
+  #release: () => void;
 
   /** @internal Created by {@linkcode CowDevice.snapshot}. */
-  constructor(device: CowDevice, frozen: FrozenState, saver: SnapshotSaver) {
+  constructor(device: CowDevice, frozen: FrozenState, saver: SnapshotSaver, release: () => void) {
     this.#device = device;
     this.#frozen = frozen;
     this.#saver = saver;
+    this.#release = release;
   }
 
-  /** Saves the snapshot as checkpoint `name`. */
-  save(name: string, options: SaveOptions = {}): Promise<SaveResult> {
-    return this.#saver(this.#device, this.#frozen, name, options);
+  /** Saves the snapshot as checkpoint `name`, then releases it. */
+  async save(name: string, options: SaveOptions = {}): Promise<SaveResult> {
+    try {
+      return await this.#saver(this.#device, this.#frozen, name, options);
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Lets the device delete overlay generations only this snapshot needed (if not saved). */
+  release(): void {
+    this.#release();
   }
 }
 
@@ -334,6 +349,7 @@ export class CowDevice implements BlockBackend {
   #gate: Promise<void> | null = null;
   #writesInFlight = 0;
   #drained: (() => void) | null = null;
+  #outstandingSnapshots = 0;
   #saver: SnapshotSaver;
   #onClose?: () => Promise<void>;
   #closed = false;
@@ -439,6 +455,48 @@ export class CowDevice implements BlockBackend {
     await Promise.all(jobs);
   }
 
+  /** Fills all of `dst` from `layer` at `pos`, keeping the layer's file open meanwhile. */
+  async #readLayer(layer: OverlayLayer, dst: Uint8Array, pos: number): Promise<void> {
+    layer.readers++;
+    try {
+      const n = await layer.file.read(dst, pos);
+      if (n < dst.length) dst.fill(0, n);
+    } finally {
+      layer.readers--;
+      if (layer.retired && layer.readers === 0) this.#dropLayer(layer);
+    }
+  }
+
+  #dropLayer(layer: OverlayLayer): void {
+    layer.file.close();
+    Deno.remove(layer.path).catch(() => {});
+  }
+
+  /**
+   * Deletes frozen layers no block points at any more (all their blocks were rewritten in a
+   * newer layer), so a long-running device that saves often does not keep every generation on
+   * disk. Runs only when no snapshot is outstanding, since a snapshot's map may point at them.
+   */
+  #pruneLayers(): void {
+    if (this.#outstandingSnapshots > 0 || this.#closed) return;
+    const used = new Uint8Array(this.#layers.length);
+    for (let i = 0; i < this.blockCount; i++) {
+      const w = this.#where[i]!;
+      if (w >= WHERE_LAYER0) used[w - WHERE_LAYER0] = 1;
+    }
+    for (const layer of this.#layers) {
+      if (layer.retired || used[layer.index] || layer === this.#active) continue;
+      if (this.#activeOpening !== null && layer.index === this.#layers.length - 1) continue;
+      layer.retired = true;
+      if (layer.readers === 0) this.#dropLayer(layer);
+    }
+  }
+
+  /** Number of overlay files on disk (for tests and stats). */
+  liveLayers(): number {
+    return this.#layers.filter((l) => !l.retired).length;
+  }
+
   async #acquire(first: number, last: number): Promise<() => void> {
     const waits: Promise<void>[] = [];
     const releases: (() => void)[] = [];
@@ -472,7 +530,7 @@ export class CowDevice implements BlockBackend {
         const path = join(this.#overlayDir, `${this.#prefix}-${index}.overlay`);
         await Deno.mkdir(this.#overlayDir, { recursive: true });
         const file = await PositionalFile.open(path, "wx+");
-        const layer = { index, path, file };
+        const layer: OverlayLayer = { index, path, file, readers: 0, retired: false };
         this.#layers.push(layer);
         this.#active = layer;
         this.#activeOpening = null;
@@ -670,7 +728,14 @@ export class CowDevice implements BlockBackend {
       }
       const frozen: FrozenState = { where: this.#where.slice(), layers: [...this.#layers] };
       this.#active = null;
-      return new DeviceSnapshot(this, frozen, this.#saver);
+      this.#outstandingSnapshots++;
+      let released = false;
+      return new DeviceSnapshot(this, frozen, this.#saver, () => {
+        if (released) return;
+        released = true;
+        this.#outstandingSnapshots--;
+        this.#pruneLayers();
+      });
     } finally {
       this.#gate = null;
       open();
@@ -690,7 +755,7 @@ export class CowDevice implements BlockBackend {
     const w = frozen.where[index]!;
     const len = Math.min(bs, this.size - index * bs);
     if (w >= WHERE_LAYER0) {
-      await frozen.layers[w - WHERE_LAYER0]!.file.read(buf.subarray(0, len), index * bs);
+      await this.#readLayer(frozen.layers[w - WHERE_LAYER0]!, buf.subarray(0, len), index * bs);
     } else if (w === WHERE_LOWER) await this.lower.read(index * bs, buf.subarray(0, len));
     // Bytes past the device end are not part of the disk; keep them zero in the chunk.
     if (len < bs) buf.fill(0, len);
@@ -703,6 +768,7 @@ export class CowDevice implements BlockBackend {
     this.#closed = true;
     await this.#activeOpening?.catch(() => {});
     for (const layer of this.#layers) {
+      if (layer.retired) continue;
       layer.file.close();
       await Deno.remove(layer.path).catch(() => {});
     }

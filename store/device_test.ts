@@ -194,3 +194,26 @@ Deno.test("CowDevice - a device larger than its checkpoint reads zeros past it",
   assertEquals(info.diskSize, 64 * BS);
   assertEquals(info.uniqueChunks, 1);
 });
+
+Deno.test("CowDevice - saves drop overlay generations no block points at", async () => {
+  const s = await setup();
+  await using _ = s.tmp;
+  const dev = await s.store.openDevice({ base: s.basePath }, { overlayDir: s.overlay("a") });
+  try {
+    await dev.write(0, pseudoRandom(2 * BS, 1));
+    await dev.save("g1");
+    await dev.write(0, pseudoRandom(BS, 2)); // block 1 still lives in generation 0
+    await dev.save("g2");
+    assertEquals(dev.liveLayers(), 2);
+    await dev.write(BS, pseudoRandom(BS, 3)); // now nothing points at generation 0
+    await dev.save("g3");
+    assertEquals(dev.liveLayers(), 2);
+    assertEquals([...Deno.readDirSync(s.overlay("a"))].length, 2);
+    const expected = s.base.slice();
+    expected.set(pseudoRandom(BS, 2), 0);
+    expected.set(pseudoRandom(BS, 3), BS);
+    assertEquals(await dev.read(0, dev.size), expected);
+  } finally {
+    await dev.close();
+  }
+});

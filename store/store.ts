@@ -457,6 +457,35 @@ export class Store {
     return device;
   }
 
+  /**
+   * Ingests a base image now (hashes its non-zero blocks, stores them as chunks, caches its
+   * table), so the first save of a device over it later costs only the dirty blocks. Call it
+   * after building a base image; a no-op when the cache already matches the file.
+   * Returns the number of blocks hashed.
+   */
+  async prepareBase(path: string): Promise<number> {
+    let lower: BaseLower;
+    try {
+      lower = await BaseLower.open(path);
+    } catch (err) {
+      throw new StoreError(
+        "not_found",
+        `Cannot open base image ${path}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const lock = await this.#lock(false);
+    try {
+      const [, , hashed] = await this.#baseTable(lower, this.blockSize);
+      return hashed;
+    } finally {
+      lock.close();
+      lower.close();
+    }
+  }
+
   /** Hard-links `manifest` into `leases/` under the shared lock; returns the lease path. */
   async #takeLease(manifest: string): Promise<string> {
     const lock = await this.#lock(false);

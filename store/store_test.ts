@@ -169,3 +169,18 @@ Deno.test("Store - a save with no changes from a checkpoint adds no chunks", asy
   await dev.close();
   assertEquals([r.hashedBlocks, r.newChunks, await chunkCount(store)], [0, 0, before]);
 });
+
+Deno.test("Store - prepareBase ingests once so the first save hashes only dirty blocks", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 16, 9); // 12 non-zero blocks
+  assertEquals(await store.prepareBase(`${tmp.path}/base.img`), 12);
+  assertEquals(await store.prepareBase(`${tmp.path}/base.img`), 0);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(5 * BS, pseudoRandom(BS, 1));
+  const r = await dev.save("x");
+  await dev.close();
+  assertEquals([r.hashedBlocks, r.newChunks, r.usedBlocks], [1, 1, 12]);
+});

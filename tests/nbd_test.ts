@@ -584,3 +584,167 @@ Deno.test("NbdServer - close() stops accepting and disconnects clients", async (
     await f[Symbol.asyncDispose]();
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Golden transcripts (tests/nbd/transcripts/*.txt, written by hand from the protocol document)
+// ---------------------------------------------------------------------------------------------
+
+/** Parses a transcript: `C`/`S` lines of hex groups, "ASCII strings" and zeros(N). */
+function parseTranscript(text: string): { client: Uint8Array; server: Uint8Array } {
+  const out = { C: [] as number[], S: [] as number[] };
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/\s+#.*$/, "").trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const side = line[0] as "C" | "S";
+    if (side !== "C" && side !== "S") throw new Error(`bad transcript line: ${raw}`);
+    const rest = line.slice(1).trim();
+    const str = rest.match(/^"(.*)"$/);
+    if (str) {
+      out[side].push(...new TextEncoder().encode(str[1]!));
+      continue;
+    }
+    for (const tok of rest.split(/\s+/)) {
+      const z = tok.match(/^zeros\((\d+)\)$/);
+      if (z) {
+        out[side].push(...new Array(Number(z[1])).fill(0));
+      } else if (/^([0-9a-f]{2})+$/.test(tok)) {
+        for (let i = 0; i < tok.length; i += 2) out[side].push(parseInt(tok.slice(i, i + 2), 16));
+      } else {
+        throw new Error(`bad transcript token "${tok}" in: ${raw}`);
+      }
+    }
+  }
+  return { client: new Uint8Array(out.C), server: new Uint8Array(out.S) };
+}
+
+Deno.test("golden transcripts - the server's bytes match the hand-written expectation", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "shuru-nbd-test-" });
+  const image = `${dir}/ramp.raw`;
+  await Deno.writeFile(image, Uint8Array.from({ length: 65536 }, (_, i) => i & 0xff));
+  const backend = await FileBackend.open(image, { readOnly: true });
+  const socketPath = `${dir}/s.sock`;
+  const server = await NbdServer.listen(backend, { socketPath });
+  try {
+    const folder = new URL("./nbd/transcripts/", import.meta.url);
+    const names = [...Deno.readDirSync(folder)].map((e) => e.name).filter((n) => n.endsWith(".txt"))
+      .sort();
+    assert(names.length >= 3, `transcripts found: ${names}`);
+    for (const name of names) {
+      await t.step(name, async () => {
+        const { client, server: expected } = parseTranscript(
+          await Deno.readTextFile(new URL(name, folder)),
+        );
+        const c = await RawClient.connect(socketPath);
+        try {
+          await c.send(client);
+          const got = await c.readExact(expected.length);
+          assert(got !== null, "server closed early");
+          const hex = (b: Uint8Array) =>
+            [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+          assertEquals(hex(got), hex(expected));
+          assertEquals(await c.closedByServer(), true); // and nothing more
+        } finally {
+          c.close();
+        }
+      });
+    }
+  } finally {
+    await server.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("NbdServer - close() finishes requests in flight; later ones get ESHUTDOWN", async () => {
+  let holder!: HoldingBackend;
+  const f = await serve({ wrap: (b) => (holder = new HoldingBackend(b, 0)) });
+  const c = await RawClient.connect(f.socket);
+  try {
+    await c.handshake({ structured: true });
+    await c.request({ type: Command.READ, offset: 0, length: 4096, cookie: 1 });
+    while (holder.held === 0) await new Promise((r) => setTimeout(r, 5));
+    const closing = f.server.close();
+    await c.request({ type: Command.READ, offset: 4096, length: 4096, cookie: 2 });
+    const refused = await c.reply();
+    assertEquals([refused.cookie, refused.error], [2, ErrorCode.ESHUTDOWN]);
+    holder.release();
+    const held = await c.reply();
+    assertEquals([held.cookie, held.error], [1, 0]);
+    sameBytes(held.data.subarray(8), f.contents.subarray(0, 4096), "read finished during close");
+    await closing;
+    assertEquals(await c.closedByServer(), true);
+  } finally {
+    c.close();
+    await f[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("NbdServer - silent clients time out and connections beyond the cap are refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shuru-nbd-test-" });
+  await Deno.writeFile(`${dir}/d.raw`, new Uint8Array(65536));
+  const backend = await FileBackend.open(`${dir}/d.raw`, { readOnly: true });
+  const socketPath = `${dir}/s.sock`;
+  const server = await NbdServer.listen(backend, {
+    socketPath,
+    handshakeTimeoutMs: 1000,
+    maxConnections: 2,
+  });
+  const clients: RawClient[] = [];
+  try {
+    const a = await RawClient.connect(socketPath);
+    const b = await RawClient.connect(socketPath);
+    clients.push(a, b);
+    await a.handshake(); // a finishes; b says nothing
+    await new Promise((r) => setTimeout(r, 50));
+    const third = await RawClient.connect(socketPath);
+    clients.push(third);
+    assertEquals(await third.closedByServer(), true); // over the cap
+    assertEquals(await b.closedByServer(), true); // handshake timeout
+    const r = await a.read(0, 512);
+    assertEquals(r.error, 0);
+  } finally {
+    for (const c of clients) c.close();
+    await server.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("hostile client - random bytes after a handshake never hurt the server", async () => {
+  await using f = await serve({ readOnly: true });
+  let seed = 12345;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (let i = 0; i < 40; i++) {
+    const c = await RawClient.connect(f.socket);
+    try {
+      if (i % 2 === 0) await c.handshake({ structured: i % 4 === 0 });
+      else await c.greet();
+      const junk = new Uint8Array(Math.floor(rand() * 300));
+      for (let k = 0; k < junk.length; k++) junk[k] = Math.floor(rand() * 256);
+      // Half the time, start with a valid request magic so decoding goes further.
+      if (i % 3 === 0 && junk.length >= 4) junk.set([0x25, 0x60, 0x95, 0x13]);
+      await c.send(junk).catch(() => {});
+    } finally {
+      c.close();
+    }
+  }
+  const r = await RawClient.connect(f.socket);
+  try {
+    await r.handshake();
+    const got = await r.read(1 << 20, 65536);
+    sameBytes(got.data, f.contents.subarray(1 << 20, (1 << 20) + 65536), "after the junk");
+  } finally {
+    r.close();
+  }
+  sameBytes(await Deno.readFile(f.image), f.contents, "read-only image after the junk");
+});
+
+Deno.test("requireTool - a missing client fails with the install command", async () => {
+  let message = "";
+  try {
+    await requireTool("nbd-client-that-does-not-exist");
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  assert(message.includes(INSTALL), message);
+});
