@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { Mux } from "../proto/mod.ts";
-import { findVirtioPort, parseArgs } from "./main.ts";
+import { findVirtioPort, parseArgs, processBaseEnv } from "./main.ts";
 
 Deno.test("parseArgs - listen, port, defaults and errors", () => {
   assertEquals(parseArgs([]), { kind: "port", name: "shuru.agent" });
@@ -81,4 +81,12 @@ Deno.test("main - listen mode: shutdown request syncs, answers, and the agent ex
     await child.stderr.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("processBaseEnv - drops Deno's node_compat_bin from PATH, keeps the rest", () => {
+  assertEquals(
+    processBaseEnv({ PATH: "/root/.cache/deno/node_compat_bin:/usr/bin:/bin", HOME: "/root" }),
+    { PATH: "/usr/bin:/bin", HOME: "/root" },
+  );
+  assertEquals(processBaseEnv({ HOME: "/x" }), { HOME: "/x" });
 });

@@ -31,8 +31,16 @@ export interface MountShareOptions {
   tmpfsSize?: string;
 }
 
+const HINTS: Record<string, string> = {
+  ENODEV: "the kernel lacks this filesystem (load the 9p/overlay modules)",
+  ENOENT: "no such share tag or directory",
+  EPERM: "the agent is not root",
+  EBUSY: "already mounted",
+};
+
 function mountError(what: string, e: unknown): AgentError {
   if (e instanceof libc.LibcError) {
+    const reason = `${e.code}${HINTS[e.code] ? `: ${HINTS[e.code]}` : ""}`;
     const code = e.errno === libc.ERRNO.ENOENT
       ? "not_found"
       : e.errno === libc.ERRNO.EPERM || e.errno === libc.ERRNO.EACCES
@@ -42,7 +50,7 @@ function mountError(what: string, e: unknown): AgentError {
       : e.errno === libc.ERRNO.ENODEV
       ? "unsupported"
       : "io";
-    return new AgentError(code, `Cannot mount ${what}: ${e.message}`, { cause: e });
+    return new AgentError(code, `Cannot mount ${what}: ${reason}`, { cause: e });
   }
   if (e instanceof AgentError) return e;
   return new AgentError("io", `Cannot mount ${what}: ${(e as Error).message}`, { cause: e });
