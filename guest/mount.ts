@@ -71,9 +71,9 @@ function scratchDir(root: string): string {
 export function mountOverlay(
   lowerDir: string,
   target: string,
-  options: { scratchRoot?: string; tmpfsSize?: string } = {},
+  options: { scratchRoot?: string; scratchDir?: string; tmpfsSize?: string } = {},
 ): void {
-  const scratch = scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
+  const scratch = options.scratchDir ?? scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
   const rw = `${scratch}/rw`;
   Deno.mkdirSync(rw);
   try {
@@ -130,8 +130,8 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
     return;
   }
   checkOverlayPath(target);
-  const root = options.scratchRoot ?? DEFAULT_SCRATCH_ROOT;
-  const lower = `${scratchDir(root)}/lower`;
+  const scratch = scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
+  const lower = `${scratch}/lower`;
   try {
     Deno.mkdirSync(lower);
     libc.mount(tag, lower, { fstype: "9p", flags: libc.LINUX.MS_RDONLY, data: NINEP_OPTIONS });
@@ -140,7 +140,7 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
   }
   try {
     mountOverlay(lower, target, {
-      scratchRoot: root,
+      scratchDir: scratch,
       ...(options.tmpfsSize === undefined ? {} : { tmpfsSize: options.tmpfsSize }),
     });
   } catch (e) {
