@@ -120,6 +120,7 @@ class Session {
           ...(req.mode === undefined ? {} : { mode: req.mode }),
           ...(req.append === undefined ? {} : { append: req.append }),
           ...(req.createNew === undefined ? {} : { createNew: req.createNew }),
+          ...(req.offset === undefined ? {} : { offset: req.offset }),
         });
         return await stream.close({ size });
       }
@@ -148,12 +149,14 @@ class Session {
         await files.chmod(req.path, req.mode);
         return await stream.close({});
       case "watch": {
-        const events = files.watch(req.path, {
+        const watching = files.watch(req.path, {
           recursive: req.recursive ?? true,
           signal: stream.signal,
         });
+        // Tells the host that changes from now on are seen (a bare stream could not say so).
+        void stream.send({ type: "watching" }).catch(() => {});
         // Runs until the host resets the stream (which aborts stream.signal).
-        await writeLines(stream.channel(0), events, { flushEach: true });
+        await writeLines(stream.channel(0), watching.events, { flushEach: true });
         return;
       }
       case "forward":
@@ -209,7 +212,9 @@ class Session {
     try {
       void stream.send({ type: "started", pid: proc.pid }).catch(() => {});
       void this.control(stream, proc);
-      if (req.stdin === true || tty) {
+      if (tty) {
+        void pumpTerminalInput(stream.channel(0).readable, proc.stdin);
+      } else if (req.stdin === true) {
         stream.channel(0).readable.pipeTo(proc.stdin).catch(() => {
           // The process closed its stdin or exited; the rest of the input has nowhere to go.
         });
@@ -253,7 +258,21 @@ class Session {
     };
     stream.signal.addEventListener("abort", closeConn, { once: true });
     try {
-      const toHost = conn.readable.pipeTo(channel.writable).catch(() => {});
+      // A read loop, not conn.readable: Deno closes the whole socket when its readable reaches
+      // EOF, which would lose host -> guest bytes still in flight after the server half-closes.
+      const toHost = (async () => {
+        const buf = new Uint8Array(64 * 1024);
+        try {
+          for (;;) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            await channel.write(buf.slice(0, n));
+          }
+          await channel.closeWrite();
+        } catch {
+          // Either side went away; the other direction ends on its own.
+        }
+      })();
       const toGuest = (async () => {
         const reader = channel.readable.getReader();
         try {
@@ -324,6 +343,34 @@ async function pump(
   } finally {
     done = true;
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Copies terminal input to the PTY, applying control messages that arrived before each chunk
+ * first. Messages and channel data are separate queues in the mux, both fed in wire order by its
+ * read loop; the control loop applies a message within microtasks of its arrival, so yielding one
+ * macrotask before each write guarantees that a `resize` sent before "stty size\n" is in effect
+ * when the shell reads the line. (Typing is slow; the yield costs well under a millisecond.)
+ */
+async function pumpTerminalInput(
+  input: ReadableStream<Uint8Array>,
+  terminal: WritableStream<Uint8Array>,
+): Promise<void> {
+  const reader = input.getReader();
+  const writer = terminal.getWriter();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      await new Promise<void>((r) => setTimeout(r, 0));
+      await writer.write(value);
+    }
+  } catch {
+    // The terminal closed (process gone) or the stream was reset; drop the rest of the input.
+    await reader.cancel().catch(() => {});
+  } finally {
+    writer.releaseLock();
   }
 }
 

@@ -113,6 +113,8 @@ export interface WriteFileOptions {
   append?: boolean;
   /** Fail with already_exists if the file exists. @default false */
   createNew?: boolean;
+  /** Write at this offset without truncating (pwrite); exclusive with `append`. */
+  offset?: number;
 }
 
 /**
@@ -129,12 +131,13 @@ export async function writeFile(
       write: true,
       create: !options.createNew,
       createNew: options.createNew ?? false,
-      truncate: !options.append,
+      truncate: !options.append && options.offset === undefined,
       append: options.append ?? false,
       mode: options.mode ?? 0o644,
     }));
   let total = 0;
   try {
+    if (options.offset !== undefined) await file.seek(options.offset, Deno.SeekMode.Start);
     for await (const chunk of source) {
       let rest = chunk;
       while (rest.length > 0) {
@@ -271,26 +274,48 @@ async function copyTree(from: string, to: string): Promise<void> {
   }
 }
 
+/** A running watch; see {@link watch}. */
+export interface Watch {
+  /** The events, until `signal` aborts (or the watch fails). */
+  readonly events: AsyncIterable<WatchEvent>;
+}
+
 /**
- * Watches `path` (recursively by default) until `signal` aborts. Deno's `access` events are
- * dropped; `remove` becomes `delete`. A rename inside the tree arrives as a `rename` event with
- * both paths (`[from, to]`); the kernel's half events (the old name alone, reported by Deno as a
- * remove, and the new name alone) are passed on as they come.
+ * Starts watching `path` (recursively by default) until `signal` aborts. The watch is active when
+ * this returns, so changes made afterwards are seen. Deno's `access` events are dropped; `remove`
+ * becomes `delete`. A rename inside the tree arrives as a `rename` event with both paths
+ * (`[from, to]`); the kernel's half events (the old name alone, reported by Deno as a remove, and
+ * the new name alone) are passed on as they come.
+ *
+ * @throws AgentError (e.g. `not_found`) when the watch cannot be set up.
  */
-export async function* watch(
+export function watch(
   path: string,
   options: { recursive?: boolean; signal?: AbortSignal } = {},
-): AsyncGenerator<WatchEvent> {
+): Watch {
   let watcher: Deno.FsWatcher;
   try {
     watcher = Deno.watchFs(path, { recursive: options.recursive ?? true });
   } catch (e) {
     throw fileError("watch", path, e);
   }
-  const stop = () => watcher.close();
-  options.signal?.addEventListener("abort", stop, { once: true });
+  return { events: watchEvents(watcher, options.signal) };
+}
+
+async function* watchEvents(
+  watcher: Deno.FsWatcher,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<WatchEvent> {
+  const stop = () => {
+    try {
+      watcher.close();
+    } catch {
+      // Already closed.
+    }
+  };
+  signal?.addEventListener("abort", stop, { once: true });
   try {
-    if (options.signal?.aborted) return;
+    if (signal?.aborted) return;
     for await (const event of watcher) {
       const kind = event.kind === "remove"
         ? "delete"
@@ -301,11 +326,7 @@ export async function* watch(
       yield { kind, paths: event.paths.slice(0, 2) };
     }
   } finally {
-    options.signal?.removeEventListener("abort", stop);
-    try {
-      watcher.close();
-    } catch {
-      // Already closed by the abort.
-    }
+    signal?.removeEventListener("abort", stop);
+    stop();
   }
 }

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
 import { AgentError } from "../proto/errors.ts";
 import {
   chmod,
@@ -104,6 +104,10 @@ Deno.test("writeFile - mode, append, createNew, missing parent", async () => {
     await writeFile(p, chunked(new TextEncoder().encode("ab"), 1), { mode: 0o600 });
     await writeFile(p, chunked(new TextEncoder().encode("cd"), 1), { append: true });
     assertEquals(await Deno.readTextFile(p), "abcd");
+    await writeFile(p, chunked(new TextEncoder().encode("XY"), 1), { offset: 1 });
+    assertEquals(await Deno.readTextFile(p), "aXYd", "offset writes in place, no truncation");
+    await writeFile(`${dir}/sparse`, chunked(new TextEncoder().encode("z"), 1), { offset: 4 });
+    assertEquals(await Deno.readFile(`${dir}/sparse`), new Uint8Array([0, 0, 0, 0, 0x7a]));
     assertEquals((await stat(p)).mode, 0o600);
     await assertCode(
       writeFile(p, chunked(new Uint8Array(1), 1), { createNew: true }),
@@ -190,11 +194,12 @@ Deno.test("watch - recursive create, modify, rename and delete events", async ()
     await mkdir(`${dir}/sub`);
     const ac = new AbortController();
     const events: WatchEvent[] = [];
+    const w = watch(dir, { signal: ac.signal });
     const done = (async () => {
-      for await (const e of watch(dir, { signal: ac.signal })) events.push(e);
+      for await (const e of w.events) events.push(e);
     })();
     const settle = () => new Promise((r) => setTimeout(r, 150));
-    await settle();
+    // No settling before the first change: the watch is active once watch() returns.
     await Deno.writeTextFile(`${dir}/sub/a`, "1");
     await settle();
     await Deno.writeTextFile(`${dir}/sub/a`, "2", { append: true });
@@ -211,12 +216,7 @@ Deno.test("watch - recursive create, modify, rename and delete events", async ()
     assert(has("modify", `${dir}/sub/a`), JSON.stringify(events));
     assert(has("rename", `${dir}/sub/a`, `${dir}/sub/b`), JSON.stringify(events));
     assert(has("delete", `${dir}/sub/b`), JSON.stringify(events));
-    await assertCode(
-      (async () => {
-        for await (const _ of watch(`${dir}/none`)) { /* none */ }
-      })(),
-      "not_found",
-      "Cannot watch",
-    );
+    const e = assertThrows(() => watch(`${dir}/none`), "Cannot watch");
+    assertEquals((e as AgentError).code, "not_found");
   });
 });

@@ -197,6 +197,9 @@ export function startProcess(
     ...options.env,
   };
   env.PATH ??= DEFAULT_PATH;
+  // A terminal is xterm-256color unless the request says otherwise (the agent's own TERM, if
+  // any, describes the console it was started on, not this PTY).
+  if (options.tty) env.TERM = options.env?.TERM ?? "xterm-256color";
   const cwd = options.cwd ?? Deno.cwd();
   checkCwd(cwd);
   resolveProgram(argv[0], { path: env.PATH, cwd });
