@@ -67,7 +67,7 @@ export interface GuestAssets {
   initramfs: string;
   /** ext4 root filesystem image (read-only base; runs write to a copy-on-write layer). */
   rootfs: string;
-  /** Size of the root filesystem image in bytes. */
+  /** Size of the root filesystem image in bytes: the smallest disk a VM can use. */
   rootfsBytes: number;
   /** Kernel release the kernel and modules come from. */
   kernelRelease: string;

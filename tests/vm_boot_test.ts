@@ -13,7 +13,8 @@ import { homeLayout } from "../cli/home.ts";
 import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
 
 const TEST_AGENT = fileURLToPath(new URL("./fixtures/test_agent.ts", import.meta.url));
-const DISK_BYTES = 4096 * 1024 * 1024;
+// Larger than the image (4 GiB): the guest must grow its filesystem.
+const DISK_BYTES = 5 * 1024 ** 3;
 
 let assetsPromise: Promise<GuestAssets> | undefined;
 function testAssets(): Promise<GuestAssets> {
@@ -74,24 +75,22 @@ async function serveOverlay(dir: string, rootfs: string) {
   throw new Error("qemu-nbd did not create its socket in 5 s (apt-get install qemu-utils)");
 }
 
-async function readLine(conn: Deno.Conn, cap = 64 * 1024): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
+/** Reads `count` newline-terminated lines (at most `cap` bytes) from `conn`. */
+async function readLines(conn: Deno.Conn, count: number, cap = 64 * 1024): Promise<string[]> {
+  let text = "";
   const buf = new Uint8Array(4096);
-  while (total < cap) {
+  const decoder = new TextDecoder();
+  while (text.length < cap && text.split("\n").length <= count) {
     const n = await conn.read(buf);
     if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-    if (buf.subarray(0, n).includes(10)) break;
+    text += decoder.decode(buf.subarray(0, n), { stream: true });
   }
-  const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
-  return text.split("\n")[0] ?? "";
+  return text.split("\n").slice(0, count);
 }
 
 Deno.test({
   name:
-    "the guest boots from an NBD disk, grows its filesystem, mounts 9p, reaches the agent, powers off",
+    "the guest boots from a 5 GiB NBD disk, grows its filesystem, mounts 9p, reaches the agent, powers off",
   sanitizeResources: false,
   fn: async () => {
     const assets = await testAssets();
@@ -118,10 +117,15 @@ Deno.test({
         mounts: [{ tag: "hostdir", hostPath: shared, readOnly: true }],
       });
       const conn = await vm.agent;
-      const line = await readLine(conn);
+      const lines = await readLines(conn, 2);
       conn.close();
+      const line = lines[1] ?? "";
       const exit = await vm.exited;
       const context = `\nconsole:\n${exit.consoleTail}\nQEMU: ${exit.stderr}`;
+      assert(
+        lines[0]?.startsWith("ready "),
+        `agent did not announce itself: ${lines[0]}${context}`,
+      );
       assert(line.startsWith("{"), `no report from the agent: ${JSON.stringify(line)}${context}`);
       const report = JSON.parse(line);
       assert(/^\/dev\/vport\d+p\d+$/.test(report.port), report.port);
@@ -129,8 +133,8 @@ Deno.test({
       assertEquals(report.hostname, "shuru");
       assertEquals(report.python, "42");
       assertEquals(report.mounted, "hello from the host\n");
-      // The 4 GiB disk was grown into: the filesystem is well past the image's size.
-      assert(report.fsBytes > 3.5 * 1024 ** 3, `filesystem not grown: ${report.fsBytes} bytes`);
+      // The 5 GiB disk was grown into: the filesystem is past the 4 GiB image.
+      assert(report.fsBytes > 4.5 * 1024 ** 3, `filesystem not grown: ${report.fsBytes} bytes`);
       assertEquals(exit.code, 0, context);
       assert(exit.poweredOff, context);
       const order = [

@@ -136,7 +136,10 @@ class QemuVm implements Vm {
 
     this.agent = (async () => {
       try {
-        return await listener.accept();
+        const conn = await listener.accept();
+        // QEMU connects while creating its devices, before it loads the kernel.
+        this.#mark("qemuReady");
+        return conn;
       } finally {
         listener.close();
         await Deno.remove(config.agentSocket).catch(() => {});

@@ -78,6 +78,7 @@ export interface VmExit {
 /** Names of boot phases, in the order they happen. */
 export type BootPhase =
   | "spawned"
+  | "qemuReady"
   | "kernel"
   | "initramfs"
   | "rootMounted"
