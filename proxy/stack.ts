@@ -58,6 +58,8 @@ export interface StackLimits {
   maxControlFrames: number;
   /** Events waiting for the I/O layer. */
   maxEvents: number;
+  /** A connection the I/O layer neither accepts nor refuses within this many ms is refused. */
+  pendingTimeoutMs: number;
 }
 
 /** Defaults for `StackLimits`. */
@@ -69,6 +71,7 @@ export const DEFAULT_LIMITS: StackLimits = {
   maxPendingDnsLookups: 256,
   maxControlFrames: 1024,
   maxEvents: 8192,
+  pendingTimeoutMs: 30_000,
 };
 
 /** Addresses and settings of the virtual network. */
@@ -151,6 +154,8 @@ interface Connection {
   key: string;
   socket: TcpSocket;
   pending: boolean;
+  /** When a pending connection is refused if still undecided. */
+  pendingDeadline: number;
   /** Internal DNS-over-TCP service instead of a host connection. */
   dns: { inbox: Uint8Array } | undefined;
 }
@@ -541,6 +546,7 @@ export class NetworkStack {
       key,
       socket,
       pending: !isDns,
+      pendingDeadline: now + this.limits.pendingTimeoutMs,
       dns: isDns ? { inbox: new Uint8Array(0) } : undefined,
     };
     this.#byKey.set(key, conn);
@@ -693,6 +699,7 @@ export class NetworkStack {
     this.#controlHead = 0;
     let full = false;
     for (const c of [...this.#byId.values()]) {
+      if (c.pending && now >= c.pendingDeadline) this.refuse(c.id);
       if (!full) {
         const at = c.socket.pollAt();
         if (at !== undefined && at <= now) {
@@ -713,7 +720,7 @@ export class NetworkStack {
     if (this.controlQueueLength > 0) return 0;
     let at: number | undefined;
     for (const c of this.#byId.values()) {
-      const t = c.socket.pollAt();
+      const t = c.pending ? c.pendingDeadline : c.socket.pollAt();
       if (t !== undefined && (at === undefined || t < at)) at = t;
     }
     return at;

@@ -297,3 +297,15 @@ Deno.test("NetworkStack - a full link stops dispatch; the rest goes out later", 
   const rest = drain(stack, 0);
   assertEquals(rest.length, 5); // 10000 bytes at MSS 1460: 7 segments, 2 already sent
 });
+
+Deno.test("NetworkStack - an undecided connection is refused after the pending timeout", () => {
+  const stack = newStack({ pendingTimeoutMs: 1000 });
+  stack.receiveFrame(guestTcp(DEST, SYN), 0);
+  events(stack);
+  assertEquals(stack.pollAt(), 1000);
+  assertEquals(drain(stack, 999), []);
+  const { tcp } = only(drain(stack, 1000), "tcp");
+  assertEquals(tcp.flags & TcpFlag.RST, TcpFlag.RST);
+  assertEquals(stack.pendingConnectionCount, 0);
+  assertEquals(stack.connectionCount, 0);
+});
