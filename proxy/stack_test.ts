@@ -3,7 +3,7 @@ import { NetworkStack, type StackEvent } from "./stack.ts";
 import { drain, GATEWAY_MAC, guestTcp, guestUdp, type Parsed } from "./_test_utils.ts";
 import { ipv4ToString, macToString, parseIpv4 } from "./wire/address.ts";
 import { TcpFlag } from "./wire/constants.ts";
-import { type TcpRepr } from "./wire/tcp.ts";
+import type { TcpRepr } from "./wire/tcp.ts";
 import { ArpPacket } from "./wire/arp.ts";
 import { DhcpMessageType, parseDhcp } from "./dhcp.ts";
 import { buildDnsQuery, DnsRcode, DnsType, parseDnsMessage, rcodeOf } from "./dns/message.ts";

@@ -32,7 +32,11 @@ function openLibc() {
 
 /** Runs a command, throwing with its stderr when it fails. */
 export async function sh(cmd: string[], opts: { allowFail?: boolean } = {}): Promise<string> {
-  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+  const out = await new Deno.Command(cmd[0]!, {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success && !opts.allowFail) {
@@ -66,6 +70,7 @@ export class TapNamespace {
   readonly #fd: number;
   #closed = false;
   #pollBuf = new Uint8Array(8);
+  #inFlight: Promise<unknown> = Promise.resolve();
 
   private constructor(libc: Libc, fd: number, name: string, netns: string) {
     this.#libc = libc;
@@ -135,10 +140,20 @@ export class TapNamespace {
       view.setInt32(0, this.#fd, true);
       view.setInt16(4, POLLIN, true);
       view.setInt16(6, 0, true);
-      const ready = await this.#libc.symbols.poll(this.#pollBuf, 1n, timeoutMs);
+      const polling = this.#libc.symbols.poll(this.#pollBuf, 1n, timeoutMs);
+      this.#inFlight = polling;
+      const ready = await polling;
       if (ready === 0) return undefined;
     }
     return undefined;
+  }
+
+  /** Reads one frame if one is ready, without waiting. */
+  readNow(): Promise<Uint8Array | undefined> {
+    if (this.#closed) return Promise.resolve(undefined);
+    const buf = new Uint8Array(65536 + 14);
+    const n = Number(this.#libc.symbols.read(this.#fd, buf, BigInt(buf.length)));
+    return Promise.resolve(n >= 0 ? buf.slice(0, n) : undefined);
   }
 
   /** Writes one frame to the kernel. */
@@ -152,6 +167,7 @@ export class TapNamespace {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#inFlight; // never unload libc under a running poll()
     this.#libc.symbols.close(this.#fd);
     this.#libc.close();
     await sh(["ip", "netns", "del", this.netns], { allowFail: true });
@@ -160,5 +176,50 @@ export class TapNamespace {
   /** Closes on `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** A FrameLink over the TAP device (one frame per read/write, like a datagram link). */
+export class TapLink {
+  readonly #tap: TapNamespace;
+  #closed = false;
+
+  /** Wraps an open TAP namespace (the caller closes it). */
+  constructor(tap: TapNamespace) {
+    this.#tap = tap;
+  }
+
+  /** Frames the kernel sent; null once closed. */
+  async receive(): Promise<Uint8Array[] | null> {
+    while (!this.#closed) {
+      const f = await this.#tap.read(50);
+      if (f) {
+        const batch = [f];
+        // Drain what is already there without waiting, to batch like the stream link.
+        for (let i = 0; i < 63; i++) {
+          const more = await this.#tap.readNow();
+          if (!more) break;
+          batch.push(more);
+        }
+        return batch;
+      }
+    }
+    return null;
+  }
+
+  /** Writes a frame to the kernel at once. */
+  send(frame: Uint8Array): boolean {
+    if (!this.#closed) this.#tap.write(frame);
+    return true;
+  }
+
+  /** Writes are synchronous: nothing to wait for. */
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Stops receiving. */
+  close(): void {
+    this.#closed = true;
   }
 }
