@@ -221,6 +221,7 @@ function u32(v: number): Uint8Array {
 
 /** Answers DHCP requests for the single guest. */
 export class DhcpServer {
+  /** Addresses handed out. */
   readonly config: DhcpConfig;
 
   /** A server with fixed addresses. */

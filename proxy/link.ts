@@ -16,11 +16,11 @@
  */
 
 /** Largest frame accepted (QEMU's NET_BUFSIZE is 4096 + 65536). */
-export const MAX_FRAME_LEN = 4096 + 65536;
+export const MAX_FRAME_LEN: number = 4096 + 65536;
 /** Smallest frame accepted: an Ethernet header. */
-export const MIN_FRAME_LEN = 14;
+export const MIN_FRAME_LEN: number = 14;
 /** Default cap of queued outgoing bytes. */
-export const DEFAULT_SEND_QUEUE_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_SEND_QUEUE_BYTES: number = 4 * 1024 * 1024;
 const READ_CHUNK = 256 * 1024;
 
 /** Why a link failed. */
@@ -56,15 +56,17 @@ export interface LinkOptions {
   maxQueuedBytes?: number;
 }
 
-/** Queues frames and writes them from one loop, so writes never interleave. */
-abstract class QueuedWriter {
+/** Queues frames and writes them from one loop, so writes never interleave (base of links). */
+export abstract class QueuedWriter {
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #writing = false;
   #flushWaiters: Array<() => void> = [];
+  /** Set once the link is closed or failed. */
   protected closed = false;
   readonly #maxQueued: number;
 
+  /** A writer with a queue cap. */
   constructor(opts: LinkOptions) {
     this.#maxQueued = opts.maxQueuedBytes ?? DEFAULT_SEND_QUEUE_BYTES;
   }
@@ -72,6 +74,7 @@ abstract class QueuedWriter {
   /** Writes a batch of frames; resolves when written. */
   protected abstract writeBatch(frames: Uint8Array[], bytes: number): Promise<void>;
 
+  /** Queues one frame; false when the queue is full. */
   send(frame: Uint8Array): boolean {
     if (this.closed) return true; // dropped: nobody is listening any more
     if (this.#queuedBytes >= this.#maxQueued) return false;
@@ -84,6 +87,7 @@ abstract class QueuedWriter {
     return true;
   }
 
+  /** Resolves when the queue has been written. */
   flush(): Promise<void> {
     if (this.#queue.length === 0 && !this.#writing) return Promise.resolve();
     return new Promise((resolve) => this.#flushWaiters.push(resolve));
@@ -111,6 +115,7 @@ abstract class QueuedWriter {
     }
   }
 
+  /** Marks the link closed and wakes every flush waiter. */
   protected releaseWriters(): void {
     this.closed = true;
     const waiters = this.#flushWaiters;
@@ -187,6 +192,7 @@ export class StreamLink extends QueuedWriter implements FrameLink {
     return frames;
   }
 
+  /** Writes one batch of queued frames. */
   protected async writeBatch(frames: Uint8Array[], bytes: number): Promise<void> {
     const out = new Uint8Array(bytes + 4 * frames.length);
     const view = new DataView(out.buffer);
@@ -254,6 +260,7 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
     }
   }
 
+  /** Writes one batch of queued frames. */
   protected async writeBatch(frames: Uint8Array[]): Promise<void> {
     for (const f of frames) await this.#tx.send(f, this.#peer);
   }
@@ -286,22 +293,26 @@ export class TracingLink implements FrameLink {
     this.#onFrame = onFrame;
   }
 
+  /** Receives from the inner link, showing each frame. */
   async receive(): Promise<Uint8Array[] | null> {
     const frames = await this.#inner.receive();
     if (frames) { for (const f of frames) this.#onFrame("from-guest", f); }
     return frames;
   }
 
+  /** Sends through the inner link, showing the frame if accepted. */
   send(frame: Uint8Array): boolean {
     const ok = this.#inner.send(frame);
     if (ok) this.#onFrame("to-guest", frame);
     return ok;
   }
 
+  /** Flushes the inner link. */
   flush(): Promise<void> {
     return this.#inner.flush();
   }
 
+  /** Closes the inner link. */
   close(): void {
     this.#inner.close();
   }

@@ -24,6 +24,7 @@ export interface FakeIpPoolOptions {
 
 /** Maps names to pool addresses and back. Bounded: the oldest name is evicted when full. */
 export class FakeIpPool {
+  /** The range handed out. */
   readonly cidr: Ipv4Cidr;
   readonly #first: number;
   readonly #count: number;

@@ -49,6 +49,7 @@ export class PcapWriter implements Disposable {
     this.#file.close();
   }
 
+  /** Closes the file (`using`). */
   [Symbol.dispose](): void {
     this.close();
   }

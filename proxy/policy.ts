@@ -93,7 +93,9 @@ export function parseHostPattern(pattern: string): string {
 
 /** The policy. Pure: every method is a decision on its arguments. */
 export class NetworkPolicy {
+  /** Public destinations are open (`--allow-net`, or implied by an allow-list). */
   readonly allowNet: boolean;
+  /** Private ranges are open too (`--allow-private`). */
   readonly allowPrivate: boolean;
   readonly #exact = new Set<string>();
   readonly #wildcards: string[] = [];

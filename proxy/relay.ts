@@ -134,20 +134,22 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** The default resolver: the host's DNS via Deno. */
-export const hostResolver: Resolver = async (name) => {
+export async function hostResolver(name: string): Promise<number[]> {
   try {
     return (await Deno.resolveDns(name, "A")).map(parseIpv4);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return [];
     throw e;
   }
-};
+}
 
 const defaultDial: Dialer = (hostname, port) => Deno.connect({ hostname, port });
 
 /** Runs the stack for one guest. */
 export class Relay {
+  /** The stack (counters and limits are read from it). */
   readonly stack: NetworkStack;
+  /** Names behind pool addresses. */
   readonly pool: FakeIpPool;
   readonly #link: FrameLink;
   readonly #policy: NetworkPolicy;

@@ -117,7 +117,9 @@ export type StackEvent =
 
 /** Counters of everything dropped, refused or sent. */
 export interface StackCounters {
+  /** Frames received from the guest. */
   framesIn: number;
+  /** Frames sent to the guest. */
   framesOut: number;
   /** Frames failing a length or field check. */
   malformed: number;
@@ -175,13 +177,21 @@ function defaultIss(): number {
 
 /** The virtual network's stack for one guest. */
 export class NetworkStack {
+  /** The guest's address. */
   readonly guestIp: number;
+  /** The gateway's address. */
   readonly gatewayIp: number;
+  /** The DNS server's address. */
   readonly dnsIp: number;
+  /** Subnet prefix length. */
   readonly prefix: number;
+  /** MAC of every address on our side. */
   readonly gatewayMac: MacAddress;
+  /** Link MTU. */
   readonly mtu: number;
+  /** Caps in force. */
   readonly limits: StackLimits;
+  /** Everything counted so far. */
   readonly counters: StackCounters = {
     framesIn: 0,
     framesOut: 0,

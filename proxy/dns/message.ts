@@ -19,7 +19,7 @@ const field = {
 } as const;
 
 /** Length of the header. */
-export const DNS_HEADER_LEN = field.ARCOUNT + 2;
+export const DNS_HEADER_LEN: number = field.ARCOUNT + 2;
 /** Longest name in wire form (RFC 1035 2.3.4). */
 export const DNS_MAX_NAME_LEN = 255;
 /** Longest label (RFC 1035 2.3.4). */

@@ -95,7 +95,9 @@ export const SocketEvent = {
 
 /** A guest-initiated TCP connection. */
 export class TcpSocket {
+  /** Where the guest connected to. */
   readonly local: Endpoint;
+  /** The guest's end. */
   readonly remote: Endpoint;
   #state: TcpState = "SYN-RECEIVED";
   #closeReason: CloseReason | undefined;

@@ -22,11 +22,12 @@ const field = {
 } as const;
 
 /** Length of an Ethernet/IPv4 ARP packet. */
-export const ARP_LEN = field.TPA + 4;
+export const ARP_LEN: number = field.TPA + 4;
 const HTYPE_ETHERNET = 1;
 
 /** View over an ARP packet. */
 export class ArpPacket {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 

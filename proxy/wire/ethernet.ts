@@ -15,10 +15,11 @@ const field = {
 } as const;
 
 /** Length of an Ethernet II header. */
-export const ETHERNET_HEADER_LEN = field.ETHERTYPE[1];
+export const ETHERNET_HEADER_LEN: number = field.ETHERTYPE[1];
 
 /** View over an Ethernet frame. */
 export class EthernetFrame {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 

@@ -21,12 +21,13 @@ const field = {
 } as const;
 
 /** Length of the ICMP header. */
-export const ICMP_HEADER_LEN = field.SEQUENCE + 2;
+export const ICMP_HEADER_LEN: number = field.SEQUENCE + 2;
 /** Bytes of the offending datagram quoted after its IP header in an error (RFC 792). */
 export const ICMP_QUOTE_LEN = 8;
 
 /** View over an ICMPv4 message. */
 export class Icmpv4Packet {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 

@@ -23,7 +23,7 @@ const field = {
 } as const;
 
 /** Length of a header without options. */
-export const IPV4_HEADER_LEN = field.DESTINATION + 4;
+export const IPV4_HEADER_LEN: number = field.DESTINATION + 4;
 const FLAG_DONT_FRAGMENT = 0x4000;
 const FLAG_MORE_FRAGMENTS = 0x2000;
 const FRAGMENT_OFFSET_MASK = 0x1fff;
@@ -32,6 +32,7 @@ export const DEFAULT_TTL = 64;
 
 /** View over an IPv4 packet. */
 export class Ipv4Packet {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 

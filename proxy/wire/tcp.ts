@@ -24,7 +24,7 @@ const field = {
 } as const;
 
 /** Length of a header without options. */
-export const TCP_HEADER_LEN = field.OPTIONS;
+export const TCP_HEADER_LEN: number = field.OPTIONS;
 /** Longest header: data offset 15 words. */
 export const TCP_MAX_HEADER_LEN = 60;
 /** Largest window-scale shift (RFC 7323 section 2.3). */
@@ -32,6 +32,7 @@ export const TCP_MAX_WINDOW_SCALE = 14;
 
 /** View over a TCP segment. */
 export class TcpPacket {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 

@@ -17,10 +17,11 @@ const field = {
 } as const;
 
 /** Length of the UDP header. */
-export const UDP_HEADER_LEN = field.CHECKSUM + 2;
+export const UDP_HEADER_LEN: number = field.CHECKSUM + 2;
 
 /** View over a UDP datagram. */
 export class UdpPacket {
+  /** The bytes viewed. */
   readonly buffer: Uint8Array;
   readonly #view: DataView;
 
