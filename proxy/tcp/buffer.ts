@@ -104,7 +104,12 @@ export class RingBuffer {
 
   /** Removes and returns (a copy of) up to `max` bytes from the head. */
   read(max: number): Uint8Array {
-    const out = this.peek(0, max).slice();
+    const n = Math.min(max, this.#length);
+    const start = this.#head;
+    // One copy: a contiguous run is sliced, a wrapped one is already copied by peek.
+    const out = start + n <= this.#data.length
+      ? this.#data.slice(start, start + n)
+      : this.peek(0, n);
     this.consume(out.length);
     return out;
   }

@@ -12,19 +12,22 @@ export type ChecksumMode = "verify" | "ignore";
  * An odd trailing byte is padded with zero, as RFC 1071 says.
  */
 export function sum16(bytes: Uint8Array, initial = 0): number {
-  let sum = initial;
   const n = bytes.length;
-  const even = n & ~1;
+  // DataView reads are big-endian words and fast in V8: 16 bytes per round (the hot path of
+  // bulk TCP). The running sum stays far below 2^53 for any frame size.
+  const view = new DataView(bytes.buffer, bytes.byteOffset, n);
+  let sum = initial;
   let i = 0;
-  // Unrolled by 8 bytes: this loop is the hot path for bulk TCP.
-  for (; i + 8 <= even; i += 8) {
-    sum += ((bytes[i]! << 8) | bytes[i + 1]!) + ((bytes[i + 2]! << 8) | bytes[i + 3]!) +
-      ((bytes[i + 4]! << 8) | bytes[i + 5]!) + ((bytes[i + 6]! << 8) | bytes[i + 7]!);
-    // Fold occasionally so the sum stays an exact small integer.
-    if (sum > 0x3fffffff) sum = (sum & 0xffff) + (sum >>> 16);
+  for (; i + 16 <= n; i += 16) {
+    const w0 = view.getUint32(i);
+    const w1 = view.getUint32(i + 4);
+    const w2 = view.getUint32(i + 8);
+    const w3 = view.getUint32(i + 12);
+    sum += (w0 >>> 16) + (w0 & 0xffff) + (w1 >>> 16) + (w1 & 0xffff) + (w2 >>> 16) +
+      (w2 & 0xffff) + (w3 >>> 16) + (w3 & 0xffff);
   }
-  for (; i < even; i += 2) sum += (bytes[i]! << 8) | bytes[i + 1]!;
-  if (n & 1) sum += bytes[n - 1]! << 8;
+  for (; i + 2 <= n; i += 2) sum += view.getUint16(i);
+  if (i < n) sum += bytes[i]! << 8;
   return sum;
 }
 

@@ -235,8 +235,13 @@ export function parseTcpOptions(bytes: Uint8Array): TcpOptions {
   return out;
 }
 
+const NO_OPTIONS = new Uint8Array(0);
+
 /** Encodes MSS and window scale (the options of our SYN-ACK), padded to 4 bytes. */
 export function encodeTcpOptions(o: TcpOptions): Uint8Array {
+  if (o.maxSegmentSize === undefined && o.windowScale === undefined && !o.sackPermitted) {
+    return NO_OPTIONS; // every segment after the handshake
+  }
   const bytes: number[] = [];
   if (o.maxSegmentSize !== undefined) {
     bytes.push(TcpOptionKind.MSS, 4, o.maxSegmentSize >> 8, o.maxSegmentSize & 0xff);
