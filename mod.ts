@@ -1,9 +1,49 @@
 /**
- * shuru: a local-first microVM sandbox for AI agents.
+ * shuru: a local-first microVM sandbox for AI agents. This module is the TypeScript SDK: it drives
+ * a running sandbox through its control socket (docs/control_protocol.md), nothing else.
  *
- * This module is the TypeScript SDK. It grows with the sandbox API.
+ * @example
+ * ```ts ignore
+ * import { Sandbox } from "@shuru/shuru";
+ * await using sb = await Sandbox.create({ cpus: 2 });
+ * const { stdout, exitCode } = await sb.exec("echo hello");
+ * await sb.fs.writeTextFile("/tmp/x.txt", "hi");
+ * const proc = await sb.spawn(["python3", "-u", "server.py"]);
+ * for await (const chunk of proc.stdout) console.log(new TextDecoder().decode(chunk));
+ * ```
  *
  * @module
  */
 
 export { VERSION } from "./cli/version.ts";
+export {
+  type ConnectOptions,
+  controlSocketPath,
+  type CreateOptions,
+  type ExecOptions,
+  type ExecResult,
+  type ProcessInfo,
+  type ProcessOutput,
+  Sandbox,
+  type SpawnOptions,
+} from "./control/sdk/sandbox.ts";
+export {
+  type SandboxDirEntry,
+  type SandboxFileInfo,
+  SandboxFs,
+  type SandboxFsEvent,
+  type SandboxFsWatcher,
+  type WriteFileOptions,
+} from "./control/sdk/fs.ts";
+export { type ProcessStatus, SandboxProcess } from "./control/sdk/process.ts";
+export {
+  AlreadyExistsError,
+  ConnectionClosedError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  ProcessNotFoundError,
+  SandboxError,
+  type SandboxErrorCode,
+  TimeoutError,
+} from "./control/sdk/errors.ts";

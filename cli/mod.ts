@@ -11,6 +11,7 @@ import { checkpointCommand } from "./checkpoint.ts";
 import { UserError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
 import { initCommand } from "./init.ts";
+import { mcpCommand } from "./mcp.ts";
 import { nbdCommand } from "./nbd.ts";
 import { pruneCommand } from "./prune.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   program.addCommand(checkpoint);
   program.addCommand(storeCommand());
   program.addCommand(execCommand());
+  program.addCommand(mcpCommand());
   program.addCommand(pruneCommand());
   program.addCommand(nbdCommand());
   return program as unknown as Command;

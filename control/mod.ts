@@ -1,0 +1,57 @@
+/**
+ * The control protocol: JSON-RPC 2.0 over newline-delimited JSON, served on a sandbox's control
+ * socket and on `shuru run --stdio`; every front end (CLI, SDK, MCP) speaks it.
+ * See docs/control_protocol.md.
+ *
+ * @module
+ */
+
+export type {
+  BackendDirEntry,
+  BackendExit,
+  BackendFileEvent,
+  BackendProcess,
+  BackendSpawnOptions,
+  BackendStat,
+  BackendWatch,
+  ControlBackend,
+} from "./backend.ts";
+export { type Clock, realClock } from "./clock.ts";
+export {
+  connectControl,
+  ControlClient,
+  type ControlClientOptions,
+  type ControlNotification,
+  type RequestOptions,
+} from "./client.ts";
+export {
+  ControlConnectionError,
+  type ControlConnectionErrorCode,
+  RpcError,
+  type RpcErrorObject,
+} from "./errors.ts";
+export {
+  ControlServer,
+  type ControlServerOptions,
+  ControlSession,
+  type ServerLimits,
+  SIGNALS,
+} from "./server.ts";
+export {
+  type ControlSocket,
+  listenControlSocket,
+  type ListenControlSocketOptions,
+} from "./socket.ts";
+export { serveStdio } from "./stdio.ts";
+export {
+  ERROR_KINDS,
+  ErrorCode,
+  errorCodeName,
+  type ErrorKind,
+  Limits,
+  type Method,
+  METHODS,
+  type NotificationName,
+  NOTIFICATIONS,
+  PROTOCOL_VERSION,
+} from "./wire.ts";
