@@ -274,7 +274,11 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
   server.registerTool("process_output", {
     description: "Read a background process's output after since_seq (0 = from the start of " +
       "the kept buffer); pass next_seq back next time.",
-    inputSchema: { pid: z.string(), sandbox_id: sandboxId, since_seq: z.number().int().min(0).optional() },
+    inputSchema: {
+      pid: z.string(),
+      sandbox_id: sandboxId,
+      since_seq: z.number().int().min(0).optional(),
+    },
     outputSchema: {
       stdout: z.string(),
       stderr: z.string(),
@@ -309,7 +313,12 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
 
   server.registerTool("process_input", {
     description: "Write text to a background process's stdin.",
-    inputSchema: { pid: z.string(), input: z.string(), eof: z.boolean().optional(), sandbox_id: sandboxId },
+    inputSchema: {
+      pid: z.string(),
+      input: z.string(),
+      eof: z.boolean().optional(),
+      sandbox_id: sandboxId,
+    },
     outputSchema: { ok: z.boolean() },
   }, async (a) => {
     try {

@@ -73,9 +73,12 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     assert(full.includes("\n10000\n") && full.includes("20000"));
 
     const file = `${f.dir}/notes.txt`;
-    assertEquals((await call("write_file", { path: file, content: "alpha beta\n" })).structuredContent, {
-      bytes: 11,
-    });
+    assertEquals(
+      (await call("write_file", { path: file, content: "alpha beta\n" })).structuredContent,
+      {
+        bytes: 11,
+      },
+    );
     assertEquals(
       (await call("edit_file", { path: file, old_string: "beta", new_string: "gamma" }))
         .structuredContent,
@@ -99,7 +102,9 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     );
 
     // Background processes.
-    const started = await call("process_start", { command: "echo ready; read x; echo got $x; sleep 30" });
+    const started = await call("process_start", {
+      command: "echo ready; read x; echo got $x; sleep 30",
+    });
     const pid = started.structuredContent?.pid as string;
     let seq = 0;
     let text = "";

@@ -9,7 +9,7 @@ import { qemuProcessesMentioning, requireTool, shuruCommandLine, TestHome } from
 
 await requireTool("qemu-system-x86_64", "qemu-system-x86");
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -131,7 +131,7 @@ Deno.test("run --mount - read-only mounts are readable and guest writes never re
 Deno.test("run -p - a guest http.server is reachable from the host; SIGINT leaves nothing behind", async () => {
   await requireTool("curl", "curl");
   await using home = await TestHome.create();
-  const port = await freePort();
+  const port = freePort();
   const child = home.spawn([
     "run",
     "-p",
