@@ -33,12 +33,19 @@ export interface HomeLayout {
   instances: string;
 }
 
-/** Returns the layout of the data home `root` (default: {@linkcode dataHome}). */
-export function homeLayout(root: string = dataHome()): HomeLayout {
+/**
+ * Returns the layout of the data home `root` (default: {@linkcode dataHome}).
+ *
+ * `$SHURU_ASSETS` moves the guest assets elsewhere (tests share one built copy while each
+ * uses its own store); it applies only when `root` is not given.
+ */
+export function homeLayout(root?: string): HomeLayout {
+  const assets = root === undefined ? Deno.env.get("SHURU_ASSETS") : undefined;
+  root ??= dataHome();
   return {
     root,
     store: join(root, "store"),
-    assets: join(root, "assets"),
+    assets: assets || join(root, "assets"),
     instances: join(root, "instances"),
   };
 }

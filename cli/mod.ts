@@ -7,9 +7,15 @@
  */
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
+import { checkpointCommand } from "./checkpoint.ts";
 import { UserError } from "./errors.ts";
-import { mcpCommand } from "./mcp.ts";
 import { execCommand } from "./exec.ts";
+import { initCommand } from "./init.ts";
+import { mcpCommand } from "./mcp.ts";
+import { nbdCommand } from "./nbd.ts";
+import { pruneCommand } from "./prune.ts";
+import { checkpointCreateCommand, runCommand } from "./run.ts";
+import { storeCommand } from "./store.ts";
 import { VERSION } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -23,8 +29,17 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ outputError: (str, write) => write(str) });
-  program.addCommand(mcpCommand());
+  program.addCommand(runCommand());
+  program.addCommand(initCommand());
+  const checkpoint = checkpointCommand();
+  checkpoint.addCommand(checkpointCreateCommand("create"));
+  checkpoint.addCommand(checkpointCreateCommand("save"));
+  program.addCommand(checkpoint);
+  program.addCommand(storeCommand());
   program.addCommand(execCommand());
+  program.addCommand(mcpCommand());
+  program.addCommand(pruneCommand());
+  program.addCommand(nbdCommand());
   return program as unknown as Command;
 }
 
@@ -35,7 +50,8 @@ export async function runCli(args: string[]): Promise<number> {
   for (const sub of program.commands) sub.exitOverride();
   try {
     await program.parseAsync(args, { from: "user" });
-    return 0;
+    // Commands that hand back a guest's exit code set Deno.exitCode.
+    return Deno.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version output are "errors" to commander with exit code 0.

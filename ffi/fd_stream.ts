@@ -149,7 +149,20 @@ export class FdStream {
         return;
       }
       if (n !== null) {
-        controller.enqueue(buf.slice(0, n));
+        // Some devices return little per read (a virtio port: one 4 KiB buffer); gather what is
+        // ready into one chunk, so consumers see fewer, larger chunks.
+        let filled = n;
+        while (filled < buf.length) {
+          let more: number | null;
+          try {
+            more = libc.readNonBlocking(this.fd, buf.subarray(filled));
+          } catch {
+            break; // Reported by the next pull, after these bytes are delivered.
+          }
+          if (!more) break;
+          filled += more;
+        }
+        controller.enqueue(buf.slice(0, filled));
         return;
       }
       const quiet = this.#quietMs;

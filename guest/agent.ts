@@ -212,7 +212,9 @@ class Session {
     try {
       void stream.send({ type: "started", pid: proc.pid }).catch(() => {});
       void this.control(stream, proc);
-      if (req.stdin === true || tty) {
+      if (tty) {
+        void pumpTerminalInput(stream.channel(0).readable, proc.stdin);
+      } else if (req.stdin === true) {
         stream.channel(0).readable.pipeTo(proc.stdin).catch(() => {
           // The process closed its stdin or exited; the rest of the input has nowhere to go.
         });
@@ -341,6 +343,34 @@ async function pump(
   } finally {
     done = true;
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Copies terminal input to the PTY, applying control messages that arrived before each chunk
+ * first. Messages and channel data are separate queues in the mux, both fed in wire order by its
+ * read loop; the control loop applies a message within microtasks of its arrival, so yielding one
+ * macrotask before each write guarantees that a `resize` sent before "stty size\n" is in effect
+ * when the shell reads the line. (Typing is slow; the yield costs well under a millisecond.)
+ */
+async function pumpTerminalInput(
+  input: ReadableStream<Uint8Array>,
+  terminal: WritableStream<Uint8Array>,
+): Promise<void> {
+  const reader = input.getReader();
+  const writer = terminal.getWriter();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      await new Promise<void>((r) => setTimeout(r, 0));
+      await writer.write(value);
+    }
+  } catch {
+    // The terminal closed (process gone) or the stream was reset; drop the rest of the input.
+    await reader.cancel().catch(() => {});
+  } finally {
+    writer.releaseLock();
   }
 }
 

@@ -112,6 +112,20 @@ async function listenUnix(path: string): Promise<void> {
   Deno.exit(0);
 }
 
+/**
+ * The environment processes inherit: the agent's own, minus the folder Deno puts in front of
+ * PATH for npm binaries (`.../deno/node_compat_bin`), which means nothing to guest programs.
+ */
+export function processBaseEnv(
+  env: Record<string, string> = Deno.env.toObject(),
+): Record<string, string> {
+  const out = { ...env };
+  if (out.PATH !== undefined) {
+    out.PATH = out.PATH.split(":").filter((d) => !d.endsWith("/node_compat_bin")).join(":");
+  }
+  return out;
+}
+
 async function serveOne(
   transport: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } & {
     close(): void;
@@ -120,7 +134,7 @@ async function serveOne(
   onShutdown: () => void | Promise<void>,
 ): Promise<void> {
   try {
-    const err = await serveConnection(transport, { log, onShutdown });
+    const err = await serveConnection(transport, { log, onShutdown, baseEnv: processBaseEnv() });
     log(err ? `${name} ended: ${err.message}` : `${name} closed`);
   } catch (e) {
     log(`${name} ended: ${(e as Error).message}`);

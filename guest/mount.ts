@@ -31,8 +31,16 @@ export interface MountShareOptions {
   tmpfsSize?: string;
 }
 
+const HINTS: Record<string, string> = {
+  ENODEV: "the kernel lacks this filesystem (load the 9p/overlay modules)",
+  ENOENT: "no such share tag or directory",
+  EPERM: "the agent is not root",
+  EBUSY: "already mounted",
+};
+
 function mountError(what: string, e: unknown): AgentError {
   if (e instanceof libc.LibcError) {
+    const reason = `${e.code}${HINTS[e.code] ? `: ${HINTS[e.code]}` : ""}`;
     const code = e.errno === libc.ERRNO.ENOENT
       ? "not_found"
       : e.errno === libc.ERRNO.EPERM || e.errno === libc.ERRNO.EACCES
@@ -42,7 +50,7 @@ function mountError(what: string, e: unknown): AgentError {
       : e.errno === libc.ERRNO.ENODEV
       ? "unsupported"
       : "io";
-    return new AgentError(code, `Cannot mount ${what}: ${e.message}`, { cause: e });
+    return new AgentError(code, `Cannot mount ${what}: ${reason}`, { cause: e });
   }
   if (e instanceof AgentError) return e;
   return new AgentError("io", `Cannot mount ${what}: ${(e as Error).message}`, { cause: e });
@@ -63,9 +71,9 @@ function scratchDir(root: string): string {
 export function mountOverlay(
   lowerDir: string,
   target: string,
-  options: { scratchRoot?: string; tmpfsSize?: string } = {},
+  options: { scratchRoot?: string; scratchDir?: string; tmpfsSize?: string } = {},
 ): void {
-  const scratch = scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
+  const scratch = options.scratchDir ?? scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
   const rw = `${scratch}/rw`;
   Deno.mkdirSync(rw);
   try {
@@ -122,8 +130,8 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
     return;
   }
   checkOverlayPath(target);
-  const root = options.scratchRoot ?? DEFAULT_SCRATCH_ROOT;
-  const lower = `${scratchDir(root)}/lower`;
+  const scratch = scratchDir(options.scratchRoot ?? DEFAULT_SCRATCH_ROOT);
+  const lower = `${scratch}/lower`;
   try {
     Deno.mkdirSync(lower);
     libc.mount(tag, lower, { fstype: "9p", flags: libc.LINUX.MS_RDONLY, data: NINEP_OPTIONS });
@@ -132,7 +140,7 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
   }
   try {
     mountOverlay(lower, target, {
-      scratchRoot: root,
+      scratchDir: scratch,
       ...(options.tmpfsSize === undefined ? {} : { tmpfsSize: options.tmpfsSize }),
     });
   } catch (e) {

@@ -56,6 +56,8 @@ export interface FrameHeader {
 export interface FrameDecoderOptions {
   /** Largest DATA payload accepted. @default MAX_FRAME_PAYLOAD */
   maxPayload?: number;
+  /** Initial buffer size (at least two maximum frames). */
+  bufferSize?: number;
 }
 
 function malformed(what: string): ConnectionError {
@@ -184,35 +186,84 @@ export function windowPayload(increment: number): Uint8Array {
 }
 
 /**
- * Sans-I/O frame decoder: {@link push} bytes as they arrive, then call {@link next} until it
- * returns `undefined`. Payloads that lie within one pushed chunk are returned as views into it
- * (so do not reuse chunks after pushing them); payloads split across chunks are copied once.
+ * Sans-I/O frame decoder over one contiguous buffer it owns. Feed it with {@link push} (copies
+ * the bytes in), or, to read straight into it without a copy, {@link space} + {@link commit};
+ * then call {@link next} until it returns `undefined`.
+ *
+ * Payloads returned by {@link next} are views into the decoder's buffer and stay valid only
+ * until the next `push`/`space` call: copy what you keep (the Mux copies DATA payloads once,
+ * which is the only copy a received byte makes in user space). The buffer holds one maximum-size
+ * frame at least; a partial frame is moved to the front (memmove) only when space runs out.
  * After it has thrown, the decoder stays failed: the connection must be dropped.
  */
 export class FrameDecoder {
-  #chunks: Uint8Array[] = [];
-  #offset = 0; // read position in #chunks[0]
-  #buffered = 0;
+  #buf: Uint8Array;
+  #size: number; // byte length of #buf (kept apart: a BYOB transfer detaches #buf)
+  #start = 0; // first unconsumed byte
+  #end = 0; // end of valid bytes
   #header: FrameHeader | undefined;
   #maxPayload: number;
   #failed: ConnectionError | undefined;
-  #scratch = new Uint8Array(HEADER_LEN);
 
   /** Creates a decoder. */
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxPayload = Math.min(options.maxPayload ?? MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD);
+    const size = Math.max(options.bufferSize ?? 0, 2 * (this.#maxPayload + HEADER_LEN));
+    this.#buf = new Uint8Array(size);
+    this.#size = size;
   }
 
-  /** Bytes pushed but not yet returned as frames. */
+  /** Bytes received and not yet returned as frames. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#end - this.#start;
   }
 
-  /** Appends received bytes. The decoder keeps a reference to `chunk` (no copy). */
+  /**
+   * Returns a region to read at least `min` bytes into (at most the whole free tail), moving a
+   * partial frame to the front or growing the buffer if needed. Call {@link commit} after.
+   */
+  space(min = 1): Uint8Array {
+    if (this.#buf.length - this.#end < min) {
+      const pending = this.#end - this.#start;
+      if (pending + min > this.#buf.length) {
+        const grown = new Uint8Array(Math.max(this.#buf.length * 2, pending + min));
+        grown.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = grown;
+        this.#size = grown.length;
+      } else {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      }
+      this.#start = 0;
+      this.#end = pending;
+    }
+    return this.#buf.subarray(this.#end);
+  }
+
+  /** Declares that `n` bytes were written at the start of the last {@link space} region. */
+  commit(n: number): void {
+    if (n < 0 || this.#end + n > this.#buf.length) {
+      throw new RangeError(`Cannot commit ${n} bytes: only ${this.#buf.length - this.#end} free`);
+    }
+    this.#end += n;
+  }
+
+  /**
+   * Re-attaches the decoder to its buffer after a BYOB read into {@link space} transferred it:
+   * `view` is what the reader returned (same memory, new ArrayBuffer).
+   */
+  adopt(view: Uint8Array): void {
+    // (this.#buf itself is detached by now: the transfer emptied it.)
+    if (view.buffer.byteLength !== this.#size) {
+      throw new RangeError("Cannot adopt buffer: it is not the one space() returned");
+    }
+    this.#buf = new Uint8Array(view.buffer as ArrayBuffer);
+  }
+
+  /** Copies received bytes in. */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.space(chunk.length).set(chunk);
+    this.#end += chunk.length;
   }
 
   /** Returns the next complete frame, or `undefined` if more bytes are needed. */
@@ -220,13 +271,15 @@ export class FrameDecoder {
     if (this.#failed) throw this.#failed;
     try {
       if (!this.#header) {
-        if (this.#buffered < HEADER_LEN) return undefined;
-        const head = this.#take(HEADER_LEN, true);
-        this.#header = parseHeader(head, 0, this.#maxPayload);
+        if (this.#end - this.#start < HEADER_LEN) return undefined;
+        this.#header = parseHeader(this.#buf, this.#start, this.#maxPayload);
+        this.#start += HEADER_LEN;
       }
       const header = this.#header;
-      if (this.#buffered < header.length) return undefined;
-      const payload = this.#take(header.length, false);
+      if (this.#end - this.#start < header.length) return undefined;
+      const payload = this.#buf.subarray(this.#start, this.#start + header.length);
+      this.#start += header.length;
+      if (this.#start === this.#end) this.#start = this.#end = 0;
       this.#header = undefined;
       return {
         type: header.type,
@@ -247,52 +300,21 @@ export class FrameDecoder {
    */
   finish(): void {
     if (this.#failed) throw this.#failed;
+    const pending = this.#end - this.#start;
     if (this.#header) {
       this.#failed = new ConnectionError(
         "truncated",
         `Cannot decode ${frameTypeName(this.#header.type)} frame: connection ended after ` +
-          `${this.#buffered} of ${this.#header.length} payload bytes`,
+          `${pending} of ${this.#header.length} payload bytes`,
       );
       throw this.#failed;
     }
-    if (this.#buffered > 0) {
+    if (pending > 0) {
       this.#failed = new ConnectionError(
         "truncated",
-        `Cannot decode frame: connection ended after ${this.#buffered} of ${HEADER_LEN} ` +
-          `header bytes`,
+        `Cannot decode frame: connection ended after ${pending} of ${HEADER_LEN} header bytes`,
       );
       throw this.#failed;
     }
-  }
-
-  /** Removes `n` buffered bytes (n <= buffered), as a view when possible. */
-  #take(n: number, header: boolean): Uint8Array {
-    this.#buffered -= n;
-    if (n === 0) return new Uint8Array(0);
-    const first = this.#chunks[0]!;
-    const avail = first.length - this.#offset;
-    if (avail >= n) {
-      const out = first.subarray(this.#offset, this.#offset + n);
-      this.#offset += n;
-      if (this.#offset === first.length) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      }
-      return out;
-    }
-    const out = header ? this.#scratch : new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.#chunks[0]!;
-      const count = Math.min(chunk.length - this.#offset, n - filled);
-      out.set(chunk.subarray(this.#offset, this.#offset + count), filled);
-      filled += count;
-      this.#offset += count;
-      if (this.#offset === chunk.length) {
-        this.#chunks.shift();
-        this.#offset = 0;
-      }
-    }
-    return out;
   }
 }

@@ -91,11 +91,42 @@ Deno.test("FrameDecoder - parses the golden frame", () => {
   assertEquals(new TextDecoder().decode(f!.payload), "hi");
 });
 
-Deno.test("FrameDecoder - payload inside one chunk is a view, not a copy", () => {
+Deno.test("FrameDecoder - space/commit reads straight into the decoder's buffer", () => {
   const d = new FrameDecoder();
-  d.push(GOLDEN);
+  const space = d.space(GOLDEN.length);
+  assert(space.length >= GOLDEN.length);
+  space.set(GOLDEN);
+  d.commit(GOLDEN.length);
   const f = d.next()!;
-  assertEquals(f.payload.buffer, GOLDEN.buffer);
+  assertEquals(f.payload.buffer, space.buffer);
+  assertEquals(new TextDecoder().decode(f.payload), "hi");
+  assertThrows(() => d.commit(1 << 30), "Cannot commit");
+});
+
+Deno.test("FrameDecoder - compacts a partial frame and grows for big pushes", () => {
+  const d = new FrameDecoder({ maxPayload: 1024 });
+  const frame = encodeFrame({
+    type: FrameType.DATA,
+    flags: 0,
+    channel: 0,
+    stream: 1,
+    payload: new Uint8Array(1000).fill(7),
+  });
+  // Many frames pushed at once (bigger than the initial buffer), then split ones.
+  const many = new Uint8Array(frame.length * 10);
+  for (let i = 0; i < 10; i++) many.set(frame, i * frame.length);
+  d.push(many);
+  let count = 0;
+  while (d.next()) count++;
+  assertEquals(count, 10);
+  for (let i = 0; i < 50; i++) {
+    d.push(frame.subarray(0, 500));
+    assertEquals(d.next(), undefined);
+    d.push(frame.subarray(500));
+    const f = d.next()!;
+    assertEquals(f.payload.length, 1000);
+    assertEquals(f.payload[999], 7);
+  }
 });
 
 Deno.test("FrameDecoder - every split point of a frame sequence gives the same frames", () => {

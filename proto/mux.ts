@@ -103,8 +103,11 @@ export const OUT_HIGH_WATER = 1024 * 1024;
 /** How long a failing connection tries to deliver its GOAWAY before dropping the transport. */
 const SHUTDOWN_TIMEOUT_MS = 2000;
 
-/** Largest single write the output loop builds by coalescing small frames. */
-const COALESCE_LIMIT = 64 * 1024;
+/** Largest single write the output loop builds by coalescing queued frames. */
+const COALESCE_LIMIT = 1024 * 1024;
+
+/** Smallest free space a read is given (the decoder compacts or grows to provide it). */
+const READ_MIN = 256 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
@@ -125,7 +128,9 @@ export class Mux {
    */
   readonly closed: Promise<ConnectionError | undefined>;
 
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  /** Byte-stream transports: reads go straight into the decoder's buffer. */
+  #byob: ReadableStreamBYOBReader | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #decoder: FrameDecoder;
   #role: Role;
@@ -142,6 +147,7 @@ export class Mux {
   #out: Uint8Array[] = [];
   #outBytes = 0;
   #flushing = false;
+  #batch: Uint8Array | undefined;
   #drainWaiters: Waiter[] = [];
   #pings = new Map<bigint, (now: number) => void>();
   #pingSeq = 0n;
@@ -157,7 +163,13 @@ export class Mux {
     window: number,
     maxFrame: number,
   ) {
-    this.#reader = transport.readable.getReader();
+    // Byte streams (Deno.Conn, Deno.FsFile) take a BYOB reader: large reads into one reused
+    // buffer instead of a fresh 64 KiB chunk per read.
+    try {
+      this.#byob = transport.readable.getReader({ mode: "byob" });
+    } catch {
+      this.#reader = transport.readable.getReader();
+    }
     this.#writer = transport.writable.getWriter();
     this.#role = options.role;
     this.#window = window;
@@ -377,31 +389,28 @@ export class Mux {
     if (!this.#flushing) void this.#flush();
   }
 
-  /** Takes the next write: small pieces coalesced, a large piece on its own (no copy). */
+  /**
+   * Takes the next write: queued frames copied into one reused batch buffer (a write completes
+   * before the next batch is built, so reuse is safe); a piece larger than the batch goes alone.
+   */
   #takeBatch(): Uint8Array {
     const first = this.#out[0]!;
     if (this.#out.length === 1 || first.length >= COALESCE_LIMIT) {
       this.#out.shift();
       return first;
     }
+    this.#batch ??= new Uint8Array(COALESCE_LIMIT);
+    const batch = this.#batch;
     let count = 0;
-    let total = 0;
-    for (const piece of this.#out) {
-      if (count > 0 && total + piece.length > COALESCE_LIMIT) break;
-      total += piece.length;
-      count++;
-    }
-    if (count === 1) {
-      this.#out.shift();
-      return first;
-    }
-    const batch = new Uint8Array(total);
     let offset = 0;
-    for (const piece of this.#out.splice(0, count)) {
+    for (const piece of this.#out) {
+      if (offset + piece.length > COALESCE_LIMIT) break;
       batch.set(piece, offset);
       offset += piece.length;
+      count++;
     }
-    return batch;
+    this.#out.splice(0, count);
+    return batch.subarray(0, offset);
   }
 
   async #flush(): Promise<void> {
@@ -447,12 +456,25 @@ export class Mux {
     while (true) {
       const frame = this.#decoder.next();
       if (frame) return frame;
-      const { value, done } = await this.#reader.read();
-      if (done) {
-        this.#decoder.finish();
-        return undefined;
+      // Every frame from earlier reads was dispatched (DATA copied out), so the decoder may
+      // reuse its buffer for this read.
+      if (this.#byob) {
+        const { value, done } = await this.#byob.read(this.#decoder.space(READ_MIN));
+        // BYOB transfers the buffer; the decoder continues with the returned one.
+        if (value) this.#decoder.adopt(value);
+        if (done) {
+          this.#decoder.finish();
+          return undefined;
+        }
+        this.#decoder.commit(value.length);
+      } else {
+        const { value, done } = await this.#reader!.read();
+        if (done) {
+          this.#decoder.finish();
+          return undefined;
+        }
+        this.#decoder.push(value);
       }
-      this.#decoder.push(value);
     }
   }
 
@@ -691,7 +713,7 @@ export class Mux {
       clearTimeout(timer);
     }
     try {
-      await this.#reader.cancel();
+      await (this.#byob ?? this.#reader)!.cancel();
     } catch {
       // Already closed.
     }
@@ -833,7 +855,8 @@ export class MuxChannel {
     this.#recvWindow -= payload.length;
     if (payload.length > 0) {
       if (this.#discarding) this.#credit_back(payload.length);
-      else this.#queue.push(payload);
+      // The payload is a view into the decoder's buffer: this is the one copy a byte makes.
+      else this.#queue.push(payload.slice());
     }
     if (fin) this.#recvEnded = true;
     this.#wakePull();

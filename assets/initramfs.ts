@@ -1,0 +1,135 @@
+/**
+ * The initramfs: busybox, the kernel modules in load order, and an `/init` that mounts the
+ * root disk and hands over to the root filesystem's init.
+ *
+ * Kernel cmdline words it reads:
+ * - `shuru.modules=9p,overlay,net`: optional module groups to load (default: all).
+ * - `shuru.probe`: print {@linkcode PROBE_MARKER} and power off (the KVM probe boot).
+ *
+ * @module
+ */
+
+import { type CpioEntry, writeCpio } from "./cpio.ts";
+import { type LoadableModule, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+
+/** Printed on the console by the initramfs in probe mode. */
+export const PROBE_MARKER = "shuru-probe-ok";
+/** Printed when the initramfs starts (followed by the guest uptime in seconds). */
+export const INITRAMFS_MARKER = "shuru-initramfs:";
+/** The root filesystem's init, started by `switch_root`. */
+export const ROOTFS_INIT = "/sbin/shuru-init";
+
+/** Modules of one group, in load order, excluding those an earlier group already loads. */
+export interface GroupModules {
+  /** The group. */
+  group: ModuleGroup;
+  /** Its modules in load order. */
+  modules: LoadableModule[];
+}
+
+/** Returns the `/init` script for the given module groups. */
+export function initScript(groups: readonly GroupModules[]): string {
+  const loads = groups.map(({ group, modules }) => {
+    const names = modules.map((m) => m.name).join(" ");
+    if (group === "base") return `load ${names}`;
+    return `want ${group} && load ${names}`;
+  });
+  return `#!/bin/busybox sh
+# shuru initramfs: load modules, mount /dev/vda, switch_root into ${ROOTFS_INIT}.
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs devtmpfs /dev
+read -r up _ < /proc/uptime
+echo "${INITRAMFS_MARKER} start $up"
+cmdline=$($bb cat /proc/cmdline)
+fail() {
+  echo "${INITRAMFS_MARKER} error: $*"
+  $bb poweroff -f
+}
+case " $cmdline " in *" shuru.probe "*) echo "${PROBE_MARKER}"; $bb poweroff -f ;; esac
+mods=all
+for word in $cmdline; do
+  case "$word" in shuru.modules=*) mods=",\${word#shuru.modules=}," ;; esac
+done
+want() { [ "$mods" = all ] || case "$mods" in *",$1,"*) true ;; *) false ;; esac; }
+load() {
+  for m in "$@"; do
+    $bb insmod /lib/modules/$m.ko || fail "cannot load kernel module $m"
+  done
+}
+${loads.join("\n")}
+read -r up _ < /proc/uptime
+deadline=$((\${up%.*} + 5))
+while [ ! -b /dev/vda ]; do
+  read -r up _ < /proc/uptime
+  [ "\${up%.*}" -ge $deadline ] && fail "no root disk /dev/vda after 5 s"
+  $bb usleep 10000
+done
+$bb mkdir -p /newroot
+# noinit_itable: no background zeroing of inode tables (writes on every boot after a grow).
+$bb mount -t ext4 -o noatime,noinit_itable /dev/vda /newroot || fail "cannot mount /dev/vda as ext4"
+[ -x /newroot${ROOTFS_INIT} ] || fail "the root disk has no ${ROOTFS_INIT}"
+for fs in dev proc sys; do $bb mount --move /$fs /newroot/$fs; done
+read -r up _ < /newroot/proc/uptime
+echo "${INITRAMFS_MARKER} root mounted $up"
+exec $bb switch_root /newroot ${ROOTFS_INIT}
+`;
+}
+
+/** Returns the initramfs entries (uncompressed) for `busybox` and the module groups. */
+export function initramfsEntries(
+  busybox: Uint8Array,
+  groups: readonly GroupModules[],
+): CpioEntry[] {
+  const entries: CpioEntry[] = [
+    { kind: "dir", path: "bin" },
+    { kind: "dir", path: "dev" },
+    { kind: "dir", path: "proc" },
+    { kind: "dir", path: "sys" },
+    { kind: "dir", path: "newroot" },
+    { kind: "dir", path: "lib" },
+    { kind: "dir", path: "lib/modules" },
+    // The kernel opens /dev/console for /init's stdio before devtmpfs is mounted.
+    { kind: "chardev", path: "dev/console", major: 5, minor: 1 },
+    { kind: "chardev", path: "dev/null", major: 1, minor: 3, mode: 0o666 },
+    { kind: "file", path: "bin/busybox", data: busybox, mode: 0o755 },
+    { kind: "symlink", path: "bin/sh", target: "busybox" },
+  ];
+  for (const { modules } of groups) {
+    for (const m of modules) {
+      entries.push({ kind: "file", path: `lib/modules/${m.name}.ko`, data: m.data });
+    }
+  }
+  entries.push({
+    kind: "file",
+    path: "init",
+    data: new TextEncoder().encode(initScript(groups)),
+    mode: 0o755,
+  });
+  return entries;
+}
+
+/** Returns the gzip-compressed newc archive of the initramfs. */
+export async function buildInitramfs(
+  busybox: Uint8Array,
+  groups: readonly GroupModules[],
+): Promise<Uint8Array> {
+  const cpio = writeCpio(initramfsEntries(busybox, groups));
+  const stream = new Blob([cpio]).stream().pipeThrough(new CompressionStream("gzip"));
+  return await new Response(stream).bytes();
+}
+
+/** Splits resolved modules per group so each module is loaded once, by the first group. */
+export function groupModules(
+  resolved: ReadonlyMap<ModuleGroup, LoadableModule[]>,
+): GroupModules[] {
+  const seen = new Set<string>();
+  const out: GroupModules[] = [];
+  for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
+    const modules = (resolved.get(group) ?? []).filter((m) => !seen.has(m.name));
+    for (const m of modules) seen.add(m.name);
+    out.push({ group, modules });
+  }
+  return out;
+}

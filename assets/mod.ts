@@ -1,0 +1,513 @@
+/**
+ * Guest assets: the kernel, the initramfs and the root filesystem image a shuru VM boots.
+ *
+ * {@linkcode ensureAssets} returns the current assets, building them when missing or stale.
+ * They live in `<assets>/<version>/`, where the version hashes everything that goes in: the
+ * Debian recipe, the host kernel, busybox, Deno, the agent bundle and the init scripts. A
+ * build happens in a temporary folder renamed into place at the end, so a folder that exists
+ * is complete. The mmdebstrap tarball is cached separately (`<assets>/cache/`), keyed by the
+ * recipe alone, so an agent change only re-runs the quick steps.
+ *
+ * @module
+ */
+
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AssetError } from "./errors.ts";
+import { extractKernel, findHostKernel, type HostKernel } from "./kernel.ts";
+import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
+import {
+  addShuruFiles,
+  agentRunnerScript,
+  DEBIAN_RECIPE,
+  guestInitScript,
+  imageBytesFor,
+  makeExt4,
+  mmdebstrapArgs,
+  treeBytes,
+} from "./rootfs.ts";
+import {
+  ASSET_TOOLS,
+  findCommand,
+  findMissingTools,
+  installPackages,
+  missingToolsError,
+  VM_TOOLS,
+} from "./host_tools.ts";
+import { runTool } from "./run.ts";
+
+export { AssetError, type AssetErrorCode } from "./errors.ts";
+export {
+  aptInstallLine,
+  ASSET_TOOLS,
+  findMissingTools,
+  type HostTool,
+  installPackages,
+  type MissingTool,
+  missingToolsError,
+  VM_TOOLS,
+} from "./host_tools.ts";
+export { AGENT_START_MARKER, DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
+export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
+export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+
+/** Bumped when the layout or meaning of the asset files changes. */
+export const ASSET_FORMAT = 1;
+
+/** Paths of one complete set of guest assets. */
+export interface GuestAssets {
+  /** Version folder name (format and content hash). */
+  version: string;
+  /** The version folder. */
+  dir: string;
+  /** Uncompressed kernel ELF (PVH entry). */
+  kernel: string;
+  /** gzip-compressed newc initramfs. */
+  initramfs: string;
+  /** ext4 root filesystem image (read-only base; runs write to a copy-on-write layer). */
+  rootfs: string;
+  /** Size of the root filesystem image in bytes: the smallest disk a VM can use. */
+  rootfsBytes: number;
+  /** Kernel release the kernel and modules come from. */
+  kernelRelease: string;
+  /** `true` when this call built them; `false` when they were already current. */
+  built: boolean;
+  /** `false` only with `checkOnly` when the assets are not built yet. */
+  present: boolean;
+  /** Milliseconds per build step (empty when nothing was built). */
+  timings: Record<string, number>;
+}
+
+/** Progress of {@linkcode ensureAssets}, for display. */
+export type AssetProgress =
+  | { kind: "start"; step: AssetStep; label: string }
+  | { kind: "detail"; step: AssetStep; text: string; fraction?: number }
+  | { kind: "done"; step: AssetStep; elapsedMs: number; note?: string };
+
+/** The steps of a build, in order. */
+export type AssetStep =
+  | "host-tools"
+  | "agent"
+  | "kernel"
+  | "initramfs"
+  | "debian"
+  | "rootfs-tree"
+  | "rootfs-image"
+  | "install";
+
+/** Options of {@linkcode ensureAssets}. */
+export interface EnsureAssetsOptions {
+  /** The assets folder, e.g. `homeLayout().assets`. */
+  assetsDir: string;
+  /** Rebuild even when current (the Debian tarball cache is rebuilt too). */
+  force?: boolean;
+  /** Install missing host tools with apt-get (root on Debian/Ubuntu only). */
+  installDeps?: boolean;
+  /** Progress callback. */
+  onProgress?: (event: AssetProgress) => void;
+  /** The guest agent's entry module (default: `guest/main.ts` of this checkout). */
+  agentEntry?: string;
+  /** The Deno binary copied into the guest (default: the running one). */
+  denoBinary?: string;
+  /** PATH to find host tools in (default: empty, meaning the standard folders only). */
+  path?: string;
+  /** Folder with `vmlinuz-*` (default `/boot`). */
+  bootDir?: string;
+  /** Folder with module trees (default `/lib/modules`). */
+  modulesRoot?: string;
+  /** Only compute the current version and whether it is built; never build. */
+  checkOnly?: boolean;
+}
+
+const DEFAULT_AGENT_ENTRY = fileURLToPath(new URL("../guest/main.ts", import.meta.url));
+
+async function sha256Hex(data: Uint8Array | string): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function fileStamp(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  return `${path}:${info.size}:${info.mtime?.getTime() ?? 0}`;
+}
+
+/** Runs one step with start/done events and records its time. */
+async function step<T>(
+  name: AssetStep,
+  label: string,
+  timings: Record<string, number>,
+  onProgress: (e: AssetProgress) => void,
+  body: (detail: (text: string, fraction?: number) => void) => Promise<T>,
+  note?: (result: T) => string,
+): Promise<T> {
+  const started = performance.now();
+  onProgress({ kind: "start", step: name, label });
+  const result = await body((text, fraction) =>
+    onProgress({ kind: "detail", step: name, text, fraction })
+  );
+  const elapsedMs = Math.round(performance.now() - started);
+  timings[name] = elapsedMs;
+  onProgress({ kind: "done", step: name, elapsedMs, note: note?.(result) });
+  return result;
+}
+
+/** Bundles the agent into one JavaScript file with `deno bundle`. */
+export async function bundleAgent(denoBinary: string, entry: string): Promise<Uint8Array> {
+  try {
+    await Deno.stat(entry);
+  } catch (err) {
+    throw new AssetError(
+      "agent_not_found",
+      `Cannot bundle the guest agent: ${entry} does not exist`,
+      { cause: err },
+    );
+  }
+  const tmp = await Deno.makeTempDir({ prefix: "shuru-agent-" });
+  try {
+    const out = join(tmp, "agent.js");
+    // cwd = the entry's folder: the bundle's path comments then do not depend on where we run.
+    await runTool(denoBinary, ["bundle", "--quiet", "--platform", "deno", "-o", out, entry], {
+      cwd: dirname(entry),
+    });
+    return await Deno.readFile(out);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/**
+ * Returns the current guest assets, building them first when missing, stale or `force`d.
+ * Throws {@linkcode AssetError}: `missing_host_tools` names the apt-get line to run.
+ */
+export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestAssets> {
+  const onProgress = options.onProgress ?? (() => {});
+  const timings: Record<string, number> = {};
+  const path = options.path ?? "";
+  const denoBinary = options.denoBinary ?? Deno.execPath();
+  const agentEntry = options.agentEntry ?? DEFAULT_AGENT_ENTRY;
+
+  await step("host-tools", "checking host tools", timings, onProgress, async (detail) => {
+    if (options.checkOnly) return;
+    let missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
+    if (missing.length === 0) return;
+    if (!options.installDeps) throw missingToolsError(missing);
+    const packages = [...new Set(missing.map((m) => m.tool.package))];
+    detail(`installing ${packages.join(" ")}`);
+    await installPackages(packages, { onOutput: (line) => detail(line) });
+    missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
+    if (missing.length > 0) throw missingToolsError(missing);
+  });
+  const kernel = await findHostKernel(options.bootDir, options.modulesRoot).catch(async (err) => {
+    if (!(err instanceof AssetError) || !options.installDeps) throw err;
+    await installPackages(err.packages, {
+      onOutput: (line) => onProgress({ kind: "detail", step: "host-tools", text: line }),
+    });
+    return await findHostKernel(options.bootDir, options.modulesRoot);
+  });
+  const agentBundle = await step(
+    "agent",
+    "bundling the guest agent",
+    timings,
+    onProgress,
+    () => bundleAgent(denoBinary, agentEntry),
+    (b) => `${(b.length / 1024).toFixed(0)} KiB`,
+  );
+
+  const busybox = findCommand("busybox", path) as string;
+  const { version, dir, recipeKey } = await assetVersion(options.assetsDir, {
+    kernel,
+    busybox,
+    denoBinary,
+    agentBundle,
+  });
+  const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
+    version,
+    dir,
+    kernel: join(dir, "vmlinux"),
+    initramfs: join(dir, "initramfs.img"),
+    rootfs: join(dir, "rootfs.ext4"),
+    rootfsBytes,
+    kernelRelease: kernel.release,
+    built,
+    present,
+    timings,
+  });
+
+  if (!options.force || options.checkOnly) {
+    const existing = await readManifest(dir);
+    if (existing) return assets(false, existing.rootfsBytes);
+    if (options.checkOnly) return assets(false, 0, false);
+  }
+  const rootfsBytes = await build({
+    ...options,
+    dir,
+    kernel,
+    busybox,
+    denoBinary,
+    agentBundle,
+    recipeKey,
+    timings,
+    onProgress,
+  });
+  return assets(true, rootfsBytes);
+}
+
+/** The inputs that decide the asset version. */
+interface VersionInputs {
+  kernel: HostKernel;
+  busybox: string;
+  denoBinary: string;
+  agentBundle: Uint8Array;
+}
+
+async function assetVersion(
+  assetsDir: string,
+  inputs: VersionInputs,
+): Promise<{ version: string; dir: string; recipeKey: string }> {
+  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const versionKey = await sha256Hex(JSON.stringify({
+    format: ASSET_FORMAT,
+    recipeKey,
+    modules: MODULE_GROUPS,
+    kernel: await fileStamp(inputs.kernel.vmlinuz),
+    modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
+    busybox: await fileStamp(inputs.busybox),
+    deno: await fileStamp(inputs.denoBinary),
+    agent: await sha256Hex(inputs.agentBundle),
+    scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+  }));
+  const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
+  return { version, dir: join(assetsDir, version), recipeKey };
+}
+
+/** What {@linkcode pruneAssets} removed. */
+export interface AssetPruneResult {
+  /** Removed folders and files (names under the assets folder). */
+  removed: string[];
+  /** Bytes freed (apparent sizes). */
+  bytes: number;
+}
+
+/** Age after which an unfinished build or download is considered abandoned. */
+const STALE_BUILD_MS = 6 * 3600_000;
+
+/**
+ * Removes asset versions other than `keepVersion`, and abandoned partial builds. A running VM
+ * keeps its open files, so removing a version in use does not disturb it.
+ */
+export async function pruneAssets(
+  assetsDir: string,
+  keepVersion: string,
+): Promise<AssetPruneResult> {
+  const result: AssetPruneResult = { removed: [], bytes: 0 };
+  const remove = async (path: string, name: string) => {
+    result.bytes += await treeBytes(path).catch(() => 0);
+    await Deno.remove(path, { recursive: true });
+    result.removed.push(name);
+  };
+  const stale = (info: Deno.FileInfo) => Date.now() - (info.mtime?.getTime() ?? 0) > STALE_BUILD_MS;
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(assetsDir));
+  } catch {
+    return result;
+  }
+  for (const e of entries) {
+    const path = join(assetsDir, e.name);
+    if (e.isDirectory && /^v\d+-[0-9a-f]+$/.test(e.name) && e.name !== keepVersion) {
+      await remove(path, e.name);
+    } else if (e.name.startsWith(".build-") && stale(await Deno.stat(path))) {
+      await remove(path, e.name);
+    }
+  }
+  const cache = join(assetsDir, "cache");
+  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const cached = await Array.fromAsync(Deno.readDir(cache)).catch(() => [] as Deno.DirEntry[]);
+  for (const e of cached) {
+    const path = join(cache, e.name);
+    const oldRecipe = e.name.endsWith(".tar") && !e.name.includes(recipeKey);
+    if (oldRecipe || (e.name.includes(".partial-") && stale(await Deno.stat(path)))) {
+      await remove(path, `cache/${e.name}`);
+    }
+  }
+  return result;
+}
+
+interface Manifest {
+  format: number;
+  rootfsBytes: number;
+  kernelRelease: string;
+  builtAt: string;
+  timings: Record<string, number>;
+}
+
+async function readManifest(dir: string): Promise<Manifest | undefined> {
+  try {
+    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "manifest.json")));
+    if (manifest?.format === ASSET_FORMAT && typeof manifest.rootfsBytes === "number") {
+      return manifest as Manifest;
+    }
+  } catch {
+    // missing or unreadable: not current
+  }
+  return undefined;
+}
+
+interface BuildInputs extends EnsureAssetsOptions {
+  dir: string;
+  kernel: HostKernel;
+  busybox: string;
+  denoBinary: string;
+  agentBundle: Uint8Array;
+  recipeKey: string;
+  timings: Record<string, number>;
+  onProgress: (event: AssetProgress) => void;
+}
+
+const MIB = 1024 * 1024;
+
+async function build(inp: BuildInputs): Promise<number> {
+  const { timings, onProgress } = inp;
+  await Deno.mkdir(inp.assetsDir, { recursive: true });
+  const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
+  try {
+    await step(
+      "kernel",
+      `extracting the kernel from ${inp.kernel.vmlinuz}`,
+      timings,
+      onProgress,
+      async () => {
+        const elf = await extractKernel(await Deno.readFile(inp.kernel.vmlinuz));
+        await Deno.writeFile(join(work, "vmlinux"), elf);
+        return elf.length;
+      },
+      (n) => `${(n / MIB).toFixed(1)} MiB ELF`,
+    );
+
+    await step(
+      "initramfs",
+      "building the initramfs (busybox + kernel modules)",
+      timings,
+      onProgress,
+      async () => {
+        const resolved = new Map<ModuleGroup, LoadableModule[]>();
+        for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
+          resolved.set(group, await loadModules(inp.kernel.modulesDir, MODULE_GROUPS[group]));
+        }
+        const groups = groupModules(resolved);
+        const image = await buildInitramfs(await Deno.readFile(inp.busybox), groups);
+        await Deno.writeFile(join(work, "initramfs.img"), image);
+        return { bytes: image.length, modules: groups.reduce((n, g) => n + g.modules.length, 0) };
+      },
+      (r) => `${r.modules} modules, ${(r.bytes / MIB).toFixed(1)} MiB`,
+    );
+
+    const tarball = await step(
+      "debian",
+      "Debian base (mmdebstrap)",
+      timings,
+      onProgress,
+      async (detail) => {
+        const cacheDir = join(inp.assetsDir, "cache");
+        const tar = join(cacheDir, `debian-${DEBIAN_RECIPE.suite}-${inp.recipeKey}.tar`);
+        if (!inp.force) {
+          try {
+            await Deno.stat(tar);
+            detail("cached");
+            return { tar, cached: true };
+          } catch { /* build it */ }
+        }
+        await Deno.mkdir(cacheDir, { recursive: true });
+        const partial = `${tar}.partial-${Deno.pid}`;
+        try {
+          let lastLine = "";
+          await runTool("mmdebstrap", mmdebstrapArgs(DEBIAN_RECIPE, partial), {
+            onStderr: (text) => {
+              for (const line of (lastLine + text).split("\n").slice(0, -1)) {
+                if (line.trim()) detail(line.trim());
+              }
+              lastLine = (lastLine + text).split("\n").pop() ?? "";
+            },
+          });
+          await Deno.rename(partial, tar);
+        } finally {
+          await Deno.remove(partial).catch(() => {});
+        }
+        return { tar, cached: false };
+      },
+      (r) => (r.cached ? "cached " : "") + basename(r.tar),
+    );
+
+    const root = join(work, "root");
+    const contentBytes = await step(
+      "rootfs-tree",
+      "assembling the root filesystem",
+      timings,
+      onProgress,
+      async () => {
+        if (Deno.uid() !== 0) {
+          throw new AssetError(
+            "command_failed",
+            "Cannot assemble the root filesystem: unpacking it with its file owners needs root " +
+              "(run shuru init as root once; the assets are then reused)",
+          );
+        }
+        await Deno.mkdir(root);
+        await runTool("tar", [
+          "-xpf",
+          tarball.tar,
+          "-C",
+          root,
+          "--numeric-owner",
+          "--xattrs",
+          "--xattrs-include=*",
+        ]);
+        await addShuruFiles(root, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
+        return await treeBytes(root);
+      },
+      (n) => `${(n / MIB).toFixed(0)} MiB of files`,
+    );
+
+    const imageBytes = imageBytesFor(contentBytes);
+    await step(
+      "rootfs-image",
+      "writing rootfs.ext4 (mkfs.ext4 -d)",
+      timings,
+      onProgress,
+      async () => {
+        await makeExt4(root, join(work, "rootfs.ext4"), imageBytes);
+        await Deno.remove(root, { recursive: true });
+      },
+      () => `${(imageBytes / MIB).toFixed(0)} MiB image`,
+    );
+
+    await step("install", "installing the assets", timings, onProgress, async () => {
+      const manifest: Manifest = {
+        format: ASSET_FORMAT,
+        rootfsBytes: imageBytes,
+        kernelRelease: inp.kernel.release,
+        builtAt: new Date().toISOString(),
+        timings,
+      };
+      await Deno.writeTextFile(
+        join(work, "manifest.json"),
+        JSON.stringify(manifest, null, 2) + "\n",
+      );
+      // Replace an existing (forced) version: move it aside first, then rename ours in.
+      const old = `${inp.dir}.old-${Deno.pid}`;
+      const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);
+      try {
+        await Deno.rename(work, inp.dir);
+      } catch (err) {
+        // Another build finished first with the same version: theirs is as good as ours.
+        if (!(await readManifest(inp.dir))) throw err;
+      }
+      if (hadOld) await Deno.remove(old, { recursive: true });
+    });
+    return imageBytes;
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * Network stack benchmark: `deno run -A bench/net_bench.ts`.
+ *
+ * 1. In process, no I/O: bytes through `NetworkStack` as TCP segments, guest→host (upload) and
+ *    host→guest (download), at MTU 1500 and 65520, against a Deno loopback TCP copy (the host
+ *    socket every relayed connection ends in) measured in the same run.
+ * 2. As root: the Linux kernel's TCP in a namespace behind a TAP device, through the Relay to a
+ *    loopback server, against curl talking to the same server directly.
+ *
+ * @module
+ */
+
+import { NetworkStack } from "../proxy/stack.ts";
+import { guestTcp } from "../proxy/_test_utils.ts";
+import { parseIpv4 } from "../proxy/wire/address.ts";
+import { TcpFlag } from "../proxy/wire/constants.ts";
+import type { TcpRepr } from "../proxy/wire/tcp.ts";
+
+const MIB = 1024 * 1024;
+const DEST = parseIpv4("198.18.0.1");
+const GUEST_ISS = 1000;
+const STACK_ISS = 5000;
+
+function mibps(bytes: number, ms: number): number {
+  return bytes / MIB / (ms / 1000);
+}
+
+async function loopbackReference(total: number): Promise<number> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const accepting = listener.accept();
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  const server = await accepting;
+  const chunk = new Uint8Array(256 * 1024);
+  const started = performance.now();
+  const reader = (async () => {
+    const buf = new Uint8Array(256 * 1024);
+    let got = 0;
+    while (got < total) {
+      const n = await server.read(buf);
+      if (n === null) break;
+      got += n;
+    }
+  })();
+  for (let sent = 0; sent < total;) {
+    sent += await client.write(chunk.subarray(0, Math.min(chunk.length, total - sent)));
+  }
+  await reader;
+  const ms = performance.now() - started;
+  client.close();
+  server.close();
+  listener.close();
+  return mibps(total, ms);
+}
+
+const BASE: TcpRepr = {
+  sourcePort: 40000,
+  destinationPort: 80,
+  sequence: GUEST_ISS,
+  acknowledgment: 0,
+  flags: TcpFlag.SYN,
+  window: 65535,
+  options: { maxSegmentSize: 65495, windowScale: 7 },
+  payload: new Uint8Array(0),
+};
+
+function openConnection(mtu: number): { stack: NetworkStack; id: number } {
+  const stack = new NetworkStack({ mtu, randomIss: () => STACK_ISS });
+  stack.receiveFrame(guestTcp(DEST, BASE), 0);
+  const ev = stack.nextEvent();
+  if (ev?.type !== "connect") throw new Error("no connect event");
+  stack.accept(ev.id);
+  stack.dispatch(0, () => true);
+  stack.receiveFrame(
+    guestTcp(DEST, {
+      ...BASE,
+      flags: TcpFlag.ACK,
+      sequence: GUEST_ISS + 1,
+      acknowledgment: STACK_ISS + 1,
+      options: {},
+    }),
+    0,
+  );
+  while (stack.nextEvent());
+  return { stack, id: ev.id };
+}
+
+/** Guest → host: pre-built data segments in, `recv` drains, ACKs out. */
+function upload(mtu: number, total: number): number {
+  const { stack, id } = openConnection(mtu);
+  const mss = mtu - 40;
+  const frames: Uint8Array[] = [];
+  const payload = new Uint8Array(mss).fill(0x5a);
+  let seq = GUEST_ISS + 1;
+  for (let sent = 0; sent < total; sent += mss) {
+    frames.push(guestTcp(DEST, {
+      ...BASE,
+      flags: TcpFlag.ACK,
+      sequence: seq >>> 0,
+      acknowledgment: STACK_ISS + 1,
+      options: {},
+      payload,
+    }));
+    seq += mss;
+  }
+  const batch = Math.max(1, Math.floor(128 * 1024 / mss));
+  let received = 0;
+  const started = performance.now();
+  for (let i = 0; i < frames.length; i += batch) {
+    const now = performance.now();
+    for (let k = i; k < Math.min(frames.length, i + batch); k++) {
+      stack.receiveFrame(frames[k]!, now);
+    }
+    for (;;) {
+      const data = stack.recv(id, 1 << 20);
+      if (!data || data.length === 0) break;
+      received += data.length;
+    }
+    stack.dispatch(now, () => true);
+  }
+  const ms = performance.now() - started;
+  if (received < total) throw new Error(`upload lost data: ${received} of ${total}`);
+  return mibps(received, ms);
+}
+
+/** Host → guest: `send` fills the buffer, dispatch emits segments, the guest ACKs each batch. */
+function download(mtu: number, total: number): number {
+  const { stack, id } = openConnection(mtu);
+  const chunk = new Uint8Array(256 * 1024).fill(0xa5);
+  let queued = 0;
+  let acked = STACK_ISS + 1;
+  let delivered = 0;
+  const started = performance.now();
+  while (delivered < total) {
+    const now = performance.now();
+    const cap = Math.min(stack.sendCapacity(id), total - queued);
+    if (cap > 0) queued += stack.send(id, chunk.subarray(0, Math.min(cap, chunk.length)));
+    let end = acked;
+    stack.dispatch(now, (f) => {
+      // The guest reads sequence number and payload length, as a NIC driver hands them up.
+      const v = new DataView(f.buffer, f.byteOffset, f.byteLength);
+      const ipTotal = v.getUint16(16);
+      const tcpHl = (f[46]! >> 4) * 4;
+      const len = ipTotal - 20 - tcpHl;
+      const s = v.getUint32(38);
+      if (len > 0) {
+        delivered += len;
+        end = (s + len) >>> 0;
+      }
+      return true;
+    });
+    if (end !== acked) {
+      acked = end;
+      stack.receiveFrame(
+        guestTcp(DEST, {
+          ...BASE,
+          flags: TcpFlag.ACK,
+          sequence: GUEST_ISS + 1,
+          acknowledgment: acked,
+          options: {},
+        }),
+        now,
+      );
+    }
+  }
+  const ms = performance.now() - started;
+  return mibps(delivered, ms);
+}
+
+async function tapEndToEnd(): Promise<void> {
+  const { tapPrerequisite, TapNamespace, TapLink } = await import("../tests/net_tap.ts");
+  const missing = tapPrerequisite();
+  if (missing) {
+    console.log(`tap end-to-end: skipped (${missing})`);
+    return;
+  }
+  const { Relay } = await import("../proxy/relay.ts");
+  const { NetworkPolicy } = await import("../proxy/policy.ts");
+  const size = 128 * MIB;
+  const payload = new Uint8Array(size).fill(0x42);
+  // The server runs in a child process so it does not share the relay's event loop.
+  const dir = await Deno.makeTempDir({ prefix: "shuru-netbench-" });
+  const serverJs = `${dir}/server.ts`;
+  await Deno.writeTextFile(
+    serverJs,
+    `const payload = new Uint8Array(${size}).fill(0x42);
+const s = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(port) },
+  async (req) => {
+    if (new URL(req.url).pathname === "/download") return new Response(payload);
+    let n = 0;
+    for await (const c of req.body!) n += c.length;
+    return new Response(String(n));
+  });
+await s.finished;`,
+  );
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", serverJs],
+    stdout: "piped",
+  }).spawn();
+  const reader = server.stdout.getReader();
+  const port = Number(new TextDecoder().decode((await reader.read()).value).trim());
+  const file = `${dir}/up.bin`;
+  await Deno.writeFile(file, payload);
+  const curlTime = async (args: string[], ns?: string) => {
+    const cmd = ns ? ["ip", "netns", "exec", ns, "curl", ...args] : ["curl", ...args];
+    const started = performance.now();
+    const out = await new Deno.Command(cmd[0]!, {
+      args: cmd.slice(1),
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+    return mibps(size, performance.now() - started);
+  };
+  const down = ["-sS", "-o", "/dev/null"];
+  const up = ["-sS", "-o", "/dev/null", "-H", "Expect:", "--data-binary", `@${file}`];
+  const directDown = await curlTime([...down, `http://127.0.0.1:${port}/download`]);
+  const directUp = await curlTime([...up, `http://127.0.0.1:${port}/upload`]);
+  const tap = await TapNamespace.create();
+  const relay = new Relay({
+    link: new TapLink(tap),
+    policy: new NetworkPolicy({ allowHosts: ["api.test"], addHosts: { "api.test": "127.0.0.1" } }),
+    resolve: () => Promise.resolve([]),
+    dial: (hostname, p) => {
+      if (hostname !== "127.0.0.1") throw new Error(`bench dialer refuses ${hostname}`);
+      return Deno.connect({ hostname, port: p });
+    },
+    onBlocked: () => {},
+  });
+  const running = relay.run();
+  try {
+    await tap.exec(["ip", "addr", "add", "10.0.2.15/24", "dev", tap.name]);
+    await tap.exec(["ip", "route", "add", "default", "via", "10.0.2.2"]);
+    // The relay's fake pool gives api.test 198.18.0.1 on first lookup; skip DNS with --resolve.
+    relay.pool.assign("api.test");
+    const res = "--resolve";
+    const tapDown = await curlTime([
+      ...down,
+      res,
+      `api.test:${port}:198.18.0.1`,
+      `http://api.test:${port}/download`,
+    ], tap.netns);
+    const tapUp = await curlTime([
+      ...up,
+      res,
+      `api.test:${port}:198.18.0.1`,
+      `http://api.test:${port}/upload`,
+    ], tap.netns);
+    console.log(
+      `tap end-to-end (${
+        size / MIB
+      } MiB, MTU 1500, kernel TCP in a namespace -> relay -> loopback):`,
+    );
+    console.log(
+      `  download ${tapDown.toFixed(0)} MiB/s vs direct loopback curl ${
+        directDown.toFixed(0)
+      } MiB/s: ${(tapDown / directDown).toFixed(2)}x`,
+    );
+    console.log(
+      `  upload   ${tapUp.toFixed(0)} MiB/s vs direct loopback curl ${directUp.toFixed(0)} MiB/s: ${
+        (tapUp / directUp).toFixed(2)
+      }x`,
+    );
+    const c = relay.stack.counters;
+    console.log(
+      `  frames in ${c.framesIn}, out ${c.framesOut}, internal errors ${c.internalErrors}`,
+    );
+  } finally {
+    relay.close();
+    await running;
+    await tap.close();
+    server.kill();
+    await server.status;
+    reader.releaseLock();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const TOTAL = 256 * MIB;
+const reference = await loopbackReference(TOTAL);
+console.log(`reference: Deno loopback TCP copy ${reference.toFixed(0)} MiB/s`);
+for (const mtu of [1500, 65520]) {
+  const up = upload(mtu, mtu === 1500 ? 128 * MIB : TOTAL);
+  const down = download(mtu, mtu === 1500 ? 128 * MIB : TOTAL);
+  console.log(
+    `stack in process, MTU ${mtu}: upload ${up.toFixed(0)} MiB/s (${
+      (up / reference).toFixed(2)
+    }x loopback), ` +
+      `download ${down.toFixed(0)} MiB/s (${(down / reference).toFixed(2)}x loopback)`,
+  );
+}
+await tapEndToEnd();

@@ -1,0 +1,133 @@
+/**
+ * `shuru run -- true`, end to end, split by phase: QEMU start → kernel → initramfs → root
+ * mounted → agent started → agent ready → exec → shutdown; plus the peak RSS of the shuru
+ * process. The reference, measured in the same run and alternated with it, is a bare QEMU boot
+ * of the same kernel and initramfs straight to userspace and power-off (the floor any run pays).
+ *
+ * Usage: deno run -A bench/run_bench.ts [runs]   (SHURU_ACCEL defaults to tcg here)
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { ensureAssets } from "../assets/mod.ts";
+import { homeLayout } from "../cli/home.ts";
+import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
+
+const RUNS = Number(Deno.args[0] ?? 5);
+const ROOT = new URL("..", import.meta.url).pathname;
+const accel = Deno.env.get("SHURU_ACCEL") ?? "tcg";
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
+}
+function p(xs: number[]): string {
+  return `median ${Math.round(median(xs))} (min ${Math.round(Math.min(...xs))}, max ${
+    Math.round(Math.max(...xs))
+  })`;
+}
+
+const assets = await ensureAssets({ assetsDir: homeLayout().assets });
+const tsc = await hostTscRate();
+
+async function bareBoot(): Promise<number> {
+  const dir = await Deno.makeTempDir({ prefix: "shuru-bench-" });
+  try {
+    const agentSocket = join(dir, "agent.sock");
+    const started = performance.now();
+    const vm = await new QemuBackend().start({
+      kernel: assets.kernel,
+      initrd: assets.initramfs,
+      cmdline: kernelCmdline({ probe: true, ...(tsc ? { tscKhz: tsc.khz } : {}) }),
+      cpus: 2,
+      memoryMiB: 2048,
+      accel: "tcg",
+      agentSocket,
+      consoleLog: join(dir, "console.log"),
+    });
+    await vm.exited;
+    return performance.now() - started;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+interface RunSample {
+  wall: number;
+  rssKiB: number;
+  fields: Record<string, number>;
+}
+
+async function shuruRun(home: string): Promise<RunSample> {
+  const started = performance.now();
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: [
+      "-f",
+      "RSS-KIB %M",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      "--config",
+      join(ROOT, "deno.json"),
+      join(ROOT, "main.ts"),
+      "run",
+      "-v",
+      "--",
+      "true",
+    ],
+    env: { SHURU_HOME: home, SHURU_ASSETS: homeLayout().assets, SHURU_ACCEL: accel },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const wall = performance.now() - started;
+  const text = new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`shuru run failed:\n${text}`);
+  const fields: Record<string, number> = {};
+  const grab = (re: RegExp, name: string) => {
+    const m = text.match(re);
+    if (m) fields[name] = Number(m[1]);
+  };
+  grab(/agent ready (\d+) ms/, "agentReadyFromStart");
+  grab(/vm (\d+) ms/, "vmStartedFromStart");
+  grab(/command ran (\d+) ms/, "exec");
+  grab(/shutdown (\d+) ms/, "shutdown");
+  for (const phase of ["kernel", "initramfs", "rootMounted", "agentStart"]) {
+    grab(new RegExp(`${phase} (\\d+)`), phase);
+  }
+  const rss = Number(text.match(/RSS-KIB (\d+)/)?.[1] ?? NaN);
+  return { wall, rssKiB: rss, fields };
+}
+
+const home = await Deno.makeTempDir({ prefix: "shuru-bench-home-" });
+try {
+  const bare: number[] = [];
+  const runs: RunSample[] = [];
+  await shuruRun(home); // warm-up: caches, KVM probe decision
+  for (let i = 0; i < RUNS; i++) {
+    bare.push(await bareBoot());
+    runs.push(await shuruRun(home));
+  }
+  const col = (name: string) => runs.map((r) => r.fields[name]).filter((x) => x !== undefined);
+  console.log(`shuru run -- true under ${accel}, ${RUNS} runs alternated with a bare boot`);
+  console.log(`  bare QEMU boot to userspace + poweroff (reference): ${p(bare)} ms`);
+  console.log(
+    `  shuru run -- true, wall:                             ${p(runs.map((r) => r.wall))} ms`,
+  );
+  console.log(
+    `  ratio run / bare boot (median of pairs):             ${
+      median(runs.map((r, i) => r.wall / bare[i]!)).toFixed(2)
+    }x`,
+  );
+  console.log(`  phases, ms after QEMU start: kernel ${p(col("kernel"))}`);
+  console.log(`                               initramfs ${p(col("initramfs"))}`);
+  console.log(`                               root mounted ${p(col("rootMounted"))}`);
+  console.log(`                               agent started ${p(col("agentStart"))}`);
+  const ready = runs.map((r) => r.fields.agentReadyFromStart! - r.fields.vmStartedFromStart!);
+  console.log(`  agent ready, ms after QEMU start: ${p(ready)}`);
+  console.log(`  exec true: ${p(col("exec"))} ms; shutdown: ${p(col("shutdown"))} ms`);
+  console.log(`  peak RSS of the shuru process: ${p(runs.map((r) => r.rssKiB / 1024))} MiB`);
+} finally {
+  await Deno.remove(home, { recursive: true });
+}

@@ -1,0 +1,125 @@
+/**
+ * `shuru init`: builds (or checks) the guest assets, showing each step with its time.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { join } from "node:path";
+import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
+import { UserError } from "./errors.ts";
+import { homeLayout } from "./home.ts";
+import { asUserError, ensureHostDeps } from "./host_deps.ts";
+
+const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+/** Renders asset progress on stderr: a spinner on a terminal, plain lines otherwise. */
+export class ProgressPrinter {
+  readonly #tty = Deno.stderr.isTerminal();
+  readonly #encoder = new TextEncoder();
+  #label = "";
+  #detail = "";
+  #started = 0;
+  #frame = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /** Handles one progress event. */
+  onProgress = (event: AssetProgress): void => {
+    if (event.kind === "start") {
+      this.#label = event.label;
+      this.#detail = "";
+      this.#started = performance.now();
+      if (this.#tty) this.#timer = setInterval(() => this.#draw(), 100);
+      else this.#line(`… ${event.label}`);
+    } else if (event.kind === "detail") {
+      this.#detail = event.fraction === undefined
+        ? event.text
+        : `${Math.round(event.fraction * 100)}% ${event.text}`;
+      if (!this.#tty) this.#line(`  ${this.#detail}`);
+    } else {
+      clearInterval(this.#timer);
+      const seconds = (event.elapsedMs / 1000).toFixed(1).padStart(6);
+      const note = event.note ? `  (${event.note})` : "";
+      this.#line(`${this.#tty ? "\r\x1b[2K" : ""}✓ ${seconds} s  ${this.#label}${note}`);
+    }
+  };
+
+  /** Stops the spinner (on errors). */
+  stop(): void {
+    clearInterval(this.#timer);
+    if (this.#tty) this.#write("\r\x1b[2K");
+  }
+
+  #draw(): void {
+    const seconds = ((performance.now() - this.#started) / 1000).toFixed(1);
+    const columns = Deno.consoleSize?.().columns ?? 100;
+    const text = `${
+      SPINNER[this.#frame++ % SPINNER.length]
+    } ${this.#label} ${seconds} s  ${this.#detail}`;
+    this.#write(`\r\x1b[2K${text.slice(0, columns - 1)}`);
+  }
+
+  #line(text: string): void {
+    this.#write(text + "\n");
+  }
+
+  #write(text: string): void {
+    Deno.stderr.writeSync(this.#encoder.encode(text));
+  }
+}
+
+/** Builds the `init` subcommand. */
+export function initCommand() {
+  return new Command("init")
+    .summary("build or check the guest assets (kernel, initramfs, root filesystem)")
+    .description(
+      "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works.",
+    )
+    .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
+    .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")
+    .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
+    .option("--agent <file>", "guest agent entry module (default: guest/main.ts of this checkout)")
+    .option("--json", "print the asset paths as JSON on stdout")
+    .action(async (options) => {
+      const layout = homeLayout();
+      const printer = new ProgressPrinter();
+      let assets: GuestAssets;
+      try {
+        await ensureHostDeps({ installDeps: options.installDeps, forAssets: true });
+        assets = await ensureAssets({
+          assetsDir: layout.assets,
+          force: options.force,
+          agentEntry: options.agent,
+          installDeps: options.installDeps,
+          path: Deno.env.get("PATH") ?? "",
+          onProgress: options.json && !Deno.stderr.isTerminal() ? undefined : printer.onProgress,
+        });
+      } catch (err) {
+        printer.stop();
+        throw asUserError(err);
+      }
+      let accel;
+      try {
+        const choice = parseAccel(options.accel ?? Deno.env.get("SHURU_ACCEL") ?? "auto");
+        accel = await resolveAccel(choice, {
+          kernel: assets.kernel,
+          initrd: assets.initramfs,
+          cacheFile: join(layout.assets, "kvm-probe.json"),
+          workDir: layout.assets,
+          tscKhz: (await hostTscRate())?.khz,
+        });
+      } catch (err) {
+        if (err instanceof VmError) throw new UserError(err.message, { cause: err });
+        throw err;
+      }
+      if (options.json) {
+        console.log(JSON.stringify({ ...assets, accel: accel.accel }, null, 2));
+        return;
+      }
+      const state = assets.built ? "built" : "current";
+      console.log(`guest assets ${state}: ${assets.dir} (kernel ${assets.kernelRelease})`);
+      console.log(`accelerator: ${accel.accel}`);
+      if (accel.notice) console.error(accel.notice);
+    });
+}

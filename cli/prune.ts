@@ -1,0 +1,48 @@
+/**
+ * `shuru prune`: removes leftovers of crashed runs (and, on request, old guest assets).
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { ensureAssets, pruneAssets } from "../assets/mod.ts";
+import { pruneInstances } from "../vm/mod.ts";
+import { homeLayout } from "./home.ts";
+import { asUserError } from "./host_deps.ts";
+
+/** Builds the `prune` subcommand. */
+export function pruneCommand() {
+  return new Command("prune")
+    .summary("remove leftovers of crashed runs")
+    .description(
+      "Remove instance folders whose shuru process is gone (a crashed or killed run), killing any VM they left running. With --assets, also remove guest asset versions other than the current one and abandoned partial builds.",
+    )
+    .option("--assets", "also remove old guest asset versions")
+    .option("--json", "print what was removed as JSON")
+    .action(async (options) => {
+      const layout = homeLayout();
+      const instances = await pruneInstances(layout.instances);
+      let assets: { removed: string[]; bytes: number } | undefined;
+      if (options.assets) {
+        try {
+          const current = await ensureAssets({ assetsDir: layout.assets, checkOnly: true });
+          assets = await pruneAssets(layout.assets, current.version);
+        } catch (err) {
+          throw asUserError(err);
+        }
+      }
+      if (options.json) {
+        console.log(JSON.stringify({ instances, assets }, null, 2));
+        return;
+      }
+      for (const name of instances.removed) console.log(`removed instance ${name}`);
+      for (const pid of instances.killed) console.log(`killed leftover VM process ${pid}`);
+      for (const name of assets?.removed ?? []) console.log(`removed assets ${name}`);
+      const freed = assets
+        ? `, ${(assets.bytes / 1024 / 1024).toFixed(0)} MiB of assets freed`
+        : "";
+      console.log(
+        `${instances.removed.length} instance(s) removed, ${instances.kept.length} in use${freed}`,
+      );
+    });
+}

@@ -1,0 +1,377 @@
+/**
+ * `shuru run` and `shuru checkpoint create`: boot a throwaway sandbox, run one command (or an
+ * interactive shell), hand back its output and exit code, then throw the disk away or save it
+ * as a checkpoint.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { resolve } from "node:path";
+import type { AssetProgress } from "../assets/mod.ts";
+import { type BootedSandbox, bootSandbox, RunnerError } from "../runner/mod.ts";
+import { ConnectionError, type Sandbox } from "../sandbox/mod.ts";
+import { StoreError, validateName } from "../store/mod.ts";
+import { parseAccel, VmError } from "../vm/mod.ts";
+import {
+  checkMount,
+  loadConfig,
+  type MountSpec,
+  parseMountSpec,
+  parsePortMapping,
+  pick,
+  type PortMapping,
+} from "./config.ts";
+import { UserError } from "./errors.ts";
+import { homeLayout } from "./home.ts";
+import { openHomeStore } from "./store.ts";
+
+const DEFAULTS = { cpus: 2, memory: 2048, diskSize: 4096 };
+
+function positiveInt(flag: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) <= 0) {
+      throw new UserError(`Invalid ${flag} "${value}": expected a positive whole number`);
+    }
+    return Number(value);
+  };
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Adds the flags `run` and `checkpoint create` share. */
+function withRunFlags(cmd: Command) {
+  return cmd
+    .option("--cpus <n>", `virtual CPUs (default ${DEFAULTS.cpus})`, positiveInt("--cpus"))
+    .option(
+      "--memory <MiB>",
+      `memory in MiB (default ${DEFAULTS.memory})`,
+      positiveInt("--memory"),
+    )
+    .option(
+      "--disk-size <MiB>",
+      `disk size in MiB; the guest filesystem grows to fill it (default ${DEFAULTS.diskSize})`,
+      positiveInt("--disk-size"),
+    )
+    .option("--from <checkpoint>", "start from this checkpoint instead of the base image")
+    .option(
+      "--mount <HOST:GUEST[:ro|:rw]>",
+      "share a host folder (repeatable); read-only by default: guest writes land in a " +
+        "throwaway layer; :rw needs --allow-host-writes",
+      collect,
+    )
+    .option("--allow-host-writes", "allow :rw mounts (the guest may change host files)")
+    .option(
+      "-p, --port <HOST:GUEST>",
+      "forward 127.0.0.1:HOST to the guest's port GUEST (repeatable)",
+      collect,
+    )
+    .option("--allow-net", "give the guest network access (not available yet)")
+    .option("--config <file>", "config file (default ./shuru.json if it exists)")
+    .option(
+      "--accel <kvm|tcg|auto>",
+      "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
+    )
+    .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
+    .option("--console", "attach to the guest's serial console log while it runs (debugging)")
+    .option("-v, --verbose", "show boot progress, kernel messages and timings")
+    .option(
+      "-e, --env <KEY=VALUE>",
+      "set an environment variable in the guest (repeatable)",
+      collect,
+    )
+    .option("--cwd <dir>", "working directory in the guest (absolute)");
+}
+
+const COMMAND_ARG = "command to run (after --); default: an interactive /bin/sh";
+
+type RunFlags = {
+  cpus?: number;
+  memory?: number;
+  diskSize?: number;
+  from?: string;
+  mount?: string[];
+  allowHostWrites?: true;
+  port?: string[];
+  allowNet?: true;
+  config?: string;
+  accel?: string;
+  installDeps?: true;
+  console?: true;
+  verbose?: true;
+  env?: string[];
+  cwd?: string;
+};
+
+/** The run settings after merging flags, config file and defaults. */
+export interface RunSettings {
+  cpus: number;
+  memoryMiB: number;
+  diskSizeMiB: number;
+  accel: "kvm" | "tcg" | "auto";
+  from?: string;
+  mounts: MountSpec[];
+  ports: PortMapping[];
+  command: string[] | undefined;
+  env: Record<string, string>;
+  cwd?: string;
+}
+
+/** Merges flags over the config file over defaults and validates the result. */
+export async function resolveRunSettings(
+  argv: string[],
+  flags: RunFlags,
+): Promise<RunSettings> {
+  const config = await loadConfig(
+    flags.config ?? "shuru.json",
+    { required: flags.config !== undefined },
+  );
+  if (flags.allowNet || config.allow_net) {
+    throw new UserError(
+      "Cannot give the guest network access yet: --allow-net is not available in this " +
+        "version (the network stack is being built); run without it",
+    );
+  }
+  const accelText = flags.accel ?? Deno.env.get("SHURU_ACCEL") ?? config.accel ?? "auto";
+  let accel: RunSettings["accel"];
+  try {
+    accel = parseAccel(accelText);
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
+  const allowHostWrites = flags.allowHostWrites ?? config.allow_host_writes ?? false;
+  const mounts = [...(config.mounts ?? []), ...(flags.mount ?? [])].map(parseMountSpec);
+  for (const m of mounts) checkMount(m, allowHostWrites);
+  const ports = [...(config.ports ?? []), ...(flags.port ?? [])].map(parsePortMapping);
+  const seen = new Set<number>();
+  for (const p of ports) {
+    if (seen.has(p.host)) throw new UserError(`Cannot forward host port ${p.host} twice`);
+    seen.add(p.host);
+  }
+  const env: Record<string, string> = {};
+  for (const kv of flags.env ?? []) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw new UserError(`Invalid -e "${kv}": expected KEY=VALUE`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  if (flags.cwd !== undefined && !flags.cwd.startsWith("/")) {
+    throw new UserError(`Invalid --cwd "${flags.cwd}": must be an absolute guest path`);
+  }
+  const from = flags.from ?? config.from;
+  const command = argv.length > 0 ? argv : config.command;
+  return {
+    cpus: pick(flags.cpus, config.cpus, DEFAULTS.cpus),
+    memoryMiB: pick(flags.memory, config.memory, DEFAULTS.memory),
+    diskSizeMiB: pick(flags.diskSize, config.disk_size, DEFAULTS.diskSize),
+    accel,
+    ...(from !== undefined ? { from } : {}),
+    mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
+    ports,
+    command: command && command.length > 0 ? command : undefined,
+    env,
+    ...(flags.cwd !== undefined ? { cwd: flags.cwd } : {}),
+  };
+}
+
+/** Prints asset-build progress as one line per step on stderr. */
+export function progressPrinter(): (event: AssetProgress) => void {
+  const enc = new TextEncoder();
+  const isTty = Deno.stderr.isTerminal();
+  let lastDetail = 0;
+  return (event) => {
+    if (event.kind === "start") {
+      Deno.stderr.writeSync(enc.encode(`shuru: ${event.label}...\n`));
+    } else if (event.kind === "done") {
+      const secs = (event.elapsedMs / 1000).toFixed(1);
+      const note = event.note ? ` (${event.note})` : "";
+      if (isTty && lastDetail) Deno.stderr.writeSync(enc.encode("\x1b[2K\r"));
+      lastDetail = 0;
+      Deno.stderr.writeSync(enc.encode(`shuru:   done in ${secs}s${note}\n`));
+    } else if (event.kind === "detail") {
+      const pct = event.fraction !== undefined ? ` ${Math.round(event.fraction * 100)}%` : "";
+      const text = `shuru:   ${event.text}${pct}`.slice(0, 100);
+      if (isTty) {
+        Deno.stderr.writeSync(enc.encode(`\x1b[2K\r${text}`));
+        lastDetail = 1;
+      } else if (Date.now() - lastDetail > 2000) {
+        Deno.stderr.writeSync(enc.encode(`${text}\n`));
+        lastDetail = Date.now();
+      }
+    }
+  };
+}
+
+async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
+  let off = 0;
+  while (off < data.length) off += await w.write(data.subarray(off));
+}
+
+/** Runs `argv` with our stdio attached (a PTY when stdin is a terminal); returns its code. */
+async function attach(
+  sandbox: Sandbox,
+  argv: string[] | undefined,
+  opts: { env: Record<string, string>; cwd?: string },
+): Promise<number> {
+  const base = {
+    ...(Object.keys(opts.env).length > 0 ? { env: opts.env } : {}),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+  };
+  if (Deno.stdin.isTerminal()) {
+    return await sandbox.shell({ argv: argv ?? ["/bin/sh"], ...base });
+  }
+  const proc = sandbox.spawn(argv ?? ["/bin/sh"], { ...base, stdin: "piped" });
+  const pumps = [
+    (async () => {
+      for await (const c of proc.stdout) await writeAll(Deno.stdout, c);
+    })(),
+    (async () => {
+      for await (const c of proc.stderr) await writeAll(Deno.stderr, c);
+    })(),
+  ];
+  // Not awaited: the process may exit without reading all of stdin.
+  void Deno.stdin.readable.pipeTo(proc.stdin).catch(() => {});
+  const [status] = await Promise.all([proc.wait(), ...pumps]);
+  return status.exitCode;
+}
+
+/** Boots, runs, stops (saving as `saveAs` when given) and returns the command's exit code. */
+async function runOnce(settings: RunSettings, flags: RunFlags, saveAs?: string): Promise<number> {
+  const home = homeLayout();
+  const verbose = flags.verbose === true;
+  const log = (line: string) => console.error(line);
+  const abort = new AbortController();
+  let booted: BootedSandbox | undefined;
+  let interrupted = 0;
+  const onSignal = (sig: "SIGINT" | "SIGTERM") => () => {
+    interrupted = sig === "SIGINT" ? 130 : 143;
+    abort.abort(new UserError(`interrupted by ${sig}`, { exitCode: interrupted }));
+    // Tear down at once; the main flow then notices and exits with 128+N.
+    void booted?.[Symbol.asyncDispose]();
+  };
+  const handlers = { SIGINT: onSignal("SIGINT"), SIGTERM: onSignal("SIGTERM") };
+  // With a terminal in raw mode, Ctrl-C reaches the guest as a byte, not as SIGINT here.
+  Deno.addSignalListener("SIGINT", handlers.SIGINT);
+  Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
+  try {
+    booted = await bootSandbox({
+      home,
+      cpus: settings.cpus,
+      memoryMiB: settings.memoryMiB,
+      diskSizeMiB: settings.diskSizeMiB,
+      accel: settings.accel,
+      ...(settings.from !== undefined ? { from: settings.from } : {}),
+      mounts: settings.mounts,
+      ...(flags.installDeps ? { installDeps: true } : {}),
+      ...(verbose ? { verbose: true } : {}),
+      onProgress: progressPrinter(),
+      onNotice: log,
+      ...(flags.console ? { onConsoleLine: (l: string) => log(`[console] ${l}`) } : {}),
+      signal: abort.signal,
+    });
+    if (verbose) {
+      const t = booted.timings;
+      log(
+        `shuru: boot: assets ${t.assets} ms, device ${t.device} ms, vm ${t.vmStarted} ms, ` +
+          `agent ready ${t.agentReady} ms, mounts ${t.mounted} ms`,
+      );
+      const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
+      log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+    }
+    for (const p of settings.ports) {
+      try {
+        await booted.sandbox.forward(p.host, p.guest);
+      } catch (err) {
+        throw new UserError(
+          `Cannot forward 127.0.0.1:${p.host}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    }
+    const started = performance.now();
+    let code: number;
+    try {
+      code = await attach(booted.sandbox, settings.command, settings);
+    } catch (err) {
+      if (interrupted) return interrupted;
+      if (err instanceof ConnectionError) {
+        throw new UserError(`Lost the guest agent: ${err.message}`, { exitCode: 125 });
+      }
+      throw err;
+    }
+    if (verbose) log(`shuru: command ran ${Math.round(performance.now() - started)} ms`);
+    const stopStarted = performance.now();
+    const result = await booted.stop(saveAs !== undefined ? { saveAs } : {});
+    if (verbose) log(`shuru: shutdown ${Math.round(performance.now() - stopStarted)} ms`);
+    if (result.saved) {
+      log(
+        `shuru: saved checkpoint ${saveAs} (${result.saved.newChunks} new chunks, ` +
+          `${(result.saved.newBytes / 1048576).toFixed(1)} MiB new)`,
+      );
+    }
+    return interrupted || code;
+  } catch (err) {
+    if (interrupted) return interrupted;
+    if (err instanceof RunnerError || err instanceof VmError || err instanceof StoreError) {
+      throw new UserError(err.message, { exitCode: 125, cause: err });
+    }
+    throw err;
+  } finally {
+    await booted?.[Symbol.asyncDispose]();
+    Deno.removeSignalListener("SIGINT", handlers.SIGINT);
+    Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
+  }
+}
+
+/** Builds `shuru run`. */
+export function runCommand(): Command {
+  const cmd = withRunFlags(
+    new Command("run").description(
+      "Boot a throwaway Linux VM, run a command in it and return its output and exit code.\n" +
+        "The disk resets on the next run; save it with `shuru checkpoint create`.\n" +
+        "Without a command: an interactive shell (a PTY when stdin is a terminal).\n" +
+        "Settings come from flags, then ./shuru.json (or --config), then defaults.\n" +
+        "Example: shuru run --cpus 2 --mount ./src:/work -- python3 /work/x.py",
+    ),
+  ).argument("[command...]", COMMAND_ARG).action(async (argv, flags) => {
+    const settings = await resolveRunSettings(argv, flags);
+    Deno.exitCode = await runOnce(settings, flags);
+  });
+  return cmd as unknown as Command;
+}
+
+/** Builds `shuru checkpoint create` (also reachable as `checkpoint save NAME -- cmd`). */
+export function checkpointCreateCommand(name = "create"): Command {
+  const cmd = withRunFlags(
+    new Command(name)
+      .description(
+        "Run a command in a sandbox, then save its disk as checkpoint NAME (refuses an " +
+          "existing name). Later: shuru run --from NAME.\n" +
+          "Example: shuru checkpoint create py-deps -- pip install requests",
+      ),
+  )
+    .argument("<name>", "name of the new checkpoint")
+    .argument("[command...]", COMMAND_ARG)
+    .action(async (name, argv, flags) => {
+      try {
+        validateName(name);
+      } catch (err) {
+        throw new UserError((err as Error).message);
+      }
+      const store = await openHomeStore();
+      if ((await store.list()).some((c) => c.name === name)) {
+        throw new UserError(
+          `Cannot create checkpoint ${name}: it already exists (delete it first with ` +
+            `\`shuru checkpoint delete ${name}\`)`,
+        );
+      }
+      const settings = await resolveRunSettings(argv, flags);
+      if (settings.command === undefined && !Deno.stdin.isTerminal()) {
+        throw new UserError(`Cannot create checkpoint ${name}: give a command after --`);
+      }
+      const code = await runOnce(settings, flags, name);
+      Deno.exitCode = code;
+    });
+  return cmd as unknown as Command;
+}

@@ -1,0 +1,8 @@
+/**
+ * DNS for the guest: message codec and the sans-I/O server logic.
+ *
+ * @module
+ */
+
+export * from "./message.ts";
+export * from "./server.ts";

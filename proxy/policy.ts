@@ -1,0 +1,199 @@
+/**
+ * Network policy: which names resolve and which connections open (sans-I/O, no lookups).
+ *
+ * - `--allow-host PATTERN` (`example.com`, `*.example.com`, or an IPv4 literal): when the list
+ *   is non-empty, only matching names resolve and a connection must come from such a name
+ *   (no literal-IP bypass, except IPv4 literals listed themselves). A wildcard does not match
+ *   the bare domain.
+ * - `--add-host NAME:IP` names a host; with an allow-list the name must also be on it.
+ * - Private and special ranges (loopback, RFC 1918, link-local with 169.254.169.254,
+ *   100.64/10, multicast, 0/8, 240/4, our fake pool, the gateway and the host's own addresses)
+ *   stay closed unless the name came from `--add-host`, matched an exact (non-wildcard) allow
+ *   entry, or `allowPrivate` is set. This also stops DNS rebinding through wildcard names.
+ * - `--expose-host PORT[:HOSTPORT]`: `host.shuru.internal:PORT` reaches the host's
+ *   127.0.0.1:HOSTPORT and nothing else on the host. Alone it gives a NIC that reaches only that.
+ *
+ * @module
+ */
+
+import {
+  cidrContains,
+  type Ipv4Cidr,
+  ipv4ToString,
+  isIpv4,
+  parseCidr,
+  parseIpv4,
+} from "./wire/address.ts";
+
+/** The name under which exposed host ports appear in the guest. */
+export const EXPOSE_HOST_NAME = "host.shuru.internal";
+
+/** A refused or allowed decision. */
+export type Verdict = { allowed: true } | { allowed: false; reason: string };
+
+/** Where the proxy dials for an allowed connection. */
+export type ConnectDecision =
+  | { allowed: true; hostname: string; port: number }
+  | { allowed: false; reason: string };
+
+/** A guest port of `host.shuru.internal` mapped to a port on the host's loopback. */
+export interface ExposedPort {
+  /** Port the guest connects to. */
+  guestPort: number;
+  /** Port on the host's 127.0.0.1. */
+  hostPort: number;
+}
+
+/** Policy settings (from CLI flags and config). */
+export interface NetworkPolicyOptions {
+  /** `--allow-net`: public destinations open. Implied by allowHosts. */
+  allowNet?: boolean;
+  /** `--allow-host` patterns. Empty: every public destination. */
+  allowHosts?: string[];
+  /** `--add-host NAME:IP` entries. */
+  addHosts?: Record<string, string>;
+  /** `--allow-private`: private ranges open too. */
+  allowPrivate?: boolean;
+  /** `--expose-host` ports. */
+  exposeHost?: ExposedPort[];
+  /** The host's own addresses (closed like private ranges). */
+  hostAddresses?: number[];
+  /** Addresses of the stack itself (gateway, DNS), closed as destinations. */
+  stackAddresses?: number[];
+}
+
+/** Special-purpose ranges closed by default, with the words used in refusal lines. */
+const SPECIAL_RANGES: ReadonlyArray<{ cidr: Ipv4Cidr; what: string }> = [
+  { cidr: parseCidr("169.254.169.254/32"), what: "cloud metadata address" },
+  { cidr: parseCidr("0.0.0.0/8"), what: "'this network' address" },
+  { cidr: parseCidr("10.0.0.0/8"), what: "private address (RFC 1918)" },
+  { cidr: parseCidr("100.64.0.0/10"), what: "shared address (RFC 6598)" },
+  { cidr: parseCidr("127.0.0.0/8"), what: "loopback address" },
+  { cidr: parseCidr("169.254.0.0/16"), what: "link-local address" },
+  { cidr: parseCidr("172.16.0.0/12"), what: "private address (RFC 1918)" },
+  { cidr: parseCidr("192.168.0.0/16"), what: "private address (RFC 1918)" },
+  { cidr: parseCidr("198.18.0.0/15"), what: "benchmark/fake-pool address" },
+  { cidr: parseCidr("224.0.0.0/4"), what: "multicast address" },
+  { cidr: parseCidr("240.0.0.0/4"), what: "reserved address" },
+];
+
+/** Validates and normalises an allow pattern. Throws SyntaxError with a usable message. */
+export function parseHostPattern(pattern: string): string {
+  const p = pattern.trim().toLowerCase().replace(/\.$/, "");
+  if (isIpv4(p)) return p;
+  const body = p.startsWith("*.") ? p.slice(2) : p;
+  const label = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/;
+  if (body === "" || body.length > 253 || !body.split(".").every((l) => label.test(l))) {
+    throw new SyntaxError(
+      `Cannot use host pattern "${pattern}": expected a name like example.com or *.example.com`,
+    );
+  }
+  return p;
+}
+
+/** The policy. Pure: every method is a decision on its arguments. */
+export class NetworkPolicy {
+  /** Public destinations are open (`--allow-net`, or implied by an allow-list). */
+  readonly allowNet: boolean;
+  /** Private ranges are open too (`--allow-private`). */
+  readonly allowPrivate: boolean;
+  readonly #exact = new Set<string>();
+  readonly #wildcards: string[] = [];
+  readonly #addHosts = new Map<string, number>();
+  readonly #exposed = new Map<number, number>();
+  readonly #closedAddresses = new Map<number, string>();
+
+  /** Validates every pattern and address (throws SyntaxError naming the bad one). */
+  constructor(opts: NetworkPolicyOptions = {}) {
+    for (const raw of opts.allowHosts ?? []) {
+      const p = parseHostPattern(raw);
+      if (p.startsWith("*.")) this.#wildcards.push(p.slice(1)); // ".example.com"
+      else this.#exact.add(p);
+    }
+    this.allowNet = (opts.allowNet ?? false) || this.hasAllowList;
+    this.allowPrivate = opts.allowPrivate ?? false;
+    for (const [name, ip] of Object.entries(opts.addHosts ?? {})) {
+      this.#addHosts.set(parseHostPattern(name).replace(/^\*\./, ""), parseIpv4(ip));
+    }
+    for (const e of opts.exposeHost ?? []) this.#exposed.set(e.guestPort, e.hostPort);
+    for (const a of opts.hostAddresses ?? []) this.#closedAddresses.set(a, "host's own address");
+    for (const a of opts.stackAddresses ?? []) this.#closedAddresses.set(a, "gateway address");
+  }
+
+  /** An allow-list was given. */
+  get hasAllowList(): boolean {
+    return this.#exact.size > 0 || this.#wildcards.length > 0;
+  }
+
+  /** The guest gets a NIC at all (`--allow-net` or some `--expose-host`). */
+  get networkEnabled(): boolean {
+    return this.allowNet || this.#exposed.size > 0;
+  }
+
+  /** The `--add-host` address for a name, if any. */
+  addHostAddress(name: string): number | undefined {
+    return this.#addHosts.get(name.toLowerCase());
+  }
+
+  /** May this name resolve? (DNS answers NXDOMAIN otherwise.) */
+  checkName(name: string): Verdict {
+    const n = name.toLowerCase().replace(/\.$/, "");
+    if (n === EXPOSE_HOST_NAME) {
+      return this.#exposed.size > 0
+        ? { allowed: true }
+        : { allowed: false, reason: "no --expose-host port" };
+    }
+    if (!this.allowNet) return { allowed: false, reason: "network access is off (no --allow-net)" };
+    if (!this.hasAllowList) return { allowed: true };
+    if (this.#exact.has(n) || this.#wildcards.some((w) => n.endsWith(w))) return { allowed: true };
+    return { allowed: false, reason: "not in --allow-host" };
+  }
+
+  /** Why `address` is closed by default, or undefined for a public address. */
+  closedRangeOf(address: number): string | undefined {
+    const own = this.#closedAddresses.get(address);
+    if (own) return own;
+    if (address === 0xffffffff) return "broadcast address";
+    for (const r of SPECIAL_RANGES) if (cidrContains(r.cidr, address)) return r.what;
+    return undefined;
+  }
+
+  /**
+   * Decides a connection. `name` is the name the guest resolved (from our fake pool), absent
+   * for a literal IP; `address` is the real address the proxy would dial (for a name: what it
+   * resolved to on the host, or its `--add-host` address).
+   */
+  checkConnection(dest: { name?: string; address: number; port: number }): ConnectDecision {
+    const { name, address, port } = dest;
+    if (name === EXPOSE_HOST_NAME) {
+      const hostPort = this.#exposed.get(port);
+      return hostPort === undefined
+        ? { allowed: false, reason: `port ${port} is not exposed (--expose-host)` }
+        : { allowed: true, hostname: "127.0.0.1", port: hostPort };
+    }
+    if (!this.allowNet) return { allowed: false, reason: "network access is off (no --allow-net)" };
+    const literal = ipv4ToString(address);
+    if (name === undefined) {
+      if (this.hasAllowList && !this.#exact.has(literal)) {
+        return { allowed: false, reason: "literal IP address, not a name from --allow-host" };
+      }
+      const closed = this.closedRangeOf(address);
+      if (closed && !this.allowPrivate && !this.#exact.has(literal)) {
+        return { allowed: false, reason: `${closed} (use --allow-private)` };
+      }
+      return { allowed: true, hostname: literal, port };
+    }
+    const nameVerdict = this.checkName(name);
+    if (!nameVerdict.allowed) return nameVerdict;
+    const closed = this.closedRangeOf(address);
+    const trusted = this.#addHosts.has(name) || this.#exact.has(name) || this.allowPrivate;
+    if (closed && !trusted) {
+      return {
+        allowed: false,
+        reason:
+          `${name} resolved to ${literal}, a ${closed} (add an exact --allow-host or --add-host)`,
+      };
+    }
+    return { allowed: true, hostname: literal, port };
+  }
+}

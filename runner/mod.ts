@@ -1,0 +1,341 @@
+/**
+ * Boots one sandbox: guest assets → instance folder → copy-on-write device over the base image
+ * or a checkpoint → our NBD server → QEMU → the guest agent. The result is a
+ * {@linkcode BootedSandbox} whose `sandbox` runs processes and whose `stop()` powers the guest
+ * off, optionally saves the disk as a checkpoint, and removes every trace of the instance.
+ *
+ * `shuru run`, `shuru checkpoint create` and (later) the named-sandbox supervisor all use it.
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import type { AssetProgress } from "../assets/mod.ts";
+import type { HomeLayout } from "../cli/home.ts";
+import { NbdServer } from "../nbd/mod.ts";
+import { Sandbox } from "../sandbox/mod.ts";
+import { type CowDevice, Store } from "../store/mod.ts";
+import type { SaveResult } from "../store/mod.ts";
+import {
+  type AccelChoice,
+  createInstance,
+  hostTscRate,
+  type Instance,
+  kernelCmdline,
+  QemuBackend,
+  recordVmProcess,
+  removeInstance,
+  resolveAccel,
+  type Vm,
+  type VmExit,
+} from "../vm/mod.ts";
+import { RunnerError } from "./errors.ts";
+
+export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+
+/** A host folder shared with the guest. */
+export interface SandboxMount {
+  /** Host folder. */
+  host: string;
+  /** Absolute guest path. */
+  guest: string;
+  /** `false`: guest writes reach the host. */
+  readOnly: boolean;
+}
+
+/** What to boot. */
+export interface BootOptions {
+  /** The data home layout (`homeLayout()`). */
+  home: HomeLayout;
+  /** Virtual CPUs. */
+  cpus: number;
+  /** Memory in MiB. */
+  memoryMiB: number;
+  /** Disk size in MiB; the guest's root filesystem grows to fill it. */
+  diskSizeMiB: number;
+  /** `kvm`, `tcg` or `auto` (KVM only when it works). */
+  accel: AccelChoice;
+  /** Start from this checkpoint instead of the base image. */
+  from?: string;
+  /** Host folders to share. */
+  mounts?: SandboxMount[];
+  /** Install missing host packages with apt-get when building assets. */
+  installDeps?: boolean;
+  /** Kernel messages on the console log. */
+  verbose?: boolean;
+  /** Called with asset-build progress and boot notices. */
+  onProgress?: (event: AssetProgress) => void;
+  /** Called with one-line notices (e.g. "using TCG"). */
+  onNotice?: (line: string) => void;
+  /** Called with each console line (for `-v`). */
+  onConsoleLine?: (line: string) => void;
+  /** Milliseconds to wait for the agent after QEMU starts. @default 120000 */
+  agentTimeoutMs?: number;
+  /** Aborting stops the boot and removes everything it made (Ctrl-C). */
+  signal?: AbortSignal;
+}
+
+/** Milliseconds from the start of {@linkcode bootSandbox} at which each phase ended. */
+export interface BootTimings {
+  assets: number;
+  device: number;
+  vmStarted: number;
+  agentReady: number;
+  mounted: number;
+}
+
+/** Options of {@link BootedSandbox.stop}. */
+export interface StopOptions {
+  /** Save the disk as this checkpoint after the guest powered off. */
+  saveAs?: string;
+  /** Milliseconds to wait for the guest to power off before killing it. @default 20000 */
+  graceMs?: number;
+}
+
+/** What {@link BootedSandbox.stop} did. */
+export interface StopResult {
+  /** How the VM ended. */
+  exit: VmExit;
+  /** The saved checkpoint, when `saveAs` was given. */
+  saved?: SaveResult;
+}
+
+const EXPORT_NAME = "root";
+
+/** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
+export class BootedSandbox implements AsyncDisposable {
+  /** The agent connection. */
+  readonly sandbox: Sandbox;
+  /** The VM. */
+  readonly vm: Vm;
+  /** The instance folder and its sockets. */
+  readonly instance: Instance;
+  /** The guest assets it booted. */
+  readonly assets: GuestAssets;
+  /** Phase timings. */
+  readonly timings: BootTimings;
+  #device: CowDevice;
+  #server: NbdServer;
+  #stopped: Promise<StopResult> | undefined;
+
+  /** @internal Use {@linkcode bootSandbox}. */
+  constructor(parts: {
+    sandbox: Sandbox;
+    vm: Vm;
+    instance: Instance;
+    assets: GuestAssets;
+    timings: BootTimings;
+    device: CowDevice;
+    server: NbdServer;
+  }) {
+    this.sandbox = parts.sandbox;
+    this.vm = parts.vm;
+    this.instance = parts.instance;
+    this.assets = parts.assets;
+    this.timings = parts.timings;
+    this.#device = parts.device;
+    this.#server = parts.server;
+  }
+
+  /**
+   * Powers the guest off (sync first), waits for QEMU to exit, saves the disk if asked, and
+   * removes the instance. Safe to call more than once (later calls return the first result).
+   */
+  stop(options: StopOptions = {}): Promise<StopResult> {
+    this.#stopped ??= this.#stop(options);
+    return this.#stopped;
+  }
+
+  async #stop(options: StopOptions): Promise<StopResult> {
+    const graceMs = options.graceMs ?? 20_000;
+    try {
+      // The agent syncs the guest's filesystems before powering off, so the disk the NBD
+      // server holds is consistent once QEMU exits. A broken connection just means we go
+      // straight to stopping QEMU.
+      await withTimeout(this.sandbox.shutdown(), graceMs).catch(() => {});
+      let exit = await withTimeout(this.vm.exited, graceMs).catch(() => undefined);
+      exit ??= await this.vm.stop(2_000);
+      await this.sandbox.close().catch(() => {});
+      let saved: SaveResult | undefined;
+      if (options.saveAs !== undefined) {
+        if (!exit.poweredOff) {
+          throw new RunnerError(
+            "save_failed",
+            `Cannot save checkpoint ${options.saveAs}: the guest did not shut down cleanly, ` +
+              "so its disk may be inconsistent",
+          );
+        }
+        saved = await this.#device.save(options.saveAs);
+      }
+      return { exit, ...(saved ? { saved } : {}) };
+    } finally {
+      this.vm.kill();
+      await this.#server.close().catch(() => {});
+      await this.#device.close().catch(() => {});
+      await removeInstance(this.instance).catch(() => {});
+    }
+  }
+
+  /** Kills everything at once (no save). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#stopped) {
+      this.vm.kill();
+      this.#stopped = this.stop({ graceMs: 1 });
+    }
+    await this.#stopped.catch(() => {});
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A 9p mount tag for mount number `i` (tags are limited to 31 characters). */
+function mountTag(i: number): string {
+  return `shuru${i}`;
+}
+
+/**
+ * Boots a sandbox and returns once its agent answers and the mounts are in place.
+ *
+ * @throws {RunnerError} when the guest fails to boot (with the console's last lines).
+ */
+export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> {
+  const t0 = performance.now();
+  const since = () => Math.round(performance.now() - t0);
+  const notice = options.onNotice ?? (() => {});
+  const assets = await ensureAssets({
+    assetsDir: options.home.assets,
+    ...(options.installDeps ? { installDeps: true } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  const tAssets = since();
+  const store = await Store.open(options.home.store);
+  // Fail before booting when the checkpoint does not exist.
+  if (options.from !== undefined) await store.inspect(options.from);
+  options.signal?.throwIfAborted();
+  const instance = await createInstance(options.home.instances);
+  const cleanup: (() => Promise<void>)[] = [() => removeInstance(instance)];
+  const unwind = async () => {
+    for (const fn of cleanup.reverse()) await fn().catch(() => {});
+  };
+  try {
+    const device = await store.openDevice(
+      options.from !== undefined ? { checkpoint: options.from } : { base: assets.rootfs },
+      { size: options.diskSizeMiB * 1024 * 1024, overlayDir: instance.dir },
+    );
+    cleanup.push(() => device.close());
+    const server = await NbdServer.listen(device, {
+      socketPath: instance.nbdSocket,
+      exportName: EXPORT_NAME,
+    });
+    cleanup.push(() => server.close());
+    const tDevice = since();
+
+    const tsc = await hostTscRate();
+    const decision = await resolveAccel(options.accel, {
+      kernel: assets.kernel,
+      initrd: assets.initramfs,
+      cacheFile: resolve(options.home.root, "kvm-probe.json"),
+      workDir: instance.dir,
+      ...(tsc ? { tscKhz: tsc.khz } : {}),
+    });
+    if (decision.notice) notice(decision.notice);
+    const mounts = (options.mounts ?? []).map((m, i) => ({
+      tag: mountTag(i),
+      hostPath: resolve(m.host),
+      readOnly: m.readOnly,
+      guest: m.guest,
+    }));
+    const backend = new QemuBackend(
+      options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {},
+    );
+    const vm = await backend.start({
+      kernel: assets.kernel,
+      initrd: assets.initramfs,
+      cmdline: kernelCmdline({
+        ...(tsc ? { tscKhz: tsc.khz } : {}),
+        ...(options.verbose ? { verbose: true } : {}),
+      }),
+      cpus: options.cpus,
+      memoryMiB: options.memoryMiB,
+      accel: decision.accel,
+      disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
+      agentSocket: instance.agentSocket,
+      mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
+      consoleLog: instance.consoleLog,
+    });
+    cleanup.push(async () => {
+      vm.kill();
+      await vm.exited;
+    });
+    await recordVmProcess(instance, vm.pid);
+    const tVm = since();
+
+    const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
+    const sandbox = await connectAgent(
+      vm,
+      options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
+    );
+    cleanup.push(() => sandbox.close());
+    const tAgent = since();
+    for (const m of mounts) {
+      options.signal?.throwIfAborted();
+      await sandbox.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+    }
+    return new BootedSandbox({
+      sandbox,
+      vm,
+      instance,
+      assets,
+      device,
+      server,
+      timings: {
+        assets: tAssets,
+        device: tDevice,
+        vmStarted: tVm,
+        agentReady: tAgent,
+        mounted: since(),
+      },
+    });
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+/** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */
+async function connectAgent(vm: Vm, signal: AbortSignal): Promise<Sandbox> {
+  const died = vm.exited.then((exit) => {
+    throw new RunnerError(
+      "boot_failed",
+      `Cannot boot the guest: the VM exited (code ${exit.code}) before its agent started.\n` +
+        `Last console lines:\n${exit.consoleTail || "(none)"}${
+          exit.stderr ? `\nQEMU said: ${exit.stderr}` : ""
+        }`,
+    );
+  });
+  try {
+    return await Promise.race([
+      vm.agent.then((conn) => Sandbox.connect(conn, { signal })),
+      died,
+    ]);
+  } catch (err) {
+    if (err instanceof RunnerError) throw err;
+    if (signal.aborted && !(signal.reason instanceof DOMException)) throw signal.reason;
+    throw new RunnerError(
+      "boot_failed",
+      `Cannot reach the guest agent: ${(err as Error).message}.\nLast console lines:\n${
+        vm.consoleTail(20) || "(none)"
+      }`,
+      { cause: err },
+    );
+  }
+}

@@ -1,0 +1,186 @@
+import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { Store, validateName } from "./store.ts";
+import { StoreError } from "./errors.ts";
+import { pseudoRandom, tempDir, writeBase } from "./_test_utils.ts";
+
+const BS = 65536;
+
+async function chunkCount(store: Store): Promise<number> {
+  return (await Array.fromAsync(store.chunks.list())).length;
+}
+
+Deno.test("validateName - accepts safe names, rejects paths and odd characters", () => {
+  for (const ok of ["a", "base-1", "v1.2_x", "A".repeat(128)]) validateName(ok);
+  for (const bad of ["", ".hidden", "../x", "a/b", "a b", "a..b", "-x", "A".repeat(129), "é"]) {
+    let caught: unknown;
+    try {
+      validateName(bad);
+    } catch (err) {
+      caught = err;
+    }
+    assert(caught instanceof StoreError && caught.code === "invalid_name", bad);
+  }
+});
+
+Deno.test("Store - two checkpoints from one base share the base's chunks", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 32, 5); // 24 non-zero blocks
+  for (const [name, seed] of [["a", 1], ["b", 2]] as const) {
+    const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+      overlayDir: `${tmp.path}/inst-${name}`,
+    });
+    await dev.write(3 * BS, pseudoRandom(2 * BS, seed));
+    const r = await dev.save(name);
+    // First save ingests the base once; the second one finds its hashes in the cache.
+    assertEquals(r.hashedBlocks, name === "a" ? 24 + 2 : 2);
+    await dev.close();
+  }
+  assertEquals(await chunkCount(store), 24 + 2 + 2);
+  const a = await store.inspect("a");
+  // Blocks 3 and 4 written (block 4 was zero in the base).
+  assertEquals([a.usedBlocks, a.uniqueChunks, a.uniqueBytes], [25, 2, 2 * BS]);
+});
+
+Deno.test("Store - base cache follows content: replacing the base file re-ingests it", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  const basePath = `${tmp.path}/base.img`;
+  const first = await writeBase(basePath, 8, 7);
+  let dev = await store.openDevice({ base: basePath }, { overlayDir: `${tmp.path}/i1` });
+  await dev.save("old");
+  await dev.close();
+  // Replace the base with different bytes (new inode, same size).
+  await Deno.remove(basePath);
+  const second = await writeBase(basePath, 8, 8);
+  dev = await store.openDevice({ base: basePath }, { overlayDir: `${tmp.path}/i2` });
+  const r = await dev.save("new");
+  assertEquals(r.hashedBlocks, 6);
+  await dev.close();
+  for (const [name, bytes] of [["old", first], ["new", second]] as const) {
+    const d = await store.openDevice({ checkpoint: name }, { overlayDir: `${tmp.path}/r-${name}` });
+    assertEquals(await d.read(0, d.size), bytes);
+    await d.close();
+  }
+});
+
+Deno.test("Store - a save refuses an existing name unless asked to overwrite", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 4, 1);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  try {
+    await dev.save("x");
+    const err = await assertRejects(() => dev.save("x"), "already exists");
+    assert(err instanceof StoreError && err.code === "exists");
+    await dev.write(0, new Uint8Array([1]));
+    await dev.save("x", { overwrite: true });
+    assertEquals((await store.list()).length, 1);
+  } finally {
+    await dev.close();
+  }
+});
+
+Deno.test("Store - gc after delete frees only unreferenced chunks", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 8, 3); // 6 non-zero blocks
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(BS, pseudoRandom(BS, 11));
+  await dev.save("keep");
+  await dev.write(2 * BS, pseudoRandom(2 * BS, 12));
+  await dev.save("drop");
+  await dev.close();
+  assertEquals(await chunkCount(store), 6 + 1 + 2);
+  // A leftover temp file from a crashed save goes too.
+  await Deno.writeFile(`${tmp.path}/store/tmp/stray.chunk`, new Uint8Array(10));
+  await store.delete("drop");
+  const report = await store.gc();
+  assertEquals([report.removedChunks, report.freedBytes, report.removedTempFiles], [2, 2 * BS, 1]);
+  assertEquals(report.keptChunks, 7);
+  const d = await store.openDevice({ checkpoint: "keep" }, { overlayDir: `${tmp.path}/r` });
+  assertEquals(await d.read(BS, BS), pseudoRandom(BS, 11));
+  await d.close();
+  // Dropping the base cache frees the base blocks "keep" does not use (block 1 was rewritten).
+  const pruned = await store.gc({ pruneBaseCache: true });
+  assertEquals([pruned.removedChunks, pruned.removedBaseCaches], [1, 1]);
+  await assertRejects(() => store.delete("drop"), "no such checkpoint (existing: keep)");
+});
+
+Deno.test("Store - an open device keeps its checkpoint's chunks through delete and gc", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 8, 4);
+  let dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(0, pseudoRandom(BS, 21));
+  await dev.save("c");
+  await dev.close();
+  dev = await store.openDevice({ checkpoint: "c" }, { overlayDir: `${tmp.path}/j` });
+  try {
+    const before = await dev.read(0, dev.size);
+    await store.delete("c");
+    await store.gc({ pruneBaseCache: true });
+    assertEquals(await dev.read(0, dev.size), before);
+    // A save after the parent is gone still works: the table holds every hash itself.
+    await dev.write(BS, new Uint8Array([9]));
+    await dev.save("child");
+  } finally {
+    await dev.close();
+  }
+  const report = await store.gc();
+  assertEquals(report.removedLeases, 0);
+  const child = await store.openDevice({ checkpoint: "child" }, { overlayDir: `${tmp.path}/k` });
+  assertEquals(await child.read(0, BS), pseudoRandom(BS, 21));
+  await child.close();
+});
+
+Deno.test("Store - openDevice from an unknown checkpoint lists what exists", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  const err = await assertRejects(
+    () => store.openDevice({ checkpoint: "nope" }, { overlayDir: `${tmp.path}/i` }),
+    'Cannot open checkpoint "nope": no such checkpoint (existing: none)',
+  );
+  assert(err instanceof StoreError && err.code === "not_found");
+  await assertRejects(
+    () => store.openDevice({ base: `${tmp.path}/missing.img` }, { overlayDir: `${tmp.path}/i` }),
+    "Cannot open base image",
+  );
+});
+
+Deno.test("Store - a save with no changes from a checkpoint adds no chunks", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 8, 6);
+  let dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.save("a");
+  await dev.close();
+  const before = await chunkCount(store);
+  dev = await store.openDevice({ checkpoint: "a" }, { overlayDir: `${tmp.path}/j` });
+  const r = await dev.save("b");
+  await dev.close();
+  assertEquals([r.hashedBlocks, r.newChunks, await chunkCount(store)], [0, 0, before]);
+});
+
+Deno.test("Store - prepareBase ingests once so the first save hashes only dirty blocks", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 16, 9); // 12 non-zero blocks
+  assertEquals(await store.prepareBase(`${tmp.path}/base.img`), 12);
+  assertEquals(await store.prepareBase(`${tmp.path}/base.img`), 0);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(5 * BS, pseudoRandom(BS, 1));
+  const r = await dev.save("x");
+  await dev.close();
+  assertEquals([r.hashedBlocks, r.newChunks, r.usedBlocks], [1, 1, 12]);
+});

@@ -1,0 +1,186 @@
+/**
+ * Instance folders: one per running VM under `<home>/instances/<id>/`, holding its sockets,
+ * console log and owner record. A folder whose owner process is gone is a leftover of a
+ * crashed run; {@linkcode pruneInstances} removes it and kills its QEMU if still running.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { VmError } from "./errors.ts";
+
+/** The files of one instance. */
+export interface Instance {
+  /** Instance id (folder name). */
+  id: string;
+  /** The folder. */
+  dir: string;
+  /** Agent channel socket (the VM backend listens here). */
+  agentSocket: string;
+  /** NBD server socket for the root disk. */
+  nbdSocket: string;
+  /** Network frames socket. */
+  netSocket: string;
+  /** Serial console log. */
+  consoleLog: string;
+}
+
+/** A process identity that survives pid reuse: pid plus its start time in clock ticks. */
+export interface ProcessId {
+  /** Process id. */
+  pid: number;
+  /** Field 22 of `/proc/<pid>/stat`. */
+  startTime: number;
+}
+
+/** The owner record (`owner.json`). */
+export interface OwnerRecord {
+  /** The shuru process that created the instance. */
+  owner: ProcessId;
+  /** The VM process, once started. */
+  vm?: ProcessId;
+  /** ISO time of creation. */
+  createdAt: string;
+}
+
+/** Unix socket paths are limited to 107 bytes plus NUL. */
+const MAX_SOCKET_PATH = 107;
+const OWNER_FILE = "owner.json";
+
+/** Returns the start time (field 22) from the text of `/proc/<pid>/stat`. */
+export function parseStatStartTime(stat: string): number | undefined {
+  // The command name (field 2) is in parentheses and may contain spaces and parentheses.
+  const close = stat.lastIndexOf(")");
+  if (close === -1) return undefined;
+  const fields = stat.slice(close + 2).split(" ");
+  // fields[0] is field 3 (state), so field 22 is fields[19].
+  const value = Number(fields[19]);
+  return Number.isInteger(value) ? value : undefined;
+}
+
+/** Returns the identity of process `pid`, or `undefined` when it does not exist. */
+export async function processId(pid: number): Promise<ProcessId | undefined> {
+  try {
+    const startTime = parseStatStartTime(await Deno.readTextFile(`/proc/${pid}/stat`));
+    return startTime === undefined ? undefined : { pid, startTime };
+  } catch {
+    return undefined;
+  }
+}
+
+/** `true` when the process `id` still runs (same pid and start time). */
+export async function isAlive(id: ProcessId): Promise<boolean> {
+  const now = await processId(id.pid);
+  return now !== undefined && now.startTime === id.startTime;
+}
+
+function instanceFiles(instancesDir: string, id: string): Instance {
+  const dir = join(instancesDir, id);
+  return {
+    id,
+    dir,
+    agentSocket: join(dir, "agent.sock"),
+    nbdSocket: join(dir, "nbd.sock"),
+    netSocket: join(dir, "net.sock"),
+    consoleLog: join(dir, "console.log"),
+  };
+}
+
+/** Creates a new instance folder owned by this process. */
+export async function createInstance(instancesDir: string): Promise<Instance> {
+  const id = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const instance = instanceFiles(instancesDir, id);
+  if (instance.agentSocket.length > MAX_SOCKET_PATH) {
+    throw new VmError(
+      "invalid_config",
+      `Cannot create the instance folder: ${instance.dir} is too long for Unix sockets ` +
+        `(${MAX_SOCKET_PATH} bytes); set SHURU_HOME to a shorter path`,
+    );
+  }
+  await Deno.mkdir(instancesDir, { recursive: true });
+  await Deno.mkdir(instance.dir, { mode: 0o700 });
+  const owner = await processId(Deno.pid);
+  if (!owner) throw new VmError("spawn_failed", "Cannot read /proc/self/stat (is /proc mounted?)");
+  await writeOwner(instance, { owner, createdAt: new Date().toISOString() });
+  return instance;
+}
+
+async function writeOwner(instance: Instance, record: OwnerRecord): Promise<void> {
+  const tmp = join(instance.dir, `${OWNER_FILE}.tmp`);
+  await Deno.writeTextFile(tmp, JSON.stringify(record) + "\n");
+  await Deno.rename(tmp, join(instance.dir, OWNER_FILE));
+}
+
+async function readOwner(dir: string): Promise<OwnerRecord | undefined> {
+  try {
+    const record = JSON.parse(await Deno.readTextFile(join(dir, OWNER_FILE)));
+    if (typeof record?.owner?.pid === "number" && typeof record?.owner?.startTime === "number") {
+      return record as OwnerRecord;
+    }
+  } catch { /* missing or torn */ }
+  return undefined;
+}
+
+/** Records the VM process of `instance` so prune can kill it if we crash. */
+export async function recordVmProcess(instance: Instance, pid: number): Promise<void> {
+  const record = await readOwner(instance.dir);
+  const vm = await processId(pid);
+  if (!record || !vm) return;
+  await writeOwner(instance, { ...record, vm });
+}
+
+/** Removes the instance folder. */
+export async function removeInstance(instance: Instance): Promise<void> {
+  await Deno.remove(instance.dir, { recursive: true }).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
+}
+
+/** What {@linkcode pruneInstances} did. */
+export interface PruneResult {
+  /** Folders removed (their owner was gone). */
+  removed: string[];
+  /** VM processes killed (they outlived their owner). */
+  killed: number[];
+  /** Folders kept because their owner still runs. */
+  kept: string[];
+}
+
+/** Grace period for a folder without a readable owner record (it may be being created). */
+const UNOWNED_GRACE_MS = 60_000;
+
+/** Removes instance folders whose owner process is gone, killing their leftover VMs. */
+export async function pruneInstances(instancesDir: string): Promise<PruneResult> {
+  const result: PruneResult = { removed: [], killed: [], kept: [] };
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(instancesDir));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return result;
+    throw err;
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory) continue;
+    const dir = join(instancesDir, entry.name);
+    const record = await readOwner(dir);
+    if (!record) {
+      const info = await Deno.stat(dir);
+      if (Date.now() - (info.mtime?.getTime() ?? 0) < UNOWNED_GRACE_MS) {
+        result.kept.push(entry.name);
+        continue;
+      }
+    } else if (await isAlive(record.owner)) {
+      result.kept.push(entry.name);
+      continue;
+    }
+    if (record?.vm && (await isAlive(record.vm))) {
+      try {
+        Deno.kill(record.vm.pid, "SIGKILL");
+        result.killed.push(record.vm.pid);
+      } catch { /* exited meanwhile */ }
+    }
+    await Deno.remove(dir, { recursive: true });
+    result.removed.push(entry.name);
+  }
+  return result;
+}

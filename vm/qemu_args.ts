@@ -1,0 +1,149 @@
+/**
+ * Builds the QEMU command line for a {@linkcode VmConfig}: a pure function, unit-tested.
+ *
+ * Machine: `microvm` (no PCI, no firmware; devices are virtio-mmio described in ACPI),
+ * booting the kernel ELF through its PVH entry.
+ *
+ * @module
+ */
+
+import { VmError } from "./errors.ts";
+import type { VmConfig } from "./types.ts";
+
+/** The virtio-serial port name the guest agent looks for. */
+export const AGENT_PORT_NAME = "shuru.agent";
+
+const TAG_RE = /^[A-Za-z0-9_.-]{1,31}$/;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** Escapes a value for a QEMU `-opt key=value,...` list: commas are doubled. */
+export function optValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new VmError("invalid_config", `Cannot configure the VM: ${message}`);
+}
+
+/** Returns QEMU's arguments (without the program name) for `config`. */
+export function qemuArgs(config: VmConfig): string[] {
+  check(
+    Number.isInteger(config.cpus) && config.cpus >= 1 && config.cpus <= 64,
+    `cpus must be 1-64, got ${config.cpus}`,
+  );
+  check(
+    Number.isInteger(config.memoryMiB) && config.memoryMiB >= 128 &&
+      config.memoryMiB <= 1024 * 1024,
+    `memory must be 128 MiB or more, got ${config.memoryMiB}`,
+  );
+  check(!config.cmdline.includes("\n"), "the kernel command line has a newline");
+  const args = [
+    "-M",
+    "microvm,acpi=on,pit=on",
+    "-accel",
+    config.accel,
+    // TCG: every feature QEMU can emulate. KVM: the host CPU as is.
+    "-cpu",
+    config.accel === "kvm" ? "host" : "max",
+    "-smp",
+    String(config.cpus),
+    "-m",
+    `${config.memoryMiB}M`,
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    config.kernel,
+    "-initrd",
+    config.initrd,
+    "-append",
+    config.cmdline,
+    // Serial console on QEMU's stdio; signal=off: Ctrl-C reaches the guest in console mode.
+    "-chardev",
+    "stdio,id=console,signal=off",
+    "-serial",
+    "chardev:console",
+  ];
+
+  const disk = config.disk;
+  if (disk === undefined) {
+    // No root disk: only the KVM probe boot, which stops in the initramfs.
+  } else if (disk.kind === "nbd") {
+    args.push(
+      "-drive",
+      [
+        "driver=nbd",
+        "server.type=unix",
+        `server.path=${optValue(disk.socket)}`,
+        `export=${optValue(disk.exportName)}`,
+        "if=none",
+        "id=root",
+        "cache=none",
+        "discard=unmap",
+        `read-only=${disk.readOnly ? "on" : "off"}`,
+      ].join(","),
+    );
+  } else {
+    args.push(
+      "-drive",
+      [
+        `file=${optValue(disk.path)}`,
+        `format=${disk.format ?? "raw"}`,
+        "if=none",
+        "id=root",
+        "cache=unsafe",
+        "discard=unmap",
+        `read-only=${disk.readOnly ? "on" : "off"}`,
+      ].join(","),
+    );
+  }
+  if (disk) args.push("-device", "virtio-blk-device,drive=root");
+
+  // Agent channel. We listen and QEMU connects at startup (server=off): nothing the guest
+  // writes can be lost before we attach, and no polling for QEMU's socket to appear.
+  args.push(
+    "-device",
+    "virtio-serial-device,max_ports=2",
+    "-chardev",
+    `socket,id=agent,path=${optValue(config.agentSocket)},server=off`,
+    "-device",
+    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+  );
+
+  const tags = new Set<string>();
+  (config.mounts ?? []).forEach((mount, i) => {
+    check(
+      TAG_RE.test(mount.tag),
+      `mount tag ${JSON.stringify(mount.tag)} must be 1-31 of A-Z a-z 0-9 _ . -`,
+    );
+    check(!tags.has(mount.tag), `mount tag ${mount.tag} is used twice`);
+    check(mount.hostPath.startsWith("/"), `mount host path ${mount.hostPath} is not absolute`);
+    tags.add(mount.tag);
+    args.push(
+      "-fsdev",
+      `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=none` +
+        (mount.readOnly ? ",readonly=on" : ""),
+      "-device",
+      `virtio-9p-device,fsdev=fs${i},mount_tag=${mount.tag}`,
+    );
+  });
+
+  if (config.net) {
+    const net = config.net;
+    check(net.mac === undefined || MAC_RE.test(net.mac), `MAC address ${net.mac} is malformed`);
+    check(
+      net.mtu === undefined || (Number.isInteger(net.mtu) && net.mtu >= 576 && net.mtu <= 65520),
+      `MTU must be 576-65520, got ${net.mtu}`,
+    );
+    args.push(
+      "-netdev",
+      `stream,id=net0,server=off,addr.type=unix,addr.path=${optValue(net.socket)}`,
+      "-device",
+      "virtio-net-device,netdev=net0" + (net.mac ? `,mac=${net.mac}` : "") +
+        (net.mtu ? `,host_mtu=${net.mtu}` : ""),
+    );
+  }
+  return args;
+}
