@@ -222,7 +222,7 @@ export class ControlSession implements OutputSubscriber {
     this.notify("output", {
       pid,
       stream: chunk.stream,
-      data: chunk.data.toBase64(),
+      data: chunk.data,
       seq: chunk.seq,
     });
   }
@@ -651,8 +651,8 @@ const HANDLERS: Record<string, Handler> = {
     const outBytes = out.bytes();
     const errBytes = err.bytes();
     const result: Record<string, unknown> = {
-      stdout: encoding === "base64" ? outBytes.toBase64() : utf8.decode(outBytes),
-      stderr: encoding === "base64" ? errBytes.toBase64() : utf8.decode(errBytes),
+      stdout: encoding === "base64" ? outBytes : utf8.decode(outBytes),
+      stderr: encoding === "base64" ? errBytes : utf8.decode(errBytes),
       exit_code: exit.code,
       signal: exit.signal,
       timed_out: timedOut,
@@ -748,7 +748,7 @@ const HANDLERS: Record<string, Handler> = {
         chunks: replay.chunks.map((c) => ({
           seq: c.seq,
           stream: c.stream,
-          data: c.data.toBase64(),
+          data: c.data,
         })),
         truncated: replay.truncated,
         next_seq: replay.nextSeq,
@@ -835,7 +835,7 @@ const HANDLERS: Record<string, Handler> = {
     }
     return {
       result: {
-        content: data.toBase64(),
+        content: data,
         offset,
         bytes: data.length,
         eof: data.length < want,

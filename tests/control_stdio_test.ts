@@ -9,7 +9,15 @@ import { REPO, startControl } from "./_control_fixture.ts";
 Deno.test("control --stdio - reference messages over a subprocess's stdin/stdout", async () => {
   await using f = await startControl();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", `${REPO}control/serve.ts`, "--agent", `unix:${f.agentSocket}`, "--stdio"],
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      `${REPO}control/serve.ts`,
+      "--agent",
+      `unix:${f.agentSocket}`,
+      "--stdio",
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",

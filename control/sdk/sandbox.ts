@@ -253,7 +253,7 @@ export class Sandbox implements AsyncDisposable {
     if (options.timeoutMs !== undefined) params.timeout_ms = options.timeoutMs;
     if (options.maxOutputBytes !== undefined) params.max_output_bytes = options.maxOutputBytes;
     if (typeof options.stdin === "string") params.stdin = options.stdin;
-    else if (options.stdin) params.stdin_base64 = options.stdin.toBase64();
+    else if (options.stdin) params.stdin_base64 = options.stdin;
     const r = await this.#call<{
       stdout: string;
       stderr: string;
@@ -324,7 +324,7 @@ export class Sandbox implements AsyncDisposable {
 
   /** Writes to the stdin of process `pid` (`eof` closes it after). */
   async writeInput(pid: string, data: Uint8Array, options: { eof?: boolean } = {}): Promise<void> {
-    await this.#call("input", { pid, data: data.toBase64(), eof: options.eof ?? false });
+    await this.#call("input", { pid, data, eof: options.eof ?? false });
   }
 
   /** Sends a signal to process `pid` (default SIGTERM). */
