@@ -32,6 +32,8 @@ export interface ControlFixture extends AsyncDisposable {
   agent: AgentConnection;
   /** What the agent logged. */
   log(): string;
+  /** Kills the agent process (SIGKILL), as if the VM died. */
+  killAgent(): Promise<void>;
 }
 
 async function waitForSocket(path: string, deadlineMs: number, log: () => string): Promise<void> {
@@ -105,6 +107,12 @@ export async function startControl(
     server,
     agent,
     log: () => log,
+    async killAgent() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+    },
     [Symbol.asyncDispose]: dispose,
   };
 }

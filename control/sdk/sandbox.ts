@@ -6,11 +6,15 @@
  */
 
 import { join } from "node:path";
+import { dataHome, homeLayout } from "../../cli/home.ts";
 import { connectControl, type ControlClient } from "../client.ts";
 import { Limits } from "../wire.ts";
 import { SandboxError, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
+
+/** File name of a sandbox's control socket in its instance folder. */
+export const CONTROL_SOCKET_NAME = "control.sock";
 
 /** Where to find a sandbox's control socket. */
 export interface ConnectOptions {
@@ -112,22 +116,18 @@ function argvOf(command: string | string[]): string[] {
   return typeof command === "string" ? ["/bin/sh", "-c", command] : command;
 }
 
-function homeDir(options: ConnectOptions): string {
-  if (options.home) return options.home;
-  const explicit = Deno.env.get("SHURU_HOME");
-  if (explicit) return explicit;
-  const xdg = Deno.env.get("XDG_DATA_HOME");
-  if (xdg) return join(xdg, "shuru");
-  const home = Deno.env.get("HOME");
-  if (!home) {
-    throw new SandboxError("CONNECT", "Cannot find shuru's data home: set SHURU_HOME or HOME");
-  }
-  return join(home, ".local", "share", "shuru");
-}
-
 /** The control socket path of sandbox `name`. */
 export function controlSocketPath(name: string, options: ConnectOptions = {}): string {
-  return join(homeDir(options), "instances", name, "control.sock");
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    throw new SandboxError("CONNECT", `Cannot connect to sandbox "${name}": not a sandbox name`);
+  }
+  let root: string;
+  try {
+    root = options.home ?? dataHome();
+  } catch (err) {
+    throw new SandboxError("CONNECT", (err as Error).message, { cause: err });
+  }
+  return join(homeLayout(root).instances, name, CONTROL_SOCKET_NAME);
 }
 
 /**
