@@ -87,7 +87,7 @@ export interface MuxOptions {
   version: string;
   /** Capabilities announced in HELLO. @default [] */
   capabilities?: string[];
-  /** Receive window per channel, bytes. @default DEFAULT_WINDOW (2 MiB) */
+  /** Receive window per channel, bytes. @default DEFAULT_WINDOW (4 MiB) */
   window?: number;
   /** Largest DATA payload accepted (and sent). @default DEFAULT_MAX_DATA (256 KiB) */
   maxFrame?: number;
