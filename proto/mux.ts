@@ -97,6 +97,16 @@ export interface MuxOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Mux.open}. */
+export interface OpenOptions {
+  /**
+   * Channels this side will read. Bytes the peer sends on any other channel are dropped and
+   * credited back at once, so a misbehaving peer cannot pin memory on channels nobody reads.
+   * @default all channels
+   */
+  reads?: number[];
+}
+
 /** Bytes queued for the transport above which writers wait. */
 export const OUT_HIGH_WATER = 1024 * 1024;
 
@@ -249,7 +259,7 @@ export class Mux {
    * Opens a stream with a JSON request header. Frames are queued at once; errors surface on the
    * stream (`result`, channel reads/writes).
    */
-  open(request: Record<string, unknown>): MuxStream {
+  open(request: Record<string, unknown>, options: OpenOptions = {}): MuxStream {
     if (this.#ended) {
       throw this.#endError ??
         new ConnectionError("closed", "Cannot open stream: connection is closed");
@@ -262,6 +272,11 @@ export class Mux {
     this.#nextId += 2;
     const stream = new MuxStream(this, id, request, true, this.#window, this.#peerWindow());
     this.#streams.set(id, stream);
+    if (options.reads) {
+      for (let i = 0; i < MAX_CHANNELS; i++) {
+        if (!options.reads.includes(i)) stream.channel(i).discard();
+      }
+    }
     this.#sendFrame(FrameType.OPEN, 0, 0, id, payload);
     return stream;
   }
@@ -928,6 +943,14 @@ export class MuxChannel {
       }
       await new Promise<void>((resolve) => this.#pullWaiter = resolve);
     }
+  }
+
+  /**
+   * Drops everything received on this channel, now and later, returning the credit at once (as
+   * cancelling the readable does).
+   */
+  discard(): void {
+    this.#discard();
   }
 
   #discard(): void {
