@@ -987,6 +987,7 @@ export class MuxStream {
   #sendWindow: number;
   #messages: Record<string, unknown>[] = [];
   #messageWaiter: (() => void) | undefined;
+  #messageHandler: ((message: Record<string, unknown>) => void) | undefined;
   #finished = false;
   #recvError: Error | undefined;
   #sendError: Error | undefined;
@@ -1058,6 +1059,25 @@ export class MuxStream {
     return this.#mux.sendFrameInternal(FrameType.MESSAGE, 0, 0, this.id, encodeJson(message));
   }
 
+  /**
+   * Delivers MESSAGE frames to `handler` synchronously, in wire order relative to DATA (a
+   * `resize` sent before some terminal input is handled before that input can be read), instead
+   * of queuing them for {@link nextMessage}. Messages already queued are delivered at once.
+   * A handler that throws resets the stream with the error.
+   */
+  onMessage(handler: (message: Record<string, unknown>) => void): void {
+    this.#messageHandler = handler;
+    for (const m of this.#messages.splice(0)) this.#deliver(m);
+  }
+
+  #deliver(message: Record<string, unknown>): void {
+    try {
+      this.#messageHandler!(message);
+    } catch (err) {
+      this.reset(toWireError(err, "Cannot handle message"));
+    }
+  }
+
   /** Waits for the next MESSAGE; `undefined` once the stream has finished and none are left. */
   async nextMessage(): Promise<Record<string, unknown> | undefined> {
     while (true) {
@@ -1119,6 +1139,10 @@ export class MuxStream {
         return;
       case FrameType.MESSAGE: {
         const message = decodeJson(frame.payload, frame.type);
+        if (this.#messageHandler) {
+          this.#deliver(message);
+          return;
+        }
         if (this.#messages.length >= MAX_QUEUED_MESSAGES) {
           this.reset({
             code: "protocol",

@@ -383,3 +383,29 @@ Deno.test("Mux - maxStreams 0 refuses every stream the peer opens", async () => 
   const err = await assertRejects(() => s.result, "0 streams already open");
   assertEquals((err as AgentError).code, "busy");
 });
+
+Deno.test("Mux - onMessage delivers messages in wire order relative to DATA", async () => {
+  await using p = await muxPair();
+  const log: string[] = [];
+  const served = (async () => {
+    const s = (await p.guest.accept())!;
+    const reader = s.readable.getReader();
+    s.onMessage((m) => log.push(`message ${m.n}`));
+    for (let i = 0; i < 3; i++) {
+      const { value } = await reader.read();
+      log.push(`data ${dec.decode(value)}`);
+    }
+    await s.close();
+  })();
+  const s = p.host.open({});
+  const w = s.writable.getWriter();
+  await s.send({ n: 1 });
+  await w.write(enc.encode("a"));
+  await s.send({ n: 2 });
+  await w.write(enc.encode("b"));
+  await w.write(enc.encode("c"));
+  await s.result;
+  await served;
+  assertEquals(log.indexOf("message 1") < log.indexOf("data a"), true);
+  assertEquals(log.indexOf("message 2") < log.indexOf("data b"), true);
+});
