@@ -124,6 +124,11 @@ export class ControlServer {
     return this.#sessions.size;
   }
 
+  /** Per-session figures (outgoing bytes queued, requests in flight), for logs and tests. */
+  sessionStats(): Array<{ queuedBytes: number; inFlight: number; watches: number }> {
+    return [...this.#sessions].map((s) => s.stats());
+  }
+
   /** @internal */
   nextWatchId(): string {
     return `w${++this.#watchCounter}`;
@@ -195,6 +200,15 @@ export class ControlSession implements OutputSubscriber {
   /** Requests being served now. */
   get inFlightCount(): number {
     return this.#inFlight.size;
+  }
+
+  /** Outgoing bytes queued, requests in flight and watches of this session. */
+  stats(): { queuedBytes: number; inFlight: number; watches: number } {
+    return {
+      queuedBytes: this.#conn.queuedBytes,
+      inFlight: this.#inFlight.size,
+      watches: this.#watches.size,
+    };
   }
 
   /** @internal */
