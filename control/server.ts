@@ -690,13 +690,15 @@ const HANDLERS: Record<string, Handler> = {
     };
   },
 
-  async input(session, p) {
+  async input(session, p, ctx) {
     const pid = p.string("pid", { maxLength: 64 });
     const data = p.optBase64("data", { maxBytes: session.server.limits.MAX_CHUNK_BYTES * 2 });
     const rec = session.server.processes.getRunning(pid, "write to");
     try {
-      if (data && data.length > 0) await rec.process.write(data);
-      if (p.bool("eof", false)) await rec.process.closeStdin();
+      // A process that never reads its stdin must not pin this request (or the session's
+      // cleanup) forever: cancellation and disconnects abort the wait.
+      if (data && data.length > 0) await abortable(rec.process.write(data), ctx.signal);
+      if (p.bool("eof", false)) await abortable(rec.process.closeStdin(), ctx.signal);
     } catch (err) {
       throw toRpcError(err, `write to process ${pid}`);
     }
