@@ -105,9 +105,9 @@ export function agentBackend(
         ...(opts.env ? { env: opts.env } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),
         ...(opts.tty ? { tty: opts.tty } : {}),
-        stdin: "piped",
+        stdin: opts.stdin === false && !opts.tty ? "null" : "piped",
       });
-      return Promise.resolve(wrapProcess(proc, opts.tty !== undefined));
+      return Promise.resolve(wrapProcess(proc, opts.tty !== undefined, opts.stdin !== false));
     },
 
     async readFile(path, range) {
@@ -223,9 +223,12 @@ export function agentBackend(
   return backend;
 }
 
-function wrapProcess(proc: AgentProcess, tty: boolean): BackendProcess {
+function wrapProcess(proc: AgentProcess, tty: boolean, piped: boolean): BackendProcess {
   let writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
-  const stdinWriter = () => (writer ??= proc.stdin.getWriter());
+  const stdinWriter = () => {
+    if (!piped) throw new TypeError("Cannot write to stdin: the process has none (/dev/null)");
+    return (writer ??= proc.stdin.getWriter());
+  };
   const status: Promise<BackendExit> = proc.wait().then((s) => ({
     code: s.exitCode,
     signal: s.signal ?? null,
@@ -235,7 +238,7 @@ function wrapProcess(proc: AgentProcess, tty: boolean): BackendProcess {
     stderr: tty ? null : proc.stderr,
     write: (data) => stdinWriter().write(data),
     async closeStdin() {
-      await stdinWriter().close();
+      if (piped) await stdinWriter().close();
     },
     kill: (signal) => proc.kill(signal as Deno.Signal),
     resize: (rows, cols) => proc.resize(rows, cols),

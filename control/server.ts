@@ -622,7 +622,8 @@ const HANDLERS: Record<string, Handler> = {
     const stdinText = p.optString("stdin");
     if (stdinText !== undefined) stdin = utf8Encoder.encode(stdinText);
 
-    const rec = await server.processes.start(argv, options, "exec");
+    const hasStdin = stdin !== undefined && stdin.length > 0;
+    const rec = await server.processes.start(argv, { ...options, stdin: hasStdin }, "exec");
     const out = new Collector(maxOutput);
     const err = new Collector(maxOutput);
     rec.listeners.add((c) => (c.stream === "stdout" ? out : err).add(c.data));
@@ -643,14 +644,16 @@ const HANDLERS: Record<string, Handler> = {
       },
       () => {},
     );
-    void (async () => {
-      try {
-        if (stdin && stdin.length > 0) await rec.process.write(stdin);
-        await rec.process.closeStdin();
-      } catch {
-        // The process may exit without reading its stdin.
-      }
-    })();
+    if (hasStdin) {
+      void (async () => {
+        try {
+          await rec.process.write(stdin!);
+          await rec.process.closeStdin();
+        } catch {
+          // The process may exit without reading its stdin.
+        }
+      })();
+    }
     let exit: ProcessExit;
     try {
       exit = await rec.done;
