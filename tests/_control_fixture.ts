@@ -12,8 +12,7 @@ import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
 
 /** The guest agent's entry point (same file as in the VM). */
-export const AGENT_MAIN = Deno.env.get("SHURU_TEST_GUEST_MAIN") ??
-  new URL("../guest/main.ts", import.meta.url).pathname;
+export const AGENT_MAIN = new URL("../guest/main.ts", import.meta.url).pathname;
 
 /** The repository root. */
 export const REPO = new URL("..", import.meta.url).pathname;
