@@ -210,8 +210,9 @@ async function servePort(name: string): Promise<void> {
 }
 
 /**
- * Pays Deno's one-time costs before the host asks for anything: the first `Deno.Command` loads
- * the process module (~25 ms) and the first spawn sets up child reaping (~10 ms); dlopen of libc.
+ * Pays the one-time costs before the host asks for anything: dlopen of libc and its FFI
+ * trampolines (~30 ms), and the first spawn with its reaping and poller set-up (first `true`
+ * measured 110-190 ms on a loaded host, later ones a few ms).
  */
 async function warmUp(): Promise<void> {
   try {
@@ -220,6 +221,18 @@ async function warmUp(): Promise<void> {
     await Promise.all([p.stdout.cancel(), p.stderr?.cancel(), p.status]);
   } catch (e) {
     log(`warm-up failed (processes may not start): ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Opens /dev/null on any of fds 0-2 that is closed (an init may start us that way): otherwise a
+ * pipe could get number 0-2 and collide with a child's stdio set-up.
+ */
+function ensureStandardFds(): void {
+  for (let fd = 0; fd <= 2; fd++) {
+    if (libc.isOpen(fd)) continue;
+    const opened = libc.open("/dev/null", libc.LINUX.O_RDWR);
+    if (opened !== fd) log(`fd ${fd} was closed; /dev/null landed on ${opened}`);
   }
 }
 
@@ -232,6 +245,7 @@ export async function main(args: readonly string[]): Promise<void> {
     log((e as Error).message);
     Deno.exit(2);
   }
+  ensureStandardFds();
   void warmUp();
   if (mode.kind === "listen") {
     await listenUnix(mode.path);

@@ -320,7 +320,10 @@ export class Mux {
    * {@link ConnectionError} `"closed"`.
    */
   async close(): Promise<void> {
-    if (this.#ended) return;
+    if (this.#ended) {
+      await this.#shutdown;
+      return;
+    }
     try {
       this.#sendFrame(
         FrameType.GOAWAY,
@@ -329,10 +332,10 @@ export class Mux {
         0,
         encodeJson({ code: "cancelled", message: "connection closed by peer" }),
       );
-      await this.#drained();
     } catch {
       // The transport is already gone; nothing to flush.
     }
+    // Queued frames (GOAWAY last) are written by the shutdown, bounded by SHUTDOWN_TIMEOUT_MS.
     this.#end(undefined);
     await this.#readDone;
     await this.#shutdown;
@@ -683,9 +686,9 @@ export class Mux {
     this.#endError = error;
     const streamError = error ??
       new ConnectionError("closed", "Cannot use stream: connection is closed");
-    for (const stream of [...this.#streams.values()]) stream.finishInternal(streamError, false);
+    for (const stream of [...this.#streams.values()]) stream.finishInternal(streamError);
     this.#streams.clear();
-    for (const s of this.#acceptQueue) s.finishInternal(streamError, false);
+    for (const s of this.#acceptQueue) s.finishInternal(streamError);
     this.#acceptQueue = [];
     for (const w of this.#acceptWaiters) w(undefined);
     this.#acceptWaiters = [];
@@ -1182,7 +1185,7 @@ export class MuxStream {
   }
 
   /** @internal The connection ended. */
-  finishInternal(error: Error, _forget: boolean): void {
+  finishInternal(error: Error): void {
     this.#finishLocal(error, error);
   }
 
