@@ -546,11 +546,18 @@ export class TransmissionSession {
       await this.#budget.acquire(cost);
       let payload: Uint8Array | undefined;
       if (payloadBytes > 0) {
-        if (rejection === null) {
-          payload = this.#pool.take(payloadBytes);
-          await this.#reader.readInto(payload, `${commandName(req.type)} payload`);
-        } else {
-          await this.#reader.skip(payloadBytes, `rejected ${commandName(req.type)} payload`);
+        try {
+          if (rejection === null) {
+            payload = this.#pool.take(payloadBytes);
+            await this.#reader.readInto(payload, `${commandName(req.type)} payload`);
+          } else {
+            await this.#reader.skip(payloadBytes, `rejected ${commandName(req.type)} payload`);
+          }
+        } catch (err) {
+          // No reply will follow (the stream is broken): give the budget back, or run() would
+          // wait for this request forever.
+          this.#budget.release(cost);
+          throw err;
         }
       }
       if (rejection !== null) {

@@ -481,6 +481,23 @@ Deno.test("hostile client - handshake abuse closes the connection, the server li
     await c.send(new Uint8Array(10)); // a third of a request header
     c.close();
   });
+  await t.step("client hangs up mid-payload (valid and rejected writes)", async () => {
+    for (const offset of [0, IMAGE_SIZE]) {
+      const c = await RawClient.connect(f.socket);
+      await c.handshake();
+      await c.request(
+        { type: Command.WRITE, offset, length: 65536, cookie: 1 },
+        new Uint8Array(10),
+      );
+      c.close();
+    }
+    // The server must let go of these connections (and so close() must not wait for them).
+    const deadline = Date.now() + 5000;
+    while (f.server.activeConnections > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(f.server.activeConnections, 0, "connections with a half-sent WRITE linger");
+  });
   assertEquals(await tool("nbdinfo", ["--size", f.uri]), `${IMAGE_SIZE}\n`);
 });
 
