@@ -113,7 +113,7 @@ export class FileBackend implements BlockBackend {
    * Opens `path` as a device.
    *
    * @example
-   * ```ts
+   * ```ts ignore
    * const backend = await FileBackend.open("disk.img", { readOnly: true });
    * const first = await backend.read(0, 512);
    * await backend.close();

@@ -122,7 +122,7 @@ export class NbdServer {
    * Starts serving `backend` on `options.socketPath`.
    *
    * @example
-   * ```ts
+   * ```ts ignore
    * const backend = await FileBackend.open("disk.img");
    * await using server = await NbdServer.listen(backend, { socketPath: "/tmp/disk.sock" });
    * // qemu-img info nbd+unix:///?socket=/tmp/disk.sock
