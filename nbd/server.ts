@@ -160,6 +160,11 @@ export class NbdServer {
     return this.#connections.size;
   }
 
+  /** Reply/payload buffers reused from the pool vs freshly allocated. */
+  get bufferStats(): { reused: number; allocated: number } {
+    return { ...this.#pool.stats };
+  }
+
   /** Transmission flags advertised (without SEND_DF, which depends on the client). */
   get transmissionFlags(): number {
     return this.#offer.flags;

@@ -333,10 +333,17 @@ export class BufferPool {
     this.#maxBytes = maxBytes;
   }
 
+  /** Buffers handed out from the pool / freshly allocated (for logs and benchmarks). */
+  readonly stats = { reused: 0, allocated: 0 };
+
   /** A buffer of exactly `size` bytes with unspecified contents. */
   take(size: number): Uint8Array {
     const b = this.#free.get(size)?.pop();
-    if (b === undefined) return new Uint8Array(size);
+    if (b === undefined) {
+      this.stats.allocated++;
+      return new Uint8Array(size);
+    }
+    this.stats.reused++;
     this.#bytes -= size;
     return b;
   }
