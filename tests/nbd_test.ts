@@ -339,6 +339,27 @@ Deno.test("NbdServer - many clients at once each read their own ranges correctly
   }
 });
 
+Deno.test("NbdServer - CAN_MULTI_CONN holds: a write on one connection is read on another", async () => {
+  await using f = await serve();
+  const a = await RawClient.connect(f.socket);
+  const b = await RawClient.connect(f.socket);
+  try {
+    await a.handshake();
+    await b.handshake({ structured: true });
+    for (let i = 0; i < 8; i++) {
+      const data = new Uint8Array(4096).fill(0x30 + i);
+      await a.request({ type: Command.WRITE, offset: i * 65536, length: 4096, cookie: i }, data);
+      assertEquals((await a.reply()).error, 0);
+      // No flush in between: the reply alone must make the write visible everywhere.
+      const r = await b.read(i * 65536, 4096, 100 + i);
+      sameBytes(r.data, data, `write ${i} seen by the other connection`);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Hostile client
 // ---------------------------------------------------------------------------------------------
