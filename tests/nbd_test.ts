@@ -786,3 +786,42 @@ Deno.test("requireTool - a missing client fails with the install command", async
   }
   assert(message.includes(INSTALL), message);
 });
+
+Deno.test("NbdServer.listen - replaces a stale socket but never a live server's", async () => {
+  await using f = await serve();
+  let err: unknown;
+  try {
+    await NbdServer.listen(f.backend, { socketPath: f.socket });
+  } catch (e) {
+    err = e;
+  }
+  assert(err instanceof Deno.errors.AddrInUse, String(err));
+  assertEquals(await tool("nbdinfo", ["--size", f.uri]), `${IMAGE_SIZE}\n`);
+  // A socket file nobody answers on (a crashed server's) is taken over.
+  const stalePath = `${f.dir}/stale.sock`;
+  const crashed = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `Deno.listen({ transport: "unix", path: ${JSON.stringify(stalePath)} }); Deno.exit(0);`,
+    ],
+  }).output();
+  assert(crashed.success);
+  assert((await Deno.lstat(stalePath)).isSocket, "a process that exits leaves its socket file");
+  const second = await NbdServer.listen(f.backend, { socketPath: stalePath });
+  try {
+    assertEquals(
+      await tool("nbdinfo", ["--size", `nbd+unix:///?socket=${stalePath}`]),
+      `${IMAGE_SIZE}\n`,
+    );
+  } finally {
+    await second.close();
+  }
+  await Deno.writeTextFile(`${f.dir}/plain`, "x");
+  let notSocket: unknown;
+  try {
+    await NbdServer.listen(f.backend, { socketPath: `${f.dir}/plain` });
+  } catch (e) {
+    notSocket = e;
+  }
+  assert(notSocket instanceof Deno.errors.AlreadyExists, String(notSocket));
+});
