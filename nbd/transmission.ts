@@ -385,6 +385,14 @@ class InFlightBudget {
       (this.#count < this.#maxCount && this.#bytes + bytes <= this.#maxBytes);
   }
 
+  /** Takes budget at once if it fits (the common case, with no promise to wait on). */
+  tryAcquire(bytes: number): boolean {
+    if (!this.#fits(bytes)) return false;
+    this.#count++;
+    this.#bytes += bytes;
+    return true;
+  }
+
   async acquire(bytes: number): Promise<void> {
     while (!this.#fits(bytes)) {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
@@ -550,7 +558,7 @@ export class TransmissionSession {
       const cost = rejection === null && (req.type === Command.READ || payloadBytes > 0)
         ? req.length
         : 0;
-      await this.#budget.acquire(cost);
+      if (!this.#budget.tryAcquire(cost)) await this.#budget.acquire(cost);
       let payload: Uint8Array | undefined;
       if (payloadBytes > 0) {
         try {
