@@ -18,8 +18,8 @@ import type { BlockBackend } from "./backend.ts";
 import { BufferedReader } from "./_io.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { type ExportOffer, serverHandshake } from "./handshake.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import {
-  BufferPool,
   type NbdLogger,
   type TransmissionEnd,
   TransmissionSession,
