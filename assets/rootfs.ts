@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { runTool } from "./run.ts";
-import { INITRAMFS_MARKER, ROOTFS_INIT } from "./initramfs.ts";
+import { INITRAMFS_MARKER, PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
 export interface DebianRecipe {
@@ -80,21 +80,23 @@ export function guestInitScript(): string {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 read -r up _ < /proc/uptime
 echo "shuru-init: start $up"
-# The initramfs moved /proc, /sys and /dev here; mount them only when booted without it.
-# (Shell builtins where possible: every process start costs tens of ms under TCG.)
-[ -e /proc/self ] || mount -t proc proc /proc
-[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
-[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
-ln -s /proc/self/fd /dev/fd
-ln -s /proc/self/fd/0 /dev/stdin
-ln -s /proc/self/fd/1 /dev/stdout
-ln -s /proc/self/fd/2 /dev/stderr
-echo shuru > /proc/sys/kernel/hostname
+# shuru's initramfs mounts everything below (busybox in RAM is cheaper to start than this
+# root's mount); without it (another initramfs, or none), do it here.
+if [ ! -e ${PREPARED_MARKER} ]; then
+  [ -e /proc/self ] || mount -t proc proc /proc
+  [ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+  [ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
+  mkdir -p /dev/pts /dev/shm
+  mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+  mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+  ln -s /proc/self/fd /dev/fd
+  ln -s /proc/self/fd/0 /dev/stdin
+  ln -s /proc/self/fd/1 /dev/stdout
+  ln -s /proc/self/fd/2 /dev/stderr
+  echo shuru > /proc/sys/kernel/hostname
+fi
 # Grow the filesystem online when the disk is larger than it (shuru run --disk-size).
 read -r sectors < /sys/block/vda/size
 disk=$((sectors * 512))
