@@ -21,9 +21,11 @@ import {
   addShuruFiles,
   agentRunnerScript,
   DEBIAN_RECIPE,
+  DEFAULT_FS_BYTES,
   guestInitScript,
   imageBytesFor,
   makeExt4,
+  MKFS_OPTIONS,
   mmdebstrapArgs,
   treeBytes,
 } from "./rootfs.ts";
@@ -277,6 +279,8 @@ async function assetVersion(
     deno: await fileStamp(inputs.denoBinary),
     agent: await sha256Hex(inputs.agentBundle),
     scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+    // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
+    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
   }));
   const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
   return { version, dir: join(assetsDir, version), recipeKey };
@@ -370,6 +374,15 @@ const MIB = 1024 * 1024;
 
 async function build(inp: BuildInputs): Promise<number> {
   const { timings, onProgress } = inp;
+  if (Deno.uid() !== 0) {
+    throw new AssetError(
+      "command_failed",
+      "Cannot build the guest assets: unpacking the root filesystem with its file owners needs " +
+        `root. Build them once as root into this data home: sudo env SHURU_HOME=${
+          dirname(inp.assetsDir)
+        } shuru init`,
+    );
+  }
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
@@ -447,13 +460,6 @@ async function build(inp: BuildInputs): Promise<number> {
       timings,
       onProgress,
       async () => {
-        if (Deno.uid() !== 0) {
-          throw new AssetError(
-            "command_failed",
-            "Cannot assemble the root filesystem: unpacking it with its file owners needs root " +
-              "(run shuru init as root once; the assets are then reused)",
-          );
-        }
         await Deno.mkdir(root);
         await runTool("tar", [
           "-xpf",
@@ -495,6 +501,8 @@ async function build(inp: BuildInputs): Promise<number> {
         join(work, "manifest.json"),
         JSON.stringify(manifest, null, 2) + "\n",
       );
+      // makeTempDir creates 0700; the assets are read by every user of this data home.
+      await Deno.chmod(work, 0o755);
       // Replace an existing (forced) version: move it aside first, then rename ours in.
       const old = `${inp.dir}.old-${Deno.pid}`;
       const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);

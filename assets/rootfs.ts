@@ -187,25 +187,18 @@ export function imageBytesFor(contentBytes: number, minBytes = DEFAULT_FS_BYTES)
   return Math.max(needed, Math.ceil(minBytes / mib) * mib);
 }
 
+/**
+ * mkfs.ext4 options: a label, 4 KiB blocks and the default inode ratio even for small images
+ * (the filesystem grows to GiBs in the guest), no blocks reserved for root.
+ */
+export const MKFS_OPTIONS: readonly string[] = ["-L", "shuru-root", "-T", "default", "-m", "0"];
+
 /** Makes `image` (size `bytes`) an ext4 filesystem holding the tree at `root`. */
 export async function makeExt4(root: string, image: string, bytes: number): Promise<void> {
   const sizeFile = join(root, GUEST_FS_BYTES_PATH.slice(1));
   await Deno.mkdir(join(sizeFile, ".."), { recursive: true });
   await Deno.writeTextFile(sizeFile, `${bytes}\n`);
-  await runTool("mkfs.ext4", [
-    "-q",
-    "-F",
-    "-d",
-    root,
-    "-L",
-    "shuru-root",
-    "-T",
-    "default", // 4 KiB blocks even for small images: the disk grows to GiBs in the guest
-    "-m",
-    "0",
-    image,
-    `${bytes / 1024}k`,
-  ]);
+  await runTool("mkfs.ext4", ["-q", "-F", "-d", root, ...MKFS_OPTIONS, image, `${bytes / 1024}k`]);
 }
 
 /** Marker printed by the initramfs, re-exported for boot phase parsing. */
