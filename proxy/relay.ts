@@ -80,6 +80,8 @@ const HOST_READ_CHUNK = 64 * 1024;
 const BLOCKED_LINE_INTERVAL_MS = 10_000;
 /** Names whose host addresses are remembered between DNS answer and connect. */
 const MAX_RESOLVED_NAMES = 4096;
+/** How long a host resolution is reused before a connection resolves the name again. */
+const RESOLVED_TTL_MS = 60_000;
 
 /** Wakes one waiter; a wake with nobody waiting is remembered once. */
 class Signal {
@@ -161,7 +163,7 @@ export class Relay {
   readonly #connectTimeout: number;
   readonly #resolveTimeout: number;
   readonly #flows = new Map<number, Flow>();
-  readonly #resolved = new Map<string, number[]>();
+  readonly #resolved = new Map<string, { addresses: number[]; expiresAt: number }>();
   readonly #blockedAt = new Map<string, number>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
@@ -352,7 +354,13 @@ export class Relay {
     if (this.#resolved.size >= MAX_RESOLVED_NAMES) {
       this.#resolved.delete(this.#resolved.keys().next().value!);
     }
-    this.#resolved.set(name, addresses);
+    this.#resolved.set(name, { addresses, expiresAt: performance.now() + RESOLVED_TTL_MS });
+  }
+
+  #recall(name: string): number[] | undefined {
+    const entry = this.#resolved.get(name);
+    if (entry === undefined || entry.expiresAt < performance.now()) return undefined;
+    return entry.addresses;
   }
 
   async #connect(e: Extract<StackEvent, { type: "connect" }>): Promise<void> {
@@ -385,7 +393,7 @@ export class Relay {
       decision = this.#policy.checkConnection({ name, address: 0, port });
     } else if (name !== undefined) {
       const fixed = this.#policy.addHostAddress(name);
-      let candidates = fixed !== undefined ? [fixed] : this.#resolved.get(name);
+      let candidates = fixed !== undefined ? [fixed] : this.#recall(name);
       if (candidates === undefined) {
         try {
           candidates = await withTimeout(
