@@ -76,6 +76,8 @@ export interface RelayOptions {
 const RELAY_CHUNK = 256 * 1024;
 /** Bytes read from a host socket at once (further bounded by the stack's send capacity). */
 const HOST_READ_CHUNK = 64 * 1024;
+/** Smallest host read while the guest still has bytes queued. */
+const MIN_HOST_READ = 16 * 1024;
 /** A blocked line for the same destination is repeated at most this often. */
 const BLOCKED_LINE_INTERVAL_MS = 10_000;
 /** Names whose host addresses are remembered between DNS answer and connect. */
@@ -488,7 +490,9 @@ export class Relay {
       for (;;) {
         if (flow.closed) break;
         const capacity = this.stack.sendCapacity(flow.id);
-        if (capacity === 0) {
+        // Sender-side SWS avoidance: while bytes are still queued, wait for a useful amount of
+        // room instead of reading the host socket a few bytes at a time.
+        if (capacity === 0 || (capacity < MIN_HOST_READ && this.stack.sendQueued(flow.id) > 0)) {
           await flow.writable.wait();
           continue;
         }
