@@ -170,16 +170,20 @@ export async function runGuest(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  let killed = false;
   const timer = setTimeout(() => {
+    killed = true;
     try {
       child.kill("SIGKILL");
     } catch {
       // exited
     }
-  }, opts.timeoutMs ?? 180_000);
+  }, timeoutMs);
   const out = await child.output();
   clearTimeout(timer);
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr) +
+    (killed ? `\n(guest killed after ${timeoutMs} ms)\n` : "");
   const results = new Map<string, string>();
   for (const line of text.split(/\r?\n/)) {
     const m = /^RESULT (\S+) ?(.*)$/.exec(line.trim());
