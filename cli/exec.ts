@@ -1,13 +1,16 @@
 /**
- * `shuru exec`: attach to a running guest agent and run one command in it; stdout/stderr go to
- * ours and its exit code becomes ours.
+ * `shuru exec`: run one command in a named sandbox (through its control socket) or in a bare
+ * guest agent (`--connect unix:PATH`); stdout/stderr go to ours and its exit code becomes ours.
  *
  * @module
  */
 
 import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
-import { ConnectionError, Sandbox } from "../sandbox/mod.ts";
+import { ConnectionError, Sandbox as AgentSandbox } from "../sandbox/mod.ts";
+import { parseDuration } from "../supervisor/mod.ts";
+import { attachProcess } from "./attach.ts";
+import { connectSandbox } from "./sandboxes.ts";
 
 /** Parses `--connect` (only `unix:PATH` for now). */
 export function parseConnectTarget(value: string): { unix: string } {
@@ -33,12 +36,17 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint
 export function execCommand(): Command {
   const cmd = new Command("exec")
     .description(
-      "Run a command in a running sandbox through its guest agent. The command's stdout and " +
+      "Run a command in a running sandbox (see `shuru start`, `shuru ps`). Its stdout and " +
         "stderr are streamed to ours and its exit code becomes shuru's (128+N if killed by " +
-        "signal N, 127 if not found). stdin is forwarded when it is not a terminal. " +
-        "Example: shuru exec --connect unix:/tmp/agent.sock -e A=1 -- sh -c 'echo $A'",
+        "signal N, 127 if not found, 124 after --timeout). stdin is forwarded when it is not " +
+        "a terminal.\n" +
+        "Examples: shuru exec dev -- python3 -c 'print(1)'\n" +
+        "          shuru exec --connect unix:/tmp/agent.sock -e A=1 -- sh -c 'echo $A'",
     )
-    .requiredOption("--connect <target>", "agent address: unix:PATH (an agent's --listen socket)")
+    .option(
+      "--connect <target>",
+      "a bare guest agent instead of a named sandbox: unix:PATH (an agent's --listen socket)",
+    )
     .option("-t, --tty", "run on a pseudo-terminal with this terminal in raw mode", false)
     .option(
       "-e, --env <KEY=VALUE>",
@@ -46,16 +54,55 @@ export function execCommand(): Command {
       parseEnv,
     )
     .option("--cwd <dir>", "working directory in the guest (absolute)")
+    .option("--timeout <duration>", "kill the command after this long (30s, 10m); exit 124")
     .option("--no-stdin", "do not forward our stdin (the command reads /dev/null)")
-    .argument("<command...>", "command and arguments (put them after --)")
-    .action(async (argv, opts) => {
-      const target = parseConnectTarget(opts.connect);
+    .argument("[name]", "sandbox name (omit with --connect)")
+    .argument("[command...]", "command and arguments (put them after --)")
+    .action(async (name, rest, opts) => {
       if (opts.cwd !== undefined && !opts.cwd.startsWith("/")) {
         throw new UserError(`Cannot use --cwd "${opts.cwd}": must be an absolute guest path`);
       }
-      let sandbox: Sandbox;
+      let timeoutMs: number | undefined;
+      if (opts.timeout !== undefined) {
+        try {
+          timeoutMs = parseDuration(opts.timeout);
+        } catch (err) {
+          throw new UserError(`--timeout: ${(err as Error).message}`);
+        }
+      }
+      if (opts.connect === undefined) {
+        if (name === undefined || rest.length === 0) {
+          throw new UserError(
+            "Cannot run: give a sandbox name and a command, e.g. `shuru exec dev -- ls /`",
+          );
+        }
+        const sb = await connectSandbox(name);
+        let result;
+        try {
+          result = await attachProcess(sb, rest, {
+            tty: opts.tty,
+            env: opts.env ?? {},
+            ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+            stdin: opts.stdin,
+            ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          });
+        } catch (err) {
+          throw new UserError(`Cannot run in sandbox ${name}: ${(err as Error).message}`, {
+            exitCode: 125,
+            cause: err,
+          });
+        } finally {
+          await sb.close().catch(() => {});
+        }
+        if (result.timedOut) console.error(`shuru: timed out after ${opts.timeout}; killed`);
+        Deno.exit(result.timedOut ? 124 : result.exitCode);
+      }
+      const argv = name === undefined ? rest : [name, ...rest];
+      if (argv.length === 0) throw new UserError("Cannot run: give a command after --");
+      const target = parseConnectTarget(opts.connect);
+      let sandbox: AgentSandbox;
       try {
-        sandbox = await Sandbox.connectUnix(target.unix);
+        sandbox = await AgentSandbox.connectUnix(target.unix);
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         throw new UserError(`Cannot connect to agent at ${target.unix}: ${reason}`, {
@@ -64,9 +111,18 @@ export function execCommand(): Command {
         });
       }
       let code: number;
+      let timedOut = false;
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        timedOut = true;
+        void sandbox.close();
+      }, timeoutMs);
       try {
         code = await run(sandbox, argv, { ...opts, env: opts.env ?? {} });
       } catch (err) {
+        if (timedOut) {
+          console.error(`shuru: timed out after ${opts.timeout}`);
+          Deno.exit(124);
+        }
         if (err instanceof ConnectionError) {
           throw new UserError(`Lost the agent connection: ${err.message}`, {
             exitCode: 125,
@@ -75,6 +131,7 @@ export function execCommand(): Command {
         }
         throw err;
       } finally {
+        clearTimeout(timer);
         await sandbox.close();
       }
       // The command's exit code is ours; runCli has no other way to return it.
@@ -84,7 +141,7 @@ export function execCommand(): Command {
 }
 
 async function run(
-  sandbox: Sandbox,
+  sandbox: AgentSandbox,
   argv: string[],
   opts: { tty: boolean; env: Record<string, string>; cwd?: string; stdin: boolean },
 ): Promise<number> {

@@ -8,12 +8,18 @@
 
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { checkpointCommand } from "./checkpoint.ts";
+import { checkpointSaveCommand } from "./checkpoint_save.ts";
+import { cpCommand } from "./cp.ts";
 import { UserError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
 import { initCommand } from "./init.ts";
 import { mcpCommand } from "./mcp.ts";
 import { nbdCommand } from "./nbd.ts";
 import { pruneCommand } from "./prune.ts";
+import { psCommand } from "./ps.ts";
+import { shellCommand } from "./shell.ts";
+import { startCommand, superviseCommand } from "./start.ts";
+import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
 import { VERSION } from "./version.ts";
@@ -32,14 +38,20 @@ export function buildProgram(): Command {
   program.addCommand(runCommand());
   program.addCommand(initCommand());
   const checkpoint = checkpointCommand();
-  checkpoint.addCommand(checkpointCreateCommand("create"));
-  checkpoint.addCommand(checkpointCreateCommand("save"));
+  checkpoint.addCommand(checkpointCreateCommand());
+  checkpoint.addCommand(checkpointSaveCommand());
   program.addCommand(checkpoint);
   program.addCommand(storeCommand());
   program.addCommand(execCommand());
   program.addCommand(mcpCommand());
   program.addCommand(pruneCommand());
   program.addCommand(nbdCommand());
+  program.addCommand(startCommand());
+  program.addCommand(psCommand());
+  program.addCommand(stopCommand());
+  program.addCommand(shellCommand());
+  program.addCommand(cpCommand());
+  program.addCommand(superviseCommand(), { hidden: true });
   return program as unknown as Command;
 }
 

@@ -6,6 +6,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { ensureAssets, pruneAssets } from "../assets/mod.ts";
+import { pruneRegistry, registryDir } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
 import { homeLayout } from "./home.ts";
 import { asUserError } from "./host_deps.ts";
@@ -15,12 +16,14 @@ export function pruneCommand() {
   return new Command("prune")
     .summary("remove leftovers of crashed runs")
     .description(
-      "Remove instance folders whose shuru process is gone (a crashed or killed run), killing any VM they left running. With --assets, also remove guest asset versions other than the current one and abandoned partial builds.",
+      "Remove records of sandboxes whose supervisor is gone and instance folders whose shuru process is gone (a crashed or killed run), killing any VM they left running. With --assets, also remove guest asset versions other than the current one and abandoned partial builds.",
     )
     .option("--assets", "also remove old guest asset versions")
     .option("--json", "print what was removed as JSON")
     .action(async (options) => {
       const layout = homeLayout();
+      // Stale sandbox records first: their instance folders are then leftovers too.
+      const sandboxes = await pruneRegistry(registryDir(layout.root));
       const instances = await pruneInstances(layout.instances);
       let assets: { removed: string[]; bytes: number } | undefined;
       if (options.assets) {
@@ -32,9 +35,10 @@ export function pruneCommand() {
         }
       }
       if (options.json) {
-        console.log(JSON.stringify({ instances, assets }, null, 2));
+        console.log(JSON.stringify({ instances, sandboxes, assets }, null, 2));
         return;
       }
+      for (const name of sandboxes) console.log(`removed record of dead sandbox ${name}`);
       for (const name of instances.removed) console.log(`removed instance ${name}`);
       for (const pid of instances.killed) console.log(`killed leftover VM process ${pid}`);
       for (const name of assets?.removed ?? []) console.log(`removed assets ${name}`);

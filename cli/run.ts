@@ -22,7 +22,11 @@ import {
   pick,
   type PortMapping,
 } from "./config.ts";
+import { agentBackend } from "../control/agent_backend.ts";
+import { ControlServer, serveStdio } from "../control/mod.ts";
+import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
+import { VERSION } from "./version.ts";
 import { homeLayout } from "./home.ts";
 import { openHomeStore } from "./store.ts";
 
@@ -37,23 +41,36 @@ function positiveInt(flag: string) {
   };
 }
 
+/** Parses a size in MiB: `4096`, `512M`, `4G` (as the SDK passes it). */
+function sizeMiB(flag: string) {
+  return (value: string): number => {
+    const m = /^(\d+)([MmGg]i?[Bb]?)?$/.exec(value);
+    const n = m ? Number(m[1]) * (m[2] && /^[Gg]/.test(m[2]) ? 1024 : 1) : NaN;
+    if (!(n > 0) || !Number.isSafeInteger(n)) {
+      throw new UserError(`Invalid ${flag} "${value}": expected MiB (e.g. 4096) or 512M / 4G`);
+    }
+    return n;
+  };
+}
+
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** Adds the flags `run` and `checkpoint create` share. */
-function withRunFlags(cmd: Command) {
+/** Adds the flags `run`, `start` and `checkpoint create` share. */
+export function withRunFlags(cmd: Command) {
   return cmd
     .option("--cpus <n>", `virtual CPUs (default ${DEFAULTS.cpus})`, positiveInt("--cpus"))
     .option(
       "--memory <MiB>",
-      `memory in MiB (default ${DEFAULTS.memory})`,
-      positiveInt("--memory"),
+      `memory in MiB, or with a unit: 512M, 2G (default ${DEFAULTS.memory})`,
+      sizeMiB("--memory"),
     )
     .option(
       "--disk-size <MiB>",
-      `disk size in MiB; the guest filesystem grows to fill it (default ${DEFAULTS.diskSize})`,
-      positiveInt("--disk-size"),
+      "disk size in MiB (or 8G); the guest filesystem grows to fill it " +
+        `(default ${DEFAULTS.diskSize})`,
+      sizeMiB("--disk-size"),
     )
     .option("--from <checkpoint>", "start from this checkpoint instead of the base image")
     .option(
@@ -87,7 +104,8 @@ function withRunFlags(cmd: Command) {
 
 const COMMAND_ARG = "command to run (after --); default: an interactive /bin/sh";
 
-type RunFlags = {
+/** The flags of {@linkcode withRunFlags}. */
+export type RunFlags = {
   cpus?: number;
   memory?: number;
   diskSize?: number;
@@ -236,8 +254,33 @@ async function attach(
   return status.exitCode;
 }
 
+/**
+ * `run --stdio`: the control protocol on stdin/stdout for this sandbox (the `ready`
+ * notification first), until stdin closes or a client asks for `shutdown`. `checkpoint` saves
+ * live and the session goes on.
+ */
+async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
+  const server = new ControlServer(
+    agentBackend(booted.sandbox, {
+      checkpoint: serialized((name: string) => liveCheckpointInfo(booted, name)),
+      shutdown: () => Promise.resolve(),
+    }),
+    { serverInfo: { name: "shuru", version: VERSION }, log: (l) => console.error(l) },
+  );
+  try {
+    await Promise.race([serveStdio(server), booted.sandbox.closed]);
+  } finally {
+    await server.close();
+  }
+  return 0;
+}
+
 /** Boots, runs, stops (saving as `saveAs` when given) and returns the command's exit code. */
-async function runOnce(settings: RunSettings, flags: RunFlags, saveAs?: string): Promise<number> {
+async function runOnce(
+  settings: RunSettings,
+  flags: RunFlags & { stdio?: true },
+  saveAs?: string,
+): Promise<number> {
   const home = homeLayout();
   const verbose = flags.verbose === true;
   const log = (line: string) => console.error(line);
@@ -292,7 +335,9 @@ async function runOnce(settings: RunSettings, flags: RunFlags, saveAs?: string):
     const started = performance.now();
     let code: number;
     try {
-      code = await attach(booted.sandbox, settings.command, settings);
+      code = flags.stdio
+        ? await serveControlOnStdio(booted)
+        : await attach(booted.sandbox, settings.command, settings);
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
@@ -334,17 +379,51 @@ export function runCommand(): Command {
         "Settings come from flags, then ./shuru.json (or --config), then defaults.\n" +
         "Example: shuru run --cpus 2 --mount ./src:/work -- python3 /work/x.py",
     ),
-  ).argument("[command...]", COMMAND_ARG).action(async (argv, flags) => {
-    const settings = await resolveRunSettings(argv, flags);
-    Deno.exitCode = await runOnce(settings, flags);
-  });
+  )
+    .option(
+      "--stdio",
+      "speak the control protocol (JSON-RPC 2.0, one message a line) on stdin/stdout instead " +
+        "of running a command; ends when stdin closes (docs/control_protocol.md)",
+    )
+    .argument("[command...]", COMMAND_ARG).action(async (argv, flags) => {
+      const settings = await resolveRunSettings(argv, flags);
+      if (flags.stdio && settings.command !== undefined && argv.length > 0) {
+        throw new UserError("Cannot use --stdio with a command: the client sends the commands");
+      }
+      Deno.exitCode = await runOnce(settings, flags);
+    });
   return cmd as unknown as Command;
 }
 
-/** Builds `shuru checkpoint create` (also reachable as `checkpoint save NAME -- cmd`). */
-export function checkpointCreateCommand(name = "create"): Command {
+/** Runs `argv` in a fresh sandbox and saves its disk as checkpoint `name` (refuses existing). */
+export async function createCheckpoint(
+  name: string,
+  argv: string[],
+  flags: RunFlags,
+): Promise<number> {
+  try {
+    validateName(name);
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
+  const store = await openHomeStore();
+  if ((await store.list()).some((c) => c.name === name)) {
+    throw new UserError(
+      `Cannot create checkpoint ${name}: it already exists (delete it first with ` +
+        `\`shuru checkpoint delete ${name}\`)`,
+    );
+  }
+  const settings = await resolveRunSettings(argv, flags);
+  if (settings.command === undefined && !Deno.stdin.isTerminal()) {
+    throw new UserError(`Cannot create checkpoint ${name}: give a command after --`);
+  }
+  return await runOnce(settings, flags, name);
+}
+
+/** Builds `shuru checkpoint create`. */
+export function checkpointCreateCommand(): Command {
   const cmd = withRunFlags(
-    new Command(name)
+    new Command("create")
       .description(
         "Run a command in a sandbox, then save its disk as checkpoint NAME (refuses an " +
           "existing name). Later: shuru run --from NAME.\n" +
@@ -354,24 +433,7 @@ export function checkpointCreateCommand(name = "create"): Command {
     .argument("<name>", "name of the new checkpoint")
     .argument("[command...]", COMMAND_ARG)
     .action(async (name, argv, flags) => {
-      try {
-        validateName(name);
-      } catch (err) {
-        throw new UserError((err as Error).message);
-      }
-      const store = await openHomeStore();
-      if ((await store.list()).some((c) => c.name === name)) {
-        throw new UserError(
-          `Cannot create checkpoint ${name}: it already exists (delete it first with ` +
-            `\`shuru checkpoint delete ${name}\`)`,
-        );
-      }
-      const settings = await resolveRunSettings(argv, flags);
-      if (settings.command === undefined && !Deno.stdin.isTerminal()) {
-        throw new UserError(`Cannot create checkpoint ${name}: give a command after --`);
-      }
-      const code = await runOnce(settings, flags, name);
-      Deno.exitCode = code;
+      Deno.exitCode = await createCheckpoint(name, argv, flags);
     });
   return cmd as unknown as Command;
 }

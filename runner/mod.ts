@@ -58,6 +58,8 @@ export interface BootOptions {
   accel: AccelChoice;
   /** Start from this checkpoint instead of the base image. */
   from?: string;
+  /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
+  instanceId?: string;
   /** Host folders to share. */
   mounts?: SandboxMount[];
   /** Install missing host packages with apt-get when building assets. */
@@ -93,6 +95,16 @@ export interface StopOptions {
   graceMs?: number;
 }
 
+/** What {@link BootedSandbox.checkpoint} did. */
+export interface LiveCheckpointResult {
+  /** The save. */
+  saved: SaveResult;
+  /** Milliseconds the guest filesystem was frozen (writes blocked). */
+  pauseMs: number;
+  /** Milliseconds from the request to the checkpoint being written. */
+  totalMs: number;
+}
+
 /** What {@link BootedSandbox.stop} did. */
 export interface StopResult {
   /** How the VM ended. */
@@ -102,6 +114,24 @@ export interface StopResult {
 }
 
 const EXPORT_NAME = "root";
+
+/** Freezes `/`, prints "frozen", thaws after a line on stdin (or 30 s), prints "thawed US". */
+const FREEZE_PY = [
+  "import os, sys, time, fcntl, select",
+  "os.sync()",
+  "fd = os.open('/', os.O_RDONLY)",
+  "fcntl.ioctl(fd, 0xC0045877, 0)",
+  "t0 = time.monotonic()",
+  "sys.stdout.write('frozen\\n'); sys.stdout.flush()",
+  "try: select.select([0], [], [], 30)",
+  "finally: fcntl.ioctl(fd, 0xC0045878, 0)",
+  "sys.stdout.write('thawed %d\\n' % ((time.monotonic() - t0) * 1e6)); sys.stdout.flush()",
+].join("\n");
+
+const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
+  "sync; fsfreeze -f / || exit 3; t0=$(date +%s%N); echo frozen; " +
+  "timeout 30 head -n 1 >/dev/null; fsfreeze -u / || exit 4; " +
+  'echo "thawed $(( ($(date +%s%N) - t0) / 1000 ))"';
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
@@ -177,6 +207,86 @@ export class BootedSandbox implements AsyncDisposable {
     }
   }
 
+  /**
+   * Saves the disk of the running guest as checkpoint `name`; the guest keeps running.
+   *
+   * The guest's root filesystem is quiesced (`sync`, then `fsfreeze -f /`, which also flushes
+   * the ext4 journal), the device's copy-on-write snapshot is taken, the filesystem is thawed,
+   * and only then are the chunks hashed and written, while the guest goes on. A guest-side
+   * watchdog thaws by itself after 30 s should the host never say so.
+   *
+   * @throws {RunnerError} `save_failed` when the guest cannot be frozen or the save fails.
+   */
+  async checkpoint(name: string): Promise<LiveCheckpointResult> {
+    if (this.#stopped) {
+      throw new RunnerError("save_failed", `Cannot save checkpoint ${name}: the sandbox stopped`);
+    }
+    const t0 = performance.now();
+    const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
+    const pauseMs = snapshot.pauseMs;
+    const saved = await snapshot.value.save(name);
+    return { saved, pauseMs, totalMs: performance.now() - t0 };
+  }
+
+  /**
+   * Runs `fn` while the guest's root filesystem is frozen. `pauseMs` is the frozen time as the
+   * guest's clock saw it (freeze done → thaw done).
+   */
+  async #quiesced<T>(name: string, fn: () => Promise<T>): Promise<{ value: T; pauseMs: number }> {
+    // One guest process freezes, reports, waits for our word (or 30 s), then thaws, so a host
+    // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
+    // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
+    // emulation); without python3, util-linux's fsfreeze does it from the shell.
+    const proc = this.sandbox.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+      stdin: "piped",
+    });
+    const errText = new Response(proc.stderr).text();
+    const decoder = new TextDecoder();
+    const reader = proc.stdout.getReader();
+    const writer = proc.stdin.getWriter();
+    let seen = "";
+    const readUntil = async (marker: RegExp) => {
+      while (!marker.test(seen)) {
+        const { value, done } = await reader.read();
+        if (done) return false;
+        seen += decoder.decode(value, { stream: true });
+      }
+      return true;
+    };
+    let thawAsked = false;
+    const thaw = async () => {
+      if (thawAsked) return;
+      thawAsked = true;
+      await writer.write(new TextEncoder().encode("thaw\n")).catch(() => {});
+      await writer.close().catch(() => {});
+    };
+    const failure = async (what: string) => {
+      const status = await proc.wait();
+      return new RunnerError(
+        "save_failed",
+        `Cannot save checkpoint ${name}: ${what} (exit ${status.exitCode}: ` +
+          `${(await errText).trim() || "no message"})`,
+      );
+    };
+    try {
+      if (!(await readUntil(/frozen\n/))) {
+        throw await failure("the guest could not freeze its filesystem (needs fsfreeze)");
+      }
+      const frozenAt = performance.now();
+      const value = await fn();
+      await thaw();
+      const thawed = await readUntil(/thawed (\d+)\n/);
+      const hostPause = performance.now() - frozenAt;
+      if (!thawed) throw await failure("thawing the guest filesystem failed");
+      await proc.wait();
+      const guestUs = Number(/thawed (\d+)\n/.exec(seen)![1]);
+      return { value, pauseMs: Number.isFinite(guestUs) ? guestUs / 1000 : hostPause };
+    } finally {
+      await thaw();
+      reader.releaseLock();
+    }
+  }
+
   /** Kills everything at once (no save). */
   async [Symbol.asyncDispose](): Promise<void> {
     if (!this.#stopped) {
@@ -221,7 +331,10 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   // Fail before booting when the checkpoint does not exist.
   if (options.from !== undefined) await store.inspect(options.from);
   options.signal?.throwIfAborted();
-  const instance = await createInstance(options.home.instances);
+  const instance = await createInstance(
+    options.home.instances,
+    options.instanceId !== undefined ? { id: options.instanceId } : {},
+  );
   const cleanup: (() => Promise<void>)[] = [() => removeInstance(instance)];
   const unwind = async () => {
     for (const fn of cleanup.reverse()) await fn().catch(() => {});

@@ -86,9 +86,26 @@ function instanceFiles(instancesDir: string, id: string): Instance {
   };
 }
 
-/** Creates a new instance folder owned by this process. */
-export async function createInstance(instancesDir: string): Promise<Instance> {
-  const id = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+/** Options of {@linkcode createInstance}. */
+export interface CreateInstanceOptions {
+  /** Folder name (a named sandbox's name); default `<pid>-<random>`. Must not exist yet. */
+  id?: string;
+}
+
+/**
+ * Creates a new instance folder owned by this process.
+ *
+ * @throws {VmError} `invalid_config` when the path is too long for sockets, `instance_busy` when
+ *   `id` is taken.
+ */
+export async function createInstance(
+  instancesDir: string,
+  options: CreateInstanceOptions = {},
+): Promise<Instance> {
+  const id = options.id ?? `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
+    throw new VmError("invalid_config", `Cannot create instance ${id}: invalid folder name`);
+  }
   const instance = instanceFiles(instancesDir, id);
   if (instance.agentSocket.length > MAX_SOCKET_PATH) {
     throw new VmError(
@@ -98,7 +115,17 @@ export async function createInstance(instancesDir: string): Promise<Instance> {
     );
   }
   await Deno.mkdir(instancesDir, { recursive: true });
-  await Deno.mkdir(instance.dir, { mode: 0o700 });
+  try {
+    await Deno.mkdir(instance.dir, { mode: 0o700 });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    throw new VmError(
+      "instance_busy",
+      `Cannot create instance ${id}: ${instance.dir} already exists (run \`shuru prune\` ` +
+        "if its sandbox is gone)",
+      { cause: err },
+    );
+  }
   const owner = await processId(Deno.pid);
   if (!owner) throw new VmError("spawn_failed", "Cannot read /proc/self/stat (is /proc mounted?)");
   await writeOwner(instance, { owner, createdAt: new Date().toISOString() });

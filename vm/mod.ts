@@ -48,7 +48,11 @@ export {
 } from "./accel.ts";
 export {
   createInstance,
+  type CreateInstanceOptions,
   type Instance,
+  isAlive,
+  type ProcessId,
+  processId,
   pruneInstances,
   type PruneResult,
   recordVmProcess,

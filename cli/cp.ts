@@ -1,0 +1,160 @@
+/**
+ * `shuru cp SRC DST`: copy files and folders between the host and a running sandbox, streamed
+ * through the control protocol in chunks (any size). `NAME:/path` names a guest path; folders
+ * travel as a tar stream (tar on both sides), like `docker cp`.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { basename, dirname, join, posix } from "node:path";
+import type { Sandbox } from "../mod.ts";
+import { UserError } from "./errors.ts";
+import { connectSandbox } from "./sandboxes.ts";
+
+/** One side of a copy. */
+export type CopyEndpoint = { kind: "host"; path: string } | {
+  kind: "guest";
+  sandbox: string;
+  path: string;
+};
+
+/** Parses `NAME:/abs/path` (a guest path) or a host path. */
+export function parseCopyEndpoint(text: string): CopyEndpoint {
+  const m = /^([A-Za-z0-9][A-Za-z0-9._-]{0,47}):(.*)$/.exec(text);
+  if (!m) return { kind: "host", path: text };
+  if (!m[2]!.startsWith("/")) {
+    throw new UserError(`Invalid guest path "${text}": write NAME:/absolute/path`);
+  }
+  return { kind: "guest", sandbox: m[1]!, path: m[2]! };
+}
+
+async function hostStat(path: string): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.stat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+}
+
+async function guestStat(sb: Sandbox, path: string) {
+  try {
+    return await sb.fs.stat(path);
+  } catch (err) {
+    if ((err as { code?: string }).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+async function checkedTar(proc: Deno.ChildProcess, what: string): Promise<void> {
+  const out = await proc.output();
+  if (!out.success) {
+    throw new UserError(
+      `Cannot copy ${what}: tar failed on the host: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+}
+
+async function hostToGuest(src: string, sb: Sandbox, dst: string): Promise<number> {
+  const info = await hostStat(src);
+  if (!info) throw new UserError(`Cannot copy ${src}: no such file or folder on the host`);
+  const target = await guestStat(sb, dst);
+  const into = target?.isDirectory || dst.endsWith("/");
+  const dstPath = into ? posix.join(dst, basename(src)) : dst;
+  if (info.isDirectory) {
+    // A folder: tar on the host, untar in the guest, renaming the top folder to dstPath.
+    const parent = posix.dirname(dstPath);
+    await sb.fs.mkdir(dstPath, { recursive: true });
+    const untar = await sb.spawn(["tar", "-C", dstPath, "-xf", "-"]);
+    const tar = new Deno.Command("tar", {
+      args: ["-C", src, "-cf", "-", "."],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const errText = new Response(untar.stderr).text();
+    void untar.stdout.cancel().catch(() => {});
+    const [, status] = await Promise.all([
+      tar.stdout.pipeTo(untar.stdin),
+      untar.wait(),
+      checkedTar(tar, src),
+    ]);
+    if (status.exitCode !== 0) {
+      throw new UserError(
+        `Cannot copy into ${parent}: tar in the guest: ${(await errText).trim()}`,
+      );
+    }
+    return 0;
+  }
+  using file = await Deno.open(src, { read: true });
+  await sb.fs.writeFile(dstPath, file.readable, { mode: (info.mode ?? 0o644) & 0o7777 });
+  return info.size;
+}
+
+async function guestToHost(sb: Sandbox, src: string, dst: string): Promise<number> {
+  const info = await guestStat(sb, src);
+  if (!info) throw new UserError(`Cannot copy ${src}: no such file or folder in the guest`);
+  const target = await hostStat(dst);
+  const into = target?.isDirectory || dst.endsWith("/");
+  const dstPath = into ? join(dst, posix.basename(src)) : dst;
+  if (info.isDirectory) {
+    await Deno.mkdir(dstPath, { recursive: true });
+    const tar = await sb.spawn(["tar", "-C", src, "-cf", "-", "."]);
+    const errText = new Response(tar.stderr).text();
+    void tar.stdin.close().catch(() => {});
+    const untar = new Deno.Command("tar", {
+      args: ["-C", dstPath, "-xf", "-"],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const [, status] = await Promise.all([
+      tar.stdout.pipeTo(untar.stdin),
+      tar.wait(),
+      checkedTar(untar, dstPath),
+    ]);
+    if (status.exitCode !== 0) {
+      throw new UserError(`Cannot copy ${src}: tar in the guest: ${(await errText).trim()}`);
+    }
+    return 0;
+  }
+  await Deno.mkdir(dirname(dstPath), { recursive: true }).catch(() => {});
+  const file = await Deno.open(dstPath, { write: true, create: true, truncate: true });
+  await sb.fs.readFileStream(src).pipeTo(file.writable);
+  await Deno.chmod(dstPath, info.mode & 0o7777).catch(() => {});
+  return info.size;
+}
+
+/** Builds `shuru cp`. */
+export function cpCommand(): Command {
+  return new Command("cp")
+    .description(
+      "Copy a file or folder between the host and a running sandbox; NAME:/path is a path in\n" +
+        "sandbox NAME. Streamed in chunks, any size; into an existing folder (or a path ending\n" +
+        "in /) it keeps its name.\n" +
+        "Examples: shuru cp ./data.csv dev:/work/   shuru cp dev:/work/out ./out",
+    )
+    .argument("<src>", "source: a host path or NAME:/guest/path")
+    .argument("<dst>", "destination: a host path or NAME:/guest/path")
+    .action(async (srcText, dstText) => {
+      const src = parseCopyEndpoint(srcText);
+      const dst = parseCopyEndpoint(dstText);
+      if (src.kind === dst.kind) {
+        throw new UserError(
+          "Cannot copy: exactly one side must be a sandbox path (NAME:/path) and the other a " +
+            "host path",
+        );
+      }
+      const name = src.kind === "guest" ? src.sandbox : (dst as { sandbox: string }).sandbox;
+      await using sb = await connectSandbox(name);
+      try {
+        if (src.kind === "host") await hostToGuest(src.path, sb, dst.path);
+        else await guestToHost(sb, src.path, dst.path);
+      } catch (err) {
+        if (err instanceof UserError) throw err;
+        throw new UserError(`Cannot copy ${srcText} to ${dstText}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }) as unknown as Command;
+}

@@ -1,0 +1,68 @@
+/**
+ * Shared by the named-sandbox commands (`start`, `ps`, `exec`, `shell`, `cp`, `stop`,
+ * `checkpoint save`): finding a sandbox in the registry and connecting to it through the SDK
+ * (the control protocol), and the command line that re-runs this CLI (for the supervisor).
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+import { Sandbox, SandboxError } from "../mod.ts";
+import {
+  registryDir,
+  resolveSandbox,
+  type SandboxRecord,
+  SupervisorError,
+} from "../supervisor/mod.ts";
+import { UserError } from "./errors.ts";
+import { homeLayout } from "./home.ts";
+
+/** The command that runs this CLI again (for the detached supervisor). */
+export function shuruSelfCommand(): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    "--config",
+    fileURLToPath(new URL("../deno.json", import.meta.url)),
+    fileURLToPath(new URL("../main.ts", import.meta.url)),
+  ];
+}
+
+/** The registry folder of the data home. */
+export function homeRegistry(): string {
+  return registryDir(homeLayout().root);
+}
+
+/** Turns supervisor and SDK errors into one-line user errors. */
+export function asSandboxUserError(err: unknown): unknown {
+  if (err instanceof SupervisorError) return new UserError(err.message, { cause: err });
+  if (err instanceof SandboxError) {
+    return new UserError(err.message, { exitCode: 125, cause: err });
+  }
+  return err;
+}
+
+/** Finds sandbox `name` (or the only running one) in the registry. */
+export async function findSandbox(name?: string): Promise<SandboxRecord> {
+  try {
+    return await resolveSandbox(homeRegistry(), name);
+  } catch (err) {
+    throw asSandboxUserError(err);
+  }
+}
+
+/** Connects to a named sandbox's control socket. */
+export async function connectSandbox(name?: string): Promise<Sandbox> {
+  const record = await findSandbox(name);
+  try {
+    return await Sandbox.connect(record.controlSocket);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new UserError(`Cannot reach sandbox ${record.name}: ${reason}`, {
+      exitCode: 125,
+      cause: err,
+    });
+  }
+}

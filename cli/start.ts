@@ -1,0 +1,110 @@
+/**
+ * `shuru start`: boot a named sandbox in the background. A detached supervisor owns it; this
+ * command returns once its agent answers and prints its name.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import {
+  checkSandboxName,
+  decodeSpec,
+  generateSandboxName,
+  launchSupervisor,
+  listLive,
+  parseDuration,
+  supervise,
+} from "../supervisor/mod.ts";
+import { UserError } from "./errors.ts";
+import { homeLayout } from "./home.ts";
+import { resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
+
+function duration(flag: string) {
+  return (value: string): number => {
+    try {
+      return parseDuration(value);
+    } catch (err) {
+      throw new UserError(`${flag}: ${(err as Error).message}`);
+    }
+  };
+}
+
+/** Builds `shuru start`. */
+export function startCommand(): Command {
+  const cmd = withRunFlags(
+    new Command("start").description(
+      "Boot a sandbox in the background and print its name once its agent is ready.\n" +
+        "It keeps running after this terminal closes, until `shuru stop NAME`, an idle or\n" +
+        "total timeout, or its supervisor is killed (which takes the VM down with it).\n" +
+        "Drive it with `shuru exec NAME -- cmd`, `shuru shell NAME`, `shuru cp`, the SDK or\n" +
+        "its control socket; list sandboxes with `shuru ps`.\n" +
+        "Example: shuru start --name dev --cpus 2 -p 8080:80 --idle-timeout 30m",
+    ),
+  )
+    .option("--name <name>", "sandbox name (default: generated, e.g. brave-otter)")
+    .option(
+      "--idle-timeout <duration>",
+      "stop after this long without any client connected (30s, 10m, 2h)",
+      duration("--idle-timeout"),
+    )
+    .option(
+      "--timeout <duration>",
+      "stop after this long in total (30s, 10m, 2h)",
+      duration("--timeout"),
+    )
+    .option("--json", "print the sandbox record as JSON instead of its name")
+    .action(async (flags) => {
+      const opts = flags as typeof flags & RunFlags;
+      const settings = await resolveRunSettings([], opts);
+      const registry = homeRegistry();
+      const live = new Set((await listLive(registry)).map((r) => r.name));
+      let name = flags.name;
+      if (name !== undefined) {
+        const bad = checkSandboxName(name);
+        if (bad) throw new UserError(bad);
+        if (live.has(name)) {
+          throw new UserError(
+            `Cannot start sandbox ${name}: a sandbox of that name is running ` +
+              `(stop it with \`shuru stop ${name}\` or pick another --name)`,
+          );
+        }
+      } else {
+        name = generateSandboxName(live);
+      }
+      try {
+        const record = await launchSupervisor({
+          name,
+          home: homeLayout(),
+          cpus: settings.cpus,
+          memoryMiB: settings.memoryMiB,
+          diskSizeMiB: settings.diskSizeMiB,
+          accel: settings.accel,
+          ...(settings.from !== undefined ? { from: settings.from } : {}),
+          mounts: settings.mounts.map((m) => ({
+            host: m.host,
+            guest: m.guest,
+            readOnly: m.readOnly,
+          })),
+          ports: settings.ports.map((p) => ({ host: p.host, guest: p.guest })),
+          ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
+          ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
+          ...(opts.verbose ? { verbose: true } : {}),
+        }, { shuru: shuruSelfCommand() });
+        console.log(flags.json ? JSON.stringify(record) : record.name);
+      } catch (err) {
+        throw asSandboxUserError(err);
+      }
+    });
+  return cmd as unknown as Command;
+}
+
+/** Builds the hidden `_supervise` command the detached supervisor runs as. */
+export function superviseCommand(): Command {
+  return new Command("_supervise")
+    .description("(internal) run a sandbox's supervisor; started by `shuru start`")
+    .argument("<spec>", "encoded supervisor spec")
+    .action(async (spec) => {
+      Deno.exitCode = await supervise(decodeSpec(spec));
+    }) as unknown as Command;
+}
