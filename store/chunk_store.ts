@@ -192,6 +192,10 @@ interface PendingChunk {
 export class ChunkBatch {
   /** New chunk files written so far. */
   written = 0;
+  /** Milliseconds spent creating and writing chunk files. */
+  writeMs = 0;
+  /** Milliseconds spent making them durable (fdatasync, renames, folder fsyncs). */
+  syncMs = 0;
   #store: ChunkStore;
   #pending: PendingChunk[] = [];
   #seen = new Set<string>();
@@ -215,12 +219,14 @@ export class ChunkBatch {
     this.#seen.add(hex);
     const final = join(this.#store.dir, hex.slice(0, 2), hex.slice(2));
     if (existsSync(final)) return false;
+    const t0 = performance.now();
     const tmp = join(this.#store.tmpDir, `${hex}.${crypto.randomUUID()}.chunk`);
     const file = Deno.openSync(tmp, { write: true, createNew: true });
     this.#pending.push({ file, tmp, final });
     let off = 0;
     while (off < data.length) off += file.writeSync(data.subarray(off));
     this.written++;
+    this.writeMs += performance.now() - t0;
     if (this.#pending.length >= this.#maxPending) await this.flush();
     return true;
   }
@@ -229,6 +235,7 @@ export class ChunkBatch {
   async flush(): Promise<void> {
     const batch = this.#pending;
     this.#pending = [];
+    const t0 = performance.now();
     try {
       if (this.#sync) await forEachLimit(batch, 32, (c) => c.file.syncData());
     } finally {
@@ -238,12 +245,15 @@ export class ChunkBatch {
       Deno.renameSync(c.tmp, c.final);
       this.#store.touched(dirname(c.final));
     }
+    this.syncMs += performance.now() - t0;
   }
 
   /** Flushes and makes the renames durable (fsyncs the touched shard folders). */
   async finish(): Promise<void> {
     await this.flush();
+    const t0 = performance.now();
     await this.#store.syncDirs();
+    this.syncMs += performance.now() - t0;
   }
 
   /** Closes and removes pending files after a failure. */
