@@ -156,7 +156,7 @@ export class ChunkStore {
       for await (const entry of Deno.readDir(shardDir)) {
         const hex = shard.name + entry.name;
         if (!entry.isFile || hashFromHex(hex) === null) continue;
-        const st = await Deno.lstat(join(shardDir, entry.name));
+        const st = Deno.lstatSync(join(shardDir, entry.name));
         yield [hex, st.size];
       }
     }
