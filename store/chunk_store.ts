@@ -186,8 +186,8 @@ interface PendingChunk {
 
 /**
  * Writes many new chunks with few journal commits: each chunk goes to `tmp/`, then a group of
- * them is fdatasync'ed together, then renamed into place. Syncing one chunk at a time made each
- * file creation wait for the previous commit (measured: most of a save's time).
+ * them is fdatasync'ed together (many in flight, so the file system can fold them into few
+ * commits), then renamed into place.
  */
 export class ChunkBatch {
   /** New chunk files written so far. */
