@@ -28,6 +28,8 @@ export class ChunkStore {
   #shardsTouched = new Set<string>();
 
   /**
+   * Opens the chunk files of a store (creates nothing; see {@linkcode ChunkStore.init}).
+   *
    * @param root The store folder (holds `chunks/` and `tmp/`).
    */
   constructor(root: string) {
