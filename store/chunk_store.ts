@@ -28,6 +28,8 @@ export class ChunkStore {
   #shardsTouched = new Set<string>();
 
   /**
+   * Opens the chunk files of a store (creates nothing; see {@linkcode ChunkStore.init}).
+   *
    * @param root The store folder (holds `chunks/` and `tmp/`).
    */
   constructor(root: string) {
@@ -156,7 +158,7 @@ export class ChunkStore {
       for await (const entry of Deno.readDir(shardDir)) {
         const hex = shard.name + entry.name;
         if (!entry.isFile || hashFromHex(hex) === null) continue;
-        const st = await Deno.lstat(join(shardDir, entry.name));
+        const st = Deno.lstatSync(join(shardDir, entry.name));
         yield [hex, st.size];
       }
     }
@@ -186,8 +188,8 @@ interface PendingChunk {
 
 /**
  * Writes many new chunks with few journal commits: each chunk goes to `tmp/`, then a group of
- * them is fdatasync'ed together, then renamed into place. Syncing one chunk at a time made each
- * file creation wait for the previous commit (measured: most of a save's time).
+ * them is fdatasync'ed together (many in flight, so the file system can fold them into few
+ * commits), then renamed into place.
  */
 export class ChunkBatch {
   /** New chunk files written so far. */

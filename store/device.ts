@@ -366,6 +366,8 @@ export class CowDevice implements BlockBackend {
   #closed = false;
 
   /**
+   * Creates a device over `lower`; use `Store.openDevice` rather than this.
+   *
    * @param lower The read-only layer (the device owns it and closes it).
    * @param options Size, block size, overlay folder, saver.
    */
@@ -480,7 +482,12 @@ export class CowDevice implements BlockBackend {
 
   #dropLayer(layer: OverlayLayer): void {
     layer.file.close();
-    Deno.remove(layer.path).catch(() => {});
+    try {
+      // Synchronous, so the file is gone when the save that retired it returns.
+      Deno.removeSync(layer.path);
+    } catch {
+      // Already gone; nothing else to release.
+    }
   }
 
   /**
