@@ -21,8 +21,33 @@ import { ipv4ToString, parseIpv4 } from "./wire/address.ts";
 /** Resolves a name to IPv4 addresses on the host (empty: does not exist). */
 export type Resolver = (name: string) => Promise<number[]>;
 
-/** Opens a host connection. */
-export type Dialer = (hostname: string, port: number) => Promise<Deno.Conn>;
+/**
+ * The host end of a relayed connection: what the relay reads and writes. A `Deno.TcpConn`
+ * is one; so is anything that sits in between (a TLS terminator that swaps secrets, say).
+ */
+export interface HostStream {
+  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes from `p`; resolves to the byte count written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Ends the write direction (the guest sent FIN); reads continue. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions. */
+  close(): void;
+}
+
+/** Where an allowed connection goes, as the dialer sees it. */
+export interface DialTarget {
+  /** Host or address to connect to (a literal IPv4 address after policy and resolution). */
+  hostname: string;
+  /** Port. */
+  port: number;
+  /** The name the guest resolved (from the fake pool), when it used a name. */
+  name?: string;
+}
+
+/** Opens the host end of an allowed connection. */
+export type Dialer = (target: DialTarget) => Promise<HostStream>;
 
 /** One line of the connection log (`--net-log`). */
 export interface ConnectionRecord {
@@ -112,7 +137,7 @@ interface Flow {
   port: number;
   startedAt: number;
   time: string;
-  conn: Deno.Conn | undefined;
+  conn: HostStream | undefined;
   decision: ConnectionRecord["decision"] | undefined;
   reason: string | undefined;
   bytesUp: number;
@@ -147,7 +172,11 @@ export async function hostResolver(name: string): Promise<number[]> {
   }
 }
 
-const defaultDial: Dialer = (hostname, port) => Deno.connect({ hostname, port });
+async function defaultDial(target: DialTarget): Promise<HostStream> {
+  const conn = await Deno.connect({ hostname: target.hostname, port: target.port });
+  conn.setNoDelay(true);
+  return conn;
+}
 
 /** Runs the stack for one guest. */
 export class Relay {
@@ -422,10 +451,14 @@ export class Relay {
       this.#finish(flow);
       return;
     }
-    let conn: Deno.Conn;
+    let conn: HostStream;
     try {
       conn = await withTimeout(
-        this.#dial(decision.hostname, decision.port),
+        this.#dial({
+          hostname: decision.hostname,
+          port: decision.port,
+          ...(name !== undefined ? { name } : {}),
+        }),
         this.#connectTimeout,
         `connecting to ${target}`,
       );
@@ -443,7 +476,6 @@ export class Relay {
     }
     flow.conn = conn;
     flow.decision = "allowed";
-    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
     this.stack.accept(e.id);
     this.#schedulePump();
     const up = this.#guestToHost(flow, conn);
@@ -451,7 +483,7 @@ export class Relay {
     await Promise.all([up, down]);
   }
 
-  async #guestToHost(flow: Flow, conn: Deno.Conn): Promise<void> {
+  async #guestToHost(flow: Flow, conn: HostStream): Promise<void> {
     try {
       for (;;) {
         const data = this.stack.recv(flow.id, RELAY_CHUNK);
@@ -485,7 +517,7 @@ export class Relay {
     if (flow.closed) this.#finish(flow);
   }
 
-  async #hostToGuest(flow: Flow, conn: Deno.Conn): Promise<void> {
+  async #hostToGuest(flow: Flow, conn: HostStream): Promise<void> {
     try {
       for (;;) {
         if (flow.closed) break;
@@ -546,7 +578,7 @@ export class Relay {
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+async function writeAll(conn: HostStream, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
 }

@@ -78,7 +78,7 @@ Deno.test("proxy through a TAP device: Linux kernel TCP as the guest, host loopb
     // Only the test's names exist: nothing is ever asked of a real resolver.
     // rebind.wild.test plays DNS rebinding: a wildcard-allowed name resolving to 10.x.
     resolve: (name) => Promise.resolve(name === "rebind.wild.test" ? [0x0a010203] : []),
-    dial: (hostname, p) => {
+    dial: ({ hostname, port: p }) => {
       if (hostname !== "127.0.0.1") throw new Error(`test dialer refuses ${hostname}`);
       return Deno.connect({ hostname, port: p });
     },
