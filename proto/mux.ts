@@ -110,6 +110,9 @@ export interface OpenOptions {
 /** Bytes queued for the transport above which writers wait. */
 export const OUT_HIGH_WATER = 1024 * 1024;
 
+/** Bytes queued for the transport above which the connection is dropped (peer not reading). */
+const OUT_HARD_LIMIT = 16 * 1024 * 1024;
+
 /** How long a failing connection tries to deliver its GOAWAY before dropping the transport. */
 const SHUTDOWN_TIMEOUT_MS = 2000;
 
@@ -395,6 +398,16 @@ export class Mux {
   ): void {
     if (this.#ended) {
       throw this.#endError ?? new ConnectionError("closed", "Cannot send: connection is closed");
+    }
+    if (this.#outBytes > OUT_HARD_LIMIT) {
+      // Writers wait at OUT_HIGH_WATER; only replies we owe the peer (PING ACKs, RESETs for
+      // refused OPENs) can pile up here, and only if the peer floods us while not reading.
+      const err = new ConnectionError(
+        "limit",
+        `Cannot send to peer: ${this.#outBytes} bytes queued, the peer is not reading`,
+      );
+      this.#fail(err);
+      throw err;
     }
     const header = new Uint8Array(HEADER_LEN);
     writeHeader(header, 0, { type, flags, channel, stream, length: payload.length });
