@@ -71,8 +71,9 @@ function malformed(what: string): ConnectionError {
 export function parseHeader(
   bytes: Uint8Array,
   offset: number,
-  maxPayload: number = MAX_FRAME_PAYLOAD,
+  options: { maxPayload?: number } = {},
 ): FrameHeader {
+  const maxPayload = options.maxPayload ?? MAX_FRAME_PAYLOAD;
   const view = new DataView(bytes.buffer, bytes.byteOffset + offset, HEADER_LEN);
   const type = view.getUint8(HEADER_FIELD.TYPE);
   const flags = view.getUint8(HEADER_FIELD.FLAGS);
@@ -272,7 +273,7 @@ export class FrameDecoder {
     try {
       if (!this.#header) {
         if (this.#end - this.#start < HEADER_LEN) return undefined;
-        this.#header = parseHeader(this.#buf, this.#start, this.#maxPayload);
+        this.#header = parseHeader(this.#buf, this.#start, { maxPayload: this.#maxPayload });
         this.#start += HEADER_LEN;
       }
       const header = this.#header;
