@@ -241,6 +241,17 @@ Deno.test("FrameDecoder - length caps for DATA and JSON frames", () => {
   const d = new FrameDecoder({ maxPayload: 1024 });
   d.push(header(FrameType.DATA, { length: 1025 }));
   assertThrows(() => d.next(), "exceeds 1024");
+  // A JSON frame larger than a small maxFrame is still fine (up to the JSON cap).
+  const j = new FrameDecoder({ maxPayload: 1024 });
+  const big = encodeFrame({
+    type: FrameType.OPEN,
+    flags: 0,
+    channel: 0,
+    stream: 1,
+    payload: encodeJson({ argv: ["x".repeat(100_000)] }),
+  });
+  j.push(big);
+  assertEquals(j.next()?.payload.length, big.length - HEADER_LEN);
 });
 
 Deno.test("FrameDecoder - stays failed after an error", () => {
