@@ -128,7 +128,7 @@ export function processBaseEnv(
 
 async function serveOne(
   transport: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } & {
-    close(): void;
+    close(): void | Promise<void>;
   },
   name: string,
   onShutdown: () => void | Promise<void>,
@@ -140,7 +140,8 @@ async function serveOne(
     log(`${name} ended: ${(e as Error).message}`);
   } finally {
     try {
-      transport.close();
+      // Awaited: a virtio port can be open only once, and the next session reopens it.
+      await transport.close();
     } catch { /* already closed */ }
   }
 }
@@ -192,6 +193,7 @@ async function servePort(name: string): Promise<void> {
     }
     const port = new FdStream(fd);
     // Wait until the host is attached and has sent something (its HELLO).
+    log(`waiting for the host on ${dev}`);
     for (;;) {
       const revents = await libc.pollAsync(fd, libc.LINUX.POLLIN, 1000);
       if (revents & libc.LINUX.POLLHUP) {
