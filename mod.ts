@@ -18,6 +18,7 @@
 export { VERSION } from "./cli/version.ts";
 export {
   type ConnectOptions,
+  CONTROL_SOCKET_NAME,
   controlSocketPath,
   type CreateOptions,
   type ExecOptions,

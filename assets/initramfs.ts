@@ -16,6 +16,8 @@ import { type LoadableModule, MODULE_GROUPS, type ModuleGroup } from "./modules.
 export const PROBE_MARKER = "shuru-probe-ok";
 /** Printed when the initramfs starts (followed by the guest uptime in seconds). */
 export const INITRAMFS_MARKER = "shuru-initramfs:";
+/** Created by the initramfs once it has mounted everything the guest needs. */
+export const PREPARED_MARKER = "/run/shuru-prepared";
 /** The root filesystem's init, started by `switch_root`. */
 export const ROOTFS_INIT = "/sbin/shuru-init";
 
@@ -71,6 +73,19 @@ $bb mkdir -p /newroot
 $bb mount -t ext4 -o noatime,noinit_itable /dev/vda /newroot || fail "cannot mount /dev/vda as ext4"
 [ -x /newroot${ROOTFS_INIT} ] || fail "the root disk has no ${ROOTFS_INIT}"
 for fs in dev proc sys; do $bb mount --move /$fs /newroot/$fs; done
+# Prepare the rest of the guest's mounts here: busybox is in RAM, while the root filesystem's
+# mount (util-linux, several shared libraries) costs much more to start under TCG.
+$bb mkdir -p /newroot/dev/pts /newroot/dev/shm
+$bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
+$bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/dev/shm
+$bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp
+$bb mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /newroot/run
+$bb ln -s /proc/self/fd /newroot/dev/fd
+$bb ln -s /proc/self/fd/0 /newroot/dev/stdin
+$bb ln -s /proc/self/fd/1 /newroot/dev/stdout
+$bb ln -s /proc/self/fd/2 /newroot/dev/stderr
+echo shuru > /newroot/proc/sys/kernel/hostname
+: > /newroot${PREPARED_MARKER}
 read -r up _ < /newroot/proc/uptime
 echo "${INITRAMFS_MARKER} root mounted $up"
 exec $bb switch_root /newroot ${ROOTFS_INIT}

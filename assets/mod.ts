@@ -21,9 +21,11 @@ import {
   addShuruFiles,
   agentRunnerScript,
   DEBIAN_RECIPE,
+  DEFAULT_FS_BYTES,
   guestInitScript,
   imageBytesFor,
   makeExt4,
+  MKFS_OPTIONS,
   mmdebstrapArgs,
   treeBytes,
 } from "./rootfs.ts";
@@ -177,6 +179,69 @@ export async function bundleAgent(denoBinary: string, entry: string): Promise<Ui
   }
 }
 
+/** The stamp file of one agent entry (tests and the product use different entries). */
+async function agentStampPath(assetsDir: string, entry: string): Promise<string> {
+  return join(assetsDir, `agent-stamp-${(await sha256Hex(entry)).slice(0, 12)}.json`);
+}
+
+interface AgentStamp {
+  entry: string;
+  deno: string;
+  files: Record<string, string>;
+  sha: string;
+}
+
+async function statStamp(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  return `${info.size}:${info.mtime?.getTime() ?? 0}`;
+}
+
+/** The local files of the agent's module graph, from `deno info --json`. */
+async function agentSourceFiles(denoBinary: string, entry: string): Promise<string[]> {
+  const out = await runTool(denoBinary, ["info", "--json", entry], { cwd: dirname(entry) });
+  const graph = JSON.parse(new TextDecoder().decode(out));
+  const files: string[] = [];
+  for (const m of graph?.modules ?? []) if (typeof m?.local === "string") files.push(m.local);
+  return files;
+}
+
+/** Returns the bundle hash recorded for `entry` when no source file changed since. */
+async function readAgentStamp(
+  assetsDir: string,
+  entry: string,
+  denoBinary: string,
+): Promise<string | undefined> {
+  try {
+    const path = await agentStampPath(assetsDir, entry);
+    const stamp: AgentStamp = JSON.parse(await Deno.readTextFile(path));
+    if (stamp.entry !== entry || stamp.deno !== (await statStamp(denoBinary))) return undefined;
+    const files = Object.entries(stamp.files);
+    if (files.length === 0) return undefined;
+    for (const [file, want] of files) {
+      if ((await statStamp(file)) !== want) return undefined;
+    }
+    return stamp.sha;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeAgentStamp(
+  assetsDir: string,
+  entry: string,
+  denoBinary: string,
+  sha: string,
+): Promise<void> {
+  const files: Record<string, string> = {};
+  for (const file of await agentSourceFiles(denoBinary, entry)) files[file] = await statStamp(file);
+  const stamp: AgentStamp = { entry, deno: await statStamp(denoBinary), files, sha };
+  await Deno.mkdir(assetsDir, { recursive: true });
+  const path = await agentStampPath(assetsDir, entry);
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, JSON.stringify(stamp) + "\n");
+  await Deno.rename(tmp, path);
+}
+
 /**
  * Returns the current guest assets, building them first when missing, stale or `force`d.
  * Throws {@linkcode AssetError}: `missing_host_tools` names the apt-get line to run.
@@ -206,22 +271,30 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     });
     return await findHostKernel(options.bootDir, options.modulesRoot);
   });
-  const agentBundle = await step(
-    "agent",
-    "bundling the guest agent",
-    timings,
-    onProgress,
-    () => bundleAgent(denoBinary, agentEntry),
-    (b) => `${(b.length / 1024).toFixed(0)} KiB`,
-  );
+  // The agent's sources are stamped (sizes and mtimes of every module it imports), so a
+  // current set of assets is found without running `deno bundle` (which costs 50-150 ms).
+  let agentBundle: Uint8Array | undefined;
+  let agentSha = options.force
+    ? undefined
+    : await readAgentStamp(options.assetsDir, agentEntry, denoBinary);
+  const bundleNow = async () => {
+    agentBundle = await step(
+      "agent",
+      "bundling the guest agent",
+      timings,
+      onProgress,
+      () => bundleAgent(denoBinary, agentEntry),
+      (b) => `${(b.length / 1024).toFixed(0)} KiB`,
+    );
+    agentSha = await sha256Hex(agentBundle);
+    await writeAgentStamp(options.assetsDir, agentEntry, denoBinary, agentSha).catch(() => {});
+  };
+  if (!agentSha) await bundleNow();
 
   const busybox = findCommand("busybox", path) as string;
-  const { version, dir, recipeKey } = await assetVersion(options.assetsDir, {
-    kernel,
-    busybox,
-    denoBinary,
-    agentBundle,
-  });
+  const versionOf = (sha: string) =>
+    assetVersion(options.assetsDir, { kernel, busybox, denoBinary, agentSha: sha });
+  let { version, dir, recipeKey } = await versionOf(agentSha!);
   const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
     version,
     dir,
@@ -240,13 +313,18 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     if (existing) return assets(false, existing.rootfsBytes);
     if (options.checkOnly) return assets(false, 0, false);
   }
+  if (!agentBundle) {
+    // Building: use a fresh bundle (and its version, should the stamp have missed a change).
+    await bundleNow();
+    ({ version, dir, recipeKey } = await versionOf(agentSha!));
+  }
   const rootfsBytes = await build({
     ...options,
     dir,
     kernel,
     busybox,
     denoBinary,
-    agentBundle,
+    agentBundle: agentBundle!,
     recipeKey,
     timings,
     onProgress,
@@ -259,7 +337,7 @@ interface VersionInputs {
   kernel: HostKernel;
   busybox: string;
   denoBinary: string;
-  agentBundle: Uint8Array;
+  agentSha: string;
 }
 
 async function assetVersion(
@@ -275,8 +353,10 @@ async function assetVersion(
     modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
     busybox: await fileStamp(inputs.busybox),
     deno: await fileStamp(inputs.denoBinary),
-    agent: await sha256Hex(inputs.agentBundle),
+    agent: inputs.agentSha,
     scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+    // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
+    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
   }));
   const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
   return { version, dir: join(assetsDir, version), recipeKey };
@@ -370,6 +450,15 @@ const MIB = 1024 * 1024;
 
 async function build(inp: BuildInputs): Promise<number> {
   const { timings, onProgress } = inp;
+  if (Deno.uid() !== 0) {
+    throw new AssetError(
+      "command_failed",
+      "Cannot build the guest assets: unpacking the root filesystem with its file owners needs " +
+        `root. Build them once as root into this data home: sudo env SHURU_HOME=${
+          dirname(inp.assetsDir)
+        } shuru init`,
+    );
+  }
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
@@ -447,13 +536,6 @@ async function build(inp: BuildInputs): Promise<number> {
       timings,
       onProgress,
       async () => {
-        if (Deno.uid() !== 0) {
-          throw new AssetError(
-            "command_failed",
-            "Cannot assemble the root filesystem: unpacking it with its file owners needs root " +
-              "(run shuru init as root once; the assets are then reused)",
-          );
-        }
         await Deno.mkdir(root);
         await runTool("tar", [
           "-xpf",
@@ -495,6 +577,8 @@ async function build(inp: BuildInputs): Promise<number> {
         join(work, "manifest.json"),
         JSON.stringify(manifest, null, 2) + "\n",
       );
+      // makeTempDir creates 0700; the assets are read by every user of this data home.
+      await Deno.chmod(work, 0o755);
       // Replace an existing (forced) version: move it aside first, then rename ours in.
       const old = `${inp.dir}.old-${Deno.pid}`;
       const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);

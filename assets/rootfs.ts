@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { runTool } from "./run.ts";
-import { INITRAMFS_MARKER, ROOTFS_INIT } from "./initramfs.ts";
+import { INITRAMFS_MARKER, PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
 export interface DebianRecipe {
@@ -80,21 +80,23 @@ export function guestInitScript(): string {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 read -r up _ < /proc/uptime
 echo "shuru-init: start $up"
-# The initramfs moved /proc, /sys and /dev here; mount them only when booted without it.
-# (Shell builtins where possible: every process start costs tens of ms under TCG.)
-[ -e /proc/self ] || mount -t proc proc /proc
-[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
-[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
-ln -s /proc/self/fd /dev/fd
-ln -s /proc/self/fd/0 /dev/stdin
-ln -s /proc/self/fd/1 /dev/stdout
-ln -s /proc/self/fd/2 /dev/stderr
-echo shuru > /proc/sys/kernel/hostname
+# shuru's initramfs mounts everything below (busybox in RAM is cheaper to start than this
+# root's mount); without it (another initramfs, or none), do it here.
+if [ ! -e ${PREPARED_MARKER} ]; then
+  [ -e /proc/self ] || mount -t proc proc /proc
+  [ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+  [ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
+  mkdir -p /dev/pts /dev/shm
+  mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+  mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+  ln -s /proc/self/fd /dev/fd
+  ln -s /proc/self/fd/0 /dev/stdin
+  ln -s /proc/self/fd/1 /dev/stdout
+  ln -s /proc/self/fd/2 /dev/stderr
+  echo shuru > /proc/sys/kernel/hostname
+fi
 # Grow the filesystem online when the disk is larger than it (shuru run --disk-size).
 read -r sectors < /sys/block/vda/size
 disk=$((sectors * 512))
@@ -185,25 +187,18 @@ export function imageBytesFor(contentBytes: number, minBytes = DEFAULT_FS_BYTES)
   return Math.max(needed, Math.ceil(minBytes / mib) * mib);
 }
 
+/**
+ * mkfs.ext4 options: a label, 4 KiB blocks and the default inode ratio even for small images
+ * (the filesystem grows to GiBs in the guest), no blocks reserved for root.
+ */
+export const MKFS_OPTIONS: readonly string[] = ["-L", "shuru-root", "-T", "default", "-m", "0"];
+
 /** Makes `image` (size `bytes`) an ext4 filesystem holding the tree at `root`. */
 export async function makeExt4(root: string, image: string, bytes: number): Promise<void> {
   const sizeFile = join(root, GUEST_FS_BYTES_PATH.slice(1));
   await Deno.mkdir(join(sizeFile, ".."), { recursive: true });
   await Deno.writeTextFile(sizeFile, `${bytes}\n`);
-  await runTool("mkfs.ext4", [
-    "-q",
-    "-F",
-    "-d",
-    root,
-    "-L",
-    "shuru-root",
-    "-T",
-    "default", // 4 KiB blocks even for small images: the disk grows to GiBs in the guest
-    "-m",
-    "0",
-    image,
-    `${bytes / 1024}k`,
-  ]);
+  await runTool("mkfs.ext4", ["-q", "-F", "-d", root, ...MKFS_OPTIONS, image, `${bytes / 1024}k`]);
 }
 
 /** Marker printed by the initramfs, re-exported for boot phase parsing. */

@@ -8,7 +8,7 @@
  * 3. 1 GiB file read and write through the protocol vs a plain Unix-socket copy of the same file
  *    (target ≥ 0.5×).
  *
- * Run: `deno run -A bench/agent_bench.ts [--size-mib N] [--iterations N]`.
+ * Run: `deno run -A bench/agent_bench.ts [--size-mib N] [--iterations N] [--rounds N]`.
  *
  * @module
  */
@@ -24,6 +24,7 @@ function arg(name: string, fallback: number): number {
 
 const SIZE = arg("--size-mib", 1024) * MiB;
 const ITER = arg("--iterations", 300);
+const ROUNDS = arg("--rounds", 2);
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
@@ -144,57 +145,74 @@ if (import.meta.main) {
     } ms; protocol ping p50 ${p.p50.toFixed(3)} ms`,
   );
 
-  // ------------------------------------------------------------------ 2. stdout stream
+  // Throughput on a shared machine is noisy: run ROUNDS interleaved rounds of each pair and
+  // report the best of each (the run least disturbed by other load).
   const sizeMiB = SIZE / MiB;
   const headArgs = ["head", "-c", String(SIZE), "/dev/zero"];
-  const plainStdout = await plainSocketRead(
-    agent.dir,
-    `const p = new Deno.Command("head", { args: ${
-      JSON.stringify(headArgs.slice(1))
-    }, stdout: "piped" }).spawn();
-     await p.stdout.pipeTo(conn.writable);`,
-    SIZE,
-  );
-  let t0 = performance.now();
-  const proc = sb.spawn(headArgs);
-  const n = await drain(proc.stdout);
-  await proc.wait();
-  const agentStdout = sizeMiB / ((performance.now() - t0) / 1000);
-  if (n !== SIZE) throw new Error(`stdout moved ${n} of ${SIZE} bytes`);
-  console.log(`stdout stream of ${sizeMiB} MiB:`);
-  console.log(
-    `  via agent ${agentStdout.toFixed(0)} MiB/s, plain Unix socket ${
-      plainStdout.toFixed(0)
-    } MiB/s`,
-  );
-  console.log(`  ratio ${(agentStdout / plainStdout).toFixed(2)}x (target >= 0.5x)`);
-
-  // ------------------------------------------------------------------ 3. file copy
   const file = `${agent.dir}/bench.bin`;
-  t0 = performance.now();
-  await sb.writeFile(file, zeros(SIZE));
-  const agentWrite = sizeMiB / ((performance.now() - t0) / 1000);
-  const plainWrite = await plainSocketWrite(agent.dir, `${agent.dir}/bench-plain.bin`, SIZE);
-  await Deno.remove(`${agent.dir}/bench-plain.bin`);
-  const plainRead = await plainSocketRead(
-    agent.dir,
-    `const f = await Deno.open(${JSON.stringify(file)}); await f.readable.pipeTo(conn.writable);`,
-    SIZE,
-  );
-  t0 = performance.now();
-  const m = await drain(sb.readFile(file));
-  const agentRead = sizeMiB / ((performance.now() - t0) / 1000);
-  if (m !== SIZE) throw new Error(`read_file moved ${m} of ${SIZE} bytes`);
+  const best = {
+    plainStdout: 0,
+    agentStdout: 0,
+    plainRead: 0,
+    agentRead: 0,
+    plainWrite: 0,
+    agentWrite: 0,
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    // ---------------------------------------------------------------- 2. stdout stream
+    best.plainStdout = Math.max(
+      best.plainStdout,
+      await plainSocketRead(
+        agent.dir,
+        `const p = new Deno.Command("head", { args: ${
+          JSON.stringify(headArgs.slice(1))
+        }, stdout: "piped" }).spawn();
+         await p.stdout.pipeTo(conn.writable);`,
+        SIZE,
+      ),
+    );
+    let t0 = performance.now();
+    const proc = sb.spawn(headArgs);
+    const n = await drain(proc.stdout);
+    await proc.wait();
+    if (n !== SIZE) throw new Error(`stdout moved ${n} of ${SIZE} bytes`);
+    best.agentStdout = Math.max(best.agentStdout, sizeMiB / ((performance.now() - t0) / 1000));
+
+    // ---------------------------------------------------------------- 3. file copy
+    t0 = performance.now();
+    await sb.writeFile(file, zeros(SIZE));
+    best.agentWrite = Math.max(best.agentWrite, sizeMiB / ((performance.now() - t0) / 1000));
+    best.plainWrite = Math.max(
+      best.plainWrite,
+      await plainSocketWrite(agent.dir, `${agent.dir}/bench-plain.bin`, SIZE),
+    );
+    await Deno.remove(`${agent.dir}/bench-plain.bin`);
+    best.plainRead = Math.max(
+      best.plainRead,
+      await plainSocketRead(
+        agent.dir,
+        `const f = await Deno.open(${
+          JSON.stringify(file)
+        }); await f.readable.pipeTo(conn.writable);`,
+        SIZE,
+      ),
+    );
+    t0 = performance.now();
+    const m = await drain(sb.readFile(file));
+    if (m !== SIZE) throw new Error(`read_file moved ${m} of ${SIZE} bytes`);
+    best.agentRead = Math.max(best.agentRead, sizeMiB / ((performance.now() - t0) / 1000));
+  }
+  const line = (what: string, agentRate: number, plainRate: number) =>
+    console.log(
+      `  ${what}via agent ${agentRate.toFixed(0)} MiB/s, plain Unix socket ${
+        plainRate.toFixed(0)
+      } MiB/s, ` +
+        `ratio ${(agentRate / plainRate).toFixed(2)}x (target >= 0.5x)`,
+    );
+  console.log(`stdout stream of ${sizeMiB} MiB (best of ${ROUNDS}):`);
+  line("", best.agentStdout, best.plainStdout);
+  console.log(`file copy of ${sizeMiB} MiB (best of ${ROUNDS}):`);
+  line("read:  ", best.agentRead, best.plainRead);
+  line("write: ", best.agentWrite, best.plainWrite);
   await Deno.remove(file);
-  console.log(`file copy of ${sizeMiB} MiB:`);
-  console.log(
-    `  read:  via agent ${agentRead.toFixed(0)} MiB/s, plain Unix socket ${
-      plainRead.toFixed(0)
-    } MiB/s, ratio ${(agentRead / plainRead).toFixed(2)}x (target >= 0.5x)`,
-  );
-  console.log(
-    `  write: via agent ${agentWrite.toFixed(0)} MiB/s, plain Unix socket ${
-      plainWrite.toFixed(0)
-    } MiB/s, ratio ${(agentWrite / plainWrite).toFixed(2)}x (target >= 0.5x)`,
-  );
 }

@@ -4,7 +4,10 @@
  * 1. In process, no I/O: bytes through `NetworkStack` as TCP segments, guest→host (upload) and
  *    host→guest (download), at MTU 1500 and 65520, against a Deno loopback TCP copy (the host
  *    socket every relayed connection ends in) measured in the same run.
- * 2. As root: the Linux kernel's TCP in a namespace behind a TAP device, through the Relay to a
+ * 2. A QEMU microvm guest (TCG, busybox wget/nc) on our stack via `-netdev stream`, against the
+ *    same guest on QEMU's slirp (`-netdev user`), same host server, same run: 64 MiB download
+ *    and upload at MTU 1500, and ours at MTU 65520.
+ * 3. As root: the Linux kernel's TCP in a namespace behind a TAP device, through the Relay to a
  *    loopback server, against curl talking to the same server directly.
  *
  * @module
@@ -265,6 +268,52 @@ await s.finished;`,
     console.log(
       `  frames in ${c.framesIn}, out ${c.framesOut}, internal errors ${c.internalErrors}`,
     );
+
+    // Memory with a slow host reader: the guest uploads 256 MiB to a server reading about
+    // 25 MiB/s; the stack's window must hold the guest back instead of buffering.
+    const slowSize = 256 * MIB;
+    const slowJs = `${dir}/slow.ts`;
+    await Deno.writeTextFile(
+      slowJs,
+      `const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+console.log(l.addr.port);
+const conn = await l.accept();
+const buf = new Uint8Array(64 * 1024);
+let got = 0;
+while (got < ${slowSize}) {
+  const n = await conn.read(buf);
+  if (n === null) break;
+  got += n;
+  await new Promise((r) => setTimeout(r, 2));
+}
+conn.close();
+l.close();`,
+    );
+    const slow = new Deno.Command(Deno.execPath(), { args: ["run", "-A", slowJs], stdout: "piped" })
+      .spawn();
+    const slowReader = slow.stdout.getReader();
+    const slowPort = Number(new TextDecoder().decode((await slowReader.read()).value).trim());
+    slowReader.releaseLock();
+    const big = `${dir}/big.bin`;
+    {
+      using f = await Deno.open(big, { write: true, create: true, truncate: true });
+      for (let i = 0; i < slowSize / payload.length; i++) await f.write(payload);
+    }
+    const rssBefore = Deno.memoryUsage().rss;
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss), 20);
+    const started = performance.now();
+    await tap.exec(["sh", "-c", `busybox nc -w 60 198.18.0.1 ${slowPort} < ${big}`], {
+      allowFail: true,
+    });
+    clearInterval(sampler);
+    await slow.status;
+    await slow.stdout.cancel().catch(() => {});
+    const rate = slowSize / MIB / ((performance.now() - started) / 1000);
+    console.log(
+      `  ${slowSize / MIB} MiB upload to a slow reader (${rate.toFixed(0)} MiB/s): RSS grew ` +
+        `${((rssPeak - rssBefore) / MIB).toFixed(1)} MiB (target < 64 MiB)`,
+    );
   } finally {
     relay.close();
     await running;
@@ -276,17 +325,120 @@ await s.finished;`,
   }
 }
 
-const TOTAL = 256 * MIB;
-const reference = await loopbackReference(TOTAL);
-console.log(`reference: Deno loopback TCP copy ${reference.toFixed(0)} MiB/s`);
-for (const mtu of [1500, 65520]) {
-  const up = upload(mtu, mtu === 1500 ? 128 * MIB : TOTAL);
-  const down = download(mtu, mtu === 1500 ? 128 * MIB : TOTAL);
-  console.log(
-    `stack in process, MTU ${mtu}: upload ${up.toFixed(0)} MiB/s (${
-      (up / reference).toFixed(2)
-    }x loopback), ` +
-      `download ${down.toFixed(0)} MiB/s (${(down / reference).toFixed(2)}x loopback)`,
-  );
+async function qemuVsSlirp(): Promise<void> {
+  const q = await import("../tests/net_qemu.ts");
+  const missing = await q.qemuPrerequisite();
+  if (missing) {
+    console.log(`qemu: skipped (${missing})`);
+    return;
+  }
+  const { Relay } = await import("../proxy/relay.ts");
+  const { NetworkPolicy } = await import("../proxy/policy.ts");
+  const { StreamLink } = await import("../proxy/link.ts");
+  const size = 64 * MIB;
+  const dir = await Deno.makeTempDir({ prefix: "shuru-netbench-qemu-" });
+  const server = await q.startServer(dir, size);
+  try {
+    const image = await q.buildGuest(dir, q.TRANSFER_SCRIPT);
+    const rates = (results: Map<string, string>) => {
+      const down = results.get("download") ?? "";
+      const up = results.get("upload") ?? "";
+      if (!down.startsWith(String(size)) || !up.startsWith(`${size} ${server.hash}`)) {
+        throw new Error(`transfer failed: download "${down}", upload "${up}"`);
+      }
+      return { down: size / MIB / q.guestSeconds(down), up: size / MIB / q.guestSeconds(up) };
+    };
+    const ours = async (mtu: number) => {
+      const sock = `${dir}/net-${mtu}.sock`;
+      const listener = Deno.listen({ transport: "unix", path: sock });
+      const serving = (async () => {
+        const conn = await listener.accept();
+        await new Relay({
+          link: new StreamLink(conn),
+          stack: { mtu },
+          policy: new NetworkPolicy({
+            allowHosts: ["api.test"],
+            addHosts: { "api.test": "127.0.0.1" },
+          }),
+          resolve: () => Promise.resolve([]),
+          dial: (hostname, port) => {
+            if (hostname !== "127.0.0.1") throw new Error(`bench dialer refuses ${hostname}`);
+            return Deno.connect({ hostname, port });
+          },
+          onBlocked: () => {},
+        }).run();
+      })();
+      // Event-loop lag of this process (where the relay runs) while the guest transfers: what
+      // an agent channel or NBD server sharing the loop would wait.
+      const lags: number[] = [];
+      let expected = performance.now() + 10;
+      const probe = setInterval(() => {
+        const now = performance.now();
+        lags.push(Math.max(0, now - expected));
+        expected = now + 10;
+      }, 10);
+      const run = await q.runGuest(image, {
+        net: { kind: "stream", socketPath: sock, mtu },
+        arg: `api.test:${server.port}:${server.rawPort}:transfer`,
+      });
+      clearInterval(probe);
+      await serving;
+      listener.close();
+      lags.sort((a, b) => a - b);
+      const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor(lags.length * p))] ?? 0;
+      console.log(
+        `  event-loop lag during the MTU ${mtu} run: p50 ${pct(0.5).toFixed(1)} ms, ` +
+          `p99 ${pct(0.99).toFixed(1)} ms, max ${pct(1).toFixed(1)} ms (${lags.length} samples)`,
+      );
+      return rates(run.results);
+    };
+    const slirpRun = await q.runGuest(image, {
+      net: { kind: "slirp" },
+      arg: `10.0.2.2:${server.port}:${server.rawPort}:transfer`,
+    });
+    const slirp = await rates(slirpRun.results);
+    const ours1500 = await ours(1500);
+    const ours65520 = await ours(65520);
+    console.log(
+      `qemu guest (TCG, busybox wget download, cat|nc upload, ${size / MIB} MiB, guest clock):`,
+    );
+    console.log(
+      `  slirp MTU 1500:  download ${slirp.down.toFixed(1)} MiB/s, upload ${
+        slirp.up.toFixed(1)
+      } MiB/s`,
+    );
+    for (
+      const [label, r] of [["ours MTU 1500: ", ours1500], ["ours MTU 65520:", ours65520]] as const
+    ) {
+      console.log(
+        `  ${label} download ${r.down.toFixed(1)} MiB/s (${
+          (r.down / slirp.down).toFixed(2)
+        }x slirp), ` +
+          `upload ${r.up.toFixed(1)} MiB/s (${(r.up / slirp.up).toFixed(2)}x slirp)`,
+      );
+    }
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 }
-await tapEndToEnd();
+
+// `deno run -A bench/net_bench.ts [stack] [qemu] [tap]` runs a subset.
+const sections = Deno.args.length > 0 ? Deno.args : ["stack", "qemu", "tap"];
+if (sections.includes("stack")) {
+  const total = 256 * MIB;
+  const reference = await loopbackReference(total);
+  console.log(`reference: Deno loopback TCP copy ${reference.toFixed(0)} MiB/s`);
+  for (const mtu of [1500, 65520]) {
+    const up = upload(mtu, mtu === 1500 ? 128 * MIB : total);
+    const down = download(mtu, mtu === 1500 ? 128 * MIB : total);
+    console.log(
+      `stack in process, MTU ${mtu}: upload ${up.toFixed(0)} MiB/s (${
+        (up / reference).toFixed(2)
+      }x loopback), ` +
+        `download ${down.toFixed(0)} MiB/s (${(down / reference).toFixed(2)}x loopback)`,
+    );
+  }
+}
+if (sections.includes("qemu")) await qemuVsSlirp();
+if (sections.includes("tap")) await tapEndToEnd();

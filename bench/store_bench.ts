@@ -33,7 +33,7 @@ function argValue(name: string): string | undefined {
   return i >= 0 ? Deno.args[i + 1] : undefined;
 }
 
-function fill(buf: Uint8Array, seed: number): Uint8Array {
+function fill(buf: Uint8Array<ArrayBuffer>, seed: number): Uint8Array<ArrayBuffer> {
   const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
   let x = (seed * 2 + 1) >>> 0;
   for (let i = 0; i < words.length; i++) {
@@ -289,6 +289,12 @@ async function rssBench(tmp: string): Promise<void> {
 
 if (import.meta.main) {
   const tmp = await Deno.makeTempDir({ prefix: "shuru-store-bench-" });
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => {
+      Deno.removeSync(tmp, { recursive: true });
+      Deno.exit(130);
+    });
+  }
   try {
     await hashBench();
     await blockSizeBench(tmp);
@@ -297,4 +303,5 @@ if (import.meta.main) {
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+  Deno.exit(0);
 }

@@ -273,7 +273,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
 
   server.registerTool("process_output", {
     description: "Read a background process's output after since_seq (0 = from the start of " +
-      "the kept buffer); pass next_seq back next time.",
+      "the kept buffer); pass next_since_seq back as since_seq next time.",
     inputSchema: {
       pid: z.string(),
       sandbox_id: sandboxId,
@@ -282,7 +282,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
     outputSchema: {
       stdout: z.string(),
       stderr: z.string(),
-      next_seq: z.number(),
+      next_since_seq: z.number(),
       running: z.boolean(),
       exit_code: z.number().nullable(),
       truncated: z.boolean(),
@@ -301,7 +301,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
       return json({
         stdout: cut(stdout).text,
         stderr: cut(stderr).text,
-        next_seq: r.nextSeq,
+        next_since_seq: r.nextSeq - 1,
         running: r.exit === null,
         exit_code: r.exit?.exitCode ?? null,
         truncated: r.truncated,

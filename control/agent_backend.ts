@@ -53,7 +53,7 @@ export interface AgentSandbox {
   writeFile(
     path: string,
     data: Uint8Array,
-    options?: { mode?: number; append?: boolean },
+    options?: { mode?: number; append?: boolean; offset?: number },
   ): Promise<number>;
   /** Creates a directory. */
   mkdir(path: string, options?: { recursive?: boolean; mode?: number }): Promise<void>;
@@ -71,9 +71,9 @@ export interface AgentSandbox {
   copy(from: string, to: string, options?: { recursive?: boolean }): Promise<void>;
   /** Changes permission bits. */
   chmod(path: string, mode: number): Promise<void>;
-  /** Watches until the signal aborts. */
-  watch(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): AsyncGenerator<
-    { kind: string; paths: string[] }
+  /** Watches until the signal aborts; resolves once the watcher is installed. */
+  watchReady(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): Promise<
+    AsyncGenerator<{ kind: string; paths: string[] }>
   >;
 }
 
@@ -105,9 +105,9 @@ export function agentBackend(
         ...(opts.env ? { env: opts.env } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),
         ...(opts.tty ? { tty: opts.tty } : {}),
-        stdin: "piped",
+        stdin: opts.stdin === false && !opts.tty ? "null" : "piped",
       });
-      return Promise.resolve(wrapProcess(proc, opts.tty !== undefined));
+      return Promise.resolve(wrapProcess(proc, opts.tty !== undefined, opts.stdin !== false));
     },
 
     async readFile(path, range) {
@@ -132,28 +132,19 @@ export function agentBackend(
     },
 
     async writeFile(path, data, opts) {
-      if (opts.offset === 0 && opts.truncate) {
-        await sandbox.writeFile(path, data, opts.mode !== undefined ? { mode: opts.mode } : {});
-        return;
-      }
-      // The agent appends or truncates; a chunk at `offset` must continue the file exactly.
-      let size = 0;
-      try {
-        size = (await sandbox.stat(path)).size;
-      } catch (err) {
-        if ((err as { code?: string }).code !== "not_found" || opts.offset !== 0) throw err;
-      }
-      if (size !== opts.offset) {
+      const mode = opts.mode !== undefined ? { mode: opts.mode } : {};
+      if (opts.truncate) {
+        if (opts.offset === 0) {
+          await sandbox.writeFile(path, data, mode);
+          return;
+        }
+        // The agent truncates only to zero (a new file); cutting mid-file is not offered.
         throw serverError(
           "EINVAL",
-          `Cannot write ${path} at offset ${opts.offset}: the file has ${size} bytes; ` +
-            `chunks must be written in order (offset = current size)`,
+          `Cannot write ${path} at offset ${opts.offset} with truncate: truncate only at offset 0`,
         );
       }
-      await sandbox.writeFile(path, data, {
-        append: true,
-        ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
-      });
+      await sandbox.writeFile(path, data, { offset: opts.offset, ...mode });
     },
 
     mkdir: (path, opts) => sandbox.mkdir(path, opts),
@@ -200,33 +191,30 @@ export function agentBackend(
     copy: (from, to, opts) => sandbox.copy(from, to, opts),
     chmod: (path, mode) => sandbox.chmod(path, mode),
 
-    watch(path, opts): Promise<BackendWatch> {
+    async watch(path, opts): Promise<BackendWatch> {
       const stop = new AbortController();
-      // sandbox.watchReady() never resolves yet (reported in proto/QUESTIONS.md), so the watch
-      // is started eagerly with its first next(); changes in the first milliseconds may be missed.
-      const gen = sandbox.watch(path, { recursive: opts.recursive, signal: stop.signal });
-      const first = gen.next();
-      first.catch(() => {});
+      // Resolves once the agent's watcher is installed: no change after the reply is missed.
+      const gen = await sandbox.watchReady(path, {
+        recursive: opts.recursive,
+        signal: stop.signal,
+      });
       async function* events(): AsyncGenerator<BackendFileEvent> {
-        let r = await first;
-        while (!r.done) {
-          const ev = r.value;
+        for await (const ev of gen) {
           const event = ev.kind === "create" || ev.kind === "modify" || ev.kind === "delete" ||
               ev.kind === "rename"
             ? ev.kind
             : "other";
           for (const p of ev.paths) yield { path: p, event };
-          r = await gen.next();
         }
       }
       const iter = events();
-      return Promise.resolve({
+      return {
         [Symbol.asyncIterator]: () => iter,
         async close() {
           stop.abort();
           await gen.return(undefined).catch(() => {});
         },
-      });
+      };
     },
   };
   if (options.checkpoint) backend.checkpoint = options.checkpoint;
@@ -235,9 +223,12 @@ export function agentBackend(
   return backend;
 }
 
-function wrapProcess(proc: AgentProcess, tty: boolean): BackendProcess {
+function wrapProcess(proc: AgentProcess, tty: boolean, piped: boolean): BackendProcess {
   let writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
-  const stdinWriter = () => (writer ??= proc.stdin.getWriter());
+  const stdinWriter = () => {
+    if (!piped) throw new TypeError("Cannot write to stdin: the process has none (/dev/null)");
+    return (writer ??= proc.stdin.getWriter());
+  };
   const status: Promise<BackendExit> = proc.wait().then((s) => ({
     code: s.exitCode,
     signal: s.signal ?? null,
@@ -247,7 +238,7 @@ function wrapProcess(proc: AgentProcess, tty: boolean): BackendProcess {
     stderr: tty ? null : proc.stderr,
     write: (data) => stdinWriter().write(data),
     async closeStdin() {
-      await stdinWriter().close();
+      if (piped) await stdinWriter().close();
     },
     kill: (signal) => proc.kill(signal as Deno.Signal),
     resize: (rows, cols) => proc.resize(rows, cols),

@@ -15,6 +15,8 @@ export interface BackendSpawnOptions {
   env?: Record<string, string>;
   /** Working directory in the guest. */
   cwd?: string;
+  /** Pipe stdin (default true); false gives the process /dev/null. */
+  stdin?: boolean;
   /** Run on a pseudo-terminal (stderr is merged into stdout). */
   tty?: { rows: number; cols: number };
 }

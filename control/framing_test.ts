@@ -81,3 +81,21 @@ Deno.test("encodeLine - newlines in strings cannot break the framing", () => {
   assertEquals(line.indexOf("\n"), line.length - 1);
   assertEquals(JSON.parse(line), { s: "a\nb\r\n" });
 });
+
+Deno.test("encodeLine - Uint8Array values become base64 strings, spliced in place", () => {
+  const bytes = new Uint8Array(100_000).map((_, i) => i * 7);
+  const msg = { a: "x\n\u00e9", data: bytes, nested: [{ more: new Uint8Array([1, 2]) }], z: 1 };
+  const out = encodeLine(msg);
+  const text = new TextDecoder().decode(out);
+  assertEquals(text.endsWith("}\n"), true);
+  assertEquals(text.indexOf("\n"), text.length - 1);
+  assertEquals(
+    JSON.parse(text),
+    { a: "x\n\u00e9", data: bytes.toBase64(), nested: [{ more: "AQI=" }], z: 1 },
+  );
+  // Same bytes as plain JSON of the base64 strings.
+  const plain = new TextEncoder().encode(
+    JSON.stringify({ ...msg, data: bytes.toBase64(), nested: [{ more: "AQI=" }] }) + "\n",
+  );
+  assertEquals(out, plain);
+});

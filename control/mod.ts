@@ -16,6 +16,12 @@ export type {
   BackendWatch,
   ControlBackend,
 } from "./backend.ts";
+export {
+  agentBackend,
+  type AgentBackendOptions,
+  type AgentProcess,
+  type AgentSandbox,
+} from "./agent_backend.ts";
 export { type Clock, realClock } from "./clock.ts";
 export {
   connectControl,

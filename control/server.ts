@@ -124,6 +124,11 @@ export class ControlServer {
     return this.#sessions.size;
   }
 
+  /** Per-session figures (outgoing bytes queued, requests in flight), for logs and tests. */
+  sessionStats(): Array<{ queuedBytes: number; inFlight: number; watches: number }> {
+    return [...this.#sessions].map((s) => s.stats());
+  }
+
   /** @internal */
   nextWatchId(): string {
     return `w${++this.#watchCounter}`;
@@ -197,6 +202,15 @@ export class ControlSession implements OutputSubscriber {
     return this.#inFlight.size;
   }
 
+  /** Outgoing bytes queued, requests in flight and watches of this session. */
+  stats(): { queuedBytes: number; inFlight: number; watches: number } {
+    return {
+      queuedBytes: this.#conn.queuedBytes,
+      inFlight: this.#inFlight.size,
+      watches: this.#watches.size,
+    };
+  }
+
   /** @internal */
   get server(): ControlServer {
     return this.#server;
@@ -222,7 +236,7 @@ export class ControlSession implements OutputSubscriber {
     this.notify("output", {
       pid,
       stream: chunk.stream,
-      data: chunk.data.toBase64(),
+      data: chunk.data,
       seq: chunk.seq,
     });
   }
@@ -608,7 +622,8 @@ const HANDLERS: Record<string, Handler> = {
     const stdinText = p.optString("stdin");
     if (stdinText !== undefined) stdin = utf8Encoder.encode(stdinText);
 
-    const rec = await server.processes.start(argv, options, "exec");
+    const hasStdin = stdin !== undefined && stdin.length > 0;
+    const rec = await server.processes.start(argv, { ...options, stdin: hasStdin }, "exec");
     const out = new Collector(maxOutput);
     const err = new Collector(maxOutput);
     rec.listeners.add((c) => (c.stream === "stdout" ? out : err).add(c.data));
@@ -629,14 +644,16 @@ const HANDLERS: Record<string, Handler> = {
       },
       () => {},
     );
-    void (async () => {
-      try {
-        if (stdin && stdin.length > 0) await rec.process.write(stdin);
-        await rec.process.closeStdin();
-      } catch {
-        // The process may exit without reading its stdin.
-      }
-    })();
+    if (hasStdin) {
+      void (async () => {
+        try {
+          await rec.process.write(stdin!);
+          await rec.process.closeStdin();
+        } catch {
+          // The process may exit without reading its stdin.
+        }
+      })();
+    }
     let exit: ProcessExit;
     try {
       exit = await rec.done;
@@ -651,8 +668,8 @@ const HANDLERS: Record<string, Handler> = {
     const outBytes = out.bytes();
     const errBytes = err.bytes();
     const result: Record<string, unknown> = {
-      stdout: encoding === "base64" ? outBytes.toBase64() : utf8.decode(outBytes),
-      stderr: encoding === "base64" ? errBytes.toBase64() : utf8.decode(errBytes),
+      stdout: encoding === "base64" ? outBytes : utf8.decode(outBytes),
+      stderr: encoding === "base64" ? errBytes : utf8.decode(errBytes),
       exit_code: exit.code,
       signal: exit.signal,
       timed_out: timedOut,
@@ -676,13 +693,15 @@ const HANDLERS: Record<string, Handler> = {
     };
   },
 
-  async input(session, p) {
+  async input(session, p, ctx) {
     const pid = p.string("pid", { maxLength: 64 });
     const data = p.optBase64("data", { maxBytes: session.server.limits.MAX_CHUNK_BYTES * 2 });
     const rec = session.server.processes.getRunning(pid, "write to");
     try {
-      if (data && data.length > 0) await rec.process.write(data);
-      if (p.bool("eof", false)) await rec.process.closeStdin();
+      // A process that never reads its stdin must not pin this request (or the session's
+      // cleanup) forever: cancellation and disconnects abort the wait.
+      if (data && data.length > 0) await abortable(rec.process.write(data), ctx.signal);
+      if (p.bool("eof", false)) await abortable(rec.process.closeStdin(), ctx.signal);
     } catch (err) {
       throw toRpcError(err, `write to process ${pid}`);
     }
@@ -748,7 +767,7 @@ const HANDLERS: Record<string, Handler> = {
         chunks: replay.chunks.map((c) => ({
           seq: c.seq,
           stream: c.stream,
-          data: c.data.toBase64(),
+          data: c.data,
         })),
         truncated: replay.truncated,
         next_seq: replay.nextSeq,
@@ -835,7 +854,7 @@ const HANDLERS: Record<string, Handler> = {
     }
     return {
       result: {
-        content: data.toBase64(),
+        content: data,
         offset,
         bytes: data.length,
         eof: data.length < want,

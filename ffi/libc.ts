@@ -30,6 +30,13 @@ export const LINUX = {
   POLLHUP: 0x10,
   POLLNVAL: 0x20,
   MS_RDONLY: 1,
+  F_SETPIPE_SZ: 1031,
+  EFD_NONBLOCK: 0o4000,
+  EFD_CLOEXEC: 0o2000000,
+  WNOHANG: 1,
+  POSIX_SPAWN_SETSIGDEF: 0x04,
+  POSIX_SPAWN_SETSIGMASK: 0x08,
+  POSIX_SPAWN_SETSID: 0x80,
   MNT_DETACH: 2,
   RB_POWER_OFF: 0x4321fedc,
 } as const;
@@ -51,6 +58,13 @@ export const ERRNO = {
   ENODEV: 19,
   ENOSPC: 28,
   ENOSYS: 38,
+  ENOEXEC: 8,
+  ECHILD: 10,
+  EPIPE: 32,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  ENAMETOOLONG: 36,
+  ETXTBSY: 26,
 } as const;
 
 const ERRNO_NAMES = new Map<number, string>(
@@ -102,6 +116,26 @@ const SYMBOLS = {
     nonblocking: true,
   },
   kill: { parameters: ["i32", "i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  posix_spawn: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  posix_spawnattr_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawnattr_setflags: { parameters: ["buffer", "i16"], result: "i32" },
+  posix_spawnattr_setsigmask: { parameters: ["buffer", "buffer"], result: "i32" },
+  posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
+  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_addopen: {
+    parameters: ["buffer", "i32", "buffer", "i32", "u32"],
+    result: "i32",
+  },
+  posix_spawn_file_actions_addchdir_np: { parameters: ["buffer", "buffer"], result: "i32" },
   getpgid: { parameters: ["i32"], result: "i32" },
   sync: { parameters: [], result: "void" },
   reboot: { parameters: ["i32"], result: "i32" },
@@ -229,6 +263,16 @@ export async function pollAsync(fd: number, events: number, timeoutMs: number): 
   return view.getUint16(6, true);
 }
 
+/** poll(2) of one fd with a zero timeout: the `revents` ready right now (0 if none). */
+export function pollNow(fd: number, events: number): number {
+  const pfd = new Uint8Array(8);
+  const view = new DataView(pfd.buffer);
+  view.setInt32(0, fd, true);
+  view.setInt16(4, events, true);
+  const rc = lib().poll(pfd, 1n, 0);
+  return rc > 0 ? view.getUint16(6, true) : 0;
+}
+
 /** `kill(pid, signal)`; a negative pid addresses a process group. */
 export function kill(pid: number, signal: number): void {
   check("kill", lib().kill(pid, signal), `pid ${pid}`);
@@ -270,4 +314,156 @@ export function mount(
 /** `umount2(target, flags)`. */
 export function umount(target: string, flags = 0): void {
   check("umount", lib().umount2(cString(target), flags), target);
+}
+
+/** `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a counter fd used to wake a poll. */
+export function eventfd(): number {
+  return check("eventfd", lib().eventfd(0, LINUX.EFD_NONBLOCK | LINUX.EFD_CLOEXEC));
+}
+
+/** `pipe2(O_CLOEXEC)`: returns `[readEnd, writeEnd]`. */
+export function pipe(): [number, number] {
+  const fds = new Int32Array(2);
+  check("pipe2", lib().pipe2(fds, LINUX.O_CLOEXEC));
+  return [fds[0]!, fds[1]!];
+}
+
+/** Grows a pipe's buffer (`F_SETPIPE_SZ`); returns the size granted, or null if refused. */
+export function setPipeSize(fd: number, bytes: number): number | null {
+  const rc = lib().fcntl(fd, LINUX.F_SETPIPE_SZ, bytes);
+  return rc < 0 ? null : rc;
+}
+
+/** How a child ended, decoded from a wait status. */
+export type WaitStatus = { exited: true; code: number } | { exited: false; signal: number };
+
+/**
+ * `waitpid(pid, WNOHANG)`: the child's status if it has ended (and reaps it), else null.
+ *
+ * @throws LibcError ECHILD when `pid` is not our child (or was already reaped).
+ */
+export function tryWait(pid: number): WaitStatus | null {
+  const status = new Int32Array(1);
+  for (;;) {
+    const rc = lib().waitpid(pid, status, LINUX.WNOHANG);
+    if (rc === 0) return null;
+    if (rc < 0) {
+      const e = errno();
+      if (e === ERRNO.EINTR) continue;
+      throw new LibcError("waitpid", e, `pid ${pid}`);
+    }
+    const s = status[0]!;
+    const sig = s & 0x7f;
+    if (sig === 0) return { exited: true, code: (s >> 8) & 0xff };
+    if (sig !== 0x7f) return { exited: false, signal: sig };
+    // Stopped/continued reports need WUNTRACED/WCONTINUED, which we never pass.
+    return null;
+  }
+}
+
+/** What one of a spawned child's fds 0-2 is. */
+export type SpawnStdio =
+  /** dup2 of `fd` (an fd of ours, or 0-2 to copy a child fd set up earlier in the list). */
+  | { kind: "fd"; fd: number }
+  /** open(2) of `path` in the child, after setsid (a tty opened on 0 becomes its ctty). */
+  | { kind: "open"; path: string; flags: number };
+
+/** Options for {@link posixSpawn}. */
+export interface PosixSpawnOptions {
+  /** Executable path (no PATH search). */
+  path: string;
+  /** argv, argv[0] included. */
+  argv: readonly string[];
+  /** `KEY=VALUE` strings. */
+  env: readonly string[];
+  /** Working directory of the child. */
+  cwd?: string;
+  /** fds 0, 1, 2 in order. */
+  stdio: readonly [SpawnStdio, SpawnStdio, SpawnStdio];
+}
+
+function pointerArray(strings: readonly string[], keep: Uint8Array[]): BigUint64Array<ArrayBuffer> {
+  const out = new BigUint64Array(strings.length + 1);
+  strings.forEach((s, i) => {
+    const c = cString(s);
+    keep.push(c);
+    out[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c)));
+  });
+  return out;
+}
+
+/** glibc's posix_spawnattr_t is 336 bytes and posix_spawn_file_actions_t 80 on x86_64. */
+const OPAQUE_BYTES = 1024;
+
+/**
+ * `posix_spawn` in a new session (POSIX_SPAWN_SETSID, so pid == pgid == sid), with every signal
+ * reset to its default action and an empty signal mask (Deno ignores SIGPIPE, and ignored
+ * dispositions survive exec). Returns the pid.
+ *
+ * @throws LibcError with the errno posix_spawn reported (ENOENT, EACCES, ENOEXEC, ...).
+ */
+export function posixSpawn(options: PosixSpawnOptions): number {
+  const l = lib();
+  const attr = new Uint8Array(OPAQUE_BYTES);
+  const actions = new Uint8Array(OPAQUE_BYTES);
+  const keep: Uint8Array[] = [];
+  const call = (name: string, rc: number) => {
+    if (rc !== 0) throw new LibcError(name, rc, options.path);
+  };
+  call("posix_spawnattr_init", l.posix_spawnattr_init(attr));
+  call("posix_spawn_file_actions_init", l.posix_spawn_file_actions_init(actions));
+  try {
+    const emptySet = new Uint8Array(128);
+    const fullSet = new Uint8Array(128).fill(0xff);
+    call("posix_spawnattr_setsigmask", l.posix_spawnattr_setsigmask(attr, emptySet));
+    call("posix_spawnattr_setsigdefault", l.posix_spawnattr_setsigdefault(attr, fullSet));
+    const flags = LINUX.POSIX_SPAWN_SETSID | LINUX.POSIX_SPAWN_SETSIGDEF |
+      LINUX.POSIX_SPAWN_SETSIGMASK;
+    call("posix_spawnattr_setflags", l.posix_spawnattr_setflags(attr, flags));
+    if (options.cwd !== undefined) {
+      const dir = cString(options.cwd);
+      keep.push(dir);
+      call(
+        "posix_spawn_file_actions_addchdir_np",
+        l.posix_spawn_file_actions_addchdir_np(actions, dir),
+      );
+    }
+    options.stdio.forEach((io, target) => {
+      if (io.kind === "open") {
+        const p = cString(io.path);
+        keep.push(p);
+        call(
+          "posix_spawn_file_actions_addopen",
+          l.posix_spawn_file_actions_addopen(actions, target, p, io.flags, 0),
+        );
+      } else {
+        call(
+          "posix_spawn_file_actions_adddup2",
+          l.posix_spawn_file_actions_adddup2(actions, io.fd, target),
+        );
+      }
+    });
+    const pid = new Int32Array(1);
+    const argv = pointerArray(options.argv, keep);
+    const envp = pointerArray(options.env, keep);
+    const rc = l.posix_spawn(pid, cString(options.path), actions, attr, argv, envp);
+    if (rc !== 0) throw new LibcError("posix_spawn", rc, options.path);
+    return pid[0]!;
+  } finally {
+    l.posix_spawn_file_actions_destroy(actions);
+    l.posix_spawnattr_destroy(attr);
+  }
+}
+
+/**
+ * poll(2) over a prepared `struct pollfd` array (`count` entries) on a blocking-pool thread;
+ * returns poll's result (the `revents` fields are filled in place), 0 on EINTR.
+ */
+export async function pollSetAsync(
+  set: Uint8Array<ArrayBuffer>,
+  count: number,
+  timeoutMs: number,
+): Promise<number> {
+  const rc = await lib().poll_async(set, BigInt(count), timeoutMs);
+  return rc < 0 ? 0 : rc;
 }

@@ -6,16 +6,16 @@
  * The master fd is read and written through {@link FdStream} (non-blocking fd, readiness waits on
  * Deno's blocking pool), so a PTY never stalls the event loop.
  *
- * The child is started as `/bin/sh -c 'exec setsid -c "$@" 0<>SLAVE 1>&0 2>&0'`: sh opens the
- * slave as stdin/stdout/stderr, `setsid -c` makes a new session and takes the slave as its
- * controlling terminal, then execs the target, all in one pid that Deno waits on.
+ * The child is started with posix_spawn in a new session and opens the slave on fd 0 (then 1 and
+ * 2 are copies): a session leader opening a terminal without O_NOCTTY takes it as controlling
+ * terminal, so no `setsid -c` or shell is needed (see `ffi/spawn.ts`).
  *
  * @module
  */
 
 import * as libc from "./libc.ts";
 import { FdStream } from "./fd_stream.ts";
-import { setsidLauncher } from "./session.ts";
+import { spawnOnTerminal } from "./spawn.ts";
 
 const { LINUX } = libc;
 
@@ -128,6 +128,10 @@ export interface SpawnPtyOptions extends WindowSize {
   env: Record<string, string>;
   /** Working directory. */
   cwd?: string;
+  /** The executable; default `argv[0]`, which must then be a path (no PATH search here). */
+  path?: string;
+  /** After the exit, output ends at the first silence this long. @default 100 */
+  quietMs?: number;
 }
 
 /** A process running on a PTY. */
@@ -137,32 +141,29 @@ export interface PtyProcess {
   /** The terminal; `pty.readable` is the process's output, `pty.write` its input. */
   readonly pty: Pty;
   /** Resolves when the process exits (the PTY is then finishing its output). */
-  readonly status: Promise<Deno.CommandStatus>;
+  readonly status: Promise<libc.WaitStatus>;
 }
-
-const SH_SCRIPT = 'slave=$1; shift; exec "$@" 0<>"$slave" 1>&0 2>&0';
 
 /**
  * Starts `argv` on a new PTY in its own session, with the PTY as controlling terminal.
  *
- * @throws RangeError for a bad size; Deno.errors.NotFound when `/bin/sh` is missing.
+ * @throws RangeError for a bad size or argv; LibcError from posix_spawn (ENOENT, EACCES...).
  */
 export function spawnPty(argv: readonly string[], options: SpawnPtyOptions): PtyProcess {
-  if (argv.length === 0) throw new RangeError("Cannot start a process: argv is empty");
-  const setsid = setsidLauncher();
+  const path = options.path ?? argv[0];
+  if (path === undefined || !path.includes("/")) {
+    throw new RangeError("Cannot start a process on a PTY: give a path (argv[0] or options.path)");
+  }
   const pty = Pty.open(options);
   try {
-    const env = { TERM: "xterm-256color", ...options.env };
-    const child = new Deno.Command("/bin/sh", {
-      args: ["-c", SH_SCRIPT, "sh", pty.slavePath, setsid.program, ...setsid.prefix, "-c", ...argv],
-      env,
-      clearEnv: true,
+    const child = spawnOnTerminal({
+      path,
+      argv,
+      env: { TERM: "xterm-256color", ...options.env },
       ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    const status = child.status.finally(() => pty.finish());
+      slavePath: pty.slavePath,
+    });
+    const status = child.status.finally(() => pty.finish(options.quietMs));
     return { pid: child.pid, pty, status };
   } catch (e) {
     pty.close();

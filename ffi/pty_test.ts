@@ -35,7 +35,7 @@ Deno.test("spawnPty - process sees a terminal of the requested size as its contr
   );
   const out = await readAll(p.pty.readable);
   const status = await p.status;
-  assertEquals(status.code, 0, out);
+  assertEquals(status, { exited: true, code: 0 }, out);
   const lines = out.split("\r\n");
   assertEquals(lines[0], p.pty.slavePath);
   assertEquals(lines[1], "33 101");
@@ -67,18 +67,16 @@ Deno.test("spawnPty - resize is seen by the child (SIGWINCH and stty size)", asy
   assert(out.includes("hello\r\n"), "typed input is echoed by the terminal");
   reader.releaseLock();
   await readAll(p.pty.readable);
-  assertEquals((await p.status).code, 0);
+  assertEquals(await p.status, { exited: true, code: 0 });
 });
 
 Deno.test("spawnPty - exit code and signal death are reported", async () => {
   const p = spawnPty(["/bin/sh", "-c", "exit 7"], { rows: 24, cols: 80, env: {} });
   await readAll(p.pty.readable);
-  assertEquals((await p.status).code, 7);
+  assertEquals(await p.status, { exited: true, code: 7 });
   const q = spawnPty(["/bin/sh", "-c", "kill -9 $$"], { rows: 24, cols: 80, env: {} });
   await readAll(q.pty.readable);
-  const s = await q.status;
-  assertEquals(s.code, 137);
-  assertEquals(s.signal, "SIGKILL");
+  assertEquals(await q.status, { exited: false, signal: 9 });
 });
 
 Deno.test("spawnPty - output ends after exit even if a background child holds the terminal", async () => {
@@ -89,7 +87,7 @@ Deno.test("spawnPty - output ends after exit even if a background child holds th
   });
   const out = await readAll(p.pty.readable);
   assert(out.includes("bye"), out);
-  assertEquals((await p.status).code, 0);
+  assertEquals(await p.status, { exited: true, code: 0 });
   // The background sleep is in the child's group; clean it up.
   try {
     Deno.kill(p.pid, "SIGKILL");
@@ -114,7 +112,7 @@ Deno.test("spawnPty - large output is passed through completely", async () => {
   }
   assertEquals(count, 3000000);
   assert(tail.includes("END"), tail);
-  assertEquals((await p.status).code, 0);
+  assertEquals(await p.status, { exited: true, code: 0 });
 });
 
 Deno.test("Pty.open - rejects impossible sizes", () => {

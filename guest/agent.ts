@@ -34,9 +34,6 @@ import { syncAll } from "./shutdown.ts";
 /** The agent's software version, announced in HELLO. */
 export const AGENT_VERSION = "0.1.0";
 
-/** How long output may stay silent after a process exits before its pipes are cut. */
-export const EXIT_QUIET_MS = 200;
-
 /** NDJSON lines are batched into DATA frames of about this size. */
 const LINE_BATCH = 32 * 1024;
 
@@ -222,8 +219,8 @@ class Session {
         // stdin is /dev/null: drop anything the host sends on channel 0.
         void stream.channel(0).readable.cancel().catch(() => {});
       }
-      const pumps = [pump(proc.stdout, stream.channel(1), proc.status)];
-      if (proc.stderr) pumps.push(pump(proc.stderr, stream.channel(2), proc.status));
+      const pumps = [pump(proc.stdout, stream.channel(1))];
+      if (proc.stderr) pumps.push(pump(proc.stderr, stream.channel(2)));
       const status = await proc.status;
       await Promise.all(pumps);
       await stream.close(
@@ -297,42 +294,14 @@ class Session {
 }
 
 /**
- * Copies `source` into `channel` and sends FIN. Once `exited` resolves, a source that stays
- * silent for {@link EXIT_QUIET_MS} is cut: a background grandchild may hold the pipe open forever,
- * and the exit must still be reported. A slow *reader* never triggers the cut (only time spent
- * waiting on the source counts).
+ * Copies `source` into `channel` and sends FIN. The source ends on its own after the process
+ * exits (see EXIT_QUIET_MS in process.ts), so the exit is always reported.
  */
-async function pump(
-  source: ReadableStream<Uint8Array>,
-  channel: MuxChannel,
-  exited: Promise<unknown>,
-): Promise<void> {
+async function pump(source: ReadableStream<Uint8Array>, channel: MuxChannel): Promise<void> {
   const reader = source.getReader();
-  let waiting = false;
-  let waitingSince = 0;
-  let exitedAt: number | null = null;
-  let done = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const check = () => {
-    timer = undefined;
-    if (done || exitedAt === null) return;
-    const since = Math.max(waitingSince, exitedAt);
-    if (waiting && performance.now() - since >= EXIT_QUIET_MS) {
-      void reader.cancel().catch(() => {});
-      return;
-    }
-    timer = setTimeout(check, EXIT_QUIET_MS / 4);
-  };
-  void exited.then(() => {
-    exitedAt = performance.now();
-    if (!done) timer = setTimeout(check, EXIT_QUIET_MS / 4);
-  });
   try {
     for (;;) {
-      waiting = true;
-      waitingSince = performance.now();
       const result = await reader.read();
-      waiting = false;
       if (result.done) break;
       await channel.write(result.value);
     }
@@ -340,9 +309,6 @@ async function pump(
   } catch {
     // The stream was reset or the connection dropped; stop reading so the process sees EPIPE.
     await reader.cancel().catch(() => {});
-  } finally {
-    done = true;
-    clearTimeout(timer);
   }
 }
 

@@ -3,18 +3,24 @@
  * reading pace is the backpressure), exit status with deaths by signal as `128 + N`, and signals
  * sent to the whole process group.
  *
- * Each process is started through `setsid` (see `ffi/session.ts`), so it leads its own session and
- * process group (pid == pgid) and `kill` reaches everything it started, even after it exits. The
- * program is looked up in PATH here first, so a missing binary is a {@link ProcessError} with
- * exit code 127 and a readable message, never a hang or a `setsid` error text.
+ * Each process is started with posix_spawn in a session of its own (see `ffi/spawn.ts`), so it
+ * leads its own process group (pid == pgid) and `kill` reaches everything it started, even after
+ * it exits. The program is looked up in PATH here first, so a missing binary is a
+ * {@link ProcessError} with exit code 127 and a readable message, never a hang.
  *
  * @module
  */
 
 import * as libc from "../ffi/libc.ts";
-import { type Pty, spawnPty, type WindowSize } from "../ffi/pty.ts";
-import { setsidLauncher } from "../ffi/session.ts";
-import { parseSignal } from "./signals.ts";
+import { type Pty, type PtyProcess, spawnPty, type WindowSize } from "../ffi/pty.ts";
+import { type PipedChild, spawnPiped } from "../ffi/spawn.ts";
+import { parseSignal, signalName } from "./signals.ts";
+
+/**
+ * After a process exits, its output streams end at the first silence this long (a background
+ * child holding the pipe or terminal cannot delay the exit report forever).
+ */
+export const EXIT_QUIET_MS = 200;
 
 /** PATH used when neither the request nor the agent's environment has one. */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -94,31 +100,10 @@ export interface GuestProcess {
   resize(size: WindowSize): void;
 }
 
-function isExecutableFile(path: string): boolean {
-  try {
-    const info = Deno.statSync(path);
-    return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
-  } catch {
-    return false;
-  }
-}
-
-/** Last PATH hits (`PATH\0cwd\0name` -> path); a hit is re-checked with one stat before use. */
-const lookupCache = new Map<string, string>();
-const LOOKUP_CACHE_MAX = 256;
-
 /** Looks `argv0` up the way execvp does; returns the path that will run. */
 export function resolveProgram(argv0: string, options: { path: string; cwd: string }): string {
   if (argv0 === "") throw new ProcessError("bad_argv", "Cannot run a program", "its name is empty");
-  const key = `${options.path}\0${options.cwd}\0${argv0}`;
-  const cached = lookupCache.get(key);
-  // Only existence matters here (setsid's execvp does the real lookup), so a cached hit that
-  // still exists answers the question with one stat instead of a walk over PATH.
-  if (cached !== undefined && isExecutableFile(cached)) return cached;
-  const found = searchProgram(argv0, options);
-  if (lookupCache.size >= LOOKUP_CACHE_MAX) lookupCache.clear();
-  lookupCache.set(key, found);
-  return found;
+  return searchProgram(argv0, options);
 }
 
 function searchProgram(argv0: string, options: { path: string; cwd: string }): string {
@@ -163,9 +148,32 @@ function checkCwd(cwd: string): void {
   }
 }
 
-function toExitStatus(s: Deno.CommandStatus): ExitStatus {
-  // Deno already reports deaths by signal as 128 + N in `code`.
-  return { code: s.code, signal: s.signal ?? null };
+function toExitStatus(s: libc.WaitStatus): ExitStatus {
+  return s.exited
+    ? { code: s.code, signal: null }
+    : { code: 128 + s.signal, signal: signalName(s.signal) };
+}
+
+function spawnError(argv0: string, e: unknown): ProcessError {
+  const action = `Cannot run ${argv0}`;
+  if (e instanceof libc.LibcError) {
+    switch (e.errno) {
+      case libc.ERRNO.ENOENT:
+        return new ProcessError(
+          "not_found",
+          action,
+          "no such file (or its interpreter is missing)",
+          { cause: e },
+        );
+      case libc.ERRNO.EACCES:
+      case libc.ERRNO.ENOEXEC:
+      case libc.ERRNO.ETXTBSY:
+        return new ProcessError("not_executable", action, `cannot execute (${e.code})`, {
+          cause: e,
+        });
+    }
+  }
+  return new ProcessError("spawn_failed", action, (e as Error).message, { cause: e });
 }
 
 function killGroup(pgid: number, signal: string | number): boolean {
@@ -202,33 +210,27 @@ export function startProcess(
   if (options.tty) env.TERM = options.env?.TERM ?? "xterm-256color";
   const cwd = options.cwd ?? Deno.cwd();
   checkCwd(cwd);
-  resolveProgram(argv[0], { path: env.PATH, cwd });
-  if (options.tty) return startOnPty(argv, env, cwd, options.tty);
+  const path = resolveProgram(argv[0], { path: env.PATH, cwd });
+  if (options.tty) return startOnPty(argv, { path, env, cwd, size: options.tty });
 
-  const setsid = setsidLauncher();
-  let child: Deno.ChildProcess;
+  let child: PipedChild;
   try {
-    child = new Deno.Command(setsid.program, {
-      args: [...setsid.prefix, ...argv],
-      env,
-      clearEnv: true,
-      cwd,
-      stdin: options.stdin === false ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    child = spawnPiped({ path, argv, env, cwd, stdin: options.stdin === false ? "null" : "piped" });
   } catch (e) {
-    throw new ProcessError("spawn_failed", `Cannot run ${argv[0]}`, (e as Error).message, {
-      cause: e,
-    });
+    throw spawnError(argv[0], e);
   }
   const pid = child.pid;
   return {
     pid,
-    stdin: options.stdin === false ? new WritableStream() : child.stdin,
-    stdout: child.stdout,
-    stderr: child.stderr,
-    status: child.status.then(toExitStatus),
+    stdin: child.stdin?.writable ?? new WritableStream(),
+    stdout: child.stdout.readable,
+    stderr: child.stderr.readable,
+    status: child.status.then((s) => {
+      // A background child may keep the pipes open forever; the exit must still be reported.
+      child.stdout.endWhenQuiet(EXIT_QUIET_MS);
+      child.stderr.endWhenQuiet(EXIT_QUIET_MS);
+      return toExitStatus(s);
+    }),
     kill: (signal) => killGroup(pid, signal),
     resize: () => {
       throw new ProcessError("bad_argv", `Cannot resize process ${pid}`, "it has no terminal");
@@ -238,11 +240,21 @@ export function startProcess(
 
 function startOnPty(
   argv: readonly string[],
-  env: Record<string, string>,
-  cwd: string,
-  size: WindowSize,
+  options: { path: string; env: Record<string, string>; cwd: string; size: WindowSize },
 ): GuestProcess {
-  const p = spawnPty(argv, { ...size, env, cwd });
+  let p: PtyProcess;
+  try {
+    p = spawnPty(argv, {
+      ...options.size,
+      env: options.env,
+      cwd: options.cwd,
+      path: options.path,
+      quietMs: EXIT_QUIET_MS,
+    });
+  } catch (e) {
+    if (e instanceof RangeError) throw e;
+    throw spawnError(argv[0]!, e);
+  }
   const pty: Pty = p.pty;
   return {
     pid: p.pid,

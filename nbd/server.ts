@@ -18,8 +18,8 @@ import type { BlockBackend } from "./backend.ts";
 import { BufferedReader } from "./_io.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { type ExportOffer, serverHandshake } from "./handshake.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import {
-  BufferPool,
   type NbdLogger,
   type TransmissionEnd,
   TransmissionSession,
@@ -29,7 +29,10 @@ import { flagNames, TransmissionFlag } from "./wire.ts";
 
 /** Options of {@linkcode NbdServer.listen}. */
 export interface NbdServerOptions {
-  /** Path of the Unix socket to create. A stale socket file there is replaced. */
+  /**
+   * Path of the Unix socket to create (under 108 bytes). A stale socket file there is
+   * replaced; a socket another server still answers on is not.
+   */
   socketPath: string;
   /** Export name accepted besides "" (and listed by NBD_OPT_LIST). @default "" */
   exportName?: string;
@@ -122,7 +125,7 @@ export class NbdServer {
    * Starts serving `backend` on `options.socketPath`.
    *
    * @example
-   * ```ts
+   * ```ts ignore
    * const backend = await FileBackend.open("disk.img");
    * await using server = await NbdServer.listen(backend, { socketPath: "/tmp/disk.sock" });
    * // qemu-img info nbd+unix:///?socket=/tmp/disk.sock
@@ -130,14 +133,32 @@ export class NbdServer {
    */
   static async listen(backend: BlockBackend, options: NbdServerOptions): Promise<NbdServer> {
     const path = options.socketPath;
+    // sun_path holds 108 bytes including the terminating NUL.
+    if (new TextEncoder().encode(path).length > 107) {
+      throw new RangeError(`Cannot listen on ${path}: a Unix socket path must be under 108 bytes`);
+    }
+    let st: Deno.FileInfo | null = null;
     try {
-      const st = await Deno.lstat(path);
+      st = await Deno.lstat(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    if (st !== null) {
       if (!st.isSocket) {
         throw new Deno.errors.AlreadyExists(`Cannot listen on ${path}: a non-socket file exists`);
       }
+      // A socket someone still answers on belongs to a live server: never steal it.
+      let live = false;
+      try {
+        (await Deno.connect({ transport: "unix", path })).close();
+        live = true;
+      } catch {
+        // refused: a stale socket left by a server that died
+      }
+      if (live) {
+        throw new Deno.errors.AddrInUse(`Cannot listen on ${path}: another server is serving it`);
+      }
       await Deno.remove(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
     const listener = Deno.listen({ transport: "unix", path });
     const server = new NbdServer(backend, listener, options);
@@ -158,6 +179,11 @@ export class NbdServer {
   /** Connections currently open. */
   get activeConnections(): number {
     return this.#connections.size;
+  }
+
+  /** Reply/payload buffers reused from the pool vs freshly allocated. */
+  get bufferStats(): { reused: number; allocated: number } {
+    return { ...this.#pool.stats };
   }
 
   /** Transmission flags advertised (without SEND_DF, which depends on the client). */

@@ -138,7 +138,7 @@ export const PING_PAYLOAD_LEN = 8;
 export const DEFAULT_MAX_DATA = 256 * 1024;
 
 /** Default initial receive window per channel, announced in HELLO. */
-export const DEFAULT_WINDOW = 2 * 1024 * 1024;
+export const DEFAULT_WINDOW = 4 * 1024 * 1024;
 
 /** Largest window a peer may build up on one channel (prevents overflow games). */
 export const MAX_WINDOW = 1 << 30;

@@ -39,6 +39,7 @@ export {
   MuxChannel,
   type MuxOptions,
   MuxStream,
+  type OpenOptions,
   OUT_HIGH_WATER,
   type Role,
 } from "./mux.ts";

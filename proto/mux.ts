@@ -87,7 +87,7 @@ export interface MuxOptions {
   version: string;
   /** Capabilities announced in HELLO. @default [] */
   capabilities?: string[];
-  /** Receive window per channel, bytes. @default DEFAULT_WINDOW (2 MiB) */
+  /** Receive window per channel, bytes. @default DEFAULT_WINDOW (4 MiB) */
   window?: number;
   /** Largest DATA payload accepted (and sent). @default DEFAULT_MAX_DATA (256 KiB) */
   maxFrame?: number;
@@ -95,6 +95,16 @@ export interface MuxOptions {
   maxStreams?: number;
   /** Aborts the handshake (e.g. `AbortSignal.timeout(5000)`). */
   signal?: AbortSignal;
+}
+
+/** Options of {@link Mux.open}. */
+export interface OpenOptions {
+  /**
+   * Channels this side will read. Bytes the peer sends on any other channel are dropped and
+   * credited back at once, so a misbehaving peer cannot pin memory on channels nobody reads.
+   * @default all channels
+   */
+  reads?: number[];
 }
 
 /** Bytes queued for the transport above which writers wait. */
@@ -249,7 +259,7 @@ export class Mux {
    * Opens a stream with a JSON request header. Frames are queued at once; errors surface on the
    * stream (`result`, channel reads/writes).
    */
-  open(request: Record<string, unknown>): MuxStream {
+  open(request: Record<string, unknown>, options: OpenOptions = {}): MuxStream {
     if (this.#ended) {
       throw this.#endError ??
         new ConnectionError("closed", "Cannot open stream: connection is closed");
@@ -262,6 +272,11 @@ export class Mux {
     this.#nextId += 2;
     const stream = new MuxStream(this, id, request, true, this.#window, this.#peerWindow());
     this.#streams.set(id, stream);
+    if (options.reads) {
+      for (let i = 0; i < MAX_CHANNELS; i++) {
+        if (!options.reads.includes(i)) stream.channel(i).discard();
+      }
+    }
     this.#sendFrame(FrameType.OPEN, 0, 0, id, payload);
     return stream;
   }
@@ -930,6 +945,14 @@ export class MuxChannel {
     }
   }
 
+  /**
+   * Drops everything received on this channel, now and later, returning the credit at once (as
+   * cancelling the readable does).
+   */
+  discard(): void {
+    this.#discard();
+  }
+
   #discard(): void {
     this.#discarding = true;
     let n = 0;
@@ -964,6 +987,7 @@ export class MuxStream {
   #sendWindow: number;
   #messages: Record<string, unknown>[] = [];
   #messageWaiter: (() => void) | undefined;
+  #messageHandler: ((message: Record<string, unknown>) => void) | undefined;
   #finished = false;
   #recvError: Error | undefined;
   #sendError: Error | undefined;
@@ -1035,6 +1059,25 @@ export class MuxStream {
     return this.#mux.sendFrameInternal(FrameType.MESSAGE, 0, 0, this.id, encodeJson(message));
   }
 
+  /**
+   * Delivers MESSAGE frames to `handler` synchronously, in wire order relative to DATA (a
+   * `resize` sent before some terminal input is handled before that input can be read), instead
+   * of queuing them for {@link nextMessage}. Messages already queued are delivered at once.
+   * A handler that throws resets the stream with the error.
+   */
+  onMessage(handler: (message: Record<string, unknown>) => void): void {
+    this.#messageHandler = handler;
+    for (const m of this.#messages.splice(0)) this.#deliver(m);
+  }
+
+  #deliver(message: Record<string, unknown>): void {
+    try {
+      this.#messageHandler!(message);
+    } catch (err) {
+      this.reset(toWireError(err, "Cannot handle message"));
+    }
+  }
+
   /** Waits for the next MESSAGE; `undefined` once the stream has finished and none are left. */
   async nextMessage(): Promise<Record<string, unknown> | undefined> {
     while (true) {
@@ -1096,6 +1139,10 @@ export class MuxStream {
         return;
       case FrameType.MESSAGE: {
         const message = decodeJson(frame.payload, frame.type);
+        if (this.#messageHandler) {
+          this.#deliver(message);
+          return;
+        }
         if (this.#messages.length >= MAX_QUEUED_MESSAGES) {
           this.reset({
             code: "protocol",

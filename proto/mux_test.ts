@@ -356,3 +356,56 @@ Deno.test("Mux - cancelling a readable returns credit so the sender finishes", a
   await served;
   assertEquals(DEFAULT_WINDOW > 0, true);
 });
+
+Deno.test("Mux - bytes on channels the opener does not read are dropped and credited", async () => {
+  await using p = await muxPair({ host: { window: 4096 } });
+  const served = (async () => {
+    const s = (await p.guest.accept())!;
+    // Far more than the window on channel 3, which the host said it will not read.
+    const w3 = s.channel(3).writable.getWriter();
+    for (let i = 0; i < 64; i++) await w3.write(new Uint8Array(4096));
+    await w3.close();
+    const w1 = s.channel(1).writable.getWriter();
+    await w1.write(enc.encode("wanted"));
+    await w1.close();
+    await s.close();
+  })();
+  const s = p.host.open({}, { reads: [1] });
+  assertEquals(dec.decode(await readAll(s.channel(1).readable)), "wanted");
+  assertEquals(s.channel(3).bufferedBytes, 0);
+  await served;
+  await p.host.ping();
+});
+
+Deno.test("Mux - maxStreams 0 refuses every stream the peer opens", async () => {
+  await using p = await muxPair({ host: { maxStreams: 0 } });
+  const s = p.guest.open({ op: "x" });
+  const err = await assertRejects(() => s.result, "0 streams already open");
+  assertEquals((err as AgentError).code, "busy");
+});
+
+Deno.test("Mux - onMessage delivers messages in wire order relative to DATA", async () => {
+  await using p = await muxPair();
+  const log: string[] = [];
+  const served = (async () => {
+    const s = (await p.guest.accept())!;
+    const reader = s.readable.getReader();
+    s.onMessage((m) => log.push(`message ${m.n}`));
+    for (let i = 0; i < 3; i++) {
+      const { value } = await reader.read();
+      log.push(`data ${dec.decode(value)}`);
+    }
+    await s.close();
+  })();
+  const s = p.host.open({});
+  const w = s.writable.getWriter();
+  await s.send({ n: 1 });
+  await w.write(enc.encode("a"));
+  await s.send({ n: 2 });
+  await w.write(enc.encode("b"));
+  await w.write(enc.encode("c"));
+  await s.result;
+  await served;
+  assertEquals(log.indexOf("message 1") < log.indexOf("data a"), true);
+  assertEquals(log.indexOf("message 2") < log.indexOf("data b"), true);
+});

@@ -23,19 +23,19 @@ export const GATEWAY_MAC = parseMac("52:55:0a:00:02:02");
 
 /** Wraps an IPv4 payload into an Ethernet frame from the guest. */
 export function guestIpFrame(
-  dst: number,
-  protocol: number,
-  l4Len: number,
-  fill: (l4: Uint8Array, src: number) => void,
-  src = GUEST_IP,
+  l4: { protocol: number; length: number; fill: (l4: Uint8Array) => void },
+  addrs: { destination: number; source?: number },
 ): Uint8Array {
+  const { protocol, length: l4Len, fill } = l4;
+  const dst = addrs.destination;
+  const src = addrs.source ?? GUEST_IP;
   const out = new Uint8Array(ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + l4Len);
   EthernetRepr.emit(
     { source: GUEST_MAC, destination: GATEWAY_MAC, etherType: EtherType.IPV4 },
     EthernetFrame.newUnchecked(out),
   );
   const ip = out.subarray(ETHERNET_HEADER_LEN);
-  fill(ip.subarray(IPV4_HEADER_LEN), src);
+  fill(ip.subarray(IPV4_HEADER_LEN));
   Ipv4Repr.emit(
     { source: src, destination: dst, protocol, payloadLen: l4Len, ttl: 64 },
     Ipv4Packet.newUnchecked(ip),
@@ -44,24 +44,32 @@ export function guestIpFrame(
 }
 
 /** A TCP segment from the guest to `dst`. */
-export function guestTcp(dst: number, seg: TcpRepr, src = GUEST_IP): Uint8Array {
-  return guestIpFrame(dst, IpProtocol.TCP, TcpRepr.bufferLen(seg), (b) => {
-    TcpRepr.emit(seg, TcpPacket.newUnchecked(b), { source: src, destination: dst });
-  }, src);
+export function guestTcp(dst: number, seg: TcpRepr, opts: { source?: number } = {}): Uint8Array {
+  const src = opts.source ?? GUEST_IP;
+  return guestIpFrame({
+    protocol: IpProtocol.TCP,
+    length: TcpRepr.bufferLen(seg),
+    fill: (b) => TcpRepr.emit(seg, TcpPacket.newUnchecked(b), { source: src, destination: dst }),
+  }, { destination: dst, source: src });
 }
 
 /** A UDP datagram from the guest. */
-export function guestUdp(dst: number, udp: UdpRepr, src = GUEST_IP): Uint8Array {
-  return guestIpFrame(dst, IpProtocol.UDP, UdpRepr.bufferLen(udp), (b) => {
-    UdpRepr.emit(udp, UdpPacket.newUnchecked(b), { source: src, destination: dst });
-  }, src);
+export function guestUdp(dst: number, udp: UdpRepr, opts: { source?: number } = {}): Uint8Array {
+  const src = opts.source ?? GUEST_IP;
+  return guestIpFrame({
+    protocol: IpProtocol.UDP,
+    length: UdpRepr.bufferLen(udp),
+    fill: (b) => UdpRepr.emit(udp, UdpPacket.newUnchecked(b), { source: src, destination: dst }),
+  }, { destination: dst, source: src });
 }
 
 /** An ICMP message from the guest. */
 export function guestIcmp(dst: number, icmp: Icmpv4Repr): Uint8Array {
-  return guestIpFrame(dst, IpProtocol.ICMP, Icmpv4Repr.bufferLen(icmp), (b) => {
-    Icmpv4Repr.emit(icmp, Icmpv4Packet.newUnchecked(b));
-  });
+  return guestIpFrame({
+    protocol: IpProtocol.ICMP,
+    length: Icmpv4Repr.bufferLen(icmp),
+    fill: (b) => Icmpv4Repr.emit(icmp, Icmpv4Packet.newUnchecked(b)),
+  }, { destination: dst });
 }
 
 /** A frame the stack sent, parsed down to the layer that matters. */

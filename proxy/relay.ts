@@ -76,10 +76,14 @@ export interface RelayOptions {
 const RELAY_CHUNK = 256 * 1024;
 /** Bytes read from a host socket at once (further bounded by the stack's send capacity). */
 const HOST_READ_CHUNK = 64 * 1024;
+/** Smallest host read while the guest still has bytes queued. */
+const MIN_HOST_READ = 16 * 1024;
 /** A blocked line for the same destination is repeated at most this often. */
 const BLOCKED_LINE_INTERVAL_MS = 10_000;
 /** Names whose host addresses are remembered between DNS answer and connect. */
 const MAX_RESOLVED_NAMES = 4096;
+/** How long a host resolution is reused before a connection resolves the name again. */
+const RESOLVED_TTL_MS = 60_000;
 
 /** Wakes one waiter; a wake with nobody waiting is remembered once. */
 class Signal {
@@ -161,7 +165,7 @@ export class Relay {
   readonly #connectTimeout: number;
   readonly #resolveTimeout: number;
   readonly #flows = new Map<number, Flow>();
-  readonly #resolved = new Map<string, number[]>();
+  readonly #resolved = new Map<string, { addresses: number[]; expiresAt: number }>();
   readonly #blockedAt = new Map<string, number>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
@@ -352,7 +356,13 @@ export class Relay {
     if (this.#resolved.size >= MAX_RESOLVED_NAMES) {
       this.#resolved.delete(this.#resolved.keys().next().value!);
     }
-    this.#resolved.set(name, addresses);
+    this.#resolved.set(name, { addresses, expiresAt: performance.now() + RESOLVED_TTL_MS });
+  }
+
+  #recall(name: string): number[] | undefined {
+    const entry = this.#resolved.get(name);
+    if (entry === undefined || entry.expiresAt < performance.now()) return undefined;
+    return entry.addresses;
   }
 
   async #connect(e: Extract<StackEvent, { type: "connect" }>): Promise<void> {
@@ -385,7 +395,7 @@ export class Relay {
       decision = this.#policy.checkConnection({ name, address: 0, port });
     } else if (name !== undefined) {
       const fixed = this.#policy.addHostAddress(name);
-      let candidates = fixed !== undefined ? [fixed] : this.#resolved.get(name);
+      let candidates = fixed !== undefined ? [fixed] : this.#recall(name);
       if (candidates === undefined) {
         try {
           candidates = await withTimeout(
@@ -480,7 +490,9 @@ export class Relay {
       for (;;) {
         if (flow.closed) break;
         const capacity = this.stack.sendCapacity(flow.id);
-        if (capacity === 0) {
+        // Sender-side SWS avoidance: while bytes are still queued, wait for a useful amount of
+        // room instead of reading the host socket a few bytes at a time.
+        if (capacity === 0 || (capacity < MIN_HOST_READ && this.stack.sendQueued(flow.id) > 0)) {
           await flow.writable.wait();
           continue;
         }

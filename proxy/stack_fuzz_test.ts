@@ -139,7 +139,7 @@ Deno.test("NetworkStack fuzz - valid-checksum TCP segments with random fields dr
     });
     stack.receiveFrame(frame, now);
     if (rand() < 0.05) {
-      const q = buildDnsQuery(i & 0xffff, `n${i % 50}.test`, rand() < 0.5 ? 1 : 28);
+      const q = buildDnsQuery(`n${i % 50}.test`, { id: i & 0xffff, type: rand() < 0.5 ? 1 : 28 });
       stack.receiveFrame(
         guestUdp(parseIpv4("10.0.2.3"), { sourcePort: 999, destinationPort: 53, payload: q }),
         now,

@@ -119,7 +119,7 @@ Deno.test("NetworkStack - DNS: A becomes a lookup event, AAAA is answered at onc
 
 Deno.test("NetworkStack - DNS to any address (8.8.8.8) is answered by us, from that address", () => {
   const stack = newStack();
-  const q = buildDnsQuery(9, "denied.test", DnsType.A);
+  const q = buildDnsQuery("denied.test", { id: 9, type: DnsType.A });
   stack.receiveFrame(
     guestUdp(ip("8.8.8.8"), { sourcePort: 5353, destinationPort: 53, payload: q }),
     0,
@@ -239,7 +239,7 @@ Deno.test("NetworkStack - pending cap refuses SYNs while decisions are outstandi
 
 Deno.test("NetworkStack - spoofed source, bad checksum and IPv6 are counted, not answered", () => {
   const stack = newStack();
-  stack.receiveFrame(guestTcp(DEST, SYN, ip("10.0.2.99")), 0);
+  stack.receiveFrame(guestTcp(DEST, SYN, { source: ip("10.0.2.99") }), 0);
   const bad = TCP_SYN.slice();
   bad[60] = bad[60]! ^ 0xff;
   stack.receiveFrame(bad, 0);
@@ -260,7 +260,7 @@ Deno.test("NetworkStack - DNS over TCP on port 53 is served internally", () => {
   stack.receiveFrame(guestTcp(dst, { ...SYN, destinationPort: 53 }), 0);
   assertEquals(events(stack), []); // no connect event: the stack serves it
   only(drain(stack, 0), "tcp");
-  const q = buildDnsQuery(77, "a.test", DnsType.A);
+  const q = buildDnsQuery("a.test", { id: 77, type: DnsType.A });
   const framed = new Uint8Array(2 + q.length);
   framed[1] = q.length;
   framed.set(q, 2);

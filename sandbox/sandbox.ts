@@ -7,6 +7,7 @@
 
 import {
   type ByteStream,
+  Channel,
   type DirEntry,
   type FileInfo,
   type Hello,
@@ -99,6 +100,8 @@ export class Sandbox implements AsyncDisposable {
       role: "host",
       version: VERSION,
       signal: options.signal ?? AbortSignal.timeout(10_000),
+      // The host serves no requests: a guest cannot open streams towards it.
+      maxStreams: 0,
       ...(options.window ? { window: options.window } : {}),
     });
     return new Sandbox(mux);
@@ -138,7 +141,10 @@ export class Sandbox implements AsyncDisposable {
 
   /** Starts a process; read its output from the returned {@link SandboxProcess}. */
   spawn(argv: string[], options: SpawnOptions = {}): SandboxProcess {
-    const stream = this.#open(execRequest(argv, options));
+    const stream = this.#open(
+      execRequest(argv, options),
+      options.tty ? [Channel.STDOUT] : [Channel.STDOUT, Channel.STDERR],
+    );
     return new SandboxProcess(stream, {
       stdinPiped: options.stdin === "piped",
       ...(options.signal ? { signal: options.signal } : {}),
@@ -192,7 +198,7 @@ export class Sandbox implements AsyncDisposable {
     data: Uint8Array | string | ReadableStream<Uint8Array>,
     options: WriteFileOptions = {},
   ): Promise<number> {
-    const stream = this.#open({ op: "write_file", path, ...options });
+    const stream = this.#open({ op: "write_file", path, ...options }, []);
     const sending = (async () => {
       if (data instanceof ReadableStream) {
         await data.pipeTo(stream.writable);
@@ -345,12 +351,13 @@ export class Sandbox implements AsyncDisposable {
 
   // ----------------------------------------------------------------------------- internals
 
-  #open(request: Request): MuxStream {
-    return this.#mux.open(request as unknown as Record<string, unknown>);
+  /** Opens a stream; `reads` = the channels we read (others are dropped, bounding memory). */
+  #open(request: Request, reads: number[] = [Channel.MAIN]): MuxStream {
+    return this.#mux.open(request as unknown as Record<string, unknown>, { reads });
   }
 
   #call(request: Request): Promise<Record<string, unknown>> {
-    return this.#open(request).result;
+    return this.#open(request, []).result;
   }
 }
 

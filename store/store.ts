@@ -19,7 +19,7 @@ import { basename, dirname, join } from "node:path";
 import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
 import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
-import { blake3, HASH_LEN, initHasher, isZero, isZeroEntry, toHex } from "./hash.ts";
+import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
 import {
   BaseLower,
   CheckpointLower,
@@ -615,8 +615,10 @@ export class Store {
         );
       }
       const bs = device.blockSize;
-      const table = new BlockTable(bs, device.size);
       const prev = device.lastSaved;
+      // Start from the previous save's table (one memcpy): only entries whose block-map value
+      // changed since then are looked at again.
+      const table = new BlockTable(bs, device.size, prev ? prev.table.hashes.slice() : undefined);
       const where = frozen.where;
       const lower = device.lower;
       const lowerBlocks = Math.ceil(lower.size / bs);
@@ -625,16 +627,13 @@ export class Store {
       const clipped = device.size < lower.size ? device.blockCount - 1 : -1;
       const toHash: number[] = [];
       const fromLower: number[] = [];
+      const prevWhere = prev?.where;
       for (let i = 0; i < device.blockCount; i++) {
         const w = where[i]!;
-        if (prev && prev.where[i] === w) {
-          table.hashes.set(
-            prev.table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN),
-            i * HASH_LEN,
-          );
-        } else if (w === WHERE_ZERO) {
-          continue;
-        } else if (w === WHERE_LOWER) {
+        if (prevWhere !== undefined && prevWhere[i] === w) continue;
+        if (prevWhere !== undefined) table.set(i, null);
+        if (w === WHERE_ZERO) continue;
+        if (w === WHERE_LOWER) {
           if (i === clipped) toHash.push(i);
           else if (i < lowerBlocks) fromLower.push(i);
         } else {
@@ -657,12 +656,7 @@ export class Store {
         } else {
           throw new StoreError("invalid_argument", "Cannot save: unknown lower layer");
         }
-        for (const i of fromLower) {
-          table.hashes.set(
-            lowerTable.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN),
-            i * HASH_LEN,
-          );
-        }
+        for (const i of fromLower) table.copyEntry(lowerTable, i);
       }
       const batch = new ChunkBatch(this.chunks);
       try {
@@ -721,7 +715,7 @@ export class Store {
 function hashSet(table: BlockTable): Set<string> {
   const out = new Set<string>();
   for (let i = 0; i < table.entryCount; i++) {
-    if (!isZeroEntry(table.hashes, i * HASH_LEN)) {
+    if (!table.isZero(i)) {
       out.add(toHex(table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN)));
     }
   }

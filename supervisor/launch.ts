@@ -6,7 +6,6 @@
  * @module
  */
 
-import { setsidLauncher } from "../ffi/session.ts";
 import { SupervisorError } from "./errors.ts";
 import { logPath, readRecord, registryDir, type SandboxRecord } from "./registry.ts";
 import { encodeSpec, type SuperviseSpec } from "./supervise.ts";
@@ -47,7 +46,8 @@ export async function launchSupervisor(
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const log = logPath(dir, spec.name);
   await Deno.writeTextFile(log, "", { mode: 0o600 });
-  const setsid = setsidLauncher();
+  // util-linux setsid (Debian: always installed) calls setsid(2) and execs in place.
+  const setsid = { program: "setsid", prefix: [] as string[] };
   const [program, ...rest] = options.shuru;
   // sh redirects and execs setsid, which calls setsid(2) and execs the supervisor: one pid.
   const child = new Deno.Command("/bin/sh", {

@@ -12,8 +12,7 @@ import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
 
 /** The guest agent's entry point (same file as in the VM). */
-export const AGENT_MAIN = Deno.env.get("SHURU_TEST_GUEST_MAIN") ??
-  new URL("../guest/main.ts", import.meta.url).pathname;
+export const AGENT_MAIN = new URL("../guest/main.ts", import.meta.url).pathname;
 
 /** The repository root. */
 export const REPO = new URL("..", import.meta.url).pathname;
@@ -32,6 +31,8 @@ export interface ControlFixture extends AsyncDisposable {
   agent: AgentConnection;
   /** What the agent logged. */
   log(): string;
+  /** Kills the agent process (SIGKILL), as if the VM died. */
+  killAgent(): Promise<void>;
 }
 
 async function waitForSocket(path: string, deadlineMs: number, log: () => string): Promise<void> {
@@ -105,6 +106,12 @@ export async function startControl(
     server,
     agent,
     log: () => log,
+    async killAgent() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+    },
     [Symbol.asyncDispose]: dispose,
   };
 }

@@ -101,7 +101,9 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
       ),
     );
 
-    // Background processes.
+    // Background processes (polled; a hang fails at the deadline).
+    const deadline = Date.now() + 30_000;
+    const inTime = () => assert(Date.now() < deadline, "process output did not arrive in 30 s");
     const started = await call("process_start", {
       command: "echo ready; read x; echo got $x; sleep 30",
     });
@@ -109,15 +111,17 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     let seq = 0;
     let text = "";
     while (!text.includes("ready")) {
+      inTime();
       const o = await call("process_output", { pid, since_seq: seq });
       text += o.structuredContent?.stdout as string;
-      seq = o.structuredContent?.next_seq as number;
+      seq = o.structuredContent?.next_since_seq as number;
     }
     await call("process_input", { pid, input: "hello\n" });
     while (!text.includes("got hello")) {
+      inTime();
       const o = await call("process_output", { pid, since_seq: seq });
       text += o.structuredContent?.stdout as string;
-      seq = o.structuredContent?.next_seq as number;
+      seq = o.structuredContent?.next_since_seq as number;
     }
     const listed = await call("process_list", {});
     assert(
@@ -128,6 +132,7 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     await call("process_kill", { pid, signal: "SIGKILL" });
     let final: Record<string, unknown> | undefined;
     while (!final || final.running) {
+      inTime();
       final = (await call("process_output", { pid, since_seq: seq })).structuredContent;
     }
     assertEquals(final.exit_code, 137);

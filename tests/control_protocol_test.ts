@@ -335,3 +335,101 @@ Deno.test("control - the control socket is 0600 and another user cannot connect"
   await using c = await RawClient.connect(f.controlSocket);
   assertEquals(await c.next(), { jsonrpc: "2.0", method: "ready" });
 });
+
+Deno.test("control - shutdown and stop_on_close reach the backend; the server reports it", async () => {
+  let shutdowns = 0;
+  await using f = await startControl({
+    backend: {
+      shutdown: () => {
+        shutdowns++;
+        return Promise.resolve();
+      },
+      info: () => ({ name: "test-sandbox" }),
+    },
+  });
+  {
+    await using owner = await RawClient.connect(f.controlSocket);
+    await owner.next();
+    await owner.sendLine(req(1, "initialize", { stop_on_close: true }));
+    const init = (await owner.response(1)).result as Msg;
+    assertEquals(init.sandbox, { name: "test-sandbox" });
+    assertEquals((init.capabilities as Msg).shutdown, true);
+    assertEquals(shutdowns, 0);
+  }
+  // The owner's connection closed (as when its process exits): the sandbox is stopped.
+  await f.server.shutdownRequested;
+  assertEquals(shutdowns, 1);
+});
+
+Deno.test("control - explicit shutdown request", async () => {
+  let shutdowns = 0;
+  await using f = await startControl({
+    backend: {
+      shutdown: () => {
+        shutdowns++;
+        return Promise.resolve();
+      },
+    },
+  });
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  await c.sendLine(req(1, "shutdown", {}));
+  assertEquals((await c.response(1)).result, {});
+  await f.server.shutdownRequested;
+  assertEquals(shutdowns, 1);
+});
+
+Deno.test("control - the agent dying ends running processes with an error and later calls say SANDBOX_GONE", async () => {
+  await using f = await startControl();
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  await c.sendLine(req(1, "spawn", { argv: ["sleep", "30"] }));
+  const pid = ((await c.response(1)).result as Msg).pid;
+  await c.sendLine(req(2, "exec", { argv: ["sleep", "30"] }));
+  await f.killAgent();
+  const answer = await c.response(2);
+  assertEquals(errOf(answer).data.kind, "SANDBOX_GONE");
+  let exit: Msg | undefined;
+  while (!exit) {
+    const n = c.notifications.shift() ?? await c.next();
+    if (n.method === "exit") exit = n.params as Msg;
+  }
+  assertEquals(exit.pid, pid);
+  assert(typeof exit.error === "string", JSON.stringify(exit));
+  await c.sendLine(req(3, "stat", { path: "/" }));
+  assertEquals(errOf(await c.response(3)).data.kind, "SANDBOX_GONE");
+});
+
+Deno.test("control - a client that does not read holds the process back; memory stays bounded", async () => {
+  await using f = await startControl();
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  const total = 64 * 1024 * 1024;
+  await c.sendLine(req(1, "spawn", { argv: ["head", "-c", String(total), "/dev/zero"] }));
+  // Do not read for a while: the server's queue for this client must stay near its cap.
+  const cap = f.server.limits.CLIENT_QUEUE_BYTES;
+  let maxQueued = 0;
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    for (const s of f.server.sessionStats()) maxQueued = Math.max(maxQueued, s.queuedBytes);
+  }
+  assert(maxQueued > 0, "nothing was queued");
+  // One notification of slack: the pump checks the cap after queuing a chunk.
+  assert(maxQueued <= cap + 2 * 1024 * 1024, `queued ${maxQueued} bytes, cap ${cap}`);
+  const rec = f.server.processes.list()[0]!;
+  assertEquals(rec.exit, null, "the process finished although its output was not read");
+  // Now read everything: all bytes arrive, in seq order, then the exit.
+  let bytes = 0;
+  let lastSeq = 0;
+  let exit: Msg | undefined;
+  while (!exit) {
+    const n = await c.next();
+    if (n.method === "output") {
+      const p = n.params as Msg;
+      assertEquals(p.seq, lastSeq + 1);
+      lastSeq = p.seq as number;
+      bytes += Uint8Array.fromBase64(p.data as string).length;
+    } else if (n.method === "exit") exit = n.params as Msg;
+  }
+  assertEquals([bytes, exit.code], [total, 0]);
+});

@@ -152,3 +152,30 @@ Deno.test("SDK - a 200 MiB file through the protocol in chunks, both ways, hashe
   await sb.fs.writeFile(`${path}.2`, pieces);
   assertEquals(await sha256(sb.fs.readFileStream(`${path}.2`)), want);
 });
+
+Deno.test("SDK - spawn on a terminal: size, resize, input echoed", async () => {
+  await using f = await startControl();
+  await using sb = await Sandbox.connect(`unix:${f.controlSocket}`);
+  const proc = await sb.spawn(["sh", "-c", "stty size; tty; read x; echo got $x; stty size"], {
+    tty: { rows: 30, cols: 100 },
+  });
+  const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const until = async (s: string) => {
+    while (!out.includes(s)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`output ended before "${s}": ${out}`);
+      out += value;
+    }
+  };
+  await until("/dev/pts");
+  assert(out.includes("30 100"), out);
+  await proc.resize(40, 120);
+  const w = proc.stdin.getWriter();
+  await w.write(new TextEncoder().encode("typed\r"));
+  await until("40 120");
+  assert(out.includes("typed"), out); // the terminal echoes input
+  assert(out.includes("got typed"), out);
+  assertEquals((await proc.wait()).exitCode, 0);
+  await w.close().catch(() => {});
+});

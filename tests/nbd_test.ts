@@ -339,6 +339,27 @@ Deno.test("NbdServer - many clients at once each read their own ranges correctly
   }
 });
 
+Deno.test("NbdServer - CAN_MULTI_CONN holds: a write on one connection is read on another", async () => {
+  await using f = await serve();
+  const a = await RawClient.connect(f.socket);
+  const b = await RawClient.connect(f.socket);
+  try {
+    await a.handshake();
+    await b.handshake({ structured: true });
+    for (let i = 0; i < 8; i++) {
+      const data = new Uint8Array(4096).fill(0x30 + i);
+      await a.request({ type: Command.WRITE, offset: i * 65536, length: 4096, cookie: i }, data);
+      assertEquals((await a.reply()).error, 0);
+      // No flush in between: the reply alone must make the write visible everywhere.
+      const r = await b.read(i * 65536, 4096, 100 + i);
+      sameBytes(r.data, data, `write ${i} seen by the other connection`);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Hostile client
 // ---------------------------------------------------------------------------------------------
@@ -480,6 +501,23 @@ Deno.test("hostile client - handshake abuse closes the connection, the server li
     await c.handshake();
     await c.send(new Uint8Array(10)); // a third of a request header
     c.close();
+  });
+  await t.step("client hangs up mid-payload (valid and rejected writes)", async () => {
+    for (const offset of [0, IMAGE_SIZE]) {
+      const c = await RawClient.connect(f.socket);
+      await c.handshake();
+      await c.request(
+        { type: Command.WRITE, offset, length: 65536, cookie: 1 },
+        new Uint8Array(10),
+      );
+      c.close();
+    }
+    // The server must let go of these connections (and so close() must not wait for them).
+    const deadline = Date.now() + 5000;
+    while (f.server.activeConnections > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(f.server.activeConnections, 0, "connections with a half-sent WRITE linger");
   });
   assertEquals(await tool("nbdinfo", ["--size", f.uri]), `${IMAGE_SIZE}\n`);
 });
@@ -747,4 +785,43 @@ Deno.test("requireTool - a missing client fails with the install command", async
     message = (err as Error).message;
   }
   assert(message.includes(INSTALL), message);
+});
+
+Deno.test("NbdServer.listen - replaces a stale socket but never a live server's", async () => {
+  await using f = await serve();
+  let err: unknown;
+  try {
+    await NbdServer.listen(f.backend, { socketPath: f.socket });
+  } catch (e) {
+    err = e;
+  }
+  assert(err instanceof Deno.errors.AddrInUse, String(err));
+  assertEquals(await tool("nbdinfo", ["--size", f.uri]), `${IMAGE_SIZE}\n`);
+  // A socket file nobody answers on (a crashed server's) is taken over.
+  const stalePath = `${f.dir}/stale.sock`;
+  const crashed = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `Deno.listen({ transport: "unix", path: ${JSON.stringify(stalePath)} }); Deno.exit(0);`,
+    ],
+  }).output();
+  assert(crashed.success);
+  assert((await Deno.lstat(stalePath)).isSocket, "a process that exits leaves its socket file");
+  const second = await NbdServer.listen(f.backend, { socketPath: stalePath });
+  try {
+    assertEquals(
+      await tool("nbdinfo", ["--size", `nbd+unix:///?socket=${stalePath}`]),
+      `${IMAGE_SIZE}\n`,
+    );
+  } finally {
+    await second.close();
+  }
+  await Deno.writeTextFile(`${f.dir}/plain`, "x");
+  let notSocket: unknown;
+  try {
+    await NbdServer.listen(f.backend, { socketPath: `${f.dir}/plain` });
+  } catch (e) {
+    notSocket = e;
+  }
+  assert(notSocket instanceof Deno.errors.AlreadyExists, String(notSocket));
 });

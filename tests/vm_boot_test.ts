@@ -197,6 +197,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a kernel panic is reported as such, not as a power-off",
+  sanitizeResources: false,
+  fn: async () => {
+    const assets = await testAssets();
+    const dir = await Deno.makeTempDir({ prefix: "shuru-panic-" });
+    try {
+      // No init in the initramfs and no root disk: the kernel panics (panic=-1 resets at once).
+      const vm = await new QemuBackend().start({
+        kernel: assets.kernel,
+        initrd: assets.initramfs,
+        cmdline: kernelCmdline({ tscKhz: (await hostTscRate())?.khz, extra: ["rdinit=/nope"] }),
+        cpus: 1,
+        memoryMiB: 256,
+        accel: "tcg",
+        agentSocket: join(dir, "agent.sock"),
+        consoleLog: join(dir, "console.log"),
+      });
+      const exit = await vm.exited;
+      (await vm.agent).close();
+      assert(exit.panic.includes("Kernel panic"), `no panic seen: ${exit.consoleTail}`);
+      assertEquals(exit.poweredOff, false);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "no QEMU outlives its owner, even when the owner is SIGKILLed; stop() ends a VM",
   sanitizeResources: false,
   fn: async () => {

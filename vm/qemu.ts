@@ -120,6 +120,8 @@ class QemuVm implements Vm {
   readonly #waiters = new Map<BootPhase, Array<(ms: number) => void>>();
   #stopRequested = false;
   #ended = false;
+  #sawPowerDown = false;
+  #panic = "";
 
   constructor(
     child: Deno.ChildProcess,
@@ -177,7 +179,10 @@ class QemuVm implements Vm {
       return {
         code: status.code,
         signal: status.signal,
-        poweredOff: status.success && !this.#stopRequested,
+        // With -no-reboot QEMU exits 0 on a reset too (a panic reboots): only the kernel's
+        // power-down message means the guest powered itself off.
+        poweredOff: status.success && !this.#stopRequested && this.#sawPowerDown && !this.#panic,
+        panic: this.#panic,
         consoleTail: this.consoleTail(),
         stderr,
       };
@@ -210,7 +215,11 @@ class QemuVm implements Vm {
 
   /** Recognises the boot markers printed by the initramfs and the rootfs init. */
   #scan(line: string): void {
-    if (line.startsWith(`${INITRAMFS_MARKER} start `)) {
+    if (line.includes("reboot: Power down")) {
+      this.#sawPowerDown = true;
+    } else if (!this.#panic && line.includes("Kernel panic")) {
+      this.#panic = line.replace(/^\[[ \d.]+\]\s*/, "");
+    } else if (line.startsWith(`${INITRAMFS_MARKER} start `)) {
       const uptime = Number(line.split(" ").at(-1));
       this.#mark("initramfs");
       if (Number.isFinite(uptime)) {

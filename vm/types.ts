@@ -69,6 +69,8 @@ export interface VmExit {
   signal: string | null;
   /** `true` when the guest powered itself off (rather than being stopped or crashing). */
   poweredOff: boolean;
+  /** The kernel's panic line when the guest panicked (it then resets and QEMU exits), else "". */
+  panic: string;
   /** Last lines of the serial console, for error messages. */
   consoleTail: string;
   /** QEMU's own error output (trimmed). */

@@ -68,6 +68,7 @@ export interface WriteFileOptions {
 
 const utf8 = new TextEncoder();
 const PARALLEL_READS = 4;
+const PARALLEL_WRITES = 4;
 
 /** The guest's file system. */
 export class SandboxFs {
@@ -148,18 +149,32 @@ export class SandboxFs {
         if ((err as { code?: string }).code !== "ENOENT") throw err;
       }
     }
+    // Chunks go at explicit offsets, so a few can be in flight at once; the first one (which
+    // truncates) is confirmed before the others are sent.
     let first = true;
+    const inFlight = new Set<Promise<unknown>>();
+    let failed: unknown = null;
     const send = async (piece: Uint8Array) => {
       const params: Record<string, unknown> = {
         path,
         offset,
-        content: piece.toBase64(),
+        content: piece,
         truncate: first && !options.append,
       };
       if (options.mode !== undefined) params.mode = options.mode;
-      await this.#call("write_file", params, options.signal);
       offset += piece.length;
-      first = false;
+      if (first) {
+        first = false;
+        await this.#call("write_file", params, options.signal);
+        return;
+      }
+      const p = this.#call("write_file", params, options.signal).catch((err) => {
+        failed ??= err;
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      while (inFlight.size >= PARALLEL_WRITES) await Promise.race(inFlight);
+      if (failed) throw failed;
     };
     if (data instanceof Uint8Array) {
       for (let o = 0; o < data.length; o += this.#chunk) {
@@ -180,6 +195,8 @@ export class SandboxFs {
       }
       if (n > 0) await send(concat(buf));
     }
+    await Promise.all(inFlight);
+    if (failed) throw failed;
     if (first) await send(new Uint8Array()); // empty file
   }
 

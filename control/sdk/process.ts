@@ -72,7 +72,7 @@ export class SandboxProcess {
         // Large writes go in pieces the server accepts.
         for (let o = 0; o < chunk.length || o === 0; o += 1024 * 1024) {
           const piece = chunk.subarray(o, o + 1024 * 1024);
-          await this.#call("input", { pid, data: piece.toBase64() });
+          await this.#call("input", { pid, data: piece });
           if (chunk.length === 0) break;
         }
       },

@@ -6,11 +6,15 @@
  */
 
 import { join } from "node:path";
+import { dataHome, homeLayout } from "../../cli/home.ts";
 import { connectControl, type ControlClient } from "../client.ts";
 import { Limits } from "../wire.ts";
 import { SandboxError, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
+
+/** File name of a sandbox's control socket in its instance folder. */
+export const CONTROL_SOCKET_NAME = "control.sock";
 
 /** Where to find a sandbox's control socket. */
 export interface ConnectOptions {
@@ -88,7 +92,7 @@ export interface ProcessOutput {
   chunks: Array<{ seq: number; stream: "stdout" | "stderr"; data: Uint8Array }>;
   /** True when older chunks after `sinceSeq` were already dropped from the buffer. */
   truncated: boolean;
-  /** Pass as `sinceSeq` next time. */
+  /** The seq the next chunk will get; pass `nextSeq - 1` as `sinceSeq` next time. */
   nextSeq: number;
   /** Set once the process has exited. */
   exit: { exitCode: number; signal: string | null } | null;
@@ -112,22 +116,18 @@ function argvOf(command: string | string[]): string[] {
   return typeof command === "string" ? ["/bin/sh", "-c", command] : command;
 }
 
-function homeDir(options: ConnectOptions): string {
-  if (options.home) return options.home;
-  const explicit = Deno.env.get("SHURU_HOME");
-  if (explicit) return explicit;
-  const xdg = Deno.env.get("XDG_DATA_HOME");
-  if (xdg) return join(xdg, "shuru");
-  const home = Deno.env.get("HOME");
-  if (!home) {
-    throw new SandboxError("CONNECT", "Cannot find shuru's data home: set SHURU_HOME or HOME");
-  }
-  return join(home, ".local", "share", "shuru");
-}
-
 /** The control socket path of sandbox `name`. */
 export function controlSocketPath(name: string, options: ConnectOptions = {}): string {
-  return join(homeDir(options), "instances", name, "control.sock");
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    throw new SandboxError("CONNECT", `Cannot connect to sandbox "${name}": not a sandbox name`);
+  }
+  let root: string;
+  try {
+    root = options.home ?? dataHome();
+  } catch (err) {
+    throw new SandboxError("CONNECT", (err as Error).message, { cause: err });
+  }
+  return join(homeLayout(root).instances, name, CONTROL_SOCKET_NAME);
 }
 
 /**
@@ -253,7 +253,7 @@ export class Sandbox implements AsyncDisposable {
     if (options.timeoutMs !== undefined) params.timeout_ms = options.timeoutMs;
     if (options.maxOutputBytes !== undefined) params.max_output_bytes = options.maxOutputBytes;
     if (typeof options.stdin === "string") params.stdin = options.stdin;
-    else if (options.stdin) params.stdin_base64 = options.stdin.toBase64();
+    else if (options.stdin) params.stdin_base64 = options.stdin;
     const r = await this.#call<{
       stdout: string;
       stderr: string;
@@ -324,7 +324,7 @@ export class Sandbox implements AsyncDisposable {
 
   /** Writes to the stdin of process `pid` (`eof` closes it after). */
   async writeInput(pid: string, data: Uint8Array, options: { eof?: boolean } = {}): Promise<void> {
-    await this.#call("input", { pid, data: data.toBase64(), eof: options.eof ?? false });
+    await this.#call("input", { pid, data, eof: options.eof ?? false });
   }
 
   /** Sends a signal to process `pid` (default SIGTERM). */

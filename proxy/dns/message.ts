@@ -276,7 +276,8 @@ export function buildHeaderOnlyReply(bytes: Uint8Array, rcode: number): Uint8Arr
 }
 
 /** Builds a query (used by tests and tools). */
-export function buildDnsQuery(id: number, name: string, type: number): Uint8Array {
+export function buildDnsQuery(name: string, opts: { id: number; type: number }): Uint8Array {
+  const { id, type } = opts;
   const n = encodeName(name);
   const out = new Uint8Array(DNS_HEADER_LEN + n.length + 4);
   const view = new DataView(out.buffer);

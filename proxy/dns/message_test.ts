@@ -54,9 +54,9 @@ Deno.test("readName - caps: label over 63 (a reserved label type), name over 255
 
 Deno.test("parseDnsMessage - impossible counts and lengths name the field", () => {
   assertThrows(() => parseDnsMessage(new Uint8Array(11)), "field header");
-  const many = buildDnsQuery(1, "x.test", DnsType.A);
+  const many = buildDnsQuery("x.test", { id: 1, type: DnsType.A });
   many[5] = 200;
   assertThrows(() => parseDnsMessage(many), "field qdcount");
-  const cut = buildDnsQuery(1, "x.test", DnsType.A).subarray(0, 20);
+  const cut = buildDnsQuery("x.test", { id: 1, type: DnsType.A }).subarray(0, 20);
   assertThrows(() => parseDnsMessage(cut), "field question");
 });

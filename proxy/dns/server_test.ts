@@ -26,14 +26,14 @@ Deno.test("handleDnsQuery - AAAA gets an empty NOERROR at once", () => {
 });
 
 Deno.test("handleDnsQuery - garbage with a header gets FORMERR; responses and scraps are dropped", () => {
-  const bad = buildDnsQuery(7, "a.test", DnsType.A);
+  const bad = buildDnsQuery("a.test", { id: 7, type: DnsType.A });
   bad[12] = 0x80; // reserved label type
   const out = handleDnsQuery(bad);
   if (out.kind !== "reply") throw new Error("expected FORMERR reply");
   assertEquals(rcodeOf(parseDnsMessage(out.bytes)), DnsRcode.FORMERR);
   assertEquals(parseDnsMessage(out.bytes).id, 7);
   assertEquals(handleDnsQuery(new Uint8Array(5)).kind, "drop");
-  const response = buildDnsQuery(7, "a.test", DnsType.A);
+  const response = buildDnsQuery("a.test", { id: 7, type: DnsType.A });
   response[2] = response[2]! | 0x80;
   assertEquals(handleDnsQuery(response).kind, "drop");
 });

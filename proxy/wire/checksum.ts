@@ -44,12 +44,11 @@ export function checksum(bytes: Uint8Array): number {
 
 /** Sum of the IPv4 pseudo-header (RFC 793 section 3.1, RFC 768) for UDP and TCP. */
 export function pseudoHeaderSum(
-  src: number,
-  dst: number,
-  protocol: number,
-  length: number,
+  ip: { source: number; destination: number },
+  l4: { protocol: number; length: number },
 ): number {
-  return (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + protocol + length;
+  const { source: s, destination: d } = ip;
+  return (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + l4.protocol + l4.length;
 }
 
 /** The IP addresses a UDP or TCP checksum covers, and whether to verify it. */

@@ -151,7 +151,12 @@ export class TcpPacket {
   /** True when the checksum is correct for these IP addresses. */
   verifyChecksum(source: number, destination: number): boolean {
     const len = this.buffer.length;
-    return finish(sum16(this.buffer, pseudoHeaderSum(source, destination, IpProtocol.TCP, len))) ===
+    return finish(
+      sum16(
+        this.buffer,
+        pseudoHeaderSum({ source, destination }, { protocol: IpProtocol.TCP, length: len }),
+      ),
+    ) ===
       0;
   }
   /** Computes and stores the checksum over the whole buffer. */
@@ -159,7 +164,10 @@ export class TcpPacket {
     this.checksum = 0;
     const len = this.buffer.length;
     this.checksum = finish(
-      sum16(this.buffer, pseudoHeaderSum(source, destination, IpProtocol.TCP, len)),
+      sum16(
+        this.buffer,
+        pseudoHeaderSum({ source, destination }, { protocol: IpProtocol.TCP, length: len }),
+      ),
     );
   }
 }

@@ -98,7 +98,10 @@ export class UdpPacket {
   verifyChecksum(source: number, destination: number): boolean {
     if (this.checksum === 0) return true;
     const bytes = this.buffer.subarray(0, this.length);
-    const sum = sum16(bytes, pseudoHeaderSum(source, destination, IpProtocol.UDP, bytes.length));
+    const sum = sum16(
+      bytes,
+      pseudoHeaderSum({ source, destination }, { protocol: IpProtocol.UDP, length: bytes.length }),
+    );
     return finish(sum) === 0;
   }
   /** Computes and stores the checksum (0 is sent as 0xffff, RFC 768). */
@@ -106,7 +109,13 @@ export class UdpPacket {
     this.checksum = 0;
     const bytes = this.buffer.subarray(0, this.length);
     const sum = finish(
-      sum16(bytes, pseudoHeaderSum(source, destination, IpProtocol.UDP, bytes.length)),
+      sum16(
+        bytes,
+        pseudoHeaderSum({ source, destination }, {
+          protocol: IpProtocol.UDP,
+          length: bytes.length,
+        }),
+      ),
     );
     this.checksum = sum === 0 ? 0xffff : sum;
   }

@@ -14,7 +14,7 @@ import {
   optionReplyName,
   ReplyType,
 } from "../../nbd/wire.ts";
-import { encodeRequest } from "../../nbd/transmission.ts";
+import { encodeRequest } from "../../nbd/request.ts";
 
 /** One reply (a simple reply, or one structured chunk). */
 export interface Reply {

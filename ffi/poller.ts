@@ -1,0 +1,144 @@
+/**
+ * One poll(2) for every fd the agent waits on, run on a single thread of Deno's blocking pool.
+ *
+ * Waiting fds (PTY masters, pipes of spawned processes, the virtio port) join one pollfd set; an
+ * eventfd in the set wakes the poll when the set changes. So a thousand idle processes cost one
+ * blocked thread, not one each (Deno's pool has 512 threads; filling it would stall every file
+ * operation). The loop runs only while someone waits, so it never keeps the event loop alive.
+ *
+ * Closing an fd that a poll might be watching is unsafe (the number can be reused at once), so
+ * {@link Poller.release} resolves only when no poll in flight includes the fd.
+ *
+ * @module
+ */
+
+import * as libc from "./libc.ts";
+
+const { LINUX } = libc;
+
+interface Waiter {
+  fd: number;
+  events: number;
+  resolve: (revents: number) => void;
+}
+
+/** A shared readiness waiter; use {@link poller} for the process-wide instance. */
+export class Poller {
+  #waiters = new Set<Waiter>();
+  #wakeFd: number | null = null;
+  #running = false;
+  /** fds included in the poll currently in flight. */
+  #inFlight = new Set<number>();
+  #afterPoll: (() => void)[] = [];
+  #wakePending = false;
+
+  /**
+   * Resolves with the `revents` of `fd` once any of `events` (or an error/hang-up) is ready, or
+   * with 0 when `signal` aborts first.
+   */
+  wait(fd: number, events: number, signal?: AbortSignal): Promise<number> {
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        fd,
+        events,
+        resolve: (revents) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(revents);
+        },
+      };
+      const onAbort = () => {
+        if (this.#waiters.delete(waiter)) {
+          waiter.resolve(0);
+          this.#wake();
+        }
+      };
+      if (signal?.aborted) {
+        resolve(0);
+        return;
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.add(waiter);
+      this.#wake();
+      if (!this.#running) void this.#loop();
+    });
+  }
+
+  /**
+   * Ends every wait on `fd` (they resolve with 0) and resolves once no poll in flight watches it;
+   * then the fd may be closed.
+   */
+  release(fd: number): Promise<void> {
+    let removed = false;
+    for (const w of this.#waiters) {
+      if (w.fd === fd) {
+        this.#waiters.delete(w);
+        w.resolve(0);
+        removed = true;
+      }
+    }
+    if (!this.#inFlight.has(fd)) return Promise.resolve();
+    if (removed) this.#wake();
+    return new Promise((resolve) => this.#afterPoll.push(resolve));
+  }
+
+  #wake(): void {
+    if (!this.#running || this.#wakeFd === null || this.#wakePending) return;
+    this.#wakePending = true;
+    libc.writeNonBlocking(this.#wakeFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+  }
+
+  async #loop(): Promise<void> {
+    this.#running = true;
+    this.#wakeFd ??= libc.eventfd();
+    const counter = new Uint8Array(8);
+    try {
+      while (this.#waiters.size > 0) {
+        const waiters = [...this.#waiters];
+        const fds = new Map<number, number>();
+        for (const w of waiters) fds.set(w.fd, (fds.get(w.fd) ?? 0) | w.events);
+        const set = new Uint8Array(8 * (fds.size + 1));
+        const view = new DataView(set.buffer);
+        view.setInt32(0, this.#wakeFd, true);
+        view.setInt16(4, LINUX.POLLIN, true);
+        let i = 1;
+        for (const [fd, events] of fds) {
+          view.setInt32(8 * i, fd, true);
+          view.setInt16(8 * i + 4, events, true);
+          i++;
+        }
+        this.#inFlight = new Set(fds.keys());
+        const n = await libc.pollSetAsync(set, fds.size + 1, -1);
+        this.#inFlight = new Set();
+        const done = this.#afterPoll;
+        this.#afterPoll = [];
+        for (const f of done) f();
+        if (n <= 0) continue;
+        if (view.getUint16(6, true) !== 0) {
+          this.#wakePending = false;
+          libc.readNonBlocking(this.#wakeFd, counter);
+        }
+        const ready = new Map<number, number>();
+        for (let j = 1; j <= fds.size; j++) {
+          const revents = view.getUint16(8 * j + 6, true);
+          if (revents !== 0) ready.set(view.getInt32(8 * j, true), revents);
+        }
+        for (const w of waiters) {
+          const revents = ready.get(w.fd);
+          if (revents === undefined || !this.#waiters.has(w)) continue;
+          const hit = revents & (w.events | LINUX.POLLERR | LINUX.POLLHUP | LINUX.POLLNVAL);
+          if (hit === 0) continue;
+          this.#waiters.delete(w);
+          w.resolve(hit);
+        }
+      }
+    } finally {
+      this.#running = false;
+      this.#wakePending = false;
+      // Drain a wake-up that arrived after the last poll, so the next loop starts clean.
+      libc.readNonBlocking(this.#wakeFd!, counter);
+    }
+  }
+}
+
+/** The process-wide poller. */
+export const poller: Poller = new Poller();
