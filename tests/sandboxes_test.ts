@@ -128,6 +128,28 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
       assert(nf.code !== 0 && nf.stderr.includes("running sandboxes: box"), nf.stderr);
     });
 
+    await t.step("shell: bash on a PTY; its exit code is ours", async () => {
+      const quote = (a: string) => `'${a.replaceAll("'", "'\\''")}'`;
+      const line = [...shuruCommandLine(), "shell", "box"].map(quote).join(" ");
+      const child = new Deno.Command("script", {
+        args: ["-qec", line, "/dev/null"],
+        env: home.env(),
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const out = new Response(child.stdout).text();
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("echo $((6*7)); tty; exit 5\n"));
+      // stdin stays open until the shell exits (EOF would end the session early).
+      const status = await child.status;
+      await writer.close().catch(() => {});
+      await child.stderr.cancel();
+      const text = await out;
+      assertEquals(status.code, 5, text);
+      assert(/\r?\n42\r?\n/.test(text) && /\/dev\/pts\/\d+/.test(text), text);
+    });
+
     await t.step("cp: 100 MiB in and out with matching hashes", async () => {
       const data = new Uint8Array(100 * 1024 * 1024);
       for (let o = 0; o < data.length; o += 65536) {
