@@ -169,6 +169,15 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
       await Deno.remove(src);
       await Deno.remove(back);
       ok(await home.run(["exec", "box", "--", "rm", "/root/big.bin"]), "rm");
+      // Folders travel as a tar stream and keep their name inside an existing folder.
+      const tree = join(home.dir, "tree");
+      await Deno.mkdir(join(tree, "sub"), { recursive: true });
+      await Deno.writeTextFile(join(tree, "sub", "f.txt"), "nested\n");
+      ok(await home.run(["cp", tree, "box:/root/"]), "cp dir in");
+      const cat = await home.run(["exec", "box", "--", "cat", "/root/tree/sub/f.txt"]);
+      assertEquals(cat.stdout, "nested\n");
+      ok(await home.run(["cp", "box:/root/tree", join(home.dir, "tree2")]), "cp dir out");
+      assertEquals(await Deno.readTextFile(join(home.dir, "tree2", "sub", "f.txt")), "nested\n");
     });
 
     await t.step(
