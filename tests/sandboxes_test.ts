@@ -147,7 +147,7 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
       await child.stderr.cancel();
       const text = await out;
       assertEquals(status.code, 5, text);
-      assert(/\r?\n42\r?\n/.test(text) && /\/dev\/pts\/\d+/.test(text), text);
+      assert(/(^|[^0-9])42\r?\n/.test(text) && /\/dev\/pts\/\d+/.test(text), text);
     });
 
     await t.step("cp: 100 MiB in and out with matching hashes", async () => {
@@ -264,12 +264,15 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
       },
     );
 
-    await t.step("stop: the supervisor, QEMU and the instance folder go away", async () => {
-      ok(await home.run(["stop", "box"]), "stop");
+    await t.step("stop --save: saved, then the supervisor, QEMU and instance go away", async () => {
+      const stop = ok(await home.run(["stop", "box", "--save", "final"]), "stop --save");
+      assert(stop.stderr.includes("saved checkpoint final"), stop.stderr);
       assert(!alive(row!.supervisor.pid), "supervisor gone");
       assertEquals(await qemuProcessesMentioning(row!.instanceDir), []);
       assertEquals(await Deno.stat(row!.instanceDir).then(() => true, () => false), false);
       assertEquals(await ps(home), []);
+      const list = JSON.parse(ok(await home.run(["checkpoint", "list", "--json"]), "list").stdout);
+      assert(list.some((c: { name: string }) => c.name === "final"), JSON.stringify(list));
     });
   } finally {
     if (row && alive(row.supervisor.pid)) Deno.kill(row.supervisor.pid, "SIGKILL");
