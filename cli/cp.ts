@@ -47,12 +47,11 @@ async function guestStat(sb: Sandbox, path: string) {
   }
 }
 
+/** Waits for a host tar whose stdout or stdin is being piped; fails with its stderr. */
 async function checkedTar(proc: Deno.ChildProcess, what: string): Promise<void> {
-  const out = await proc.output();
-  if (!out.success) {
-    throw new UserError(
-      `Cannot copy ${what}: tar failed on the host: ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
+  const [status, err] = await Promise.all([proc.status, new Response(proc.stderr).text()]);
+  if (!status.success) {
+    throw new UserError(`Cannot copy ${what}: tar failed on the host: ${err.trim()}`);
   }
 }
 

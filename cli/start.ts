@@ -6,6 +6,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
+import { ensureAssets } from "../assets/mod.ts";
 import {
   checkSandboxName,
   decodeSpec,
@@ -17,7 +18,8 @@ import {
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
-import { resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { asUserError } from "./host_deps.ts";
 import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
@@ -71,6 +73,16 @@ export function startCommand(): Command {
         }
       } else {
         name = generateSandboxName(live);
+      }
+      // Build missing guest assets here, with progress on this terminal, not in the log.
+      try {
+        await ensureAssets({
+          assetsDir: homeLayout().assets,
+          ...(opts.installDeps ? { installDeps: true } : {}),
+          onProgress: progressPrinter(),
+        });
+      } catch (err) {
+        throw asUserError(err);
       }
       try {
         const record = await launchSupervisor({

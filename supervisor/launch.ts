@@ -63,6 +63,8 @@ export async function launchSupervisor(
       "_supervise",
       encodeSpec(spec),
     ],
+    // A daemon keeps no folder busy (every path in the spec is absolute).
+    cwd: "/",
     stdin: "null",
     stdout: "null",
     stderr: "null",

@@ -233,6 +233,6 @@ export async function resolveSandbox(dir: string, name?: string): Promise<Sandbo
       ? "Cannot pick a sandbox: none is running (start one with `shuru start`)"
       : `Cannot pick a sandbox: ${live.length} are running (${
         live.map((r) => r.name).join(", ")
-      }); name one with --sandbox`,
+      }); name one of them`,
   );
 }

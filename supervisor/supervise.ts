@@ -15,6 +15,7 @@ import { agentBackend } from "../control/agent_backend.ts";
 import { ControlServer, listenControlSocket } from "../control/mod.ts";
 import { type BootedSandbox, bootSandbox, type SandboxMount } from "../runner/mod.ts";
 import type { AccelChoice } from "../vm/mod.ts";
+import { StopClock } from "./idle.ts";
 import {
   claimName,
   logPath,
@@ -189,18 +190,16 @@ export async function supervise(
     await updateRecord(dir, record);
     log(`serving ${record.controlSocket}`);
 
+    const stopClock = new StopClock(Date.now(), {
+      ...(spec.idleTimeoutMs !== undefined ? { idleMs: spec.idleTimeoutMs } : {}),
+      ...(spec.timeoutMs !== undefined ? { lifetimeMs: spec.timeoutMs } : {}),
+    });
     const watchdog = new Promise<string>((resolve) => {
-      if (spec.timeoutMs !== undefined) {
-        timers.push(setTimeout(() => resolve("lifetime timeout"), spec.timeoutMs));
-      }
-      if (spec.idleTimeoutMs !== undefined) {
-        const idleMs = spec.idleTimeoutMs;
-        let lastBusy = Date.now();
-        timers.push(setInterval(() => {
-          if (server.sessionCount > 0) lastBusy = Date.now();
-          else if (Date.now() - lastBusy >= idleMs) resolve("idle timeout");
-        }, Math.min(1000, idleMs)));
-      }
+      if (!stopClock.active) return;
+      timers.push(setInterval(() => {
+        const why = stopClock.observe(server.sessionCount, Date.now());
+        if (why) resolve(why);
+      }, stopClock.checkEveryMs));
     });
     const reason = await Promise.race([
       server.shutdownRequested.then(() => "shutdown requested"),
@@ -219,7 +218,7 @@ export async function supervise(
     log(`cannot run sandbox ${spec.name}: ${(err as Error).message}`);
     return abort.signal.aborted ? 143 : 1;
   } finally {
-    for (const t of timers) clearTimeout(t);
+    for (const t of timers) clearInterval(t);
     if (booted) {
       const result = await booted.stop().catch((err) => {
         log(`stop failed: ${(err as Error).message}`);

@@ -58,10 +58,21 @@ export function parseStatStartTime(stat: string): number | undefined {
   return Number.isInteger(value) ? value : undefined;
 }
 
-/** Returns the identity of process `pid`, or `undefined` when it does not exist. */
+/** `true` when the text of `/proc/<pid>/stat` says the process is a zombie or dead. */
+export function isStatDead(stat: string): boolean {
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state === "Z" || state === "X" || state === "x";
+}
+
+/**
+ * Returns the identity of process `pid`, or `undefined` when it does not exist or has exited
+ * (a zombie: an orphan's exit may never be reaped when PID 1 does not reap, as in containers).
+ */
 export async function processId(pid: number): Promise<ProcessId | undefined> {
   try {
-    const startTime = parseStatStartTime(await Deno.readTextFile(`/proc/${pid}/stat`));
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    if (isStatDead(stat)) return undefined;
+    const startTime = parseStatStartTime(stat);
     return startTime === undefined ? undefined : { pid, startTime };
   } catch {
     return undefined;
