@@ -169,30 +169,33 @@ export function findVirtioPort(name: string, sysRoot = "/sys/class/virtio-ports"
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Serves the virtio-serial port forever. The host may connect, disconnect and reconnect: while no
- * host is attached the port polls as HUP, so the agent waits (without sending into the void) and
- * starts a fresh session, HELLO first, as soon as the host's bytes arrive.
+ * Serves the virtio-serial port forever. The port is opened once and kept open: closing it would
+ * tell QEMU the guest went away. While no host is attached the port polls as HUP, so the agent
+ * waits (without sending into the void) and starts a fresh session, HELLO first, as soon as the
+ * host's bytes arrive. When a session ends (host gone, or garbage), the agent waits again.
  */
 async function servePort(name: string): Promise<void> {
   let warned = false;
-  for (;;) {
-    const dev = findVirtioPort(name);
+  let dev: string | null = null;
+  let fd = -1;
+  while (fd < 0) {
+    dev = findVirtioPort(name);
     if (dev === null) {
       if (!warned) log(`waiting for virtio-serial port ${name} (/sys/class/virtio-ports/*/name)`);
       warned = true;
       await sleep(100);
       continue;
     }
-    let fd: number;
     try {
       fd = libc.open(dev, libc.LINUX.O_RDWR | libc.LINUX.O_NOCTTY | libc.LINUX.O_CLOEXEC);
     } catch (e) {
       log(`cannot open ${dev}: ${(e as Error).message}; retrying`);
       await sleep(500);
-      continue;
     }
-    const port = new FdStream(fd);
-    // Wait until the host is attached and has sent something (its HELLO).
+  }
+  for (;;) {
+    // One stream object per session over the same fd; ending a session leaves the fd open.
+    const port = new FdStream(fd, { keepFdOpen: true });
     log(`waiting for the host on ${dev}`);
     for (;;) {
       const revents = await libc.pollAsync(fd, libc.LINUX.POLLIN, 1000);
@@ -207,7 +210,6 @@ async function servePort(name: string): Promise<void> {
       log("shutdown: disks synced; powering off");
       powerOffGuest();
     });
-    await sleep(50);
   }
 }
 
