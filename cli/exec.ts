@@ -57,7 +57,8 @@ export function execCommand(): Command {
     .option("--timeout <duration>", "kill the command after this long (30s, 10m); exit 124")
     .option("--no-stdin", "do not forward our stdin (the command reads /dev/null)")
     .argument("[name]", "sandbox name (omit with --connect)")
-    .argument("[command...]", "command and arguments (put them after --)")
+    .argument("[command...]", "command and arguments (after --, or after the name)")
+    .passThroughOptions()
     .action(async (name, rest, opts) => {
       if (opts.cwd !== undefined && !opts.cwd.startsWith("/")) {
         throw new UserError(`Cannot use --cwd "${opts.cwd}": must be an absolute guest path`);

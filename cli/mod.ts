@@ -34,10 +34,13 @@ export function buildProgram(): Command {
     )
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
+    // Options after a command's first positional belong to the guest command
+    // (`shuru run ls -la`), so subcommands can pass them through.
+    .enablePositionalOptions()
     .configureOutput({ outputError: (str, write) => write(str) });
   program.addCommand(runCommand());
   program.addCommand(initCommand());
-  const checkpoint = checkpointCommand();
+  const checkpoint = checkpointCommand().enablePositionalOptions();
   checkpoint.addCommand(checkpointCreateCommand());
   checkpoint.addCommand(checkpointSaveCommand());
   program.addCommand(checkpoint);
