@@ -340,6 +340,14 @@ interface VersionInputs {
   agentSha: string;
 }
 
+/** Size and version of a Deno binary: the same release gives the same identity anywhere. */
+async function denoIdentity(binary: string): Promise<string> {
+  const { size } = await Deno.stat(binary);
+  if (binary === Deno.execPath()) return `${size}:${Deno.version.deno}`;
+  const out = await runTool(binary, ["--version"], {});
+  return `${size}:${new TextDecoder().decode(out).split("\n")[0]}`;
+}
+
 async function assetVersion(
   assetsDir: string,
   inputs: VersionInputs,
@@ -352,7 +360,8 @@ async function assetVersion(
     kernel: await fileStamp(inputs.kernel.vmlinuz),
     modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
     busybox: await fileStamp(inputs.busybox),
-    deno: await fileStamp(inputs.denoBinary),
+    // The Deno binary by content, not path: each checkout (a CI clone) has its own copy.
+    deno: await denoIdentity(inputs.denoBinary),
     agent: inputs.agentSha,
     scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
     // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
