@@ -197,6 +197,8 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
         );
         await new Promise((r) => setTimeout(r, 1000));
         const r = ok(await home.run(["checkpoint", "save", "live1", "--json"]), "checkpoint save");
+        const again = await home.run(["checkpoint", "save", "live1"]);
+        assert(again.code !== 0 && again.stderr.includes("already exists"), again.stderr);
         const info = JSON.parse(r.stdout);
         assert(typeof info.pause_ms === "number" && info.pause_ms >= 0, r.stdout);
         console.log(`live checkpoint: guest paused ${info.pause_ms} ms, total ${info.total_ms} ms`);
@@ -297,6 +299,28 @@ Deno.test("sandboxes - a SIGKILLed supervisor takes QEMU with it; ps and prune c
     assertEquals(await Deno.stat(row.instanceDir).then(() => true, () => false), false);
   } finally {
     if (alive(qemuPid)) Deno.kill(qemuPid, "SIGKILL");
+  }
+});
+
+Deno.test("sandboxes - --idle-timeout stops a sandbox nobody uses, leaving nothing", async () => {
+  await using home = await TestHome.create();
+  ok(
+    await home.run(["start", "--name", "idler", "--memory", "512", "--idle-timeout", "3s"]),
+    "start",
+  );
+  const [row] = await ps(home);
+  assert(row, "listed");
+  const owner = JSON.parse(await Deno.readTextFile(join(row.instanceDir, "owner.json")));
+  const qemuPid = owner.vm.pid as number;
+  try {
+    await waitFor(() => Promise.resolve(!alive(row.supervisor.pid)), 90_000, "the idle stop");
+    assert(!alive(qemuPid), "QEMU gone");
+    assertEquals(await Deno.stat(row.instanceDir).then(() => true, () => false), false);
+    assertEquals(await ps(home), []);
+    // Record and log removed.
+    assertEquals(await Array.fromAsync(Deno.readDir(join(home.dir, "sandboxes"))), []);
+  } finally {
+    if (alive(row.supervisor.pid)) Deno.kill(row.supervisor.pid, "SIGKILL");
   }
 });
 
