@@ -304,12 +304,21 @@ Deno.test("sandboxes - a SIGKILLed supervisor takes QEMU with it; ps and prune c
 
 Deno.test("sandboxes - --idle-timeout stops a sandbox nobody uses, leaving nothing", async () => {
   await using home = await TestHome.create();
-  ok(
-    await home.run(["start", "--name", "idler", "--memory", "512", "--idle-timeout", "3s"]),
+  const started = ok(
+    await home.run([
+      "start",
+      "--name",
+      "idler",
+      "--memory",
+      "512",
+      "--idle-timeout",
+      "10s",
+      "--json",
+    ]),
     "start",
   );
-  const [row] = await ps(home);
-  assert(row, "listed");
+  const row = JSON.parse(started.stdout) as PsRow;
+  assertEquals([row.name, row.state], ["idler", "running"]);
   const owner = JSON.parse(await Deno.readTextFile(join(row.instanceDir, "owner.json")));
   const qemuPid = owner.vm.pid as number;
   try {
