@@ -85,6 +85,8 @@ $bb ln -s /proc/self/fd/0 /newroot/dev/stdin
 $bb ln -s /proc/self/fd/1 /newroot/dev/stdout
 $bb ln -s /proc/self/fd/2 /newroot/dev/stderr
 echo shuru > /newroot/proc/sys/kernel/hostname
+# Loopback: guest servers on 127.0.0.1 (port forwards connect there) need it even without a NIC.
+$bb ip link set lo up
 : > /newroot${PREPARED_MARKER}
 read -r up _ < /newroot/proc/uptime
 echo "${INITRAMFS_MARKER} root mounted $up"

@@ -535,8 +535,10 @@ async function build(inp: BuildInputs): Promise<number> {
       "assembling the root filesystem",
       timings,
       onProgress,
-      async () => {
+      async (detail) => {
         await Deno.mkdir(root);
+        // tar reports every 1000 records (10 KiB each); the tarball's size gives the fraction.
+        const tarBytes = (await Deno.stat(tarball.tar)).size;
         await runTool("tar", [
           "-xpf",
           tarball.tar,
@@ -545,7 +547,17 @@ async function build(inp: BuildInputs): Promise<number> {
           "--numeric-owner",
           "--xattrs",
           "--xattrs-include=*",
-        ]);
+          "--checkpoint=1000",
+          "--checkpoint-action=echo=%u",
+        ], {
+          onStderr: (text) => {
+            const records = Number(/(\d+)\s*$/.exec(text.trim())?.[1]);
+            if (records > 0) {
+              const fraction = Math.min(1, (records * 10240) / tarBytes);
+              detail("unpacking the Debian base", fraction);
+            }
+          },
+        });
         await addShuruFiles(root, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
         return await treeBytes(root);
       },

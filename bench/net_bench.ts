@@ -224,7 +224,7 @@ await s.finished;`,
     link: new TapLink(tap),
     policy: new NetworkPolicy({ allowHosts: ["api.test"], addHosts: { "api.test": "127.0.0.1" } }),
     resolve: () => Promise.resolve([]),
-    dial: (hostname, p) => {
+    dial: ({ hostname, port: p }) => {
       if (hostname !== "127.0.0.1") throw new Error(`bench dialer refuses ${hostname}`);
       return Deno.connect({ hostname, port: p });
     },
@@ -361,7 +361,7 @@ async function qemuVsSlirp(): Promise<void> {
             addHosts: { "api.test": "127.0.0.1" },
           }),
           resolve: () => Promise.resolve([]),
-          dial: (hostname, port) => {
+          dial: ({ hostname, port }) => {
             if (hostname !== "127.0.0.1") throw new Error(`bench dialer refuses ${hostname}`);
             return Deno.connect({ hostname, port });
           },

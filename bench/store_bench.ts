@@ -14,7 +14,7 @@
  * 4. Peak RSS of `shuru nbd serve` while `qemu-img bench` writes GiB through it (the overlay is
  *    on disk, so RSS should not grow with the data written).
  *
- * Run: `deno run -A bench/store_bench.ts [--quick] [--rss-gib 2]`
+ * Run: `deno run -A bench/store_bench.ts [--quick] [--rss-gib 2] [--only hash,blocks,saves,rss]`
  *
  * @module
  */
@@ -176,7 +176,9 @@ async function saveBench(tmp: string): Promise<void> {
   await dev.close();
   console.log(
     `first save from a cold 256 MiB base: ${cold.elapsedMs.toFixed(0)} ms ` +
-      `(${cold.hashedBlocks} blocks hashed, ${cold.newChunks} chunks written)`,
+      `(${cold.hashedBlocks} blocks hashed, ${cold.newChunks} chunks written; hash ` +
+      `${cold.phases.hashMs.toFixed(0)}, write ${cold.phases.writeMs.toFixed(0)}, sync ` +
+      `${cold.phases.syncMs.toFixed(0)} ms)`,
   );
   const data = fill(new Uint8Array(64 * MiB), 42);
   const times: number[] = [];
@@ -201,7 +203,9 @@ async function saveBench(tmp: string): Promise<void> {
           r.elapsedMs.toFixed(0).padStart(4)
         } ms (target < 1000), growth ${(growth / MiB).toFixed(2)} MiB = ${
           (growth / (64 * MiB)).toFixed(3)
-        }x unique (target ≤ 1.05), manifest ${(r.manifestBytes / KiB).toFixed(0)} KiB; ` +
+        }x unique (target ≤ 1.05), manifest ${(r.manifestBytes / KiB).toFixed(0)} KiB ` +
+          `[hash ${r.phases.hashMs.toFixed(0)}, write ${r.phases.writeMs.toFixed(0)}, ` +
+          `sync ${r.phases.syncMs.toFixed(0)}, manifest ${r.phases.manifestMs.toFixed(0)} ms]; ` +
           `unchanged re-save: ${again.newChunks} new chunks, ${again.elapsedMs.toFixed(0)} ms`,
       );
     }
@@ -296,10 +300,12 @@ if (import.meta.main) {
     });
   }
   try {
-    await hashBench();
-    await blockSizeBench(tmp);
-    await saveBench(tmp);
-    await rssBench(tmp);
+    const only = argValue("--only")?.split(",");
+    const want = (name: string) => only === undefined || only.includes(name);
+    if (want("hash")) await hashBench();
+    if (want("blocks")) await blockSizeBench(tmp);
+    if (want("saves")) await saveBench(tmp);
+    if (want("rss")) await rssBench(tmp);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

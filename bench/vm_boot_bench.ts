@@ -118,18 +118,13 @@ export async function benchVmBoot(runs = 5): Promise<Record<string, number>> {
   for (const [k, v] of Object.entries(samples)) med[k] = median(v);
   const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
   console.log(`vm boot (${accel}, ${runs} runs, load ${load}), medians in ms from QEMU start:`);
-  for (
-    const k of [
-      "spawned",
-      "kernel",
-      "initramfs",
-      "rootMounted",
-      "agentStart",
-      "agentReady",
-      "exited",
-    ]
-  ) {
-    console.log(`  ${k.padEnd(12)} ${String(med[k] ?? "-").padStart(6)}`);
+  const phases = ["spawned", "qemuReady", "kernel", "initramfs", "rootMounted", "agentStart"];
+  let previous = 0;
+  for (const k of [...phases, "agentReady", "exited"]) {
+    const at = med[k];
+    const delta = at === undefined ? "" : `  (+${at - previous})`;
+    console.log(`  ${k.padEnd(12)} ${String(at ?? "-").padStart(6)}${delta}`);
+    if (at !== undefined) previous = at;
   }
   console.log(`  reference: probe boot to userspace ${med["probe.userspace"]} ms`);
   console.log(

@@ -152,14 +152,23 @@ async function run(
   if (opts.tty) return await sandbox.shell({ argv, ...base });
   const pipeStdin = opts.stdin && !Deno.stdin.isTerminal();
   const proc = sandbox.spawn(argv, { ...base, stdin: pipeStdin ? "piped" : "null" });
-  const pumps = [
-    (async () => {
-      for await (const c of proc.stdout) await writeAll(Deno.stdout, c);
-    })(),
-    (async () => {
-      for await (const c of proc.stderr) await writeAll(Deno.stderr, c);
-    })(),
-  ];
+  // When our stdout/stderr is a closed pipe (`shuru exec -- yes | head -1`), do what a local
+  // process would suffer: SIGPIPE for the command, and stop copying.
+  const copy = async (from: ReadableStream<Uint8Array>, to: typeof Deno.stdout) => {
+    const reader = from.getReader();
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        await writeAll(to, value);
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+      await proc.kill("SIGPIPE").catch(() => {});
+      await reader.cancel().catch(() => {});
+    }
+  };
+  const pumps = [copy(proc.stdout, Deno.stdout), copy(proc.stderr, Deno.stderr)];
   if (pipeStdin) {
     // Not awaited: the process may exit without reading all of stdin.
     void Deno.stdin.readable.pipeTo(proc.stdin).catch(() => {});

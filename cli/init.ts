@@ -22,6 +22,7 @@ export class ProgressPrinter {
   #detail = "";
   #started = 0;
   #frame = 0;
+  #lastTenth = -1;
   #timer: ReturnType<typeof setInterval> | undefined;
 
   /** Handles one progress event. */
@@ -29,6 +30,7 @@ export class ProgressPrinter {
     if (event.kind === "start") {
       this.#label = event.label;
       this.#detail = "";
+      this.#lastTenth = -1;
       this.#started = performance.now();
       if (this.#tty) this.#timer = setInterval(() => this.#draw(), 100);
       else this.#line(`… ${event.label}`);
@@ -36,7 +38,14 @@ export class ProgressPrinter {
       this.#detail = event.fraction === undefined
         ? event.text
         : `${Math.round(event.fraction * 100)}% ${event.text}`;
-      if (!this.#tty) this.#line(`  ${this.#detail}`);
+      if (!this.#tty) {
+        // Plain output: every message, but a percentage only each 10%.
+        const tenth = event.fraction === undefined ? -1 : Math.floor(event.fraction * 10);
+        if (event.fraction === undefined || tenth > this.#lastTenth) {
+          this.#line(`  ${this.#detail}`);
+        }
+        if (event.fraction !== undefined) this.#lastTenth = tenth;
+      }
     } else {
       clearInterval(this.#timer);
       const seconds = (event.elapsedMs / 1000).toFixed(1).padStart(6);

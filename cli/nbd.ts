@@ -77,6 +77,11 @@ export function nbdCommand(): Command {
               console.error(`shuru nbd: ${level}: ${message}`);
             }
           },
+        }).catch((err) => {
+          throw new UserError(`Cannot listen on ${opts.socket}: ${(err as Error).message}`, {
+            exitCode: 1,
+            cause: err,
+          });
         });
         console.error(
           `shuru: serving ${formatBytes(device.size)} ${

@@ -134,6 +134,8 @@ export interface ProcessTableOptions {
   ringBytes: number;
   /** Exited processes remembered. */
   maxExited: number;
+  /** Output bytes kept in total for exited processes. */
+  maxExitedBytes: number;
   /** Live processes allowed. */
   maxLive: number;
   /** Time source. */
@@ -146,6 +148,7 @@ export class ProcessTable {
   readonly #options: ProcessTableOptions;
   readonly #records = new Map<string, ProcessRecord>();
   readonly #exitedOrder: string[] = [];
+  #exitedBytes = 0;
   #counter = 0;
   #live = 0;
 
@@ -187,8 +190,14 @@ export class ProcessTable {
   readonly retire = (rec: ProcessRecord): void => {
     this.#live--;
     this.#exitedOrder.push(rec.pid);
-    while (this.#exitedOrder.length > this.#options.maxExited) {
-      this.#records.delete(this.#exitedOrder.shift()!);
+    this.#exitedBytes += rec.ring.bytes;
+    while (
+      this.#exitedOrder.length > this.#options.maxExited ||
+      (this.#exitedBytes > this.#options.maxExitedBytes && this.#exitedOrder.length > 1)
+    ) {
+      const pid = this.#exitedOrder.shift()!;
+      this.#exitedBytes -= this.#records.get(pid)?.ring.bytes ?? 0;
+      this.#records.delete(pid);
     }
   };
 

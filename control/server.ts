@@ -108,6 +108,7 @@ export class ControlServer {
     this.processes = new ProcessTable(backend, {
       ringBytes: this.limits.RING_BYTES,
       maxExited: this.limits.MAX_EXITED_PROCESSES,
+      maxExitedBytes: this.limits.MAX_EXITED_OUTPUT_BYTES,
       maxLive: this.limits.MAX_LIVE_PROCESSES,
       clock: this.clock,
     });

@@ -122,8 +122,10 @@ export const Limits = {
   RING_BYTES: 1024 * 1024,
   /** Exited processes kept for `wait`/`attach`/`ps` before the oldest is forgotten. */
   MAX_EXITED_PROCESSES: 256,
-  /** Live processes at once. */
-  MAX_LIVE_PROCESSES: 1024,
+  /** Output bytes kept in total for exited processes (the oldest are forgotten first). */
+  MAX_EXITED_OUTPUT_BYTES: 64 * 1024 * 1024,
+  /** Live processes at once (each keeps up to RING_BYTES of output). */
+  MAX_LIVE_PROCESSES: 256,
   /** Watches per connection. */
   MAX_WATCHES: 64,
   /** Default `exec` timeout. */

@@ -30,6 +30,8 @@ export interface FdStreamOptions {
   eioIsEof?: boolean;
   /** Called once when the fd has been closed. */
   onClose?: () => void;
+  /** `close()` ends the streams but leaves the fd open (the caller owns it). @default false */
+  keepFdOpen?: boolean;
 }
 
 /** A non-blocking fd as a readable stream plus an awaited `write`. Owns the fd. */
@@ -107,7 +109,7 @@ export class FdStream {
     if (this.#closed) return this.#closed;
     this.#closing = true;
     this.#closed = poller.release(this.fd).then(() => {
-      libc.close(this.fd);
+      if (!this.#options.keepFdOpen) libc.close(this.fd);
       this.#options.onClose?.();
     });
     return this.#closed;

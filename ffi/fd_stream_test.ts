@@ -53,3 +53,22 @@ Deno.test("FdStream - endWhenQuiet ends the readable after a silent period", asy
     await cleanup();
   }
 });
+
+Deno.test("FdStream - keepFdOpen ends the streams but leaves the fd to its owner", async () => {
+  const { fd, cleanup } = await fifo();
+  try {
+    const s = new FdStream(fd, { keepFdOpen: true });
+    const reading = s.readable.getReader().read();
+    await s.close();
+    assertEquals((await reading).done, true);
+    assert(libc.isOpen(fd), "fd still open");
+    const again = new FdStream(fd);
+    await again.write(new TextEncoder().encode("x"));
+    const { value } = await again.readable.getReader().read();
+    assertEquals(value, new Uint8Array([0x78]));
+    await again.close();
+    assert(!libc.isOpen(fd), "closed by the owning stream");
+  } finally {
+    await cleanup();
+  }
+});

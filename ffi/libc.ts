@@ -218,6 +218,11 @@ export function close(fd: number): void {
   check("close", lib().close(fd), `fd ${fd}`);
 }
 
+/** Whether `fd` is an open file descriptor (fcntl F_GETFL succeeds). */
+export function isOpen(fd: number): boolean {
+  return lib().fcntl(fd, LINUX.F_GETFL, 0) >= 0;
+}
+
 /** Sets or clears `O_NONBLOCK` on an fd. */
 export function setNonBlocking(fd: number, on: boolean): void {
   const flags = check("fcntl F_GETFL", lib().fcntl(fd, LINUX.F_GETFL, 0), `fd ${fd}`);

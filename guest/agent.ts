@@ -208,10 +208,10 @@ class Session {
     stream.signal.addEventListener("abort", killOnAbort, { once: true });
     try {
       void stream.send({ type: "started", pid: proc.pid }).catch(() => {});
-      void this.control(stream, proc);
-      if (tty) {
-        void pumpTerminalInput(stream.channel(0).readable, proc.stdin);
-      } else if (req.stdin === true) {
+      // Synchronous and in wire order with DATA: a resize sent before some terminal input is in
+      // effect before that input can reach the program.
+      stream.onMessage((raw) => this.control(stream, proc, raw));
+      if (req.stdin === true || tty) {
         stream.channel(0).readable.pipeTo(proc.stdin).catch(() => {
           // The process closed its stdin or exited; the rest of the input has nowhere to go.
         });
@@ -233,15 +233,13 @@ class Session {
     }
   }
 
-  async control(stream: MuxStream, proc: GuestProcess): Promise<void> {
-    for await (const raw of stream.messages()) {
-      try {
-        const m = parseExecMessage(raw);
-        if (m.type === "resize") proc.resize({ rows: m.rows, cols: m.cols });
-        else if (m.type === "signal") proc.kill(m.signal);
-      } catch (e) {
-        this.options.log(`ignored message on exec stream ${stream.id}: ${(e as Error).message}`);
-      }
+  control(stream: MuxStream, proc: GuestProcess, raw: Record<string, unknown>): void {
+    try {
+      const m = parseExecMessage(raw);
+      if (m.type === "resize") proc.resize({ rows: m.rows, cols: m.cols });
+      else if (m.type === "signal") proc.kill(m.signal);
+    } catch (e) {
+      this.options.log(`ignored message on exec stream ${stream.id}: ${(e as Error).message}`);
     }
   }
 
@@ -309,34 +307,6 @@ async function pump(source: ReadableStream<Uint8Array>, channel: MuxChannel): Pr
   } catch {
     // The stream was reset or the connection dropped; stop reading so the process sees EPIPE.
     await reader.cancel().catch(() => {});
-  }
-}
-
-/**
- * Copies terminal input to the PTY, applying control messages that arrived before each chunk
- * first. Messages and channel data are separate queues in the mux, both fed in wire order by its
- * read loop; the control loop applies a message within microtasks of its arrival, so yielding one
- * macrotask before each write guarantees that a `resize` sent before "stty size\n" is in effect
- * when the shell reads the line. (Typing is slow; the yield costs well under a millisecond.)
- */
-async function pumpTerminalInput(
-  input: ReadableStream<Uint8Array>,
-  terminal: WritableStream<Uint8Array>,
-): Promise<void> {
-  const reader = input.getReader();
-  const writer = terminal.getWriter();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      await new Promise<void>((r) => setTimeout(r, 0));
-      await writer.write(value);
-    }
-  } catch {
-    // The terminal closed (process gone) or the stream was reset; drop the rest of the input.
-    await reader.cancel().catch(() => {});
-  } finally {
-    writer.releaseLock();
   }
 }
 

@@ -76,8 +76,8 @@ Deno.test("agent - tty exec: terminal, size, resize, echoed input, exit code", a
   const out = { text: "" };
   await readUntil(reader, /30 100\r\nT=xterm-256color/, out);
   assert(out.text.startsWith("/dev/pts/"), out.text);
+  // No pause: the resize must take effect before the input that follows it on the wire.
   await s.send({ type: "resize", rows: 45, cols: 120 });
-  await new Promise((r) => setTimeout(r, 50));
   await s.channel(0).write(encoder.encode("typed\n"));
   await readUntil(reader, /typed\r\n45 120/, out);
   reader.releaseLock();

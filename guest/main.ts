@@ -128,7 +128,7 @@ export function processBaseEnv(
 
 async function serveOne(
   transport: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } & {
-    close(): void;
+    close(): void | Promise<void>;
   },
   name: string,
   onShutdown: () => void | Promise<void>,
@@ -140,7 +140,8 @@ async function serveOne(
     log(`${name} ended: ${(e as Error).message}`);
   } finally {
     try {
-      transport.close();
+      // Awaited: a virtio port can be open only once, and the next session reopens it.
+      await transport.close();
     } catch { /* already closed */ }
   }
 }
@@ -168,30 +169,34 @@ export function findVirtioPort(name: string, sysRoot = "/sys/class/virtio-ports"
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Serves the virtio-serial port forever. The host may connect, disconnect and reconnect: while no
- * host is attached the port polls as HUP, so the agent waits (without sending into the void) and
- * starts a fresh session, HELLO first, as soon as the host's bytes arrive.
+ * Serves the virtio-serial port forever. The port is opened once and kept open: closing it would
+ * tell QEMU the guest went away. While no host is attached the port polls as HUP, so the agent
+ * waits (without sending into the void) and starts a fresh session, HELLO first, as soon as the
+ * host's bytes arrive. When a session ends (host gone, or garbage), the agent waits again.
  */
 async function servePort(name: string): Promise<void> {
   let warned = false;
-  for (;;) {
-    const dev = findVirtioPort(name);
+  let dev: string | null = null;
+  let fd = -1;
+  while (fd < 0) {
+    dev = findVirtioPort(name);
     if (dev === null) {
       if (!warned) log(`waiting for virtio-serial port ${name} (/sys/class/virtio-ports/*/name)`);
       warned = true;
       await sleep(100);
       continue;
     }
-    let fd: number;
     try {
       fd = libc.open(dev, libc.LINUX.O_RDWR | libc.LINUX.O_NOCTTY | libc.LINUX.O_CLOEXEC);
     } catch (e) {
       log(`cannot open ${dev}: ${(e as Error).message}; retrying`);
       await sleep(500);
-      continue;
     }
-    const port = new FdStream(fd);
-    // Wait until the host is attached and has sent something (its HELLO).
+  }
+  for (;;) {
+    // One stream object per session over the same fd; ending a session leaves the fd open.
+    const port = new FdStream(fd, { keepFdOpen: true });
+    log(`waiting for the host on ${dev}`);
     for (;;) {
       const revents = await libc.pollAsync(fd, libc.LINUX.POLLIN, 1000);
       if (revents & libc.LINUX.POLLHUP) {
@@ -205,13 +210,13 @@ async function servePort(name: string): Promise<void> {
       log("shutdown: disks synced; powering off");
       powerOffGuest();
     });
-    await sleep(50);
   }
 }
 
 /**
- * Pays Deno's one-time costs before the host asks for anything: the first `Deno.Command` loads
- * the process module (~25 ms) and the first spawn sets up child reaping (~10 ms); dlopen of libc.
+ * Pays the one-time costs before the host asks for anything: dlopen of libc and its FFI
+ * trampolines (~30 ms), and the first spawn with its reaping and poller set-up (first `true`
+ * measured 110-190 ms on a loaded host, later ones a few ms).
  */
 async function warmUp(): Promise<void> {
   try {
@@ -220,6 +225,18 @@ async function warmUp(): Promise<void> {
     await Promise.all([p.stdout.cancel(), p.stderr?.cancel(), p.status]);
   } catch (e) {
     log(`warm-up failed (processes may not start): ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Opens /dev/null on any of fds 0-2 that is closed (an init may start us that way): otherwise a
+ * pipe could get number 0-2 and collide with a child's stdio set-up.
+ */
+function ensureStandardFds(): void {
+  for (let fd = 0; fd <= 2; fd++) {
+    if (libc.isOpen(fd)) continue;
+    const opened = libc.open("/dev/null", libc.LINUX.O_RDWR);
+    if (opened !== fd) log(`fd ${fd} was closed; /dev/null landed on ${opened}`);
   }
 }
 
@@ -232,6 +249,7 @@ export async function main(args: readonly string[]): Promise<void> {
     log((e as Error).message);
     Deno.exit(2);
   }
+  ensureStandardFds();
   void warmUp();
   if (mode.kind === "listen") {
     await listenUnix(mode.path);

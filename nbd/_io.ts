@@ -44,6 +44,7 @@ export class BufferedReader {
   #end = 0;
   #eof = false;
 
+  /** Reads from `src` through a buffer of `bufferSize` bytes. */
   constructor(src: ByteSource, bufferSize = DEFAULT_BUFFER) {
     this.#src = src;
     this.#buf = new Uint8Array(bufferSize);

@@ -85,27 +85,34 @@ export class MemoryPipe implements ByteSource, ByteSink {
 /** Big-endian byte builder for scripted client messages. */
 export class Bytes {
   #parts: number[] = [];
+  /** One byte. */
   u8(x: number): this {
     this.#parts.push(x & 0xff);
     return this;
   }
+  /** Big-endian 16 bits. */
   u16(x: number): this {
     return this.u8(x >>> 8).u8(x);
   }
+  /** Big-endian 32 bits. */
   u32(x: number): this {
     return this.u16(x >>> 16).u16(x & 0xffff);
   }
+  /** Big-endian 64 bits. */
   u64(x: bigint | number): this {
     const b = BigInt(x);
     return this.u32(Number(b >> 32n)).u32(Number(b & 0xffffffffn));
   }
+  /** Bytes as they are. */
   raw(b: Uint8Array): this {
     for (const x of b) this.#parts.push(x);
     return this;
   }
+  /** UTF-8 text, no length prefix. */
   str(s: string): this {
     return this.raw(new TextEncoder().encode(s));
   }
+  /** The bytes so far. */
   build(): Uint8Array {
     return new Uint8Array(this.#parts);
   }

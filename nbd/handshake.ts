@@ -80,8 +80,10 @@ export function decodeString(bytes: Uint8Array): string | null {
 }
 
 /** A reply to one option: type plus payload. */
-interface OptionReplyMsg {
+export interface OptionReplyMsg {
+  /** NBD_REP_* type. */
   type: number;
+  /** Payload, if any. */
   data?: Uint8Array;
 }
 
@@ -155,8 +157,10 @@ class PayloadCursor {
 }
 
 /** Parsed NBD_OPT_INFO / NBD_OPT_GO payload. */
-interface InfoRequest {
+export interface InfoRequest {
+  /** Export name. */
   name: string;
+  /** Requested NBD_INFO_* types. */
   infos: number[];
 }
 
@@ -173,8 +177,10 @@ export function parseInfoRequest(data: Uint8Array): InfoRequest | null {
 }
 
 /** Parsed NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT payload. */
-interface MetaRequest {
+export interface MetaRequest {
+  /** Export name. */
   name: string;
+  /** Context queries, e.g. `base:allocation`. */
   queries: string[];
 }
 
@@ -225,13 +231,15 @@ function metaContextReply(id: number): Uint8Array {
 }
 
 /** State carried through option haggling. */
-interface HaggleState {
+export interface HaggleState {
+  /** NBD_OPT_STRUCTURED_REPLY acknowledged. */
   structuredReplies: boolean;
+  /** Context id of `base:allocation` when selected. */
   baseAllocationId: number | null;
 }
 
-/** Result of answering one option. */
-type OptionOutcome =
+/** Result of answering one option: replies, and whether haggling goes on. */
+export type OptionOutcome =
   | { kind: "continue"; replies: OptionReplyMsg[] }
   | { kind: "go"; replies: OptionReplyMsg[]; exportName: string }
   | { kind: "abort"; replies: OptionReplyMsg[] };

@@ -24,5 +24,5 @@ export type { BlockBackend, BlockBackendErrorCode, Extent, WriteOptions } from "
 export { BlockBackendError } from "./backend.ts";
 export { FileBackend, type FileBackendOptions } from "./file_backend.ts";
 export { NbdServer, type NbdServerOptions, type NbdServerStats } from "./server.ts";
-export type { NbdLogger } from "./transmission.ts";
+export type { NbdLogger, TransmissionStats } from "./transmission.ts";
 export { NbdProtocolError, type NbdProtocolErrorCode } from "./errors.ts";

@@ -110,6 +110,7 @@ export class TransmissionSession {
   /** Counters, updated as requests complete. */
   readonly stats: TransmissionStats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
 
+  /** Serves requests read from `reader`, writing replies to `sink`. */
   constructor(reader: BufferedReader, sink: ByteSink, options: TransmissionOptions) {
     this.#reader = reader;
     this.#writer = new ReplyWriter(sink);

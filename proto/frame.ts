@@ -54,7 +54,7 @@ export interface FrameHeader {
 
 /** Options of {@link FrameDecoder}. */
 export interface FrameDecoderOptions {
-  /** Largest DATA payload accepted. @default MAX_FRAME_PAYLOAD */
+  /** Largest DATA payload accepted (JSON frames are capped at MAX_JSON_PAYLOAD). @default MAX_FRAME_PAYLOAD */
   maxPayload?: number;
   /** Initial buffer size (at least two maximum frames). */
   bufferSize?: number;
@@ -71,8 +71,9 @@ function malformed(what: string): ConnectionError {
 export function parseHeader(
   bytes: Uint8Array,
   offset: number,
-  maxPayload: number = MAX_FRAME_PAYLOAD,
+  options: { maxPayload?: number } = {},
 ): FrameHeader {
+  const maxPayload = options.maxPayload ?? MAX_FRAME_PAYLOAD;
   const view = new DataView(bytes.buffer, bytes.byteOffset + offset, HEADER_LEN);
   const type = view.getUint8(HEADER_FIELD.TYPE);
   const flags = view.getUint8(HEADER_FIELD.FLAGS);
@@ -109,8 +110,12 @@ export function parseHeader(
   if (JSON_FRAMES.has(type) && length > MAX_JSON_PAYLOAD) {
     throw malformed(`${name} payload of ${length} bytes exceeds ${MAX_JSON_PAYLOAD}`);
   }
-  if (length > maxPayload) {
+  // maxPayload (the receiver's announced maxFrame) bounds DATA; JSON frames have their own cap.
+  if (type === FrameType.DATA && length > maxPayload) {
     throw malformed(`${name} payload of ${length} bytes exceeds ${maxPayload}`);
+  }
+  if (length > MAX_FRAME_PAYLOAD) {
+    throw malformed(`${name} payload of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
   }
   return { type: type as FrameType, flags, channel, stream, length };
 }
@@ -208,7 +213,8 @@ export class FrameDecoder {
   /** Creates a decoder. */
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxPayload = Math.min(options.maxPayload ?? MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD);
-    const size = Math.max(options.bufferSize ?? 0, 2 * (this.#maxPayload + HEADER_LEN));
+    const largest = Math.max(this.#maxPayload, MAX_JSON_PAYLOAD) + HEADER_LEN;
+    const size = Math.max(options.bufferSize ?? 0, 2 * largest);
     this.#buf = new Uint8Array(size);
     this.#size = size;
   }
@@ -272,7 +278,7 @@ export class FrameDecoder {
     try {
       if (!this.#header) {
         if (this.#end - this.#start < HEADER_LEN) return undefined;
-        this.#header = parseHeader(this.#buf, this.#start, this.#maxPayload);
+        this.#header = parseHeader(this.#buf, this.#start, { maxPayload: this.#maxPayload });
         this.#start += HEADER_LEN;
       }
       const header = this.#header;

@@ -241,6 +241,17 @@ Deno.test("FrameDecoder - length caps for DATA and JSON frames", () => {
   const d = new FrameDecoder({ maxPayload: 1024 });
   d.push(header(FrameType.DATA, { length: 1025 }));
   assertThrows(() => d.next(), "exceeds 1024");
+  // A JSON frame larger than a small maxFrame is still fine (up to the JSON cap).
+  const j = new FrameDecoder({ maxPayload: 1024 });
+  const big = encodeFrame({
+    type: FrameType.OPEN,
+    flags: 0,
+    channel: 0,
+    stream: 1,
+    payload: encodeJson({ argv: ["x".repeat(100_000)] }),
+  });
+  j.push(big);
+  assertEquals(j.next()?.payload.length, big.length - HEADER_LEN);
 });
 
 Deno.test("FrameDecoder - stays failed after an error", () => {
@@ -306,4 +317,62 @@ Deno.test("encodeJson - refuses payloads over the JSON cap", () => {
 Deno.test("frameTypeName - names known and unknown types", () => {
   assertEquals(frameTypeName(FrameType.WINDOW), "WINDOW");
   assertEquals(frameTypeName(0x42), "UNKNOWN(0x42)");
+});
+
+/** xorshift32: a seeded generator so failures replay. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x1_0000_0000;
+  };
+}
+
+Deno.test("FrameDecoder - random bytes and mutated frames only ever yield frames or ConnectionError", () => {
+  const rand = rng(0x5eed);
+  const valid = [
+    encodeFrame({
+      type: FrameType.OPEN,
+      flags: 0,
+      channel: 0,
+      stream: 1,
+      payload: encodeJson({ op: "exec" }),
+    }),
+    GOLDEN,
+    encodeFrame({
+      type: FrameType.WINDOW,
+      flags: 0,
+      channel: 1,
+      stream: 3,
+      payload: windowPayload(9),
+    }),
+  ];
+  for (let iter = 0; iter < 3000; iter++) {
+    let bytes: Uint8Array;
+    if (iter % 2 === 0) {
+      bytes = new Uint8Array(Math.floor(rand() * 64));
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(rand() * 256);
+    } else {
+      bytes = valid[iter % valid.length]!.slice();
+      const flips = 1 + Math.floor(rand() * 3);
+      for (let f = 0; f < flips; f++) {
+        bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
+      }
+    }
+    const d = new FrameDecoder({ maxPayload: 4096 });
+    try {
+      d.push(bytes);
+      let f;
+      while ((f = d.next())) {
+        assert(f.payload.length <= 4096);
+        assert(f.channel < 4);
+      }
+      d.finish();
+    } catch (err) {
+      assert(err instanceof ConnectionError, `iteration ${iter}: ${err}`);
+      assert(err.code === "malformed" || err.code === "truncated", err.code);
+    }
+  }
 });

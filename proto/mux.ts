@@ -110,6 +110,15 @@ export interface OpenOptions {
 /** Bytes queued for the transport above which writers wait. */
 export const OUT_HIGH_WATER = 1024 * 1024;
 
+/** Bytes queued for the transport above which the connection is dropped (peer not reading). */
+const OUT_HARD_LIMIT = 16 * 1024 * 1024;
+
+/** Queued pieces (headers and payloads) above which writers wait. */
+const OUT_HIGH_PIECES = 8192;
+
+/** Queued pieces above which the connection is dropped (tiny frames cost more than their bytes). */
+const OUT_HARD_PIECES = 65536;
+
 /** How long a failing connection tries to deliver its GOAWAY before dropping the transport. */
 const SHUTDOWN_TIMEOUT_MS = 2000;
 
@@ -156,6 +165,7 @@ export class Mux {
   #acceptWaiters: ((s: MuxStream | undefined) => void)[] = [];
   #out: Uint8Array[] = [];
   #outBytes = 0;
+  #outPieces = 0;
   #flushing = false;
   #batch: Uint8Array | undefined;
   #drainWaiters: Waiter[] = [];
@@ -320,7 +330,10 @@ export class Mux {
    * {@link ConnectionError} `"closed"`.
    */
   async close(): Promise<void> {
-    if (this.#ended) return;
+    if (this.#ended) {
+      await this.#shutdown;
+      return;
+    }
     try {
       this.#sendFrame(
         FrameType.GOAWAY,
@@ -329,10 +342,10 @@ export class Mux {
         0,
         encodeJson({ code: "cancelled", message: "connection closed by peer" }),
       );
-      await this.#drained();
     } catch {
       // The transport is already gone; nothing to flush.
     }
+    // Queued frames (GOAWAY last) are written by the shutdown, bounded by SHUTDOWN_TIMEOUT_MS.
     this.#end(undefined);
     await this.#readDone;
     await this.#shutdown;
@@ -354,7 +367,7 @@ export class Mux {
     payload: Uint8Array,
   ): Promise<void> {
     this.#sendFrame(type, flags, channel, stream, payload);
-    return this.#outBytes > OUT_HIGH_WATER ? this.#drained() : Promise.resolve();
+    return this.#outFull() ? this.#drained() : Promise.resolve();
   }
 
   /** @internal Largest DATA payload to send. */
@@ -393,13 +406,26 @@ export class Mux {
     if (this.#ended) {
       throw this.#endError ?? new ConnectionError("closed", "Cannot send: connection is closed");
     }
+    if (this.#outBytes > OUT_HARD_LIMIT || this.#outPieces > OUT_HARD_PIECES) {
+      // Writers wait at OUT_HIGH_WATER; only replies we owe the peer (PING ACKs, RESETs for
+      // refused OPENs) can pile up here, and only if the peer floods us while not reading.
+      const err = new ConnectionError(
+        "limit",
+        `Cannot send to peer: ${this.#outPieces} frames (${this.#outBytes} bytes) queued, ` +
+          "the peer is not reading",
+      );
+      this.#fail(err);
+      throw err;
+    }
     const header = new Uint8Array(HEADER_LEN);
     writeHeader(header, 0, { type, flags, channel, stream, length: payload.length });
     this.#out.push(header);
     this.#outBytes += HEADER_LEN;
+    this.#outPieces++;
     if (payload.length > 0) {
       this.#out.push(payload);
       this.#outBytes += payload.length;
+      this.#outPieces++;
     }
     if (!this.#flushing) void this.#flush();
   }
@@ -412,6 +438,7 @@ export class Mux {
     const first = this.#out[0]!;
     if (this.#out.length === 1 || first.length >= COALESCE_LIMIT) {
       this.#out.shift();
+      this.#outPieces--;
       return first;
     }
     this.#batch ??= new Uint8Array(COALESCE_LIMIT);
@@ -425,6 +452,7 @@ export class Mux {
       count++;
     }
     this.#out.splice(0, count);
+    this.#outPieces -= count;
     return batch.subarray(0, offset);
   }
 
@@ -435,7 +463,7 @@ export class Mux {
         const batch = this.#takeBatch();
         await this.#writer.write(batch);
         this.#outBytes -= batch.length;
-        if (this.#outBytes <= OUT_HIGH_WATER) this.#wakeDrainers();
+        if (!this.#outFull()) this.#wakeDrainers();
       }
     } catch (err) {
       this.#fail(
@@ -446,6 +474,11 @@ export class Mux {
     } finally {
       this.#flushing = false;
     }
+  }
+
+  /** Writers wait while this holds (bytes, or many tiny frames, waiting for the transport). */
+  #outFull(): boolean {
+    return this.#outBytes > OUT_HIGH_WATER || this.#outPieces > OUT_HIGH_PIECES;
   }
 
   #wakeDrainers(): void {
@@ -670,6 +703,7 @@ export class Mux {
         // Queued data belongs to streams that are failing now; only the GOAWAY matters.
         this.#out = [header, payload];
         this.#outBytes = header.length + payload.length;
+        this.#outPieces = 2;
       } catch {
         // Cannot even encode: skip the courtesy.
       }
@@ -683,9 +717,9 @@ export class Mux {
     this.#endError = error;
     const streamError = error ??
       new ConnectionError("closed", "Cannot use stream: connection is closed");
-    for (const stream of [...this.#streams.values()]) stream.finishInternal(streamError, false);
+    for (const stream of [...this.#streams.values()]) stream.finishInternal(streamError);
     this.#streams.clear();
-    for (const s of this.#acceptQueue) s.finishInternal(streamError, false);
+    for (const s of this.#acceptQueue) s.finishInternal(streamError);
     this.#acceptQueue = [];
     for (const w of this.#acceptWaiters) w(undefined);
     this.#acceptWaiters = [];
@@ -699,38 +733,33 @@ export class Mux {
   }
 
   async #shutdownTransport(): Promise<void> {
-    // Write what is queued (GOAWAY at least), then close both directions. A peer that stopped
+    // Write what is queued (GOAWAY last), then close both directions. A peer that stopped
     // reading must not hold us forever: give up after SHUTDOWN_TIMEOUT_MS.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), SHUTDOWN_TIMEOUT_MS);
     });
-    try {
-      const flushed = (async () => {
-        if (this.#flushing) {
-          // The running flush stops at #ended; let its write settle before writing the rest.
-          await this.#writer.ready;
-        }
-        const rest = this.#out.splice(0);
-        this.#outBytes = 0;
-        for (const piece of rest) await this.#writer.write(piece);
-        await this.#writer.close();
-      })();
-      flushed.catch(() => {});
-      if (await Promise.race([flushed, timeout]) === "timeout") throw new Error("timeout");
-    } catch {
-      try {
-        await this.#writer.abort();
-      } catch {
-        // Already closed.
-      }
-    } finally {
-      clearTimeout(timer);
-    }
+    const flushed = (async () => {
+      // The running flush stops at #ended; `ready` waits for its write to settle.
+      if (this.#flushing) await this.#writer.ready;
+      while (this.#out.length > 0) await this.#writer.write(this.#takeBatch());
+      this.#outBytes = 0;
+      this.#outPieces = 0;
+      await this.#writer.close();
+      return "flushed" as const;
+    })().catch(() => "failed" as const);
+    const outcome = await Promise.race([flushed, timeout]);
+    clearTimeout(timer);
+    // Cancelling the reader also closes a Deno.Conn / Deno.FsFile, which fails a write stuck
+    // on a peer that does not read; then the writer can be aborted.
     try {
       await (this.#byob ?? this.#reader)!.cancel();
     } catch {
       // Already closed.
+    }
+    if (outcome !== "flushed") {
+      // Not awaited: abort() waits for an in-flight write, which may never settle.
+      this.#writer.abort().catch(() => {});
     }
   }
 }
@@ -1182,7 +1211,7 @@ export class MuxStream {
   }
 
   /** @internal The connection ended. */
-  finishInternal(error: Error, _forget: boolean): void {
+  finishInternal(error: Error): void {
     this.#finishLocal(error, error);
   }
 

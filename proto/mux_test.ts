@@ -409,3 +409,47 @@ Deno.test("Mux - onMessage delivers messages in wire order relative to DATA", as
   assertEquals(log.indexOf("message 1") < log.indexOf("data a"), true);
   assertEquals(log.indexOf("message 2") < log.indexOf("data b"), true);
 });
+
+Deno.test("Mux - a peer that floods PINGs without reading is dropped (limit)", async () => {
+  await using pair = await unixPair();
+  const guestP = Mux.connect(pair.a, { role: "guest", version: "g" });
+  await pair.b.write(helloFrame("host"));
+  const guest = await guestP;
+  const ping = frame(FrameType.PING, 0, new Uint8Array(8));
+  const burst = new Uint8Array(ping.length * 50_000);
+  for (let i = 0; i < 50_000; i++) burst.set(ping, i * ping.length);
+  // ~1M PINGs (20 MiB of owed ACKs) while never reading a byte.
+  const flooding = (async () => {
+    for (let i = 0; i < 20; i++) {
+      let rest = burst.subarray(0);
+      while (rest.length > 0) rest = rest.subarray(await pair.b.write(rest));
+    }
+  })().catch(() => {});
+  const err = await guest.closed;
+  assertEquals(err?.code, "limit");
+  await flooding;
+});
+
+Deno.test("Mux - many tiny writes on many streams wait instead of tripping the limits", async () => {
+  await using p = await muxPair();
+  const served = (async () => {
+    const streams = [];
+    for (let i = 0; i < 10; i++) streams.push((await p.guest.accept())!);
+    await Promise.all(streams.map(async (s) => {
+      const n = (await readAll(s.readable)).length;
+      await s.close({ n });
+    }));
+  })();
+  const results = await Promise.all(Array.from({ length: 10 }, async () => {
+    const s = p.host.open({});
+    const w = s.writable.getWriter();
+    const one = new Uint8Array([1]);
+    const writes = [];
+    for (let i = 0; i < 10_000; i++) writes.push(w.write(one));
+    await Promise.all(writes);
+    await w.close();
+    return (await s.result).n;
+  }));
+  assertEquals(results, Array(10).fill(10_000));
+  await served;
+});

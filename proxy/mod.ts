@@ -39,7 +39,9 @@ export {
 export {
   type ConnectionRecord,
   type Dialer,
+  type DialTarget,
   hostResolver,
+  type HostStream,
   Relay,
   type RelayOptions,
   type Resolver,

@@ -13,16 +13,42 @@
  */
 
 import type { FrameLink } from "./link.ts";
-import { EXPOSE_HOST_NAME, type NetworkPolicy } from "./policy.ts";
+import { type ConnectDecision, EXPOSE_HOST_NAME, type NetworkPolicy } from "./policy.ts";
+import { SNIFF_MAX_BYTES, sniffFirstBytes, type SniffResult } from "./sniff.ts";
 import { FakeIpPool, type FakeIpPoolOptions } from "./name_map.ts";
 import { NetworkStack, type StackConfig, type StackEvent } from "./stack.ts";
-import { ipv4ToString, parseIpv4 } from "./wire/address.ts";
+import { ipv4ToString, isIpv4, parseIpv4 } from "./wire/address.ts";
 
 /** Resolves a name to IPv4 addresses on the host (empty: does not exist). */
 export type Resolver = (name: string) => Promise<number[]>;
 
-/** Opens a host connection. */
-export type Dialer = (hostname: string, port: number) => Promise<Deno.Conn>;
+/**
+ * The host end of a relayed connection: what the relay reads and writes. A `Deno.TcpConn`
+ * is one; so is anything that sits in between (a TLS terminator that swaps secrets, say).
+ */
+export interface HostStream {
+  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes from `p`; resolves to the byte count written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Ends the write direction (the guest sent FIN); reads continue. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions. */
+  close(): void;
+}
+
+/** Where an allowed connection goes, as the dialer sees it. */
+export interface DialTarget {
+  /** Host or address to connect to (a literal IPv4 address after policy and resolution). */
+  hostname: string;
+  /** Port. */
+  port: number;
+  /** The name the guest resolved (from the fake pool), when it used a name. */
+  name?: string;
+}
+
+/** Opens the host end of an allowed connection. */
+export type Dialer = (target: DialTarget) => Promise<HostStream>;
 
 /** One line of the connection log (`--net-log`). */
 export interface ConnectionRecord {
@@ -76,6 +102,8 @@ export interface RelayOptions {
 const RELAY_CHUNK = 256 * 1024;
 /** Bytes read from a host socket at once (further bounded by the stack's send capacity). */
 const HOST_READ_CHUNK = 64 * 1024;
+/** How long a connection may stay silent before it is dialed without a sniffed name. */
+const SNIFF_WAIT_MS = 3_000;
 /** Smallest host read while the guest still has bytes queued. */
 const MIN_HOST_READ = 16 * 1024;
 /** A blocked line for the same destination is repeated at most this often. */
@@ -112,7 +140,7 @@ interface Flow {
   port: number;
   startedAt: number;
   time: string;
-  conn: Deno.Conn | undefined;
+  conn: HostStream | undefined;
   decision: ConnectionRecord["decision"] | undefined;
   reason: string | undefined;
   bytesUp: number;
@@ -147,7 +175,11 @@ export async function hostResolver(name: string): Promise<number[]> {
   }
 }
 
-const defaultDial: Dialer = (hostname, port) => Deno.connect({ hostname, port });
+async function defaultDial(target: DialTarget): Promise<HostStream> {
+  const conn = await Deno.connect({ hostname: target.hostname, port: target.port });
+  conn.setNoDelay(true);
+  return conn;
+}
 
 /** Runs the stack for one guest. */
 export class Relay {
@@ -368,7 +400,7 @@ export class Relay {
   async #connect(e: Extract<StackEvent, { type: "connect" }>): Promise<void> {
     const address = e.destination.address;
     const port = e.destination.port;
-    const name = this.pool.nameOf(address);
+    let name = this.pool.nameOf(address);
     const flow: Flow = {
       id: e.id,
       name,
@@ -388,51 +420,56 @@ export class Relay {
       writable: new Signal(),
     };
     this.#flows.set(e.id, flow);
-    const target = `${name ?? ipv4ToString(address)}:${port}`;
-
-    let decision = this.#policy.checkConnection({ address, port });
-    if (name === EXPOSE_HOST_NAME) {
-      decision = this.#policy.checkConnection({ name, address: 0, port });
-    } else if (name !== undefined) {
-      const fixed = this.#policy.addHostAddress(name);
-      let candidates = fixed !== undefined ? [fixed] : this.#recall(name);
-      if (candidates === undefined) {
-        try {
-          candidates = await withTimeout(
-            this.#resolve(name),
-            this.#resolveTimeout,
-            `resolving ${name}`,
-          );
-          this.#remember(name, candidates);
-        } catch {
-          candidates = [];
-        }
-      }
-      decision = { allowed: false, reason: `cannot resolve ${name} on the host` };
-      for (const a of candidates) {
-        decision = this.#policy.checkConnection({ name, address: a, port });
-        if (decision.allowed) break;
-      }
-    }
+    let target = `${name ?? ipv4ToString(address)}:${port}`;
+    let decision = await this.#decide(name, address, port);
     if (!decision.allowed) {
-      flow.decision = "blocked";
-      flow.reason = decision.reason;
-      this.stack.refuse(e.id);
-      this.#blocked(target, `shuru: blocked ${target} (${decision.reason})`);
-      this.#finish(flow);
+      this.#block(flow, target, decision.reason, () => this.stack.refuse(e.id));
       return;
     }
-    let conn: Deno.Conn;
+    // With an allow-list, the name inside the connection (TLS SNI, HTTP Host) must be allowed
+    // too, and it is what gets dialed: accept first, look at the first bytes, then decide.
+    let prefix: Uint8Array | undefined;
+    if (this.#policy.hasAllowList && name !== EXPOSE_HOST_NAME) {
+      this.stack.accept(e.id);
+      this.#schedulePump();
+      const sniffed = await this.#sniff(flow);
+      if (sniffed === undefined) {
+        this.#finish(flow);
+        return;
+      }
+      prefix = sniffed.bytes;
+      const r = sniffed.result;
+      const asked = r.kind === "tls" ? r.serverName : r.kind === "http" ? r.host : undefined;
+      if (asked !== undefined && asked !== name) {
+        const what = r.kind === "tls" ? "TLS server name" : "HTTP Host";
+        target = `${asked}:${port}`;
+        decision = isIpv4(asked)
+          ? { allowed: false, reason: `${what} is an address, not a name from --allow-host` }
+          : await this.#decide(asked, undefined, port);
+        if (!decision.allowed) {
+          this.#block(flow, target, `${what}: ${decision.reason}`, () => this.stack.abort(e.id));
+          return;
+        }
+        name = asked;
+        flow.name = asked;
+      }
+    }
+    let conn: HostStream;
     try {
       conn = await withTimeout(
-        this.#dial(decision.hostname, decision.port),
+        this.#dial({
+          hostname: decision.hostname,
+          port: decision.port,
+          ...(name !== undefined ? { name } : {}),
+        }),
         this.#connectTimeout,
         `connecting to ${target}`,
       );
     } catch (err) {
       flow.decision = "failed";
       flow.reason = err instanceof Error ? err.message : String(err);
-      this.stack.refuse(e.id);
+      if (prefix === undefined) this.stack.refuse(e.id);
+      else this.stack.abort(e.id);
       this.#finish(flow);
       return;
     }
@@ -443,15 +480,106 @@ export class Relay {
     }
     flow.conn = conn;
     flow.decision = "allowed";
-    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-    this.stack.accept(e.id);
-    this.#schedulePump();
+    if (prefix === undefined) {
+      this.stack.accept(e.id);
+      this.#schedulePump();
+    } else if (prefix.length > 0) {
+      try {
+        await writeAll(conn, prefix);
+        flow.bytesUp += prefix.length;
+      } catch (err) {
+        flow.reason = err instanceof Error ? err.message : String(err);
+        this.stack.abort(e.id);
+        this.#schedulePump();
+        this.#finish(flow);
+        return;
+      }
+    }
     const up = this.#guestToHost(flow, conn);
     const down = this.#hostToGuest(flow, conn);
     await Promise.all([up, down]);
   }
 
-  async #guestToHost(flow: Flow, conn: Deno.Conn): Promise<void> {
+  /** The policy's decision for a destination: by name (resolved on the host) or by address. */
+  async #decide(name: string | undefined, address: number, port: number): Promise<ConnectDecision>;
+  async #decide(name: string, address: undefined, port: number): Promise<ConnectDecision>;
+  async #decide(
+    name: string | undefined,
+    address: number | undefined,
+    port: number,
+  ): Promise<ConnectDecision> {
+    if (name === undefined) return this.#policy.checkConnection({ address: address!, port });
+    if (name === EXPOSE_HOST_NAME) return this.#policy.checkConnection({ name, address: 0, port });
+    const verdict = this.#policy.checkName(name);
+    if (!verdict.allowed) return verdict;
+    const fixed = this.#policy.addHostAddress(name);
+    let candidates = fixed !== undefined ? [fixed] : this.#recall(name);
+    if (candidates === undefined) {
+      try {
+        candidates = await withTimeout(
+          this.#resolve(name),
+          this.#resolveTimeout,
+          `resolving ${name}`,
+        );
+        this.#remember(name, candidates);
+      } catch {
+        candidates = [];
+      }
+    }
+    let decision: ConnectDecision = {
+      allowed: false,
+      reason: `cannot resolve ${name} on the host`,
+    };
+    for (const a of candidates) {
+      decision = this.#policy.checkConnection({ name, address: a, port });
+      if (decision.allowed) break;
+    }
+    return decision;
+  }
+
+  #block(flow: Flow, target: string, reason: string, reset: () => void): void {
+    flow.decision = "blocked";
+    flow.reason = reason;
+    reset();
+    this.#schedulePump();
+    this.#blocked(target, `shuru: blocked ${target} (${reason})`);
+    this.#finish(flow);
+  }
+
+  /**
+   * Collects the guest's first bytes until they show a TLS server name or HTTP Host, or
+   * `SNIFF_WAIT_MS` pass (server-first protocols send nothing). Undefined if the connection
+   * closed meanwhile.
+   */
+  async #sniff(flow: Flow): Promise<{ bytes: Uint8Array; result: SniffResult } | undefined> {
+    let bytes = new Uint8Array(0);
+    const deadline = performance.now() + SNIFF_WAIT_MS;
+    for (;;) {
+      if (flow.closed || this.#closed) return undefined;
+      const data = this.stack.recv(flow.id, SNIFF_MAX_BYTES - bytes.length);
+      if (data !== null && data.length > 0) {
+        const merged = new Uint8Array(bytes.length + data.length);
+        merged.set(bytes);
+        merged.set(data, bytes.length);
+        bytes = merged;
+        this.#schedulePump();
+      }
+      const result = sniffFirstBytes(bytes);
+      if (result.kind !== "need-more" || bytes.length >= SNIFF_MAX_BYTES || data === null) {
+        return { bytes, result: result.kind === "need-more" ? { kind: "other" } : result };
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) return { bytes, result: { kind: "other" } };
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        flow.readable.wait(),
+        new Promise<void>((r) => timer = setTimeout(r, left)),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  async #guestToHost(flow: Flow, conn: HostStream): Promise<void> {
     try {
       for (;;) {
         const data = this.stack.recv(flow.id, RELAY_CHUNK);
@@ -485,7 +613,7 @@ export class Relay {
     if (flow.closed) this.#finish(flow);
   }
 
-  async #hostToGuest(flow: Flow, conn: Deno.Conn): Promise<void> {
+  async #hostToGuest(flow: Flow, conn: HostStream): Promise<void> {
     try {
       for (;;) {
         if (flow.closed) break;
@@ -546,7 +674,7 @@ export class Relay {
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+async function writeAll(conn: HostStream, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
 }

@@ -5,7 +5,7 @@
  */
 
 /** What went wrong. */
-export type RunnerErrorCode = "boot_failed" | "save_failed";
+export type RunnerErrorCode = "boot_failed" | "save_failed" | "invalid_config";
 
 /** A sandbox could not be booted or stopped as asked. */
 export class RunnerError extends Error {

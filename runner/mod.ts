@@ -22,9 +22,8 @@ import {
   createInstance,
   hostTscRate,
   type Instance,
-  kernelCmdline,
+  launchGuest,
   QemuBackend,
-  recordVmProcess,
   removeInstance,
   resolveAccel,
   type Vm,
@@ -338,6 +337,14 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const tAssets = since();
+  const diskBytes = options.diskSizeMiB * 1024 * 1024;
+  if (diskBytes < assets.rootfsBytes) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot use a ${options.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
+        `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
+    );
+  }
   const store = await Store.open(options.home.store);
   // Fail before booting when the checkpoint does not exist.
   if (options.from !== undefined) await store.inspect(options.from);
@@ -353,7 +360,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   try {
     const device = await store.openDevice(
       options.from !== undefined ? { checkpoint: options.from } : { base: assets.rootfs },
-      { size: options.diskSizeMiB * 1024 * 1024, overlayDir: instance.dir },
+      { size: diskBytes, overlayDir: instance.dir },
     );
     cleanup.push(() => device.close());
     const server = await NbdServer.listen(device, {
@@ -378,29 +385,24 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       readOnly: m.readOnly,
       guest: m.guest,
     }));
-    const backend = new QemuBackend(
-      options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {},
-    );
-    const vm = await backend.start({
-      kernel: assets.kernel,
-      initrd: assets.initramfs,
-      cmdline: kernelCmdline({
-        ...(tsc ? { tscKhz: tsc.khz } : {}),
-        ...(options.verbose ? { verbose: true } : {}),
-      }),
+    const vm = await launchGuest({
+      assets,
+      instance,
       cpus: options.cpus,
       memoryMiB: options.memoryMiB,
       accel: decision.accel,
       disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
-      agentSocket: instance.agentSocket,
       mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
-      consoleLog: instance.consoleLog,
+      ...(options.verbose ? { verbose: true } : {}),
+      ...(tsc ? { tscKhz: tsc.khz } : {}),
+      backend: new QemuBackend(
+        options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {},
+      ),
     });
     cleanup.push(async () => {
       vm.kill();
       await vm.exited;
     });
-    await recordVmProcess(instance, vm.pid);
     const tVm = since();
 
     const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);

@@ -272,6 +272,17 @@ export interface SaveResult {
   manifestBytes: number;
   /** Wall time in milliseconds. */
   elapsedMs: number;
+  /** Where the time went (milliseconds; phases overlap, so they need not add up). */
+  phases: {
+    /** Hashing blocks (BLAKE3). */
+    hashMs: number;
+    /** Creating and writing new chunk files. */
+    writeMs: number;
+    /** fdatasync of chunks, renames and folder fsyncs. */
+    syncMs: number;
+    /** Encoding and publishing the manifest. */
+    manifestMs: number;
+  };
 }
 
 /** Options of {@linkcode CowDevice}. */
@@ -355,6 +366,8 @@ export class CowDevice implements BlockBackend {
   #closed = false;
 
   /**
+   * Creates a device over `lower`; use `Store.openDevice` rather than this.
+   *
    * @param lower The read-only layer (the device owns it and closes it).
    * @param options Size, block size, overlay folder, saver.
    */
@@ -469,7 +482,12 @@ export class CowDevice implements BlockBackend {
 
   #dropLayer(layer: OverlayLayer): void {
     layer.file.close();
-    Deno.remove(layer.path).catch(() => {});
+    try {
+      // Synchronous, so the file is gone when the save that retired it returns.
+      Deno.removeSync(layer.path);
+    } catch {
+      // Already gone; nothing else to release.
+    }
   }
 
   /**
@@ -750,15 +768,22 @@ export class CowDevice implements BlockBackend {
 
   /** Reads block `index` of a frozen state into a fresh full-block buffer (for saves). */
   async readFrozenBlock(frozen: FrozenState, index: number): Promise<Uint8Array> {
+    return await this.readFrozenRun(frozen, index, 1);
+  }
+
+  /**
+   * Reads `count` consecutive blocks from `first` of a frozen state, which must all live in the
+   * same place (one layer, or the lower layer), with one read. Bytes past the device end are
+   * zero (they are not part of the disk, but a chunk is always a whole block).
+   */
+  async readFrozenRun(frozen: FrozenState, first: number, count: number): Promise<Uint8Array> {
     const bs = this.blockSize;
-    const buf = new Uint8Array(bs);
-    const w = frozen.where[index]!;
-    const len = Math.min(bs, this.size - index * bs);
+    const buf = new Uint8Array(count * bs);
+    const w = frozen.where[first]!;
+    const len = Math.min(count * bs, this.size - first * bs);
     if (w >= WHERE_LAYER0) {
-      await this.#readLayer(frozen.layers[w - WHERE_LAYER0]!, buf.subarray(0, len), index * bs);
-    } else if (w === WHERE_LOWER) await this.lower.read(index * bs, buf.subarray(0, len));
-    // Bytes past the device end are not part of the disk; keep them zero in the chunk.
-    if (len < bs) buf.fill(0, len);
+      await this.#readLayer(frozen.layers[w - WHERE_LAYER0]!, buf.subarray(0, len), first * bs);
+    } else if (w === WHERE_LOWER) await this.lower.read(first * bs, buf.subarray(0, len));
     return buf;
   }
 

@@ -27,6 +27,8 @@ export class StoreError extends Error {
   readonly code: StoreErrorCode;
 
   /**
+   * Creates the error.
+   *
    * @param code What went wrong.
    * @param message A message the user can act on.
    * @param options `cause`: the underlying error, if any.

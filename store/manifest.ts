@@ -117,6 +117,8 @@ export class BlockTable {
   #words: Uint32Array | null;
 
   /**
+   * Creates a table; every block is a zero block unless `hashes` is given.
+   *
    * @param blockSize Block size in bytes.
    * @param diskSize Disk size in bytes.
    * @param hashes Table bytes (default: all zero blocks).

@@ -33,5 +33,18 @@ export {
   type StoreOpenOptions,
   validateName,
 } from "./store.ts";
-export { CowDevice, DeviceSnapshot, type SaveOptions, type SaveResult } from "./device.ts";
+export {
+  CowDevice,
+  DeviceSnapshot,
+  type FrozenState,
+  type LowerLayer,
+  type OverlayLayer,
+  type SavedState,
+  type SaveOptions,
+  type SaveResult,
+} from "./device.ts";
+export type { ChunkStore, PutOptions } from "./chunk_store.ts";
+export type { PositionalFile } from "./file_io.ts";
+export type { BlockTable } from "./manifest.ts";
+export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";

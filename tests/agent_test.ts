@@ -298,6 +298,19 @@ Deno.test("shuru exec --connect", async (t) => {
     assert(m.stderr.includes("no-such-cmd-xyz"), m.stderr);
   });
 
+  await t.step("a closed stdout pipe gives the command SIGPIPE (141), no stack trace", async () => {
+    const script = `"$0" run -A --quiet "$1" exec --connect "unix:$2" -- yes | head -1; ` +
+      `exit "\${PIPESTATUS[0]}"`;
+    const out = await new Deno.Command("bash", {
+      args: ["-c", script, Deno.execPath(), main, agent.socket],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(text(out.stdout), "y\n");
+    assertEquals(out.code, 141);
+    assertEquals(text(out.stderr), "");
+  });
+
   await t.step("bad --connect and unreachable agents are one-line errors", async () => {
     const bad = await shuru(["exec", "--connect", "tcp:1", "--", "true"]);
     assertEquals(bad.code, 2);

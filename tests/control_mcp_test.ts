@@ -23,6 +23,7 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
     command: Deno.execPath(),
     args: ["run", "-A", "--quiet", `${REPO}main.ts`, "mcp", "--connect", `unix:${f.controlSocket}`],
     stderr: "pipe",
+    env: { ...Deno.env.toObject(), SHURU_HOME: `${f.dir}/home` },
   });
   const client = new Client({ name: "shuru-test", version: "1" });
   await client.connect(transport);
@@ -147,6 +148,9 @@ Deno.test("shuru mcp - tools through the MCP SDK client over stdio", async () =>
       ]),
       [[true, false]],
     );
+    // Checkpoints come from the store in the data home (empty here).
+    const cps = await call("checkpoint_list", {});
+    assertEquals(cps.structuredContent, { checkpoints: [] });
     // A bare agent has no disk: checkpoint_save is a clear tool error, not a crash.
     const cp = await call("checkpoint_save", { name: "c1" });
     assertEquals(cp.isError, true);

@@ -39,7 +39,7 @@ Deno.test("proxy serves a QEMU guest over -netdev stream: DHCP, DNS, refusals, 1
         addHosts: { "api.test": "127.0.0.1" },
       }),
       resolve: () => Promise.resolve([]),
-      dial: (hostname, port) => {
+      dial: ({ hostname, port }) => {
         if (hostname !== "127.0.0.1") throw new Error(`test dialer refuses ${hostname}`);
         return Deno.connect({ hostname, port });
       },

@@ -13,6 +13,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { sh, TapLink, TapNamespace, tapPrerequisite } from "./net_tap.ts";
 import { NetworkPolicy } from "../proxy/policy.ts";
 import { type ConnectionRecord, Relay } from "../proxy/relay.ts";
+import { ipv4ToString } from "../proxy/wire/address.ts";
 
 const MIB = 1024 * 1024;
 const TRANSFER = 32 * MIB;
@@ -78,7 +79,7 @@ Deno.test("proxy through a TAP device: Linux kernel TCP as the guest, host loopb
     // Only the test's names exist: nothing is ever asked of a real resolver.
     // rebind.wild.test plays DNS rebinding: a wildcard-allowed name resolving to 10.x.
     resolve: (name) => Promise.resolve(name === "rebind.wild.test" ? [0x0a010203] : []),
-    dial: (hostname, p) => {
+    dial: ({ hostname, port: p }) => {
       if (hostname !== "127.0.0.1") throw new Error(`test dialer refuses ${hostname}`);
       return Deno.connect({ hostname, port: p });
     },
@@ -234,6 +235,62 @@ esac
         );
         assert(
           blocked.some((l) => l.includes("rebind.wild.test") && l.includes("RFC 1918")),
+          blocked.join("\n"),
+        );
+      },
+    );
+
+    await t.step(
+      "an allowed address carrying another name (Host, TLS SNI) is cut off",
+      async () => {
+        const poolIp = ipv4ToString(relay.pool.assign("api.test"));
+        const host = await new Deno.Command("ip", {
+          args: [
+            "netns",
+            "exec",
+            tap.netns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-H",
+            "Host: evil.test",
+            `http://api.test:${port}/hello`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert(!host.success, "a request for evil.test must not reach the server");
+        assertEquals(new TextDecoder().decode(host.stdout), "");
+        const sni = await new Deno.Command("ip", {
+          args: [
+            "netns",
+            "exec",
+            tap.netns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "--resolve",
+            `tls-evil.test:${port}:${poolIp}`,
+            `https://tls-evil.test:${port}/`,
+          ],
+          stdout: "null",
+          stderr: "piped",
+        }).output();
+        assert(!sni.success, "TLS to tls-evil.test must fail");
+        assert(
+          blocked.some((l) =>
+            l.startsWith(`shuru: blocked evil.test:${port} (HTTP Host: not in --allow-host`)
+          ),
+          blocked.join("\n"),
+        );
+        assert(
+          blocked.some((l) =>
+            l.startsWith(
+              `shuru: blocked tls-evil.test:${port} (TLS server name: not in --allow-host`,
+            )
+          ),
           blocked.join("\n"),
         );
       },

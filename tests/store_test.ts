@@ -240,3 +240,56 @@ Deno.test("store - SIGKILL at any moment of a save leaves the store consistent",
   assertEquals([...Deno.readDirSync(`${t.home}/store/tmp`)].length, 0);
   assert(sameBytes(await readCheckpoint(t.home, t.path, "first"), expectedFirst));
 });
+
+Deno.test("store - writes go to the on-disk overlay, not the server's memory", async () => {
+  await requireTool("qemu-img");
+  await requireTool("qemu-io");
+  await using t = await testHome();
+  await Deno.writeFile(`${t.path}/base.img`, pseudoRandom(4 * MiB, 3));
+  const srv = await ServeProcess.start(t.home, `${t.path}/rss.sock`, [
+    "--base",
+    `${t.path}/base.img`,
+    "--size",
+    "1G",
+  ]);
+  try {
+    const status = async (field: string) => {
+      const text = await Deno.readTextFile(`/proc/${srv.child.pid}/status`);
+      return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(text)![1]) * 1024;
+    };
+    const idle = await status("VmRSS");
+    // 768 MiB of non-zero data in 4 MiB writes, 8 in flight.
+    const out = await run("qemu-img", [
+      "bench",
+      "-w",
+      "-f",
+      "raw",
+      "-t",
+      "none",
+      "-s",
+      "4M",
+      "-c",
+      "192",
+      "-d",
+      "8",
+      "--pattern=90",
+      srv.uri(),
+    ]);
+    assertEquals(out.code, 0, out.stderr);
+    const peak = await status("VmHWM");
+    assert(
+      peak - idle < 256 * MiB,
+      `peak RSS grew by ${((peak - idle) / MiB).toFixed(0)} MiB while writing 768 MiB`,
+    );
+    const check = await run("qemu-io", [
+      "-f",
+      "raw",
+      "-c",
+      `read -P 90 ${700 * MiB} 4M`,
+      srv.uri(),
+    ]);
+    assertEquals(check.code, 0, check.stdout + check.stderr);
+  } finally {
+    assertEquals((await srv.stop()).code, 0);
+  }
+});

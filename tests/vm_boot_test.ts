@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "./assert.ts";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { homeLayout } from "../cli/home.ts";
-import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
+import { createInstance, hostTscRate, kernelCmdline, launchGuest, QemuBackend } from "../vm/mod.ts";
 
 const TEST_AGENT = fileURLToPath(new URL("./fixtures/test_agent.ts", import.meta.url));
 // Larger than the image (4 GiB): the guest must grow its filesystem.
@@ -100,22 +100,18 @@ Deno.test({
       const shared = join(dir, "shared");
       await Deno.mkdir(shared);
       await Deno.writeTextFile(join(shared, "hello.txt"), "hello from the host\n");
-      const vm = await new QemuBackend().start({
-        kernel: assets.kernel,
-        initrd: assets.initramfs,
-        cmdline: kernelCmdline({
-          tscKhz: (await hostTscRate())?.khz,
-          moduleGroups: ["9p"],
-          extra: ["shuru.test_mount=hostdir"],
-        }),
+      const instance = await createInstance(join(dir, "instances"));
+      const vm = await launchGuest({
+        assets,
+        instance,
         cpus: 1,
         memoryMiB: 512,
         accel: "tcg",
         disk: { kind: "nbd", socket: nbd.socket, exportName: "root" },
-        agentSocket: join(dir, "agent.sock"),
-        consoleLog: join(dir, "console.log"),
         mounts: [{ tag: "hostdir", hostPath: shared, readOnly: true }],
       });
+      const owner = JSON.parse(await Deno.readTextFile(join(instance.dir, "owner.json")));
+      assertEquals(owner.vm.pid, vm.pid);
       const conn = await vm.agent;
       const lines = await readLines(conn, 2);
       conn.close();
@@ -153,7 +149,7 @@ Deno.test({
           `phases out of order: ${JSON.stringify(vm.phases)}`,
         );
       }
-      const log = await Deno.readTextFile(join(dir, "console.log"));
+      const log = await Deno.readTextFile(instance.consoleLog);
       assert(log.includes("shuru-init: agent start"), "console log lacks the init marker");
     } finally {
       nbd.child.kill("SIGKILL");

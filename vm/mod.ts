@@ -5,17 +5,19 @@
  *
  * A run looks like:
  * ```ts
- * const instance = await createInstance(layout.instances);
- * const { accel, notice } = await resolveAccel("auto", { kernel, initrd, cacheFile, workDir });
- * const vm = await new QemuBackend().start({
- *   kernel, initrd, accel, cpus: 2, memoryMiB: 2048,
- *   cmdline: kernelCmdline({ tscKhz: (await hostTscRate())?.khz }),
- *   disk: { kind: "nbd", socket: instance.nbdSocket, exportName: "root" },
- *   agentSocket: instance.agentSocket, consoleLog: instance.consoleLog,
+ * const assets = await ensureAssets({ assetsDir: layout.assets });         // assets/mod.ts
+ * const { accel, notice } = await resolveAccel("auto", {
+ *   kernel: assets.kernel, initrd: assets.initramfs, workDir: layout.assets,
+ *   cacheFile: join(layout.assets, "kvm-probe.json"),
  * });
- * await recordVmProcess(instance, vm.pid);
- * const conn = await vm.agent; // speak the agent protocol; the agent exiting powers off
- * const exit = await vm.exited;
+ * const instance = await createInstance(layout.instances);
+ * // ... start the NBD server on instance.nbdSocket (export size >= assets.rootfsBytes)
+ * const vm = await launchGuest({
+ *   assets, instance, accel, cpus: 2, memoryMiB: 2048,
+ *   disk: { kind: "nbd", socket: instance.nbdSocket, exportName: "root" },
+ * });
+ * const conn = await vm.agent; // the agent protocol; the agent exiting powers the guest off
+ * const exit = await vm.exited; // or vm.stop() on Ctrl-C
  * await removeInstance(instance);
  * ```
  *
@@ -35,6 +37,7 @@ export type {
 } from "./types.ts";
 export { VmError, type VmErrorCode } from "./errors.ts";
 export { QemuBackend, type QemuBackendOptions } from "./qemu.ts";
+export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";

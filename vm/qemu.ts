@@ -45,6 +45,15 @@ function track(child: Deno.ChildProcess): void {
   live.add(child);
 }
 
+/** Writes all of `data` (a single write may be partial). */
+async function writeAll(
+  w: { write(p: Uint8Array): Promise<number> },
+  data: Uint8Array,
+): Promise<void> {
+  let done = 0;
+  while (done < data.length) done += await w.write(data.subarray(done));
+}
+
 /** Starts VMs with QEMU's `microvm` machine. */
 export class QemuBackend implements VmBackend {
   /** Backend name. */
@@ -198,8 +207,8 @@ class QemuVm implements Vm {
     const decoder = new TextDecoder();
     let partial = "";
     for await (const chunk of stdout) {
-      await log.write(chunk);
-      if (echo) await Deno.stdout.write(chunk);
+      await writeAll(log, chunk);
+      if (echo) await writeAll(Deno.stdout, chunk);
       const lines = (partial + decoder.decode(chunk, { stream: true })).split("\n");
       partial = (lines.pop() ?? "").slice(-LINE_CAP);
       for (const raw of lines) {

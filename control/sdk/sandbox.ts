@@ -32,8 +32,8 @@ export interface CreateOptions extends ConnectOptions {
   cpus?: number;
   /** Memory in MiB. */
   memory?: number;
-  /** Disk size ("4G"). */
-  diskSize?: string;
+  /** Disk size in MiB. */
+  diskSizeMiB?: number;
   /** Allow network access. */
   allowNet?: boolean;
   /** Stop after this long without clients ("10m"). */
@@ -226,7 +226,7 @@ export class Sandbox implements AsyncDisposable {
     if (options.from) args.push("--from", options.from);
     if (options.cpus) args.push("--cpus", String(options.cpus));
     if (options.memory) args.push("--memory", String(options.memory));
-    if (options.diskSize) args.push("--disk-size", options.diskSize);
+    if (options.diskSizeMiB) args.push("--disk-size", String(options.diskSizeMiB));
     if (options.allowNet) args.push("--allow-net");
     if (options.idleTimeout) args.push("--idle-timeout", options.idleTimeout);
     if (options.extraArgs) args.push(...options.extraArgs);

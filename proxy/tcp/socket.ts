@@ -12,7 +12,7 @@
  */
 
 import { TcpFlag } from "../wire/constants.ts";
-import { seqAdd, seqDiff, seqGt, seqLe, seqLt } from "../wire/seq.ts";
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "../wire/seq.ts";
 import type { TcpRepr } from "../wire/tcp.ts";
 import { RingBuffer } from "./buffer.ts";
 import { RttEstimator } from "./rtt.ts";
@@ -121,7 +121,19 @@ export class TcpSocket {
   readonly #iss: number;
   #sndUna: number;
   #sndNxt: number;
+  /** Highest sequence number sent so far (SND.NXT moves back below it on go-back-N). */
+  #sndMax: number;
   #sndWnd: number;
+  /**
+   * Congestion window (bytes). Unlimited until the first loss: the link is local and the
+   * guest's window bounds what is in flight. After a timeout it restarts at one segment and
+   * grows as RFC 5681 says (slow start to ssthresh, then one MSS per window), so a slow guest
+   * is not flooded with a whole window of retransmissions.
+   */
+  #cwnd = Infinity;
+  #ssthresh = Infinity;
+  /** Fast retransmit due: resend the segment at SND.UNA once. */
+  #retransmitOne = false;
   #sndWl1 = 0;
   #sndWl2 = 0;
   /** The guest's window-scale shift. */
@@ -137,6 +149,8 @@ export class TcpSocket {
   #finQueued = false;
   #finSent = false;
   #finSeq = 0;
+  /** A FIN was sent at least once (so `#finSeq` is meaningful even after go-back-N). */
+  #finSeqValid = false;
   #finAcked = false;
   #peerFin = false;
   #ackPending = false;
@@ -170,6 +184,7 @@ export class TcpSocket {
     this.#iss = opts.iss >>> 0;
     this.#sndUna = this.#iss;
     this.#sndNxt = this.#iss;
+    this.#sndMax = this.#iss;
     // The SYN's window is never scaled (RFC 7323 2.2).
     this.#sndWnd = syn.window;
     this.#mss = Math.max(
@@ -393,8 +408,9 @@ export class TcpSocket {
 
     // ACK field.
     const ack = seg.acknowledgment;
-    if (seqGt(ack, this.#sndNxt)) {
-      // RFC 793: an ACK for something not yet sent gets an ACK back, segment dropped.
+    if (seqGt(ack, this.#sndMax)) {
+      // RFC 793: an ACK for something not yet sent gets an ACK back, segment dropped. (After
+      // go-back-N, an ACK beyond SND.NXT but within what was sent is fine: the guest had it.)
       this.#ackPending = true;
       return status | SegmentStatus.INVALID_ACK;
     }
@@ -402,18 +418,26 @@ export class TcpSocket {
     const acked = seqDiff(ack, this.#sndUna);
     if (acked > 0) {
       let dataAcked = acked;
-      if (this.#finSent && ack === seqAdd(this.#finSeq, 1)) {
+      if (this.#finSeqValid && ack === seqAdd(this.#finSeq, 1)) {
         this.#finAcked = true;
+        this.#finSent = true;
         dataAcked -= 1;
       }
       this.#tx.consume(dataAcked);
       this.#txSent = Math.max(0, this.#txSent - dataAcked);
       this.#sndUna = ack;
+      if (seqLt(this.#sndNxt, ack)) this.#sndNxt = ack;
       this.#rtte.onAck(now, ack);
       this.#retransmits = 0;
       this.#dupAcks = 0;
+      if (this.#cwnd !== Infinity) {
+        // RFC 5681 3.1: slow start below ssthresh, then about one MSS per window.
+        this.#cwnd += this.#cwnd < this.#ssthresh
+          ? Math.min(dataAcked, this.#mss)
+          : Math.max(1, Math.floor(this.#mss * this.#mss / this.#cwnd));
+      }
       // RFC 6298 5.2 and 5.3: all acknowledged: stop; otherwise restart the timer.
-      if (this.#sndUna === this.#sndNxt) this.#timer.setForIdle();
+      if (this.#sndUna === this.#sndMax) this.#timer.setForIdle();
       else this.#timer.setForRetransmit(now, this.#rtte.rto, true);
       if (dataAcked > 0) this.#events |= SocketEvent.WRITABLE;
     }
@@ -432,8 +456,14 @@ export class TcpSocket {
       acked === 0 && seg.payload.length === 0 && !fin && this.#txSent > 0 &&
       this.#sndWnd === windowBefore
     ) {
-      // RFC 5681 3.2: the third duplicate ACK triggers a retransmission from SND.UNA.
-      if (++this.#dupAcks === DUP_ACK_THRESHOLD) this.#goBackN();
+      // RFC 5681 3.2: the third duplicate ACK retransmits the segment at SND.UNA and halves
+      // the congestion window.
+      if (++this.#dupAcks === DUP_ACK_THRESHOLD) {
+        this.#ssthresh = this.#lossThreshold();
+        this.#cwnd = this.#ssthresh;
+        this.#retransmitOne = true;
+        this.#rtte.onRetransmit();
+      }
     }
 
     // Our FIN acknowledged: RFC 793 state moves.
@@ -509,7 +539,12 @@ export class TcpSocket {
         this.#retransmits++;
         this.#rtte.onRto();
         if (this.#state === "SYN-RECEIVED") this.#synAckPending = true;
-        else this.#goBackN();
+        else {
+          // RFC 5681 3.1 (equation 4): ssthresh from the flight, cwnd back to one segment.
+          this.#ssthresh = this.#lossThreshold();
+          this.#cwnd = this.#mss;
+          this.#goBackN();
+        }
         // Restarted with the backed-off RTO when the retransmission goes out below.
         this.#timer.setForIdle();
       }
@@ -529,6 +564,7 @@ export class TcpSocket {
         this.#synAckPending = false;
         this.#synAckSent = true;
         this.#sndNxt = seqAdd(this.#iss, 1);
+        this.#sndMax = this.#sndNxt;
         if (this.#retransmits === 0) this.#rtte.onSend(now, this.#sndNxt);
         this.#timer.setForRetransmit(now, this.#rtte.rto);
         this.#rcvAdvEdge = seqAdd(this.#rcvNxt, synAck.window);
@@ -541,9 +577,20 @@ export class TcpSocket {
       if (!emit(this.#segment(TcpFlag.ACK, seqAdd(this.#sndUna, -1), new Uint8Array(0)))) return;
       this.#timer.rearmZeroWindowProbe(now);
     }
+    if (this.#retransmitOne) {
+      const len = Math.min(this.#mss, this.#tx.length);
+      if (len > 0) {
+        const seg = this.#segment(TcpFlag.ACK | TcpFlag.PSH, this.#sndUna, this.#tx.peek(0, len));
+        if (!emit(seg)) return;
+        this.#noteWindowSent(seg.window);
+        this.#timer.setForRetransmit(now, this.#rtte.rto, true);
+        this.#ackPending = false;
+      }
+      this.#retransmitOne = false;
+    }
     for (;;) {
       const unsent = this.#tx.length - this.#txSent;
-      const windowLeft = this.#sndWnd - seqDiff(this.#sndNxt, this.#sndUna);
+      const windowLeft = this.#sendWindowLeft();
       const len = Math.max(0, Math.min(this.#mss, unsent, windowLeft));
       const finNow = this.#finQueued && !this.#finSent && len === unsent &&
         (canSend(this.#state) || this.#finInFlightState());
@@ -553,16 +600,20 @@ export class TcpSocket {
       const seg = this.#segment(flags, this.#sndNxt, this.#tx.peek(this.#txSent, len));
       if (!emit(seg)) return;
       this.#noteWindowSent(seg.window);
+      const isNew = seqGe(this.#sndNxt, this.#sndMax);
       this.#txSent += len;
       this.#sndNxt = seqAdd(this.#sndNxt, len);
       if (finNow) {
         this.#finSent = true;
         this.#finSeq = this.#sndNxt;
+        this.#finSeqValid = true;
         this.#sndNxt = seqAdd(this.#sndNxt, 1);
         if (this.#state === "ESTABLISHED") this.#state = "FIN-WAIT-1";
         else if (this.#state === "CLOSE-WAIT") this.#state = "LAST-ACK";
       }
-      if (this.#retransmits === 0) this.#rtte.onSend(now, this.#sndNxt);
+      if (seqGt(this.#sndNxt, this.#sndMax)) this.#sndMax = this.#sndNxt;
+      // Karn's rule: time only segments sent for the first time.
+      if (isNew) this.#rtte.onSend(now, this.#sndNxt);
       this.#timer.setForRetransmit(now, this.#rtte.rto);
       this.#ackPending = false;
       if (finNow) break;
@@ -586,9 +637,10 @@ export class TcpSocket {
     if (this.#rstPending) return 0;
     if (this.#state === "CLOSED") return undefined;
     if (this.#ackPending || (this.#accepted && this.#synAckPending)) return 0;
+    if (this.#retransmitOne) return 0;
     if (isSynchronized(this.#state)) {
       const unsent = this.#tx.length - this.#txSent;
-      const windowLeft = this.#sndWnd - seqDiff(this.#sndNxt, this.#sndUna);
+      const windowLeft = this.#sendWindowLeft();
       if (unsent > 0 && windowLeft > 0) return 0;
       if (
         this.#finQueued && !this.#finSent && unsent === 0 &&
@@ -609,6 +661,16 @@ export class TcpSocket {
   #finInFlightState(): boolean {
     // States where our FIN was sent before and must be sent again after go-back-N.
     return this.#state === "FIN-WAIT-1" || this.#state === "CLOSING" || this.#state === "LAST-ACK";
+  }
+
+  /** Bytes we may still put in flight: the guest's window and the congestion window. */
+  #sendWindowLeft(): number {
+    return Math.min(this.#sndWnd, this.#cwnd) - seqDiff(this.#sndNxt, this.#sndUna);
+  }
+
+  /** RFC 5681 equation 4: ssthresh = max(FlightSize / 2, 2 * SMSS). */
+  #lossThreshold(): number {
+    return Math.max(Math.floor(seqDiff(this.#sndMax, this.#sndUna) / 2), 2 * this.#mss);
   }
 
   #goBackN(): void {

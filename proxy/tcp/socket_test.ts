@@ -378,6 +378,36 @@ Deno.test("test_retransmit_exponential_backoff", () => {
   assertEquals(recv(s, 3 * rto + 4 * rto).length, 1);
 });
 
+Deno.test("test_retransmit_timeout_resends_one_segment_then_slow_starts", () => {
+  const s = socketEstablished();
+  s.send(bytes(5 * 1460));
+  assertEquals(recv(s, 0).length, 5);
+  // Timeout: the congestion window falls to one segment, so one retransmission, not five.
+  const resent = recv(s, s.pollAt()!);
+  assertEquals(resent.map((x) => x.sequence), [seqAdd(LOCAL_ISS, 1)]);
+  // The guest acknowledges it: slow start allows two more.
+  send(s, 1001, { acknowledgment: seqAdd(LOCAL_ISS, 1461) });
+  assertEquals(recv(s, 1001).map((x) => x.sequence), [
+    seqAdd(LOCAL_ISS, 1461),
+    seqAdd(LOCAL_ISS, 2921),
+  ]);
+});
+
+Deno.test("test_established_cumulative_ack_beyond_snd_nxt_after_go_back_n_is_accepted", () => {
+  const s = socketEstablished();
+  s.send(bytes(3 * 1460));
+  recv(s, 0);
+  recv(s, s.pollAt()!); // spurious timeout: SND.NXT goes back to SND.UNA
+  // The originals had arrived: the guest acknowledges everything ever sent.
+  const status = send(s, 1001, { acknowledgment: seqAdd(LOCAL_ISS, 1 + 3 * 1460) });
+  assertEquals(status, SegmentStatus.OK);
+  assertEquals(s.sendQueued, 0);
+  assertEquals(s.pollAt(), undefined); // nothing outstanding: timer idle
+  // And data queued afterwards continues from the right sequence number.
+  s.send(bytes(10));
+  assertEquals(recv(s, 1002)[0]!.sequence, seqAdd(LOCAL_ISS, 1 + 3 * 1460));
+});
+
 Deno.test("test_retransmit_gives_up_with_rst_after_max_retransmits", () => {
   const s = socketEstablished({ maxRetransmits: 2 });
   s.send(bytes(10));
@@ -464,6 +494,16 @@ Deno.test("test_fin_wait_1_fin_is_retransmitted", () => {
   const [fin] = recv(s, s.pollAt()!);
   assertEquals(fin!.flags & TcpFlag.FIN, TcpFlag.FIN);
   assertEquals(fin!.sequence, seqAdd(LOCAL_ISS, 1));
+});
+
+Deno.test("test_fin_wait_1_ack_of_fin_after_its_retransmission_enters_fin_wait_2", () => {
+  const s = socketEstablished();
+  s.send(bytes(100));
+  s.close();
+  recv(s, 0);
+  recv(s, s.pollAt()!); // data and FIN go out again
+  send(s, 1001, { acknowledgment: seqAdd(LOCAL_ISS, 102) });
+  assertEquals(s.state, "FIN-WAIT-2");
 });
 
 Deno.test("test_fin_wait_2_guest_data_still_flows_then_fin_enters_time_wait", () => {

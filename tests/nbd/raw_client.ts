@@ -24,8 +24,9 @@ export interface Reply {
   cookie: number;
   /** Error value (simple reply, or error chunk); 0 for success. */
   error: number;
-  /** Structured chunk type and flags. */
+  /** Structured chunk type. */
   type?: number;
+  /** Structured chunk flags. */
   flags?: number;
   /** Payload: read data (simple READ), or the structured chunk payload. */
   data: Uint8Array;
@@ -33,8 +34,11 @@ export interface Reply {
 
 /** Options of {@linkcode RawClient.handshake}. */
 export interface HandshakeOptions {
+  /** Export to ask for. @default "" */
   exportName?: string;
+  /** Negotiate structured replies. */
   structured?: boolean;
+  /** Select `base:allocation` (needs `structured`). */
   baseAllocation?: boolean;
 }
 

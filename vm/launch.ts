@@ -1,0 +1,67 @@
+/**
+ * Starting a shuru guest in one call: kernel command line (TSC rate, module groups), the QEMU
+ * backend, the instance's sockets and log, and the owner record that `shuru prune` reads.
+ *
+ * @module
+ */
+
+import { kernelCmdline } from "./cmdline.ts";
+import { type Instance, recordVmProcess } from "./instance.ts";
+import { QemuBackend } from "./qemu.ts";
+import { hostTscRate } from "./tsc.ts";
+import type { Accel, DiskConfig, MountConfig, NetConfig, Vm, VmBackend } from "./types.ts";
+
+/** Options of {@linkcode launchGuest}. */
+export interface LaunchOptions {
+  /** Kernel and initramfs, e.g. from `ensureAssets()`. */
+  assets: { kernel: string; initramfs: string };
+  /** The run's instance folder (`createInstance()`): sockets and console log go there. */
+  instance: Instance;
+  /** Virtual CPUs. */
+  cpus: number;
+  /** Memory in MiB. */
+  memoryMiB: number;
+  /** Accelerator (resolve `auto` first with `resolveAccel()`). */
+  accel: Accel;
+  /** Root disk; for shuru's NBD server: `{ kind: "nbd", socket: instance.nbdSocket, ... }`. */
+  disk: DiskConfig;
+  /** Host folders (virtio-9p). Loads the 9p and overlay modules when present. */
+  mounts?: MountConfig[];
+  /** Network device. Loads the net modules when present. */
+  net?: NetConfig;
+  /** The serial console is the user's terminal. */
+  interactiveConsole?: boolean;
+  /** Kernel messages on the console. */
+  verbose?: boolean;
+  /** Host TSC rate in kHz (default: measured). */
+  tscKhz?: number;
+  /** Backend (default: a new {@linkcode QemuBackend}). */
+  backend?: VmBackend;
+}
+
+/** Starts the guest; the agent channel is `vm.agent`, the end is `vm.exited`. */
+export async function launchGuest(options: LaunchOptions): Promise<Vm> {
+  const mounts = options.mounts ?? [];
+  const groups: string[] = [];
+  // Only the module groups this run needs: each insmod costs time under TCG.
+  if (mounts.length > 0) groups.push("9p", "overlay");
+  if (options.net) groups.push("net");
+  const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
+  const backend = options.backend ?? new QemuBackend();
+  const vm = await backend.start({
+    kernel: options.assets.kernel,
+    initrd: options.assets.initramfs,
+    cmdline: kernelCmdline({ tscKhz, moduleGroups: groups, verbose: options.verbose }),
+    cpus: options.cpus,
+    memoryMiB: options.memoryMiB,
+    accel: options.accel,
+    disk: options.disk,
+    agentSocket: options.instance.agentSocket,
+    consoleLog: options.instance.consoleLog,
+    mounts,
+    net: options.net,
+    interactiveConsole: options.interactiveConsole,
+  });
+  await recordVmProcess(options.instance, vm.pid);
+  return vm;
+}
