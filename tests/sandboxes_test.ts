@@ -399,3 +399,37 @@ Deno.test("run --stdio - the reference's messages; checkpoint does not end the s
     await stderr.catch(() => "");
   }
 });
+
+Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkpoint; dispose stops it", async () => {
+  await using home = await TestHome.create();
+  const { Sandbox } = await import("../mod.ts");
+  const env = home.env();
+  // The SDK runs `shuru start`; give it this test's assets and accelerator.
+  const shuru = [
+    "/usr/bin/env",
+    `SHURU_ASSETS=${env.SHURU_ASSETS}`,
+    `SHURU_ACCEL=${env.SHURU_ACCEL}`,
+    ...shuruCommandLine(),
+  ];
+  let supervisorPid: number | undefined;
+  {
+    await using sb = await Sandbox.create({ home: home.dir, name: "sdkbox", memory: 512, shuru });
+    const [row] = await ps(home);
+    assertEquals(row?.name, "sdkbox");
+    supervisorPid = row!.supervisor.pid;
+    const r = await sb.exec("echo hi; echo oops >&2; exit 4", { stdin: "ignored" });
+    assertEquals([r.stdout, r.stderr, r.exitCode, r.timedOut], ["hi\n", "oops\n", 4, false]);
+    await sb.fs.writeTextFile("/root/sdk.txt", "from the sdk");
+    assertEquals(await sb.fs.readTextFile("/root/sdk.txt"), "from the sdk");
+    const ck = await sb.checkpoint("sdkck");
+    assert(typeof ck.pause_ms === "number", JSON.stringify(ck));
+    // A second client on the same sandbox sees the same files.
+    await using other = await Sandbox.connect("sdkbox", { home: home.dir });
+    assertEquals(await other.fs.readTextFile("/root/sdk.txt"), "from the sdk");
+  }
+  // Disposing the creating client stops the sandbox.
+  await waitFor(() => Promise.resolve(!alive(supervisorPid!)), 60_000, "the sandbox to stop");
+  assertEquals(await ps(home), []);
+  const list = JSON.parse(ok(await home.run(["checkpoint", "list", "--json"]), "list").stdout);
+  assert(list.some((c: { name: string }) => c.name === "sdkck"), JSON.stringify(list));
+});
