@@ -5,6 +5,10 @@
  * `shuru run --stdio` driven with the reference's messages. Boots are slow here, so each test
  * shares one sandbox across its steps.
  */
+// @ts-types="@modelcontextprotocol/sdk/client/index"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+// @ts-types="@modelcontextprotocol/sdk/client/stdio"
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import {
@@ -432,4 +436,35 @@ Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkp
   assertEquals(await ps(home), []);
   const list = JSON.parse(ok(await home.run(["checkpoint", "list", "--json"]), "list").stdout);
   assert(list.some((c: { name: string }) => c.name === "sdkck"), JSON.stringify(list));
+});
+
+Deno.test("shuru mcp - sandbox_create boots a real guest; exec in it; it stops when mcp exits", async () => {
+  await using home = await TestHome.create();
+  const [exe, ...args] = shuruCommandLine();
+  const transport = new StdioClientTransport({
+    command: exe!,
+    args: [...args, "mcp"],
+    stderr: "pipe",
+    env: { ...Deno.env.toObject(), ...home.env() },
+  });
+  const client = new Client({ name: "shuru-test", version: "1" });
+  await client.connect(transport);
+  type Result = { structuredContent?: Record<string, unknown>; isError?: boolean };
+  const call = async (name: string, a: Record<string, unknown>) =>
+    (await client.callTool({ name, arguments: a })) as Result;
+  let supervisorPid: number | undefined;
+  try {
+    const created = await call("sandbox_create", { name: "mcpbox", memory_mib: 512 });
+    assertEquals(created.isError, undefined, JSON.stringify(created));
+    const id = created.structuredContent?.sandbox_id as string;
+    const [row] = await ps(home);
+    assertEquals(row?.name, id);
+    supervisorPid = row!.supervisor.pid;
+    const r = await call("exec", { command: "uname -m; exit 3", sandbox_id: id });
+    assertEquals([r.structuredContent?.stdout, r.structuredContent?.exit_code], ["x86_64\n", 3]);
+  } finally {
+    await client.close();
+  }
+  await waitFor(() => Promise.resolve(!alive(supervisorPid!)), 60_000, "the sandbox to stop");
+  assertEquals(await ps(home), []);
 });
