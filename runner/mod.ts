@@ -146,6 +146,7 @@ export class BootedSandbox implements AsyncDisposable {
   readonly timings: BootTimings;
   #device: CowDevice;
   #server: NbdServer;
+  #store: Store;
   #stopped: Promise<StopResult> | undefined;
 
   /** @internal Use {@linkcode bootSandbox}. */
@@ -157,6 +158,7 @@ export class BootedSandbox implements AsyncDisposable {
     timings: BootTimings;
     device: CowDevice;
     server: NbdServer;
+    store: Store;
   }) {
     this.sandbox = parts.sandbox;
     this.vm = parts.vm;
@@ -165,6 +167,7 @@ export class BootedSandbox implements AsyncDisposable {
     this.timings = parts.timings;
     this.#device = parts.device;
     this.#server = parts.server;
+    this.#store = parts.store;
   }
 
   /**
@@ -219,6 +222,14 @@ export class BootedSandbox implements AsyncDisposable {
   async checkpoint(name: string): Promise<LiveCheckpointResult> {
     if (this.#stopped) {
       throw new RunnerError("save_failed", `Cannot save checkpoint ${name}: the sandbox stopped`);
+    }
+    // Refuse before freezing the guest for nothing.
+    if (await this.#store.has(name)) {
+      throw new RunnerError(
+        "save_failed",
+        `Cannot save checkpoint ${name}: it already exists (delete it first with ` +
+          `\`shuru checkpoint delete ${name}\`)`,
+      );
     }
     const t0 = performance.now();
     const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
@@ -412,6 +423,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       assets,
       device,
       server,
+      store,
       timings: {
         assets: tAssets,
         device: tDevice,

@@ -19,6 +19,7 @@ import { StopClock } from "./idle.ts";
 import {
   claimName,
   logPath,
+  recordPath,
   registryDir,
   removeRecord,
   type SandboxRecord,
@@ -112,22 +113,28 @@ export async function supervise(
     ((line: string) => console.error(`${new Date().toISOString()} ${line}`));
   const dir = registryDir(spec.home.root);
   const instanceDir = join(spec.home.instances, spec.name);
-  let record: SandboxRecord = await claimName(dir, {
-    name: spec.name,
-    state: "starting",
-    instanceDir,
-    controlSocket: controlSocketIn(instanceDir),
-    log: logPath(dir, spec.name),
-    startedAt: new Date().toISOString(),
-    cpus: spec.cpus,
-    memoryMiB: spec.memoryMiB,
-    diskSizeMiB: spec.diskSizeMiB,
-    from: spec.from ?? null,
-    ports: spec.ports,
-    network: "none",
-    idleTimeoutMs: spec.idleTimeoutMs ?? null,
-    timeoutMs: spec.timeoutMs ?? null,
-  });
+  let record: SandboxRecord;
+  try {
+    record = await claimName(dir, {
+      name: spec.name,
+      state: "starting",
+      instanceDir,
+      controlSocket: controlSocketIn(instanceDir),
+      log: logPath(dir, spec.name),
+      startedAt: new Date().toISOString(),
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      diskSizeMiB: spec.diskSizeMiB,
+      from: spec.from ?? null,
+      ports: spec.ports,
+      network: "none",
+      idleTimeoutMs: spec.idleTimeoutMs ?? null,
+      timeoutMs: spec.timeoutMs ?? null,
+    });
+  } catch (err) {
+    log((err as Error).message);
+    return 1;
+  }
   log(`supervisor ${Deno.pid}: starting sandbox ${spec.name}`);
   const abort = new AbortController();
   let stopReason: ((why: string) => void) | undefined;
@@ -227,7 +234,7 @@ export async function supervise(
       if (result) log(`stopped (${result.exit.poweredOff ? "powered off" : "killed"})`);
     }
     // A failed boot keeps its log for `shuru start` to show; a clean stop leaves nothing.
-    if (failed) await Deno.remove(record.log.replace(/\.log$/, ".json")).catch(() => {});
+    if (failed) await Deno.remove(recordPath(dir, spec.name)).catch(() => {});
     else await removeRecord(dir, spec.name);
     for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);
   }

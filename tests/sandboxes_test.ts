@@ -5,6 +5,10 @@
  * `shuru run --stdio` driven with the reference's messages. Boots are slow here, so each test
  * shares one sandbox across its steps.
  */
+// @ts-types="@modelcontextprotocol/sdk/client/index"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+// @ts-types="@modelcontextprotocol/sdk/client/stdio"
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import {
@@ -197,6 +201,8 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
         );
         await new Promise((r) => setTimeout(r, 1000));
         const r = ok(await home.run(["checkpoint", "save", "live1", "--json"]), "checkpoint save");
+        const again = await home.run(["checkpoint", "save", "live1"]);
+        assert(again.code !== 0 && again.stderr.includes("already exists"), again.stderr);
         const info = JSON.parse(r.stdout);
         assert(typeof info.pause_ms === "number" && info.pause_ms >= 0, r.stdout);
         console.log(`live checkpoint: guest paused ${info.pause_ms} ms, total ${info.total_ms} ms`);
@@ -300,6 +306,37 @@ Deno.test("sandboxes - a SIGKILLed supervisor takes QEMU with it; ps and prune c
   }
 });
 
+Deno.test("sandboxes - --idle-timeout stops a sandbox nobody uses, leaving nothing", async () => {
+  await using home = await TestHome.create();
+  const started = ok(
+    await home.run([
+      "start",
+      "--name",
+      "idler",
+      "--memory",
+      "512",
+      "--idle-timeout",
+      "10s",
+      "--json",
+    ]),
+    "start",
+  );
+  const row = JSON.parse(started.stdout) as PsRow;
+  assertEquals([row.name, row.state], ["idler", "running"]);
+  const owner = JSON.parse(await Deno.readTextFile(join(row.instanceDir, "owner.json")));
+  const qemuPid = owner.vm.pid as number;
+  try {
+    await waitFor(() => Promise.resolve(!alive(row.supervisor.pid)), 90_000, "the idle stop");
+    assert(!alive(qemuPid), "QEMU gone");
+    assertEquals(await Deno.stat(row.instanceDir).then(() => true, () => false), false);
+    assertEquals(await ps(home), []);
+    // Record and log removed.
+    assertEquals(await Array.fromAsync(Deno.readDir(join(home.dir, "sandboxes"))), []);
+  } finally {
+    if (alive(row.supervisor.pid)) Deno.kill(row.supervisor.pid, "SIGKILL");
+  }
+});
+
 Deno.test("run --stdio - the reference's messages; checkpoint does not end the session", async () => {
   await using home = await TestHome.create();
   const [exe, ...args] = shuruCommandLine();
@@ -365,4 +402,69 @@ Deno.test("run --stdio - the reference's messages; checkpoint does not end the s
     await child.status;
     await stderr.catch(() => "");
   }
+});
+
+Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkpoint; dispose stops it", async () => {
+  await using home = await TestHome.create();
+  const { Sandbox } = await import("../mod.ts");
+  const env = home.env();
+  // The SDK runs `shuru start`; give it this test's assets and accelerator.
+  const shuru = [
+    "/usr/bin/env",
+    `SHURU_ASSETS=${env.SHURU_ASSETS}`,
+    `SHURU_ACCEL=${env.SHURU_ACCEL}`,
+    ...shuruCommandLine(),
+  ];
+  let supervisorPid: number | undefined;
+  {
+    await using sb = await Sandbox.create({ home: home.dir, name: "sdkbox", memory: 512, shuru });
+    const [row] = await ps(home);
+    assertEquals(row?.name, "sdkbox");
+    supervisorPid = row!.supervisor.pid;
+    const r = await sb.exec("echo hi; echo oops >&2; exit 4", { stdin: "ignored" });
+    assertEquals([r.stdout, r.stderr, r.exitCode, r.timedOut], ["hi\n", "oops\n", 4, false]);
+    await sb.fs.writeTextFile("/root/sdk.txt", "from the sdk");
+    assertEquals(await sb.fs.readTextFile("/root/sdk.txt"), "from the sdk");
+    const ck = await sb.checkpoint("sdkck");
+    assert(typeof ck.pause_ms === "number", JSON.stringify(ck));
+    // A second client on the same sandbox sees the same files.
+    await using other = await Sandbox.connect("sdkbox", { home: home.dir });
+    assertEquals(await other.fs.readTextFile("/root/sdk.txt"), "from the sdk");
+  }
+  // Disposing the creating client stops the sandbox.
+  await waitFor(() => Promise.resolve(!alive(supervisorPid!)), 60_000, "the sandbox to stop");
+  assertEquals(await ps(home), []);
+  const list = JSON.parse(ok(await home.run(["checkpoint", "list", "--json"]), "list").stdout);
+  assert(list.some((c: { name: string }) => c.name === "sdkck"), JSON.stringify(list));
+});
+
+Deno.test("shuru mcp - sandbox_create boots a real guest; exec in it; it stops when mcp exits", async () => {
+  await using home = await TestHome.create();
+  const [exe, ...args] = shuruCommandLine();
+  const transport = new StdioClientTransport({
+    command: exe!,
+    args: [...args, "mcp"],
+    stderr: "pipe",
+    env: { ...Deno.env.toObject(), ...home.env() },
+  });
+  const client = new Client({ name: "shuru-test", version: "1" });
+  await client.connect(transport);
+  type Result = { structuredContent?: Record<string, unknown>; isError?: boolean };
+  const call = async (name: string, a: Record<string, unknown>) =>
+    (await client.callTool({ name, arguments: a })) as Result;
+  let supervisorPid: number | undefined;
+  try {
+    const created = await call("sandbox_create", { name: "mcpbox", memory_mib: 512 });
+    assertEquals(created.isError, undefined, JSON.stringify(created));
+    const id = created.structuredContent?.sandbox_id as string;
+    const [row] = await ps(home);
+    assertEquals(row?.name, id);
+    supervisorPid = row!.supervisor.pid;
+    const r = await call("exec", { command: "uname -m; exit 3", sandbox_id: id });
+    assertEquals([r.structuredContent?.stdout, r.structuredContent?.exit_code], ["x86_64\n", 3]);
+  } finally {
+    await client.close();
+  }
+  await waitFor(() => Promise.resolve(!alive(supervisorPid!)), 60_000, "the sandbox to stop");
+  assertEquals(await ps(home), []);
 });
