@@ -7,6 +7,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
+import { guestArgv } from "./run.ts";
 import { ConnectionError, Sandbox as AgentSandbox } from "../sandbox/mod.ts";
 import { parseDuration } from "../supervisor/mod.ts";
 import { attachProcess } from "./attach.ts";
@@ -59,7 +60,8 @@ export function execCommand(): Command {
     .argument("[name]", "sandbox name (omit with --connect)")
     .argument("[command...]", "command and arguments (after --, or after the name)")
     .passThroughOptions()
-    .action(async (name, rest, opts) => {
+    .action(async (name, rawRest, opts) => {
+      const rest = guestArgv(rawRest);
       if (opts.cwd !== undefined && !opts.cwd.startsWith("/")) {
         throw new UserError(`Cannot use --cwd "${opts.cwd}": must be an absolute guest path`);
       }

@@ -102,6 +102,15 @@ export function withRunFlags(cmd: Command) {
     .option("--cwd <dir>", "working directory in the guest (absolute)");
 }
 
+/**
+ * The guest command from commander's variadic argument. With pass-through options commander
+ * keeps a `--` that follows an earlier positional (`checkpoint create NAME -- cmd`); it only
+ * separates our flags from the command, so it is dropped here.
+ */
+export function guestArgv(argv: string[]): string[] {
+  return argv[0] === "--" ? argv.slice(1) : argv;
+}
+
 const COMMAND_ARG = "command to run (after --); default: an interactive /bin/sh";
 
 /** The flags of {@linkcode withRunFlags}. */
@@ -385,7 +394,10 @@ export function runCommand(): Command {
       "speak the control protocol (JSON-RPC 2.0, one message a line) on stdin/stdout instead " +
         "of running a command; ends when stdin closes (docs/control_protocol.md)",
     )
-    .argument("[command...]", COMMAND_ARG).action(async (argv, flags) => {
+    .argument("[command...]", COMMAND_ARG)
+    .passThroughOptions()
+    .action(async (rawArgv, flags) => {
+      const argv = guestArgv(rawArgv);
       const settings = await resolveRunSettings(argv, flags);
       if (flags.stdio && settings.command !== undefined && argv.length > 0) {
         throw new UserError("Cannot use --stdio with a command: the client sends the commands");
@@ -413,7 +425,7 @@ export async function createCheckpoint(
         `\`shuru checkpoint delete ${name}\`)`,
     );
   }
-  const settings = await resolveRunSettings(argv, flags);
+  const settings = await resolveRunSettings(guestArgv(argv), flags);
   if (settings.command === undefined && !Deno.stdin.isTerminal()) {
     throw new UserError(`Cannot create checkpoint ${name}: give a command after --`);
   }
