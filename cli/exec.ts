@@ -58,8 +58,7 @@ export function execCommand(): Command {
     .option("--timeout <duration>", "kill the command after this long (30s, 10m); exit 124")
     .option("--no-stdin", "do not forward our stdin (the command reads /dev/null)")
     .argument("[name]", "sandbox name (omit with --connect)")
-    .argument("[command...]", "command and arguments (after --, or after the name)")
-    .passThroughOptions()
+    .argument("[command...]", "command and arguments (after --)")
     .action(async (name, rawRest, opts) => {
       const rest = guestArgv(rawRest);
       if (opts.cwd !== undefined && !opts.cwd.startsWith("/")) {

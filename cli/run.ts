@@ -444,7 +444,6 @@ export function checkpointCreateCommand(): Command {
   )
     .argument("<name>", "name of the new checkpoint")
     .argument("[command...]", COMMAND_ARG)
-    .passThroughOptions()
     .action(async (name, argv, flags) => {
       Deno.exitCode = await createCheckpoint(name, argv, flags);
     });
