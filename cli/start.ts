@@ -59,6 +59,12 @@ export function startCommand(): Command {
     .action(async (flags) => {
       const opts = flags as typeof flags & RunFlags;
       const settings = await resolveRunSettings([], opts);
+      if (settings.network) {
+        throw new UserError(
+          "Cannot start a named sandbox with a network yet: --allow-net, --allow-host and " +
+            "--expose-host work with `shuru run` only for now",
+        );
+      }
       const registry = homeRegistry();
       const live = new Set((await listLive(registry)).map((r) => r.name));
       let name = flags.name;
