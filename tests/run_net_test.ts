@@ -260,6 +260,14 @@ Deno.test(
       records.some((x) => x.decision === "blocked" && x.address === "169.254.169.254"),
       JSON.stringify(records),
     );
+    // Nothing left behind: the instance folder (with net.sock) is gone.
+    const left: string[] = [];
+    try {
+      for await (const e of Deno.readDir(join(home.dir, "instances"))) left.push(e.name);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    assertEquals(left, [], "instance folders left behind");
   },
 );
 
@@ -338,6 +346,23 @@ Deno.test(
     assert(r.stderr.includes(`port ${other} is not exposed`), all);
   },
 );
+
+Deno.test("run refuses bad network flags before booting, in one line", async () => {
+  await using home = await TestHome.create();
+  for (
+    const [args, expected] of [
+      [["--allow-host", "exa mple.com"], "Cannot use host pattern"],
+      [["--allow-net", "--add-host", "api.test"], "expected NAME:IPV4"],
+      [["--expose-host", "70000"], "must be 1-65535"],
+    ] as const
+  ) {
+    const r = await runShuru(home, undefined, ["run", ...args, "--", "true"]);
+    assert(r.code !== 0, describe(r));
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 1, describe(r));
+    assert(lines[0]!.startsWith("shuru: ") && lines[0]!.includes(expected), describe(r));
+  }
+});
 
 Deno.test("run --secret fails with one line saying secrets are not available", async () => {
   await using home = await TestHome.create();
