@@ -13,10 +13,11 @@ import {
   type BootedSandbox,
   bootSandbox,
   buildPolicy,
+  NetLog,
+  type NetworkSettings as PolicySettings,
   RunnerError,
   type SandboxNetwork,
 } from "../runner/mod.ts";
-import type { ConnectionRecord } from "../proxy/mod.ts";
 import { ConnectionError, type Sandbox } from "../sandbox/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { parseAccel, VmError } from "../vm/mod.ts";
@@ -186,13 +187,8 @@ export interface RunSettings {
 }
 
 /** Network settings of a run (`--allow-net` and friends). */
-export interface NetworkSettings {
-  allowNet: boolean;
-  allowHosts: string[];
-  addHosts: Record<string, string>;
-  allowPrivate: boolean;
-  exposeHost: { guestPort: number; hostPort: number }[];
-  /** `--net-log` file. */
+export interface NetworkSettings extends PolicySettings {
+  /** `--net-log` file (absolute). */
   netLog?: string;
 }
 
@@ -382,22 +378,11 @@ async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
 }
 
 /** Opens the `--net-log` file for appending. */
-async function openNetLog(path: string): Promise<Deno.FsFile> {
+async function openNetLog(path: string): Promise<NetLog> {
   try {
-    return await Deno.open(path, { append: true, create: true });
+    return await NetLog.open(path);
   } catch (err) {
     throw new UserError(`Cannot open --net-log ${path}: ${(err as Error).message}`);
-  }
-}
-
-/** One JSON line per connection; a failing write never disturbs the guest's traffic. */
-function writeNetLog(file: Deno.FsFile, record: ConnectionRecord): void {
-  const line = new TextEncoder().encode(JSON.stringify(record) + "\n");
-  try {
-    let off = 0;
-    while (off < line.length) off += file.writeSync(line.subarray(off));
-  } catch {
-    // disk full or closed at shutdown: the log is best effort
   }
 }
 
@@ -423,7 +408,7 @@ async function runOnce(
   // With a terminal in raw mode, Ctrl-C reaches the guest as a byte, not as SIGINT here.
   Deno.addSignalListener("SIGINT", handlers.SIGINT);
   Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
-  let netLog: Deno.FsFile | undefined;
+  let netLog: NetLog | undefined;
   try {
     let network: SandboxNetwork | undefined;
     if (settings.network) {
@@ -433,7 +418,7 @@ async function runOnce(
       network = {
         ...policy,
         onBlocked: log,
-        ...(file ? { onConnection: (r: ConnectionRecord) => writeNetLog(file, r) } : {}),
+        ...(file ? { onConnection: (r) => file.write(r) } : {}),
       };
     }
     booted = await bootSandbox({

@@ -59,12 +59,6 @@ export function startCommand(): Command {
     .action(async (flags) => {
       const opts = flags as typeof flags & RunFlags;
       const settings = await resolveRunSettings([], opts);
-      if (settings.network) {
-        throw new UserError(
-          "Cannot start a named sandbox with a network yet: --allow-net, --allow-host and " +
-            "--expose-host work with `shuru run` only for now",
-        );
-      }
       const registry = homeRegistry();
       const live = new Set((await listLive(registry)).map((r) => r.name));
       let name = flags.name;
@@ -105,6 +99,7 @@ export function startCommand(): Command {
             readOnly: m.readOnly,
           })),
           ports: settings.ports.map((p) => ({ host: p.host, guest: p.guest })),
+          ...(settings.network ? { network: settings.network } : {}),
           ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
           ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
           ...(opts.verbose ? { verbose: true } : {}),

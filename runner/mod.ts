@@ -33,7 +33,14 @@ import { RunnerError } from "./errors.ts";
 import { GuestNetwork, type SandboxNetwork } from "./network.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
-export { buildPolicy, GuestNetwork, type SandboxNetwork } from "./network.ts";
+export {
+  buildPolicy,
+  describeNetwork,
+  GuestNetwork,
+  NetLog,
+  type NetworkSettings,
+  type SandboxNetwork,
+} from "./network.ts";
 
 /** A host folder shared with the guest. */
 export interface SandboxMount {

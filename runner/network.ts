@@ -16,8 +16,8 @@ import { parseIpv4 } from "../proxy/wire/address.ts";
 import type { NetConfig } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
 
-/** What the guest may reach (`--allow-net` and friends). */
-export interface SandboxNetwork {
+/** What the guest may reach (`--allow-net` and friends); plain data (JSON-safe). */
+export interface NetworkSettings {
   /** `--allow-net`: public destinations open. Implied by `allowHosts`. */
   allowNet?: boolean;
   /** `--allow-host` patterns (`example.com`, `*.example.com`). */
@@ -28,6 +28,10 @@ export interface SandboxNetwork {
   allowPrivate?: boolean;
   /** `--expose-host`: guest ports of `host.shuru.internal` → host loopback ports. */
   exposeHost?: ExposedPort[];
+}
+
+/** The guest network of a sandbox: the settings and where its reports go. */
+export interface SandboxNetwork extends NetworkSettings {
   /** One line per refused name or connection (rate-limited by the relay). */
   onBlocked?: (line: string) => void;
   /** One record per finished connection (`--net-log`). */
@@ -38,7 +42,7 @@ export interface SandboxNetwork {
 const STACK_ADDRESSES = ["10.0.2.2", "10.0.2.3"].map(parseIpv4);
 
 /** Builds the policy; throws `RunnerError` (`invalid_config`) naming a bad pattern or address. */
-export function buildPolicy(network: SandboxNetwork): NetworkPolicy {
+export function buildPolicy(network: NetworkSettings): NetworkPolicy {
   try {
     return new NetworkPolicy({
       allowNet: network.allowNet ?? false,
@@ -51,6 +55,57 @@ export function buildPolicy(network: SandboxNetwork): NetworkPolicy {
     });
   } catch (err) {
     throw new RunnerError("invalid_config", (err as Error).message, { cause: err });
+  }
+}
+
+/** One word or a few for `shuru ps`: `none`, `allow-net`, `allow-host a.com,b.com +expose 8080`. */
+export function describeNetwork(network: NetworkSettings | undefined): string {
+  if (!network) return "none";
+  const parts: string[] = [];
+  if ((network.allowHosts ?? []).length > 0) {
+    parts.push(`allow-host ${network.allowHosts!.join(",")}`);
+  } else if (network.allowNet) parts.push("allow-net");
+  if (network.allowPrivate) parts.push("+private");
+  const exposed = network.exposeHost ?? [];
+  if (exposed.length > 0) {
+    parts.push(`${parts.length > 0 ? "+" : ""}expose ${exposed.map((e) => e.guestPort).join(",")}`);
+  }
+  return parts.length > 0 ? parts.join(" ") : "none";
+}
+
+/** `--net-log`: one JSON line per finished guest connection, appended to a file. */
+export class NetLog implements Disposable {
+  readonly #file: Deno.FsFile;
+  private constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /** Opens `path` for appending (creating it). */
+  static async open(path: string): Promise<NetLog> {
+    return new NetLog(await Deno.open(path, { append: true, create: true }));
+  }
+
+  /** Appends one record; a failing write never disturbs the guest's traffic. */
+  write(record: ConnectionRecord): void {
+    const line = new TextEncoder().encode(JSON.stringify(record) + "\n");
+    try {
+      let off = 0;
+      while (off < line.length) off += this.#file.writeSync(line.subarray(off));
+    } catch {
+      // disk full, or closed at shutdown: the log is best effort
+    }
+  }
+
+  /** Closes the file. */
+  close(): void {
+    try {
+      this.#file.close();
+    } catch { /* already closed */ }
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 

@@ -347,6 +347,49 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "start --allow-host: a named sandbox reaches its allowed name; ps shows the network",
+  async () => {
+    await requireTool("curl", "curl");
+    await using home = await TestHome.create();
+    await using ns = await BlackholeNetns.create();
+    await using servers = await HostServers.start(ns, 1);
+    const port = servers.ports[0]!;
+    const name = "netbox";
+    // The supervisor (and its relay) inherits the namespace from `shuru start`.
+    const started = await runShuru(home, ns, [
+      "start",
+      "--name",
+      name,
+      "--allow-host",
+      "api.test",
+      "--add-host",
+      "api.test:127.0.0.1",
+    ]);
+    assertEquals(started.code, 0, describe(started));
+    try {
+      const script = [
+        PROBE_FN,
+        `echo "hello=$(curl -sS --max-time 30 http://api.test:${port}/)"`,
+        "probe metadata http://169.254.169.254/",
+      ].join("\n");
+      const r = await runShuru(home, ns, ["exec", name, "--", "sh", "-c", script]);
+      const all = describe(r);
+      assertEquals(r.code, 0, all);
+      const f = fields(r.stdout);
+      assertEquals(f.hello, `hello from port ${port}`, all);
+      assertFastFailure(f, "metadata", 7, all);
+      const ps = await runShuru(home, ns, ["ps", "--json"]);
+      assertEquals(ps.code, 0, describe(ps));
+      const records = JSON.parse(ps.stdout) as { name: string; network: string }[];
+      assertEquals(records.find((x) => x.name === name)?.network, "allow-host api.test");
+    } finally {
+      const stopped = await runShuru(home, ns, ["stop", name]);
+      assertEquals(stopped.code, 0, describe(stopped));
+    }
+  },
+);
+
 Deno.test("run refuses bad network flags before booting, in one line", async () => {
   await using home = await TestHome.create();
   for (
