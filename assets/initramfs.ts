@@ -87,6 +87,41 @@ $bb ln -s /proc/self/fd/2 /newroot/dev/stderr
 echo shuru > /newroot/proc/sys/kernel/hostname
 # Loopback: guest servers on 127.0.0.1 (port forwards connect there) need it even without a NIC.
 $bb ip link set lo up
+# A NIC exists only with --allow-net / --expose-host; its other end is shuru's own stack, whose
+# DHCP server answers at once. The lease's resolver goes to a tmpfs file bound over the root's
+# /etc/resolv.conf, so the disk (and a saved checkpoint) keeps its own.
+nic=
+for dev in /newroot/sys/class/net/*; do
+  case "\${dev##*/}" in lo|"*") ;; *) nic=\${dev##*/}; break ;; esac
+done
+if [ -n "$nic" ]; then
+  $bb mkdir -p /newroot/run/shuru
+  $bb cat > /bin/dhcp-event <<'DHCP'
+#!/bin/busybox sh
+bb=/bin/busybox
+case "$1" in
+  deconfig) $bb ip addr flush dev "$interface"; $bb ip link set "$interface" up ;;
+  bound|renew)
+    $bb ip addr flush dev "$interface"
+    $bb ip addr add "$ip/\${mask:-24}" dev "$interface"
+    [ -n "$mtu" ] && $bb ip link set "$interface" mtu "$mtu"
+    for r in $router; do $bb ip route replace default via "$r" dev "$interface"; break; done
+    : > /newroot/run/shuru/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /newroot/run/shuru/resolv.conf; done
+    ;;
+esac
+exit 0
+DHCP
+  $bb chmod 755 /bin/dhcp-event
+  $bb udhcpc -i "$nic" -f -q -n -t 5 -T 1 -s /bin/dhcp-event >/dev/null 2>&1 ||
+    echo "${INITRAMFS_MARKER} warning: no DHCP lease on $nic"
+  if [ -s /newroot/run/shuru/resolv.conf ]; then
+    [ -f /newroot/etc/resolv.conf ] || : > /newroot/etc/resolv.conf
+    $bb mount --bind /newroot/run/shuru/resolv.conf /newroot/etc/resolv.conf
+  fi
+  read -r up _ < /newroot/proc/uptime
+  echo "${INITRAMFS_MARKER} network $nic up $up"
+fi
 : > /newroot${PREPARED_MARKER}
 read -r up _ < /newroot/proc/uptime
 echo "${INITRAMFS_MARKER} root mounted $up"

@@ -170,6 +170,51 @@ export function parsePortMapping(spec: string): PortMapping {
   };
 }
 
+/** An `--add-host NAME:IP` entry. */
+export interface AddHost {
+  /** Host name. */
+  name: string;
+  /** IPv4 address it reaches (on the host's side). */
+  ip: string;
+}
+
+/** Parses `--add-host NAME:IP` (config `network.hosts`). */
+export function parseAddHost(spec: string): AddHost {
+  const colon = spec.lastIndexOf(":");
+  const name = spec.slice(0, colon).trim();
+  const ip = spec.slice(colon + 1).trim();
+  const octets = ip.split(".");
+  const ipOk = octets.length === 4 &&
+    octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255);
+  if (colon <= 0 || name === "" || !ipOk) {
+    throw new UserError(
+      `Invalid --add-host "${spec}": expected NAME:IPV4, e.g. api.test:127.0.0.1`,
+    );
+  }
+  return { name, ip };
+}
+
+/** An `--expose-host PORT[:HOSTPORT]` entry. */
+export interface ExposeHost {
+  /** Port of host.shuru.internal in the guest. */
+  guestPort: number;
+  /** Port on the host's 127.0.0.1. */
+  hostPort: number;
+}
+
+/** Parses `--expose-host PORT[:HOSTPORT]` (config `expose_host`). */
+export function parseExposeHost(spec: string): ExposeHost {
+  const parts = spec.split(":");
+  if (parts.length > 2) {
+    throw new UserError(`Invalid --expose-host "${spec}": expected PORT or PORT:HOSTPORT`);
+  }
+  const guestPort = parsePort(parts[0]!, `port in --expose-host "${spec}"`);
+  const hostPort = parts.length === 2
+    ? parsePort(parts[1]!, `host port in --expose-host "${spec}"`)
+    : guestPort;
+  return { guestPort, hostPort };
+}
+
 /**
  * Parses `HOST:GUEST[:ro|:rw]`. Checks the form only; {@linkcode checkMount} checks the host.
  */

@@ -2,6 +2,8 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../tests/asse
 import {
   checkMount,
   loadConfig,
+  parseAddHost,
+  parseExposeHost,
   parseMountSpec,
   parsePortMapping,
   pick,
@@ -87,4 +89,19 @@ Deno.test("pick - flag over config over default", () => {
   assertEquals(pick(1, 2, 3), 1);
   assertEquals(pick(undefined, 2, 3), 2);
   assertEquals(pick<number | undefined>(undefined, undefined, 3), 3);
+});
+
+Deno.test("parseAddHost takes NAME:IPV4 and refuses anything else", () => {
+  assertEquals(parseAddHost("api.test:127.0.0.1"), { name: "api.test", ip: "127.0.0.1" });
+  for (const bad of ["api.test", ":127.0.0.1", "api.test:", "api.test:1.2.3", "a:1.2.3.256"]) {
+    assertThrows(() => parseAddHost(bad), "expected NAME:IPV4");
+  }
+});
+
+Deno.test("parseExposeHost takes PORT or PORT:HOSTPORT", () => {
+  assertEquals(parseExposeHost("8080"), { guestPort: 8080, hostPort: 8080 });
+  assertEquals(parseExposeHost("80:3000"), { guestPort: 80, hostPort: 3000 });
+  assertThrows(() => parseExposeHost("0"), "1-65535");
+  assertThrows(() => parseExposeHost("1:2:3"), "PORT:HOSTPORT");
+  assertThrows(() => parseExposeHost("x"), "not a port number");
 });

@@ -9,7 +9,15 @@
 import { Command } from "@commander-js/extra-typings";
 import { resolve } from "node:path";
 import type { AssetProgress } from "../assets/mod.ts";
-import { type BootedSandbox, bootSandbox, RunnerError } from "../runner/mod.ts";
+import {
+  type BootedSandbox,
+  bootSandbox,
+  buildPolicy,
+  NetLog,
+  type NetworkSettings as PolicySettings,
+  RunnerError,
+  type SandboxNetwork,
+} from "../runner/mod.ts";
 import { ConnectionError, type Sandbox } from "../sandbox/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { parseAccel, VmError } from "../vm/mod.ts";
@@ -17,6 +25,8 @@ import {
   checkMount,
   loadConfig,
   type MountSpec,
+  parseAddHost,
+  parseExposeHost,
   parseMountSpec,
   parsePortMapping,
   pick,
@@ -85,7 +95,38 @@ export function withRunFlags(cmd: Command) {
       "forward 127.0.0.1:HOST to the guest's port GUEST (repeatable)",
       collect,
     )
-    .option("--allow-net", "give the guest network access (not available yet)")
+    .option(
+      "--allow-net",
+      "give the guest a network: public destinations only (private ranges, loopback and " +
+        "cloud metadata stay closed); every refused connection prints `shuru: blocked ...`",
+    )
+    .option(
+      "--allow-host <PATTERN>",
+      "allow only these names (example.com, *.example.com; repeatable; implies --allow-net); " +
+        "other names do not resolve and literal IPs are refused",
+      collect,
+    )
+    .option(
+      "--add-host <NAME:IP>",
+      "make NAME resolve to IP on the host's side (repeatable), e.g. api.test:127.0.0.1 " +
+        "reaches the host's loopback; allows nothing by itself",
+      collect,
+    )
+    .option(
+      "--expose-host <PORT[:HOSTPORT]>",
+      "let the guest reach the host's 127.0.0.1:HOSTPORT at host.shuru.internal:PORT " +
+        "(repeatable); alone it gives a network that reaches only those ports",
+      collect,
+    )
+    .option(
+      "--allow-private",
+      "also open private, loopback and link-local destinations (with --allow-net)",
+    )
+    .option("--secret <NAME=VALUE@HOST>", "not available yet (fails)", collect)
+    .option(
+      "--net-log <file>",
+      "append one JSON line per guest connection (time, name, address, port, decision, bytes)",
+    )
     .option("--config <file>", "config file (default ./shuru.json if it exists)")
     .option(
       "--accel <kvm|tcg|auto>",
@@ -123,6 +164,12 @@ export type RunFlags = {
   allowHostWrites?: true;
   port?: string[];
   allowNet?: true;
+  allowHost?: string[];
+  addHost?: string[];
+  exposeHost?: string[];
+  allowPrivate?: true;
+  secret?: string[];
+  netLog?: string;
   config?: string;
   accel?: string;
   installDeps?: true;
@@ -144,6 +191,65 @@ export interface RunSettings {
   command: string[] | undefined;
   env: Record<string, string>;
   cwd?: string;
+  /** The guest network; absent: no NIC. */
+  network?: NetworkSettings;
+}
+
+/** Network settings of a run (`--allow-net` and friends). */
+export interface NetworkSettings extends PolicySettings {
+  /** `--net-log` file (absolute). */
+  netLog?: string;
+}
+
+/** Merges the network flags over the config; undefined when the guest gets no NIC. */
+function resolveNetwork(
+  flags: RunFlags,
+  config: Awaited<ReturnType<typeof loadConfig>>,
+): NetworkSettings | undefined {
+  if ((flags.secret ?? []).length > 0 || Object.keys(config.secrets ?? {}).length > 0) {
+    throw new UserError(
+      "Cannot use --secret: secrets are not available in this version yet (nothing was " +
+        "passed to the guest); run without --secret / config secrets",
+    );
+  }
+  const allowHosts = [...(config.network?.allow ?? []), ...(flags.allowHost ?? [])];
+  const addHosts: Record<string, string> = {};
+  for (const spec of [...(config.network?.hosts ?? []), ...(flags.addHost ?? [])]) {
+    const { name, ip } = parseAddHost(spec);
+    addHosts[name] = ip;
+  }
+  const exposeHost = [...(config.expose_host ?? []), ...(flags.exposeHost ?? [])].map(
+    parseExposeHost,
+  );
+  const seen = new Set<number>();
+  for (const e of exposeHost) {
+    if (seen.has(e.guestPort)) {
+      throw new UserError(`Cannot expose host.shuru.internal:${e.guestPort} twice`);
+    }
+    seen.add(e.guestPort);
+  }
+  const allowNet = (flags.allowNet ?? config.allow_net ?? false) || allowHosts.length > 0;
+  const allowPrivate = flags.allowPrivate ?? config.allow_private ?? false;
+  if (!allowNet && exposeHost.length === 0) {
+    if (flags.netLog !== undefined) {
+      throw new UserError("Cannot use --net-log without a network: add --allow-net");
+    }
+    return undefined;
+  }
+  const settings: NetworkSettings = {
+    allowNet,
+    allowHosts,
+    addHosts,
+    allowPrivate,
+    exposeHost,
+    ...(flags.netLog !== undefined ? { netLog: resolve(flags.netLog) } : {}),
+  };
+  try {
+    buildPolicy(settings); // validates every pattern and address now, before booting
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
+  return settings;
 }
 
 /** Merges flags over the config file over defaults and validates the result. */
@@ -155,12 +261,7 @@ export async function resolveRunSettings(
     flags.config ?? "shuru.json",
     { required: flags.config !== undefined },
   );
-  if (flags.allowNet || config.allow_net) {
-    throw new UserError(
-      "Cannot give the guest network access yet: --allow-net is not available in this " +
-        "version (the network stack is being built); run without it",
-    );
-  }
+  const network = resolveNetwork(flags, config);
   const accelText = flags.accel ?? Deno.env.get("SHURU_ACCEL") ?? config.accel ?? "auto";
   let accel: RunSettings["accel"];
   try {
@@ -199,6 +300,7 @@ export async function resolveRunSettings(
     command: command && command.length > 0 ? command : undefined,
     env,
     ...(flags.cwd !== undefined ? { cwd: flags.cwd } : {}),
+    ...(network ? { network } : {}),
   };
 }
 
@@ -284,6 +386,15 @@ async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
   return 0;
 }
 
+/** Opens the `--net-log` file for appending. */
+async function openNetLog(path: string): Promise<NetLog> {
+  try {
+    return await NetLog.open(path);
+  } catch (err) {
+    throw new UserError(`Cannot open --net-log ${path}: ${(err as Error).message}`);
+  }
+}
+
 /** Boots, runs, stops (saving as `saveAs` when given) and returns the command's exit code. */
 async function runOnce(
   settings: RunSettings,
@@ -306,7 +417,19 @@ async function runOnce(
   // With a terminal in raw mode, Ctrl-C reaches the guest as a byte, not as SIGINT here.
   Deno.addSignalListener("SIGINT", handlers.SIGINT);
   Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
+  let netLog: NetLog | undefined;
   try {
+    let network: SandboxNetwork | undefined;
+    if (settings.network) {
+      const { netLog: netLogPath, ...policy } = settings.network;
+      if (netLogPath !== undefined) netLog = await openNetLog(netLogPath);
+      const file = netLog;
+      network = {
+        ...policy,
+        onBlocked: log,
+        ...(file ? { onConnection: (r) => file.write(r) } : {}),
+      };
+    }
     booted = await bootSandbox({
       home,
       cpus: settings.cpus,
@@ -315,6 +438,7 @@ async function runOnce(
       accel: settings.accel,
       ...(settings.from !== undefined ? { from: settings.from } : {}),
       mounts: settings.mounts,
+      ...(network ? { network } : {}),
       ...(flags.installDeps ? { installDeps: true } : {}),
       ...(verbose ? { verbose: true } : {}),
       onProgress: progressPrinter(),
@@ -373,6 +497,7 @@ async function runOnce(
     throw err;
   } finally {
     await booted?.[Symbol.asyncDispose]();
+    netLog?.close();
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }

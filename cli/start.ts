@@ -99,6 +99,7 @@ export function startCommand(): Command {
             readOnly: m.readOnly,
           })),
           ports: settings.ports.map((p) => ({ host: p.host, guest: p.guest })),
+          ...(settings.network ? { network: settings.network } : {}),
           ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
           ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
           ...(opts.verbose ? { verbose: true } : {}),

@@ -30,8 +30,17 @@ import {
   type VmExit,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
+import { GuestNetwork, type SandboxNetwork } from "./network.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export {
+  buildPolicy,
+  describeNetwork,
+  GuestNetwork,
+  NetLog,
+  type NetworkSettings,
+  type SandboxNetwork,
+} from "./network.ts";
 
 /** A host folder shared with the guest. */
 export interface SandboxMount {
@@ -61,6 +70,11 @@ export interface BootOptions {
   instanceId?: string;
   /** Host folders to share. */
   mounts?: SandboxMount[];
+  /**
+   * Guest network (`--allow-net`, `--expose-host`): a virtio-net NIC served by our own stack.
+   * Absent: no NIC at all.
+   */
+  network?: SandboxNetwork;
   /** Install missing host packages with apt-get when building assets. */
   installDeps?: boolean;
   /** Kernel messages on the console log. */
@@ -147,6 +161,7 @@ export class BootedSandbox implements AsyncDisposable {
   #device: CowDevice;
   #server: NbdServer;
   #store: Store;
+  #network: GuestNetwork | undefined;
   #stopped: Promise<StopResult> | undefined;
 
   /** @internal Use {@linkcode bootSandbox}. */
@@ -159,6 +174,7 @@ export class BootedSandbox implements AsyncDisposable {
     device: CowDevice;
     server: NbdServer;
     store: Store;
+    network?: GuestNetwork;
   }) {
     this.sandbox = parts.sandbox;
     this.vm = parts.vm;
@@ -168,6 +184,12 @@ export class BootedSandbox implements AsyncDisposable {
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
+    this.#network = parts.network;
+  }
+
+  /** The guest network, when the sandbox has one. */
+  get network(): GuestNetwork | undefined {
+    return this.#network;
   }
 
   /**
@@ -203,6 +225,7 @@ export class BootedSandbox implements AsyncDisposable {
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
       this.vm.kill();
+      await this.#network?.close().catch(() => {});
       await this.#server.close().catch(() => {});
       await this.#device.close().catch(() => {});
       await removeInstance(this.instance).catch(() => {});
@@ -385,6 +408,13 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       readOnly: m.readOnly,
       guest: m.guest,
     }));
+    let network: GuestNetwork | undefined;
+    if (options.network) {
+      // Listen before QEMU starts: its stream client connects at start-up.
+      network = GuestNetwork.listen(instance.netSocket, { ...options.network, onError: notice });
+      const n = network;
+      cleanup.push(() => n.close());
+    }
     const vm = await launchGuest({
       assets,
       instance,
@@ -393,6 +423,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       accel: decision.accel,
       disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
       mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
+      ...(network ? { net: network.net } : {}),
       ...(options.verbose ? { verbose: true } : {}),
       ...(tsc ? { tscKhz: tsc.khz } : {}),
       backend: new QemuBackend(
@@ -424,6 +455,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       device,
       server,
       store,
+      ...(network ? { network } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,

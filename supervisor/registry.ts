@@ -45,7 +45,7 @@ export interface SandboxRecord {
   from: string | null;
   /** Forwarded ports. */
   ports: Array<{ host: number; guest: number }>;
-  /** Network access: "none" (no device) until networking lands. */
+  /** Network access: "none" (no device), or a summary such as "allow-host api.test". */
   network: string;
   /** Stop after this long without clients (ms), or null. */
   idleTimeoutMs: number | null;

@@ -13,7 +13,14 @@ import type { HomeLayout } from "../cli/home.ts";
 import { VERSION } from "../cli/version.ts";
 import { agentBackend } from "../control/agent_backend.ts";
 import { ControlServer, listenControlSocket } from "../control/mod.ts";
-import { type BootedSandbox, bootSandbox, type SandboxMount } from "../runner/mod.ts";
+import {
+  type BootedSandbox,
+  bootSandbox,
+  describeNetwork,
+  NetLog,
+  type NetworkSettings,
+  type SandboxMount,
+} from "../runner/mod.ts";
 import type { AccelChoice } from "../vm/mod.ts";
 import { StopClock } from "./idle.ts";
 import {
@@ -46,6 +53,8 @@ export interface SuperviseSpec {
   mounts: SandboxMount[];
   /** Ports to forward from 127.0.0.1. */
   ports: Array<{ host: number; guest: number }>;
+  /** Guest network (`--allow-net` and friends); absent: no NIC. Blocked lines go to the log. */
+  network?: NetworkSettings & { netLog?: string };
   /** Stop after this long without clients. */
   idleTimeoutMs?: number;
   /** Stop after this long in total. */
@@ -127,7 +136,7 @@ export async function supervise(
       diskSizeMiB: spec.diskSizeMiB,
       from: spec.from ?? null,
       ports: spec.ports,
-      network: "none",
+      network: describeNetwork(spec.network),
       idleTimeoutMs: spec.idleTimeoutMs ?? null,
       timeoutMs: spec.timeoutMs ?? null,
     });
@@ -153,7 +162,11 @@ export async function supervise(
   let booted: BootedSandbox | undefined;
   let failed = false;
   const timers: ReturnType<typeof setTimeout>[] = [];
+  let netLog: NetLog | undefined;
   try {
+    const { netLog: netLogPath, ...network } = spec.network ?? {};
+    if (netLogPath !== undefined) netLog = await NetLog.open(netLogPath);
+    const file = netLog;
     booted = await bootSandbox({
       home: spec.home,
       cpus: spec.cpus,
@@ -165,6 +178,15 @@ export async function supervise(
       instanceId: spec.name,
       ...(spec.verbose ? { verbose: true } : {}),
       onNotice: log,
+      ...(spec.network
+        ? {
+          network: {
+            ...network,
+            onBlocked: log,
+            ...(file ? { onConnection: (r) => file.write(r) } : {}),
+          },
+        }
+        : {}),
       signal: abort.signal,
     });
     const b = booted;
@@ -233,6 +255,7 @@ export async function supervise(
       });
       if (result) log(`stopped (${result.exit.poweredOff ? "powered off" : "killed"})`);
     }
+    netLog?.close();
     // A failed boot keeps its log for `shuru start` to show; a clean stop leaves nothing.
     if (failed) await Deno.remove(recordPath(dir, spec.name)).catch(() => {});
     else await removeRecord(dir, spec.name);

@@ -1,0 +1,223 @@
+/**
+ * The guest's network for one sandbox: a Unix socket QEMU's `-netdev stream` connects to, and a
+ * {@linkcode Relay} (our user-space TCP/IP stack + policy proxy) serving the frames on it.
+ *
+ * @module
+ */
+
+import {
+  type ConnectionRecord,
+  type ExposedPort,
+  NetworkPolicy,
+  Relay,
+  StreamLink,
+} from "../proxy/mod.ts";
+import { parseIpv4 } from "../proxy/wire/address.ts";
+import type { NetConfig } from "../vm/mod.ts";
+import { RunnerError } from "./errors.ts";
+
+/** What the guest may reach (`--allow-net` and friends); plain data (JSON-safe). */
+export interface NetworkSettings {
+  /** `--allow-net`: public destinations open. Implied by `allowHosts`. */
+  allowNet?: boolean;
+  /** `--allow-host` patterns (`example.com`, `*.example.com`). */
+  allowHosts?: string[];
+  /** `--add-host NAME:IP`, as `{ NAME: IP }`. */
+  addHosts?: Record<string, string>;
+  /** `--allow-private`: private and special ranges open too. */
+  allowPrivate?: boolean;
+  /** `--expose-host`: guest ports of `host.shuru.internal` → host loopback ports. */
+  exposeHost?: ExposedPort[];
+}
+
+/** The guest network of a sandbox: the settings and where its reports go. */
+export interface SandboxNetwork extends NetworkSettings {
+  /** One line per refused name or connection (rate-limited by the relay). */
+  onBlocked?: (line: string) => void;
+  /** One record per finished connection (`--net-log`). */
+  onConnection?: (record: ConnectionRecord) => void;
+}
+
+/** The stack's own addresses (gateway, DNS): never destinations, even with --allow-private. */
+const STACK_ADDRESSES = ["10.0.2.2", "10.0.2.3"].map(parseIpv4);
+
+/** Builds the policy; throws `RunnerError` (`invalid_config`) naming a bad pattern or address. */
+export function buildPolicy(network: NetworkSettings): NetworkPolicy {
+  try {
+    return new NetworkPolicy({
+      allowNet: network.allowNet ?? false,
+      allowHosts: network.allowHosts ?? [],
+      addHosts: network.addHosts ?? {},
+      allowPrivate: network.allowPrivate ?? false,
+      exposeHost: network.exposeHost ?? [],
+      hostAddresses: hostAddresses(),
+      stackAddresses: STACK_ADDRESSES,
+    });
+  } catch (err) {
+    throw new RunnerError("invalid_config", (err as Error).message, { cause: err });
+  }
+}
+
+/** One word or a few for `shuru ps`: `none`, `allow-net`, `allow-host a.com,b.com +expose 8080`. */
+export function describeNetwork(network: NetworkSettings | undefined): string {
+  if (!network) return "none";
+  const parts: string[] = [];
+  if ((network.allowHosts ?? []).length > 0) {
+    parts.push(`allow-host ${network.allowHosts!.join(",")}`);
+  } else if (network.allowNet) parts.push("allow-net");
+  if (network.allowPrivate) parts.push("+private");
+  const exposed = network.exposeHost ?? [];
+  if (exposed.length > 0) {
+    parts.push(`${parts.length > 0 ? "+" : ""}expose ${exposed.map((e) => e.guestPort).join(",")}`);
+  }
+  return parts.length > 0 ? parts.join(" ") : "none";
+}
+
+/** `--net-log`: one JSON line per finished guest connection, appended to a file. */
+export class NetLog implements Disposable {
+  readonly #file: Deno.FsFile;
+  private constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /** Opens `path` for appending (creating it). */
+  static async open(path: string): Promise<NetLog> {
+    return new NetLog(await Deno.open(path, { append: true, create: true }));
+  }
+
+  /** Appends one record; a failing write never disturbs the guest's traffic. */
+  write(record: ConnectionRecord): void {
+    const line = new TextEncoder().encode(JSON.stringify(record) + "\n");
+    try {
+      let off = 0;
+      while (off < line.length) off += this.#file.writeSync(line.subarray(off));
+    } catch {
+      // disk full, or closed at shutdown: the log is best effort
+    }
+  }
+
+  /** Closes the file. */
+  close(): void {
+    try {
+      this.#file.close();
+    } catch { /* already closed */ }
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The host's own IPv4 addresses (closed as destinations like private ranges). */
+function hostAddresses(): number[] {
+  try {
+    return Deno.networkInterfaces().filter((i) => i.family === "IPv4").map((i) =>
+      parseIpv4(i.address)
+    );
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Listens on `socketPath` for QEMU, then relays its frames until {@linkcode close}. Create it
+ * before QEMU starts (QEMU's stream client connects at start-up).
+ */
+export class GuestNetwork implements AsyncDisposable {
+  /** What to pass to `launchGuest({ net })`. */
+  readonly net: NetConfig;
+  readonly #listener: Deno.UnixListener;
+  readonly #policy: NetworkPolicy;
+  readonly #options: SandboxNetwork;
+  readonly #onError: (line: string) => void;
+  #relay: Relay | undefined;
+  #running: Promise<void>;
+  #closed = false;
+
+  private constructor(
+    listener: Deno.UnixListener,
+    socketPath: string,
+    policy: NetworkPolicy,
+    options: SandboxNetwork,
+    onError: (line: string) => void,
+  ) {
+    this.#listener = listener;
+    this.#policy = policy;
+    this.#options = options;
+    this.#onError = onError;
+    this.net = { socket: socketPath };
+    this.#running = this.#serve();
+  }
+
+  /**
+   * Listens on `socketPath` and serves the first connection (QEMU's) with a relay.
+   * `onError` receives a one-line message when the relay ends with an error.
+   */
+  static listen(
+    socketPath: string,
+    options: SandboxNetwork & { onError?: (line: string) => void },
+  ): GuestNetwork {
+    const policy = buildPolicy(options);
+    const listener = Deno.listen({ transport: "unix", path: socketPath });
+    return new GuestNetwork(
+      listener,
+      socketPath,
+      policy,
+      options,
+      options.onError ?? ((line) => console.error(line)),
+    );
+  }
+
+  /** The relay once QEMU connected (counters, flows). */
+  get relay(): Relay | undefined {
+    return this.#relay;
+  }
+
+  async #serve(): Promise<void> {
+    let conn: Deno.UnixConn;
+    try {
+      conn = await this.#listener.accept();
+    } catch {
+      return; // closed before QEMU connected
+    } finally {
+      // One guest, one connection: nobody else may attach to the stack.
+      try {
+        this.#listener.close();
+      } catch { /* already closed */ }
+    }
+    if (this.#closed) {
+      conn.close();
+      return;
+    }
+    const relay = new Relay({
+      link: new StreamLink(conn),
+      policy: this.#policy,
+      ...(this.#options.onBlocked ? { onBlocked: this.#options.onBlocked } : {}),
+      ...(this.#options.onConnection ? { onConnection: this.#options.onConnection } : {}),
+    });
+    this.#relay = relay;
+    try {
+      await relay.run();
+    } catch (err) {
+      if (!this.#closed) this.#onError(`shuru: guest network stopped: ${(err as Error).message}`);
+    }
+  }
+
+  /** Stops the relay (closing every host connection) and the listener. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      try {
+        this.#listener.close();
+      } catch { /* already closed */ }
+      this.#relay?.close();
+    }
+    await this.#running;
+  }
+
+  /** Same as {@linkcode close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
