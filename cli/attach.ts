@@ -1,11 +1,13 @@
 /**
  * Attaches this terminal (or our stdio) to a process in a named sandbox, through the SDK: used
- * by `shuru exec NAME` and `shuru shell NAME`.
+ * by `shuru exec NAME` and `shuru shell NAME`; or through a bare agent connection
+ * (`shuru exec --connect`, `shuru run`).
  *
  * @module
  */
 
 import type { Sandbox, SandboxProcess } from "../mod.ts";
+import type { Sandbox as AgentSandbox } from "../sandbox/mod.ts";
 
 /** Options of {@linkcode attachProcess}. */
 export interface AttachOptions {
@@ -93,4 +95,46 @@ export async function attachProcess(
       Deno.stdin.setRaw(false);
     }
   }
+}
+
+/**
+ * Runs `argv` through a bare agent connection with our stdio attached: a PTY session with
+ * `tty`, otherwise piped streams (stdin forwarded when it is not a terminal). Returns the
+ * exit code.
+ */
+export async function attachAgentProcess(
+  sandbox: AgentSandbox,
+  argv: string[],
+  opts: { tty: boolean; env: Record<string, string>; cwd?: string; stdin: boolean },
+): Promise<number> {
+  const base = {
+    ...(Object.keys(opts.env).length > 0 ? { env: opts.env } : {}),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+  };
+  if (opts.tty) return await sandbox.shell({ argv, ...base });
+  const pipeStdin = opts.stdin && !Deno.stdin.isTerminal();
+  const proc = sandbox.spawn(argv, { ...base, stdin: pipeStdin ? "piped" : "null" });
+  // When our stdout/stderr is a closed pipe (`shuru exec -- yes | head -1`), do what a local
+  // process would suffer: SIGPIPE for the command, and stop copying.
+  const copy = async (from: ReadableStream<Uint8Array>, to: typeof Deno.stdout) => {
+    const reader = from.getReader();
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        await writeAll(to, value);
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+      await proc.kill("SIGPIPE").catch(() => {});
+      await reader.cancel().catch(() => {});
+    }
+  };
+  const pumps = [copy(proc.stdout, Deno.stdout), copy(proc.stderr, Deno.stderr)];
+  if (pipeStdin) {
+    // Not awaited: the process may exit without reading all of stdin.
+    void Deno.stdin.readable.pipeTo(proc.stdin).catch(() => {});
+  }
+  const [status] = await Promise.all([proc.wait(), ...pumps]);
+  return status.exitCode;
 }

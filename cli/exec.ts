@@ -10,7 +10,7 @@ import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
 import { ConnectionError, Sandbox as AgentSandbox } from "../sandbox/mod.ts";
 import { parseDuration } from "../supervisor/mod.ts";
-import { attachProcess } from "./attach.ts";
+import { attachAgentProcess, attachProcess } from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";
 
 /** Parses `--connect` (only `unix:PATH` for now). */
@@ -26,11 +26,6 @@ function parseEnv(
   const eq = value.indexOf("=");
   if (eq <= 0) throw new UserError(`Cannot use -e "${value}": expected KEY=VALUE`);
   return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-}
-
-async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
-  let off = 0;
-  while (off < data.length) off += await w.write(data.subarray(off));
 }
 
 /** Builds the `exec` subcommand. */
@@ -119,7 +114,7 @@ export function execCommand(): Command {
         void sandbox.close();
       }, timeoutMs);
       try {
-        code = await run(sandbox, argv, { ...opts, env: opts.env ?? {} });
+        code = await attachAgentProcess(sandbox, argv, { ...opts, env: opts.env ?? {} });
       } catch (err) {
         if (timedOut) {
           console.error(`shuru: timed out after ${opts.timeout}`);
@@ -140,41 +135,4 @@ export function execCommand(): Command {
       Deno.exit(code);
     });
   return cmd as unknown as Command;
-}
-
-async function run(
-  sandbox: AgentSandbox,
-  argv: string[],
-  opts: { tty: boolean; env: Record<string, string>; cwd?: string; stdin: boolean },
-): Promise<number> {
-  const base = {
-    ...(Object.keys(opts.env).length > 0 ? { env: opts.env } : {}),
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-  };
-  if (opts.tty) return await sandbox.shell({ argv, ...base });
-  const pipeStdin = opts.stdin && !Deno.stdin.isTerminal();
-  const proc = sandbox.spawn(argv, { ...base, stdin: pipeStdin ? "piped" : "null" });
-  // When our stdout/stderr is a closed pipe (`shuru exec -- yes | head -1`), do what a local
-  // process would suffer: SIGPIPE for the command, and stop copying.
-  const copy = async (from: ReadableStream<Uint8Array>, to: typeof Deno.stdout) => {
-    const reader = from.getReader();
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        await writeAll(to, value);
-      }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
-      await proc.kill("SIGPIPE").catch(() => {});
-      await reader.cancel().catch(() => {});
-    }
-  };
-  const pumps = [copy(proc.stdout, Deno.stdout), copy(proc.stderr, Deno.stderr)];
-  if (pipeStdin) {
-    // Not awaited: the process may exit without reading all of stdin.
-    void Deno.stdin.readable.pipeTo(proc.stdin).catch(() => {});
-  }
-  const [status] = await Promise.all([proc.wait(), ...pumps]);
-  return status.exitCode;
 }

@@ -18,7 +18,7 @@ import {
   RunnerError,
   type SandboxNetwork,
 } from "../runner/mod.ts";
-import { ConnectionError, type Sandbox } from "../sandbox/mod.ts";
+import { ConnectionError } from "../sandbox/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { parseAccel, VmError } from "../vm/mod.ts";
 import {
@@ -35,6 +35,7 @@ import {
 import { agentBackend } from "../control/agent_backend.ts";
 import { ControlServer, serveStdio } from "../control/mod.ts";
 import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
+import { attachAgentProcess } from "./attach.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 import { homeLayout } from "./home.ts";
@@ -332,39 +333,6 @@ export function progressPrinter(): (event: AssetProgress) => void {
   };
 }
 
-async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
-  let off = 0;
-  while (off < data.length) off += await w.write(data.subarray(off));
-}
-
-/** Runs `argv` with our stdio attached (a PTY when stdin is a terminal); returns its code. */
-async function attach(
-  sandbox: Sandbox,
-  argv: string[] | undefined,
-  opts: { env: Record<string, string>; cwd?: string },
-): Promise<number> {
-  const base = {
-    ...(Object.keys(opts.env).length > 0 ? { env: opts.env } : {}),
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-  };
-  if (Deno.stdin.isTerminal()) {
-    return await sandbox.shell({ argv: argv ?? ["/bin/sh"], ...base });
-  }
-  const proc = sandbox.spawn(argv ?? ["/bin/sh"], { ...base, stdin: "piped" });
-  const pumps = [
-    (async () => {
-      for await (const c of proc.stdout) await writeAll(Deno.stdout, c);
-    })(),
-    (async () => {
-      for await (const c of proc.stderr) await writeAll(Deno.stderr, c);
-    })(),
-  ];
-  // Not awaited: the process may exit without reading all of stdin.
-  void Deno.stdin.readable.pipeTo(proc.stdin).catch(() => {});
-  const [status] = await Promise.all([proc.wait(), ...pumps]);
-  return status.exitCode;
-}
-
 /**
  * `run --stdio`: the control protocol on stdin/stdout for this sandbox (the `ready`
  * notification first), until stdin closes or a client asks for `shutdown`. `checkpoint` saves
@@ -470,7 +438,13 @@ async function runOnce(
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : await attach(booted.sandbox, settings.command, settings);
+        : await attachAgentProcess(booted.sandbox, settings.command ?? ["/bin/sh"], {
+          // A terminal gets an interactive PTY session; pipes are streamed.
+          tty: Deno.stdin.isTerminal(),
+          stdin: true,
+          env: settings.env,
+          ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
+        });
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
