@@ -455,7 +455,10 @@ async function runOnce(
     if (verbose) log(`shuru: command ran ${Math.round(performance.now() - started)} ms`);
     const stopStarted = performance.now();
     const result = await booted.stop(saveAs !== undefined ? { saveAs } : {});
-    if (verbose) log(`shuru: shutdown ${Math.round(performance.now() - stopStarted)} ms`);
+    if (verbose) {
+      log(`shuru: shutdown ${Math.round(performance.now() - stopStarted)} ms`);
+      log(`shuru: peak RSS ${peakRssMiB()} MiB (this process; QEMU not included)`);
+    }
     if (result.saved) {
       log(
         `shuru: saved checkpoint ${saveAs} (${result.saved.newChunks} new chunks, ` +
@@ -474,6 +477,16 @@ async function runOnce(
     netLog?.close();
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
+  }
+}
+
+/** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */
+function peakRssMiB(): string {
+  try {
+    const kib = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+)/)?.[1];
+    return kib ? (Number(kib) / 1024).toFixed(0) : "?";
+  } catch {
+    return "?";
   }
 }
 
