@@ -14,7 +14,9 @@ function when(ms: number | undefined): string {
 /** Builds `shuru checkpoint`. */
 export function checkpointCommand(): Command {
   const checkpoint = new Command("checkpoint").description(
-    "List, inspect and delete checkpoints (saved disks). Save one with `shuru nbd serve --save`.",
+    "Checkpoints are saved disks: `create NAME -- cmd` runs a command in a fresh sandbox " +
+      "and saves its disk, `save NAME` saves a running sandbox's disk, `shuru run --from NAME` " +
+      "starts from one.",
   );
   checkpoint
     .command("list")
@@ -44,7 +46,7 @@ export function checkpointCommand(): Command {
   checkpoint
     .command("inspect")
     .description(
-      "Show a checkpoint's disk size, blocks used, and the bytes only it references" +
+      "Show a checkpoint's disk size, blocks used, and the bytes only it references " +
         "(what deleting it and running `shuru store gc` would free).",
     )
     .argument("<name>", "checkpoint name")

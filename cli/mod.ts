@@ -29,8 +29,9 @@ export function buildProgram(): Command {
   const program = new Command()
     .name("shuru")
     .description(
-      "Local-first microVM sandbox for AI agents: run a command in a throwaway Linux VM,\n" +
-        "save its disk as a checkpoint, start from a checkpoint.",
+      "Local-first microVM sandbox for AI agents: run a command in a throwaway Linux VM, " +
+        "save its disk as a checkpoint, start from a checkpoint. Data home: $SHURU_HOME, " +
+        "else $XDG_DATA_HOME/shuru, else ~/.local/share/shuru.",
     )
     .version(VERSION, "-V, --version", "print the shuru version")
     .showHelpAfterError("(run with --help for usage)")
@@ -38,22 +39,30 @@ export function buildProgram(): Command {
     // (`shuru run ls -la`), so subcommands can pass them through.
     .enablePositionalOptions()
     .configureOutput({ outputError: (str, write) => write(str) });
-  program.addCommand(runCommand());
-  program.addCommand(initCommand());
   const checkpoint = checkpointCommand().enablePositionalOptions();
-  checkpoint.addCommand(checkpointCreateCommand());
-  checkpoint.addCommand(checkpointSaveCommand());
-  program.addCommand(checkpoint);
-  program.addCommand(storeCommand());
-  program.addCommand(execCommand());
-  program.addCommand(mcpCommand());
-  program.addCommand(pruneCommand());
-  program.addCommand(nbdCommand());
-  program.addCommand(startCommand());
-  program.addCommand(psCommand());
-  program.addCommand(stopCommand());
-  program.addCommand(shellCommand());
-  program.addCommand(cpCommand());
+  checkpoint.addCommand(
+    checkpointCreateCommand().summary("run a command in a fresh sandbox, then save its disk"),
+  );
+  checkpoint.addCommand(
+    checkpointSaveCommand().summary("save a running sandbox's disk (it keeps running)"),
+  );
+  // The command list shows one line each; `shuru COMMAND --help` has the full story.
+  const commands: [Command, string][] = [
+    [runCommand(), "run a command (or a shell) in a throwaway VM"],
+    [startCommand(), "boot a named sandbox in the background"],
+    [execCommand(), "run a command in a running sandbox"],
+    [shellCommand(), "open an interactive shell in a running sandbox"],
+    [cpCommand(), "copy files between the host and a running sandbox"],
+    [psCommand(), "list running sandboxes"],
+    [stopCommand(), "stop a running sandbox (optionally saving its disk)"],
+    [checkpoint, "create, save, list, inspect and delete checkpoints"],
+    [storeCommand(), "maintain the block store (gc)"],
+    [initCommand(), "build or check the guest image (kernel, initramfs, root filesystem)"],
+    [pruneCommand(), "remove what crashed runs left behind"],
+    [mcpCommand(), "serve the Model Context Protocol on stdin/stdout"],
+    [nbdCommand(), "serve a disk or checkpoint over NBD"],
+  ];
+  for (const [cmd, summary] of commands) program.addCommand(cmd.summary(summary));
   program.addCommand(superviseCommand(), { hidden: true });
   return program as unknown as Command;
 }
