@@ -14,16 +14,32 @@ import { asUserError, ensureHostDeps } from "./host_deps.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
+/** Options of {@linkcode ProgressPrinter}. */
+export interface ProgressPrinterOptions {
+  /**
+   * Steps that finish within this many milliseconds without a detail print nothing (so an
+   * up-to-date check before every `shuru run` stays silent). @default 0
+   */
+  quietUnderMs?: number;
+}
+
 /** Renders asset progress on stderr: a spinner on a terminal, plain lines otherwise. */
 export class ProgressPrinter {
   readonly #tty = Deno.stderr.isTerminal();
   readonly #encoder = new TextEncoder();
+  readonly #quietUnderMs: number;
+  /** The current step's start line, not printed yet (quiet mode). */
+  #pending = "";
   #label = "";
   #detail = "";
   #started = 0;
   #frame = 0;
   #lastTenth = -1;
   #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: ProgressPrinterOptions = {}) {
+    this.#quietUnderMs = options.quietUnderMs ?? 0;
+  }
 
   /** Handles one progress event. */
   onProgress = (event: AssetProgress): void => {
@@ -32,9 +48,22 @@ export class ProgressPrinter {
       this.#detail = "";
       this.#lastTenth = -1;
       this.#started = performance.now();
-      if (this.#tty) this.#timer = setInterval(() => this.#draw(), 100);
+      const spin = () => (this.#timer = setInterval(() => this.#draw(), 100));
+      if (this.#quietUnderMs > 0) this.#pending = `… ${event.label}`;
+      else if (this.#tty) spin();
       else this.#line(`… ${event.label}`);
+      if (this.#quietUnderMs > 0 && this.#tty) {
+        // Start the spinner only once the step is slow enough to be worth showing.
+        this.#timer = setTimeout(() => {
+          this.#pending = "";
+          spin();
+        }, this.#quietUnderMs);
+      }
     } else if (event.kind === "detail") {
+      if (this.#pending && !this.#tty) {
+        this.#line(this.#pending);
+        this.#pending = "";
+      }
       this.#detail = event.fraction === undefined
         ? event.text
         : `${Math.round(event.fraction * 100)}% ${event.text}`;
@@ -48,6 +77,11 @@ export class ProgressPrinter {
       }
     } else {
       clearInterval(this.#timer);
+      clearTimeout(this.#timer);
+      const quiet = this.#pending !== "" && event.elapsedMs < this.#quietUnderMs;
+      if (this.#pending && !this.#tty && !quiet) this.#line(this.#pending);
+      this.#pending = "";
+      if (quiet) return;
       const seconds = (event.elapsedMs / 1000).toFixed(1).padStart(6);
       const note = event.note ? `  (${event.note})` : "";
       this.#line(`${this.#tty ? "\r\x1b[2K" : ""}✓ ${seconds} s  ${this.#label}${note}`);
@@ -57,6 +91,7 @@ export class ProgressPrinter {
   /** Stops the spinner (on errors). */
   stop(): void {
     clearInterval(this.#timer);
+    clearTimeout(this.#timer);
     if (this.#tty) this.#write("\r\x1b[2K");
   }
 

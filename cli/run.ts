@@ -36,6 +36,7 @@ import { agentBackend } from "../control/agent_backend.ts";
 import { ControlServer, serveStdio } from "../control/mod.ts";
 import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
 import { attachAgentProcess } from "./attach.ts";
+import { ProgressPrinter } from "./init.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 import { homeLayout } from "./home.ts";
@@ -305,32 +306,9 @@ export async function resolveRunSettings(
   };
 }
 
-/** Prints asset-build progress as one line per step on stderr. */
+/** Asset progress for run and start: silent while the assets are current. */
 export function progressPrinter(): (event: AssetProgress) => void {
-  const enc = new TextEncoder();
-  const isTty = Deno.stderr.isTerminal();
-  let lastDetail = 0;
-  return (event) => {
-    if (event.kind === "start") {
-      Deno.stderr.writeSync(enc.encode(`shuru: ${event.label}...\n`));
-    } else if (event.kind === "done") {
-      const secs = (event.elapsedMs / 1000).toFixed(1);
-      const note = event.note ? ` (${event.note})` : "";
-      if (isTty && lastDetail) Deno.stderr.writeSync(enc.encode("\x1b[2K\r"));
-      lastDetail = 0;
-      Deno.stderr.writeSync(enc.encode(`shuru:   done in ${secs}s${note}\n`));
-    } else if (event.kind === "detail") {
-      const pct = event.fraction !== undefined ? ` ${Math.round(event.fraction * 100)}%` : "";
-      const text = `shuru:   ${event.text}${pct}`.slice(0, 100);
-      if (isTty) {
-        Deno.stderr.writeSync(enc.encode(`\x1b[2K\r${text}`));
-        lastDetail = 1;
-      } else if (Date.now() - lastDetail > 2000) {
-        Deno.stderr.writeSync(enc.encode(`${text}\n`));
-        lastDetail = Date.now();
-      }
-    }
-  };
+  return new ProgressPrinter({ quietUnderMs: 1000 }).onProgress;
 }
 
 /**
