@@ -24,6 +24,8 @@ export interface AgentFixture extends AsyncDisposable {
   rss(): Promise<number>;
   /** What the agent printed to stderr so far. */
   log(): string;
+  /** Sends `signal` to the agent and waits for it to exit (e.g. SIGKILL: as if the VM died). */
+  kill(signal: Deno.Signal): Promise<void>;
 }
 
 /** Reads VmRSS of `pid` from /proc, in bytes. */
@@ -56,6 +58,14 @@ export async function startAgent(): Promise<AgentFixture> {
     connect: () => Sandbox.connectUnix(socket),
     rss: () => rssOf(child.pid),
     log: () => log,
+    async kill(signal) {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+    },
     async [Symbol.asyncDispose]() {
       try {
         child.kill("SIGTERM");

@@ -10,9 +10,7 @@ import { Sandbox as AgentConnection } from "../sandbox/mod.ts";
 import { agentBackend, type AgentBackendOptions } from "../control/agent_backend.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
-
-/** The guest agent's entry point (same file as in the VM). */
-export const AGENT_MAIN = new URL("../guest/main.ts", import.meta.url).pathname;
+import { startAgent } from "./_agent_fixture.ts";
 
 /** The repository root. */
 export const REPO = new URL("..", import.meta.url).pathname;
@@ -35,47 +33,15 @@ export interface ControlFixture extends AsyncDisposable {
   killAgent(): Promise<void>;
 }
 
-async function waitForSocket(path: string, deadlineMs: number, log: () => string): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (true) {
-    try {
-      const conn = await Deno.connect({ transport: "unix", path });
-      conn.close();
-      return;
-    } catch {
-      if (Date.now() > deadline) {
-        throw new Error(`Cannot start the guest agent (${AGENT_MAIN}); its log:\n${log()}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
 /** Starts agent + control server. */
 export async function startControl(
   options: { backend?: AgentBackendOptions; server?: ControlServerOptions } = {},
 ): Promise<ControlFixture> {
-  try {
-    await Deno.stat(AGENT_MAIN);
-  } catch {
-    throw new Error(
-      `Cannot find the guest agent at ${AGENT_MAIN}: merge the agent branch (guest/main.ts)`,
-    );
-  }
-  const dir = await Deno.makeTempDir({ prefix: "shuru-control-test-" });
-  const agentSocket = `${dir}/agent.sock`;
+  // The agent process is the agent tests' fixture: one way to start it for every suite.
+  const agentProcess = await startAgent();
+  const dir = agentProcess.dir;
+  const agentSocket = agentProcess.socket;
   const controlSocket = `${dir}/control.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", AGENT_MAIN, "--listen", `unix:${agentSocket}`],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const logDone = (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of child.stderr) log += dec.decode(chunk, { stream: true });
-  })();
   let agent: AgentConnection | undefined;
   let socket: ControlSocket | undefined;
   let server: ControlServer | undefined;
@@ -83,15 +49,9 @@ export async function startControl(
     await socket?.close();
     await server?.close();
     await agent?.close().catch(() => {});
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    await child.status;
-    await logDone;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await agentProcess[Symbol.asyncDispose]();
   };
   try {
-    await waitForSocket(agentSocket, 60_000, () => log);
     agent = await AgentConnection.connectUnix(agentSocket);
     server = new ControlServer(agentBackend(agent, options.backend), options.server);
     socket = await listenControlSocket(server, controlSocket);
@@ -105,13 +65,8 @@ export async function startControl(
     controlSocket,
     server,
     agent,
-    log: () => log,
-    async killAgent() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-      await child.status;
-    },
+    log: agentProcess.log,
+    killAgent: () => agentProcess.kill("SIGKILL"),
     [Symbol.asyncDispose]: dispose,
   };
 }
