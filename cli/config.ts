@@ -86,7 +86,11 @@ export function validateConfig(value: unknown, source: string): ShuruConfig {
     }
     const kind = FIELDS[key as keyof ShuruConfig];
     const bad = (want: string) =>
-      new UserError(`${source}: "${key}" must be ${want}, got ${JSON.stringify(v)}`);
+      new UserError(
+        // Never echo secrets: the bad value may be one.
+        `${source}: "${key}" must be ${want}` +
+          (key === "secrets" ? "" : `, got ${JSON.stringify(v)}`),
+      );
     switch (kind) {
       case "int":
         if (!Number.isInteger(v) || (v as number) <= 0) throw bad("a positive integer");

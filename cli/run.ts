@@ -37,6 +37,7 @@ import { ControlServer, serveStdio } from "../control/mod.ts";
 import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
 import { attachAgentProcess } from "./attach.ts";
 import { ProgressPrinter } from "./init.ts";
+import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 import { homeLayout } from "./home.ts";
@@ -124,7 +125,13 @@ export function withRunFlags(cmd: Command) {
       "--allow-private",
       "also open private, loopback and link-local destinations (with --allow-net)",
     )
-    .option("--secret <NAME=VALUE@HOST>", "not available yet (fails)", collect)
+    .option(
+      "--secret <NAME=VALUE@HOSTS>",
+      "give the guest $NAME as a random placeholder; requests to HOSTS (comma-separated " +
+        "patterns) carry the real value, which never enters the VM (repeatable; implies " +
+        "--allow-net). NAME@HOSTS takes the value from the host's $NAME (stays out of ps)",
+      collect,
+    )
     .option(
       "--net-log <file>",
       "append one JSON line per guest connection (time, name, address, port, decision, bytes)",
@@ -204,17 +211,22 @@ export interface NetworkSettings extends PolicySettings {
 }
 
 /** Merges the network flags over the config; undefined when the guest gets no NIC. */
-function resolveNetwork(
+async function resolveNetwork(
   flags: RunFlags,
   config: Awaited<ReturnType<typeof loadConfig>>,
-): NetworkSettings | undefined {
-  if ((flags.secret ?? []).length > 0 || Object.keys(config.secrets ?? {}).length > 0) {
-    throw new UserError(
-      "Cannot use --secret: secrets are not available in this version yet (nothing was " +
-        "passed to the guest); run without --secret / config secrets",
-    );
-  }
+): Promise<NetworkSettings | undefined> {
+  const secrets = await resolveSecrets(flags.secret ?? [], {
+    ...(config.secrets ? { secrets: config.secrets } : {}),
+    source: flags.config ?? "shuru.json",
+  });
   const allowHosts = [...(config.network?.allow ?? []), ...(flags.allowHost ?? [])];
+  // With an allow-list, a secret's hosts are allowed too: a value for a host the guest may not
+  // reach would be useless. Without one every public name is open already.
+  if (allowHosts.length > 0) {
+    for (const h of secrets.flatMap((s) => s.hosts)) {
+      if (!allowHosts.includes(h)) allowHosts.push(h);
+    }
+  }
   const addHosts: Record<string, string> = {};
   for (const spec of [...(config.network?.hosts ?? []), ...(flags.addHost ?? [])]) {
     const { name, ip } = parseAddHost(spec);
@@ -230,7 +242,8 @@ function resolveNetwork(
     }
     seen.add(e.guestPort);
   }
-  const allowNet = (flags.allowNet ?? config.allow_net ?? false) || allowHosts.length > 0;
+  const allowNet = (flags.allowNet ?? config.allow_net ?? false) || allowHosts.length > 0 ||
+    secrets.length > 0;
   const allowPrivate = flags.allowPrivate ?? config.allow_private ?? false;
   if (!allowNet && exposeHost.length === 0) {
     if (flags.netLog !== undefined) {
@@ -244,6 +257,7 @@ function resolveNetwork(
     addHosts,
     allowPrivate,
     exposeHost,
+    ...(secrets.length > 0 ? { secrets } : {}),
     ...(flags.netLog !== undefined ? { netLog: resolve(flags.netLog) } : {}),
   };
   try {
@@ -263,7 +277,7 @@ export async function resolveRunSettings(
     flags.config ?? "shuru.json",
     { required: flags.config !== undefined },
   );
-  const network = resolveNetwork(flags, config);
+  const network = await resolveNetwork(flags, config);
   const accelText = flags.accel ?? Deno.env.get("SHURU_ACCEL") ?? config.accel ?? "auto";
   let accel: RunSettings["accel"];
   try {

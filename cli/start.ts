@@ -14,7 +14,9 @@ import {
   launchSupervisor,
   listLive,
   parseDuration,
+  SECRETS_ENV,
   supervise,
+  withSecretsFrom,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
@@ -118,6 +120,9 @@ export function superviseCommand(): Command {
     .description("(internal) run a sandbox's supervisor; started by `shuru start`")
     .argument("<spec>", "encoded supervisor spec")
     .action(async (spec) => {
-      Deno.exitCode = await supervise(decodeSpec(spec));
+      const secrets = Deno.env.get(SECRETS_ENV);
+      // Children of the supervisor (QEMU) must not inherit the values.
+      Deno.env.delete(SECRETS_ENV);
+      Deno.exitCode = await supervise(withSecretsFrom(decodeSpec(spec), secrets));
     }) as unknown as Command;
 }

@@ -49,6 +49,7 @@ export {
 export {
   type ConnectDecision,
   EXPOSE_HOST_NAME,
+  HostPatternSet,
   type ExposedPort,
   NetworkPolicy,
   type NetworkPolicyOptions,

@@ -91,25 +91,52 @@ export function parseHostPattern(pattern: string): string {
   return p;
 }
 
+/** Host patterns (`example.com`, `*.example.com`) and the names they match. */
+export class HostPatternSet {
+  readonly #exact = new Set<string>();
+  /** Wildcards as suffixes (".example.com"). */
+  readonly #suffixes: string[] = [];
+
+  /** Validates every pattern with {@linkcode parseHostPattern} (throws SyntaxError). */
+  constructor(patterns: Iterable<string> = []) {
+    for (const raw of patterns) {
+      const p = parseHostPattern(raw);
+      if (p.startsWith("*.")) this.#suffixes.push(p.slice(1));
+      else this.#exact.add(p);
+    }
+  }
+
+  /** No pattern at all. */
+  get empty(): boolean {
+    return this.#exact.size === 0 && this.#suffixes.length === 0;
+  }
+
+  /** Does a pattern match `name` (case-insensitive, trailing dot ignored)? */
+  matches(name: string): boolean {
+    const n = name.toLowerCase().replace(/\.$/, "");
+    return this.#exact.has(n) || this.#suffixes.some((w) => n.endsWith(w));
+  }
+
+  /** Is `name` listed exactly, not only through a wildcard? */
+  hasExact(name: string): boolean {
+    return this.#exact.has(name.toLowerCase().replace(/\.$/, ""));
+  }
+}
+
 /** The policy. Pure: every method is a decision on its arguments. */
 export class NetworkPolicy {
   /** Public destinations are open (`--allow-net`, or implied by an allow-list). */
   readonly allowNet: boolean;
   /** Private ranges are open too (`--allow-private`). */
   readonly allowPrivate: boolean;
-  readonly #exact = new Set<string>();
-  readonly #wildcards: string[] = [];
+  readonly #allowList: HostPatternSet;
   readonly #addHosts = new Map<string, number>();
   readonly #exposed = new Map<number, number>();
   readonly #closedAddresses = new Map<number, string>();
 
   /** Validates every pattern and address (throws SyntaxError naming the bad one). */
   constructor(opts: NetworkPolicyOptions = {}) {
-    for (const raw of opts.allowHosts ?? []) {
-      const p = parseHostPattern(raw);
-      if (p.startsWith("*.")) this.#wildcards.push(p.slice(1)); // ".example.com"
-      else this.#exact.add(p);
-    }
+    this.#allowList = new HostPatternSet(opts.allowHosts ?? []);
     this.allowNet = (opts.allowNet ?? false) || this.hasAllowList;
     this.allowPrivate = opts.allowPrivate ?? false;
     for (const [name, ip] of Object.entries(opts.addHosts ?? {})) {
@@ -122,7 +149,7 @@ export class NetworkPolicy {
 
   /** An allow-list was given. */
   get hasAllowList(): boolean {
-    return this.#exact.size > 0 || this.#wildcards.length > 0;
+    return !this.#allowList.empty;
   }
 
   /** The guest gets a NIC at all (`--allow-net` or some `--expose-host`). */
@@ -145,7 +172,7 @@ export class NetworkPolicy {
     }
     if (!this.allowNet) return { allowed: false, reason: "network access is off (no --allow-net)" };
     if (!this.hasAllowList) return { allowed: true };
-    if (this.#exact.has(n) || this.#wildcards.some((w) => n.endsWith(w))) return { allowed: true };
+    if (this.#allowList.matches(n)) return { allowed: true };
     return { allowed: false, reason: "not in --allow-host" };
   }
 
@@ -174,11 +201,11 @@ export class NetworkPolicy {
     if (!this.allowNet) return { allowed: false, reason: "network access is off (no --allow-net)" };
     const literal = ipv4ToString(address);
     if (name === undefined) {
-      if (this.hasAllowList && !this.#exact.has(literal)) {
+      if (this.hasAllowList && !this.#allowList.hasExact(literal)) {
         return { allowed: false, reason: "literal IP address, not a name from --allow-host" };
       }
       const closed = this.closedRangeOf(address);
-      if (closed && !this.allowPrivate && !this.#exact.has(literal)) {
+      if (closed && !this.allowPrivate && !this.#allowList.hasExact(literal)) {
         return { allowed: false, reason: `${closed} (use --allow-private)` };
       }
       return { allowed: true, hostname: literal, port };
@@ -186,7 +213,7 @@ export class NetworkPolicy {
     const nameVerdict = this.checkName(name);
     if (!nameVerdict.allowed) return nameVerdict;
     const closed = this.closedRangeOf(address);
-    const trusted = this.#addHosts.has(name) || this.#exact.has(name) || this.allowPrivate;
+    const trusted = this.#addHosts.has(name) || this.#allowList.hasExact(name) || this.allowPrivate;
     if (closed && !trusted) {
       return {
         allowed: false,

@@ -45,6 +45,11 @@ export interface DialTarget {
   port: number;
   /** The name the guest resolved (from the fake pool), when it used a name. */
   name?: string;
+  /**
+   * What the guest's first bytes were, when the relay looked at them (with an allow-list, or
+   * for names `RelayOptions.inspect` picks): they are written to the stream after the dial.
+   */
+  protocol?: "tls" | "http" | "other";
 }
 
 /** Opens the host end of an allowed connection. */
@@ -86,6 +91,11 @@ export interface RelayOptions {
   resolve?: Resolver;
   /** Dialer (default: `Deno.connect`). */
   dial?: Dialer;
+  /**
+   * Names whose connections are looked at before dialing even without an allow-list (the
+   * dialer then learns the protocol from `DialTarget.protocol`; secrets need it).
+   */
+  inspect?: (name: string) => boolean;
   /** A refused name or connection, one line (default: printed on stderr), rate-limited. */
   onBlocked?: (line: string) => void;
   /** Called once per finished connection (for `--net-log`). */
@@ -191,6 +201,7 @@ export class Relay {
   readonly #policy: NetworkPolicy;
   readonly #resolve: Resolver;
   readonly #dial: Dialer;
+  readonly #inspect: (name: string) => boolean;
   readonly #onBlocked: (line: string) => void;
   readonly #onConnection: ((r: ConnectionRecord) => void) | undefined;
   readonly #dnsTtl: number;
@@ -213,6 +224,7 @@ export class Relay {
     this.pool = new FakeIpPool(opts.pool);
     this.#resolve = opts.resolve ?? hostResolver;
     this.#dial = opts.dial ?? defaultDial;
+    this.#inspect = opts.inspect ?? (() => false);
     this.#onBlocked = opts.onBlocked ?? ((line) => console.error(line));
     this.#onConnection = opts.onConnection;
     this.#dnsTtl = opts.dnsTtl ?? 60;
@@ -429,7 +441,10 @@ export class Relay {
     // With an allow-list, the name inside the connection (TLS SNI, HTTP Host) must be allowed
     // too, and it is what gets dialed: accept first, look at the first bytes, then decide.
     let prefix: Uint8Array | undefined;
-    if (this.#policy.hasAllowList && name !== EXPOSE_HOST_NAME) {
+    let protocol: DialTarget["protocol"];
+    const inspect = this.#policy.hasAllowList ||
+      (name !== undefined && this.#inspect(name));
+    if (inspect && name !== EXPOSE_HOST_NAME) {
       this.stack.accept(e.id);
       this.#schedulePump();
       const sniffed = await this.#sniff(flow);
@@ -439,8 +454,9 @@ export class Relay {
       }
       prefix = sniffed.bytes;
       const r = sniffed.result;
+      protocol = r.kind === "need-more" ? "other" : r.kind;
       const asked = r.kind === "tls" ? r.serverName : r.kind === "http" ? r.host : undefined;
-      if (asked !== undefined && asked !== name) {
+      if (asked !== undefined && asked !== name && this.#policy.hasAllowList) {
         const what = r.kind === "tls" ? "TLS server name" : "HTTP Host";
         target = `${asked}:${port}`;
         decision = isIpv4(asked)
@@ -461,6 +477,7 @@ export class Relay {
           hostname: decision.hostname,
           port: decision.port,
           ...(name !== undefined ? { name } : {}),
+          ...(protocol !== undefined ? { protocol } : {}),
         }),
         this.#connectTimeout,
         `connecting to ${target}`,

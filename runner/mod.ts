@@ -31,8 +31,10 @@ import {
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
 import { GuestNetwork, type SandboxNetwork } from "./network.ts";
+import { RunSecrets } from "./secrets.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export { GUEST_BUNDLE_FILE, GUEST_CA_FILE, type SecretSetting } from "./secrets.ts";
 export {
   buildPolicy,
   describeNetwork,
@@ -409,9 +411,21 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       guest: m.guest,
     }));
     let network: GuestNetwork | undefined;
+    let secrets: RunSecrets | undefined;
     if (options.network) {
       // Listen before QEMU starts: its stream client connects at start-up.
-      network = GuestNetwork.listen(instance.netSocket, { ...options.network, onError: notice });
+      const { secrets: secretSettings, ...settings } = options.network;
+      if (secretSettings && secretSettings.length > 0) {
+        secrets = await RunSecrets.create(secretSettings, { onError: notice });
+      }
+      const terminator = secrets?.terminator;
+      network = GuestNetwork.listen(instance.netSocket, {
+        ...settings,
+        onError: notice,
+        ...(terminator
+          ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
+          : {}),
+      });
       const n = network;
       cleanup.push(() => n.close());
     }
@@ -443,6 +457,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     );
     cleanup.push(() => sandbox.close());
     const tAgent = since();
+    await secrets?.installInGuest(sandbox);
     for (const m of mounts) {
       options.signal?.throwIfAborted();
       await sandbox.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });

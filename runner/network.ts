@@ -7,6 +7,7 @@
 
 import {
   type ConnectionRecord,
+  type Dialer,
   type ExposedPort,
   NetworkPolicy,
   Relay,
@@ -15,6 +16,7 @@ import {
 import { parseIpv4 } from "../proxy/wire/address.ts";
 import type { NetConfig } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
+import type { SecretSetting } from "./secrets.ts";
 
 /** What the guest may reach (`--allow-net` and friends); plain data (JSON-safe). */
 export interface NetworkSettings {
@@ -28,6 +30,11 @@ export interface NetworkSettings {
   allowPrivate?: boolean;
   /** `--expose-host`: guest ports of `host.shuru.internal` → host loopback ports. */
   exposeHost?: ExposedPort[];
+  /**
+   * `--secret`: values swapped in on the way to their hosts. Never persisted: a supervisor
+   * gets them through its environment, not its spec.
+   */
+  secrets?: SecretSetting[];
 }
 
 /** The guest network of a sandbox: the settings and where its reports go. */
@@ -36,6 +43,14 @@ export interface SandboxNetwork extends NetworkSettings {
   onBlocked?: (line: string) => void;
   /** One record per finished connection (`--net-log`). */
   onConnection?: (record: ConnectionRecord) => void;
+}
+
+/** How connections leave the host (the secrets' terminator plugs in here). */
+export interface GuestNetworkHooks {
+  /** Opens the host end of an allowed connection (default: a plain TCP connection). */
+  dial?: Dialer;
+  /** Names whose first bytes are inspected before dialing (the dialer needs the protocol). */
+  inspect?: (name: string) => boolean;
 }
 
 /** The stack's own addresses (gateway, DNS): never destinations, even with --allow-private. */
@@ -66,6 +81,8 @@ export function describeNetwork(network: NetworkSettings | undefined): string {
     parts.push(`allow-host ${network.allowHosts!.join(",")}`);
   } else if (network.allowNet) parts.push("allow-net");
   if (network.allowPrivate) parts.push("+private");
+  const secrets = network.secrets ?? [];
+  if (secrets.length > 0) parts.push(`+secrets ${secrets.map((s) => s.name).join(",")}`);
   const exposed = network.exposeHost ?? [];
   if (exposed.length > 0) {
     parts.push(`${parts.length > 0 ? "+" : ""}expose ${exposed.map((e) => e.guestPort).join(",")}`);
@@ -129,7 +146,7 @@ export class GuestNetwork implements AsyncDisposable {
   readonly net: NetConfig;
   readonly #listener: Deno.UnixListener;
   readonly #policy: NetworkPolicy;
-  readonly #options: SandboxNetwork;
+  readonly #options: SandboxNetwork & GuestNetworkHooks;
   readonly #onError: (line: string) => void;
   #relay: Relay | undefined;
   #running: Promise<void>;
@@ -139,7 +156,7 @@ export class GuestNetwork implements AsyncDisposable {
     listener: Deno.UnixListener,
     socketPath: string,
     policy: NetworkPolicy,
-    options: SandboxNetwork,
+    options: SandboxNetwork & GuestNetworkHooks,
     onError: (line: string) => void,
   ) {
     this.#listener = listener;
@@ -156,7 +173,7 @@ export class GuestNetwork implements AsyncDisposable {
    */
   static listen(
     socketPath: string,
-    options: SandboxNetwork & { onError?: (line: string) => void },
+    options: SandboxNetwork & GuestNetworkHooks & { onError?: (line: string) => void },
   ): GuestNetwork {
     const policy = buildPolicy(options);
     const listener = Deno.listen({ transport: "unix", path: socketPath });
@@ -195,6 +212,8 @@ export class GuestNetwork implements AsyncDisposable {
       policy: this.#policy,
       ...(this.#options.onBlocked ? { onBlocked: this.#options.onBlocked } : {}),
       ...(this.#options.onConnection ? { onConnection: this.#options.onConnection } : {}),
+      ...(this.#options.dial ? { dial: this.#options.dial } : {}),
+      ...(this.#options.inspect ? { inspect: this.#options.inspect } : {}),
     });
     this.#relay = relay;
     try {

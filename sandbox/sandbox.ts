@@ -89,6 +89,7 @@ const utf8 = new TextEncoder();
 export class Sandbox implements AsyncDisposable {
   #mux: Mux;
   #forwards = new Set<PortForward>();
+  #baseEnv: Record<string, string> = {};
 
   private constructor(mux: Mux) {
     this.#mux = mux;
@@ -139,10 +140,19 @@ export class Sandbox implements AsyncDisposable {
 
   // ---------------------------------------------------------------------------- processes
 
+  /**
+   * Variables every later process gets (under its own `env`, which wins): shuru sets the
+   * secrets' placeholders and CA paths here so each exec and shell sees them.
+   */
+  setBaseEnv(env: Record<string, string>): void {
+    this.#baseEnv = { ...env };
+  }
+
   /** Starts a process; read its output from the returned {@link SandboxProcess}. */
   spawn(argv: string[], options: SpawnOptions = {}): SandboxProcess {
+    const env = { ...this.#baseEnv, ...options.env };
     const stream = this.#open(
-      execRequest(argv, options),
+      execRequest(argv, Object.keys(env).length > 0 ? { ...options, env } : options),
       options.tty ? [Channel.STDOUT] : [Channel.STDOUT, Channel.STDERR],
     );
     return new SandboxProcess(stream, {

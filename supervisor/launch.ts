@@ -20,6 +20,29 @@ export interface LaunchOptions {
   pollMs?: number;
 }
 
+/**
+ * The environment variable that carries `--secret` values to the supervisor (its environment
+ * is readable only by the same user, unlike its command line). The supervisor removes it.
+ */
+export const SECRETS_ENV = "SHURU_SUPERVISOR_SECRETS";
+
+function withoutSecrets(spec: SuperviseSpec): SuperviseSpec {
+  if (!spec.network?.secrets) return spec;
+  const { secrets: _, ...network } = spec.network;
+  return { ...spec, network };
+}
+
+/**
+ * Puts the secrets a supervisor received through {@linkcode SECRETS_ENV} (its text, or
+ * undefined) back into its spec.
+ */
+export function withSecretsFrom(spec: SuperviseSpec, text: string | undefined): SuperviseSpec {
+  if (text === undefined || !spec.network) return spec;
+  const secrets = JSON.parse(text);
+  if (!Array.isArray(secrets)) throw new TypeError("Cannot read the supervisor's secrets");
+  return { ...spec, network: { ...spec.network, secrets } };
+}
+
 /** How many bytes of the log a failed start shows. */
 const LOG_TAIL_BYTES = 4096;
 
@@ -61,8 +84,12 @@ export async function launchSupervisor(
       program!,
       ...rest,
       "_supervise",
-      encodeSpec(spec),
+      encodeSpec(withoutSecrets(spec)),
     ],
+    // Secret values never go on a command line (ps shows those to every user).
+    ...(spec.network?.secrets?.length
+      ? { env: { [SECRETS_ENV]: JSON.stringify(spec.network.secrets) } }
+      : {}),
     // A daemon keeps no folder busy (every path in the spec is absolute).
     cwd: "/",
     stdin: "null",

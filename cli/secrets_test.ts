@@ -1,0 +1,89 @@
+import { assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { UserError } from "./errors.ts";
+import { parseSecretFlag, parseSecretsConfig, resolveSecrets } from "./secrets.ts";
+
+const VALUE = "sk-proj-abcdefghijkl";
+const env = (vars: Record<string, string>) => ({ env: (n: string) => vars[n] });
+
+Deno.test("--secret NAME=VALUE@HOSTS: the last @ starts the hosts, so a value may hold @", () => {
+  assertEquals(parseSecretFlag(`KEY=${VALUE}@api.example.com,*.example.org`), {
+    name: "KEY",
+    value: VALUE,
+    hosts: ["api.example.com", "*.example.org"],
+  });
+  assertEquals(
+    parseSecretFlag("PASS=user@corp:secret123@git.example.com").value,
+    "user@corp:secret123",
+  );
+});
+
+Deno.test("--secret NAME@HOSTS takes the value from the host's $NAME", () => {
+  assertEquals(parseSecretFlag("GH_TOKEN@github.com", env({ GH_TOKEN: "ghp_0123456789" })), {
+    name: "GH_TOKEN",
+    value: "ghp_0123456789",
+    hosts: ["github.com"],
+  });
+});
+
+Deno.test("--secret errors name the problem and never echo a value", () => {
+  const cases: [string, RegExp][] = [
+    [`KEY=${VALUE}`, /expected NAME=VALUE@HOST/],
+    [`${VALUE}`, /expected NAME=VALUE@HOST/],
+    [`KEY=${VALUE}@`, /needs hosts/],
+    [`KEY=${VALUE}@not a host`, /host pattern/],
+    ["KEY=short@api.test", /shorter than 8/],
+    ["MISSING@api.test", /MISSING is not set/],
+    [`1KEY=${VALUE}@api.test`, /environment variable name/],
+  ];
+  for (const [spec, message] of cases) {
+    const err = assertThrows(() => parseSecretFlag(spec, env({})));
+    assertEquals(err instanceof UserError, true, err.message);
+    assertEquals(message.test(err.message), true, `${spec}: ${err.message}`);
+    assertEquals(err.message.includes(VALUE), false, `value echoed: ${err.message}`);
+  }
+});
+
+Deno.test("config secrets: value, from_env and command; exactly one source each", async () => {
+  const got = await parseSecretsConfig(
+    {
+      A: { value: VALUE, hosts: ["a.test"] },
+      B: { from_env: "SOME_VAR", hosts: ["b.test"] },
+      C: { command: "printf 'from-a-command\\n'", hosts: ["*.c.test"] },
+    },
+    "shuru.json",
+    env({ SOME_VAR: "env-value-123" }),
+  );
+  assertEquals(got, [
+    { name: "A", value: VALUE, hosts: ["a.test"] },
+    { name: "B", value: "env-value-123", hosts: ["b.test"] },
+    { name: "C", value: "from-a-command", hosts: ["*.c.test"] },
+  ]);
+  await assertRejects(
+    () => parseSecretsConfig({ A: { value: VALUE, command: "x", hosts: ["a.test"] } }, "f.json"),
+    "exactly one of value, from_env, command",
+  );
+  await assertRejects(
+    () =>
+      parseSecretsConfig({ A: { command: "echo oops >&2; exit 3", hosts: ["a.test"] } }, "f.json"),
+    "exited with status 3: oops",
+  );
+  await assertRejects(
+    () => parseSecretsConfig({ A: { value: VALUE, hosts: "a.test" } }, "f.json"),
+    "secrets.A.hosts must be an array",
+  );
+});
+
+Deno.test("a --secret replaces the config's secret of the same name (flags win)", async () => {
+  const got = await resolveSecrets([`A=${VALUE}@flag.test`], {
+    secrets: {
+      A: { command: "exit 1", hosts: ["config.test"] },
+      B: { value: VALUE, hosts: ["b.test"] },
+    },
+    source: "shuru.json",
+  });
+  assertEquals(got.map((s) => [s.name, s.hosts[0]]), [["B", "b.test"], ["A", "flag.test"]]);
+  await assertRejects(
+    () => resolveSecrets([`A=${VALUE}@x.test`, `A=${VALUE}@y.test`], { source: "s" }),
+    "twice",
+  );
+});
