@@ -1,0 +1,189 @@
+/**
+ * Streaming multi-needle byte replacement: the core of secret injection (placeholder → value)
+ * and scrubbing (value → placeholder) in bodies whose bytes arrive in arbitrary pieces.
+ *
+ * Semantics, identical for a whole buffer and for any split of it into pushed chunks:
+ * scanning left to right, at each position the longest needle that matches there is replaced
+ * and scanning resumes after it; otherwise the byte is kept. Matches never overlap and the
+ * replacement is never rescanned. Among equal needles the first pair given wins.
+ *
+ * The carry (bytes held back because they may start a needle that the next chunk completes)
+ * is at most `maxNeedleLength - 1` bytes, and only exists while the tail of the input is a
+ * proper prefix of some needle, so memory is bounded by the longest needle.
+ *
+ * @module
+ */
+
+/** One replacement: every `from` sequence becomes `to`. */
+export interface ReplacePair {
+  /** The needle; must not be empty. */
+  from: Uint8Array;
+  /** What the needle becomes. */
+  to: Uint8Array;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Replaces needles in a byte stream pushed in pieces (see the module doc for the rules).
+ *
+ * @example Needle split across two chunks
+ * ```ts
+ * const enc = new TextEncoder();
+ * const r = new StreamReplacer([{ from: enc.encode("PH"), to: enc.encode("value") }]);
+ * const out = [r.push(enc.encode("a P")), r.push(enc.encode("H b")), r.flush()];
+ * // out decodes to "a ", "value b", ""
+ * ```
+ */
+export class StreamReplacer {
+  /** Pairs grouped by the needle's first byte, longest needle first. */
+  readonly #byFirstByte: Map<number, ReplacePair[]>;
+  readonly #firstBytes: number[];
+  readonly #maxNeedleLength: number;
+  #carry: Uint8Array = EMPTY;
+
+  /**
+   * Builds a replacer.
+   *
+   * @param pairs The replacements; an empty list makes a pass-through replacer.
+   * @throws {RangeError} If a needle is empty.
+   */
+  constructor(pairs: readonly ReplacePair[]) {
+    this.#byFirstByte = new Map();
+    let max = 0;
+    for (const pair of pairs) {
+      const first = pair.from[0];
+      if (first === undefined) {
+        throw new RangeError("Cannot replace an empty needle: give at least one byte");
+      }
+      let group = this.#byFirstByte.get(first);
+      if (group === undefined) this.#byFirstByte.set(first, group = []);
+      if (!group.some((p) => bytesEqual(p.from, pair.from))) group.push(pair);
+      max = Math.max(max, pair.from.length);
+    }
+    // Stable sort: among equal lengths the pair given first is tried first.
+    for (const group of this.#byFirstByte.values()) {
+      group.sort((a, b) => b.from.length - a.from.length);
+    }
+    this.#firstBytes = [...this.#byFirstByte.keys()];
+    this.#maxNeedleLength = max;
+  }
+
+  /** True when there is nothing to replace (every push returns its input). */
+  get isIdentity(): boolean {
+    return this.#maxNeedleLength === 0;
+  }
+
+  /** True when every replacement has the length of its needle (lengths never change). */
+  static preservesLength(pairs: readonly ReplacePair[]): boolean {
+    return pairs.every((p) => p.from.length === p.to.length);
+  }
+
+  /** Bytes currently held back (a possible needle start); never more than the longest needle - 1. */
+  get carryLength(): number {
+    return this.#carry.length;
+  }
+
+  /**
+   * Feeds the next piece of the stream; returns the output that is final so far. The result
+   * may be a view of `chunk` (no copy when nothing is replaced): consume it before reusing
+   * `chunk`'s memory. The replacer itself never keeps a view of `chunk`.
+   */
+  push(chunk: Uint8Array): Uint8Array {
+    if (this.#maxNeedleLength === 0) return chunk;
+    const input = this.#carry.length === 0 ? chunk : concatBytes([this.#carry, chunk]);
+    const { output, carryStart } = this.#scan(input, false);
+    this.#carry = carryStart === input.length ? EMPTY : input.slice(carryStart);
+    return output;
+  }
+
+  /** Ends the stream: returns the held-back bytes (they cannot start a needle any more). */
+  flush(): Uint8Array {
+    const carry = this.#carry;
+    this.#carry = EMPTY;
+    if (carry.length === 0) return EMPTY;
+    return this.#scan(carry, true).output;
+  }
+
+  /** Replaces in one complete buffer without touching the stream state. */
+  replaceWhole(input: Uint8Array): Uint8Array {
+    if (this.#maxNeedleLength === 0) return input;
+    return this.#scan(input, true).output;
+  }
+
+  #scan(buf: Uint8Array, final: boolean): { output: Uint8Array; carryStart: number } {
+    const firsts = this.#firstBytes;
+    // next[k]: position of the next firsts[k] at or after the scan position (-1: none left).
+    const next = new Array<number>(firsts.length).fill(-2);
+    const pieces: Uint8Array[] = [];
+    let emitted = 0;
+    let pos = 0;
+    let carryStart = buf.length;
+    let replaced = false;
+    while (pos < buf.length) {
+      let at = -1;
+      for (let k = 0; k < firsts.length; k++) {
+        let n = next[k]!;
+        if (n !== -1 && n < pos) next[k] = n = buf.indexOf(firsts[k]!, pos);
+        if (n !== -1 && (at === -1 || n < at)) at = n;
+      }
+      if (at === -1) break;
+      const outcome = this.#matchAt(buf, at, final);
+      if (outcome === "undecided") {
+        carryStart = at;
+        break;
+      }
+      if (outcome === null) {
+        pos = at + 1;
+        continue;
+      }
+      if (at > emitted) pieces.push(buf.subarray(emitted, at));
+      if (outcome.to.length > 0) pieces.push(outcome.to);
+      replaced = true;
+      pos = emitted = at + outcome.from.length;
+    }
+    if (!replaced) return { output: buf.subarray(0, carryStart), carryStart };
+    if (carryStart > emitted) pieces.push(buf.subarray(emitted, carryStart));
+    return { output: concatBytes(pieces), carryStart };
+  }
+
+  /** The longest pair matching at `at`, null if none can, "undecided" if more input may tell. */
+  #matchAt(buf: Uint8Array, at: number, final: boolean): ReplacePair | null | "undecided" {
+    const group = this.#byFirstByte.get(buf[at]!)!;
+    const available = buf.length - at;
+    for (const pair of group) {
+      const needle = pair.from;
+      if (needle.length > available) {
+        if (!final && startsWithAt(buf, at, needle, available)) return "undecided";
+        continue;
+      }
+      if (startsWithAt(buf, at, needle, needle.length)) return pair;
+    }
+    return null;
+  }
+}
+
+/** True when `buf[at..at+count)` equals `needle[0..count)`. */
+function startsWithAt(buf: Uint8Array, at: number, needle: Uint8Array, count: number): boolean {
+  for (let j = 1; j < count; j++) {
+    if (buf[at + j] !== needle[j]) return false;
+  }
+  return true;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && startsWithAt(a, 0, b, b.length) && a[0] === b[0];
+}
+
+/** Concatenates byte arrays into a new one. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
