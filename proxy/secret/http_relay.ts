@@ -181,6 +181,12 @@ class BufferedReader {
       }
       const window = this.#buf.subarray(this.#start, this.#end);
       const end = findHeadEnd(window, Math.max(0, searched - 3));
+      if (end > MAX_HEAD_BYTES) {
+        throw new HttpRelayError(
+          "head-too-large",
+          `Cannot read HTTP head: longer than ${MAX_HEAD_BYTES} bytes`,
+        );
+      }
       if (end !== -1) {
         this.#start += end;
         return window.slice(0, end);
