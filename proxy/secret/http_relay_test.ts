@@ -162,10 +162,11 @@ async function withRelay(
 ): Promise<HttpSecretRelayStats[]> {
   const upstream = startUpstream();
   const relay = startRelay(upstream.port, options);
+  let stats: HttpSecretRelayStats[] = [];
   try {
     await fn(`http://127.0.0.1:${relay.port}`, upstream.seen);
   } finally {
-    var stats = await relay.close();
+    stats = await relay.close();
     await upstream.close();
   }
   return stats;
