@@ -163,16 +163,24 @@ export class ChunkedDecoder {
   }
 }
 
-const CRLF = new Uint8Array([CR, LF]);
-
-/** One chunk on the wire: size line, data, CRLF (one buffer, so one write). Empty data → empty. */
-export function encodeChunk(data: Uint8Array): Uint8Array {
+/**
+ * One chunk on the wire: size line, data, CRLF, in one buffer so it takes one write. Built in
+ * `scratch` when it fits (the result is then a view of it, valid until `scratch` is reused),
+ * else in a new array. Empty data gives an empty result (a zero size would end the body).
+ */
+export function encodeChunk(data: Uint8Array, scratch?: Uint8Array): Uint8Array {
   if (data.length === 0) return new Uint8Array(0);
-  const sizeLine = new TextEncoder().encode(data.length.toString(16) + "\r\n");
-  const out = new Uint8Array(sizeLine.length + data.length + 2);
-  out.set(sizeLine, 0);
-  out.set(data, sizeLine.length);
-  out.set(CRLF, sizeLine.length + data.length);
+  const size = data.length.toString(16);
+  const total = size.length + 2 + data.length + 2;
+  const out = scratch !== undefined && scratch.length >= total
+    ? scratch.subarray(0, total)
+    : new Uint8Array(total);
+  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
+  out[size.length] = CR;
+  out[size.length + 1] = LF;
+  out.set(data, size.length + 2);
+  out[total - 2] = CR;
+  out[total - 1] = LF;
   return out;
 }
 

@@ -296,6 +296,8 @@ class HttpSecretRelay {
   readonly #scrub: StreamReplacer;
   readonly #stats: HttpSecretRelayStats = { requests: 0, bytesUp: 0, bytesDown: 0 };
   #closed = false;
+  readonly #chunkScratch = new Uint8Array(READ_BUFFER_BYTES + 64);
+  readonly #chunkScratchDown = new Uint8Array(READ_BUFFER_BYTES + 64);
   /** Handoffs between the loops still pending; failed on close so no loop waits forever. */
   readonly #handoffs = new Set<{ reject(reason: unknown): void }>();
   /** True once the current request was queued (its answer must come from upstream). */
@@ -538,11 +540,11 @@ class HttpSecretRelay {
       this.#guestIn.unread(piece.length - consumed);
       for (const d of data) {
         const out = replacer.push(d);
-        if (out.length > 0) await this.#writeUp(encodeChunk(out));
+        if (out.length > 0) await this.#writeUp(encodeChunk(out, this.#chunkScratch));
       }
     }
     const tail = replacer.flush();
-    if (tail.length > 0) await this.#writeUp(encodeChunk(tail));
+    if (tail.length > 0) await this.#writeUp(encodeChunk(tail, this.#chunkScratch));
     const trailers = decoder.trailers.map(([n, v]): HeaderField => {
       const injected = textual ? this.#injectHeadValue(v) : v;
       if (!isFieldValue(injected)) {
@@ -737,8 +739,10 @@ class HttpSecretRelay {
     chunked: boolean,
   ): Promise<void> {
     const replacer = new StreamReplacer(this.#scrubPairs);
+    // Each direction re-chunks into its own scratch buffer, reused after every awaited write.
+    const scratch = this.#chunkScratchDown;
     const send = async (bytes: Uint8Array) => {
-      if (bytes.length > 0) await this.#writeDown(chunked ? encodeChunk(bytes) : bytes);
+      if (bytes.length > 0) await this.#writeDown(chunked ? encodeChunk(bytes, scratch) : bytes);
     };
     const trailers: HeaderField[] = [];
     if (coding === null) {

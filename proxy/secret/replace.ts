@@ -38,8 +38,12 @@ const EMPTY = new Uint8Array(0);
 export class StreamReplacer {
   /** Pairs grouped by the needle's first byte, longest needle first. */
   readonly #byFirstByte: Map<number, ReplacePair[]>;
-  readonly #firstBytes: number[];
   readonly #maxNeedleLength: number;
+  readonly #minNeedleLength: number;
+  /** Horspool shift per byte (how far the window may move when it ends in that byte). */
+  readonly #shift = new Int32Array(256);
+  /** 1 for bytes some needle has at index minNeedleLength - 1 (a window worth verifying). */
+  readonly #endsWindow = new Uint8Array(256);
   #carry: Uint8Array = EMPTY;
 
   /**
@@ -65,8 +69,16 @@ export class StreamReplacer {
     for (const group of this.#byFirstByte.values()) {
       group.sort((a, b) => b.from.length - a.from.length);
     }
-    this.#firstBytes = [...this.#byFirstByte.keys()];
     this.#maxNeedleLength = max;
+    const min = pairs.length === 0 ? 0 : Math.min(...pairs.map((p) => p.from.length));
+    this.#minNeedleLength = min;
+    this.#shift.fill(Math.max(min, 1));
+    for (const pair of pairs) {
+      for (let j = 0; j < min - 1; j++) {
+        this.#shift[pair.from[j]!] = Math.min(this.#shift[pair.from[j]!]!, min - 1 - j);
+      }
+      if (min > 0) this.#endsWindow[pair.from[min - 1]!] = 1;
+    }
   }
 
   /** True when there is nothing to replace (every push returns its input). */
@@ -112,44 +124,62 @@ export class StreamReplacer {
   }
 
   #scan(buf: Uint8Array, final: boolean): { output: Uint8Array; carryStart: number } {
-    const firsts = this.#firstBytes;
-    // next[k]: position of the next firsts[k] at or after the scan position (-1: none left).
-    const next = new Array<number>(firsts.length).fill(-2);
+    // Set Horspool over the first `minLen` bytes of every needle: look at the last byte of a
+    // window, verify only where some needle's window ends in that byte, else skip ahead.
+    const min = this.#minNeedleLength;
+    const shift = this.#shift;
+    const endsWindow = this.#endsWindow;
     const pieces: Uint8Array[] = [];
     let emitted = 0;
-    let pos = 0;
     let carryStart = buf.length;
     let replaced = false;
-    while (pos < buf.length) {
-      let at = -1;
-      for (let k = 0; k < firsts.length; k++) {
-        let n = next[k]!;
-        if (n !== -1 && n < pos) next[k] = n = buf.indexOf(firsts[k]!, pos);
-        if (n !== -1 && (at === -1 || n < at)) at = n;
+    let p = 0;
+    let undecided = false;
+    while (p <= buf.length - min) {
+      const c = buf[p + min - 1]!;
+      if (endsWindow[c] === 1) {
+        const outcome = this.#matchAt(buf, p, final);
+        if (outcome === "undecided") {
+          carryStart = p;
+          undecided = true;
+          break;
+        }
+        if (outcome !== null) {
+          if (p > emitted) pieces.push(buf.subarray(emitted, p));
+          if (outcome.to.length > 0) pieces.push(outcome.to);
+          replaced = true;
+          p = emitted = p + outcome.from.length;
+          continue;
+        }
       }
-      if (at === -1) break;
-      const outcome = this.#matchAt(buf, at, final);
-      if (outcome === "undecided") {
-        carryStart = at;
-        break;
+      p += shift[c]!;
+    }
+    if (!undecided && !final) {
+      // Windows past the end were never looked at: hold back the first start of a needle.
+      for (let q = Math.max(p, buf.length - min + 1, emitted); q < buf.length; q++) {
+        if (this.#isNeedlePrefix(buf, q)) {
+          carryStart = q;
+          break;
+        }
       }
-      if (outcome === null) {
-        pos = at + 1;
-        continue;
-      }
-      if (at > emitted) pieces.push(buf.subarray(emitted, at));
-      if (outcome.to.length > 0) pieces.push(outcome.to);
-      replaced = true;
-      pos = emitted = at + outcome.from.length;
     }
     if (!replaced) return { output: buf.subarray(0, carryStart), carryStart };
     if (carryStart > emitted) pieces.push(buf.subarray(emitted, carryStart));
     return { output: concatBytes(pieces), carryStart };
   }
 
+  /** True when `buf[at..]` (shorter than every needle) is the start of some needle. */
+  #isNeedlePrefix(buf: Uint8Array, at: number): boolean {
+    const group = this.#byFirstByte.get(buf[at]!);
+    if (group === undefined) return false;
+    const available = buf.length - at;
+    return group.some((pair) => startsWithAt(buf, at, pair.from, available));
+  }
+
   /** The longest pair matching at `at`, null if none can, "undecided" if more input may tell. */
   #matchAt(buf: Uint8Array, at: number, final: boolean): ReplacePair | null | "undecided" {
-    const group = this.#byFirstByte.get(buf[at]!)!;
+    const group = this.#byFirstByte.get(buf[at]!);
+    if (group === undefined) return null;
     const available = buf.length - at;
     for (const pair of group) {
       const needle = pair.from;

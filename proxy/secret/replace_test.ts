@@ -122,29 +122,42 @@ Deno.test("StreamReplacer - preservesLength", () => {
   assert(!StreamReplacer.preservesLength(pairs(["abc", "xy"])));
 });
 
-Deno.test("StreamReplacer - random fuzz against a whole-buffer replace", () => {
-  // Small alphabet so needles, prefixes of needles and overlaps occur often.
-  let seed = 0x5eed;
+function fuzz(
+  rounds: number,
+  alphabet: number,
+  needleLen: [number, number],
+  inputLen: number,
+): void {
+  // Small alphabets so needles, prefixes of needles and overlaps occur often.
+  let seed = 0x5eed + alphabet;
   const rand = (n: number) => {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     return seed % n;
   };
   const word = (min: number, max: number) => {
     const len = min + rand(max - min + 1);
-    return Uint8Array.from({ length: len }, () => 97 + rand(3));
+    return Uint8Array.from({ length: len }, () => 97 + rand(alphabet));
   };
-  for (let round = 0; round < 3000; round++) {
+  for (let round = 0; round < rounds; round++) {
     const list: ReplacePair[] = Array.from({ length: 1 + rand(4) }, () => ({
-      from: word(1, 5),
+      from: word(needleLen[0], needleLen[1]),
       to: word(0, 6),
     }));
-    const input = word(0, 60);
+    const input = word(0, inputLen);
     const cuts = Array.from({ length: rand(6) }, () => rand(input.length + 1)).sort((a, b) =>
       a - b
     );
     const expected = naiveReplace(input, dedupe(list));
     assertEquals(runSplit(list, input, cuts), expected, `round ${round}`);
   }
+}
+
+Deno.test("StreamReplacer - random fuzz against a whole-buffer replace, short needles", () => {
+  fuzz(10000, 3, [1, 5], 60);
+});
+
+Deno.test("StreamReplacer - random fuzz against a whole-buffer replace, long needles", () => {
+  fuzz(5000, 4, [3, 12], 200);
 });
 
 /** The naive reference keeps the first of equal needles too. */
