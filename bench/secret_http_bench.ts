@@ -164,11 +164,8 @@ const plain = startServer(
   TOTAL,
 );
 try {
-  const [copy, equal, rechunked] = await bestOf(plain.port, [
-    plainCopy,
-    relayWith(same),
-    relayWith(differ),
-  ]);
+  const results = await bestOf(plain.port, [plainCopy, relayWith(same), relayWith(differ)]);
+  const [copy, equal, rechunked] = [results[0]!, results[1]!, results[2]!];
   console.log(`256 MiB download over loopback, best of ${ROUNDS}`);
   console.log(`  plain byte copy:                 ${copy.mibps.toFixed(0)} MiB/s (reference)`);
   console.log(
