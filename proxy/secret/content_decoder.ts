@@ -99,6 +99,9 @@ export class ContentDecoder {
       data = head;
     }
     const stream = this.#stream!;
+    if (stream.destroyed) {
+      throw this.#error ?? new Error("Cannot decode response body: the decoder was stopped");
+    }
     if (stream.write(data)) return;
     await new Promise<void>((resolve, reject) => {
       const done = (error?: Error) => {

@@ -765,8 +765,9 @@ class HttpSecretRelay {
       try {
         for await (const piece of decoder.output()) await send(replacer.push(piece));
       } catch (e) {
+        // The feeder may sit in an upstream read: do not wait for it (closing the relay ends it).
         decoder.destroy();
-        await feeding.catch(() => {});
+        feeding.catch(() => {});
         throw e;
       }
       await feeding;

@@ -82,6 +82,15 @@ function startUpstream(): { port: number; seen: Seen[]; close: () => Promise<voi
         return new Response("ok\n", {
           headers: { "x-leak": `token=${VALUE}`, "content-type": "text/plain" },
         });
+      case "/badgzip": {
+        // Incompressible text, corrupted in the middle: part of it decodes before the error.
+        const random = crypto.getRandomValues(new Uint8Array(48 * 1024));
+        const gz = new Uint8Array(zlib.gzipSync(enc.encode(btoa(String.fromCharCode(...random)).repeat(8))));
+        gz.fill(0x55, gz.length >> 1, (gz.length >> 1) + 64);
+        return new Response(gz, {
+          headers: { "content-type": "text/plain", "content-encoding": "gzip" },
+        });
+      }
       case "/zstd":
         return new Response("whatever", { headers: { "content-encoding": "zstd" } });
       default:
@@ -491,5 +500,74 @@ Deno.test("relayHttpWithSecrets - equal-length secrets keep Content-Length; HTTP
     const res = await curl(["-0", "-D", "-", `${url}/gzip`]);
     assert(/connection: close/i.test(res.stdout), res.stdout);
     assert(res.stdout.endsWith(`other ${OTHER_PLACEHOLDER}\n`), res.stdout.slice(-100));
+  });
+});
+
+Deno.test("relayHttpWithSecrets - pipelined requests are answered in order; HEAD has no body", async () => {
+  await withRelay(async (url, seen) => {
+    const port = Number(url.split(":").pop());
+    const answer = await rawExchange(
+      port,
+      enc.encode(
+        `GET /echo?n=1 HTTP/1.1\r\nHost: x\r\nX-K: ${PLACEHOLDER}\r\n\r\n` +
+          `HEAD /gzip HTTP/1.1\r\nHost: x\r\n\r\n` +
+          `GET /echo?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    assertEquals(seen.map((s) => new URL(s.url).search || s.method), ["?n=1", "HEAD", "?n=3"]);
+    const statusLines = answer.split("\r\n").filter((l) => l.startsWith("HTTP/1.1 "));
+    assertEquals(statusLines, ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]);
+    assert(answer.indexOf("n=1") < answer.indexOf("n=3"), "in order");
+    assert(answer.includes(`"x-k":"${PLACEHOLDER}"`));
+    assert(!answer.includes(VALUE));
+  });
+});
+
+Deno.test("relayHttpWithSecrets - bodies over maxBufferedBody and binary bodies pass unchanged", async () => {
+  const body = JSON.stringify({ key: PLACEHOLDER, pad: "p".repeat(1000) });
+  await withRelay(async (url, seen) => {
+    await curl(["-H", "Content-Type: application/json", "--data-binary", body, `${url}/echo`]);
+    await curl([
+      "-H",
+      "Content-Type: application/octet-stream",
+      "--data-binary",
+      PLACEHOLDER,
+      `${url}/echo`,
+    ]);
+    assertEquals(seen[0]!.body, body);
+    assertEquals(seen[1]!.body, PLACEHOLDER);
+  }, { ...OPTIONS, maxBufferedBody: 100 });
+});
+
+Deno.test("relayHttpWithSecrets - onExchange sees placeholders only; unsafe bytes in a value", async () => {
+  const odd = { placeholder: "PH-odd-value-1", value: "a b/é" };
+  const broken = { placeholder: "PH-broken-2", value: "x\r\nInjected: yes" };
+  const log: { method: string; target: string; status: number }[] = [];
+  await withRelay(async (url, seen) => {
+    await curl([`${url}/echo?k=${odd.placeholder}`]);
+    assertEquals(new URL(seen[0]!.url).search, "?k=a%20b/%C3%A9");
+    const res = await curl([
+      "-w",
+      "%{http_code}",
+      "-o",
+      "/dev/null",
+      "-H",
+      `X-K: ${broken.placeholder}`,
+      `${url}/echo`,
+    ]);
+    assertEquals(res.stdout, "502");
+    assertEquals(seen.length, 1, "the header was never sent");
+  }, { inject: [odd, broken], scrub: [odd, broken], onExchange: (e) => log.push(e) });
+  assertEquals(log, [
+    { method: "GET", target: `/echo?k=${odd.placeholder}`, status: 200 },
+    { method: "GET", target: "/echo", status: 502 },
+  ]);
+});
+
+Deno.test("relayHttpWithSecrets - a corrupt gzip body ends the response unfinished", async () => {
+  await withRelay(async (url) => {
+    const res = await curl([`${url}/badgzip`]);
+    assert(res.code !== 0, "curl sees a truncated chunked body");
+    assert(!res.stdout.includes(VALUE));
   });
 });
