@@ -85,7 +85,9 @@ function startUpstream(): { port: number; seen: Seen[]; close: () => Promise<voi
       case "/badgzip": {
         // Incompressible text, corrupted in the middle: part of it decodes before the error.
         const random = crypto.getRandomValues(new Uint8Array(48 * 1024));
-        const gz = new Uint8Array(zlib.gzipSync(enc.encode(btoa(String.fromCharCode(...random)).repeat(8))));
+        const gz = new Uint8Array(
+          zlib.gzipSync(enc.encode(btoa(String.fromCharCode(...random)).repeat(8))),
+        );
         gz.fill(0x55, gz.length >> 1, (gz.length >> 1) + 64);
         return new Response(gz, {
           headers: { "content-type": "text/plain", "content-encoding": "gzip" },
