@@ -21,6 +21,15 @@ export const READ_BUFFER_BYTES: number = 128 * 1024;
 /** Output chunk size of the decompressors (bigger than node's 16 KiB default: fewer writes). */
 export const DECODE_CHUNK_BYTES: number = 64 * 1024;
 
+/**
+ * After answering a bad request itself, the relay half-closes and reads (and drops) up to this
+ * many guest bytes before closing, so the guest is not reset before it reads the answer
+ * (closing a TCP socket with unread input sends RST, which can discard the answer in flight).
+ */
+export const LINGER_MAX_BYTES: number = 1024 * 1024;
+/** Longest wait for the guest to close after a local answer, in milliseconds. */
+export const LINGER_MS: number = 1000;
+
 /** Status codes the relay sends or reasons about by name. */
 export const HttpStatus = {
   CONTINUE: 100,

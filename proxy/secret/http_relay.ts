@@ -22,6 +22,8 @@ import {
   DEFAULT_MAX_BUFFERED_BODY,
   HttpStatus,
   type HttpStatusCode,
+  LINGER_MAX_BYTES,
+  LINGER_MS,
   MAX_HEAD_BYTES,
   READ_BUFFER_BYTES,
   reasonPhrase,
@@ -583,6 +585,7 @@ class HttpSecretRelay {
         case "local":
           await this.#answerLocally(exchange.status, exchange.message);
           this.#report(exchange.method, exchange.target, exchange.status);
+          await this.#lingerGuest();
           return "closed";
         case "upstream": {
           const outcome = await this.#relayResponse(exchange);
@@ -598,6 +601,23 @@ class HttpSecretRelay {
       `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
       `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
     await this.#writeDown(concat(utf8(head), body));
+  }
+
+  /** Half-closes towards the guest and drops what it still sends, bounded (see LINGER_MS). */
+  async #lingerGuest(): Promise<void> {
+    const timer = setTimeout(() => this.#closeAll(), LINGER_MS);
+    try {
+      await this.#client.closeWrite();
+      for (let dropped = 0; dropped < LINGER_MAX_BYTES;) {
+        const piece = await this.#guestIn.readSome(READ_BUFFER_BYTES);
+        if (piece === null) break;
+        dropped += piece.length;
+      }
+    } catch {
+      // The guest reset or the timer closed the relay: either way we are done.
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #report(method: string, target: string, status: number): void {

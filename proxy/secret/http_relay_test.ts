@@ -344,7 +344,7 @@ Deno.test("relayHttpWithSecrets - Expect: 100-continue on a buffered body and on
 async function rawExchange(port: number, request: Uint8Array): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    await conn.write(request);
+    for (let at = 0; at < request.length;) at += await conn.write(request.subarray(at));
     const chunks: Uint8Array[] = [];
     const buf = new Uint8Array(65536);
     for (;;) {
@@ -383,6 +383,13 @@ Deno.test("relayHttpWithSecrets - malformed requests get 4xx/5xx and a closed co
       ["405", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"],
       ["431", `GET / HTTP/1.1\r\nX-Big: ${"a".repeat(70 * 1024)}\r\n\r\n`],
       ["431", `GET / HTTP/1.1\r\n${"X-A: b\r\n".repeat(200)}\r\n`],
+      // The guest keeps sending after its bad head: it must still read the answer, not a reset.
+      [
+        "400",
+        `POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n${
+          "z".repeat(768 * 1024)
+        }`,
+      ],
     ];
     for (const [status, request] of cases) {
       const bytes = typeof request === "string" ? enc.encode(request) : request;
