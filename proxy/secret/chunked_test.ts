@@ -84,3 +84,30 @@ Deno.test("encodeChunk / encodeLastChunk - round trip through the decoder", () =
   assertEquals(r.trailers, [["T", "v"]]);
   assertEquals(dec.decode(encodeLastChunk()), "0\r\n\r\n");
 });
+
+Deno.test("ChunkedDecoder - random bytes only ever raise HttpRelayError", () => {
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const pieces = ["1", "a", "F", "0", "\r\n", "\r", "\n", ";x=y", " ", "abc", ":", "T: v"];
+  for (let round = 0; round < 5000; round++) {
+    let text = "";
+    for (let i = rand(30); i > 0; i--) text += pieces[rand(pieces.length)];
+    try {
+      const d = new ChunkedDecoder();
+      const bytes = enc.encode(text);
+      for (let at = 0; at < bytes.length && !d.done;) {
+        const step = 1 + rand(5);
+        const r = d.push(bytes.subarray(at, at + step));
+        at += r.consumed;
+        if (r.consumed < Math.min(step, bytes.length - at + r.consumed) && !d.done) {
+          throw new Error("consumed less than given before the end");
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof HttpRelayError)) throw e;
+    }
+  }
+});

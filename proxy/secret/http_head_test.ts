@@ -230,3 +230,42 @@ Deno.test("isTextualContentType - the textual media types", () => {
     assert(!isTextualContentType(t), t);
   }
 });
+
+Deno.test("parseRequestHead / parseResponseHead - random bytes only ever raise HttpRelayError", () => {
+  let seed = 42;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const pieces = [
+    "GET ",
+    "/",
+    " HTTP/1.1",
+    "HTTP/1.1 ",
+    "200",
+    " OK",
+    "\r\n",
+    "\n",
+    "\r",
+    ":",
+    " ",
+    "\t",
+    "A",
+    "\0",
+    "\xff",
+  ];
+  for (let round = 0; round < 5000; round++) {
+    let text = "";
+    for (let i = rand(20); i > 0; i--) text += pieces[rand(pieces.length)];
+    const bytes = byteStringToBytes(text + "\r\n\r\n");
+    for (const parse of [parseRequestHead, parseResponseHead]) {
+      try {
+        const head = parse(bytes);
+        if ("method" in head) requestBodyFraming(head);
+        else responseBodyFraming(head, "GET");
+      } catch (e) {
+        if (!(e instanceof HttpRelayError)) throw e;
+      }
+    }
+  }
+});

@@ -686,7 +686,8 @@ class HttpSecretRelay {
     else if (framing.kind === "close" || exchange.http10) out = "close";
     else out = "chunked";
 
-    let headers = this.#scrubHead(head).headers;
+    const scrubbed = this.#scrubHead(head);
+    let headers = scrubbed.headers;
     if (decoder !== null) headers = withoutHeader(headers, "content-encoding");
     if (out === "chunked" && framing.kind !== "chunked") {
       headers = setHeader(withoutHeader(headers, "content-length"), "Transfer-Encoding", "chunked");
@@ -694,7 +695,7 @@ class HttpSecretRelay {
       headers = withoutHeader(withoutHeader(headers, "content-length"), "transfer-encoding");
       headers = setHeader(headers, "Connection", "close");
     }
-    await this.#writeDown(serializeResponseHead({ ...this.#scrubHead(head), headers }));
+    await this.#writeDown(serializeResponseHead({ ...scrubbed, headers }));
 
     if (framing.kind !== "none") await this.#relayResponseBody(framing, decoder, out === "chunked");
     this.#report(exchange.method, exchange.target, head.status);

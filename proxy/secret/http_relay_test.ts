@@ -580,3 +580,23 @@ Deno.test("relayHttpWithSecrets - a corrupt gzip body ends the response unfinish
     assert(!res.stdout.includes(VALUE));
   });
 });
+
+Deno.test("relayHttpWithSecrets - an upgrade the upstream declines stays HTTP on the same connection", async () => {
+  const stats = await withRelay(async (url, seen) => {
+    const res = await curl([
+      "-H",
+      "Connection: Upgrade",
+      "-H",
+      "Upgrade: websocket",
+      "-H",
+      `X-K: ${PLACEHOLDER}`,
+      `${url}/echo?1`,
+      `${url}/echo?2`,
+    ]);
+    assertEquals(res.code, 0, res.stderr);
+    assertEquals(seen.length, 2);
+    assertEquals(seen[1]!.headers["x-k"], VALUE);
+  });
+  assertEquals(stats.length, 1);
+  assertEquals(stats[0]!.requests, 2);
+});
