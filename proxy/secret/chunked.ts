@@ -41,9 +41,11 @@ function malformed(what: string): HttpRelayError {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "../../tests/assert.ts";
  * const d = new ChunkedDecoder();
  * const r = d.push(new TextEncoder().encode("3\r\nabc\r\n0\r\n\r\nNEXT"));
- * // r.data decodes to ["abc"], r.consumed === 15, d.done === true
+ * assertEquals(r.data.map((x) => new TextDecoder().decode(x)), ["abc"]);
+ * assertEquals([r.consumed, d.done], [13, true]);
  * ```
  */
 export class ChunkedDecoder {

@@ -29,10 +29,13 @@ const EMPTY = new Uint8Array(0);
  *
  * @example Needle split across two chunks
  * ```ts
+ * import { assertEquals } from "../../tests/assert.ts";
  * const enc = new TextEncoder();
+ * const dec = new TextDecoder();
  * const r = new StreamReplacer([{ from: enc.encode("PH"), to: enc.encode("value") }]);
- * const out = [r.push(enc.encode("a P")), r.push(enc.encode("H b")), r.flush()];
- * // out decodes to "a ", "value b", ""
+ * assertEquals(dec.decode(r.push(enc.encode("a P"))), "a ");
+ * assertEquals(dec.decode(r.push(enc.encode("H b"))), "value b");
+ * assertEquals(r.flush().length, 0);
  * ```
  */
 export class StreamReplacer {
