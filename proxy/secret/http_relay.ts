@@ -122,6 +122,8 @@ export function relayHttpWithSecrets(
 }
 
 const encoder = new TextEncoder();
+/** One empty pair list, so pass-through replacers share their (empty) tables. */
+const NO_PAIRS: readonly ReplacePair[] = [];
 
 function utf8(text: string): Uint8Array {
   return encoder.encode(text);
@@ -533,7 +535,7 @@ class HttpSecretRelay {
   /** Re-chunks a chunked request body, substituting on the fly when it is textual. */
   async #forwardChunked(textual: boolean): Promise<void> {
     const decoder = new ChunkedDecoder();
-    const replacer = textual ? new StreamReplacer(this.#injectPairs) : new StreamReplacer([]);
+    const replacer = new StreamReplacer(textual ? this.#injectPairs : NO_PAIRS);
     while (!decoder.done) {
       const piece = await this.#guestIn.readSome(READ_BUFFER_BYTES);
       if (piece === null) throw new Error("guest ended inside a chunked body");

@@ -24,6 +24,61 @@ export interface ReplacePair {
 
 const EMPTY = new Uint8Array(0);
 
+/** The needles compiled once (grouping and skip tables); shared by every fork of a replacer. */
+class NeedleSet {
+  /** Pairs grouped by the needle's first byte, longest needle first. */
+  readonly byFirstByte = new Map<number, ReplacePair[]>();
+  readonly maxLength: number;
+  readonly minLength: number;
+  /**
+   * Horspool shift per bigram `(b[i-1] << 8) | b[i]` ending a window of `minLength` bytes
+   * (capped at 255; a smaller shift is always safe). 0: some needle's window ends in it, verify.
+   * Bigrams rather than bytes: on text, most single bytes occur somewhere in a needle, so byte
+   * shifts stay short; bigrams rarely do. Used when `minLength >= 2`.
+   */
+  readonly bigramShift = new Uint8Array(65536);
+  /** Single-byte Horspool shift, for 1-byte needles. */
+  readonly byteShift = new Int32Array(256);
+  /** 1 for bytes some needle has at index minLength - 1 (single-byte mode: verify there). */
+  readonly endsWindow = new Uint8Array(256);
+
+  constructor(pairs: readonly ReplacePair[]) {
+    let max = 0;
+    for (const pair of pairs) {
+      const first = pair.from[0];
+      if (first === undefined) {
+        throw new RangeError("Cannot replace an empty needle: give at least one byte");
+      }
+      let group = this.byFirstByte.get(first);
+      if (group === undefined) this.byFirstByte.set(first, group = []);
+      if (!group.some((p) => bytesEqual(p.from, pair.from))) group.push(pair);
+      max = Math.max(max, pair.from.length);
+    }
+    // Stable sort: among equal lengths the pair given first is tried first.
+    for (const group of this.byFirstByte.values()) {
+      group.sort((a, b) => b.from.length - a.from.length);
+    }
+    this.maxLength = max;
+    const min = pairs.length === 0 ? 0 : Math.min(...pairs.map((p) => p.from.length));
+    this.minLength = min;
+    this.byteShift.fill(Math.max(min, 1));
+    this.bigramShift.fill(Math.min(Math.max(min - 1, 1), 255));
+    for (const { from } of pairs) {
+      for (let j = 0; j < min - 1; j++) {
+        this.byteShift[from[j]!] = Math.min(this.byteShift[from[j]!]!, min - 1 - j);
+        // The bigram (from[j], from[j+1]) ending the window means the needle starts
+        // min - 2 - j bytes further on.
+        const bigram = (from[j]! << 8) | from[j + 1]!;
+        this.bigramShift[bigram] = Math.min(this.bigramShift[bigram]!, min - 2 - j);
+      }
+      if (min > 0) this.endsWindow[from[min - 1]!] = 1;
+    }
+  }
+}
+
+/** Compiled needle sets by the (readonly) pairs array they came from. */
+const compiled = new WeakMap<readonly ReplacePair[], NeedleSet>();
+
 /**
  * Replaces needles in a byte stream pushed in pieces (see the module doc for the rules).
  *
@@ -39,54 +94,25 @@ const EMPTY = new Uint8Array(0);
  * ```
  */
 export class StreamReplacer {
-  /** Pairs grouped by the needle's first byte, longest needle first. */
-  readonly #byFirstByte: Map<number, ReplacePair[]>;
-  readonly #maxNeedleLength: number;
-  readonly #minNeedleLength: number;
-  /** Horspool shift per byte (how far the window may move when it ends in that byte). */
-  readonly #shift = new Int32Array(256);
-  /** 1 for bytes some needle has at index minNeedleLength - 1 (a window worth verifying). */
-  readonly #endsWindow = new Uint8Array(256);
+  readonly #needles: NeedleSet;
   #carry: Uint8Array = EMPTY;
 
   /**
    * Builds a replacer.
    *
-   * @param pairs The replacements; an empty list makes a pass-through replacer.
+   * @param pairs The replacements; an empty list makes a pass-through replacer. The skip tables
+   * are built once per array: a relay making one replacer per message passes the same array.
    * @throws {RangeError} If a needle is empty.
    */
   constructor(pairs: readonly ReplacePair[]) {
-    this.#byFirstByte = new Map();
-    let max = 0;
-    for (const pair of pairs) {
-      const first = pair.from[0];
-      if (first === undefined) {
-        throw new RangeError("Cannot replace an empty needle: give at least one byte");
-      }
-      let group = this.#byFirstByte.get(first);
-      if (group === undefined) this.#byFirstByte.set(first, group = []);
-      if (!group.some((p) => bytesEqual(p.from, pair.from))) group.push(pair);
-      max = Math.max(max, pair.from.length);
-    }
-    // Stable sort: among equal lengths the pair given first is tried first.
-    for (const group of this.#byFirstByte.values()) {
-      group.sort((a, b) => b.from.length - a.from.length);
-    }
-    this.#maxNeedleLength = max;
-    const min = pairs.length === 0 ? 0 : Math.min(...pairs.map((p) => p.from.length));
-    this.#minNeedleLength = min;
-    this.#shift.fill(Math.max(min, 1));
-    for (const pair of pairs) {
-      for (let j = 0; j < min - 1; j++) {
-        this.#shift[pair.from[j]!] = Math.min(this.#shift[pair.from[j]!]!, min - 1 - j);
-      }
-      if (min > 0) this.#endsWindow[pair.from[min - 1]!] = 1;
-    }
+    let needles = compiled.get(pairs);
+    if (needles === undefined) compiled.set(pairs, needles = new NeedleSet(pairs));
+    this.#needles = needles;
   }
 
   /** True when there is nothing to replace (every push returns its input). */
   get isIdentity(): boolean {
-    return this.#maxNeedleLength === 0;
+    return this.#needles.maxLength === 0;
   }
 
   /** True when every replacement has the length of its needle (lengths never change). */
@@ -105,7 +131,7 @@ export class StreamReplacer {
    * `chunk`'s memory. The replacer itself never keeps a view of `chunk`.
    */
   push(chunk: Uint8Array): Uint8Array {
-    if (this.#maxNeedleLength === 0) return chunk;
+    if (this.#needles.maxLength === 0) return chunk;
     const input = this.#carry.length === 0 ? chunk : concatBytes([this.#carry, chunk]);
     const { output, carryStart } = this.#scan(input, false);
     this.#carry = carryStart === input.length ? EMPTY : input.slice(carryStart);
@@ -122,25 +148,36 @@ export class StreamReplacer {
 
   /** Replaces in one complete buffer without touching the stream state. */
   replaceWhole(input: Uint8Array): Uint8Array {
-    if (this.#maxNeedleLength === 0) return input;
+    if (this.#needles.maxLength === 0) return input;
     return this.#scan(input, true).output;
   }
 
   #scan(buf: Uint8Array, final: boolean): { output: Uint8Array; carryStart: number } {
-    // Set Horspool over the first `minLen` bytes of every needle: look at the last byte of a
-    // window, verify only where some needle's window ends in that byte, else skip ahead.
-    const min = this.#minNeedleLength;
-    const shift = this.#shift;
-    const endsWindow = this.#endsWindow;
+    // Set Horspool over the first `minLength` bytes of every needle: look at the end of a
+    // window, verify only where some needle's window ends like that, else skip ahead.
+    const needles = this.#needles;
+    const min = needles.minLength;
     const pieces: Uint8Array[] = [];
     let emitted = 0;
     let carryStart = buf.length;
     let replaced = false;
     let p = 0;
     let undecided = false;
-    while (p <= buf.length - min) {
-      const c = buf[p + min - 1]!;
-      if (endsWindow[c] === 1) {
+    const last = buf.length - min;
+    while (p <= last) {
+      const end = p + min - 1;
+      let verify: boolean;
+      let skip: number;
+      if (min >= 2) {
+        skip = needles.bigramShift[(buf[end - 1]! << 8) | buf[end]!]!;
+        verify = skip === 0;
+        if (verify) skip = 1;
+      } else {
+        const c = buf[end]!;
+        verify = needles.endsWindow[c] === 1;
+        skip = needles.byteShift[c]!;
+      }
+      if (verify) {
         const outcome = this.#matchAt(buf, p, final);
         if (outcome === "undecided") {
           carryStart = p;
@@ -155,7 +192,7 @@ export class StreamReplacer {
           continue;
         }
       }
-      p += shift[c]!;
+      p += skip;
     }
     if (!undecided && !final) {
       // Windows past the end were never looked at: hold back the first start of a needle.
@@ -173,7 +210,7 @@ export class StreamReplacer {
 
   /** True when `buf[at..]` (shorter than every needle) is the start of some needle. */
   #isNeedlePrefix(buf: Uint8Array, at: number): boolean {
-    const group = this.#byFirstByte.get(buf[at]!);
+    const group = this.#needles.byFirstByte.get(buf[at]!);
     if (group === undefined) return false;
     const available = buf.length - at;
     return group.some((pair) => startsWithAt(buf, at, pair.from, available));
@@ -181,7 +218,7 @@ export class StreamReplacer {
 
   /** The longest pair matching at `at`, null if none can, "undecided" if more input may tell. */
   #matchAt(buf: Uint8Array, at: number, final: boolean): ReplacePair | null | "undecided" {
-    const group = this.#byFirstByte.get(buf[at]!);
+    const group = this.#needles.byFirstByte.get(buf[at]!);
     if (group === undefined) return null;
     const available = buf.length - at;
     for (const pair of group) {
