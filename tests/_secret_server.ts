@@ -29,7 +29,8 @@ async function handle(req: Request): Promise<Response> {
   const body = await req.text();
   const record = {
     method: req.method,
-    host: req.headers.get("host"),
+    // HTTP/2 (passthrough TLS negotiates it) has no Host header, only the URL's authority.
+    host: req.headers.get("host") ?? url.host,
     path: url.pathname + url.search,
     authorization: req.headers.get("authorization"),
     xKey: req.headers.get("x-key"),

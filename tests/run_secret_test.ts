@@ -189,7 +189,7 @@ Deno.test(
     assertEquals(Number(json.contentLength), new TextEncoder().encode(json.body).length);
     assertEquals(byPath("/py")?.xKey, value, "Python (urllib, system trust) reached the host");
     assertEquals(byPath("/plain")?.xKey, placeholder, "another host receives the placeholder");
-    assertEquals(byPath("/tls")?.host?.startsWith("other.test"), true);
+    assertEquals(byPath("/tls")?.host?.startsWith("other.test"), true, JSON.stringify(got));
 
     // Responses echo the value; the guest sees the placeholder (header, body, gzip body).
     assert(r.stdout.includes(`x-echo: ${placeholder}`), r.stdout);
