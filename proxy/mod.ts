@@ -49,8 +49,8 @@ export {
 export {
   type ConnectDecision,
   EXPOSE_HOST_NAME,
-  HostPatternSet,
   type ExposedPort,
+  HostPatternSet,
   NetworkPolicy,
   type NetworkPolicyOptions,
   parseHostPattern,
