@@ -52,18 +52,13 @@ import {
   withoutHeader,
 } from "./http_head.ts";
 import { type ReplacePair, StreamReplacer } from "./replace.ts";
+import type { HostStream } from "../relay.ts";
 
-/** One end of a plaintext byte stream (a Deno.TcpConn / Deno.TlsConn has this shape). */
-export interface ByteDuplex {
-  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
-  read(p: Uint8Array): Promise<number | null>;
-  /** Writes from `p`; resolves to the byte count written (may be less than `p.length`). */
-  write(p: Uint8Array): Promise<number>;
-  /** Ends the write direction; reads continue. */
-  closeWrite(): Promise<void>;
-  /** Closes both directions. */
-  close(): void;
-}
+/**
+ * One end of a plaintext byte stream: the relay's host-stream shape (a `Deno.TcpConn` or
+ * `Deno.TlsConn` is one), so the terminator hands the same objects to both.
+ */
+export type ByteDuplex = HostStream;
 
 /** A secret as the relay sees it. */
 export interface SecretPair {
