@@ -35,6 +35,7 @@ import { GuestNetwork, type SandboxNetwork } from "./network.ts";
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
 export {
   buildPolicy,
+  DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
   NetLog,
