@@ -171,7 +171,9 @@ export async function runGuest(
       "-initrd",
       image.initramfs,
       "-append",
-      `console=ttyS0 panic=-1 quiet tsc_early_khz=${await tscKhz()} shuru.arg=${opts.arg}`,
+      // tsc=reliable: without it the clocksource can fall back to jiffies (4 ms steps).
+      `console=ttyS0 panic=-1 quiet tsc=reliable tsc_early_khz=${await tscKhz()} ` +
+      `shuru.arg=${opts.arg}`,
       "-netdev",
       netdev,
       "-device",
