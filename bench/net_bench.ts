@@ -6,7 +6,9 @@
  *    socket every relayed connection ends in) measured in the same run.
  * 2. A QEMU microvm guest (TCG, busybox wget/nc) on our stack via `-netdev stream`, against the
  *    same guest on QEMU's slirp (`-netdev user`), same host server, same run: 64 MiB download
- *    and upload at MTU 1500, and ours at MTU 65520.
+ *    and upload at MTU 1500, ours also at 9000, 16384 and 65520 (virtio-net `host_mtu`); and,
+ *    with a static C helper built by the host's gcc, an upload not bound by busybox and the
+ *    p50 of 200 sequential TCP connects, both timed in the guest.
  * 3. As root: the Linux kernel's TCP in a namespace behind a TAP device, through the Relay to a
  *    loopback server, against curl talking to the same server directly.
  *
@@ -325,6 +327,111 @@ l.close();`,
   }
 }
 
+/**
+ * A static guest program (the busybox guest's `cat | nc` upload is bound by busybox, not the
+ * network): `netprobe connect IP PORT N` connects N times one after another (closing each at
+ * once) and prints the p50 and p90 of connect() in ms; `netprobe send IP PORT FILE` sends the
+ * file in the raw upload server's framing (16-digit length, then the bytes) with 256 KiB
+ * writes and prints the server's answer and the seconds from connect to answer.
+ */
+const NETPROBE_C = `
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+int main(int argc, char **argv) {
+  if (argc != 5) return 2;
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(atoi(argv[3]));
+  if (inet_pton(AF_INET, argv[2], &a.sin_addr) != 1) return 2;
+  if (strcmp(argv[1], "connect") == 0) {
+    int n = atoi(argv[4]);
+    if (n < 1 || n > 100000) return 2;
+    double *t = malloc(sizeof(double) * n);
+    for (int i = 0; i < n; i++) {
+      int s = socket(AF_INET, SOCK_STREAM, 0);
+      double t0 = now_ms();
+      if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); return 1; }
+      t[i] = now_ms() - t0;
+      close(s);
+    }
+    qsort(t, n, sizeof(double), cmp);
+    printf("%.3f %.3f\\n", t[n / 2], t[n * 9 / 10]);
+    return 0;
+  }
+  FILE *f = fopen(argv[4], "rb");
+  if (!f) { perror("open"); return 1; }
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc(len + 17);
+  snprintf(buf, 17, "%016ld", len);
+  if (fread(buf + 16, 1, len, f) != (size_t)len) return 1;
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  double t0 = now_ms();
+  if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); return 1; }
+  for (long off = 0, total = len + 16; off < total;) {
+    long chunk = total - off < 262144 ? total - off : 262144;
+    ssize_t w = write(s, buf + off, chunk);
+    if (w <= 0) { perror("write"); return 1; }
+    off += w;
+  }
+  char answer[256];
+  ssize_t got = 0, r;
+  while (got < 255 && (r = read(s, answer + got, 255 - got)) > 0) got += r;
+  answer[got] = 0;
+  answer[strcspn(answer, "\\n")] = 0;
+  printf("%s %.3f\\n", answer, (now_ms() - t0) / 1000);
+  return 0;
+}
+`;
+
+/** Builds `netprobe` with the host's gcc (static: the busybox guest has no libc). */
+async function buildNetprobe(dir: string): Promise<string | undefined> {
+  await Deno.writeTextFile(`${dir}/netprobe.c`, NETPROBE_C);
+  try {
+    const out = await new Deno.Command("gcc", {
+      args: ["-static", "-O2", "-o", `${dir}/netprobe`, `${dir}/netprobe.c`],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (out.success) return `${dir}/netprobe`;
+    console.log(`  netprobe: gcc failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  } catch {
+    console.log(
+      "  connect latency and fast upload: skipped (need gcc and a static libc: " +
+        "apt-get install gcc libc6-dev)",
+    );
+  }
+  return undefined;
+}
+
+/** After the transfers: a full-speed upload and CONNECTS sequential connects, timed in C. */
+const CONNECTS = 200;
+const NETPROBE_SCRIPT = `
+if [ -x /bin/netprobe ]; then
+  case "$HOST" in
+    *[a-z]*) IP=$(nslookup "$HOST" 2>/dev/null | awk '/^Address/ { a = $NF } END { print a }') ;;
+    *) IP=$HOST ;;
+  esac
+  echo "RESULT upload_c $(/bin/netprobe send "$IP" "$RAW" /tmp/up 2>&1)"
+  echo "RESULT connect $(/bin/netprobe connect "$IP" "$PORT" ${CONNECTS} 2>&1)"
+fi
+`;
+
 async function qemuVsSlirp(): Promise<void> {
   const q = await import("../tests/net_qemu.ts");
   const missing = await q.qemuPrerequisite();
@@ -335,20 +442,53 @@ async function qemuVsSlirp(): Promise<void> {
   const { Relay } = await import("../proxy/relay.ts");
   const { NetworkPolicy } = await import("../proxy/policy.ts");
   const { StreamLink } = await import("../proxy/link.ts");
+  const { DEFAULT_GUEST_MTU } = await import("../runner/network.ts");
   const size = 64 * MIB;
   const dir = await Deno.makeTempDir({ prefix: "shuru-netbench-qemu-" });
   const server = await q.startServer(dir, size);
   try {
-    const image = await q.buildGuest(dir, q.TRANSFER_SCRIPT);
-    const rates = (results: Map<string, string>) => {
+    const netprobe = await buildNetprobe(dir);
+    const image = await q.buildGuest(
+      dir,
+      q.TRANSFER_SCRIPT + NETPROBE_SCRIPT,
+      netprobe ? { programs: { netprobe } } : {},
+    );
+    interface Rates {
+      down: number;
+      up: number;
+      /** Upload by netprobe (not busybox), MiB/s; undefined without gcc. */
+      upC: number | undefined;
+      /** connect() p50 and p90, ms; undefined without gcc. */
+      connect: [number, number] | undefined;
+    }
+    const rates = (results: Map<string, string>): Rates => {
       const down = results.get("download") ?? "";
       const up = results.get("upload") ?? "";
       if (!down.startsWith(String(size)) || !up.startsWith(`${size} ${server.hash}`)) {
         throw new Error(`transfer failed: download "${down}", upload "${up}"`);
       }
-      return { down: size / MIB / q.guestSeconds(down), up: size / MIB / q.guestSeconds(up) };
+      let connect: [number, number] | undefined;
+      let upC: number | undefined;
+      if (netprobe) {
+        const c = (results.get("connect") ?? "").split(" ").map(Number);
+        if (c.length !== 2 || c.some((x) => !Number.isFinite(x))) {
+          throw new Error(`connect latency failed: "${results.get("connect")}"`);
+        }
+        connect = [c[0]!, c[1]!];
+        const u = results.get("upload_c") ?? "";
+        if (!u.startsWith(`${size} ${server.hash} `)) {
+          throw new Error(`netprobe upload failed: "${u}"`);
+        }
+        upC = size / MIB / Number(u.split(" ")[2]);
+      }
+      return {
+        down: size / MIB / q.guestSeconds(down),
+        up: size / MIB / q.guestSeconds(up),
+        upC,
+        connect,
+      };
     };
-    const ours = async (mtu: number) => {
+    const ours = async (mtu: number): Promise<Rates> => {
       const sock = `${dir}/net-${mtu}.sock`;
       const listener = Deno.listen({ transport: "unix", path: sock });
       const serving = (async () => {
@@ -356,8 +496,9 @@ async function qemuVsSlirp(): Promise<void> {
         await new Relay({
           link: new StreamLink(conn),
           stack: { mtu },
+          // As `shuru run --allow-net --add-host api.test:127.0.0.1` (no allow-list to sniff).
           policy: new NetworkPolicy({
-            allowHosts: ["api.test"],
+            allowNet: true,
             addHosts: { "api.test": "127.0.0.1" },
           }),
           resolve: () => Promise.resolve([]),
@@ -396,25 +537,37 @@ async function qemuVsSlirp(): Promise<void> {
       net: { kind: "slirp" },
       arg: `10.0.2.2:${server.port}:${server.rawPort}:transfer`,
     });
-    const slirp = await rates(slirpRun.results);
-    const ours1500 = await ours(1500);
-    const ours65520 = await ours(65520);
+    const slirp = rates(slirpRun.results);
+    const mtus = [...new Set([1500, 9000, 16384, 65520, DEFAULT_GUEST_MTU])];
+    const measured: Array<[number, Rates]> = [];
+    for (const mtu of mtus) measured.push([mtu, await ours(mtu)]);
+    const extraText = (r: Rates) =>
+      r.connect && r.upC !== undefined
+        ? `, upload (C) ${r.upC.toFixed(1)} MiB/s, connect p50 ${r.connect[0].toFixed(2)} ms ` +
+          `(p90 ${r.connect[1].toFixed(2)})`
+        : "";
     console.log(
-      `qemu guest (TCG, busybox wget download, cat|nc upload, ${size / MIB} MiB, guest clock):`,
+      `qemu guest (TCG, busybox wget download, cat|nc upload, ${size / MIB} MiB, guest clock; ` +
+        `upload (C) and ${CONNECTS} sequential connects timed by a static C helper):`,
     );
     console.log(
       `  slirp MTU 1500:  download ${slirp.down.toFixed(1)} MiB/s, upload ${
         slirp.up.toFixed(1)
-      } MiB/s`,
+      } MiB/s${extraText(slirp)}`,
     );
-    for (
-      const [label, r] of [["ours MTU 1500: ", ours1500], ["ours MTU 65520:", ours65520]] as const
-    ) {
+    for (const [mtu, r] of measured) {
+      const label = `ours MTU ${mtu}${mtu === DEFAULT_GUEST_MTU ? " (default)" : ""}:`;
+      const vs = r.connect && slirp.connect && r.upC !== undefined && slirp.upC !== undefined
+        ? ` → upload (C) ${(r.upC / slirp.upC).toFixed(2)}x slirp, connect p50 ${
+          (r.connect[0] / slirp.connect[0]).toFixed(2)
+        }x slirp`
+        : "";
       console.log(
         `  ${label} download ${r.down.toFixed(1)} MiB/s (${
           (r.down / slirp.down).toFixed(2)
-        }x slirp), ` +
-          `upload ${r.up.toFixed(1)} MiB/s (${(r.up / slirp.up).toFixed(2)}x slirp)`,
+        }x slirp), upload ${r.up.toFixed(1)} MiB/s (${(r.up / slirp.up).toFixed(2)}x slirp)${
+          extraText(r)
+        }${vs}`,
       );
     }
   } finally {

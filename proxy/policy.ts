@@ -58,7 +58,7 @@ export interface NetworkPolicyOptions {
   exposeHost?: ExposedPort[];
   /** The host's own addresses (closed like private ranges). */
   hostAddresses?: number[];
-  /** Addresses of the stack itself (gateway, DNS), closed as destinations. */
+  /** Addresses of the stack itself (gateway, DNS): closed as destinations, whatever the flags. */
   stackAddresses?: number[];
 }
 
@@ -133,6 +133,7 @@ export class NetworkPolicy {
   readonly #addHosts = new Map<string, number>();
   readonly #exposed = new Map<number, number>();
   readonly #closedAddresses = new Map<number, string>();
+  readonly #stackAddresses = new Set<number>();
 
   /** Validates every pattern and address (throws SyntaxError naming the bad one). */
   constructor(opts: NetworkPolicyOptions = {}) {
@@ -144,7 +145,10 @@ export class NetworkPolicy {
     }
     for (const e of opts.exposeHost ?? []) this.#exposed.set(e.guestPort, e.hostPort);
     for (const a of opts.hostAddresses ?? []) this.#closedAddresses.set(a, "host's own address");
-    for (const a of opts.stackAddresses ?? []) this.#closedAddresses.set(a, "gateway address");
+    for (const a of opts.stackAddresses ?? []) {
+      this.#closedAddresses.set(a, "gateway address");
+      this.#stackAddresses.add(a);
+    }
   }
 
   /** An allow-list was given. */
@@ -201,6 +205,11 @@ export class NetworkPolicy {
     if (!this.allowNet) return { allowed: false, reason: "network access is off (no --allow-net)" };
     const literal = ipv4ToString(address);
     if (name === undefined) {
+      // The guest's gateway and DNS server are the stack itself: dialing that address on the
+      // host would reach whatever the host has there, so no flag opens it.
+      if (this.#stackAddresses.has(address)) {
+        return { allowed: false, reason: "gateway address (only DNS on port 53 answers there)" };
+      }
       if (this.hasAllowList && !this.#allowList.hasExact(literal)) {
         return { allowed: false, reason: "literal IP address, not a name from --allow-host" };
       }

@@ -114,3 +114,25 @@ Deno.test("NetworkPolicy - expose-host opens only its ports, even without --allo
   assertEquals(p.checkConnection({ name: EXPOSE_HOST_NAME, address: 0, port: 22 }).allowed, false);
   assertEquals(p.checkConnection({ address: PUBLIC, port: 80 }).allowed, false);
 });
+
+Deno.test("NetworkPolicy - the gateway and DNS addresses stay closed with --allow-private", () => {
+  for (
+    const p of [
+      new NetworkPolicy({ allowNet: true, allowPrivate: true, stackAddresses: [ip("10.0.2.2")] }),
+      new NetworkPolicy({ allowHosts: ["10.0.2.2"], stackAddresses: [ip("10.0.2.2")] }),
+    ]
+  ) {
+    for (const port of [22, 80, 8080]) {
+      const d = p.checkConnection({ address: ip("10.0.2.2"), port });
+      assertEquals(d.allowed, false, `port ${port}`);
+      if (!d.allowed) assertEquals(d.reason.startsWith("gateway address"), true, d.reason);
+    }
+  }
+  // Other private addresses do open with --allow-private.
+  const open = new NetworkPolicy({
+    allowNet: true,
+    allowPrivate: true,
+    stackAddresses: [ip("10.0.2.2")],
+  });
+  assertEquals(open.checkConnection({ address: ip("10.0.2.4"), port: 80 }).allowed, true);
+});

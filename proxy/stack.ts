@@ -540,8 +540,10 @@ export class NetworkStack {
       this.#limitMessage(
         now,
         this.#byId.size >= this.limits.maxConnections
-          ? `Cannot open more TCP connections: ${this.#byId.size} open (limit ${this.limits.maxConnections})`
-          : `Cannot open more TCP connections: ${this.#pendingCount} still connecting (limit ${this.limits.maxPendingConnections})`,
+          ? `Cannot open more guest TCP connections: ${this.#byId.size} open ` +
+            `(limit ${this.limits.maxConnections}); new ones are refused until some close`
+          : `Cannot open more guest TCP connections: ${this.#pendingCount} still connecting ` +
+            `(limit ${this.limits.maxPendingConnections}); new ones are refused until those finish`,
       );
       this.#sendReset(ip, seg);
       return;

@@ -221,7 +221,8 @@ Deno.test("NetworkStack - connection cap: RST and one clear limit line", () => {
   const limit = events(stack).filter((e) => e.type === "limit");
   assertEquals(limit, [{
     type: "limit",
-    message: "Cannot open more TCP connections: 3 open (limit 3)",
+    message: "Cannot open more guest TCP connections: 3 open (limit 3); " +
+      "new ones are refused until some close",
   }]);
   const rsts = drain(stack, 11).filter((p) => p.kind === "tcp" && p.tcp.flags & TcpFlag.RST);
   assertEquals(rsts.length, 2);
@@ -235,6 +236,11 @@ Deno.test("NetworkStack - pending cap refuses SYNs while decisions are outstandi
   }
   assertEquals(stack.pendingConnectionCount, 2);
   assertEquals(stack.counters.tcpLimitRefused, 1);
+  assertEquals(events(stack).filter((e) => e.type === "limit"), [{
+    type: "limit",
+    message: "Cannot open more guest TCP connections: 2 still connecting (limit 2); " +
+      "new ones are refused until those finish",
+  }]);
 });
 
 Deno.test("NetworkStack - spoofed source, bad checksum and IPv6 are counted, not answered", () => {

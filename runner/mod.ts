@@ -37,6 +37,7 @@ export { RunnerError, type RunnerErrorCode } from "./errors.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE, type SecretSetting } from "./secrets.ts";
 export {
   buildPolicy,
+  DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
   NetLog,

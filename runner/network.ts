@@ -37,8 +37,16 @@ export interface NetworkSettings {
   secrets?: SecretSetting[];
 }
 
+/**
+ * The guest NIC's MTU (virtio-net `host_mtu`, DHCP option 26, the stack's MSS) unless a caller
+ * sets one: chosen by measurement (bench/run_net_bench.ts, numbers in docs/network.md).
+ */
+export const DEFAULT_GUEST_MTU = 65520;
+
 /** The guest network of a sandbox: the settings and where its reports go. */
 export interface SandboxNetwork extends NetworkSettings {
+  /** Link MTU, 576-65520 (default {@linkcode DEFAULT_GUEST_MTU}); benchmarks compare values. */
+  mtu?: number;
   /** One line per refused name or connection (rate-limited by the relay). */
   onBlocked?: (line: string) => void;
   /** One record per finished connection (`--net-log`). */
@@ -163,7 +171,7 @@ export class GuestNetwork implements AsyncDisposable {
     this.#policy = policy;
     this.#options = options;
     this.#onError = onError;
-    this.net = { socket: socketPath };
+    this.net = { socket: socketPath, mtu: options.mtu ?? DEFAULT_GUEST_MTU };
     this.#running = this.#serve();
   }
 
@@ -176,6 +184,10 @@ export class GuestNetwork implements AsyncDisposable {
     options: SandboxNetwork & GuestNetworkHooks & { onError?: (line: string) => void },
   ): GuestNetwork {
     const policy = buildPolicy(options);
+    const mtu = options.mtu ?? DEFAULT_GUEST_MTU;
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65520) {
+      throw new RunnerError("invalid_config", `Cannot use MTU ${mtu}: expected 576 to 65520`);
+    }
     const listener = Deno.listen({ transport: "unix", path: socketPath });
     return new GuestNetwork(
       listener,
@@ -210,6 +222,7 @@ export class GuestNetwork implements AsyncDisposable {
     const relay = new Relay({
       link: new StreamLink(conn),
       policy: this.#policy,
+      stack: { mtu: this.net.mtu ?? DEFAULT_GUEST_MTU },
       ...(this.#options.onBlocked ? { onBlocked: this.#options.onBlocked } : {}),
       ...(this.#options.onConnection ? { onConnection: this.#options.onConnection } : {}),
       ...(this.#options.dial ? { dial: this.#options.dial } : {}),

@@ -53,8 +53,14 @@ export interface GuestImage {
 /**
  * Extracts the uncompressed kernel from /boot/vmlinuz-* (the bzImage hangs on microvm; the ELF
  * inside boots via PVH) and builds an initramfs whose /init runs `script` after DHCP.
+ * `options.programs` copies host executables (static ones: the guest has no libc) into the
+ * initramfs's /bin under the given names.
  */
-export async function buildGuest(dir: string, script: string): Promise<GuestImage> {
+export async function buildGuest(
+  dir: string,
+  script: string,
+  options: { programs?: Record<string, string> } = {},
+): Promise<GuestImage> {
   const release = [...Deno.readDirSync("/lib/modules")].map((e) => e.name).sort().at(-1)!;
   const bz = await Deno.readFile(`/boot/vmlinuz-${release}`);
   const magic = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
@@ -80,6 +86,11 @@ export async function buildGuest(dir: string, script: string): Promise<GuestImag
   const busybox = (await sh(["sh", "-c", "command -v busybox"])).trim();
   await Deno.copyFile(busybox, `${root}/bin/busybox`);
   await Deno.chmod(`${root}/bin/busybox`, 0o755);
+  for (const [name, hostPath] of Object.entries(options.programs ?? {})) {
+    if (!/^[a-z0-9_-]+$/.test(name)) throw new Error(`Cannot use program name "${name}"`);
+    await Deno.copyFile(hostPath, `${root}/bin/${name}`);
+    await Deno.chmod(`${root}/bin/${name}`, 0o755);
+  }
   for (const m of MODULES) {
     const found = (await sh(["find", `/lib/modules/${release}`, "-name", `${m}.ko*`])).trim().split(
       "\n",
@@ -160,7 +171,9 @@ export async function runGuest(
       "-initrd",
       image.initramfs,
       "-append",
-      `console=ttyS0 panic=-1 quiet tsc_early_khz=${await tscKhz()} shuru.arg=${opts.arg}`,
+      // tsc=reliable: without it the clocksource can fall back to jiffies (4 ms steps).
+      `console=ttyS0 panic=-1 quiet tsc=reliable tsc_early_khz=${await tscKhz()} ` +
+      `shuru.arg=${opts.arg}`,
       "-netdev",
       netdev,
       "-device",

@@ -1,0 +1,43 @@
+import { join } from "node:path";
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { DEFAULT_GUEST_MTU, GuestNetwork } from "./network.ts";
+import { RunnerError } from "./errors.ts";
+
+async function relayMtu(options: { mtu?: number }): Promise<{ device: number; stack: number }> {
+  const dir = await Deno.makeTempDir({ prefix: "shuru-guest-network-" });
+  try {
+    const path = join(dir, "net.sock");
+    await using network = GuestNetwork.listen(path, { allowNet: true, ...options });
+    // QEMU's side: the first client gets the relay.
+    const client = await Deno.connect({ transport: "unix", path });
+    try {
+      const deadline = Date.now() + 5000;
+      while (network.relay === undefined && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert(network.relay !== undefined, "no relay after the client connected");
+      return { device: network.net.mtu!, stack: network.relay.stack.mtu };
+    } finally {
+      client.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("GuestNetwork - the device and the stack get the same MTU, default 65520", async () => {
+  assertEquals(DEFAULT_GUEST_MTU, 65520);
+  assertEquals(await relayMtu({}), { device: DEFAULT_GUEST_MTU, stack: DEFAULT_GUEST_MTU });
+  assertEquals(await relayMtu({ mtu: 9000 }), { device: 9000, stack: 9000 });
+});
+
+Deno.test("GuestNetwork - an MTU out of range is refused before listening", () => {
+  for (const mtu of [575, 65521, 1500.5]) {
+    const err = assertThrows(
+      () => GuestNetwork.listen("/nonexistent/net.sock", { allowNet: true, mtu }),
+      `Cannot use MTU ${mtu}: expected 576 to 65520`,
+    );
+    assert(err instanceof RunnerError, String(err));
+    assertEquals(err.code, "invalid_config");
+  }
+});
