@@ -12,6 +12,7 @@
  *   `recv`, `close`, `abort`, `answerDns`).
  * - `policy.ts`, `name_map.ts`: who may resolve and connect where; names behind pool addresses.
  * - `link.ts`: frame transports (QEMU stream, datagram), `relay.ts`: the Deno I/O loop.
+ * - `secret/`: `--secret`: the per-run CA, placeholders, TLS termination and HTTP substitution.
  *
  * Typical use (QEMU `-netdev stream,server=off,addr.type=unix,addr.path=SOCK`):
  *

@@ -10,9 +10,12 @@
  * @module
  */
 
-import { CertificateAuthority } from "../proxy/secret/ca.ts";
-import { makePlaceholder } from "../proxy/secret/placeholder.ts";
-import { type Secret, SecretTerminator } from "../proxy/secret/terminator.ts";
+import {
+  CertificateAuthority,
+  makePlaceholder,
+  type Secret,
+  SecretTerminator,
+} from "../proxy/secret/mod.ts";
 import type { Sandbox } from "../sandbox/mod.ts";
 import { RunnerError } from "./errors.ts";
 

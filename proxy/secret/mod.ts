@@ -1,0 +1,38 @@
+/**
+ * `proxy/secret/`: secrets that never enter the VM (`--secret`, `docs/secrets.md`).
+ *
+ * - `placeholder.ts`: what the guest sees instead of a value.
+ * - `ca.ts`: the per-run CA (key in memory only) and its leaves for the secrets' hosts.
+ * - `terminator.ts`: the relay's dialer for secret hosts: ends the guest's TLS, opens verified
+ *   TLS to the real host, and relays HTTP/1.1 through `http_relay.ts`.
+ * - `http_relay.ts` (with `http_head.ts`, `chunked.ts`, `content_decoder.ts`, `replace.ts`):
+ *   placeholders in on the way out, values scrubbed on the way back.
+ *
+ * ```ts ignore
+ * const ca = await CertificateAuthority.create();
+ * const terminator = new SecretTerminator({
+ *   ca,
+ *   secrets: [{ name: "API_KEY", value, placeholder: makePlaceholder(value), hosts: ["api.x.com"] }],
+ * });
+ * const relay = new Relay({
+ *   link,
+ *   policy,
+ *   dial: (t) => terminator.dial(t),
+ *   inspect: (name) => terminator.handles(name),
+ * });
+ * ```
+ *
+ * @module
+ */
+
+export { CertificateAuthority, type CertificateAuthorityOptions, type TlsIdentity } from "./ca.ts";
+export { makePlaceholder, MIN_RANDOM_CHARS, placeholderPrefix } from "./placeholder.ts";
+export { type Secret, SecretTerminator, type SecretTerminatorOptions } from "./terminator.ts";
+export {
+  type ByteDuplex,
+  type HttpSecretRelayOptions,
+  type HttpSecretRelayStats,
+  relayHttpWithSecrets,
+  type SecretPair,
+} from "./http_relay.ts";
+export { HttpRelayError, type HttpRelayErrorCode } from "./http_error.ts";
