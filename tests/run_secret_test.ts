@@ -85,22 +85,49 @@ class SecretServers implements AsyncDisposable {
   }
 }
 
-async function shuru(
-  home: TestHome,
-  ns: BlackholeNetns,
-  servers: SecretServers,
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = [...ns.prefix(), ...shuruCommandLine(), ...args];
-  const out = await new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    env: home.env({ DENO_CERT: servers.caFile }),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** One test's world: a fresh value, a data home, a black-hole namespace and the servers. */
+class SecretWorld implements AsyncDisposable {
+  private constructor(
+    readonly value: string,
+    readonly home: TestHome,
+    readonly ns: BlackholeNetns,
+    readonly servers: SecretServers,
+  ) {}
+
+  static async create(): Promise<SecretWorld> {
+    await requireTool("curl", "curl");
+    const value = freshValue();
+    const home = await TestHome.create();
+    let ns: BlackholeNetns | undefined;
+    try {
+      ns = await BlackholeNetns.create();
+      return new SecretWorld(value, home, ns, await SecretServers.start(ns, value));
+    } catch (err) {
+      await ns?.[Symbol.asyncDispose]();
+      await home[Symbol.asyncDispose]();
+      throw err;
+    }
+  }
+
+  /** Runs the shuru CLI in the namespace, trusting the servers' CA (DENO_CERT). */
+  async shuru(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const argv = [...this.ns.prefix(), ...shuruCommandLine(), ...args];
+    const out = await new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
+      env: this.home.env({ DENO_CERT: this.servers.caFile }),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.servers[Symbol.asyncDispose]();
+    await this.ns[Symbol.asyncDispose]();
+    await this.home[Symbol.asyncDispose]();
+  }
 }
 
 function freshValue(): string {
@@ -153,11 +180,8 @@ Deno.test(
   "run --secret: placeholder in the guest, the value reaches its host in a header, Basic " +
     "credentials and a JSON body, never comes back, and a placeholder to another host is unchanged",
   async () => {
-    await requireTool("curl", "curl");
-    const value = freshValue();
-    await using home = await TestHome.create();
-    await using ns = await BlackholeNetns.create();
-    await using servers = await SecretServers.start(ns, value);
+    await using world = await SecretWorld.create();
+    const { value, home, servers } = world;
     const p = servers.httpsPort;
     const script = [
       `echo "placeholder=$API_KEY"`,
@@ -173,7 +197,7 @@ Deno.test(
       `python3 -c 'import os, urllib.request as u; print(u.urlopen(u.Request(` +
       `"https://api.test:${p}/py", headers={"X-Key": os.environ["API_KEY"]})).read().decode())'`,
     ].join("\n");
-    const r = await shuru(home, ns, servers, ["run", ...ARGS(value), "--", "sh", "-c", script]);
+    const r = await world.shuru(["run", ...ARGS(value), "--", "sh", "-c", script]);
     const all = `${r.stdout}\n${r.stderr}`;
     assertEquals(r.code, 0, all);
     assert(!all.includes(value), `the value reached the guest's output or shuru's stderr:\n${all}`);
@@ -205,11 +229,8 @@ Deno.test(
 Deno.test(
   "checkpoint create --secret: the saved disk holds neither the value nor the run's CA",
   async () => {
-    await requireTool("curl", "curl");
-    const value = freshValue();
-    await using home = await TestHome.create();
-    await using ns = await BlackholeNetns.create();
-    await using servers = await SecretServers.start(ns, value);
+    await using world = await SecretWorld.create();
+    const { value, home, servers } = world;
     const script = [
       `curl -sS https://api.test:${servers.httpsPort}/save -H "Authorization: Bearer $API_KEY"`,
       `echo; echo "placeholder=$API_KEY"; echo "$API_KEY" > /root/placeholder.txt`,
@@ -217,7 +238,7 @@ Deno.test(
       `grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt`,
       "sync",
     ].join("\n");
-    const r = await shuru(home, ns, servers, [
+    const r = await world.shuru([
       "checkpoint",
       "create",
       "sec1",
@@ -273,7 +294,7 @@ Deno.test(
     }
 
     // Booted from the checkpoint without secrets: the system bundle is the original one.
-    const again = await shuru(home, ns, servers, [
+    const again = await world.shuru([
       "run",
       "--from",
       "sec1",
@@ -295,15 +316,12 @@ Deno.test(
   "start --secret: exec sees the placeholder, the host gets the value, and the value is on " +
     "no command line",
   async () => {
-    await requireTool("curl", "curl");
-    const value = freshValue();
-    await using home = await TestHome.create();
-    await using ns = await BlackholeNetns.create();
-    await using servers = await SecretServers.start(ns, value);
-    const start = await shuru(home, ns, servers, ["start", "--name", "sec", ...ARGS(value)]);
+    await using world = await SecretWorld.create();
+    const { value, home, servers } = world;
+    const start = await world.shuru(["start", "--name", "sec", ...ARGS(value)]);
     try {
       assertEquals(start.code, 0, start.stderr);
-      const ps = await shuru(home, ns, servers, ["ps", "--json"]);
+      const ps = await world.shuru(["ps", "--json"]);
       const record = JSON.parse(ps.stdout)[0];
       assert(String(record.network).includes("+secrets API_KEY"), ps.stdout);
       const cmdline = await Deno.readTextFile(`/proc/${record.supervisor.pid}/cmdline`);
@@ -312,7 +330,7 @@ Deno.test(
         !atob(cmdline.split("\0").at(-2) ?? "").includes(value),
         "the encoded spec holds the value",
       );
-      const r = await shuru(home, ns, servers, [
+      const r = await world.shuru([
         "exec",
         "sec",
         "--",
@@ -326,7 +344,7 @@ Deno.test(
       assert(/^placeholder=sk-[A-Za-z0-9]{22,}$/m.test(r.stdout), r.stdout);
       assertEquals((await servers.received())[0]?.authorization, `Bearer ${value}`);
     } finally {
-      await shuru(home, ns, servers, ["stop", "sec"]);
+      await world.shuru(["stop", "sec"]);
     }
     assertEquals(await filesContaining(home.dir, value), [], "the data home holds the value");
   },
