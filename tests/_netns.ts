@@ -15,6 +15,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { type CliResult, requireTool, shuruCommandLine, type TestHome } from "./_shuru.ts";
 
 const SERVER = new URL("./_net_http_server.ts", import.meta.url).pathname;
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 /** A network namespace with loopback and black-holed outside addresses. */
 export class BlackholeNetns implements AsyncDisposable {
@@ -71,6 +72,37 @@ export class BlackholeNetns implements AsyncDisposable {
     return ["ip", "netns", "exec", this.name];
   }
 
+  /**
+   * Starts a Deno script inside the namespace (the test servers) and waits for the first
+   * line it prints (its ports); throws with what it printed if it exits first.
+   */
+  async startScript(
+    script: string,
+    args: string[],
+  ): Promise<{ child: Deno.ChildProcess; firstLine: string }> {
+    const [program, ...rest] = this.prefix();
+    const child = new Deno.Command(program!, {
+      args: [...rest, Deno.execPath(), "run", "-A", "--quiet", "--config", CONFIG, script, ...args],
+      stdout: "piped",
+      stderr: "inherit",
+      stdin: "null",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    reader.releaseLock();
+    if (!text.includes("\n")) {
+      child.kill("SIGKILL");
+      await child.status;
+      throw new Error(`${script} did not start: ${text}`);
+    }
+    return { child, firstLine: text.split("\n")[0]! };
+  }
+
   /** Deletes the namespace. */
   async [Symbol.asyncDispose](): Promise<void> {
     await ip(["netns", "del", this.name]).catch(() => {});
@@ -111,36 +143,12 @@ export class HostServers implements AsyncDisposable {
     count: number,
     options: HostServersOptions = {},
   ): Promise<HostServers> {
-    const child = new Deno.Command(ns.prefix()[0]!, {
-      args: [
-        ...ns.prefix().slice(1),
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        SERVER,
-        String(count),
-        String(options.blobMiB ?? 16),
-        options.hostname ?? "127.0.0.1",
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-      stdin: "null",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-    reader.releaseLock();
-    if (!text.includes("\n")) {
-      child.kill("SIGKILL");
-      await child.status;
-      throw new Error("the test HTTP server did not start");
-    }
-    const info = JSON.parse(text.split("\n")[0]!) as { ports: number[]; blobSha256: string };
+    const { child, firstLine } = await ns.startScript(SERVER, [
+      String(count),
+      String(options.blobMiB ?? 16),
+      options.hostname ?? "127.0.0.1",
+    ]);
+    const info = JSON.parse(firstLine) as { ports: number[]; blobSha256: string };
     return new HostServers(child, info.ports, info.blobSha256);
   }
 

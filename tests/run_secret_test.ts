@@ -14,7 +14,6 @@ import { BlackholeNetns } from "./_netns.ts";
 import { Store } from "../store/mod.ts";
 
 const SERVER = new URL("./_secret_server.ts", import.meta.url).pathname;
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 interface Received {
   method: string;
@@ -38,31 +37,10 @@ class SecretServers implements AsyncDisposable {
 
   static async start(ns: BlackholeNetns, value: string): Promise<SecretServers> {
     const dir = await Deno.makeTempDir({ prefix: "shuru-secret-servers-" });
-    const child = new Deno.Command(ns.prefix()[0]!, {
-      args: [
-        ...ns.prefix().slice(1),
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        "--config",
-        CONFIG,
-        SERVER,
-        dir,
-        value,
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!/ports \d+ \d+ \d+\n/.test(text)) {
-      const { value: chunk, done } = await reader.read();
-      if (done) throw new Error(`secret test servers exited early: ${text}`);
-      text += chunk;
-    }
-    reader.releaseLock();
-    const [https, http, other] = text.match(/ports (\d+) (\d+) (\d+)/)!.slice(1).map(Number);
+    const { child, firstLine } = await ns.startScript(SERVER, [dir, value]);
+    const [https, http, other] = (firstLine.match(/^ports (\d+) (\d+) (\d+)$/) ?? [])
+      .slice(1).map(Number);
+    if (!https || !http || !other) throw new Error(`secret test servers said: ${firstLine}`);
     return new SecretServers(dir, https!, http!, other!, child);
   }
 
