@@ -87,3 +87,24 @@ Deno.test("a --secret replaces the config's secret of the same name (flags win)"
     "twice",
   );
 });
+
+Deno.test("run settings: --secret implies --allow-net and joins an existing allow-list", async () => {
+  const { resolveRunSettings } = await import("./run.ts");
+  const dir = await Deno.makeTempDir({ prefix: "shuru-secret-settings-" });
+  const config = `${dir}/shuru.json`;
+  await Deno.writeTextFile(config, "{}");
+  try {
+    const open = await resolveRunSettings([], { config, secret: [`K=${VALUE}@api.test`] });
+    assertEquals(open.network?.allowNet, true);
+    assertEquals(open.network?.allowHosts, [], "no allow-list: every public name stays open");
+    assertEquals(open.network?.secrets?.map((s) => s.name), ["K"]);
+    const listed = await resolveRunSettings([], {
+      config,
+      secret: [`K=${VALUE}@api.test`],
+      allowHost: ["pypi.org"],
+    });
+    assertEquals(listed.network?.allowHosts, ["pypi.org", "api.test"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
