@@ -44,6 +44,9 @@ export interface SecretTerminatorOptions {
   upstreamCaCerts?: string[];
 }
 
+/** How long a closing TLS stream may take to hand its last bytes to the guest. */
+const CLOSE_GRACE_MS = 30_000;
+
 /** ALPN: HTTP/1.1 only, so guests never speak HTTP/2 to the substituting relay. */
 const ALPN = ["http/1.1"];
 
@@ -104,9 +107,11 @@ export class SecretTerminator {
       read: (p) => toHost.read(p),
       write: (p) => toGuest.write(p),
       closeWrite: () => Promise.resolve(toGuest.end()),
+      // Whatever is queued for the guest still reaches it (the last response of a connection
+      // usually is); only the relay's own close drops it.
       close: () => {
         toHost.abort();
-        toGuest.abort();
+        toGuest.end();
       },
     };
     const where = `${name}:${target.port}`;
@@ -297,8 +302,21 @@ class NodeSocketStream implements ByteDuplex {
     return new Promise((resolve) => this.#socket.end(resolve));
   }
 
+  /**
+   * Ends the TLS stream (close_notify after every queued byte), then frees the socket; a guest
+   * that stops reading gets {@linkcode CLOSE_GRACE_MS} before the socket is destroyed.
+   */
   close(): void {
-    this.#socket.destroy();
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    if (socket.writableFinished) {
+      socket.destroy();
+      return;
+    }
+    const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+    socket.once("finish", () => socket.destroy());
+    socket.once("close", () => clearTimeout(timer));
+    socket.end();
   }
 }
 

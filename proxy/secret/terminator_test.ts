@@ -11,6 +11,8 @@ import { makePlaceholder } from "./placeholder.ts";
 import { type Secret, SecretTerminator } from "./terminator.ts";
 
 const VALUE = "sk-live-0123456789abcdefghijklmnop";
+/** A response large enough to be in flight when the exchange ends. */
+const BIG = new Uint8Array(8 * 1024 * 1024).fill(0x61);
 
 interface Fixture extends AsyncDisposable {
   dir: string;
@@ -24,7 +26,7 @@ interface Fixture extends AsyncDisposable {
 
 /** curl → front listener → terminator → HTTPS upstream on 127.0.0.1. */
 async function fixture(
-  opts: { trustUpstream: boolean; protocol?: "tls" | "http" },
+  opts: { trustUpstream: boolean; protocol?: "tls" | "http"; slowGuest?: boolean },
 ): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: "shuru-terminator-" });
   const upstreamCa = await CertificateAuthority.create();
@@ -37,6 +39,7 @@ async function fixture(
     ...(tlsUpstream ? { key: upstreamId.keyPem, cert: upstreamId.certPem } : {}),
     onListen: () => {},
   }, async (req) => {
+    if (new URL(req.url).pathname === "/big") return new Response(BIG);
     const body = await req.text();
     const auth = req.headers.get("authorization");
     received.push({ auth, body });
@@ -69,7 +72,10 @@ async function fixture(
   const accepting = (async () => {
     for await (const conn of front) {
       pumps.push(
-        terminator.dial(target).then((stream) => pump(conn, stream), () => conn.close()),
+        terminator.dial(target).then(
+          (stream) => pump(conn, stream, opts.slowGuest ?? false),
+          () => conn.close(),
+        ),
       );
     }
   })();
@@ -91,7 +97,7 @@ async function fixture(
 }
 
 /** Relays a client socket and a host stream until both directions end (what the Relay does). */
-async function pump(conn: Deno.TcpConn, stream: HostStream): Promise<void> {
+async function pump(conn: Deno.TcpConn, stream: HostStream, slow: boolean): Promise<void> {
   const up = (async () => {
     const buf = new Uint8Array(65536);
     for (let n; (n = await conn.read(buf)) !== null;) {
@@ -100,8 +106,10 @@ async function pump(conn: Deno.TcpConn, stream: HostStream): Promise<void> {
     await stream.closeWrite();
   })();
   const down = (async () => {
-    const buf = new Uint8Array(65536);
+    // A slow guest: the relay only reads what the guest's window takes.
+    const buf = new Uint8Array(slow ? 16384 : 65536);
     for (let n; (n = await stream.read(buf)) !== null;) {
+      if (slow) await new Promise((r) => setTimeout(r, 1));
       for (let o = 0; o < n;) o += await conn.write(buf.subarray(o, n));
     }
     await conn.closeWrite().catch(() => {});
@@ -187,4 +195,23 @@ Deno.test("terminator: plain HTTP to a secret host gets the substitution too", a
   assertEquals(r.code, 0, r.stderr);
   assertEquals(f.received[0]?.auth, `Bearer ${VALUE}`);
   assert(!r.stdout.includes(VALUE), r.stdout);
+});
+
+Deno.test("terminator: the last response arrives whole when the exchange ends the connection", async () => {
+  for (const protocol of ["tls", "http"] as const) {
+    await using f = await fixture({ trustUpstream: true, protocol, slowGuest: true });
+    for (let i = 0; i < 2; i++) {
+      const r = await curl([
+        ...(protocol === "tls" ? ["--cacert", f.runCaFile] : []),
+        "-H",
+        "Connection: close",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        ...url(f, "/big", protocol === "tls" ? "https" : "http"),
+      ]);
+      assertEquals([r.code, r.stdout], [0, String(BIG.length)], `${protocol}: ${r.stderr}`);
+    }
+  }
 });
