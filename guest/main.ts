@@ -15,6 +15,7 @@
 
 import * as libc from "../ffi/libc.ts";
 import { FdStream } from "../ffi/fd_stream.ts";
+import { poller } from "../ffi/poller.ts";
 import { AGENT_VERSION, serveConnection } from "./agent.ts";
 import { startProcess } from "./process.ts";
 import { powerOffGuest, syncAll } from "./shutdown.ts";
@@ -166,7 +167,8 @@ export function findVirtioPort(name: string, sysRoot = "/sys/class/virtio-ports"
   return null;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Not `setTimeout`: its first call loads Deno's Node timers (seconds under TCG; `poller.ts`). */
+const sleep = (ms: number) => poller.sleep(ms);
 
 /**
  * Serves the virtio-serial port forever. The port is opened once and kept open: closing it would
