@@ -115,12 +115,14 @@ async function listenUnix(path: string): Promise<void> {
 
 /**
  * The environment processes inherit: the agent's own, minus the folder Deno puts in front of
- * PATH for npm binaries (`.../deno/node_compat_bin`), which means nothing to guest programs.
+ * PATH for npm binaries (`.../deno/node_compat_bin`), which means nothing to guest programs, and
+ * minus DENO_DIR (the agent's own build-time cache; a guest `deno` uses its usual one).
  */
 export function processBaseEnv(
   env: Record<string, string> = Deno.env.toObject(),
 ): Record<string, string> {
   const out = { ...env };
+  delete out.DENO_DIR;
   if (out.PATH !== undefined) {
     out.PATH = out.PATH.split(":").filter((d) => !d.endsWith("/node_compat_bin")).join(":");
   }
