@@ -13,7 +13,7 @@ async function tree(source: string): Promise<string> {
   return root;
 }
 
-Deno.test("primeAgentCache - the import scan is filed under the guest's URL, streams are compiled, no WAL", async () => {
+Deno.test("primeAgentCache - the bundle's scan and code are filed under the guest's URL, streams compiled, no WAL", async () => {
   // Stands in for the bundle: Deno scans it for imports, then runs it with --version.
   const root = await tree('if (Deno.args[0] === "--version") console.log("0.0.0");\n');
   try {
@@ -28,7 +28,8 @@ Deno.test("primeAgentCache - the import scan is filed under the guest's URL, str
       rows.v8_code_cache_v2!.includes("ext:deno_web/06_streams.js"),
       String(rows.v8_code_cache_v2),
     );
-    assert(rows.v8_code_cache_v2!.every((s) => !s.startsWith("file:")));
+    assert(rows.v8_code_cache_v2!.includes("file:///opt/shuru/agent.js"));
+    assert(rows.v8_code_cache_v2!.every((s) => !s.startsWith("file:") || s.endsWith(AGENT)));
     assert(
       !Object.values(rows).flat().some((s) => s.includes(root)),
       "a host path left in the cache",

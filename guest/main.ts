@@ -31,7 +31,8 @@ function log(line: string): void {
 /** What the command line asked for. */
 export type AgentMode =
   | { kind: "listen"; path: string }
-  | { kind: "port"; name: string };
+  | { kind: "port"; name: string }
+  | { kind: "version" };
 
 /**
  * Parses the agent's arguments.
@@ -62,8 +63,7 @@ export function parseArgs(args: readonly string[]): AgentMode {
     } else if (flag === "--port") {
       mode = { kind: "port", name: value() };
     } else if (flag === "--version") {
-      console.log(AGENT_VERSION);
-      Deno.exit(0);
+      mode = { kind: "version" };
     } else {
       throw new Error(
         `Cannot parse arguments: unknown ${JSON.stringify(arg)}; ` +
@@ -252,6 +252,12 @@ export async function main(args: readonly string[]): Promise<void> {
   } catch (e) {
     log((e as Error).message);
     Deno.exit(2);
+  }
+  if (mode.kind === "version") {
+    // A plain return, not Deno.exit: Deno then stores the bundle's compiled code in its cache,
+    // which is how the image build fills the agent's cache (assets/deno_cache.ts).
+    console.log(AGENT_VERSION);
+    return;
   }
   ensureStandardFds();
   void warmUp();
