@@ -20,6 +20,9 @@ import { pathToFileURL } from "node:url";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
 
+/** Bumped when {@link primeAgentCache} changes what it writes; part of the assets' version. */
+export const PRIMING_VERSION = 2;
+
 /** Deno's cache databases (as of Deno 2.9) and the table of each that is keyed by module URL. */
 const TABLES = {
   dep_analysis_cache_v2: "moduleinfocache",
