@@ -37,6 +37,7 @@ import {
   missingToolsError,
   VM_TOOLS,
 } from "./host_tools.ts";
+import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
@@ -364,6 +365,7 @@ async function assetVersion(
     deno: await denoIdentity(inputs.denoBinary),
     agent: inputs.agentSha,
     scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+    agentCache: PRIMING_VERSION,
     // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
     image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
   }));

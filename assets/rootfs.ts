@@ -8,6 +8,7 @@
 
 import { join } from "node:path";
 import { runTool } from "./run.ts";
+import { primeAgentCache } from "./deno_cache.ts";
 import { INITRAMFS_MARKER, PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
@@ -50,6 +51,11 @@ export const DEBIAN_RECIPE: DebianRecipe = {
 export const GUEST_AGENT_PATH = "/opt/shuru/agent.js";
 /** Where Deno lives in the guest. */
 export const GUEST_DENO_PATH = "/usr/local/bin/deno";
+/**
+ * The agent's own Deno cache (DENO_DIR), filled at build time (see `deno_cache.ts`); not the
+ * user's `~/.cache/deno`, and not passed on to the processes the agent starts.
+ */
+export const GUEST_AGENT_DENO_DIR = "/var/cache/shuru/deno";
 /** The script tini runs: the agent, then sync and power off. */
 export const GUEST_AGENT_RUNNER = "/usr/local/lib/shuru/agent-run";
 /** File holding the filesystem size in bytes, so init can tell when the disk grew. */
@@ -125,7 +131,7 @@ export function agentRunnerScript(): string {
   return `#!/bin/sh
 # Runs the shuru guest agent; when it exits, flush the disk and power off.
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
-${GUEST_DENO_PATH} run -A --no-check ${GUEST_AGENT_PATH}
+DENO_DIR=${GUEST_AGENT_DENO_DIR} ${GUEST_DENO_PATH} run -A --no-check ${GUEST_AGENT_PATH}
 status=$?
 [ "$status" = 0 ] || echo "shuru-init: agent exited with status $status"
 kill -s KILL -1 2>/dev/null
@@ -158,6 +164,11 @@ export async function addShuruFiles(root: string, add: RootfsAdditions): Promise
   await Deno.copyFile(add.denoBinary, join(root, GUEST_DENO_PATH));
   await Deno.chmod(join(root, GUEST_DENO_PATH), 0o755);
   await write(GUEST_AGENT_PATH, add.agentBundle, 0o644);
+  await primeAgentCache(root, {
+    denoBinary: add.denoBinary,
+    agentPath: GUEST_AGENT_PATH,
+    cacheDir: GUEST_AGENT_DENO_DIR,
+  });
   await write(ROOTFS_INIT, guestInitScript(), 0o755);
   await write(GUEST_AGENT_RUNNER, agentRunnerScript(), 0o755);
   await write("etc/hostname", "shuru\n", 0o644);

@@ -131,16 +131,12 @@ export class FdStream {
     if (this.#closing) return 0;
     const abort = new AbortController();
     if (forRead) this.#readWait = abort;
-    let timedOut = false;
-    const timer = timeoutMs === null ? undefined : setTimeout(() => {
-      timedOut = true;
-      abort.abort();
-    }, timeoutMs);
     try {
-      const revents = await poller.wait(this.fd, events, abort.signal);
-      return timedOut ? "timeout" : revents;
+      return await poller.wait(this.fd, events, {
+        signal: abort.signal,
+        ...(timeoutMs === null ? {} : { timeoutMs }),
+      });
     } finally {
-      clearTimeout(timer);
       if (forRead) this.#readWait = null;
     }
   }

@@ -26,7 +26,7 @@ Deno.test("Poller - one poll serves many waiting fds; each wakes when its data a
       if (![3, 7, 19].includes(i)) libc.writeNonBlocking(w, new Uint8Array([1]));
     }
     const revents = await Promise.all(waits);
-    for (const ev of revents) assertEquals(ev & LINUX.POLLIN, LINUX.POLLIN);
+    for (const ev of revents) assertEquals((ev as number) & LINUX.POLLIN, LINUX.POLLIN);
   } finally {
     for (const [r, w] of pipes) {
       libc.close(r);
@@ -50,10 +50,60 @@ Deno.test("Poller - an aborted wait resolves with 0 and the loop stops", async (
   const poller = new Poller();
   const [r, w] = nonBlockingPipe();
   const ac = new AbortController();
-  const wait = poller.wait(r, LINUX.POLLIN, ac.signal);
+  const wait = poller.wait(r, LINUX.POLLIN, { signal: ac.signal });
   setTimeout(() => ac.abort(), 20);
   assertEquals(await wait, 0);
   await poller.release(r);
   libc.close(r);
   libc.close(w);
+});
+
+Deno.test('Poller - a wait with a deadline ends with "timeout"; data before it wins', async () => {
+  const poller = new Poller();
+  const [r, w] = nonBlockingPipe();
+  try {
+    const started = performance.now();
+    assertEquals(await poller.wait(r, LINUX.POLLIN, { timeoutMs: 50 }), "timeout");
+    const waited = performance.now() - started;
+    assertEquals(waited >= 49, true, `timed out after ${waited} ms`);
+    const wait = poller.wait(r, LINUX.POLLIN, { timeoutMs: 5000 });
+    libc.writeNonBlocking(w, new Uint8Array([1]));
+    assertEquals(((await wait) as number) & LINUX.POLLIN, LINUX.POLLIN);
+  } finally {
+    await poller.release(r);
+    libc.close(r);
+    libc.close(w);
+  }
+});
+
+Deno.test("Poller - sleeps end in deadline order beside an fd wait, and abort early", async () => {
+  const poller = new Poller();
+  const [r, w] = nonBlockingPipe();
+  try {
+    const order: string[] = [];
+    const fdWait = poller.wait(r, LINUX.POLLIN).then((ev) => {
+      order.push("fd");
+      return ev;
+    });
+    const started = performance.now();
+    const long = poller.sleep(120).then((slept) => order.push(`120:${slept}`));
+    const short = poller.sleep(30).then((slept) => order.push(`30:${slept}`));
+    const ac = new AbortController();
+    const aborted = poller.sleep(10_000, ac.signal).then((slept) => order.push(`abort:${slept}`));
+    await short;
+    assertEquals(performance.now() - started >= 29, true);
+    ac.abort();
+    await aborted;
+    await long;
+    assertEquals(performance.now() - started >= 119, true);
+    libc.writeNonBlocking(w, new Uint8Array([1]));
+    await fdWait;
+    assertEquals(order, ["30:true", "abort:false", "120:true", "fd"]);
+    // An already aborted signal: no wait at all.
+    assertEquals(await poller.sleep(10_000, AbortSignal.abort()), false);
+  } finally {
+    await poller.release(r);
+    libc.close(r);
+    libc.close(w);
+  }
 });

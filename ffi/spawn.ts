@@ -8,9 +8,9 @@
  * and opening a PTY slave on fd 0 after setsid makes it the controlling terminal, with no `sh` or
  * `setsid -c` in between.
  *
- * Exits: a SIGCHLD listener (installed only while we have children, with an interval that keeps
- * the event loop alive and re-checks every 500 ms) calls waitpid(pid, WNOHANG) for each of our
- * pids. It never waits for -1, so the children Deno.Command starts elsewhere in
+ * Exits: a SIGCHLD listener (installed only while we have children, with a poller sleep that keeps
+ * the event loop alive and re-checks every 500 ms; not `setInterval`, see `poller.ts`) calls
+ * waitpid(pid, WNOHANG) for each of our pids. It never waits for -1, so the children Deno.Command starts elsewhere in
  * the process keep being reaped by Deno.
  *
  * @module
@@ -18,6 +18,7 @@
 
 import * as libc from "./libc.ts";
 import { FdStream } from "./fd_stream.ts";
+import { poller } from "./poller.ts";
 
 const { LINUX } = libc;
 
@@ -29,11 +30,15 @@ export const PIPE_BYTES = 1024 * 1024;
 const waiting = new Map<number, (status: libc.WaitStatus) => void>();
 let listening = false;
 /**
- * Signal listeners do not keep Deno's event loop alive; this interval does while a child runs
- * (and doubles as a safety net for a coalesced or missed SIGCHLD).
+ * Signal listeners do not keep Deno's event loop alive; a loop of poller sleeps does while a child
+ * runs (and doubles as a safety net for a coalesced or missed SIGCHLD). Aborted when none is left.
  */
-let keepAlive: ReturnType<typeof setInterval> | undefined;
+let keepAlive: AbortController | undefined;
 const SAFETY_POLL_MS = 500;
+
+async function safetyPoll(stop: AbortSignal): Promise<void> {
+  while (await poller.sleep(SAFETY_POLL_MS, stop)) collectExits();
+}
 
 function collectExits(): void {
   for (const [pid, resolve] of waiting) {
@@ -51,7 +56,8 @@ function collectExits(): void {
   }
   if (waiting.size === 0 && listening) {
     Deno.removeSignalListener("SIGCHLD", collectExits);
-    clearInterval(keepAlive);
+    keepAlive?.abort();
+    keepAlive = undefined;
     listening = false;
   }
 }
@@ -62,7 +68,8 @@ export function waitForExit(pid: number): Promise<libc.WaitStatus> {
     waiting.set(pid, resolve);
     if (!listening) {
       Deno.addSignalListener("SIGCHLD", collectExits);
-      keepAlive = setInterval(collectExits, SAFETY_POLL_MS);
+      keepAlive = new AbortController();
+      void safetyPoll(keepAlive.signal);
       listening = true;
     }
     // It may have ended before the listener existed.

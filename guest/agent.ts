@@ -25,6 +25,7 @@ import {
   type Request,
   toWireError,
 } from "../proto/mod.ts";
+import { poller } from "../ffi/poller.ts";
 import * as files from "./files.ts";
 import { connectGuestPort } from "./forward.ts";
 import { mountShare } from "./mount.ts";
@@ -61,6 +62,7 @@ export async function serveConnection(
     role: "guest",
     version: AGENT_VERSION,
     capabilities: [...OPS],
+    sleep: (ms, signal) => poller.sleep(ms, signal),
   });
   const session = new Session(mux, options);
   for await (const stream of mux) {

@@ -15,6 +15,7 @@
 
 import * as libc from "../ffi/libc.ts";
 import { FdStream } from "../ffi/fd_stream.ts";
+import { poller } from "../ffi/poller.ts";
 import { AGENT_VERSION, serveConnection } from "./agent.ts";
 import { startProcess } from "./process.ts";
 import { powerOffGuest, syncAll } from "./shutdown.ts";
@@ -30,7 +31,8 @@ function log(line: string): void {
 /** What the command line asked for. */
 export type AgentMode =
   | { kind: "listen"; path: string }
-  | { kind: "port"; name: string };
+  | { kind: "port"; name: string }
+  | { kind: "version" };
 
 /**
  * Parses the agent's arguments.
@@ -61,8 +63,7 @@ export function parseArgs(args: readonly string[]): AgentMode {
     } else if (flag === "--port") {
       mode = { kind: "port", name: value() };
     } else if (flag === "--version") {
-      console.log(AGENT_VERSION);
-      Deno.exit(0);
+      mode = { kind: "version" };
     } else {
       throw new Error(
         `Cannot parse arguments: unknown ${JSON.stringify(arg)}; ` +
@@ -114,12 +115,14 @@ async function listenUnix(path: string): Promise<void> {
 
 /**
  * The environment processes inherit: the agent's own, minus the folder Deno puts in front of
- * PATH for npm binaries (`.../deno/node_compat_bin`), which means nothing to guest programs.
+ * PATH for npm binaries (`.../deno/node_compat_bin`), which means nothing to guest programs, and
+ * minus DENO_DIR (the agent's own build-time cache; a guest `deno` uses its usual one).
  */
 export function processBaseEnv(
   env: Record<string, string> = Deno.env.toObject(),
 ): Record<string, string> {
   const out = { ...env };
+  delete out.DENO_DIR;
   if (out.PATH !== undefined) {
     out.PATH = out.PATH.split(":").filter((d) => !d.endsWith("/node_compat_bin")).join(":");
   }
@@ -166,7 +169,8 @@ export function findVirtioPort(name: string, sysRoot = "/sys/class/virtio-ports"
   return null;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Not `setTimeout`: its first call loads Deno's Node timers (seconds under TCG; `poller.ts`). */
+const sleep = (ms: number) => poller.sleep(ms);
 
 /**
  * Serves the virtio-serial port forever. The port is opened once and kept open: closing it would
@@ -248,6 +252,12 @@ export async function main(args: readonly string[]): Promise<void> {
   } catch (e) {
     log((e as Error).message);
     Deno.exit(2);
+  }
+  if (mode.kind === "version") {
+    // A plain return, not Deno.exit: Deno then stores the bundle's compiled code in its cache,
+    // which is how the image build fills the agent's cache (assets/deno_cache.ts).
+    console.log(AGENT_VERSION);
+    return;
   }
   ensureStandardFds();
   void warmUp();

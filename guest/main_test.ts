@@ -83,9 +83,13 @@ Deno.test("main - listen mode: shutdown request syncs, answers, and the agent ex
   }
 });
 
-Deno.test("processBaseEnv - drops Deno's node_compat_bin from PATH, keeps the rest", () => {
+Deno.test("processBaseEnv - drops Deno's node_compat_bin from PATH and DENO_DIR, keeps the rest", () => {
   assertEquals(
-    processBaseEnv({ PATH: "/root/.cache/deno/node_compat_bin:/usr/bin:/bin", HOME: "/root" }),
+    processBaseEnv({
+      PATH: "/var/cache/shuru/deno/node_compat_bin:/usr/bin:/bin",
+      HOME: "/root",
+      DENO_DIR: "/var/cache/shuru/deno",
+    }),
     { PATH: "/usr/bin:/bin", HOME: "/root" },
   );
   assertEquals(processBaseEnv({ HOME: "/x" }), { HOME: "/x" });

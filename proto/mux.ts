@@ -95,6 +95,25 @@ export interface MuxOptions {
   maxStreams?: number;
   /** Aborts the handshake (e.g. `AbortSignal.timeout(5000)`). */
   signal?: AbortSignal;
+  /**
+   * Waits `ms` (or until `signal` aborts); bounds a shutdown whose peer stopped reading.
+   * @default a `setTimeout`-based wait (the guest agent passes its poller's: Deno's first
+   * `setTimeout` loads its Node timers, which costs about half a second under TCG emulation)
+   */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<unknown>;
+}
+
+/** {@link MuxOptions.sleep}'s default. */
+function timerSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }
 
 /** Options of {@link Mux.open}. */
@@ -176,6 +195,7 @@ export class Mux {
   #resolveClosed!: (err: ConnectionError | undefined) => void;
   #readDone: Promise<void> | undefined;
   #shutdown: Promise<void> | undefined;
+  #sleep: (ms: number, signal: AbortSignal) => Promise<unknown>;
 
   private constructor(
     transport: ByteStream,
@@ -195,6 +215,7 @@ export class Mux {
     this.#window = window;
     this.#maxFrame = maxFrame;
     this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#sleep = options.sleep ?? timerSleep;
     this.#sendMax = maxFrame;
     this.#decoder = new FrameDecoder({ maxPayload: maxFrame });
     this.#nextId = options.role === "host" ? 1 : 2;
@@ -735,10 +756,10 @@ export class Mux {
   async #shutdownTransport(): Promise<void> {
     // Write what is queued (GOAWAY last), then close both directions. A peer that stopped
     // reading must not hold us forever: give up after SHUTDOWN_TIMEOUT_MS.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), SHUTDOWN_TIMEOUT_MS);
-    });
+    const stopTimer = new AbortController();
+    const timeout = this.#sleep(SHUTDOWN_TIMEOUT_MS, stopTimer.signal).then(() =>
+      "timeout" as const
+    );
     const flushed = (async () => {
       // The running flush stops at #ended; `ready` waits for its write to settle.
       if (this.#flushing) await this.#writer.ready;
@@ -749,7 +770,7 @@ export class Mux {
       return "flushed" as const;
     })().catch(() => "failed" as const);
     const outcome = await Promise.race([flushed, timeout]);
-    clearTimeout(timer);
+    stopTimer.abort();
     // Cancelling the reader also closes a Deno.Conn / Deno.FsFile, which fails a write stuck
     // on a peer that does not read; then the writer can be aborted.
     try {

@@ -453,3 +453,33 @@ Deno.test("Mux - many tiny writes on many streams wait instead of tripping the l
   assertEquals(results, Array(10).fill(10_000));
   await served;
 });
+
+Deno.test("Mux - a shutdown stuck on a peer that does not read is bounded by the sleep option", async () => {
+  await using pair = await unixPair();
+  const sleeps: number[] = [];
+  const guestP = Mux.connect(pair.a, {
+    role: "guest",
+    version: "g",
+    // Ends the wait at once: the default would hold the stuck shutdown for 2 s.
+    sleep: (ms) => {
+      sleeps.push(ms);
+      return Promise.resolve();
+    },
+  });
+  await pair.b.write(helloFrame("host"));
+  const guest = await guestP;
+  const ping = frame(FrameType.PING, 0, new Uint8Array(8));
+  const burst = new Uint8Array(ping.length * 50_000);
+  for (let i = 0; i < 50_000; i++) burst.set(ping, i * ping.length);
+  const flooding = (async () => {
+    for (let i = 0; i < 20; i++) {
+      let rest = burst.subarray(0);
+      while (rest.length > 0) rest = rest.subarray(await pair.b.write(rest));
+    }
+  })().catch(() => {});
+  const started = performance.now();
+  assertEquals((await guest.closed)?.code, "limit");
+  assertEquals(sleeps, [2000]);
+  assert(performance.now() - started < 1500, "the shutdown waited for something else");
+  await flooding;
+});
