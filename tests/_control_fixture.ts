@@ -11,6 +11,7 @@ import { agentBackend, type AgentBackendOptions } from "../control/agent_backend
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
 import { startAgent } from "./_agent_fixture.ts";
+import { LineReader } from "./_lines.ts";
 
 /** The repository root. */
 export const REPO = new URL("..", import.meta.url).pathname;
@@ -74,15 +75,14 @@ export async function startControl(
 /** A raw newline-delimited JSON client on a control socket, for exact wire checks. */
 export class RawClient implements AsyncDisposable {
   #conn: Deno.UnixConn;
-  #reader: ReadableStreamDefaultReader<string>;
-  #buf = "";
+  #lines: LineReader;
   #enc = new TextEncoder();
   /** Every notification seen while waiting for responses. */
   readonly notifications: Array<Record<string, unknown>> = [];
 
   private constructor(conn: Deno.UnixConn) {
     this.#conn = conn;
-    this.#reader = conn.readable.pipeThrough(new TextDecoderStream()).getReader();
+    this.#lines = new LineReader(conn.readable);
   }
 
   /** Connects. */
@@ -96,16 +96,8 @@ export class RawClient implements AsyncDisposable {
   }
 
   /** Next message. */
-  async next(): Promise<Record<string, unknown>> {
-    while (!this.#buf.includes("\n")) {
-      const { value, done } = await this.#reader.read();
-      if (done) throw new Error("Cannot read: the server closed the connection");
-      this.#buf += value;
-    }
-    const i = this.#buf.indexOf("\n");
-    const line = this.#buf.slice(0, i);
-    this.#buf = this.#buf.slice(i + 1);
-    return JSON.parse(line);
+  next(): Promise<Record<string, unknown>> {
+    return this.#lines.nextJson(() => new Error("Cannot read: the server closed the connection"));
   }
 
   /** Reads until the response with `id`, keeping notifications. */
@@ -119,7 +111,7 @@ export class RawClient implements AsyncDisposable {
 
   /** Closes. */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.#reader.cancel().catch(() => {});
+    await this.#lines.cancel().catch(() => {});
     try {
       this.#conn.close();
     } catch { /* closed */ }

@@ -13,6 +13,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { type CliResult, requireTool, shuruCommandLine, type TestHome } from "./_shuru.ts";
+import { LineReader } from "./_lines.ts";
 
 const SERVER = new URL("./_net_http_server.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -87,20 +88,15 @@ export class BlackholeNetns implements AsyncDisposable {
       stderr: "inherit",
       stdin: "null",
     }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-    reader.releaseLock();
-    if (!text.includes("\n")) {
+    const lines = new LineReader(child.stdout);
+    const firstLine = await lines.next();
+    lines.release();
+    if (firstLine === null) {
       child.kill("SIGKILL");
       await child.status;
-      throw new Error(`${script} did not start: ${text}`);
+      throw new Error(`${script} did not start (its stdout ended)`);
     }
-    return { child, firstLine: text.split("\n")[0]! };
+    return { child, firstLine };
   }
 
   /** Deletes the namespace. */

@@ -5,6 +5,7 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { REPO, startControl } from "./_control_fixture.ts";
+import { LineReader } from "./_lines.ts";
 
 Deno.test("control --stdio - reference messages over a subprocess's stdin/stdout", async () => {
   await using f = await startControl();
@@ -24,19 +25,8 @@ Deno.test("control --stdio - reference messages over a subprocess's stdin/stdout
   }).spawn();
   const stderr = new Response(child.stderr).text();
   const writer = child.stdin.getWriter();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  const next = async (): Promise<Record<string, unknown>> => {
-    while (!buf.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`stdout ended; stderr: ${await stderr}`);
-      buf += value;
-    }
-    const i = buf.indexOf("\n");
-    const line = buf.slice(0, i);
-    buf = buf.slice(i + 1);
-    return JSON.parse(line);
-  };
+  const lines = new LineReader(child.stdout);
+  const next = () => lines.nextJson(async () => new Error(`stdout ended; stderr: ${await stderr}`));
   const send = (line: string) => writer.write(new TextEncoder().encode(line + "\n"));
   try {
     assertEquals(await next(), { jsonrpc: "2.0", method: "ready" });
@@ -69,7 +59,7 @@ Deno.test("control --stdio - reference messages over a subprocess's stdin/stdout
     // EOF on stdin ends the server.
     await writer.close();
     const status = await child.status;
-    await reader.cancel().catch(() => {});
+    await lines.cancel().catch(() => {});
     assertEquals(status.code, 0, await stderr);
   }
 });

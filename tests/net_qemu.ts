@@ -10,6 +10,7 @@
  */
 
 import { sh } from "./net_tap.ts";
+import { LineReader } from "./_lines.ts";
 
 const MODULES = ["virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net"];
 
@@ -262,14 +263,10 @@ await s.finished;
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.getReader();
-  let line = "";
-  while (!line.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("test server exited");
-    line += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
+  const lines = new LineReader(child.stdout);
+  const line = await lines.next();
+  lines.release();
+  if (line === null) throw new Error("test server exited");
   const [port, rawPort, hash] = line.trim().split(" ");
   return {
     port: Number(port),

@@ -18,6 +18,7 @@ import {
   shuruCommandLine,
   TestHome,
 } from "./_shuru.ts";
+import { LineReader } from "./_lines.ts";
 
 function ok(r: CliResult, what: string): CliResult {
   assertEquals(r.code, 0, `${what} failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
@@ -349,19 +350,9 @@ Deno.test("run --stdio - the reference's messages; checkpoint does not end the s
   }).spawn();
   const stderr = new Response(child.stderr).text();
   const writer = child.stdin.getWriter();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  const next = async (): Promise<Record<string, unknown>> => {
-    while (!buf.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error(`stdout ended; stderr:\n${await stderr}`);
-      buf += value;
-    }
-    const i = buf.indexOf("\n");
-    const line = buf.slice(0, i);
-    buf = buf.slice(i + 1);
-    return JSON.parse(line);
-  };
+  const lines = new LineReader(child.stdout);
+  const next = () =>
+    lines.nextJson(async () => new Error(`stdout ended; stderr:\n${await stderr}`));
   const send = (line: string) => writer.write(new TextEncoder().encode(line + "\n"));
   const response = async (id: number) => {
     while (true) {
