@@ -14,6 +14,7 @@
  */
 
 import { startAgent } from "../tests/_agent_fixture.ts";
+import { quantile } from "./_stats.ts";
 
 const MiB = 1024 * 1024;
 
@@ -26,13 +27,8 @@ const SIZE = arg("--size-mib", 1024) * MiB;
 const ITER = arg("--iterations", 300);
 const ROUNDS = arg("--rounds", 2);
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
-}
-
 function summary(samples: number[]): { p50: number; p99: number } {
-  const s = [...samples].sort((a, b) => a - b);
-  return { p50: percentile(s, 0.5), p99: percentile(s, 0.99) };
+  return { p50: quantile(samples, 0.5), p99: quantile(samples, 0.99) };
 }
 
 async function drain(readable: ReadableStream<Uint8Array>): Promise<number> {

@@ -19,6 +19,7 @@
 import { connectControl } from "../control/client.ts";
 import { startControl } from "../tests/_control_fixture.ts";
 import { Sandbox } from "../mod.ts";
+import { quantile } from "./_stats.ts";
 
 const MiB = 1024 * 1024;
 
@@ -31,9 +32,7 @@ const ITER = arg("--iterations", 300);
 const SIZE = arg("--size-mib", 128) * MiB;
 
 function summary(samples: number[]): { p50: number; p99: number } {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (p: number) => s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
-  return { p50: at(0.5), p99: at(0.99) };
+  return { p50: quantile(samples, 0.5), p99: quantile(samples, 0.99) };
 }
 
 const fmt = (x: number) => x.toFixed(2);

@@ -15,15 +15,12 @@
 
 import { homeLayout } from "../cli/home.ts";
 import { bootSandbox } from "../runner/mod.ts";
+import { median } from "./_stats.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 3);
 const DIRTY_MIB = 64;
 const accel = (Deno.env.get("SHURU_ACCEL") ?? "tcg") as "tcg" | "kvm" | "auto";
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
-}
 const fmt = (xs: number[]) =>
   `median ${median(xs).toFixed(1)} ms (min ${Math.min(...xs).toFixed(1)}, max ${
     Math.max(...xs).toFixed(1)

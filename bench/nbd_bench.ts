@@ -24,6 +24,7 @@
  */
 
 import { FileBackend, NbdServer } from "../nbd/mod.ts";
+import { median } from "./_stats.ts";
 
 const args = parseArgs(Deno.args);
 const SIZE = args.sizeMib * 1024 * 1024;
@@ -66,11 +67,6 @@ async function timed(cmd: string, argv: string[]): Promise<number> {
   const t0 = performance.now();
   await run(cmd, argv);
   return (performance.now() - t0) / 1000;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /** Writes `size` bytes of incompressible, non-zero data. */

@@ -13,15 +13,12 @@ import { join } from "node:path";
 import { ensureAssets } from "../assets/mod.ts";
 import { homeLayout } from "../cli/home.ts";
 import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
+import { median } from "./_stats.ts";
 
 const RUNS = Number(Deno.args[0] ?? 5);
 const ROOT = new URL("..", import.meta.url).pathname;
 const accel = Deno.env.get("SHURU_ACCEL") ?? "tcg";
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
-}
 function p(xs: number[]): string {
   return `median ${Math.round(median(xs))} (min ${Math.round(Math.min(...xs))}, max ${
     Math.round(Math.max(...xs))

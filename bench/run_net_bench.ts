@@ -19,6 +19,7 @@ import { homeLayout } from "../cli/home.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
 import type { Sandbox } from "../sandbox/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
+import { quantile } from "./_stats.ts";
 
 const MIB = Number(Deno.args[0] ?? 64);
 const MTUS = Deno.args.length > 1 ? Deno.args.slice(1).map(Number) : [1500, 9000, 16384, 65520];
@@ -27,11 +28,6 @@ const REPEAT = 3;
 const CONNECTS = 200;
 const SERVER = new URL("../tests/_net_http_server.ts", import.meta.url).pathname;
 const accel = parseAccel(Deno.env.get("SHURU_ACCEL") ?? "tcg");
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(s.length * q))]! : NaN;
-}
 
 /** Guest python: CONNECTS sequential connects to api.test:PORT; prints p50 and p90 in ms. */
 const CONNECT_PY = `

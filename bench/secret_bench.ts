@@ -17,6 +17,7 @@ import { homeLayout } from "../cli/home.ts";
 import { CertificateAuthority } from "../proxy/secret/ca.ts";
 import { bootSandbox } from "../runner/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
+import { median } from "./_stats.ts";
 
 const MIB = Number(Deno.args[0] ?? 64);
 const ROUNDS = Number(Deno.args[1] ?? 3);
@@ -106,7 +107,6 @@ async function child(dir: string): Promise<void> {
       // The guest does not trust the bench CA: -k, so only the cipher work is compared.
       passthrough.push(await download(`https://other.test:${other.addr.port}/`, true));
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const t = median(terminated);
     const p = median(passthrough);
     console.log(`secret download ${MIB} MiB over HTTPS, ${ROUNDS} rounds A B A B (median MiB/s)`);
