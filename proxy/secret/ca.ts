@@ -48,7 +48,7 @@ function randomSerial(): string {
 
 async function pkcs8Pem(key: CryptoKey): Promise<string> {
   const der = new Uint8Array(await crypto.subtle.exportKey("pkcs8", key));
-  const b64 = btoa(String.fromCharCode(...der)).replace(/.{64}/g, "$&\n");
+  const b64 = der.toBase64().replace(/.{64}/g, "$&\n");
   return `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
 }
 
