@@ -689,7 +689,8 @@ export class Relay {
     flow.reason = reason;
     reset();
     this.#schedulePump();
-    this.#blocked(target, `shuru: blocked ${target} (${reason})`);
+    // One line per destination and reason: a second bypass of another kind still shows.
+    this.#blocked(`${target} ${reason}`, `shuru: blocked ${target} (${reason})`);
     this.#finish(flow);
   }
 
