@@ -106,7 +106,8 @@ export function withRunFlags(cmd: Command) {
     .option(
       "--allow-host <PATTERN>",
       "allow only these names (example.com, *.example.com; repeatable; implies --allow-net); " +
-        "other names do not resolve and literal IPs are refused",
+        "other names do not resolve, literal IPs are refused, and the name inside each TLS " +
+        "hello and HTTP request must be allowed too",
       collect,
     )
     .option(
@@ -123,7 +124,8 @@ export function withRunFlags(cmd: Command) {
     )
     .option(
       "--allow-private",
-      "also open private, loopback and link-local destinations (with --allow-net)",
+      "also open private, loopback, link-local and other special destinations, also for " +
+        "allowed names that resolve there (with --allow-net)",
     )
     .option(
       "--secret <NAME=VALUE@HOSTS>",

@@ -6,10 +6,14 @@
  *   (no literal-IP bypass, except IPv4 literals listed themselves). A wildcard does not match
  *   the bare domain.
  * - `--add-host NAME:IP` names a host; with an allow-list the name must also be on it.
- * - Private and special ranges (loopback, RFC 1918, link-local with 169.254.169.254,
- *   100.64/10, multicast, 0/8, 240/4, our fake pool, the gateway and the host's own addresses)
- *   stay closed unless the name came from `--add-host`, matched an exact (non-wildcard) allow
- *   entry, or `allowPrivate` is set. This also stops DNS rebinding through wildcard names.
+ * - Private and special ranges ({@linkcode SPECIAL_RANGES}: loopback, RFC 1918, link-local
+ *   with the cloud metadata addresses, shared, documentation and benchmark ranges, multicast,
+ *   reserved, broadcast; plus the gateway and every address the host has when the connection
+ *   is decided) stay closed unless the name came from `--add-host` or `allowPrivate` is set.
+ *   An allowed name, even an exact one, that resolves into them is refused: DNS rebinding, or
+ *   a CNAME into a private network.
+ * - Names are compared in the normalised form of `dns/name.ts`; a name outside that syntax is
+ *   refused.
  * - `--expose-host PORT[:HOSTPORT]`: `host.shuru.internal:PORT` reaches the host's
  *   127.0.0.1:HOSTPORT and nothing else on the host. Alone it gives a NIC that reaches only that.
  *
@@ -24,6 +28,7 @@ import {
   parseCidr,
   parseIpv4,
 } from "./wire/address.ts";
+import { normalizeHostName } from "./dns/mod.ts";
 
 /** The name under which exposed host ports appear in the guest. */
 export const EXPOSE_HOST_NAME = "host.shuru.internal";
@@ -56,23 +61,36 @@ export interface NetworkPolicyOptions {
   allowPrivate?: boolean;
   /** `--expose-host` ports. */
   exposeHost?: ExposedPort[];
-  /** The host's own addresses (closed like private ranges). */
-  hostAddresses?: number[];
+  /**
+   * The host's own addresses (closed like private ranges). A function is asked at every
+   * decision, so addresses the host gains after start are closed too.
+   */
+  hostAddresses?: Iterable<number> | (() => Iterable<number>);
   /** Addresses of the stack itself (gateway, DNS): closed as destinations, whatever the flags. */
   stackAddresses?: number[];
 }
 
-/** Special-purpose ranges closed by default, with the words used in refusal lines. */
-const SPECIAL_RANGES: ReadonlyArray<{ cidr: Ipv4Cidr; what: string }> = [
+/**
+ * Special-purpose ranges closed by default (where the proxy dials, not what our DNS answers:
+ * the fake pool 198.18.0.0/15 is handed to the guest and mapped back to names before any
+ * dial), with the words used in refusal lines. Most specific first.
+ */
+export const SPECIAL_RANGES: ReadonlyArray<{ cidr: Ipv4Cidr; what: string }> = [
   { cidr: parseCidr("169.254.169.254/32"), what: "cloud metadata address" },
+  { cidr: parseCidr("168.63.129.16/32"), what: "cloud host endpoint (Azure WireServer)" },
+  { cidr: parseCidr("255.255.255.255/32"), what: "broadcast address" },
   { cidr: parseCidr("0.0.0.0/8"), what: "'this network' address" },
   { cidr: parseCidr("10.0.0.0/8"), what: "private address (RFC 1918)" },
   { cidr: parseCidr("100.64.0.0/10"), what: "shared address (RFC 6598)" },
   { cidr: parseCidr("127.0.0.0/8"), what: "loopback address" },
   { cidr: parseCidr("169.254.0.0/16"), what: "link-local address" },
   { cidr: parseCidr("172.16.0.0/12"), what: "private address (RFC 1918)" },
+  { cidr: parseCidr("192.0.0.0/24"), what: "IETF protocol address (RFC 6890)" },
+  { cidr: parseCidr("192.0.2.0/24"), what: "documentation address (RFC 5737)" },
   { cidr: parseCidr("192.168.0.0/16"), what: "private address (RFC 1918)" },
-  { cidr: parseCidr("198.18.0.0/15"), what: "benchmark/fake-pool address" },
+  { cidr: parseCidr("198.18.0.0/15"), what: "benchmark/fake-pool address (RFC 2544)" },
+  { cidr: parseCidr("198.51.100.0/24"), what: "documentation address (RFC 5737)" },
+  { cidr: parseCidr("203.0.113.0/24"), what: "documentation address (RFC 5737)" },
   { cidr: parseCidr("224.0.0.0/4"), what: "multicast address" },
   { cidr: parseCidr("240.0.0.0/4"), what: "reserved address" },
 ];
@@ -132,8 +150,8 @@ export class NetworkPolicy {
   readonly #allowList: HostPatternSet;
   readonly #addHosts = new Map<string, number>();
   readonly #exposed = new Map<number, number>();
-  readonly #closedAddresses = new Map<number, string>();
   readonly #stackAddresses = new Set<number>();
+  readonly #hostAddresses: () => Iterable<number>;
 
   /** Validates every pattern and address (throws SyntaxError naming the bad one). */
   constructor(opts: NetworkPolicyOptions = {}) {
@@ -144,11 +162,13 @@ export class NetworkPolicy {
       this.#addHosts.set(parseHostPattern(name).replace(/^\*\./, ""), parseIpv4(ip));
     }
     for (const e of opts.exposeHost ?? []) this.#exposed.set(e.guestPort, e.hostPort);
-    for (const a of opts.hostAddresses ?? []) this.#closedAddresses.set(a, "host's own address");
-    for (const a of opts.stackAddresses ?? []) {
-      this.#closedAddresses.set(a, "gateway address");
-      this.#stackAddresses.add(a);
+    const own = opts.hostAddresses ?? [];
+    if (typeof own === "function") this.#hostAddresses = own;
+    else {
+      const fixed = [...own];
+      this.#hostAddresses = () => fixed;
     }
+    for (const a of opts.stackAddresses ?? []) this.#stackAddresses.add(a);
   }
 
   /** An allow-list was given. */
@@ -163,12 +183,14 @@ export class NetworkPolicy {
 
   /** The `--add-host` address for a name, if any. */
   addHostAddress(name: string): number | undefined {
-    return this.#addHosts.get(name.toLowerCase());
+    const n = normalizeHostName(name);
+    return n === undefined ? undefined : this.#addHosts.get(n);
   }
 
   /** May this name resolve? (DNS answers NXDOMAIN otherwise.) */
   checkName(name: string): Verdict {
-    const n = name.toLowerCase().replace(/\.$/, "");
+    const n = normalizeHostName(name);
+    if (n === undefined) return { allowed: false, reason: "not a valid host name" };
     if (n === EXPOSE_HOST_NAME) {
       return this.#exposed.size > 0
         ? { allowed: true }
@@ -180,11 +202,13 @@ export class NetworkPolicy {
     return { allowed: false, reason: "not in --allow-host" };
   }
 
-  /** Why `address` is closed by default, or undefined for a public address. */
+  /**
+   * Why `address` is closed by default, or undefined for a public address. The host's own
+   * addresses are asked for now, not at start.
+   */
   closedRangeOf(address: number): string | undefined {
-    const own = this.#closedAddresses.get(address);
-    if (own) return own;
-    if (address === 0xffffffff) return "broadcast address";
+    if (this.#stackAddresses.has(address)) return "gateway address";
+    for (const a of this.#hostAddresses()) if (a === address) return "host's own address";
     for (const r of SPECIAL_RANGES) if (cidrContains(r.cidr, address)) return r.what;
     return undefined;
   }
@@ -222,12 +246,13 @@ export class NetworkPolicy {
     const nameVerdict = this.checkName(name);
     if (!nameVerdict.allowed) return nameVerdict;
     const closed = this.closedRangeOf(address);
-    const trusted = this.#addHosts.has(name) || this.#allowList.hasExact(name) || this.allowPrivate;
+    // Only the user's own mapping (--add-host) or --allow-private opens these for a name: an
+    // allow entry, exact or not, says which name, not where that name's DNS may point.
+    const trusted = this.#addHosts.has(normalizeHostName(name)!) || this.allowPrivate;
     if (closed && !trusted) {
       return {
         allowed: false,
-        reason:
-          `${name} resolved to ${literal}, a ${closed} (add an exact --allow-host or --add-host)`,
+        reason: `${name} resolved to ${literal}, a ${closed} (use --add-host or --allow-private)`,
       };
     }
     return { allowed: true, hostname: literal, port };

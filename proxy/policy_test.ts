@@ -78,7 +78,7 @@ Deno.test("NetworkPolicy - private and special ranges closed by default", () => 
   );
 });
 
-Deno.test("NetworkPolicy - private addresses open for --add-host and exact entries only", () => {
+Deno.test("NetworkPolicy - private addresses open for --add-host and --allow-private only", () => {
   const p = new NetworkPolicy({
     allowHosts: ["api.test", "*.corp.test", "db.corp.test"],
     addHosts: { "api.test": "127.0.0.1", "other.test": "127.0.0.1" },
@@ -94,11 +94,98 @@ Deno.test("NetworkPolicy - private addresses open for --add-host and exact entri
   // A wildcard name resolving to a private address is DNS rebinding: refused.
   const rebind = p.checkConnection({ name: "x.corp.test", address: ip("10.0.0.5"), port: 80 });
   assertEquals(rebind.allowed, false);
-  // The exact entry opens it.
+  // An exact entry says which name, not where its DNS may point (rebinding, a CNAME into a
+  // private network): refused too, for private, loopback and link-local alike.
+  for (const addr of ["10.0.0.5", "127.0.0.1", "169.254.10.1", "192.168.1.9", "172.20.0.1"]) {
+    const exact = p.checkConnection({ name: "db.corp.test", address: ip(addr), port: 5432 });
+    assertEquals(exact.allowed, false, addr);
+    if (!exact.allowed) {
+      assertEquals(exact.reason.startsWith(`db.corp.test resolved to ${addr}, a `), true);
+      assertEquals(exact.reason.endsWith("(use --add-host or --allow-private)"), true);
+    }
+  }
+  // The same name at a public address is fine.
   assertEquals(
-    p.checkConnection({ name: "db.corp.test", address: ip("10.0.0.5"), port: 5432 }).allowed,
+    p.checkConnection({ name: "db.corp.test", address: PUBLIC, port: 5432 }).allowed,
     true,
   );
+  // --allow-private opens it.
+  const open = new NetworkPolicy({ allowHosts: ["db.corp.test"], allowPrivate: true });
+  assertEquals(
+    open.checkConnection({ name: "db.corp.test", address: ip("10.0.0.5"), port: 5432 }).allowed,
+    true,
+  );
+});
+
+Deno.test("NetworkPolicy - documentation, benchmark, IETF and cloud host ranges are closed", () => {
+  const p = new NetworkPolicy({ allowNet: true });
+  const cases: Array<[string, string]> = [
+    ["100.64.0.1", "RFC 6598"],
+    ["100.127.255.254", "RFC 6598"],
+    ["192.0.0.8", "IETF"],
+    ["192.0.2.1", "documentation"],
+    ["198.18.0.1", "benchmark"],
+    ["198.19.255.254", "benchmark"],
+    ["198.51.100.7", "documentation"],
+    ["203.0.113.7", "documentation"],
+    ["224.0.0.1", "multicast"],
+    ["239.255.255.250", "multicast"],
+    ["240.0.0.1", "reserved"],
+    ["255.255.255.254", "reserved"],
+    ["255.255.255.255", "broadcast"],
+    ["168.63.129.16", "Azure"],
+  ];
+  for (const [addr, words] of cases) {
+    for (
+      const d of [
+        p.checkConnection({ address: ip(addr), port: 80 }),
+        p.checkConnection({ name: "public.test", address: ip(addr), port: 80 }),
+      ]
+    ) {
+      assertEquals(d.allowed, false, addr);
+      if (!d.allowed) assertEquals(d.reason.includes(words), true, `${addr}: ${d.reason}`);
+    }
+  }
+  // Their neighbours are public.
+  for (const addr of ["100.128.0.1", "192.0.1.1", "198.20.0.1", "198.51.101.1", "168.63.129.17"]) {
+    assertEquals(p.checkConnection({ address: ip(addr), port: 80 }).allowed, true, addr);
+  }
+});
+
+Deno.test("NetworkPolicy - the host's own addresses are asked for at each decision", () => {
+  const own = new Set<number>();
+  const p = new NetworkPolicy({ allowNet: true, hostAddresses: () => own });
+  const late = ip("93.184.216.99");
+  assertEquals(p.checkConnection({ address: late, port: 80 }).allowed, true);
+  own.add(late); // the host gained an address after start (a new interface, a VPN)
+  const d = p.checkConnection({ name: "public.test", address: late, port: 80 });
+  assertEquals(d.allowed, false);
+  if (!d.allowed) assertEquals(d.reason.includes("host's own address"), true, d.reason);
+  own.delete(late);
+  assertEquals(p.checkConnection({ address: late, port: 80 }).allowed, true);
+});
+
+Deno.test("NetworkPolicy - names are normalised once; anything outside the syntax is refused", () => {
+  const p = new NetworkPolicy({ allowHosts: ["api.test", "*.files.test"] });
+  assertEquals(p.checkName("API.Test.").allowed, true);
+  assertEquals(p.checkName("a_b.files.test").allowed, true);
+  for (
+    const bad of [
+      "api.test..",
+      ".api.test",
+      "api..test",
+      "evil.test\\.api.test", // a DNS label holding a dot, as readName shows it
+      "evil test.files.test",
+      "x\u0000.files.test",
+      "\u212Aevil.files.test", // the Kelvin sign lower-cases to "k"
+      "\u00e9.files.test",
+      `${"a".repeat(64)}.files.test`,
+      `${"a.".repeat(126)}files.test`,
+      "",
+    ]
+  ) {
+    assertEquals(p.checkName(bad), { allowed: false, reason: "not a valid host name" }, bad);
+  }
 });
 
 Deno.test("NetworkPolicy - expose-host opens only its ports, even without --allow-net", () => {

@@ -14,7 +14,7 @@
 
 import type { FrameLink } from "./link.ts";
 import { type ConnectDecision, EXPOSE_HOST_NAME, type NetworkPolicy } from "./policy.ts";
-import { SNIFF_MAX_BYTES, sniffFirstBytes, type SniffResult } from "./sniff.ts";
+import { type InspectEvent, StreamInspector } from "./inspect.ts";
 import { FakeIpPool, type FakeIpPoolOptions } from "./name_map.ts";
 import { NetworkStack, type StackConfig, type StackEvent } from "./stack.ts";
 import { ipv4ToString, isIpv4, parseIpv4 } from "./wire/address.ts";
@@ -106,14 +106,20 @@ export interface RelayOptions {
   connectTimeoutMs?: number;
   /** Give up resolving after this many ms (default 5 s). */
   resolveTimeoutMs?: number;
+  /**
+   * An inspected connection whose guest has not shown a name within this many ms is dialed to
+   * its own name, so server-first protocols (SSH, SMTP) get their banner; whatever the guest
+   * sends later is still inspected before it goes on (default 3 s).
+   */
+  silentStartMs?: number;
 }
 
 /** Bytes taken from the stack per host write. */
 const RELAY_CHUNK = 256 * 1024;
 /** Bytes read from a host socket at once (further bounded by the stack's send capacity). */
 const HOST_READ_CHUNK = 64 * 1024;
-/** How long a connection may stay silent before it is dialed without a sniffed name. */
-const SNIFF_WAIT_MS = 3_000;
+/** How long an inspected connection may stay silent before it is dialed by its own name. */
+const SILENT_START_MS = 3_000;
 /** Smallest host read while the guest still has bytes queued. */
 const MIN_HOST_READ = 16 * 1024;
 /** A blocked line for the same destination is repeated at most this often. */
@@ -161,6 +167,8 @@ interface Flow {
   unread: Uint8Array | undefined;
   /** The guest → host direction has ended (EOF delivered or failed). */
   upDone: boolean;
+  /** Looks inside the connection (allow-list, or a secret's host). */
+  inspector: StreamInspector | undefined;
   readable: Signal;
   writable: Signal;
 }
@@ -207,6 +215,7 @@ export class Relay {
   readonly #dnsTtl: number;
   readonly #connectTimeout: number;
   readonly #resolveTimeout: number;
+  readonly #silentStart: number;
   readonly #flows = new Map<number, Flow>();
   readonly #resolved = new Map<string, { addresses: number[]; expiresAt: number }>();
   readonly #blockedAt = new Map<string, number>();
@@ -230,6 +239,7 @@ export class Relay {
     this.#dnsTtl = opts.dnsTtl ?? 60;
     this.#connectTimeout = opts.connectTimeoutMs ?? 10_000;
     this.#resolveTimeout = opts.resolveTimeoutMs ?? 5_000;
+    this.#silentStart = opts.silentStartMs ?? SILENT_START_MS;
   }
 
   /** Connections being relayed. */
@@ -412,7 +422,7 @@ export class Relay {
   async #connect(e: Extract<StackEvent, { type: "connect" }>): Promise<void> {
     const address = e.destination.address;
     const port = e.destination.port;
-    let name = this.pool.nameOf(address);
+    const name = this.pool.nameOf(address);
     const flow: Flow = {
       id: e.id,
       name,
@@ -428,47 +438,26 @@ export class Relay {
       closed: false,
       unread: undefined,
       upDone: false,
+      inspector: undefined,
       readable: new Signal(),
       writable: new Signal(),
     };
     this.#flows.set(e.id, flow);
-    let target = `${name ?? ipv4ToString(address)}:${port}`;
-    let decision = await this.#decide(name, address, port);
+    const target = `${name ?? ipv4ToString(address)}:${port}`;
+    const decision = await this.#decide(name, address, port);
     if (!decision.allowed) {
       this.#block(flow, target, decision.reason, () => this.stack.refuse(e.id));
       return;
     }
-    // With an allow-list, the name inside the connection (TLS SNI, HTTP Host) must be allowed
-    // too, and it is what gets dialed: accept first, look at the first bytes, then decide.
-    let prefix: Uint8Array | undefined;
-    let protocol: DialTarget["protocol"];
-    const inspect = this.#policy.hasAllowList ||
-      (name !== undefined && this.#inspect(name));
-    if (inspect && name !== EXPOSE_HOST_NAME) {
+    // With an allow-list, the names inside the connection (TLS SNI, every HTTP Host) must be
+    // allowed too: accept first, then judge the guest's bytes before any of them go on.
+    const checkNames = this.#policy.hasAllowList;
+    if (name !== EXPOSE_HOST_NAME && (checkNames || (name !== undefined && this.#inspect(name)))) {
+      flow.inspector = new StreamInspector({ checkNames });
       this.stack.accept(e.id);
       this.#schedulePump();
-      const sniffed = await this.#sniff(flow);
-      if (sniffed === undefined) {
-        this.#finish(flow);
-        return;
-      }
-      prefix = sniffed.bytes;
-      const r = sniffed.result;
-      protocol = r.kind === "need-more" ? "other" : r.kind;
-      const asked = r.kind === "tls" ? r.serverName : r.kind === "http" ? r.host : undefined;
-      if (asked !== undefined && asked !== name && this.#policy.hasAllowList) {
-        const what = r.kind === "tls" ? "TLS server name" : "HTTP Host";
-        target = `${asked}:${port}`;
-        decision = isIpv4(asked)
-          ? { allowed: false, reason: `${what} is an address, not a name from --allow-host` }
-          : await this.#decide(asked, undefined, port);
-        if (!decision.allowed) {
-          this.#block(flow, target, `${what}: ${decision.reason}`, () => this.stack.abort(e.id));
-          return;
-        }
-        name = asked;
-        flow.name = asked;
-      }
+      await this.#inspected(flow, flow.inspector, decision);
+      return;
     }
     let conn: HostStream;
     try {
@@ -477,7 +466,6 @@ export class Relay {
           hostname: decision.hostname,
           port: decision.port,
           ...(name !== undefined ? { name } : {}),
-          ...(protocol !== undefined ? { protocol } : {}),
         }),
         this.#connectTimeout,
         `connecting to ${target}`,
@@ -485,8 +473,7 @@ export class Relay {
     } catch (err) {
       flow.decision = "failed";
       flow.reason = err instanceof Error ? err.message : String(err);
-      if (prefix === undefined) this.stack.refuse(e.id);
-      else this.stack.abort(e.id);
+      this.stack.refuse(e.id);
       this.#finish(flow);
       return;
     }
@@ -497,24 +484,167 @@ export class Relay {
     }
     flow.conn = conn;
     flow.decision = "allowed";
-    if (prefix === undefined) {
-      this.stack.accept(e.id);
-      this.#schedulePump();
-    } else if (prefix.length > 0) {
+    this.stack.accept(e.id);
+    this.#schedulePump();
+    await Promise.all([this.#guestToHost(flow, conn), this.#hostToGuest(flow, conn)]);
+  }
+
+  /**
+   * Relays an accepted connection whose bytes the inspector judges: each name it reads must be
+   * allowed before the bytes after it go on; the host is dialed with the first bytes that may
+   * go on (to the first name read, else to the connection's own destination `own`), or once
+   * the guest stayed silent for `silentStartMs` (server-first protocols). Nothing the guest
+   * sends is forwarded unjudged, whenever it arrives.
+   */
+  async #inspected(
+    flow: Flow,
+    inspector: StreamInspector,
+    own: Extract<ConnectDecision, { allowed: true }>,
+  ): Promise<void> {
+    const label = flow.name ?? ipv4ToString(flow.address);
+    const allowedNames = new Set<string>([label]);
+    let dialTo: DialTarget = {
+      hostname: own.hostname,
+      port: own.port,
+      ...(flow.name !== undefined ? { name: flow.name } : {}),
+    };
+    const dialBy = flow.startedAt + this.#silentStart;
+    let conn: HostStream | undefined;
+    let down: Promise<void> | undefined;
+    /** Dials `dialTo`; false (and the flow finished) when that failed. */
+    const open = async (): Promise<boolean> => {
+      const protocol = inspector.protocol === "unknown" ? "other" : inspector.protocol;
+      let c: HostStream;
       try {
-        await writeAll(conn, prefix);
-        flow.bytesUp += prefix.length;
+        c = await withTimeout(
+          this.#dial({ ...dialTo, protocol }),
+          this.#connectTimeout,
+          `connecting to ${dialTo.name ?? dialTo.hostname}:${dialTo.port}`,
+        );
       } catch (err) {
+        flow.decision = "failed";
         flow.reason = err instanceof Error ? err.message : String(err);
-        this.stack.abort(e.id);
+        this.stack.abort(flow.id);
         this.#schedulePump();
         this.#finish(flow);
-        return;
+        return false;
+      }
+      if (flow.closed || this.#closed) {
+        c.close();
+        this.#finish(flow);
+        return false;
+      }
+      conn = c;
+      flow.conn = c;
+      flow.decision = "allowed";
+      down = this.#hostToGuest(flow, c);
+      return true;
+    };
+    /** Acts on the inspector's events in order; false when the flow is over. */
+    const apply = async (events: InspectEvent[]): Promise<boolean> => {
+      for (const ev of events) {
+        if (ev.kind === "refuse") {
+          this.#block(flow, `${label}:${flow.port}`, ev.reason, () => this.stack.abort(flow.id));
+          return false;
+        }
+        if (ev.kind === "name") {
+          const what = ev.via === "tls" ? "TLS server name" : "HTTP Host";
+          if (ev.name === undefined) {
+            // A ClientHello without SNI: fine to an allowed literal address, never to a name.
+            if (flow.name === undefined) continue;
+            this.#block(
+              flow,
+              `${label}:${flow.port}`,
+              "TLS ClientHello without a server name (SNI)",
+              () => this.stack.abort(flow.id),
+            );
+            return false;
+          }
+          if (allowedNames.has(ev.name)) continue;
+          const decision = isIpv4(ev.name)
+            ? { allowed: false as const, reason: "an address, not a name from --allow-host" }
+            : await this.#decide(ev.name, undefined, flow.port);
+          if (!decision.allowed) {
+            this.#block(
+              flow,
+              `${ev.name}:${flow.port}`,
+              `${what}: ${decision.reason}`,
+              () => this.stack.abort(flow.id),
+            );
+            return false;
+          }
+          if (flow.closed || this.#closed) return false;
+          allowedNames.add(ev.name);
+          if (conn === undefined) {
+            // Not dialed yet: the name the guest asks for is where it goes.
+            dialTo = { hostname: decision.hostname, port: decision.port, name: ev.name };
+            flow.name = ev.name;
+          }
+          continue;
+        }
+        if (conn === undefined && !await open()) return false;
+        await writeAll(conn!, ev.bytes);
+        flow.bytesUp += ev.bytes.length;
+        this.#schedulePump(); // the stack may owe the guest a window update
+      }
+      return true;
+    };
+    try {
+      for (;;) {
+        if (flow.closed && flow.unread === undefined) break;
+        if (this.#closed) break;
+        if (inspector.waiting) {
+          // An upgrade request waits for the server's answer (the down loop wakes us).
+          await flow.readable.wait();
+          if (!inspector.waiting && !await apply(inspector.push(new Uint8Array(0)))) return;
+          continue;
+        }
+        const data = flow.closed ? null : this.stack.recv(flow.id, RELAY_CHUNK);
+        if (data === null) {
+          // The guest's FIN: the last bytes are judged like any others.
+          const last = flow.unread ?? new Uint8Array(0);
+          flow.unread = undefined;
+          if (!await apply(inspector.push(last))) return;
+          if (conn !== undefined) await conn.closeWrite().catch(() => {});
+          else if (!flow.closed) {
+            flow.reason = "closed by the guest before anything could go on";
+            this.stack.close(flow.id);
+            this.#schedulePump();
+          }
+          break;
+        }
+        if (data.length > 0) {
+          this.#schedulePump();
+          if (!await apply(inspector.push(data))) return;
+          continue;
+        }
+        const left = dialBy - performance.now();
+        if (conn === undefined && left <= 0) {
+          // Silent (or undecided) for too long: a server-first protocol waits for a banner.
+          if (!await open()) return;
+          continue;
+        }
+        if (conn !== undefined) {
+          await flow.readable.wait();
+          continue;
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          flow.readable.wait(),
+          new Promise<void>((r) => timer = setTimeout(r, left)),
+        ]);
+        clearTimeout(timer);
+      }
+    } catch (err) {
+      if (!flow.closed) {
+        flow.reason ??= err instanceof Error ? err.message : String(err);
+        this.stack.abort(flow.id);
+        this.#schedulePump();
       }
     }
-    const up = this.#guestToHost(flow, conn);
-    const down = this.#hostToGuest(flow, conn);
-    await Promise.all([up, down]);
+    flow.upDone = true;
+    if (flow.closed || conn === undefined) this.#finish(flow);
+    await down;
   }
 
   /** The policy's decision for a destination: by name (resolved on the host) or by address. */
@@ -559,41 +689,9 @@ export class Relay {
     flow.reason = reason;
     reset();
     this.#schedulePump();
-    this.#blocked(target, `shuru: blocked ${target} (${reason})`);
+    // One line per destination and reason: a second bypass of another kind still shows.
+    this.#blocked(`${target} ${reason}`, `shuru: blocked ${target} (${reason})`);
     this.#finish(flow);
-  }
-
-  /**
-   * Collects the guest's first bytes until they show a TLS server name or HTTP Host, or
-   * `SNIFF_WAIT_MS` pass (server-first protocols send nothing). Undefined if the connection
-   * closed meanwhile.
-   */
-  async #sniff(flow: Flow): Promise<{ bytes: Uint8Array; result: SniffResult } | undefined> {
-    let bytes = new Uint8Array(0);
-    const deadline = performance.now() + SNIFF_WAIT_MS;
-    for (;;) {
-      if (flow.closed || this.#closed) return undefined;
-      const data = this.stack.recv(flow.id, SNIFF_MAX_BYTES - bytes.length);
-      if (data !== null && data.length > 0) {
-        const merged = new Uint8Array(bytes.length + data.length);
-        merged.set(bytes);
-        merged.set(data, bytes.length);
-        bytes = merged;
-        this.#schedulePump();
-      }
-      const result = sniffFirstBytes(bytes);
-      if (result.kind !== "need-more" || bytes.length >= SNIFF_MAX_BYTES || data === null) {
-        return { bytes, result: result.kind === "need-more" ? { kind: "other" } : result };
-      }
-      const left = deadline - performance.now();
-      if (left <= 0) return { bytes, result: { kind: "other" } };
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        flow.readable.wait(),
-        new Promise<void>((r) => timer = setTimeout(r, left)),
-      ]);
-      clearTimeout(timer);
-    }
   }
 
   async #guestToHost(flow: Flow, conn: HostStream): Promise<void> {
@@ -650,7 +748,15 @@ export class Relay {
           break;
         }
         if (flow.closed) break;
-        this.stack.send(flow.id, buf.subarray(0, n));
+        const got = buf.subarray(0, n);
+        const inspector = flow.inspector;
+        if (inspector !== undefined) {
+          // The server's answer may release guest bytes held behind an upgrade request.
+          const waiting = inspector.waiting;
+          inspector.observeResponse(got);
+          if (waiting && !inspector.waiting) flow.readable.wake();
+        }
+        this.stack.send(flow.id, got);
         flow.bytesDown += n;
         this.#schedulePump();
       }

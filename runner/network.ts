@@ -73,7 +73,8 @@ export function buildPolicy(network: NetworkSettings): NetworkPolicy {
       addHosts: network.addHosts ?? {},
       allowPrivate: network.allowPrivate ?? false,
       exposeHost: network.exposeHost ?? [],
-      hostAddresses: hostAddresses(),
+      // Asked at every decision: addresses the host gains while the guest runs are closed too.
+      hostAddresses,
       stackAddresses: STACK_ADDRESSES,
     });
   } catch (err) {
@@ -134,7 +135,7 @@ export class NetLog implements Disposable {
   }
 }
 
-/** The host's own IPv4 addresses (closed as destinations like private ranges). */
+/** The host's own IPv4 addresses now (closed as destinations like private ranges). */
 function hostAddresses(): number[] {
   try {
     return Deno.networkInterfaces().filter((i) => i.family === "IPv4").map((i) =>

@@ -29,8 +29,13 @@ export class BlackholeNetns implements AsyncDisposable {
   /**
    * Makes the namespace. `hostAddresses` are extra addresses (`A.B.C.D/32`) put on its
    * loopback: "the host's own" addresses besides 127.0.0.1, reachable only inside it.
+   * `resolvConf` becomes `/etc/resolv.conf` for what runs inside (`ip netns exec` mounts
+   * `/etc/netns/NAME/resolv.conf` over it), so the host resolver asks a server the test runs
+   * on the namespace's loopback.
    */
-  static async create(options: { hostAddresses?: string[] } = {}): Promise<BlackholeNetns> {
+  static async create(
+    options: { hostAddresses?: string[]; resolvConf?: string } = {},
+  ): Promise<BlackholeNetns> {
     if (Deno.uid() !== 0) {
       throw new Error(
         "network tests need root (network namespaces keep their packets on this machine); " +
@@ -61,6 +66,10 @@ export class BlackholeNetns implements AsyncDisposable {
         "permanent",
       ]);
       await inNs(["route", "add", "default", "via", "100.127.0.2", "dev", "bh0"]);
+      if (options.resolvConf !== undefined) {
+        await Deno.mkdir(`/etc/netns/${ns.name}`, { recursive: true });
+        await Deno.writeTextFile(`/etc/netns/${ns.name}/resolv.conf`, options.resolvConf);
+      }
     } catch (e) {
       await ns[Symbol.asyncDispose]();
       throw e;
@@ -99,9 +108,10 @@ export class BlackholeNetns implements AsyncDisposable {
     return { child, firstLine };
   }
 
-  /** Deletes the namespace. */
+  /** Deletes the namespace (and its `/etc/netns` folder). */
   async [Symbol.asyncDispose](): Promise<void> {
     await ip(["netns", "del", this.name]).catch(() => {});
+    await Deno.remove(`/etc/netns/${this.name}`, { recursive: true }).catch(() => {});
   }
 }
 

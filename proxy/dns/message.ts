@@ -145,7 +145,12 @@ export function readName(bytes: Uint8Array, offset: number): { name: string; nex
       throw new WireError("malformed", "dns", "name", "longer than 255 bytes");
     }
     let label = "";
-    for (let i = pos + 1; i <= pos + len; i++) label += String.fromCharCode(bytes[i]!);
+    for (let i = pos + 1; i <= pos + len; i++) {
+      const c = String.fromCharCode(bytes[i]!);
+      // A dot or backslash inside a label is escaped (RFC 4343 presentation form), so the
+      // joined name keeps its label boundaries and never passes for another name.
+      label += c === "." || c === "\\" ? `\\${c}` : c;
+    }
     labels.push(label.toLowerCase());
     pos += 1 + len;
   }

@@ -6,3 +6,4 @@
 
 export * from "./message.ts";
 export * from "./server.ts";
+export * from "./name.ts";

@@ -1,6 +1,7 @@
 /**
  * The guest's DNS server, sans-I/O: `handleDnsQuery` answers at once what needs no lookup
- * (AAAA and other types: an empty NOERROR, since the guest is IPv4-only; malformed: FORMERR)
+ * (AAAA and other types: an empty NOERROR, since the guest is IPv4-only; malformed: FORMERR;
+ * a name outside the host name syntax of `name.ts`: NXDOMAIN)
  * and turns A questions into a lookup the caller resolves (policy, `--add-host`, the host's
  * resolver), then `finishDnsLookup` builds the reply.
  *
@@ -19,6 +20,7 @@ import {
   opcodeOf,
   parseDnsMessage,
 } from "./message.ts";
+import { normalizeHostName } from "./name.ts";
 
 /** Port DNS is served on (UDP and TCP). */
 export const DNS_PORT = 53;
@@ -62,15 +64,18 @@ export function handleDnsQuery(bytes: Uint8Array): DnsQueryOutcome {
   if (q.class !== DNS_CLASS_IN) {
     return { kind: "reply", bytes: buildDnsReply(msg, { rcode: DnsRcode.NOTIMP }) };
   }
+  // One name rule for every question type: a name outside the host name syntax does not
+  // exist (and is never handed to the policy or the host's resolver).
+  const name = normalizeHostName(q.name);
+  if (name === undefined) {
+    return { kind: "reply", bytes: buildDnsReply(msg, { rcode: DnsRcode.NXDOMAIN }) };
+  }
   if (q.type !== DnsType.A) {
     // IPv4 only: AAAA (and HTTPS, TXT, ...) get an empty answer at once, so resolvers move on
     // to the A answer without waiting.
     return { kind: "reply", bytes: buildDnsReply(msg, { rcode: DnsRcode.NOERROR }) };
   }
-  if (q.name === "") {
-    return { kind: "reply", bytes: buildDnsReply(msg, { rcode: DnsRcode.NXDOMAIN }) };
-  }
-  return { kind: "lookup", name: q.name, query: msg };
+  return { kind: "lookup", name, query: msg };
 }
 
 /** Builds the reply to a looked-up query. */
