@@ -5,8 +5,8 @@
  * @module
  */
 
-/** How guest code is executed. */
-export type Accel = "kvm" | "tcg";
+/** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
+export type Accel = "kvm" | "tcg" | "hvf";
 
 /** The root disk: our NBD server's export, or an image file (tests, debugging). */
 export type DiskConfig =
