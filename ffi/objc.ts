@@ -54,6 +54,7 @@ export const SIGNATURES = {
   "void(bool)": { parameters: ["bool"], result: "void" },
   "id(id,id)": { parameters: ["pointer", "pointer"], result: "pointer" },
   "void(id,id)": { parameters: ["pointer", "pointer"], result: "void" },
+  "void(id,id,id)": { parameters: ["pointer", "pointer", "pointer"], result: "void" },
   "id(id,bool)": { parameters: ["pointer", "bool"], result: "pointer" },
   "id(i32,bool)": { parameters: ["i32", "bool"], result: "pointer" },
   "id(buf,u64)": { parameters: ["buffer", "u64"], result: "pointer" },

@@ -114,6 +114,8 @@ export interface Vm extends AsyncDisposable {
 export interface VmBackend {
   /** Backend name for logs (`qemu`, `vz`). */
   readonly name: string;
+  /** Kernel command line settings the backend's machine needs (VZ: `hvc0`, PCI). */
+  readonly cmdline?: { console?: string; pci?: boolean };
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
 }
