@@ -45,6 +45,14 @@ export {
   parseBackend,
 } from "./backend.ts";
 export { VzBackend, type VzBackendOptions, VzVm } from "./vz.ts";
+export {
+  ensureSignedDeno,
+  ENTITLEMENTS_PLIST,
+  signedDenoPath,
+  type SignOptions,
+  type SignResult,
+  VZ_ENTITLEMENT,
+} from "./vz_sign.ts";
 export { BootConsole, type BootConsoleOptions } from "./console.ts";
 export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
