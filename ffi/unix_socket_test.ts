@@ -133,3 +133,21 @@ Deno.test("connectUnixSocket - a bound datagram fd exchanges whole frames with D
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("connectUnixSocket - a datagram fd cannot connect to a stream listener", async () => {
+  const dir = await Deno.makeTempDir();
+  const listener = Deno.listen({ transport: "unix", path: `${dir}/stream.sock` });
+  try {
+    const err = assertThrows(() =>
+      connectUnixSocket(`${dir}/stream.sock`, { type: "dgram", bind: `${dir}/vm.sock` })
+    );
+    assert(err instanceof SocketError);
+    assertEquals(
+      err.message,
+      `Cannot connect to ${dir}/stream.sock: Protocol wrong type for socket`,
+    );
+  } finally {
+    listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -106,9 +106,20 @@ export class VzBackend implements VmBackend {
       fds.serialPorts.push(connectUnixSocket(vz.serialPorts[0]!.socket, { type: "stream" }));
       fds.consolePorts.push(connectUnixSocket(vz.consolePorts[0]!.socket, { type: "stream" }));
       for (const net of vz.network) {
-        fds.network.push(
-          connectUnixSocket(net.socket, { type: "dgram", bind: net.localSocket, ...NET_BUFFERS }),
-        );
+        try {
+          fds.network.push(
+            connectUnixSocket(net.socket, { type: "dgram", bind: net.localSocket, ...NET_BUFFERS }),
+          );
+        } catch (err) {
+          // EPROTOTYPE: the stack listens on a stream socket (QEMU's link), not a datagram one.
+          throw new VmError(
+            "invalid_config",
+            `Cannot give the VM a network: the vz backend needs the network stack on a datagram ` +
+              `socket at ${net.socket} (${(err as Error).message}); --allow-net is not wired to ` +
+              "the vz backend yet",
+            { cause: err },
+          );
+        }
       }
       // The connections are complete (Unix sockets connect synchronously), so accept returns.
       const consoleConn = await consoleListener.accept();
