@@ -91,65 +91,25 @@ export class VzBackend implements VmBackend {
     checkVzConfig(vz, fw.limits());
     await checkKernelFile(vz.bootLoader.kernel);
 
-    const listeners: Deno.Listener[] = [];
-    const fds: VzFds = { serialPorts: [], consolePorts: [], network: [] };
-    const handedOver = new Set<number>();
+    const devices = await connectDevices(vz);
     try {
-      const listen = async (path: string) => {
-        await Deno.remove(path).catch(() => {});
-        const l = Deno.listen({ transport: "unix", path });
-        listeners.push(l);
-        return l;
-      };
-      const consoleListener = await listen(vz.serialPorts[0]!.socket);
-      const agentListener = await listen(vz.consolePorts[0]!.socket);
-      fds.serialPorts.push(connectUnixSocket(vz.serialPorts[0]!.socket, { type: "stream" }));
-      fds.consolePorts.push(connectUnixSocket(vz.consolePorts[0]!.socket, { type: "stream" }));
-      for (const net of vz.network) {
-        try {
-          fds.network.push(
-            connectUnixSocket(net.socket, { type: "dgram", bind: net.localSocket, ...NET_BUFFERS }),
-          );
-        } catch (err) {
-          // EPROTOTYPE: the stack listens on a stream socket (QEMU's link), not a datagram one.
-          throw new VmError(
-            "invalid_config",
-            `Cannot give the VM a network: the vz backend needs the network stack on a datagram ` +
-              `socket at ${net.socket} (${(err as Error).message}); --allow-net is not wired to ` +
-              "the vz backend yet",
-            { cause: err },
-          );
-        }
-      }
-      // The connections are complete (Unix sockets connect synchronously), so accept returns.
-      const consoleConn = await consoleListener.accept();
-      const agentConn = await agentListener.accept();
-      for (const l of listeners) l.close();
-      await Deno.remove(vz.serialPorts[0]!.socket).catch(() => {});
-      await Deno.remove(vz.consolePorts[0]!.socket).catch(() => {});
-
       const started = performance.now();
       // The machine reports its stop to the VzVm made right after it.
       const owner: { vm?: VzVm } = {};
-      const machine = VzMachine.create(fw, vz, fds, {
+      const machine = VzMachine.create(fw, vz, devices.fds, {
         onStop: (stop) => owner.vm?.stopped(stop),
         onDisk: (event) => {
           if (!event.connected) this.#options.onNotice?.(`shuru: ${event.error}`);
         },
         onNetworkDisconnected: (error) => this.#options.onNotice?.(`shuru: ${error}`),
       });
-      // The framework owns the fds now (NSFileHandle closes them).
-      for (const fd of [...fds.serialPorts, ...fds.consolePorts, ...fds.network]) {
-        handedOver.add(fd);
-      }
       if (how.restoreFrom === undefined) {
         await Deno.writeFile(idFile, machine.machineIdentifier, { mode: 0o600 });
       }
       const vm = new VzVm(machine, {
         config,
         vz,
-        consoleConn,
-        agentConn,
+        devices,
         started,
         ...(this.#options.onConsoleLine ? { onConsoleLine: this.#options.onConsoleLine } : {}),
       });
@@ -168,16 +128,101 @@ export class VzBackend implements VmBackend {
       }
       return vm;
     } catch (err) {
-      for (const l of listeners) {
-        try {
-          l.close();
-        } catch { /* closed */ }
-      }
-      for (const fd of [...fds.serialPorts, ...fds.consolePorts, ...fds.network]) {
-        if (!handedOver.has(fd)) closeFd(fd);
-      }
+      devices.close();
       throw err;
     }
+  }
+}
+
+/** The host ends of a VZ machine's devices: fds for the framework, connections for us. */
+export interface DeviceSockets {
+  /** The fds to give the framework. */
+  fds: VzFds;
+  /** Our end of the serial console. */
+  consoleConn: Deno.Conn;
+  /** Our end of the agent's console port. */
+  agentConn: Deno.Conn;
+  /**
+   * Closes the fds given to the framework (once). Its file handles do not own them
+   * (`closeOnDealloc:NO`), so this runs once the machine is released.
+   */
+  closeFds(): void;
+  /** Closes the fds, the listeners and our connections. */
+  close(): void;
+}
+
+/**
+ * Listens on the console and agent sockets of `vz`, connects their other ends (and each network
+ * device's datagram socket to the stack's) with libc, and returns both sides.
+ *
+ * @throws {VmError} `invalid_config` when the network stack is not on a datagram socket.
+ */
+export async function connectDevices(vz: VzConfig): Promise<DeviceSockets> {
+  const listeners: Deno.Listener[] = [];
+  const conns: Deno.Conn[] = [];
+  const fds: VzFds = { serialPorts: [], consolePorts: [], network: [] };
+  let fdsClosed = false;
+  const closeFds = () => {
+    if (fdsClosed) return;
+    fdsClosed = true;
+    for (const fd of [...fds.serialPorts, ...fds.consolePorts, ...fds.network]) {
+      try {
+        closeFd(fd);
+      } catch { /* already closed */ }
+    }
+  };
+  const close = () => {
+    closeFds();
+    for (const l of listeners) {
+      try {
+        l.close();
+      } catch { /* closed */ }
+    }
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  };
+  try {
+    const listen = async (path: string) => {
+      await Deno.remove(path).catch(() => {});
+      const l = Deno.listen({ transport: "unix", path });
+      listeners.push(l);
+      return l;
+    };
+    const consoleListener = await listen(vz.serialPorts[0]!.socket);
+    const agentListener = await listen(vz.consolePorts[0]!.socket);
+    fds.serialPorts.push(connectUnixSocket(vz.serialPorts[0]!.socket, { type: "stream" }));
+    fds.consolePorts.push(connectUnixSocket(vz.consolePorts[0]!.socket, { type: "stream" }));
+    for (const net of vz.network) {
+      try {
+        fds.network.push(
+          connectUnixSocket(net.socket, { type: "dgram", bind: net.localSocket, ...NET_BUFFERS }),
+        );
+      } catch (err) {
+        // EPROTOTYPE: the stack listens on a stream socket (QEMU's link), not a datagram one.
+        throw new VmError(
+          "invalid_config",
+          `Cannot give the VM a network: the vz backend needs the network stack on a datagram ` +
+            `socket at ${net.socket} (${(err as Error).message}); --allow-net is not wired to ` +
+            "the vz backend yet",
+          { cause: err },
+        );
+      }
+    }
+    // The connections are complete (Unix sockets connect synchronously), so accept returns.
+    const consoleConn = await consoleListener.accept();
+    conns.push(consoleConn);
+    const agentConn = await agentListener.accept();
+    conns.push(agentConn);
+    for (const l of listeners.splice(0)) l.close();
+    await Deno.remove(vz.serialPorts[0]!.socket).catch(() => {});
+    await Deno.remove(vz.consolePorts[0]!.socket).catch(() => {});
+    return { fds, consoleConn, agentConn, closeFds, close };
+  } catch (err) {
+    close();
+    throw err;
   }
 }
 
@@ -213,7 +258,7 @@ export class VzVm implements Vm {
   readonly #machine: VzMachine;
   readonly #console: BootConsole;
   readonly #consoleDone: Promise<void>;
-  readonly #consoleConn: Deno.Conn;
+  readonly #devices: DeviceSockets;
   #resolveExit!: (stop: VzStop) => void;
   #stopRequested = false;
   #ended = false;
@@ -224,14 +269,13 @@ export class VzVm implements Vm {
     parts: {
       config: VmConfig;
       vz: VzConfig;
-      consoleConn: Deno.Conn;
-      agentConn: Deno.Conn;
+      devices: DeviceSockets;
       started: number;
       onConsoleLine?: (line: string) => void;
     },
   ) {
     this.#machine = machine;
-    this.#consoleConn = parts.consoleConn;
+    this.#devices = parts.devices;
     this.#console = new BootConsole({
       started: parts.started,
       ...(parts.onConsoleLine ? { onLine: parts.onConsoleLine } : {}),
@@ -239,8 +283,8 @@ export class VzVm implements Vm {
     this.#console.mark("spawned");
     // The framework connects the agent's port when the device is created, before boot.
     this.#console.mark("qemuReady");
-    this.agent = Promise.resolve(parts.agentConn);
-    this.#consoleDone = this.#pumpConsole(parts.consoleConn, parts.config);
+    this.agent = Promise.resolve(parts.devices.agentConn);
+    this.#consoleDone = this.#pumpConsole(parts.devices.consoleConn, parts.config);
     const stop = new Promise<VzStop>((resolve) => this.#resolveExit = resolve);
     this.exited = stop.then((how) => this.#finish(how));
   }
@@ -249,8 +293,9 @@ export class VzVm implements Vm {
   async #finish(how: VzStop): Promise<VmExit> {
     this.#ended = true;
     this.#console.mark("exited");
-    // Releasing the machine closes its fds, which ends the console stream.
     this.#machine.close();
+    // The other ends of our sockets: the console stream then ends after the guest's last bytes.
+    this.#devices.closeFds();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#consoleDone.catch(() => {}),
@@ -258,7 +303,7 @@ export class VzVm implements Vm {
     ]);
     clearTimeout(timer);
     try {
-      this.#consoleConn.close();
+      this.#devices.consoleConn.close();
     } catch { /* closed */ }
     this.#console.dropWaiters();
     const panic = this.#console.panic;

@@ -171,7 +171,8 @@ export class VzFramework {
   }
 }
 
-/** File descriptors for the devices' host ends (connected sockets; the framework owns them). */
+/** File descriptors for the devices' host ends (connected sockets; the caller closes them after
+ * {@linkcode VzMachine.close}). */
 export interface VzFds {
   /** One per {@linkcode VzConfig.serialPorts} entry. */
   serialPorts: number[];
@@ -335,6 +336,8 @@ export class VzMachine implements Disposable {
           ? o.obj("id(id)", o.alloc(cls), sel, args[0])
           : o.obj("id(id,id)", o.alloc(cls), sel, args[0], args[1]),
       );
+    // The handles do not own the fds: the caller closes them once the machine is released
+    // (a handle made before a failure must not close an fd the caller closes too).
     const fileHandle = (fd: number) =>
       own(
         o.obj(
@@ -342,7 +345,7 @@ export class VzMachine implements Disposable {
           o.alloc("NSFileHandle"),
           "initWithFileDescriptor:closeOnDealloc:",
           fd,
-          true,
+          false,
         ),
       );
     try {
