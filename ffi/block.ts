@@ -80,14 +80,14 @@ export interface BlockLayout {
 }
 
 /**
- * Writes a block literal at `literalAt` and its descriptor at `descriptorAt` of `view` (little
- * endian, 64-bit): a pure function, so the layout is testable byte by byte.
+ * Writes a block literal at `layout.at.literal` and its descriptor at `layout.at.descriptor` of
+ * `view` (little endian, 64-bit): a pure function, so the layout is testable byte by byte.
  */
 export function writeBlock(
   view: DataView,
-  at: { literal: number; descriptor: number },
-  layout: BlockLayout,
+  layout: BlockLayout & { at: { literal: number; descriptor: number } },
 ): void {
+  const at = layout.at;
   const helpers = (layout.flags & BLOCK_FLAGS.HAS_COPY_DISPOSE) !== 0;
   const signed = (layout.flags & BLOCK_FLAGS.HAS_SIGNATURE) !== 0;
   if (helpers && (layout.copy === undefined || layout.dispose === undefined)) {
@@ -260,7 +260,8 @@ export class Block<S extends Signature = Signature> implements Disposable {
       copy = address(copyHelper.pointer);
       dispose = address(disposeHelper.pointer);
     }
-    writeBlock(new DataView(this.#memory), { literal: LITERAL_AT, descriptor: DESCRIPTOR_AT }, {
+    writeBlock(new DataView(this.#memory), {
+      at: { literal: LITERAL_AT, descriptor: DESCRIPTOR_AT },
       isa: address(isa),
       flags,
       invoke: address(this.invoke.pointer),

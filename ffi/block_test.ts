@@ -28,7 +28,8 @@ function fnAt<const D extends Deno.ForeignFunction>(p: Deno.PointerValue, defini
 
 Deno.test("writeBlock - a global block with a signature, field by field", () => {
   const mem = new DataView(new ArrayBuffer(96));
-  writeBlock(mem, { literal: 0, descriptor: 32 }, {
+  writeBlock(mem, {
+    at: { literal: 0, descriptor: 32 },
     isa: 0x1111n,
     flags: BLOCK_FLAGS.IS_GLOBAL | BLOCK_FLAGS.HAS_SIGNATURE,
     invoke: 0x2222n,
@@ -48,7 +49,8 @@ Deno.test("writeBlock - a global block with a signature, field by field", () => 
 
 Deno.test("writeBlock - with copy/dispose helpers the signature moves after them", () => {
   const mem = new DataView(new ArrayBuffer(96));
-  writeBlock(mem, { literal: 0, descriptor: 32 }, {
+  writeBlock(mem, {
+    at: { literal: 0, descriptor: 32 },
     isa: 1n,
     flags: BLOCK_FLAGS.HAS_COPY_DISPOSE | BLOCK_FLAGS.HAS_SIGNATURE,
     invoke: 2n,
@@ -61,7 +63,8 @@ Deno.test("writeBlock - with copy/dispose helpers the signature moves after them
   assertEquals(mem.getBigUint64(32 + DESCRIPTOR_FIELD.DISPOSE, true), 0xd0n);
   assertEquals(mem.getBigUint64(32 + 32, true), 0x5en);
   assertThrows(() =>
-    writeBlock(mem, { literal: 0, descriptor: 32 }, {
+    writeBlock(mem, {
+      at: { literal: 0, descriptor: 32 },
       isa: 1n,
       flags: BLOCK_FLAGS.HAS_COPY_DISPOSE,
       invoke: 2n,
