@@ -54,6 +54,18 @@ export {
 export { AGENT_START_MARKER, DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+export {
+  BUNDLE_MANIFEST,
+  BundleError,
+  type BundleErrorCode,
+  type BundleFile,
+  type BundleManifest,
+  parseBundleManifest,
+  unpackBundle,
+  type UnpackOptions,
+  writeBundle,
+  type WrittenBundle,
+} from "./bundle.ts";
 
 /** Bumped when the layout or meaning of the asset files changes. */
 export const ASSET_FORMAT = 1;

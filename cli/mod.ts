@@ -22,7 +22,8 @@ import { startCommand, superviseCommand } from "./start.ts";
 import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
-import { VERSION } from "./version.ts";
+import { defaultBackend, parseBackend } from "../vm/mod.ts";
+import { versionText } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
 export function buildProgram(): Command {
@@ -33,7 +34,7 @@ export function buildProgram(): Command {
         "save its disk as a checkpoint, start from a checkpoint. Data home: $SHURU_HOME, " +
         "else $XDG_DATA_HOME/shuru, else ~/.local/share/shuru.",
     )
-    .version(VERSION, "-V, --version", "print the shuru version")
+    .version(versionText(versionBackend()), "-V, --version", "print the version and VM backend")
     .showHelpAfterError("(run with --help for usage)")
     // Options after a command's first positional belong to the guest command
     // (`shuru run ls -la`), so subcommands can pass them through.
@@ -65,6 +66,15 @@ export function buildProgram(): Command {
   for (const [cmd, summary] of commands) program.addCommand(cmd.summary(summary));
   program.addCommand(superviseCommand(), { hidden: true });
   return program as unknown as Command;
+}
+
+/** The backend a run would use (`SHURU_BACKEND` when valid here, else the host's default). */
+function versionBackend(): string {
+  try {
+    return parseBackend(Deno.env.get("SHURU_BACKEND"));
+  } catch {
+    return defaultBackend();
+  }
 }
 
 /** Runs the CLI with `args` (without the program name) and returns the exit code. */

@@ -20,7 +20,7 @@ import {
 } from "../runner/mod.ts";
 import { ConnectionError } from "../sandbox/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
-import { parseAccel, VmError } from "../vm/mod.ts";
+import { type BackendName, parseAccel, parseBackend, VmError } from "../vm/mod.ts";
 import {
   checkMount,
   loadConfig,
@@ -143,6 +143,11 @@ export function withRunFlags(cmd: Command) {
       "--accel <kvm|tcg|auto>",
       "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
     )
+    .option(
+      "--backend <vz|qemu>",
+      "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
+        "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
+    )
     .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
     .option("-v, --verbose", "show boot progress, kernel messages and timings")
@@ -183,6 +188,7 @@ export type RunFlags = {
   netLog?: string;
   config?: string;
   accel?: string;
+  backend?: string;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -196,6 +202,7 @@ export interface RunSettings {
   memoryMiB: number;
   diskSizeMiB: number;
   accel: "kvm" | "tcg" | "auto";
+  backend: BackendName;
   from?: string;
   mounts: MountSpec[];
   ports: PortMapping[];
@@ -287,6 +294,12 @@ export async function resolveRunSettings(
   } catch (err) {
     throw new UserError((err as Error).message);
   }
+  let backend: BackendName;
+  try {
+    backend = parseBackend(flags.backend ?? Deno.env.get("SHURU_BACKEND"));
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
   const allowHostWrites = flags.allowHostWrites ?? config.allow_host_writes ?? false;
   const mounts = [...(config.mounts ?? []), ...(flags.mount ?? [])].map(parseMountSpec);
   for (const m of mounts) checkMount(m, allowHostWrites);
@@ -312,6 +325,7 @@ export async function resolveRunSettings(
     memoryMiB: pick(flags.memory, config.memory, DEFAULTS.memory),
     diskSizeMiB: pick(flags.diskSize, config.disk_size, DEFAULTS.diskSize),
     accel,
+    backend,
     ...(from !== undefined ? { from } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
     ports,
@@ -398,6 +412,7 @@ async function runOnce(
       memoryMiB: settings.memoryMiB,
       diskSizeMiB: settings.diskSizeMiB,
       accel: settings.accel,
+      backend: settings.backend,
       ...(settings.from !== undefined ? { from: settings.from } : {}),
       mounts: settings.mounts,
       ...(network ? { network } : {}),

@@ -19,11 +19,13 @@ import { type CowDevice, Store } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
 import {
   type AccelChoice,
+  type BackendName,
+  createBackend,
   createInstance,
+  defaultBackend,
   hostTscRate,
   type Instance,
   launchGuest,
-  QemuBackend,
   removeInstance,
   resolveAccel,
   type Vm,
@@ -65,8 +67,10 @@ export interface BootOptions {
   memoryMiB: number;
   /** Disk size in MiB; the guest's root filesystem grows to fill it. */
   diskSizeMiB: number;
-  /** `kvm`, `tcg` or `auto` (KVM only when it works). */
+  /** `kvm`, `tcg` or `auto` (KVM only when it works); QEMU only. */
   accel: AccelChoice;
+  /** The VM backend (default: `vz` on macOS, `qemu` elsewhere). */
+  backend?: BackendName;
   /** Start from this checkpoint instead of the base image. */
   from?: string;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
@@ -396,14 +400,18 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     cleanup.push(() => server.close());
     const tDevice = since();
 
-    const tsc = await hostTscRate();
-    const decision = await resolveAccel(options.accel, {
-      kernel: assets.kernel,
-      initrd: assets.initramfs,
-      cacheFile: resolve(options.home.root, "kvm-probe.json"),
-      workDir: instance.dir,
-      ...(tsc ? { tscKhz: tsc.khz } : {}),
-    });
+    const backendName = options.backend ?? defaultBackend();
+    const tsc = backendName === "qemu" ? await hostTscRate() : undefined;
+    // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
+    const decision = backendName === "vz"
+      ? { accel: "hvf" as const, notice: "" }
+      : await resolveAccel(options.accel, {
+        kernel: assets.kernel,
+        initrd: assets.initramfs,
+        cacheFile: resolve(options.home.root, "kvm-probe.json"),
+        workDir: instance.dir,
+        ...(tsc ? { tscKhz: tsc.khz } : {}),
+      });
     if (decision.notice) notice(decision.notice);
     const mounts = (options.mounts ?? []).map((m, i) => ({
       tag: mountTag(i),
@@ -441,9 +449,10 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       ...(network ? { net: network.net } : {}),
       ...(options.verbose ? { verbose: true } : {}),
       ...(tsc ? { tscKhz: tsc.khz } : {}),
-      backend: new QemuBackend(
-        options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {},
-      ),
+      backend: createBackend(backendName, {
+        ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
+        onNotice: notice,
+      }),
     });
     cleanup.push(async () => {
       vm.kill();

@@ -42,9 +42,9 @@ export function qemuArgs(config: VmConfig): string[] {
     "microvm,acpi=on,pit=on",
     "-accel",
     config.accel,
-    // TCG: every feature QEMU can emulate. KVM: the host CPU as is.
+    // TCG: every feature QEMU can emulate. KVM (or HVF): the host CPU as is.
     "-cpu",
-    config.accel === "kvm" ? "host" : "max",
+    config.accel === "tcg" ? "max" : "host",
     "-smp",
     String(config.cpus),
     "-m",

@@ -5,8 +5,8 @@
  * @module
  */
 
-/** How guest code is executed. */
-export type Accel = "kvm" | "tcg";
+/** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
+export type Accel = "kvm" | "tcg" | "hvf";
 
 /** The root disk: our NBD server's export, or an image file (tests, debugging). */
 export type DiskConfig =
@@ -114,6 +114,8 @@ export interface Vm extends AsyncDisposable {
 export interface VmBackend {
   /** Backend name for logs (`qemu`, `vz`). */
   readonly name: string;
+  /** Kernel command line settings the backend's machine needs (VZ: `hvc0`, PCI). */
+  readonly cmdline?: { console?: string; pci?: boolean };
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
 }
