@@ -7,7 +7,8 @@
  *   `test` task load it before every test module (`deno test --preload tests/_preload.ts`).
  *   The default deadline is {@linkcode UNIT_TEST_DEADLINE_S} for unit tests beside the modules
  *   and {@linkcode GUEST_TEST_DEADLINE_S} for the tests in `tests/` (real guests under TCG on a
- *   busy machine); `SHURU_TEST_DEADLINE=SECONDS` sets one deadline for all.
+ *   busy machine); a test that does much more than most says so with {@linkcode testDeadline};
+ *   `SHURU_TEST_DEADLINE=SECONDS` sets one deadline for all.
  *
  * A test that passed its deadline keeps whatever it was waiting on; it has failed, and the run
  * goes on. Only code that blocks the event loop itself escapes this (no timer can fire): the
@@ -53,6 +54,17 @@ export async function withDeadline<T>(promise: Promise<T>, ms: number, what: str
 type TestFn = (t: Deno.TestContext) => void | Promise<void>;
 type TestRegister = (...args: unknown[]) => void;
 
+/** Deadlines set by {@linkcode testDeadline}, by test name. */
+const ownDeadlines = new Map<string, number>();
+
+/**
+ * Gives the test named `name` (declared after this call) a deadline of `seconds` instead of the
+ * default, for a test that does much more than most (many guest runs one after another).
+ */
+export function testDeadline(seconds: number, name: string): void {
+  ownDeadlines.set(name, seconds);
+}
+
 /** The definition behind any of `Deno.test`'s call forms. */
 function definitionOf(args: unknown[]): Deno.TestDefinition {
   const [a, b, c] = args as [unknown, unknown, unknown];
@@ -81,10 +93,12 @@ function callerOf(stack: string | undefined): string {
 
 const E2E_DIR = new URL(".", import.meta.url).pathname;
 
-/** The deadline for a test declared at `where` (seconds). */
-function deadlineFor(where: string): number {
+/** The deadline for the test `name` declared at `where` (seconds). */
+function deadlineFor(name: string, where: string): number {
   const forced = Number(Deno.env.get("SHURU_TEST_DEADLINE"));
   if (Number.isFinite(forced) && forced > 0) return forced;
+  const own = ownDeadlines.get(name);
+  if (own !== undefined) return own;
   return where.startsWith(E2E_DIR) ? GUEST_TEST_DEADLINE_S : UNIT_TEST_DEADLINE_S;
 }
 
@@ -92,8 +106,8 @@ function wrapRegister(register: TestRegister): TestRegister {
   return (...args: unknown[]) => {
     const def = definitionOf(args);
     const where = callerOf(new Error().stack);
-    const seconds = deadlineFor(where);
     const fn = def.fn;
+    const seconds = deadlineFor(def.name, where);
     register({
       ...def,
       fn: (t: Deno.TestContext) =>
