@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "./assert.ts";
+import { LineReader } from "./_lines.ts";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { homeLayout } from "../cli/home.ts";
 import { createInstance, hostTscRate, kernelCmdline, launchGuest, QemuBackend } from "../vm/mod.ts";
@@ -247,8 +248,8 @@ await new Promise(() => {});
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
-      const reader = owner.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      const { value } = await reader.read();
+      const reader = new LineReader(owner.stdout);
+      const value = await reader.next();
       const qemuPid = Number(value?.trim());
       assert(qemuPid > 0, `owner printed ${value}`);
       const state = async () => {
@@ -262,10 +263,10 @@ await new Promise(() => {});
       assert((await state()) !== "gone", "QEMU is not running");
       owner.kill("SIGKILL");
       await owner.status;
-      reader.releaseLock();
-      await owner.stdout.cancel().catch(() => {});
+      await reader.cancel().catch(() => {});
+      // The kernel signals QEMU as the owner dies; a busy machine may take a while to run it.
       let s = await state();
-      for (let i = 0; i < 200 && s !== "gone" && s !== "Z"; i++) {
+      for (let i = 0; i < 3000 && s !== "gone" && s !== "Z"; i++) {
         await new Promise((r) => setTimeout(r, 10));
         s = await state();
       }
