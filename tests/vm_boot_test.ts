@@ -64,7 +64,7 @@ async function serveOverlay(dir: string, rootfs: string) {
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 6000; i++) {
     try {
       await Deno.stat(socket);
       return { socket, child };
@@ -73,7 +73,7 @@ async function serveOverlay(dir: string, rootfs: string) {
     }
   }
   child.kill("SIGKILL");
-  throw new Error("qemu-nbd did not create its socket in 5 s (apt-get install qemu-utils)");
+  throw new Error("qemu-nbd did not create its socket in 60 s (apt-get install qemu-utils)");
 }
 
 /** Reads `count` newline-terminated lines (at most `cap` bytes) from `conn`. */
