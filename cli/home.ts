@@ -66,7 +66,9 @@ export interface MakeHomePrivateOptions {
  * Creates the data home and its folders (store, instances, sandboxes, and assets when they live
  * under the home) with mode 0700, and tightens any of them that other users could read or
  * enter, saying so once through `onNotice`. Files inside need no change: no other user can
- * reach them through a private folder, and new ones are created owner-only.
+ * reach them through a private folder, and new ones are created owner-only. A home that is a
+ * shared folder by design (sticky or writable by all, like `/tmp`) is never changed: the notice
+ * then says how to give shuru a folder of its own.
  *
  * @returns the folders whose mode was tightened.
  */
@@ -93,16 +95,26 @@ export async function makeHomePrivate(
       continue;
     }
     const mode = (info.mode ?? 0) & 0o7777;
-    if (info.isDirectory && (mode & 0o077) !== 0) {
-      await Deno.chmod(dir, mode & ~0o077);
-      tightened.push({ dir, was: mode });
+    if (!info.isDirectory || (mode & 0o077) === 0) continue;
+    if ((mode & 0o1002) !== 0) {
+      options.onNotice?.(
+        `shuru: the data home ${dir} is a shared folder (mode ${octal(mode)}), readable by ` +
+          "other users; set SHURU_HOME to a folder of shuru's own",
+      );
+      continue;
     }
+    await Deno.chmod(dir, mode & ~0o077);
+    tightened.push({ dir, was: mode });
   }
   if (tightened.length > 0) {
-    const list = tightened.map((t) => `${t.dir} (was ${t.was.toString(8).padStart(4, "0")})`);
+    const list = tightened.map((t) => `${t.dir} (was ${octal(t.was)})`);
     options.onNotice?.(
       `shuru: made the data home private to its owner (mode 0700): ${list.join(", ")}`,
     );
   }
   return tightened.map((t) => t.dir);
+}
+
+function octal(mode: number): string {
+  return mode.toString(8).padStart(4, "0");
 }

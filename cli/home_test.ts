@@ -82,3 +82,19 @@ Deno.test("makeHomePrivate - tightens an open home once, with one notice; assets
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("makeHomePrivate - never changes a shared folder such as /tmp; says what to do", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "shuru-home-" });
+  try {
+    await Deno.chmod(tmp, 0o1777);
+    const notices: string[] = [];
+    const changed = await makeHomePrivate(homeLayout(tmp), { onNotice: (l) => notices.push(l) });
+    assertEquals(changed, []);
+    assertEquals(await modeOf(tmp), 0o1777);
+    assertEquals(notices.length, 1);
+    assert(notices[0]!.includes("shared folder") && notices[0]!.includes("SHURU_HOME"));
+    assertEquals(await modeOf(`${tmp}/store`), 0o700, "its own folders are private still");
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
