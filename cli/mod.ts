@@ -12,6 +12,7 @@ import { checkpointSaveCommand } from "./checkpoint_save.ts";
 import { cpCommand } from "./cp.ts";
 import { UserError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
+import { homeLayout, makeHomePrivate } from "./home.ts";
 import { initCommand } from "./init.ts";
 import { mcpCommand } from "./mcp.ts";
 import { nbdCommand } from "./nbd.ts";
@@ -39,7 +40,11 @@ export function buildProgram(): Command {
     // Options after a command's first positional belong to the guest command
     // (`shuru run ls -la`), so subcommands can pass them through.
     .enablePositionalOptions()
-    .configureOutput({ outputError: (str, write) => write(str) });
+    .configureOutput({ outputError: (str, write) => write(str) })
+    // Every command reads or writes the data home: it is made private (0700) first.
+    .hook("preAction", async () => {
+      await makeHomePrivate(homeLayout(), { onNotice: (line) => console.error(line) });
+    });
   const checkpoint = checkpointCommand().enablePositionalOptions();
   checkpoint.addCommand(
     checkpointCreateCommand().summary("run a command in a fresh sandbox, then save its disk"),

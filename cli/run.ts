@@ -431,6 +431,7 @@ async function runOnce(
       );
       const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+      if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
     }
     for (const p of settings.ports) {
       try {

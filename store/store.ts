@@ -17,7 +17,14 @@
 
 import { basename, dirname, join } from "node:path";
 import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
-import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
+import {
+  ChunkBatch,
+  ChunkStore,
+  forEachLimit,
+  fsyncDir,
+  STORE_DIR_MODE,
+  STORE_FILE_MODE,
+} from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
 import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
 import {
@@ -154,7 +161,7 @@ export class Store {
   static async open(dir: string, options: StoreOpenOptions = {}): Promise<Store> {
     await initHasher();
     for (const sub of ["chunks", "checkpoints", "bases", "leases", "tmp"]) {
-      await Deno.mkdir(join(dir, sub), { recursive: true });
+      await Deno.mkdir(join(dir, sub), { recursive: true, mode: STORE_DIR_MODE });
     }
     const store = new Store(dir, options);
     await store.chunks.init();
@@ -173,6 +180,7 @@ export class Store {
       read: true,
       write: true,
       create: true,
+      mode: STORE_FILE_MODE,
     });
     try {
       await file.lock(exclusive);
@@ -585,7 +593,7 @@ export class Store {
   async #writeAtomic(path: string, bytes: Uint8Array, overwrite: boolean): Promise<void> {
     const tmp = join(this.dir, "tmp", `${basename(path)}.${crypto.randomUUID()}.tmp`);
     try {
-      const file = await Deno.open(tmp, { write: true, createNew: true });
+      const file = await Deno.open(tmp, { write: true, createNew: true, mode: STORE_FILE_MODE });
       try {
         let off = 0;
         while (off < bytes.length) off += await file.write(bytes.subarray(off));

@@ -54,6 +54,14 @@ export {
   VZ_ENTITLEMENT,
 } from "./vz_sign.ts";
 export { BootConsole, type BootConsoleOptions } from "./console.ts";
+export {
+  confineCommand,
+  type ConfinedCommand,
+  type ConfineOptions,
+  confineQemu,
+  type NetnsMode,
+  QEMU_SANDBOX_ARGS,
+} from "./confine.ts";
 export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";

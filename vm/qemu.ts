@@ -1,13 +1,15 @@
 /**
  * The QEMU backend: runs `qemu-system-x86_64 -M microvm` as a child process.
  *
- * No orphan QEMU: the child is started through `setpriv --pdeathsig SIGKILL`, so the kernel
- * kills it when our process dies for any reason (even SIGKILL); a normal exit kills it too.
+ * QEMU runs confined (`confine.ts`): its seccomp sandbox, an empty environment, its own network
+ * namespace where the host allows one, and `setpriv --pdeathsig SIGKILL`, so the kernel kills it
+ * when our process dies for any reason (even SIGKILL); a normal exit kills it too.
  * The serial console always goes to the instance's log file; its tail is attached to errors.
  *
  * @module
  */
 
+import { confineQemu } from "./confine.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import { qemuArgs } from "./qemu_args.ts";
@@ -76,16 +78,18 @@ export class QemuBackend implements VmBackend {
     const listener = Deno.listen({ transport: "unix", path: config.agentSocket });
     let vm: QemuVm;
     try {
-      const setpriv = findCommand("setpriv", this.#options.path);
-      const argv = setpriv
-        ? [setpriv, "--pdeathsig", "SIGKILL", "--", qemu, ...args]
-        : [qemu, ...args];
+      const command = await confineQemu(
+        qemu,
+        args,
+        this.#options.path !== undefined ? { path: this.#options.path } : {},
+      );
       const log = await Deno.open(config.consoleLog, { write: true, create: true, truncate: true });
       const started = performance.now();
       let child: Deno.ChildProcess;
       try {
-        child = new Deno.Command(argv[0]!, {
-          args: argv.slice(1),
+        child = new Deno.Command(command.program, {
+          args: command.args,
+          clearEnv: true,
           stdin: config.interactiveConsole ? "inherit" : "null",
           stdout: "piped",
           stderr: "piped",
@@ -97,7 +101,10 @@ export class QemuBackend implements VmBackend {
         });
       }
       track(child);
-      vm = new QemuVm(child, log, listener, started, config, this.#options.onConsoleLine);
+      vm = new QemuVm(child, log, listener, started, config, {
+        confinement: command.summary,
+        ...(this.#options.onConsoleLine ? { onConsoleLine: this.#options.onConsoleLine } : {}),
+      });
     } catch (err) {
       listener.close();
       await Deno.remove(config.agentSocket).catch(() => {});
@@ -118,6 +125,7 @@ export class QemuBackend implements VmBackend {
 
 class QemuVm implements Vm {
   readonly pid: number;
+  readonly confinement: string;
   readonly agent: Promise<Deno.Conn>;
   readonly exited: Promise<VmExit>;
   readonly #child: Deno.ChildProcess;
@@ -131,10 +139,12 @@ class QemuVm implements Vm {
     listener: Deno.Listener,
     started: number,
     config: VmConfig,
-    onConsoleLine?: (line: string) => void,
+    options: { confinement: string; onConsoleLine?: (line: string) => void },
   ) {
     this.#child = child;
     this.pid = child.pid;
+    this.confinement = options.confinement;
+    const onConsoleLine = options.onConsoleLine;
     const bootConsole = new BootConsole({
       started,
       ...(onConsoleLine ? { onLine: onConsoleLine } : {}),

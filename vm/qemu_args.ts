@@ -123,7 +123,7 @@ export function qemuArgs(config: VmConfig): string[] {
     tags.add(mount.tag);
     args.push(
       "-fsdev",
-      `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=none` +
+      `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=mapped-xattr` +
         (mount.readOnly ? ",readonly=on" : ""),
       "-device",
       `virtio-9p-device,fsdev=fs${i},mount_tag=${mount.tag}`,

@@ -91,6 +91,8 @@ export type BootPhase =
 export interface Vm extends AsyncDisposable {
   /** Process id of the VM process (QEMU), for instance records. */
   readonly pid: number;
+  /** One line naming how the VM process is confined on the host (for `shuru run -v`). */
+  readonly confinement?: string;
   /** Resolves once with the agent channel connection (QEMU connects at startup). */
   readonly agent: Promise<Deno.Conn>;
   /** Resolves when the VM has ended, however it ended. Never rejects. */
