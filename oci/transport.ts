@@ -358,6 +358,27 @@ export class RegistryTransport {
   }
 
   /**
+   * Checks the credentials (`shuru login`): a token for no scope from a Bearer registry's
+   * realm, or an authenticated `GET /v2/` for a Basic one. Returns how the registry
+   * authenticates (`none`: it is open and needs no credentials).
+   */
+  async verifyCredentials(): Promise<"none" | "basic" | "bearer"> {
+    await this.baseUrl();
+    if (this.#auth.scheme === "bearer") {
+      await this.#fetchToken([]);
+    } else if (this.#auth.scheme === "basic") {
+      const res = await this.request({
+        method: "GET",
+        path: "/v2/",
+        scopes: [],
+        action: `log in to ${this.registry}`,
+      });
+      await res.body?.cancel();
+    }
+    return this.#auth.scheme;
+  }
+
+  /**
    * Sends `req` and returns the response when it is 2xx or listed in `allow`; throws a
    * {@linkcode RegistryError} with the registry's own error text otherwise.
    */
