@@ -418,7 +418,10 @@ export class RegistryTransport {
 
 /** A one-line description of a fetch failure (a TLS or connection error). */
 function describe(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
+  let msg = err instanceof Error ? err.message : String(err);
+  // fetch says "fetch failed" and keeps the reason (refused, reset, TLS) in its cause.
+  const cause = err instanceof Error ? err.cause : undefined;
+  if (cause instanceof Error && cause.message) msg = `${msg} (${describe(cause)})`;
   return msg.split("\n")[0]!.replace(/^error sending request for url \([^)]*\): /, "");
 }
 

@@ -391,7 +391,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     // Resolves and validates the artifact (small blobs only) before booting.
     const opened = await openRemoteCheckpoint(store, options.from, {
       insecureRegistries: options.insecureRegistries ?? [],
-      onRetry: notice,
+      log: notice,
     });
     source = opened.source;
     options.onRemote?.({

@@ -105,7 +105,7 @@ export class BaseLower implements LowerLayer {
 export interface CheckpointLowerOptions {
   /** Verified chunks kept in memory for repeated small reads (default 64). */
   cacheChunks?: number;
-  /** Called once per corrupt chunk (and once per outage of a remote source) with one line. */
+  /** Called once per corrupt chunk with a one-line description. */
   log?: (line: string) => void;
 }
 
@@ -124,7 +124,6 @@ export class CheckpointLower implements LowerLayer {
   #cacheMax: number;
   #log: (line: string) => void;
   #logged = new Set<string>();
-  #unavailable = false;
 
   /**
    * @param name Checkpoint name (or registry reference, for logs).
@@ -183,20 +182,12 @@ export class CheckpointLower implements LowerLayer {
     let data: Uint8Array;
     try {
       data = await this.#chunks.read(hash, this.table.blockSize);
-      this.#unavailable = false;
     } catch (err) {
       if (err instanceof StoreError && err.code === "corrupt_chunk" && !this.#logged.has(hex)) {
         this.#logged.add(hex);
         this.#log(
           `shuru: corrupt chunk ${hex} (block ${index} of checkpoint "${this.name}"): ` +
             `${err.message}; reads of this block fail with an I/O error`,
-        );
-      } else if (err instanceof StoreError && err.code === "unavailable" && !this.#unavailable) {
-        // One line per outage, not one per block the guest asks for meanwhile.
-        this.#unavailable = true;
-        this.#log(
-          `shuru: ${err.message} (block ${index} of ${this.name}); reads of blocks not fetched ` +
-            "yet fail with an I/O error until the registry answers again",
         );
       }
       throw err;

@@ -53,6 +53,8 @@ export interface RemoteSourceStats {
 export interface RemoteSourceOptions {
   /** Chunks fetched after the one asked for. @default DEFAULT_READAHEAD */
   readahead?: number;
+  /** Where the one line per registry outage goes. @default console.error */
+  log?: (line: string) => void;
 }
 
 /** Reads a registry checkpoint's chunks; see the module doc. */
@@ -71,6 +73,9 @@ export class RemoteChunkSource implements ChunkSource {
   /** Position of each chunk in `remote.entries` (sorted by pack and offset). */
   readonly #position = new Map<string, number>();
   readonly #inFlight = new Map<string, Promise<Uint8Array>>();
+  readonly #log: (line: string) => void;
+  /** Set by a failed fetch, cleared by a good one: one line per outage, not per read. */
+  #failing = false;
   #closed = false;
 
   /**
@@ -89,6 +94,7 @@ export class RemoteChunkSource implements ChunkSource {
     this.#client = client;
     this.#remote = remote;
     this.#readahead = options.readahead ?? DEFAULT_READAHEAD;
+    this.#log = options.log ?? ((line) => console.error(line));
     for (const [i, e] of remote.entries.entries()) this.#position.set(toHex(e.hash), i);
   }
 
@@ -159,12 +165,24 @@ export class RemoteChunkSource implements ChunkSource {
       this.stats.requests++;
       got = await fetchRun(this.#client, this.#remote, run);
     } catch (err) {
-      throw new StoreError(
+      const error = new StoreError(
         "unavailable",
         `Cannot fetch chunk ${toHex(run[0]!.hash).slice(0, 16)}… from ${this.#remote.refText}: ` +
           (err as Error).message,
         { cause: err },
       );
+      if (!this.#failing) {
+        this.#failing = true;
+        this.#log(
+          `shuru: ${error.message}; reads of blocks not fetched yet fail with an I/O error ` +
+            "until the registry answers again",
+        );
+      }
+      throw error;
+    }
+    if (this.#failing) {
+      this.#failing = false;
+      this.#log(`shuru: ${this.#remote.refText} answers again; lazy reads resume`);
     }
     this.stats.fetchedBytes += got.bytes;
     for (const [k, e] of run.entries()) {
@@ -262,12 +280,10 @@ export async function openRemoteCheckpoint(
   const client = openClient(parseReference(refText), options);
   const remote = await resolveRemote(store, client, refText);
   const manifestPath = await store.pinRemoteManifest(remote.digest.slice(7), remote.idxBytes);
-  const chunks = new RemoteChunkSource(
-    store,
-    client,
-    remote,
-    options.readahead !== undefined ? { readahead: options.readahead } : {},
-  );
+  const chunks = new RemoteChunkSource(store, client, remote, {
+    ...(options.readahead !== undefined ? { readahead: options.readahead } : {}),
+    ...(options.log ? { log: options.log } : {}),
+  });
   return {
     source: { remote: { name: remote.refText, manifestPath, chunks } },
     remote,

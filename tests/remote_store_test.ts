@@ -280,6 +280,7 @@ Deno.test("lazy reads - wrong bytes and an unreachable registry fail the read, n
   const opened = await openRemoteCheckpoint(logged, `${front.host}/bad/env:1`, {
     ...FAST,
     readahead: 0,
+    log: (l) => lines.push(l),
   });
   const device = await logged.openDevice(opened.source, { overlayDir: join(world.dir, "b1") });
   try {
@@ -305,6 +306,7 @@ Deno.test("lazy reads - wrong bytes and an unreachable registry fail the read, n
     assert(e3 instanceof StoreError && e3.code === "unavailable", e3.message);
     await assertRejects(() => device.read(90 * BS, 10));
     assertEquals(lines.length, 1, lines.join("\n"));
+    assert(lines[0]!.includes("fail with an I/O error"), lines[0]);
     // Blocks read before are still served.
     assertEquals(await device.read(64 * BS, 4096), disk.subarray(64 * BS, 64 * BS + 4096));
   } finally {
