@@ -280,8 +280,12 @@ export async function openRemoteCheckpoint(
   const client = openClient(parseReference(refText), options);
   const remote = await resolveRemote(store, client, refText);
   const manifestPath = await store.pinRemoteManifest(remote.digest.slice(7), remote.idxBytes);
+  // SHURU_LAZY_READAHEAD overrides the default for measurements (bench/remote_bench.ts).
+  const fromEnv = Number(Deno.env.get("SHURU_LAZY_READAHEAD") ?? NaN);
+  const readahead = options.readahead ??
+    (Number.isInteger(fromEnv) && fromEnv >= 0 ? fromEnv : undefined);
   const chunks = new RemoteChunkSource(store, client, remote, {
-    ...(options.readahead !== undefined ? { readahead: options.readahead } : {}),
+    ...(readahead !== undefined ? { readahead } : {}),
     ...(options.log ? { log: options.log } : {}),
   });
   return {

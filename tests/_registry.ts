@@ -353,6 +353,8 @@ export class FaultyFront implements AsyncDisposable {
   blobBytes = 0;
   /** Requests seen, as `METHOD path`. */
   readonly requests: string[] = [];
+  /** Milliseconds each request waits before it is forwarded (a network's round trip). */
+  delayMs = 0;
   #server: Deno.HttpServer;
   #upstream: string;
 
@@ -403,6 +405,7 @@ export class FaultyFront implements AsyncDisposable {
         { status: action.status, headers: action.headers ?? {} },
       );
     }
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
     const headers = new Headers(req.headers);
     headers.delete("host");
     const body = req.body ? new Uint8Array(await req.arrayBuffer()) : undefined;
