@@ -148,6 +148,14 @@ Deno.test("RegistryClient - token registry: the Bearer dance, tokens cached per 
     credentials: { kind: "basic", username: "alice", password: "bad" },
   });
   await expectCode(wrong.getManifest("team/env", "v1"), "unauthorized");
+  // What `shuru login` checks: a token for no scope.
+  assertEquals(await alice.transport.verifyCredentials(), "bearer");
+  await expectCode(
+    new RegistryClient(reg.host, {
+      credentials: { kind: "basic", username: "alice", password: "bad" },
+    }).transport.verifyCredentials(),
+    "unauthorized",
+  );
 });
 
 Deno.test("RegistryClient - HTTPS first; plain HTTP refused for a registry that is not loopback", async () => {

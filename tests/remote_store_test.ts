@@ -268,6 +268,31 @@ Deno.test("lazy reads - fetched on first read, verified, kept locally; second op
   assertEquals(gc.removedChunks, 0);
 });
 
+Deno.test("lazy reads - a save over a lazily read checkpoint fetches what it references", async () => {
+  await using world = await World.create();
+  await using reg = await TestRegistry.start();
+  const disk = await world.checkpoint("env");
+  await pushCheckpoint(world.store, "env", reg.ref("save/env:1"));
+  const other = await world.other("s2");
+  const opened = await openRemoteCheckpoint(other, reg.ref("save/env:1"), FAST);
+  const device = await other.openDevice(opened.source, { overlayDir: join(world.dir, "sv") });
+  const patch = pseudoRandom(BS, 42);
+  try {
+    await device.write(5 * BS, patch);
+    assertEquals(opened.chunks.stats.fetchedChunks, 0);
+    await device.save("mine");
+  } finally {
+    await device.close();
+  }
+  assert(opened.chunks.stats.fetchedChunks > 80, JSON.stringify(opened.chunks.stats));
+  // The registry and the pinned cache are gone: the saved checkpoint stands on its own.
+  await reg.stop();
+  await other.gc({ pruneBaseCache: true });
+  const expected = disk.slice();
+  expected.set(patch, 5 * BS);
+  assertEquals(await world.read(other, "mine"), expected);
+});
+
 Deno.test("lazy reads - wrong bytes and an unreachable registry fail the read, never return data", async () => {
   await using world = await World.create();
   await using reg = await TestRegistry.start();
