@@ -20,9 +20,14 @@ export const MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manife
 /** Docker manifest list. */
 export const MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-/** Manifest types a GET accepts (others are refused by the registry or by the caller). */
-const ACCEPT = [MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST]
-  .join(", ");
+/** Manifest types a GET accepts; anything else is refused as `media_type`. */
+const MANIFEST_TYPES = [
+  MEDIA_OCI_MANIFEST,
+  MEDIA_OCI_INDEX,
+  MEDIA_DOCKER_MANIFEST,
+  MEDIA_DOCKER_LIST,
+];
+const ACCEPT = MANIFEST_TYPES.join(", ");
 
 /** Largest manifest accepted (distribution's own limit is 4 MiB). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -181,13 +186,20 @@ export class RegistryClient {
       );
     }
     let mediaType = (res.headers.get("content-type") ?? "").split(";")[0]!.trim();
-    if (!mediaType || mediaType === "application/json" || mediaType === "text/plain") {
+    if (!mediaType || mediaType === "application/json") {
       try {
         const body = JSON.parse(new TextDecoder().decode(bytes)) as { mediaType?: unknown };
         if (typeof body.mediaType === "string") mediaType = body.mediaType;
       } catch {
         // the caller's parse reports it
       }
+    }
+    if (!MANIFEST_TYPES.includes(mediaType)) {
+      throw new RegistryError(
+        "media_type",
+        `Cannot ${what}: the registry sent ${mediaType || "no media type"}, not an OCI or ` +
+          "docker manifest",
+      );
     }
     return { bytes, mediaType, digest };
   }

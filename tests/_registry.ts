@@ -331,7 +331,9 @@ export type FrontAction =
   /** Forward, then flip one byte of the body at `offset`. */
   | { kind: "corrupt"; offset: number }
   /** Forward, then stop after `bytes` of the body (the connection breaks). */
-  | { kind: "cut"; bytes: number };
+  | { kind: "cut"; bytes: number }
+  /** Forward with this `Content-Type` instead of the registry's. */
+  | { kind: "contentType"; value: string };
 
 /** A rule: when `match(request)` holds, do `action` (for `times` requests, default all). */
 export interface FrontRule {
@@ -416,6 +418,7 @@ export class FaultyFront implements AsyncDisposable {
       redirect: "manual",
     });
     const outHeaders = new Headers(up.headers);
+    if (action?.kind === "contentType") outHeaders.set("content-type", action.value);
     const isBlobGet = req.method === "GET" && url.pathname.includes("/blobs/");
     if (req.method === "HEAD" || !up.body) {
       await up.body?.cancel();

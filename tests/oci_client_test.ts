@@ -262,6 +262,10 @@ Deno.test("RegistryClient - a registry that lies about sizes or bytes is caught"
   const isManifest = (r: { path: string }) => r.path.includes("/manifests/");
   front.rules = [{ match: isManifest, action: { kind: "corrupt", offset: 3 } }];
   await expectCode(client.getManifest("lie", "v1"), "digest_mismatch");
+  // A login page or an error document where a manifest should be.
+  front.rules = [{ match: isManifest, action: { kind: "contentType", value: "text/html" } }];
+  const mt = await expectCode(client.getManifest("lie", "v1"), "media_type");
+  assert(mt.message.includes("text/html"), mt.message);
   front.rules = [{ match: isBlob, action: { kind: "cut", bytes: 1000 } }];
   await expectCode(client.getBlob("lie", digest, size), "network");
   front.rules = [];
