@@ -76,6 +76,11 @@ export interface TestRegistryOptions {
   auth?: RegistryAuth;
   /** Serve HTTPS with a certificate for 127.0.0.1 from a test CA (`caPem`). */
   tls?: boolean;
+  /**
+   * Answer with absolute upload `Location`s, as distribution does by default (relative ones
+   * otherwise, so clients behind a {@linkcode FaultyFront} keep talking to the front).
+   */
+  absoluteUrls?: boolean;
 }
 
 /** A `docker-registry` process on 127.0.0.1. */
@@ -126,7 +131,7 @@ export class TestRegistry implements AsyncDisposable {
       "    enabled: true",
       "http:",
       `  addr: 127.0.0.1:${port}`,
-      "  relativeurls: true",
+      `  relativeurls: ${options.absoluteUrls ? "false" : "true"}`,
     ];
     let caPem: string | undefined;
     if (options.tls) {

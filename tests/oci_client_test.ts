@@ -72,7 +72,7 @@ async function roundTrip(client: RegistryClient, repo: string): Promise<string> 
 }
 
 Deno.test("RegistryClient - open registry over plain HTTP on loopback: blobs, ranges, manifests, mount, chunked upload", async () => {
-  await using reg = await TestRegistry.start();
+  await using reg = await TestRegistry.start({ absoluteUrls: true });
   const client = new RegistryClient(reg.host);
   const digest = await roundTrip(client, "team/a");
   // Cross-repository mount: no bytes sent, the blob appears in the other repository.
