@@ -9,6 +9,8 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { checkpointCommand } from "./checkpoint.ts";
 import { checkpointSaveCommand } from "./checkpoint_save.ts";
+import { checkpointPullCommand, checkpointPushCommand } from "./checkpoint_remote.ts";
+import { loginCommand } from "./login.ts";
 import { cpCommand } from "./cp.ts";
 import { UserError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
@@ -52,6 +54,8 @@ export function buildProgram(): Command {
   checkpoint.addCommand(
     checkpointSaveCommand().summary("save a running sandbox's disk (it keeps running)"),
   );
+  checkpoint.addCommand(checkpointPushCommand().summary("push a checkpoint to an OCI registry"));
+  checkpoint.addCommand(checkpointPullCommand().summary("pull a checkpoint from an OCI registry"));
   // The command list shows one line each; `shuru COMMAND --help` has the full story.
   const commands: [Command, string][] = [
     [runCommand(), "run a command (or a shell) in a throwaway VM"],
@@ -63,6 +67,7 @@ export function buildProgram(): Command {
     [stopCommand(), "stop a running sandbox (optionally saving its disk)"],
     [checkpoint, "create, save, list, inspect and delete checkpoints"],
     [storeCommand(), "maintain the block store (gc)"],
+    [loginCommand(), "store registry credentials (as docker login does)"],
     [initCommand(), "build or check the guest image (kernel, initramfs, root filesystem)"],
     [pruneCommand(), "remove what crashed runs left behind"],
     [mcpCommand(), "serve the Model Context Protocol on stdin/stdout"],

@@ -19,6 +19,8 @@ import {
   type SandboxNetwork,
 } from "../runner/mod.ts";
 import { ConnectionError } from "../sandbox/mod.ts";
+import { RegistryError } from "../oci/mod.ts";
+import type { RemoteSourceStats } from "../store/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { type BackendName, parseAccel, parseBackend, VmError } from "../vm/mod.ts";
 import {
@@ -85,7 +87,16 @@ export function withRunFlags(cmd: Command) {
         `(default ${DEFAULTS.diskSize})`,
       sizeMiB("--disk-size"),
     )
-    .option("--from <checkpoint>", "start from this checkpoint instead of the base image")
+    .option(
+      "--from <checkpoint>",
+      "start from this checkpoint instead of the base image; a registry reference " +
+        "(registry/repo:tag) boots without downloading it: chunks are fetched on first read",
+    )
+    .option(
+      "--insecure-registry <HOST>",
+      "allow plain HTTP to this registry host (repeatable; loopback registries always may)",
+      collect,
+    )
     .option(
       "--mount <HOST:GUEST[:ro|:rw]>",
       "share a host folder (repeatable); read-only by default: guest writes land in a " +
@@ -176,6 +187,7 @@ export type RunFlags = {
   memory?: number;
   diskSize?: number;
   from?: string;
+  insecureRegistry?: string[];
   mount?: string[];
   allowHostWrites?: true;
   port?: string[];
@@ -394,6 +406,7 @@ async function runOnce(
   Deno.addSignalListener("SIGINT", handlers.SIGINT);
   Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
   let netLog: NetLog | undefined;
+  let remote: { ref: string; digest: string; stats: RemoteSourceStats } | undefined;
   try {
     let network: SandboxNetwork | undefined;
     if (settings.network) {
@@ -414,6 +427,8 @@ async function runOnce(
       accel: settings.accel,
       backend: settings.backend,
       ...(settings.from !== undefined ? { from: settings.from } : {}),
+      insecureRegistries: flags.insecureRegistry ?? [],
+      onRemote: (r) => remote = r,
       mounts: settings.mounts,
       ...(network ? { network } : {}),
       ...(flags.installDeps ? { installDeps: true } : {}),
@@ -465,6 +480,14 @@ async function runOnce(
     if (verbose) log(`shuru: command ran ${Math.round(performance.now() - started)} ms`);
     const stopStarted = performance.now();
     const result = await booted.stop(saveAs !== undefined ? { saveAs } : {});
+    if (verbose && remote) {
+      const s = remote.stats;
+      log(
+        `shuru: lazy start from ${remote.ref}@${remote.digest}: fetched ${s.fetchedChunks} ` +
+          `chunks (${s.fetchedBytes} bytes) in ${s.requests} requests; ${s.localReads} ` +
+          "reads were local",
+      );
+    }
     if (verbose) {
       log(`shuru: shutdown ${Math.round(performance.now() - stopStarted)} ms`);
       log(`shuru: peak RSS ${peakRssMiB()} MiB (this process; QEMU not included)`);
@@ -478,7 +501,10 @@ async function runOnce(
     return interrupted || code;
   } catch (err) {
     if (interrupted) return interrupted;
-    if (err instanceof RunnerError || err instanceof VmError || err instanceof StoreError) {
+    if (
+      err instanceof RunnerError || err instanceof VmError || err instanceof StoreError ||
+      err instanceof RegistryError
+    ) {
       throw new UserError(err.message, { exitCode: 125, cause: err });
     }
     throw err;
