@@ -119,6 +119,7 @@ export class SecretTerminator {
       ? this.#serveTls(served, tcp, name, inject)
       : this.#serveHttp(served, tcp, inject);
     serving.catch((err) => {
+      if (err instanceof GuestLeftError) return;
       this.#onError(`shuru: secret proxy for ${where}: ${describe(err)}`);
     }).finally(() => {
       toGuest.end();
@@ -150,7 +151,12 @@ export class SecretTerminator {
         alpnProtocols: ALPN,
         ...(this.#upstreamCaCerts ? { caCerts: this.#upstreamCaCerts } : {}),
       }).then(async (conn) => {
-        await conn.handshake();
+        try {
+          await conn.handshake();
+        } catch (err) {
+          closeQuietly(conn);
+          throw err;
+        }
         return conn;
       });
       const [guestReady, upstreamReady] = await Promise.allSettled([
@@ -231,7 +237,10 @@ class NodeSocketStream implements ByteDuplex {
         resolve();
       });
       socket.once("error", reject);
-      socket.once("close", () => reject(new Error("the guest closed the TLS connection")));
+      socket.once("close", () => reject(new GuestLeftError()));
+      // A guest that leaves mid-handshake (its stream ends) gets "end" alone from node:tls:
+      // no "close" or "error" follows while the handshake is pending, so this settles it.
+      socket.once("end", () => reject(new GuestLeftError()));
     });
     this.secured.catch(() => {});
     socket.on("readable", () => this.#notify());
@@ -309,7 +318,8 @@ class NodeSocketStream implements ByteDuplex {
   close(): void {
     const socket = this.#socket;
     if (socket.destroyed) return;
-    if (socket.writableFinished) {
+    // Before the handshake nothing is owed to the guest (and end() would wait for "secure").
+    if (socket.writableFinished || !this.#secure) {
       socket.destroy();
       return;
     }
@@ -317,6 +327,13 @@ class NodeSocketStream implements ByteDuplex {
     socket.once("finish", () => socket.destroy());
     socket.once("close", () => clearTimeout(timer));
     socket.end();
+  }
+}
+
+/** The guest closed its TLS connection before the handshake completed (nothing to report). */
+class GuestLeftError extends Error {
+  constructor() {
+    super("the guest closed the TLS connection during the handshake");
   }
 }
 

@@ -88,10 +88,27 @@ async function fixture(
     received,
     async [Symbol.asyncDispose]() {
       front.close();
-      await accepting;
-      await Promise.allSettled(pumps);
-      await server.shutdown();
-      await Deno.remove(dir, { recursive: true });
+      // A relay that never ends a connection fails the test instead of stalling it.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("the terminator left connections open after 20 s")),
+          20_000,
+        );
+      });
+      try {
+        await Promise.race([
+          (async () => {
+            await accepting;
+            await Promise.allSettled(pumps);
+            await server.shutdown();
+          })(),
+          stalled,
+        ]);
+      } finally {
+        clearTimeout(timer);
+        await Deno.remove(dir, { recursive: true });
+      }
     },
   };
 }
@@ -214,4 +231,45 @@ Deno.test("terminator: the last response arrives whole when the exchange ends th
       assertEquals([r.code, r.stdout], [0, String(BIG.length)], `${protocol}: ${r.stderr}`);
     }
   }
+});
+
+/** A real TLS ClientHello for `api.test` (what a client sends first), recorded off a socket. */
+async function clientHello(): Promise<Uint8Array> {
+  const recorder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = Deno.connect({ hostname: "127.0.0.1", port: (recorder.addr as Deno.NetAddr).port })
+    .then((tcp) => Deno.startTls(tcp, { hostname: "api.test" }))
+    .then((tls) => tls.handshake().finally(() => tls.close()))
+    .catch(() => {});
+  const conn = await recorder.accept();
+  const buf = new Uint8Array(16384);
+  const n = await conn.read(buf);
+  conn.close();
+  recorder.close();
+  await client;
+  return buf.slice(0, n ?? 0);
+}
+
+Deno.test("terminator: a guest that leaves during the TLS handshake ends its connection and the upstream's", async () => {
+  await using f = await fixture({ trustUpstream: true });
+  const hello = await clientHello();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: f.frontPort });
+  await conn.write(hello);
+  await conn.closeWrite();
+  // The relay must close the guest's side within a bound, not wait forever for a handshake.
+  const closed = (async () => {
+    const buf = new Uint8Array(65536);
+    try {
+      while (await conn.read(buf) !== null) { /* the server's flight, if any */ }
+    } catch { /* reset: closed too */ }
+    return "closed";
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    closed,
+    new Promise<string>((r) => timer = setTimeout(() => r("still open after 15 s"), 15_000)),
+  ]);
+  clearTimeout(timer);
+  conn.close();
+  assertEquals(outcome, "closed");
+  assertEquals(f.received.length, 0);
 });
