@@ -18,7 +18,8 @@ import type { DialTarget, HostStream } from "../relay.ts";
 import { HostPatternSet } from "../policy.ts";
 import type { CertificateAuthority } from "./ca.ts";
 import { ByteChannel } from "./channel.ts";
-import { type ByteDuplex, relayHttpWithSecrets, type SecretPair } from "./http_relay.ts";
+import { type ByteDuplex, relayHttpWithSecrets } from "./http_relay.ts";
+import type { InjectPlace, SecretPair } from "./inject.ts";
 
 /** A secret of the run, as the proxy holds it. */
 export interface Secret {
@@ -30,6 +31,12 @@ export interface Secret {
   placeholder: string;
   /** Host patterns the value may be sent to (`api.example.com`, `*.example.com`). */
   hosts: readonly string[];
+  /**
+   * Where in a request the value may go.
+   *
+   * @default {["header"]}
+   */
+  inject?: readonly InjectPlace[];
 }
 
 /** Options of {@linkcode SecretTerminator}. */
@@ -61,7 +68,11 @@ export class SecretTerminator {
   /** Validates every host pattern (throws SyntaxError naming a bad one). */
   constructor(options: SecretTerminatorOptions) {
     this.#bindings = options.secrets.map((s) => ({
-      pair: { placeholder: s.placeholder, value: s.value },
+      pair: {
+        placeholder: s.placeholder,
+        value: s.value,
+        ...(s.inject !== undefined ? { inject: s.inject } : {}),
+      },
       hosts: new HostPatternSet(s.hosts),
     }));
     this.#scrub = this.#bindings.map((b) => b.pair);

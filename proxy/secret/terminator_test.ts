@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import type { DialTarget, HostStream } from "../relay.ts";
 import { CertificateAuthority } from "./ca.ts";
+import type { InjectPlace } from "./inject.ts";
 import { makePlaceholder } from "./placeholder.ts";
 import { type Secret, SecretTerminator } from "./terminator.ts";
 
@@ -26,7 +27,12 @@ interface Fixture extends AsyncDisposable {
 
 /** curl → front listener → terminator → HTTPS upstream on 127.0.0.1. */
 async function fixture(
-  opts: { trustUpstream: boolean; protocol?: "tls" | "http"; slowGuest?: boolean },
+  opts: {
+    trustUpstream: boolean;
+    protocol?: "tls" | "http";
+    slowGuest?: boolean;
+    inject?: InjectPlace[];
+  },
 ): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: "shuru-terminator-" });
   const upstreamCa = await CertificateAuthority.create();
@@ -53,6 +59,7 @@ async function fixture(
     value: VALUE,
     placeholder: makePlaceholder(VALUE),
     hosts: ["api.test"],
+    ...(opts.inject ? { inject: opts.inject } : {}),
   };
   const errors: string[] = [];
   const terminator = new SecretTerminator({
@@ -160,7 +167,7 @@ function url(f: Fixture, path: string, scheme = "https"): string[] {
 }
 
 Deno.test("terminator: the guest's TLS ends with a run-CA leaf; the value reaches the host, not the guest", async () => {
-  await using f = await fixture({ trustUpstream: true });
+  await using f = await fixture({ trustUpstream: true, inject: ["header", "body"] });
   const r = await curl([
     "--cacert",
     f.runCaFile,
