@@ -31,6 +31,7 @@ async function fixture(
     trustUpstream: boolean;
     protocol?: "tls" | "http";
     slowGuest?: boolean;
+    allowHttp?: boolean;
     inject?: InjectPlace[];
   },
 ): Promise<Fixture> {
@@ -59,6 +60,7 @@ async function fixture(
     value: VALUE,
     placeholder: makePlaceholder(VALUE),
     hosts: ["api.test"],
+    ...(opts.allowHttp ? { allowHttp: true } : {}),
     ...(opts.inject ? { inject: opts.inject } : {}),
   };
   const errors: string[] = [];
@@ -209,8 +211,25 @@ Deno.test("terminator: an upstream the host does not trust gets a 502 naming why
   assert(f.errors.length > 0 && !f.errors.join("\n").includes(VALUE), f.errors.join("\n"));
 });
 
-Deno.test("terminator: plain HTTP to a secret host gets the substitution too", async () => {
+Deno.test("terminator: plain HTTP to a secret host carries the placeholder; one line says why", async () => {
   await using f = await fixture({ trustUpstream: true, protocol: "http" });
+  for (let i = 0; i < 2; i++) {
+    const r = await curl([
+      "-H",
+      `Authorization: Bearer ${f.secret.placeholder}`,
+      ...url(f, "/", "http"),
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+  }
+  const auth = `Bearer ${f.secret.placeholder}`;
+  assertEquals(f.received.map((r) => r.auth), [auth, auth], "the value never went out");
+  assertEquals(f.errors.length, 1, f.errors.join("\n"));
+  assert(/secret API_KEY not sent to api\.test:\d+: plain HTTP/.test(f.errors[0]!), f.errors[0]);
+  assert(!f.errors[0]!.includes(VALUE));
+});
+
+Deno.test("terminator: a secret that allows HTTP gets the substitution over plain HTTP", async () => {
+  await using f = await fixture({ trustUpstream: true, protocol: "http", allowHttp: true });
   const r = await curl([
     "-H",
     `Authorization: Bearer ${f.secret.placeholder}`,
@@ -219,6 +238,7 @@ Deno.test("terminator: plain HTTP to a secret host gets the substitution too", a
   assertEquals(r.code, 0, r.stderr);
   assertEquals(f.received[0]?.auth, `Bearer ${VALUE}`);
   assert(!r.stdout.includes(VALUE), r.stdout);
+  assertEquals(f.errors, []);
 });
 
 Deno.test("terminator: the last response arrives whole when the exchange ends the connection", async () => {
