@@ -36,23 +36,12 @@ import {
   installPackages,
   missingToolsError,
   VM_TOOLS,
-} from "./host_tools.ts";
+} from "../host/mod.ts";
 import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
-export {
-  aptInstallLine,
-  ASSET_TOOLS,
-  findMissingTools,
-  type HostTool,
-  installPackages,
-  type MissingTool,
-  missingToolsError,
-  VM_TOOLS,
-} from "./host_tools.ts";
-export { AGENT_START_MARKER, DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
-export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
+export { DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 
 /** Bumped when the layout or meaning of the asset files changes. */

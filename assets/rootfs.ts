@@ -9,7 +9,8 @@
 import { join } from "node:path";
 import { runTool } from "./run.ts";
 import { primeAgentCache } from "./deno_cache.ts";
-import { INITRAMFS_MARKER, PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
+import { AGENT_START_MARKER } from "../proto/mod.ts";
+import { PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
 export interface DebianRecipe {
@@ -60,8 +61,6 @@ export const GUEST_AGENT_DENO_DIR = "/var/cache/shuru/deno";
 export const GUEST_AGENT_RUNNER = "/usr/local/lib/shuru/agent-run";
 /** File holding the filesystem size in bytes, so init can tell when the disk grew. */
 export const GUEST_FS_BYTES_PATH = "/etc/shuru/fs-bytes";
-/** Printed by the rootfs init right before it starts the agent. */
-export const AGENT_START_MARKER = "shuru-init: agent start";
 
 /** Arguments of mmdebstrap for `recipe`, writing a tarball to `outTar`. */
 export function mmdebstrapArgs(recipe: DebianRecipe, outTar: string): string[] {
@@ -211,6 +210,3 @@ export async function makeExt4(root: string, image: string, bytes: number): Prom
   await Deno.writeTextFile(sizeFile, `${bytes}\n`);
   await runTool("mkfs.ext4", ["-q", "-F", "-d", root, ...MKFS_OPTIONS, image, `${bytes / 1024}k`]);
 }
-
-/** Marker printed by the initramfs, re-exported for boot phase parsing. */
-export { INITRAMFS_MARKER };

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { bootSandbox } from "../runner/mod.ts";
 import { median } from "./_stats.ts";
 

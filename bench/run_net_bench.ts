@@ -15,9 +15,9 @@
  */
 
 import { join } from "node:path";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
-import type { Sandbox } from "../sandbox/mod.ts";
+import type { Sandbox } from "../agent/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { quantile } from "./_stats.ts";
 

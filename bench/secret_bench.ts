@@ -13,8 +13,8 @@
  */
 
 import { join } from "node:path";
-import { homeLayout } from "../cli/home.ts";
-import { CertificateAuthority } from "../proxy/secret/ca.ts";
+import { homeLayout } from "../host/mod.ts";
+import { CertificateAuthority } from "../proxy/mod.ts";
 import { bootSandbox } from "../runner/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { median } from "./_stats.ts";

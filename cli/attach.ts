@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { Sandbox, SandboxProcess } from "../mod.ts";
-import type { Sandbox as AgentSandbox } from "../sandbox/mod.ts";
+import type { Sandbox, SandboxProcess } from "../sdk/mod.ts";
+import type { Sandbox as AgentSandbox } from "../agent/mod.ts";
 
 /** Options of {@linkcode attachProcess}. */
 export interface AttachOptions {

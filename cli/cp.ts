@@ -8,7 +8,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { basename, dirname, join, posix } from "node:path";
-import type { Sandbox } from "../mod.ts";
+import type { Sandbox } from "../sdk/mod.ts";
 import { UserError } from "./errors.ts";
 import { connectSandbox } from "./sandboxes.ts";
 

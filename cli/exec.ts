@@ -8,7 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
-import { ConnectionError, Sandbox as AgentSandbox } from "../sandbox/mod.ts";
+import { ConnectionError, Sandbox as AgentSandbox } from "../agent/mod.ts";
 import { parseDuration } from "../supervisor/mod.ts";
 import { attachAgentProcess, attachProcess } from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";

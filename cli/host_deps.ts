@@ -5,14 +5,15 @@
  * @module
  */
 
+import { AssetError } from "../assets/mod.ts";
 import {
   ASSET_TOOLS,
-  AssetError,
   findMissingTools,
+  HostError,
   installPackages,
   missingToolsError,
   VM_TOOLS,
-} from "../assets/mod.ts";
+} from "../host/mod.ts";
 import { UserError } from "./errors.ts";
 
 /** Options of {@linkcode ensureHostDeps}. */
@@ -46,6 +47,8 @@ export async function ensureHostDeps(options: HostDepsOptions = {}): Promise<voi
 
 /** Converts asset errors into CLI errors (one line, exit code 2); rethrows anything else. */
 export function asUserError(err: unknown): unknown {
-  if (err instanceof AssetError) return new UserError(err.message, { cause: err });
+  if (err instanceof AssetError || err instanceof HostError) {
+    return new UserError(err.message, { cause: err });
+  }
   return err;
 }

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { asUserError, ensureHostDeps } from "./host_deps.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];

@@ -16,9 +16,9 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 // @ts-types="@modelcontextprotocol/sdk/server/stdio"
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
-import { type CreateOptions, Sandbox, SandboxError } from "../mod.ts";
+import { type CreateOptions, Sandbox, SandboxError } from "../sdk/mod.ts";
 import { UserError } from "./errors.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../host/mod.ts";
 import process from "node:process";
 
 /** Characters of exec output returned inline; the rest is cut to head and tail. */

@@ -22,7 +22,7 @@ import { startCommand, superviseCommand } from "./start.ts";
 import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../host/mod.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
 export function buildProgram(): Command {

@@ -10,7 +10,7 @@ import { Command, Option } from "@commander-js/extra-typings";
 import { NbdServer } from "../nbd/mod.ts";
 import { validateName } from "../store/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { formatBytes, openHomeStore, parseSize, withStoreErrors } from "./store.ts";
 
 /** Builds `shuru nbd`. */

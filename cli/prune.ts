@@ -8,7 +8,7 @@ import { Command } from "@commander-js/extra-typings";
 import { ensureAssets, pruneAssets } from "../assets/mod.ts";
 import { pruneRegistry, registryDir } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { asUserError } from "./host_deps.ts";
 
 /** Builds the `prune` subcommand. */

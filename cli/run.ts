@@ -18,7 +18,7 @@ import {
   RunnerError,
   type SandboxNetwork,
 } from "../runner/mod.ts";
-import { ConnectionError } from "../sandbox/mod.ts";
+import { ConnectionError } from "../agent/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { parseAccel, VmError } from "../vm/mod.ts";
 import {
@@ -32,15 +32,13 @@ import {
   pick,
   type PortMapping,
 } from "./config.ts";
-import { agentBackend } from "../control/agent_backend.ts";
-import { ControlServer, serveStdio } from "../control/mod.ts";
+import { agentBackend, ControlServer, serveStdio } from "../control/mod.ts";
 import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
 import { attachAgentProcess } from "./attach.ts";
 import { ProgressPrinter } from "./init.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
-import { VERSION } from "./version.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout, VERSION } from "../host/mod.ts";
 import { openHomeStore } from "./store.ts";
 
 const DEFAULTS = { cpus: 2, memory: 2048, diskSize: 4096 };

@@ -7,7 +7,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { Sandbox, SandboxError } from "../mod.ts";
+import { Sandbox, SandboxError } from "../sdk/mod.ts";
 import {
   registryDir,
   resolveSandbox,
@@ -15,7 +15,7 @@ import {
   SupervisorError,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 /** The command that runs this CLI again (for the detached supervisor). */
 export function shuruSelfCommand(): string[] {

@@ -19,7 +19,7 @@ import {
   withSecretsFrom,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
 import { asUserError } from "./host_deps.ts";
 import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";

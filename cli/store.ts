@@ -8,7 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { Store, StoreError } from "../store/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 

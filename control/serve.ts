@@ -9,8 +9,8 @@
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../sandbox/mod.ts";
-import { VERSION } from "../cli/version.ts";
+import { Sandbox as AgentConnection } from "../agent/mod.ts";
+import { VERSION } from "../host/mod.ts";
 import { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
 import { ControlServer } from "./server.ts";
 import { listenControlSocket } from "./socket.ts";

@@ -9,8 +9,15 @@
  * @module
  */
 
-import { AgentError, errorCodeOf, IsADirectoryError } from "../proto/errors.ts";
-import type { DirEntry, FileInfo, FileType, WatchEvent } from "../proto/messages.ts";
+import {
+  AgentError,
+  type DirEntry,
+  errorCodeOf,
+  type FileInfo,
+  type FileType,
+  IsADirectoryError,
+  type WatchEvent,
+} from "../proto/mod.ts";
 
 /** Bytes per chunk of a streamed read. */
 export const READ_CHUNK = 256 * 1024;

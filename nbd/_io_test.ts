@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
 import { BufferedReader, writeAll } from "./_io.ts";
 import { MemoryPipe } from "./_test_utils.ts";
 

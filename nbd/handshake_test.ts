@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { BufferedReader } from "./_io.ts";
 import { Bytes, MemoryPipe } from "./_test_utils.ts";
 import { NbdProtocolError } from "./errors.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { BufferedReader } from "./_io.ts";
 import { MemoryPipe } from "./_test_utils.ts";
 import { FileBackend } from "./file_backend.ts";

@@ -18,6 +18,7 @@
  * @module
  */
 
+export { AGENT_START_MARKER, INITRAMFS_MARKER, PROBE_MARKER } from "./boot.ts";
 export * from "./constants.ts";
 export * from "./errors.ts";
 export {

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { muxPair, readAll, unixPair } from "./_test_utils.ts";
 import { DEFAULT_WINDOW, FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from "./constants.ts";
 import { AgentError, ConnectionError, NotFoundError } from "./errors.ts";

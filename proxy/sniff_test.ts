@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { SNIFF_MAX_BYTES, sniffFirstBytes } from "./sniff.ts";
 
 /** The first bytes a real TLS client (Deno's rustls) sends to a loopback listener. */

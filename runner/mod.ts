@@ -12,9 +12,9 @@
 import { resolve } from "node:path";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
-import type { HomeLayout } from "../cli/home.ts";
+import type { HomeLayout } from "../host/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
-import { Sandbox } from "../sandbox/mod.ts";
+import { Sandbox } from "../agent/mod.ts";
 import { type CowDevice, Store } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
 import {

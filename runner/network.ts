@@ -10,10 +10,10 @@ import {
   type Dialer,
   type ExposedPort,
   NetworkPolicy,
+  parseIpv4,
   Relay,
   StreamLink,
 } from "../proxy/mod.ts";
-import { parseIpv4 } from "../proxy/wire/address.ts";
 import type { NetConfig } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
 import type { SecretSetting } from "./secrets.ts";

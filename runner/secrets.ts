@@ -15,8 +15,8 @@ import {
   makePlaceholder,
   type Secret,
   SecretTerminator,
-} from "../proxy/secret/mod.ts";
-import type { Sandbox } from "../sandbox/mod.ts";
+} from "../proxy/mod.ts";
+import type { Sandbox } from "../agent/mod.ts";
 import { RunnerError } from "./errors.ts";
 
 /** A secret as the CLI resolved it (name, value, the hosts that may receive it). */

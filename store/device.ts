@@ -19,7 +19,7 @@
  */
 
 import { join } from "node:path";
-import type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
+import type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 import type { BlockTable } from "./manifest.ts";
 import type { ChunkStore } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";

@@ -46,5 +46,5 @@ export {
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
 export type { BlockTable } from "./manifest.ts";
-export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
+export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";

@@ -9,7 +9,7 @@
  */
 
 import { join } from "node:path";
-import { isAlive, type ProcessId, processId } from "../vm/mod.ts";
+import { processAlive, type ProcessId, processId } from "../host/mod.ts";
 import { SupervisorError } from "./errors.ts";
 
 /** A sandbox's life cycle as its supervisor records it. */
@@ -108,7 +108,7 @@ export async function readRecord(dir: string, name: string): Promise<SandboxReco
 export async function readEntry(dir: string, name: string): Promise<SandboxEntry | undefined> {
   const record = await readRecord(dir, name);
   if (!record) return undefined;
-  return { record, alive: await isAlive(record.supervisor) };
+  return { record, alive: await processAlive(record.supervisor) };
 }
 
 /** Lists every record, live or stale, sorted by name. */
@@ -151,7 +151,7 @@ export async function removeStale(dir: string, record: SandboxRecord): Promise<b
   const now = await readRecord(dir, record.name);
   if (
     !now || now.supervisor.pid !== record.supervisor.pid ||
-    now.supervisor.startTime !== record.supervisor.startTime || (await isAlive(now.supervisor))
+    now.supervisor.startTime !== record.supervisor.startTime || (await processAlive(now.supervisor))
   ) {
     return false;
   }

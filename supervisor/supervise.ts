@@ -9,10 +9,8 @@
  */
 
 import { join } from "node:path";
-import type { HomeLayout } from "../cli/home.ts";
-import { VERSION } from "../cli/version.ts";
-import { agentBackend } from "../control/agent_backend.ts";
-import { ControlServer, listenControlSocket } from "../control/mod.ts";
+import { type HomeLayout, VERSION } from "../host/mod.ts";
+import { agentBackend, ControlServer, listenControlSocket } from "../control/mod.ts";
 import {
   type BootedSandbox,
   bootSandbox,

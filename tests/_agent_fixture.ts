@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Sandbox } from "../sandbox/mod.ts";
+import { Sandbox } from "../agent/mod.ts";
 
 const AGENT_MAIN = new URL("../guest/main.ts", import.meta.url).pathname;
 

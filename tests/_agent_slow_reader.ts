@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Sandbox } from "../sandbox/mod.ts";
+import { Sandbox } from "../agent/mod.ts";
 
 const [socket, sizeArg] = Deno.args;
 const size = Number(sizeArg);

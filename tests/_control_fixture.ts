@@ -6,10 +6,15 @@
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../sandbox/mod.ts";
-import { agentBackend, type AgentBackendOptions } from "../control/agent_backend.ts";
-import { ControlServer, type ControlServerOptions } from "../control/server.ts";
-import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
+import { Sandbox as AgentConnection } from "../agent/mod.ts";
+import {
+  agentBackend,
+  type AgentBackendOptions,
+  ControlServer,
+  type ControlServerOptions,
+  type ControlSocket,
+  listenControlSocket,
+} from "../control/mod.ts";
 import { startAgent } from "./_agent_fixture.ts";
 import { LineReader } from "./_lines.ts";
 

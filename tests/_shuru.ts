@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { dataHome } from "../cli/home.ts";
+import { dataHome } from "../host/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = join(ROOT, "main.ts");

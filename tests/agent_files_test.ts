@@ -4,7 +4,7 @@
  * private temp dir, and results are checked with Deno's own fs calls).
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
 import {
   AlreadyExistsError,
@@ -15,7 +15,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
   type WatchEvent,
-} from "../sandbox/mod.ts";
+} from "../agent/mod.ts";
 
 async function sha256(data: Uint8Array): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);

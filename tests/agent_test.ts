@@ -3,11 +3,11 @@
  * on one end, `guest/main.ts --listen` as a subprocess on the other.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
 import { FrameDecoder, FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from "../proto/mod.ts";
 import { encodeFrame, encodeJson } from "../proto/frame.ts";
-import { ConnectionError, NotFoundError } from "../sandbox/mod.ts";
+import { ConnectionError, NotFoundError } from "../agent/mod.ts";
 
 const enc = new TextEncoder();
 

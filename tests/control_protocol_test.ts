@@ -3,7 +3,7 @@
  * host (guest/main.ts over a Unix socket). Messages are written by hand, as the reference's
  * `--stdio` clients write them.
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { RawClient, startControl } from "./_control_fixture.ts";
 
 type Msg = Record<string, unknown>;

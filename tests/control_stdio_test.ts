@@ -3,7 +3,7 @@
  * REAL guest agent on this host), driven with the reference's exact messages. `shuru run --stdio`
  * with a VM uses the same `serveStdio`; its end-to-end test boots QEMU.
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { REPO, startControl } from "./_control_fixture.ts";
 import { LineReader } from "./_lines.ts";
 

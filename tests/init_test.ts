@@ -9,10 +9,10 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { bundleAgent, ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { inspectElf } from "../assets/kernel.ts";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const PRODUCT_AGENT = join(REPO, "guest", "main.ts");

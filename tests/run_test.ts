@@ -4,7 +4,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { qemuProcessesMentioning, requireTool, shuruCommandLine, TestHome } from "./_shuru.ts";
 
 await requireTool("qemu-system-x86_64", "qemu-system-x86");

@@ -11,8 +11,8 @@
 import { VmError } from "./errors.ts";
 import { qemuArgs } from "./qemu_args.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../assets/mod.ts";
-import { findCommand } from "../assets/host_tools.ts";
+import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../proto/mod.ts";
+import { findCommand } from "../host/mod.ts";
 
 /** Options of {@linkcode QemuBackend}. */
 export interface QemuBackendOptions {

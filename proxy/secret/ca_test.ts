@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
 import { CertificateAuthority } from "./ca.ts";
 
 /** openssl verifies a leaf against the CA for a host name: a real verifier, not ours. */

@@ -1,5 +1,5 @@
 import zlib from "node:zlib";
-import { assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assertEquals, assertRejects } from "../../tests/_assert.ts";
 import { contentCodingOf, ContentDecoder } from "./content_decoder.ts";
 import { concatBytes } from "./replace.ts";
 

@@ -84,7 +84,7 @@ const compiled = new WeakMap<readonly ReplacePair[], NeedleSet>();
  *
  * @example Needle split across two chunks
  * ```ts
- * import { assertEquals } from "../../tests/assert.ts";
+ * import { assertEquals } from "../../tests/_assert.ts";
  * const enc = new TextEncoder();
  * const dec = new TextDecoder();
  * const r = new StreamReplacer([{ from: enc.encode("PH"), to: enc.encode("value") }]);

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { concatBytes, type ReplacePair, StreamReplacer } from "./replace.ts";
 
 const enc = new TextEncoder();

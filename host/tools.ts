@@ -5,7 +5,7 @@
  */
 
 import { delimiter, join } from "node:path";
-import { AssetError } from "./errors.ts";
+import { HostError } from "./errors.ts";
 
 /** A program shuru runs on the host. */
 export interface HostTool {
@@ -103,10 +103,10 @@ export function aptInstallLine(packages: readonly string[]): string {
 }
 
 /** The error for missing tools, naming the exact install command. */
-export function missingToolsError(missing: readonly MissingTool[]): AssetError {
+export function missingToolsError(missing: readonly MissingTool[]): HostError {
   const packages = [...new Set(missing.map((m) => m.tool.package))];
   const what = missing.map((m) => `${m.tool.command} (${m.reason}; ${m.tool.purpose})`);
-  return new AssetError(
+  return new HostError(
     "missing_host_tools",
     `Cannot build or boot guests: missing ${what.join(", ")}. Install with: ` +
       `sudo ${aptInstallLine(packages)} (or rerun with --install-deps as root)`,
@@ -122,21 +122,21 @@ export interface InstallOptions {
 
 /**
  * Installs Debian `packages` with apt-get (update, then install). Only as root on a
- * Debian-like system; otherwise throws {@linkcode AssetError} `install_refused`.
+ * Debian-like system; otherwise throws {@linkcode HostError} `install_refused`.
  */
 export async function installPackages(
   packages: readonly string[],
   options: InstallOptions,
 ): Promise<void> {
   if (Deno.uid() !== 0) {
-    throw new AssetError(
+    throw new HostError(
       "install_refused",
       `Cannot install packages: not root. Run: sudo ${aptInstallLine(packages)}`,
       { packages: [...packages] },
     );
   }
   if (!findCommand("apt-get", "")) {
-    throw new AssetError(
+    throw new HostError(
       "install_refused",
       `Cannot install packages: apt-get not found (not Debian/Ubuntu). Install: ${
         packages.join(" ")
@@ -163,8 +163,8 @@ export async function installPackages(
     };
     const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
     if (!status.success) {
-      throw new AssetError(
-        "command_failed",
+      throw new HostError(
+        "install_failed",
         `Cannot install packages: apt-get ${args[0]} exited with status ${status.code}`,
       );
     }

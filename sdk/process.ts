@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ControlClient } from "../client.ts";
+import type { ControlClient } from "../control/mod.ts";
 import { toSandboxError } from "./errors.ts";
 
 /** How a process ended. */

@@ -6,9 +6,8 @@
  */
 
 import { join } from "node:path";
-import { dataHome, homeLayout } from "../../cli/home.ts";
-import { connectControl, type ControlClient } from "../client.ts";
-import { Limits } from "../wire.ts";
+import { dataHome, homeLayout } from "../host/mod.ts";
+import { connectControl, type ControlClient, Limits } from "../control/mod.ts";
 import { SandboxError, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
@@ -221,7 +220,7 @@ export class Sandbox implements AsyncDisposable {
   static async create(options: CreateOptions = {}): Promise<Sandbox> {
     const name = options.name ?? `sdk-${crypto.randomUUID().slice(0, 8)}`;
     const shuru = options.shuru ??
-      [Deno.execPath(), "run", "-A", new URL("../../main.ts", import.meta.url).pathname];
+      [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
     const args = [...shuru.slice(1), "start", "--name", name];
     if (options.from) args.push("--from", options.from);
     if (options.cpus) args.push("--cpus", String(options.cpus));

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { sh } from "./net_tap.ts";
+import { sh } from "./_net_tap.ts";
 import { LineReader } from "./_lines.ts";
 
 const MODULES = ["virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net"];

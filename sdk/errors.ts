@@ -5,8 +5,7 @@
  * @module
  */
 
-import { ControlConnectionError, RpcError } from "../errors.ts";
-import type { ErrorKind } from "../wire.ts";
+import { ControlConnectionError, type ErrorKind, RpcError } from "../control/mod.ts";
 
 /** What went wrong: a protocol error kind, or CLOSED / CONNECT for the connection. */
 export type SandboxErrorCode = ErrorKind | "CLOSED" | "CONNECT" | "START";

@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { ControlClient } from "../client.ts";
-import { Limits } from "../wire.ts";
+import { type ControlClient, Limits } from "../control/mod.ts";
 import { toSandboxError } from "./errors.ts";
 
 /** One directory entry, like `Deno.DirEntry` plus its size. */

@@ -21,7 +21,7 @@ export {
   Sandbox,
   type WatchOptions,
   type WriteFileOptions,
-} from "./sandbox.ts";
+} from "./connection.ts";
 export {
   type ExecOutput,
   type ExitStatus,

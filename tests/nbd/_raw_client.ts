@@ -8,13 +8,13 @@
 
 import {
   ClientFlag,
+  encodeRequest,
   Magic,
   Option,
   OptionReply,
   optionReplyName,
   ReplyType,
-} from "../../nbd/wire.ts";
-import { encodeRequest } from "../../nbd/request.ts";
+} from "../../nbd/mod.ts";
 
 /** One reply (a simple reply, or one structured chunk). */
 export interface Reply {

@@ -21,7 +21,7 @@ import {
   type Request,
   type WatchEvent,
 } from "../proto/mod.ts";
-import { VERSION } from "../cli/version.ts";
+import { VERSION } from "../host/mod.ts";
 import { type PortForward, startForward } from "./forward.ts";
 import {
   type ExecOutput,
