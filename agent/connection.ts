@@ -1,5 +1,5 @@
 /**
- * The host-side `Sandbox`: runs processes and file operations in a guest through its agent,
+ * The host-side `AgentConnection`: runs processes and file operations in a guest through its agent,
  * over one multiplexed connection (see docs/agent_protocol.md). Used by the CLI and the SDK.
  *
  * @module
@@ -24,24 +24,24 @@ import {
 import { VERSION } from "../host/mod.ts";
 import { type PortForward, startForward } from "./forward.ts";
 import {
+  AgentProcess,
+  type AgentSpawnOptions,
   type ExecOutput,
   execRequest,
   readAll,
-  SandboxProcess,
-  type SpawnOptions,
 } from "./process.ts";
 import { runShell, type ShellOptions } from "./shell.ts";
 
-/** Options of {@link Sandbox.connect}. */
-export interface ConnectOptions {
+/** Options of {@link AgentConnection.connect}. */
+export interface AgentConnectOptions {
   /** Aborts the handshake (default: 10 s). */
   signal?: AbortSignal;
   /** Receive window per channel in bytes (see docs/agent_protocol.md). */
   window?: number;
 }
 
-/** Options of {@link Sandbox.exec}. */
-export interface ExecOptions {
+/** Options of {@link AgentConnection.exec}. */
+export interface AgentExecOptions {
   /** Extra environment variables. */
   env?: Record<string, string>;
   /** Absolute working directory in the guest. */
@@ -49,24 +49,24 @@ export interface ExecOptions {
   /** Bytes for stdin (then EOF); without it stdin is /dev/null. */
   stdin?: Uint8Array | string | ReadableStream<Uint8Array>;
   /** Run on a PTY of this size. */
-  tty?: SpawnOptions["tty"];
+  tty?: AgentSpawnOptions["tty"];
   /** Aborting kills the process group. */
   signal?: AbortSignal;
 }
 
-/** Options of {@link Sandbox.writeFile}. */
-export interface WriteFileOptions {
+/** Options of {@link AgentConnection.writeFile}. */
+export interface AgentWriteFileOptions {
   /** Permission bits for a new file. @default 0o644 */
   mode?: number;
   /** Append instead of truncating. */
   append?: boolean;
-  /** Fail with AlreadyExistsError if the file exists. */
+  /** Fail with AgentAlreadyExistsError if the file exists. */
   createNew?: boolean;
   /** Write at this offset without truncating (exclusive with `append`). */
   offset?: number;
 }
 
-/** Options of {@link Sandbox.watch}. */
+/** Options of {@link AgentConnection.watch}. */
 export interface WatchOptions {
   /** Watch subdirectories too. @default true */
   recursive?: boolean;
@@ -77,16 +77,16 @@ export interface WatchOptions {
 const utf8 = new TextEncoder();
 
 /**
- * A connected guest agent. Create with {@link Sandbox.connect} or {@link Sandbox.connectUnix};
+ * A connected guest agent. Create with {@link AgentConnection.connect} or {@link AgentConnection.connectUnix};
  * dispose with `await using` or {@link close}.
  *
  * @example
  * ```ts ignore
- * await using sb = await Sandbox.connectUnix("/tmp/agent.sock");
+ * await using sb = await AgentConnection.connectUnix("/tmp/agent.sock");
  * const { stdout, exitCode } = await sb.exec(["echo", "hi"]);
  * ```
  */
-export class Sandbox implements AsyncDisposable {
+export class AgentConnection implements AsyncDisposable {
   #mux: Mux;
   #forwards = new Set<PortForward>();
   #baseEnv: Record<string, string> = {};
@@ -96,7 +96,10 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /** Speaks the agent protocol over an already connected byte stream. */
-  static async connect(transport: ByteStream, options: ConnectOptions = {}): Promise<Sandbox> {
+  static async connect(
+    transport: ByteStream,
+    options: AgentConnectOptions = {},
+  ): Promise<AgentConnection> {
     const mux = await Mux.connect(transport, {
       role: "host",
       version: VERSION,
@@ -105,14 +108,17 @@ export class Sandbox implements AsyncDisposable {
       maxStreams: 0,
       ...(options.window ? { window: options.window } : {}),
     });
-    return new Sandbox(mux);
+    return new AgentConnection(mux);
   }
 
   /** Connects to an agent listening on a Unix socket. */
-  static async connectUnix(path: string, options: ConnectOptions = {}): Promise<Sandbox> {
+  static async connectUnix(
+    path: string,
+    options: AgentConnectOptions = {},
+  ): Promise<AgentConnection> {
     const conn = await Deno.connect({ transport: "unix", path });
     try {
-      return await Sandbox.connect(conn, options);
+      return await AgentConnection.connect(conn, options);
     } catch (err) {
       try {
         conn.close();
@@ -148,21 +154,21 @@ export class Sandbox implements AsyncDisposable {
     this.#baseEnv = { ...env };
   }
 
-  /** Starts a process; read its output from the returned {@link SandboxProcess}. */
-  spawn(argv: string[], options: SpawnOptions = {}): SandboxProcess {
+  /** Starts a process; read its output from the returned {@link AgentProcess}. */
+  spawn(argv: string[], options: AgentSpawnOptions = {}): AgentProcess {
     const env = { ...this.#baseEnv, ...options.env };
     const stream = this.#open(
       execRequest(argv, Object.keys(env).length > 0 ? { ...options, env } : options),
       options.tty ? [Channel.STDOUT] : [Channel.STDOUT, Channel.STDERR],
     );
-    return new SandboxProcess(stream, {
+    return new AgentProcess(stream, {
       stdinPiped: options.stdin === "piped",
       ...(options.signal ? { signal: options.signal } : {}),
     });
   }
 
   /** Runs a process to completion and returns its collected output and exit status. */
-  async exec(argv: string[], options: ExecOptions = {}): Promise<ExecOutput> {
+  async exec(argv: string[], options: AgentExecOptions = {}): Promise<ExecOutput> {
     const proc = this.spawn(argv, {
       ...options,
       stdin: options.stdin === undefined ? "null" : "piped",
@@ -182,7 +188,7 @@ export class Sandbox implements AsyncDisposable {
 
   // -------------------------------------------------------------------------------- files
 
-  /** Streams a guest file's bytes; errors (NotFoundError, ...) surface on the first read. */
+  /** Streams a guest file's bytes; errors (AgentNotFoundError, ...) surface on the first read. */
   readFile(path: string, options: { offset?: number; length?: number } = {}): ReadableStream<
     Uint8Array
   > {
@@ -206,7 +212,7 @@ export class Sandbox implements AsyncDisposable {
   async writeFile(
     path: string,
     data: Uint8Array | string | ReadableStream<Uint8Array>,
-    options: WriteFileOptions = {},
+    options: AgentWriteFileOptions = {},
   ): Promise<number> {
     const stream = this.#open({ op: "write_file", path, ...options }, []);
     const sending = (async () => {
@@ -218,7 +224,7 @@ export class Sandbox implements AsyncDisposable {
         await w.close();
       }
     })();
-    // An early RESET (e.g. NotFoundError) fails the writes too; report the agent's error.
+    // An early RESET (e.g. AgentNotFoundError) fails the writes too; report the agent's error.
     const [result] = await Promise.allSettled([stream.result, sending]);
     if (result.status === "rejected") throw result.reason;
     await sending.catch(() => {});
@@ -372,7 +378,7 @@ export class Sandbox implements AsyncDisposable {
 }
 
 async function feed(
-  proc: SandboxProcess,
+  proc: AgentProcess,
   input: Uint8Array | string | ReadableStream<Uint8Array>,
 ): Promise<void> {
   try {

@@ -29,7 +29,7 @@ export class PortForward implements AsyncDisposable {
   #conns = new Set<Deno.TcpConn>();
   #closed = false;
 
-  /** @internal Use `Sandbox.forward`. */
+  /** @internal Use `AgentConnection.forward`. */
   constructor(
     listener: Deno.TcpListener,
     open: (req: ForwardRequest) => MuxStream,

@@ -9,8 +9,8 @@ import {
   Channel,
   type ExecRequest,
   type MuxStream,
+  parseExecExit,
   parseExecMessage,
-  parseExecResult,
 } from "../proto/mod.ts";
 
 /** How a process ended. */
@@ -42,12 +42,12 @@ export interface TtyOptions {
 }
 
 /** Options for starting a process. */
-export interface SpawnOptions {
+export interface AgentSpawnOptions {
   /** Extra environment variables (merged over the agent's). */
   env?: Record<string, string>;
   /** Absolute working directory in the guest. */
   cwd?: string;
-  /** "piped": write to {@link SandboxProcess.stdin}; "null": /dev/null. @default "null" */
+  /** "piped": write to {@link AgentProcess.stdin}; "null": /dev/null. @default "null" */
   stdin?: "piped" | "null";
   /** Run on a PTY of this size (stdout carries the terminal, stderr is empty). */
   tty?: TtyOptions;
@@ -55,8 +55,8 @@ export interface SpawnOptions {
   signal?: AbortSignal;
 }
 
-/** A running process; create with `Sandbox.spawn`. */
-export class SandboxProcess {
+/** A running process; create with `AgentConnection.spawn`. */
+export class AgentProcess {
   /** Bytes the process writes to stdout (terminal output with `tty`). */
   readonly stdout: ReadableStream<Uint8Array>;
   /** Bytes the process writes to stderr (never any with `tty`). */
@@ -66,7 +66,7 @@ export class SandboxProcess {
   #pid: Promise<number>;
   #status: Promise<ExitStatus>;
 
-  /** @internal Use `Sandbox.spawn`. */
+  /** @internal Use `AgentConnection.spawn`. */
   constructor(stream: MuxStream, options: { stdinPiped: boolean; signal?: AbortSignal }) {
     this.#stream = stream;
     this.#stdinPiped = options.stdinPiped;
@@ -87,7 +87,7 @@ export class SandboxProcess {
       pid.reject(new Error("Cannot get pid: the process ended before it started"));
     })();
     this.#status = stream.result.then((r) => {
-      const res = parseExecResult(r);
+      const res = parseExecExit(r);
       const status: ExitStatus = { exitCode: res.exitCode, success: res.exitCode === 0 };
       if (res.signal) status.signal = res.signal;
       return status;
@@ -149,7 +149,7 @@ export class SandboxProcess {
 }
 
 /** Builds the exec request for `argv` and options. */
-export function execRequest(argv: string[], options: SpawnOptions): ExecRequest {
+export function execRequest(argv: string[], options: AgentSpawnOptions): ExecRequest {
   if (argv.length === 0) throw new TypeError("Cannot run a process: argv is empty");
   const req: ExecRequest = { op: "exec", argv };
   if (options.env) req.env = options.env;

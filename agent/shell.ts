@@ -5,9 +5,9 @@
  * @module
  */
 
-import type { SandboxProcess, SpawnOptions } from "./process.ts";
+import type { AgentProcess, AgentSpawnOptions } from "./process.ts";
 
-/** Options of `Sandbox.shell`. */
+/** Options of `AgentConnection.shell`. */
 export interface ShellOptions {
   /** Program to run. @default ["/bin/sh"] */
   argv?: string[];
@@ -20,7 +20,7 @@ export interface ShellOptions {
 }
 
 interface Spawner {
-  spawn(argv: string[], options: SpawnOptions): SandboxProcess;
+  spawn(argv: string[], options: AgentSpawnOptions): AgentProcess;
 }
 
 function terminalSize(): { rows: number; cols: number } {

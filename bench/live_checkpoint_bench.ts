@@ -40,7 +40,7 @@ try {
   });
   try {
     const dirty = async (round: number) => {
-      const r = await booted.sandbox.exec([
+      const r = await booted.agent.exec([
         "sh",
         "-c",
         `dd if=/dev/urandom of=/root/dirty${round} bs=1M count=${DIRTY_MIB} 2>/dev/null && sync`,

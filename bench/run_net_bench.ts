@@ -17,7 +17,7 @@
 import { join } from "node:path";
 import { homeLayout } from "../host/mod.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
-import type { Sandbox } from "../agent/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { quantile } from "./_stats.ts";
 
@@ -45,7 +45,7 @@ ts.sort()
 print(f"{ts[len(ts) // 2]:.3f} {ts[int(len(ts) * 0.9)]:.3f}")
 `;
 
-async function guestText(sb: Sandbox, script: string): Promise<string> {
+async function guestText(sb: AgentConnection, script: string): Promise<string> {
   const out = await sb.exec(["sh", "-c", script]);
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) {
@@ -101,7 +101,7 @@ async function measure(mtu: number): Promise<MtuResult> {
     network: { allowNet: true, addHosts: { "api.test": "127.0.0.1" }, mtu },
   });
   try {
-    const sb = booted.sandbox;
+    const sb = booted.agent;
     const guestMtu = await guestText(sb, "cat /sys/class/net/eth0/mtu");
     await guestText(sb, `head -c ${MIB}M /dev/zero > /tmp/up`);
     const downs: number[] = [];
@@ -144,7 +144,7 @@ async function measure(mtu: number): Promise<MtuResult> {
 }
 
 /** The agent's `exec true` latency, idle (reference) and during a download. */
-async function execLatency(sb: Sandbox): Promise<void> {
+async function execLatency(sb: AgentConnection): Promise<void> {
   const execTrue = async () => {
     const t0 = performance.now();
     await sb.exec(["true"]);

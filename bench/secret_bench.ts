@@ -81,7 +81,7 @@ async function child(dir: string): Promise<void> {
   });
   try {
     const download = async (url: string, insecure: boolean): Promise<number> => {
-      const out = await booted.sandbox.exec([
+      const out = await booted.agent.exec([
         "curl",
         "-sS",
         ...(insecure ? ["-k"] : []),

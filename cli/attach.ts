@@ -7,7 +7,7 @@
  */
 
 import type { Sandbox, SandboxProcess } from "../sdk/mod.ts";
-import type { Sandbox as AgentSandbox } from "../agent/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
 
 /** Options of {@linkcode attachProcess}. */
 export interface AttachOptions {
@@ -103,7 +103,7 @@ export async function attachProcess(
  * exit code.
  */
 export async function attachAgentProcess(
-  sandbox: AgentSandbox,
+  sandbox: AgentConnection,
   argv: string[],
   opts: { tty: boolean; env: Record<string, string>; cwd?: string; stdin: boolean },
 ): Promise<number> {

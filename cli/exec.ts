@@ -8,7 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
-import { ConnectionError, Sandbox as AgentSandbox } from "../agent/mod.ts";
+import { AgentConnection, ConnectionError } from "../agent/mod.ts";
 import { parseDuration } from "../supervisor/mod.ts";
 import { attachAgentProcess, attachProcess } from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";
@@ -97,9 +97,9 @@ export function execCommand(): Command {
       const argv = name === undefined ? rest : [name, ...rest];
       if (argv.length === 0) throw new UserError("Cannot run: give a command after --");
       const target = parseConnectTarget(opts.connect);
-      let sandbox: AgentSandbox;
+      let sandbox: AgentConnection;
       try {
-        sandbox = await AgentSandbox.connectUnix(target.unix);
+        sandbox = await AgentConnection.connectUnix(target.unix);
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         throw new UserError(`Cannot connect to agent at ${target.unix}: ${reason}`, {

@@ -330,14 +330,14 @@ export function progressPrinter(): (event: AssetProgress) => void {
  */
 async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
   const server = new ControlServer(
-    agentBackend(booted.sandbox, {
+    agentBackend(booted.agent, {
       checkpoint: serialized((name: string) => liveCheckpointInfo(booted, name)),
       shutdown: () => Promise.resolve(),
     }),
     { serverInfo: { name: "shuru", version: VERSION }, log: (l) => console.error(l) },
   );
   try {
-    await Promise.race([serveStdio(server), booted.sandbox.closed]);
+    await Promise.race([serveStdio(server), booted.agent.closed]);
   } finally {
     await server.close();
   }
@@ -415,7 +415,7 @@ async function runOnce(
     }
     for (const p of settings.ports) {
       try {
-        await booted.sandbox.forward(p.host, p.guest);
+        await booted.agent.forward(p.host, p.guest);
       } catch (err) {
         throw new UserError(
           `Cannot forward 127.0.0.1:${p.host}: ${(err as Error).message}`,
@@ -428,7 +428,7 @@ async function runOnce(
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : await attachAgentProcess(booted.sandbox, settings.command ?? ["/bin/sh"], {
+        : await attachAgentProcess(booted.agent, settings.command ?? ["/bin/sh"], {
           // A terminal gets an interactive PTY session; pipes are streamed.
           tty: Deno.stdin.isTerminal(),
           stdin: true,

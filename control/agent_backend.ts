@@ -1,14 +1,12 @@
 /**
- * Binds the host-side `Sandbox` of `sandbox/` (a guest agent connection) to
- * {@linkcode ControlBackend}. The control server then serves that agent; a supervisor adds
- * `checkpoint`, `shutdown` and `info` by passing them in.
- *
- * The agent's `Sandbox` is described structurally ({@linkcode AgentSandbox}) so control/ does not
- * import sandbox/ (no import cycle; the CLI wires them together).
+ * Binds an {@linkcode AgentConnection} (agent/) to {@linkcode ControlBackend}. The control server
+ * then serves that agent; a supervisor adds `checkpoint`, `shutdown` and `info` by passing them
+ * in.
  *
  * @module
  */
 
+import type { AgentConnection, AgentProcess } from "../agent/mod.ts";
 import type {
   BackendDirEntry,
   BackendExit,
@@ -19,63 +17,6 @@ import type {
   ControlBackend,
 } from "./backend.ts";
 import { serverError } from "./errors.ts";
-
-/** A process of the agent's `Sandbox.spawn`. */
-export interface AgentProcess {
-  /** Output. */
-  readonly stdout: ReadableStream<Uint8Array>;
-  /** Error output. */
-  readonly stderr: ReadableStream<Uint8Array>;
-  /** Input (spawned with stdin "piped"). */
-  readonly stdin: WritableStream<Uint8Array>;
-  /** Waits for the exit. */
-  wait(): Promise<{ exitCode: number; signal?: string }>;
-  /** Signals the process group. */
-  kill(signal?: Deno.Signal): Promise<void>;
-  /** Resizes the PTY. */
-  resize(rows: number, cols: number): Promise<void>;
-}
-
-/** The part of the agent's `Sandbox` (sandbox/sandbox.ts) the control server uses. */
-export interface AgentSandbox {
-  /** Starts a process. */
-  spawn(argv: string[], options: {
-    env?: Record<string, string>;
-    cwd?: string;
-    stdin?: "piped" | "null";
-    tty?: { rows: number; cols: number };
-  }): AgentProcess;
-  /** Streams a file. */
-  readFile(path: string, options?: { offset?: number; length?: number }): ReadableStream<
-    Uint8Array
-  >;
-  /** Writes a file. */
-  writeFile(
-    path: string,
-    data: Uint8Array,
-    options?: { mode?: number; append?: boolean; offset?: number },
-  ): Promise<number>;
-  /** Creates a directory. */
-  mkdir(path: string, options?: { recursive?: boolean; mode?: number }): Promise<void>;
-  /** Lists a directory. */
-  readDir(path: string): AsyncIterable<{ name: string; type: string }>;
-  /** Stats a path. */
-  stat(path: string, options?: { lstat?: boolean }): Promise<
-    { type: string; size: number; mode: number; mtime: number | null }
-  >;
-  /** Removes a path. */
-  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
-  /** Renames. */
-  rename(from: string, to: string): Promise<void>;
-  /** Copies. */
-  copy(from: string, to: string, options?: { recursive?: boolean }): Promise<void>;
-  /** Changes permission bits. */
-  chmod(path: string, mode: number): Promise<void>;
-  /** Watches until the signal aborts; resolves once the watcher is installed. */
-  watchReady(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): Promise<
-    AsyncGenerator<{ kind: string; paths: string[] }>
-  >;
-}
 
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
@@ -96,7 +37,7 @@ const S_IFMT: Record<string, number> = {
 
 /** Serves `sandbox` (an agent connection) through the control protocol. */
 export function agentBackend(
-  sandbox: AgentSandbox,
+  sandbox: AgentConnection,
   options: AgentBackendOptions = {},
 ): ControlBackend {
   const backend: ControlBackend = {

@@ -16,12 +16,7 @@ export type {
   BackendWatch,
   ControlBackend,
 } from "./backend.ts";
-export {
-  agentBackend,
-  type AgentBackendOptions,
-  type AgentProcess,
-  type AgentSandbox,
-} from "./agent_backend.ts";
+export { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
 export { type Clock, realClock } from "./clock.ts";
 export {
   connectControl,
@@ -50,14 +45,14 @@ export {
 } from "./socket.ts";
 export { serveStdio } from "./stdio.ts";
 export {
+  CONTROL_PROTOCOL_VERSION,
   ERROR_KINDS,
-  ErrorCode,
-  errorCodeName,
   type ErrorKind,
   Limits,
   type Method,
   METHODS,
   type NotificationName,
   NOTIFICATIONS,
-  PROTOCOL_VERSION,
+  RpcErrorCode,
+  rpcErrorCodeName,
 } from "./wire.ts";

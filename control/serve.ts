@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../agent/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 import { VERSION } from "../host/mod.ts";
 import { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
 import { ControlServer } from "./server.ts";

@@ -22,7 +22,7 @@ import {
   ProcessTable,
 } from "./processes.ts";
 import type { OutputChunk } from "./ring.ts";
-import { ErrorCode, Limits, METHODS, NOTIFICATIONS, PROTOCOL_VERSION } from "./wire.ts";
+import { CONTROL_PROTOCOL_VERSION, Limits, METHODS, NOTIFICATIONS, RpcErrorCode } from "./wire.ts";
 
 /** A JSON-RPC id. */
 export type RpcId = string | number | null;
@@ -267,7 +267,7 @@ export class ControlSession implements OutputSubscriber {
           this.#sendError(
             null,
             new RpcError(
-              ErrorCode.PARSE_ERROR,
+              RpcErrorCode.PARSE_ERROR,
               "LINE_TOO_LONG",
               `Cannot read a message of ${line.bytes} bytes: the limit is ` +
                 `${this.#server.limits.MAX_LINE_BYTES}; send files in chunks`,
@@ -313,7 +313,7 @@ export class ControlSession implements OutputSubscriber {
       this.#sendError(
         null,
         new RpcError(
-          ErrorCode.PARSE_ERROR,
+          RpcErrorCode.PARSE_ERROR,
           "EINVAL",
           `Cannot parse the message: ${err instanceof Error ? err.message : err}`,
         ),
@@ -324,7 +324,7 @@ export class ControlSession implements OutputSubscriber {
       this.#sendError(
         null,
         new RpcError(
-          ErrorCode.INVALID_REQUEST,
+          RpcErrorCode.INVALID_REQUEST,
           "EINVAL",
           "Cannot handle the message: expected one JSON-RPC request object (batches are not supported)",
         ),
@@ -337,7 +337,7 @@ export class ControlSession implements OutputSubscriber {
     if (hasId && !(typeof id === "string" || typeof id === "number" || id === null)) {
       this.#sendError(
         null,
-        new RpcError(ErrorCode.INVALID_REQUEST, "EINVAL", "Cannot handle the message: bad id"),
+        new RpcError(RpcErrorCode.INVALID_REQUEST, "EINVAL", "Cannot handle the message: bad id"),
       );
       return;
     }
@@ -347,7 +347,11 @@ export class ControlSession implements OutputSubscriber {
       if ("result" in m || "error" in m) return;
       this.#sendError(
         rid,
-        new RpcError(ErrorCode.INVALID_REQUEST, "EINVAL", "Cannot handle the message: no method"),
+        new RpcError(
+          RpcErrorCode.INVALID_REQUEST,
+          "EINVAL",
+          "Cannot handle the message: no method",
+        ),
       );
       return;
     }
@@ -356,7 +360,7 @@ export class ControlSession implements OutputSubscriber {
         this.#sendError(
           rid,
           new RpcError(
-            ErrorCode.INVALID_REQUEST,
+            RpcErrorCode.INVALID_REQUEST,
             "EINVAL",
             'Cannot handle the message: "jsonrpc" must be "2.0"',
           ),
@@ -376,7 +380,7 @@ export class ControlSession implements OutputSubscriber {
         this.#sendError(
           rid,
           new RpcError(
-            ErrorCode.METHOD_NOT_FOUND,
+            RpcErrorCode.METHOD_NOT_FOUND,
             "UNSUPPORTED",
             `Cannot call ${method}: no such method`,
           ),
@@ -393,7 +397,7 @@ export class ControlSession implements OutputSubscriber {
       this.#sendError(
         rid,
         new RpcError(
-          ErrorCode.INVALID_REQUEST,
+          RpcErrorCode.INVALID_REQUEST,
           "EINVAL",
           `Cannot handle request ${JSON.stringify(rid)}: a request with this id is still running`,
         ),
@@ -588,7 +592,7 @@ const HANDLERS: Record<string, Handler> = {
     const server = session.server;
     return Promise.resolve({
       result: {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: CONTROL_PROTOCOL_VERSION,
         server: server.serverInfo(),
         capabilities: {
           methods: [...METHODS],

@@ -11,11 +11,11 @@
 
 import {
   AgentError,
+  AgentIsADirectoryError,
   type DirEntry,
   errorCodeOf,
   type FileInfo,
   type FileType,
-  IsADirectoryError,
   type WatchEvent,
 } from "../proto/mod.ts";
 
@@ -69,7 +69,7 @@ export async function readFile(
   let total = 0;
   try {
     const info = await file.stat();
-    if (info.isDirectory) throw new IsADirectoryError(`Cannot read ${path}: is a directory`);
+    if (info.isDirectory) throw new AgentIsADirectoryError(`Cannot read ${path}: is a directory`);
     if (options.offset) await file.seek(options.offset, Deno.SeekMode.Start);
   } catch (e) {
     file.close();
@@ -245,7 +245,9 @@ export async function copy(
   const info = await attempt("copy", what, () => Deno.lstat(from));
   if (info.isDirectory) {
     if (!options.recursive) {
-      throw new IsADirectoryError(`Cannot copy ${what}: source is a directory (use recursive)`);
+      throw new AgentIsADirectoryError(
+        `Cannot copy ${what}: source is a directory (use recursive)`,
+      );
     }
     await attempt("copy", what, () => Deno.mkdir(to, { mode: (info.mode ?? 0o755) & 0o7777 }));
     await copyTree(from, to);

@@ -17,6 +17,7 @@
  */
 
 import {
+  AGENT_PROTOCOL_VERSION,
   DEFAULT_MAX_DATA,
   DEFAULT_MAX_STREAMS,
   DEFAULT_WINDOW,
@@ -31,14 +32,13 @@ import {
   MAX_STREAM_ID,
   MAX_WINDOW,
   PING_PAYLOAD_LEN,
-  PROTOCOL_VERSION,
 } from "./constants.ts";
 import {
   AgentError,
   agentErrorFromWire,
+  type AgentErrorPayload,
   ConnectionError,
   toWireError,
-  type WireError,
 } from "./errors.ts";
 import {
   decodeJson,
@@ -65,7 +65,7 @@ export type Role = "host" | "guest";
 export interface Hello {
   /** Always {@link HELLO_MAGIC}. */
   magic: string;
-  /** Protocol major version; must equal {@link PROTOCOL_VERSION}. */
+  /** Protocol major version; must equal {@link AGENT_PROTOCOL_VERSION}. */
   protocol: number;
   /** The sender's role. */
   role: Role;
@@ -239,7 +239,7 @@ export class Mux {
     const mux = new Mux(transport, options, window, maxFrame);
     const hello: Hello = {
       magic: HELLO_MAGIC,
-      protocol: PROTOCOL_VERSION,
+      protocol: AGENT_PROTOCOL_VERSION,
       role: options.role,
       version: options.version,
       capabilities: options.capabilities ?? [],
@@ -569,9 +569,9 @@ export class Mux {
     const fail = (what: string) =>
       new ConnectionError("handshake", `Cannot connect to agent: ${what}`);
     if (v.magic !== HELLO_MAGIC) throw fail(`HELLO magic is not "${HELLO_MAGIC}"`);
-    if (v.protocol !== PROTOCOL_VERSION) {
+    if (v.protocol !== AGENT_PROTOCOL_VERSION) {
       throw fail(
-        `peer speaks protocol ${JSON.stringify(v.protocol)}, we speak ${PROTOCOL_VERSION}` +
+        `peer speaks protocol ${JSON.stringify(v.protocol)}, we speak ${AGENT_PROTOCOL_VERSION}` +
           " (update the agent or the CLI so they match)",
       );
     }
@@ -711,7 +711,7 @@ export class Mux {
     // Tell the peer why, best effort, so its log names the problem.
     if (error.code !== "closed" && error.code !== "transport" && error.code !== "goaway") {
       try {
-        const wire: WireError = { code: "protocol", message: error.message };
+        const wire: AgentErrorPayload = { code: "protocol", message: error.message };
         const header = new Uint8Array(HEADER_LEN);
         const payload = encodeJson(wire);
         writeHeader(header, 0, {
@@ -1162,7 +1162,7 @@ export class MuxStream {
   }
 
   /** Aborts the stream from this side, telling the peer why. Idempotent. */
-  reset(error: WireError | AgentError): void {
+  reset(error: AgentErrorPayload | AgentError): void {
     if (this.#finished) return;
     const wire = error instanceof AgentError ? error.toWire() : error;
     const err = agentErrorFromWire(wire);

@@ -1,10 +1,10 @@
 /**
  * Boots one sandbox: guest assets → instance folder → copy-on-write device over the base image
  * or a checkpoint → our NBD server → QEMU → the guest agent. The result is a
- * {@linkcode BootedSandbox} whose `sandbox` runs processes and whose `stop()` powers the guest
+ * {@linkcode BootedSandbox} whose `agent` runs processes and whose `stop()` powers the guest
  * off, optionally saves the disk as a checkpoint, and removes every trace of the instance.
  *
- * `shuru run`, `shuru checkpoint create` and (later) the named-sandbox supervisor all use it.
+ * `shuru run`, `shuru checkpoint create` and the named-sandbox supervisor all use it.
  *
  * @module
  */
@@ -14,7 +14,7 @@ import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../host/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
-import { Sandbox } from "../agent/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 import { type CowDevice, Store } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
 import {
@@ -151,8 +151,8 @@ const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
-  /** The agent connection. */
-  readonly sandbox: Sandbox;
+  /** The connection to the guest agent. */
+  readonly agent: AgentConnection;
   /** The VM. */
   readonly vm: Vm;
   /** The instance folder and its sockets. */
@@ -169,7 +169,7 @@ export class BootedSandbox implements AsyncDisposable {
 
   /** @internal Use {@linkcode bootSandbox}. */
   constructor(parts: {
-    sandbox: Sandbox;
+    agent: AgentConnection;
     vm: Vm;
     instance: Instance;
     assets: GuestAssets;
@@ -179,7 +179,7 @@ export class BootedSandbox implements AsyncDisposable {
     store: Store;
     network?: GuestNetwork;
   }) {
-    this.sandbox = parts.sandbox;
+    this.agent = parts.agent;
     this.vm = parts.vm;
     this.instance = parts.instance;
     this.assets = parts.assets;
@@ -210,10 +210,10 @@ export class BootedSandbox implements AsyncDisposable {
       // The agent syncs the guest's filesystems before powering off, so the disk the NBD
       // server holds is consistent once QEMU exits. A broken connection just means we go
       // straight to stopping QEMU.
-      await withTimeout(this.sandbox.shutdown(), graceMs).catch(() => {});
+      await withTimeout(this.agent.shutdown(), graceMs).catch(() => {});
       let exit = await withTimeout(this.vm.exited, graceMs).catch(() => undefined);
       exit ??= await this.vm.stop(2_000);
-      await this.sandbox.close().catch(() => {});
+      await this.agent.close().catch(() => {});
       let saved: SaveResult | undefined;
       if (options.saveAs !== undefined) {
         if (!exit.poweredOff) {
@@ -273,7 +273,7 @@ export class BootedSandbox implements AsyncDisposable {
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
     // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.sandbox.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    const proc = this.agent.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -452,19 +452,19 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const tVm = since();
 
     const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
-    const sandbox = await connectAgent(
+    const agent = await connectAgent(
       vm,
       options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
     );
-    cleanup.push(() => sandbox.close());
+    cleanup.push(() => agent.close());
     const tAgent = since();
-    await secrets?.installInGuest(sandbox);
+    await secrets?.installInGuest(agent);
     for (const m of mounts) {
       options.signal?.throwIfAborted();
-      await sandbox.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+      await agent.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
     }
     return new BootedSandbox({
-      sandbox,
+      agent,
       vm,
       instance,
       assets,
@@ -487,7 +487,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */
-async function connectAgent(vm: Vm, signal: AbortSignal): Promise<Sandbox> {
+async function connectAgent(vm: Vm, signal: AbortSignal): Promise<AgentConnection> {
   const died = vm.exited.then((exit) => {
     throw new RunnerError(
       "boot_failed",
@@ -499,7 +499,7 @@ async function connectAgent(vm: Vm, signal: AbortSignal): Promise<Sandbox> {
   });
   try {
     return await Promise.race([
-      vm.agent.then((conn) => Sandbox.connect(conn, { signal })),
+      vm.agent.then((conn) => AgentConnection.connect(conn, { signal })),
       died,
     ]);
   } catch (err) {

@@ -16,7 +16,7 @@ import {
   type Secret,
   SecretTerminator,
 } from "../proxy/mod.ts";
-import type { Sandbox } from "../agent/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
 import { RunnerError } from "./errors.ts";
 
 /** A secret as the CLI resolved it (name, value, the hosts that may receive it). */
@@ -83,7 +83,7 @@ export class RunSecrets {
   }
 
   /** Puts the CA in the guest's trust store (tmpfs only) and the placeholders in its env. */
-  async installInGuest(sandbox: Sandbox): Promise<void> {
+  async installInGuest(sandbox: AgentConnection): Promise<void> {
     const out = await sandbox.exec(["/bin/sh", "-c", INSTALL_SCRIPT], {
       stdin: this.#ca.certificatePem,
     });

@@ -11,7 +11,7 @@ import { logPath, readRecord, registryDir, type SandboxRecord } from "./registry
 import { encodeSpec, type SuperviseSpec } from "./supervise.ts";
 
 /** Options of {@linkcode launchSupervisor}. */
-export interface LaunchOptions {
+export interface LaunchSupervisorOptions {
   /** The command that runs the shuru CLI (the supervisor is its hidden `_supervise`). */
   shuru: string[];
   /** Milliseconds to wait for the agent. @default 300000 */
@@ -63,7 +63,7 @@ async function logTail(path: string): Promise<string> {
  */
 export async function launchSupervisor(
   spec: SuperviseSpec,
-  options: LaunchOptions,
+  options: LaunchSupervisorOptions,
 ): Promise<SandboxRecord> {
   const dir = registryDir(spec.home.root);
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });

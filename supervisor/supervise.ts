@@ -189,10 +189,10 @@ export async function supervise(
     });
     const b = booted;
     log(`agent ready after ${b.timings.agentReady} ms`);
-    for (const p of spec.ports) await b.sandbox.forward(p.host, p.guest);
+    for (const p of spec.ports) await b.agent.forward(p.host, p.guest);
     const startedAt = Date.now();
     const server = new ControlServer(
-      agentBackend(b.sandbox, {
+      agentBackend(b.agent, {
         checkpoint: serialized(async (name: string) => {
           const info = await liveCheckpointInfo(b, name);
           log(`checkpoint ${name}: ${JSON.stringify(info)}`);
@@ -231,7 +231,7 @@ export async function supervise(
     const reason = await Promise.race([
       server.shutdownRequested.then(() => "shutdown requested"),
       b.vm.exited.then((e) => `the VM exited (code ${e.code})`),
-      b.sandbox.closed.then(() => "the agent connection closed"),
+      b.agent.closed.then(() => "the agent connection closed"),
       stopRequested,
       watchdog,
     ]);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../agent/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 import {
   agentBackend,
   type AgentBackendOptions,

@@ -5,13 +5,13 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
-import type { SandboxProcess } from "../agent/mod.ts";
+import type { AgentProcess } from "../agent/mod.ts";
 
 /** Accumulates a process's terminal output and waits for patterns in it. */
 class Screen {
   out = "";
   #done: Promise<void>;
-  constructor(proc: SandboxProcess) {
+  constructor(proc: AgentProcess) {
     this.#done = (async () => {
       for await (const c of proc.stdout) this.out += text(c);
     })();
