@@ -29,6 +29,7 @@ export const LAYERS = [
   "proxy",
   "vm",
   "assets",
+  "spec",
   "agent",
   "runner",
   "control",

@@ -15,6 +15,7 @@
 
 import { homeLayout } from "../host/mod.ts";
 import { bootSandbox } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
 import { median } from "./_stats.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 3);
@@ -30,12 +31,8 @@ const shared = homeLayout();
 const root = await Deno.makeTempDir({ prefix: "shuru-live-ckpt-bench-" });
 const home = { ...homeLayout(root), assets: shared.assets };
 try {
-  const booted = await bootSandbox({
+  const booted = await bootSandbox(resolveSpec([{ cpus: 2, memoryMiB: 1024, accel }]), {
     home,
-    cpus: 2,
-    memoryMiB: 1024,
-    diskSizeMiB: 4096,
-    accel,
     onNotice: (l) => console.error(l),
   });
   try {

@@ -17,6 +17,7 @@
 import { join } from "node:path";
 import { homeLayout } from "../host/mod.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
 import type { AgentConnection } from "../agent/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { quantile } from "./_stats.ts";
@@ -92,14 +93,13 @@ const home = {
 };
 
 async function measure(mtu: number): Promise<MtuResult> {
-  const booted = await bootSandbox({
-    home,
+  const spec = resolveSpec([{
     cpus: 2,
     memoryMiB: 2048,
-    diskSizeMiB: 4096,
     accel,
-    network: { allowNet: true, addHosts: { "api.test": "127.0.0.1" }, mtu },
-  });
+    network: { allowNet: true, addHosts: { "api.test": "127.0.0.1" } },
+  }]);
+  const booted = await bootSandbox(spec, { home, net: { mtu } });
   try {
     const sb = booted.agent;
     const guestMtu = await guestText(sb, "cat /sys/class/net/eth0/mtu");

@@ -9,7 +9,7 @@ import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
 import { AgentConnection, ConnectionError } from "../agent/mod.ts";
-import { parseDuration } from "../supervisor/mod.ts";
+import { parseDuration } from "../spec/mod.ts";
 import { attachAgentProcess, attachProcess } from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";
 

@@ -150,8 +150,8 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         ...(a.name ? { name: a.name } : {}),
         ...(a.from ? { from: a.from } : {}),
         ...(a.cpus ? { cpus: a.cpus } : {}),
-        ...(a.memory_mib ? { memory: a.memory_mib } : {}),
-        ...(a.allow_net ? { allowNet: true } : {}),
+        ...(a.memory_mib ? { memoryMiB: a.memory_mib } : {}),
+        ...(a.allow_net ? { network: { allowNet: true } } : {}),
       });
       const e = await add(sb, true);
       return json({ sandbox_id: e.id });

@@ -8,7 +8,7 @@
  */
 
 import { parseHostPattern } from "../proxy/mod.ts";
-import type { SecretSetting } from "../runner/mod.ts";
+import type { SecretSetting } from "../spec/mod.ts";
 import { UserError } from "./errors.ts";
 
 /** Shortest value accepted: a shorter one would be replaced inside unrelated response text. */

@@ -7,13 +7,13 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { ensureAssets } from "../assets/mod.ts";
+import { parseDuration } from "../spec/mod.ts";
 import {
   checkSandboxName,
   decodeSpec,
   generateSandboxName,
   launchSupervisor,
   listLive,
-  parseDuration,
   SECRETS_ENV,
   supervise,
   withSecretsFrom,
@@ -60,7 +60,10 @@ export function startCommand(): Command {
     .option("--json", "print the sandbox record as JSON instead of its name")
     .action(async (flags) => {
       const opts = flags as typeof flags & RunFlags;
-      const settings = await resolveRunSettings([], opts);
+      const spec = await resolveRunSettings([], opts, {
+        ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
+        ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
+      });
       const registry = homeRegistry();
       const live = new Set((await listLive(registry)).map((r) => r.name));
       let name = flags.name;
@@ -88,22 +91,9 @@ export function startCommand(): Command {
       }
       try {
         const record = await launchSupervisor({
+          ...spec,
           name,
           home: homeLayout(),
-          cpus: settings.cpus,
-          memoryMiB: settings.memoryMiB,
-          diskSizeMiB: settings.diskSizeMiB,
-          accel: settings.accel,
-          ...(settings.from !== undefined ? { from: settings.from } : {}),
-          mounts: settings.mounts.map((m) => ({
-            host: m.host,
-            guest: m.guest,
-            readOnly: m.readOnly,
-          })),
-          ports: settings.ports.map((p) => ({ host: p.host, guest: p.guest })),
-          ...(settings.network ? { network: settings.network } : {}),
-          ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
-          ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
           ...(opts.verbose ? { verbose: true } : {}),
         }, { shuru: shuruSelfCommand() });
         console.log(flags.json ? JSON.stringify(record) : record.name);

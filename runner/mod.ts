@@ -13,12 +13,12 @@ import { resolve } from "node:path";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../host/mod.ts";
+import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { AgentConnection } from "../agent/mod.ts";
 import { type CowDevice, Store } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
 import {
-  type AccelChoice,
   createInstance,
   hostTscRate,
   type Instance,
@@ -30,54 +30,28 @@ import {
   type VmExit,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
-import { GuestNetwork, type SandboxNetwork } from "./network.ts";
+import { GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
 import { RunSecrets } from "./secrets.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
-export { GUEST_BUNDLE_FILE, GUEST_CA_FILE, type SecretSetting } from "./secrets.ts";
+export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
 export {
   buildPolicy,
   DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
   NetLog,
-  type NetworkSettings,
-  type SandboxNetwork,
+  type NetworkHooks,
 } from "./network.ts";
 
-/** A host folder shared with the guest. */
-export interface SandboxMount {
-  /** Host folder. */
-  host: string;
-  /** Absolute guest path. */
-  guest: string;
-  /** `false`: guest writes reach the host. */
-  readOnly: boolean;
-}
-
-/** What to boot. */
+/** How to boot a {@linkcode SandboxSpec}: where, and where its reports go. */
 export interface BootOptions {
   /** The data home layout (`homeLayout()`). */
   home: HomeLayout;
-  /** Virtual CPUs. */
-  cpus: number;
-  /** Memory in MiB. */
-  memoryMiB: number;
-  /** Disk size in MiB; the guest's root filesystem grows to fill it. */
-  diskSizeMiB: number;
-  /** `kvm`, `tcg` or `auto` (KVM only when it works). */
-  accel: AccelChoice;
-  /** Start from this checkpoint instead of the base image. */
-  from?: string;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
   instanceId?: string;
-  /** Host folders to share. */
-  mounts?: SandboxMount[];
-  /**
-   * Guest network (`--allow-net`, `--expose-host`): a virtio-net NIC served by our own stack.
-   * Absent: no NIC at all.
-   */
-  network?: SandboxNetwork;
+  /** The guest network's MTU and reports (`--allow-net`: blocked lines, records). */
+  net?: NetworkHooks;
   /** Install missing host packages with apt-get when building assets. */
   installDeps?: boolean;
   /** Kernel messages on the console log. */
@@ -165,6 +139,7 @@ export class BootedSandbox implements AsyncDisposable {
   #server: NbdServer;
   #store: Store;
   #network: GuestNetwork | undefined;
+  #netLog: NetLog | undefined;
   #stopped: Promise<StopResult> | undefined;
 
   /** @internal Use {@linkcode bootSandbox}. */
@@ -178,6 +153,7 @@ export class BootedSandbox implements AsyncDisposable {
     server: NbdServer;
     store: Store;
     network?: GuestNetwork;
+    netLog?: NetLog;
   }) {
     this.agent = parts.agent;
     this.vm = parts.vm;
@@ -188,6 +164,7 @@ export class BootedSandbox implements AsyncDisposable {
     this.#server = parts.server;
     this.#store = parts.store;
     this.#network = parts.network;
+    this.#netLog = parts.netLog;
   }
 
   /** The guest network, when the sandbox has one. */
@@ -229,6 +206,7 @@ export class BootedSandbox implements AsyncDisposable {
     } finally {
       this.vm.kill();
       await this.#network?.close().catch(() => {});
+      this.#netLog?.close();
       await this.#server.close().catch(() => {});
       await this.#device.close().catch(() => {});
       await removeInstance(this.instance).catch(() => {});
@@ -348,32 +326,71 @@ function mountTag(i: number): string {
   return `shuru${i}`;
 }
 
+/** Opens the `--net-log` file for appending. */
+async function openNetLog(path: string): Promise<NetLog> {
+  try {
+    return await NetLog.open(path);
+  } catch (err) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot open --net-log ${path}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
 /**
- * Boots a sandbox and returns once its agent answers and the mounts are in place.
+ * Boots the sandbox `spec` describes and returns once its agent answers, the mounts are in place
+ * and its ports are forwarded. The spec's command, environment and working directory are the
+ * caller's to use.
  *
  * @throws {RunnerError} when the guest fails to boot (with the console's last lines).
  */
-export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> {
+export async function bootSandbox(
+  spec: SandboxSpec,
+  options: BootOptions,
+): Promise<BootedSandbox> {
   const t0 = performance.now();
   const since = () => Math.round(performance.now() - t0);
   const notice = options.onNotice ?? (() => {});
+  const netLog = spec.network?.netLog !== undefined
+    ? await openNetLog(spec.network.netLog)
+    : undefined;
+  try {
+    return await boot(spec, options, { since, notice, netLog });
+  } catch (err) {
+    netLog?.close();
+    throw err;
+  }
+}
+
+async function boot(
+  spec: SandboxSpec,
+  options: BootOptions,
+  ctx: {
+    since: () => number;
+    notice: (line: string) => void;
+    netLog: NetLog | undefined;
+  },
+): Promise<BootedSandbox> {
+  const { since, notice, netLog } = ctx;
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const tAssets = since();
-  const diskBytes = options.diskSizeMiB * 1024 * 1024;
+  const diskBytes = spec.diskSizeMiB * 1024 * 1024;
   if (diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
-      `Cannot use a ${options.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
+      `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
   const store = await Store.open(options.home.store);
   // Fail before booting when the checkpoint does not exist.
-  if (options.from !== undefined) await store.inspect(options.from);
+  if (spec.from !== undefined) await store.inspect(spec.from);
   options.signal?.throwIfAborted();
   const instance = await createInstance(
     options.home.instances,
@@ -385,7 +402,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   };
   try {
     const device = await store.openDevice(
-      options.from !== undefined ? { checkpoint: options.from } : { base: assets.rootfs },
+      spec.from !== undefined ? { checkpoint: spec.from } : { base: assets.rootfs },
       { size: diskBytes, overlayDir: instance.dir },
     );
     cleanup.push(() => device.close());
@@ -397,7 +414,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const tDevice = since();
 
     const tsc = await hostTscRate();
-    const decision = await resolveAccel(options.accel, {
+    const decision = await resolveAccel(spec.accel, {
       kernel: assets.kernel,
       initrd: assets.initramfs,
       cacheFile: resolve(options.home.root, "kvm-probe.json"),
@@ -405,7 +422,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       ...(tsc ? { tscKhz: tsc.khz } : {}),
     });
     if (decision.notice) notice(decision.notice);
-    const mounts = (options.mounts ?? []).map((m, i) => ({
+    const mounts = spec.mounts.map((m, i) => ({
       tag: mountTag(i),
       hostPath: resolve(m.host),
       readOnly: m.readOnly,
@@ -413,15 +430,25 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     }));
     let network: GuestNetwork | undefined;
     let secrets: RunSecrets | undefined;
-    if (options.network) {
+    if (spec.network) {
       // Listen before QEMU starts: its stream client connects at start-up.
-      const { secrets: secretSettings, ...settings } = options.network;
+      const { secrets: secretSettings, ...settings } = spec.network;
       if (secretSettings && secretSettings.length > 0) {
         secrets = await RunSecrets.create(secretSettings, { onError: notice });
       }
       const terminator = secrets?.terminator;
+      const hooks = options.net ?? {};
       network = GuestNetwork.listen(instance.netSocket, {
         ...settings,
+        ...hooks,
+        ...(netLog || hooks.onConnection
+          ? {
+            onConnection: (r) => {
+              netLog?.write(r);
+              hooks.onConnection?.(r);
+            },
+          }
+          : {}),
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -433,8 +460,8 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const vm = await launchGuest({
       assets,
       instance,
-      cpus: options.cpus,
-      memoryMiB: options.memoryMiB,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
       accel: decision.accel,
       disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
       mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
@@ -463,6 +490,18 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       options.signal?.throwIfAborted();
       await agent.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
     }
+    const tMounted = since();
+    for (const p of spec.ports) {
+      try {
+        await agent.forward(p.host, p.guest);
+      } catch (err) {
+        throw new RunnerError(
+          "invalid_config",
+          `Cannot forward 127.0.0.1:${p.host}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    }
     return new BootedSandbox({
       agent,
       vm,
@@ -472,12 +511,13 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       server,
       store,
       ...(network ? { network } : {}),
+      ...(netLog ? { netLog } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,
         vmStarted: tVm,
         agentReady: tAgent,
-        mounted: since(),
+        mounted: tMounted,
       },
     });
   } catch (err) {

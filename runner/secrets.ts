@@ -17,17 +17,8 @@ import {
   SecretTerminator,
 } from "../proxy/mod.ts";
 import type { AgentConnection } from "../agent/mod.ts";
+import type { SecretSetting } from "../spec/mod.ts";
 import { RunnerError } from "./errors.ts";
-
-/** A secret as the CLI resolved it (name, value, the hosts that may receive it). */
-export interface SecretSetting {
-  /** Environment variable name in the guest. */
-  name: string;
-  /** The real value. */
-  value: string;
-  /** Host patterns (`api.example.com`, `*.example.com`). */
-  hosts: string[];
-}
 
 /** Where the guest finds the run's CA (tmpfs). */
 export const GUEST_CA_FILE = "/run/shuru/secret-ca.pem";

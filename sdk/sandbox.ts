@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { dataHome, homeLayout } from "../host/mod.ts";
 import { connectControl, type ControlClient, Limits } from "../control/mod.ts";
+import type { NetworkSpec, SpecLayer } from "../spec/mod.ts";
 import { SandboxError, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
@@ -21,22 +22,17 @@ export interface ConnectOptions {
   home?: string;
 }
 
-/** Options of {@linkcode Sandbox.create}. */
-export interface CreateOptions extends ConnectOptions {
+/**
+ * Options of {@linkcode Sandbox.create}: the sandbox's settings (any field of a `SandboxSpec`:
+ * `cpus`, `memoryMiB`, `diskSizeMiB`, `from`, `mounts`, `ports`, `network`, `idleTimeoutMs`,
+ * ...; `shuru start` validates them) and how to start it. Secrets go through `extraArgs`
+ * (`--secret NAME@HOSTS`), never as values in the options.
+ */
+export interface CreateOptions extends ConnectOptions, Omit<SpecLayer, "network"> {
+  /** The guest's network, e.g. `{ allowNet: true }`. */
+  network?: Omit<NetworkSpec, "secrets">;
   /** Sandbox name (default: generated). */
   name?: string;
-  /** Start from this checkpoint. */
-  from?: string;
-  /** Virtual CPUs. */
-  cpus?: number;
-  /** Memory in MiB. */
-  memory?: number;
-  /** Disk size in MiB. */
-  diskSizeMiB?: number;
-  /** Allow network access. */
-  allowNet?: boolean;
-  /** Stop after this long without clients ("10m"). */
-  idleTimeout?: string;
   /** Further `shuru start` flags. */
   extraArgs?: string[];
   /** The command that runs shuru (default: this package's main.ts under the current Deno). */
@@ -221,14 +217,9 @@ export class Sandbox implements AsyncDisposable {
     const name = options.name ?? `sdk-${crypto.randomUUID().slice(0, 8)}`;
     const shuru = options.shuru ??
       [Deno.execPath(), "run", "-A", new URL("../main.ts", import.meta.url).pathname];
-    const args = [...shuru.slice(1), "start", "--name", name];
-    if (options.from) args.push("--from", options.from);
-    if (options.cpus) args.push("--cpus", String(options.cpus));
-    if (options.memory) args.push("--memory", String(options.memory));
-    if (options.diskSizeMiB) args.push("--disk-size", String(options.diskSizeMiB));
-    if (options.allowNet) args.push("--allow-net");
-    if (options.idleTimeout) args.push("--idle-timeout", options.idleTimeout);
-    if (options.extraArgs) args.push(...options.extraArgs);
+    const { home: _home, name: _name, extraArgs, shuru: _shuru, ...settings } = options;
+    const args = [...shuru.slice(1), "start", "--name", name, "--spec", JSON.stringify(settings)];
+    if (extraArgs) args.push(...extraArgs);
     const env: Record<string, string> = {};
     if (options.home) env.SHURU_HOME = options.home;
     const out = await new Deno.Command(shuru[0]!, { args, env, stdin: "null" }).output();

@@ -6,7 +6,6 @@
  * @module
  */
 
-export { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 export { SupervisorError, type SupervisorErrorCode } from "./errors.ts";
 export {
   launchSupervisor,

@@ -11,15 +11,8 @@
 import { join } from "node:path";
 import { type HomeLayout, VERSION } from "../host/mod.ts";
 import { agentBackend, ControlServer, listenControlSocket } from "../control/mod.ts";
-import {
-  type BootedSandbox,
-  bootSandbox,
-  describeNetwork,
-  NetLog,
-  type NetworkSettings,
-  type SandboxMount,
-} from "../runner/mod.ts";
-import type { AccelChoice } from "../vm/mod.ts";
+import { type BootedSandbox, bootSandbox, describeNetwork } from "../runner/mod.ts";
+import type { SandboxSpec } from "../spec/mod.ts";
 import { StopClock } from "./idle.ts";
 import {
   claimName,
@@ -31,32 +24,15 @@ import {
   updateRecord,
 } from "./registry.ts";
 
-/** Everything the supervisor needs, passed from `shuru start` as one JSON argument. */
-export interface SuperviseSpec {
+/**
+ * Everything the supervisor needs, passed from `shuru start` as one JSON argument: the sandbox's
+ * spec (carried unchanged to the runner), its name and the data home.
+ */
+export interface SuperviseSpec extends SandboxSpec {
   /** Sandbox name (validated, claimed by the supervisor). */
   name: string;
   /** Data home layout. */
   home: HomeLayout;
-  /** Virtual CPUs. */
-  cpus: number;
-  /** Memory in MiB. */
-  memoryMiB: number;
-  /** Disk size in MiB. */
-  diskSizeMiB: number;
-  /** Accelerator choice. */
-  accel: AccelChoice;
-  /** Start from this checkpoint. */
-  from?: string;
-  /** Host folders to share. */
-  mounts: SandboxMount[];
-  /** Ports to forward from 127.0.0.1. */
-  ports: Array<{ host: number; guest: number }>;
-  /** Guest network (`--allow-net` and friends); absent: no NIC. Blocked lines go to the log. */
-  network?: NetworkSettings & { netLog?: string };
-  /** Stop after this long without clients. */
-  idleTimeoutMs?: number;
-  /** Stop after this long in total. */
-  timeoutMs?: number;
   /** Kernel messages on the console log. */
   verbose?: boolean;
 }
@@ -160,36 +136,17 @@ export async function supervise(
   let booted: BootedSandbox | undefined;
   let failed = false;
   const timers: ReturnType<typeof setTimeout>[] = [];
-  let netLog: NetLog | undefined;
   try {
-    const { netLog: netLogPath, ...network } = spec.network ?? {};
-    if (netLogPath !== undefined) netLog = await NetLog.open(netLogPath);
-    const file = netLog;
-    booted = await bootSandbox({
+    booted = await bootSandbox(spec, {
       home: spec.home,
-      cpus: spec.cpus,
-      memoryMiB: spec.memoryMiB,
-      diskSizeMiB: spec.diskSizeMiB,
-      accel: spec.accel,
-      ...(spec.from !== undefined ? { from: spec.from } : {}),
-      mounts: spec.mounts,
       instanceId: spec.name,
+      net: { onBlocked: log },
       ...(spec.verbose ? { verbose: true } : {}),
       onNotice: log,
-      ...(spec.network
-        ? {
-          network: {
-            ...network,
-            onBlocked: log,
-            ...(file ? { onConnection: (r) => file.write(r) } : {}),
-          },
-        }
-        : {}),
       signal: abort.signal,
     });
     const b = booted;
     log(`agent ready after ${b.timings.agentReady} ms`);
-    for (const p of spec.ports) await b.agent.forward(p.host, p.guest);
     const startedAt = Date.now();
     const server = new ControlServer(
       agentBackend(b.agent, {
@@ -253,7 +210,6 @@ export async function supervise(
       });
       if (result) log(`stopped (${result.exit.poweredOff ? "powered off" : "killed"})`);
     }
-    netLog?.close();
     // A failed boot keeps its log for `shuru start` to show; a clean stop leaves nothing.
     if (failed) await Deno.remove(recordPath(dir, spec.name)).catch(() => {});
     else await removeRecord(dir, spec.name);

@@ -408,7 +408,12 @@ Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkp
   ];
   let supervisorPid: number | undefined;
   {
-    await using sb = await Sandbox.create({ home: home.dir, name: "sdkbox", memory: 512, shuru });
+    await using sb = await Sandbox.create({
+      home: home.dir,
+      name: "sdkbox",
+      memoryMiB: 512,
+      shuru,
+    });
     const [row] = await ps(home);
     assertEquals(row?.name, "sdkbox");
     supervisorPid = row!.supervisor.pid;

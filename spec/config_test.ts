@@ -1,14 +1,13 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/_assert.ts";
+import { loadConfig, validateConfig } from "./config.ts";
 import {
   checkMount,
-  loadConfig,
   parseAddHost,
   parseExposeHost,
   parseMountSpec,
   parsePortMapping,
   pick,
-  validateConfig,
-} from "./config.ts";
+} from "./parse.ts";
 
 Deno.test("validateConfig - accepts every documented key", () => {
   const cfg = validateConfig({
