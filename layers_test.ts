@@ -20,6 +20,7 @@ import { assertEquals } from "./tests/_assert.ts";
  * own files (`mod.ts`, `main.ts`). Keep README.md's table in this order.
  */
 export const LAYERS = [
+  "io",
   "host",
   "ffi",
   "proto",

@@ -23,14 +23,8 @@ import {
 } from "../proto/mod.ts";
 import { VERSION } from "../host/mod.ts";
 import { type PortForward, startForward } from "./forward.ts";
-import {
-  AgentProcess,
-  type AgentSpawnOptions,
-  type ExecOutput,
-  execRequest,
-  readAll,
-} from "./process.ts";
-import { runShell, type ShellOptions } from "./shell.ts";
+import { AgentProcess, type AgentSpawnOptions, type ExecOutput, execRequest } from "./process.ts";
+import { readAll } from "../io/mod.ts";
 
 /** Options of {@link AgentConnection.connect}. */
 export interface AgentConnectOptions {
@@ -176,14 +170,6 @@ export class AgentConnection implements AsyncDisposable {
     const feeding = options.stdin === undefined ? Promise.resolve() : feed(proc, options.stdin);
     const [out] = await Promise.all([proc.output(), feeding]);
     return out;
-  }
-
-  /**
-   * Runs an interactive program (default `/bin/sh`) on a PTY attached to this terminal: raw
-   * mode, window-size changes forwarded, terminal restored on exit. Returns the exit code.
-   */
-  shell(options: ShellOptions = {}): Promise<number> {
-    return runShell(this, options);
   }
 
   // -------------------------------------------------------------------------------- files

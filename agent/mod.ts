@@ -30,7 +30,6 @@ export {
   type TtyOptions,
 } from "./process.ts";
 export { PortForward } from "./forward.ts";
-export type { ShellOptions } from "./shell.ts";
 export {
   AgentAlreadyExistsError,
   AgentError,

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { readAll } from "../io/mod.ts";
 import {
   Channel,
   type ExecRequest,
@@ -158,22 +159,4 @@ export function execRequest(argv: string[], options: AgentSpawnOptions): ExecReq
   if (options.tty) req.tty = { ...options.tty, term: options.tty.term ?? "xterm-256color" };
   if (options.stdin === "piped") req.stdin = true;
   return req;
-}
-
-/** Reads a whole stream into one buffer. */
-export async function readAll(readable: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of readable) {
-    parts.push(c);
-    n += c.length;
-  }
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

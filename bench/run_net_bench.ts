@@ -14,7 +14,6 @@
  * @module
  */
 
-import { join } from "node:path";
 import { homeLayout } from "../host/mod.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
 import { resolveSpec } from "../spec/mod.ts";
@@ -85,12 +84,7 @@ const url = `http://api.test:${port}`;
 
 const root = await Deno.makeTempDir({ prefix: "shuru-net-bench-" });
 const shared = homeLayout();
-const home = {
-  root,
-  store: join(root, "store"),
-  assets: shared.assets,
-  instances: join(root, "instances"),
-};
+const home = { ...homeLayout(root), assets: shared.assets };
 
 async function measure(mtu: number): Promise<MtuResult> {
   const spec = resolveSpec([{

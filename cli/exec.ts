@@ -10,7 +10,7 @@ import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
 import { AgentConnection, ConnectionError } from "../agent/mod.ts";
 import { parseDuration } from "../spec/mod.ts";
-import { attachAgentProcess, attachProcess } from "./attach.ts";
+import { attachAgentProcess, attachProcess, type AttachResult } from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";
 
 /** Parses `--connect` (only `unix:PATH` for now). */
@@ -97,9 +97,9 @@ export function execCommand(): Command {
       const argv = name === undefined ? rest : [name, ...rest];
       if (argv.length === 0) throw new UserError("Cannot run: give a command after --");
       const target = parseConnectTarget(opts.connect);
-      let sandbox: AgentConnection;
+      let agent: AgentConnection;
       try {
-        sandbox = await AgentConnection.connectUnix(target.unix);
+        agent = await AgentConnection.connectUnix(target.unix);
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         throw new UserError(`Cannot connect to agent at ${target.unix}: ${reason}`, {
@@ -107,19 +107,16 @@ export function execCommand(): Command {
           cause: err,
         });
       }
-      let code: number;
-      let timedOut = false;
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-        timedOut = true;
-        void sandbox.close();
-      }, timeoutMs);
+      let result: AttachResult;
       try {
-        code = await attachAgentProcess(sandbox, argv, { ...opts, env: opts.env ?? {} });
+        result = await attachAgentProcess(agent, argv, {
+          tty: opts.tty,
+          env: opts.env ?? {},
+          ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+          stdin: opts.stdin,
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        });
       } catch (err) {
-        if (timedOut) {
-          console.error(`shuru: timed out after ${opts.timeout}`);
-          Deno.exit(124);
-        }
         if (err instanceof ConnectionError) {
           throw new UserError(`Lost the agent connection: ${err.message}`, {
             exitCode: 125,
@@ -128,11 +125,11 @@ export function execCommand(): Command {
         }
         throw err;
       } finally {
-        clearTimeout(timer);
-        await sandbox.close();
+        await agent.close();
       }
+      if (result.timedOut) console.error(`shuru: timed out after ${opts.timeout}; killed`);
       // The command's exit code is ours; runCli has no other way to return it.
-      Deno.exit(code);
+      Deno.exit(result.timedOut ? 124 : result.exitCode);
     });
   return cmd as unknown as Command;
 }

@@ -5,16 +5,13 @@
  * @module
  */
 
-import { AssetError } from "../assets/mod.ts";
 import {
   ASSET_TOOLS,
   findMissingTools,
-  HostError,
   installPackages,
   missingToolsError,
   VM_TOOLS,
 } from "../host/mod.ts";
-import { UserError } from "./errors.ts";
 
 /** Options of {@linkcode ensureHostDeps}. */
 export interface HostDepsOptions {
@@ -26,29 +23,17 @@ export interface HostDepsOptions {
   onOutput?: (line: string) => void;
 }
 
-/** Ensures the host programs are present; throws {@linkcode UserError} naming the fix. */
+/** Ensures the host programs are present; throws `HostError` naming the fix. */
 export async function ensureHostDeps(options: HostDepsOptions = {}): Promise<void> {
   const tools = options.forAssets ? [...ASSET_TOOLS, ...VM_TOOLS] : [...VM_TOOLS];
   const path = Deno.env.get("PATH") ?? "";
   const missing = await findMissingTools(tools, path);
   if (missing.length === 0) return;
-  if (!options.installDeps) throw asUserError(missingToolsError(missing));
+  if (!options.installDeps) throw missingToolsError(missing);
   const packages = [...new Set(missing.map((m) => m.tool.package))];
   const out = options.onOutput ?? ((line: string) => console.error(line));
   out(`shuru: installing ${packages.join(" ")} (apt-get)`);
-  try {
-    await installPackages(packages, { onOutput: out });
-  } catch (err) {
-    throw asUserError(err);
-  }
+  await installPackages(packages, { onOutput: out });
   const still = await findMissingTools(tools, path);
-  if (still.length > 0) throw asUserError(missingToolsError(still));
-}
-
-/** Converts asset errors into CLI errors (one line, exit code 2); rethrows anything else. */
-export function asUserError(err: unknown): unknown {
-  if (err instanceof AssetError || err instanceof HostError) {
-    return new UserError(err.message, { cause: err });
-  }
-  return err;
+  if (still.length > 0) throw missingToolsError(still);
 }

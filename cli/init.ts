@@ -10,7 +10,7 @@ import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mo
 import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
-import { asUserError, ensureHostDeps } from "./host_deps.ts";
+import { ensureHostDeps } from "./host_deps.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -141,7 +141,7 @@ export function initCommand() {
         });
       } catch (err) {
         printer.stop();
-        throw asUserError(err);
+        throw err;
       }
       let accel;
       try {

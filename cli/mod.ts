@@ -10,7 +10,7 @@ import { Command, CommanderError } from "@commander-js/extra-typings";
 import { checkpointCommand } from "./checkpoint.ts";
 import { checkpointSaveCommand } from "./checkpoint_save.ts";
 import { cpCommand } from "./cp.ts";
-import { UserError } from "./errors.ts";
+import { describeError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
 import { initCommand } from "./init.ts";
 import { mcpCommand } from "./mcp.ts";
@@ -81,11 +81,9 @@ export async function runCli(args: string[]): Promise<number> {
       // Help and version output are "errors" to commander with exit code 0.
       return err.exitCode;
     }
-    if (err instanceof UserError) {
-      console.error(`shuru: ${err.message}`);
-      return err.exitCode;
-    }
-    if (err instanceof Deno.errors.Interrupted) return 130;
-    throw err;
+    const report = describeError(err);
+    if (!report) throw err;
+    if (!(err instanceof Deno.errors.Interrupted)) console.error(`shuru: ${report.message}`);
+    return report.exitCode;
   }
 }

@@ -11,7 +11,7 @@ import { NbdServer } from "../nbd/mod.ts";
 import { validateName } from "../store/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
-import { formatBytes, openHomeStore, parseSize, withStoreErrors } from "./store.ts";
+import { formatBytes, openHomeStore, parseSize } from "./store.ts";
 
 /** Builds `shuru nbd`. */
 export function nbdCommand(): Command {
@@ -40,27 +40,22 @@ export function nbdCommand(): Command {
         throw new UserError("Cannot serve: give --base FILE or --from CHECKPOINT");
       }
       const size = opts.size === undefined ? undefined : parseSize(opts.size);
-      const store = await withStoreErrors(() => openHomeStore());
+      const store = await openHomeStore();
       if (opts.save !== undefined) {
         const name = opts.save;
-        await withStoreErrors(async () => {
-          validateName(name);
-          if (!opts.overwrite && await store.has(name)) {
-            throw new UserError(
-              `Cannot save checkpoint "${name}": it already exists (delete it or add --overwrite)`,
-            );
-          }
-        });
+        validateName(name);
+        if (!opts.overwrite && await store.has(name)) {
+          throw new UserError(
+            `Cannot save checkpoint "${name}": it already exists (delete it or add --overwrite)`,
+          );
+        }
       }
       const overlayDir = opts.instanceDir ??
         join(homeLayout().instances, `nbd-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
       const ownsOverlayDir = opts.instanceDir === undefined;
-      const device = await withStoreErrors(() =>
-        store.openDevice(opts.base ? { base: opts.base } : { checkpoint: opts.from! }, {
-          overlayDir,
-          readOnly: opts.readOnly ?? false,
-          ...(size !== undefined ? { size } : {}),
-        })
+      const device = await store.openDevice(
+        opts.base ? { base: opts.base } : { checkpoint: opts.from! },
+        { overlayDir, readOnly: opts.readOnly ?? false, ...(size !== undefined ? { size } : {}) },
       );
       let server: NbdServer | undefined;
       const stop = Promise.withResolvers<string>();
@@ -93,9 +88,7 @@ export function nbdCommand(): Command {
         // Answers requests in flight (including a FLUSH) and closes connections first.
         await server.close();
         if (opts.save !== undefined) {
-          const r = await withStoreErrors(() =>
-            device.save(opts.save!, { overwrite: opts.overwrite ?? false })
-          );
+          const r = await device.save(opts.save!, { overwrite: opts.overwrite ?? false });
           console.error(
             `shuru: saved checkpoint ${r.name}: ${r.usedBlocks} blocks used, ` +
               `${r.newChunks} new chunks (${formatBytes(r.newBytes)}), ` +

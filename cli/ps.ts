@@ -8,7 +8,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { formatDuration } from "../spec/mod.ts";
 import { listEntries, removeStale } from "../supervisor/mod.ts";
-import { homeRegistry } from "./sandboxes.ts";
+import { homeLayout } from "../host/mod.ts";
 
 /** Builds `shuru ps`. */
 export function psCommand(): Command {
@@ -19,7 +19,7 @@ export function psCommand(): Command {
     )
     .option("--json", "print a JSON array of registry records (with uptimeMs)")
     .action(async (opts) => {
-      const registry = homeRegistry();
+      const registry = homeLayout().sandboxes;
       const entries = await listEntries(registry);
       for (const e of entries) if (!e.alive) await removeStale(registry, e.record);
       const live = entries.filter((e) => e.alive).map((e) => e.record);

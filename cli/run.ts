@@ -8,10 +8,8 @@
 
 import { Command } from "@commander-js/extra-typings";
 import type { AssetProgress } from "../assets/mod.ts";
-import { type BootedSandbox, bootSandbox, RunnerError } from "../runner/mod.ts";
+import { type BootedSandbox, bootSandbox } from "../runner/mod.ts";
 import { ConnectionError } from "../agent/mod.ts";
-import { StoreError, validateName } from "../store/mod.ts";
-import { VmError } from "../vm/mod.ts";
 import {
   configLayer,
   loadConfig,
@@ -29,13 +27,12 @@ import {
   SpecError,
   type SpecLayer,
 } from "../spec/mod.ts";
-import { agentBackend, ControlServer, serveStdio } from "../control/mod.ts";
-import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
+import { serveControl } from "../control/mod.ts";
 import { attachAgentProcess } from "./attach.ts";
 import { ProgressPrinter } from "./init.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout, VERSION } from "../host/mod.ts";
+import { homeLayout, nameProblem } from "../host/mod.ts";
 import { openHomeStore } from "./store.ts";
 
 function positiveInt(flag: string) {
@@ -257,18 +254,12 @@ export function progressPrinter(): (event: AssetProgress) => void {
  * live and the session goes on.
  */
 async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
-  const server = new ControlServer(
-    agentBackend(booted.agent, {
-      checkpoint: serialized((name: string) => liveCheckpointInfo(booted, name)),
-      shutdown: () => Promise.resolve(),
-    }),
-    { serverInfo: { name: "shuru", version: VERSION }, log: (l) => console.error(l) },
-  );
-  try {
-    await Promise.race([serveStdio(server), booted.agent.closed]);
-  } finally {
-    await server.close();
-  }
+  await using service = await serveControl(booted.agent, {
+    stdio: true,
+    checkpoint: (name) => booted.checkpoint(name),
+    shutdown: () => Promise.resolve(),
+  });
+  await service.done;
   return 0;
 }
 
@@ -319,13 +310,13 @@ async function runOnce(
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : await attachAgentProcess(booted.agent, spec.command ?? ["/bin/sh"], {
+        : (await attachAgentProcess(booted.agent, spec.command ?? ["/bin/sh"], {
           // A terminal gets an interactive PTY session; pipes are streamed.
           tty: Deno.stdin.isTerminal(),
           stdin: true,
           env: spec.env,
           ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
-        });
+        })).exitCode;
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
@@ -349,12 +340,6 @@ async function runOnce(
     return interrupted || code;
   } catch (err) {
     if (interrupted) return interrupted;
-    if (
-      err instanceof RunnerError || err instanceof VmError || err instanceof StoreError ||
-      err instanceof SpecError
-    ) {
-      throw new UserError(err.message, { exitCode: 125, cause: err });
-    }
     throw err;
   } finally {
     await booted?.[Symbol.asyncDispose]();
@@ -408,11 +393,8 @@ export async function createCheckpoint(
   argv: string[],
   flags: RunFlags,
 ): Promise<number> {
-  try {
-    validateName(name);
-  } catch (err) {
-    throw new UserError((err as Error).message);
-  }
+  const problem = nameProblem("checkpoint", name);
+  if (problem) throw new UserError(problem);
   const store = await openHomeStore();
   if ((await store.list()).some((c) => c.name === name)) {
     throw new UserError(

@@ -21,8 +21,7 @@ import {
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
 import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
-import { asUserError } from "./host_deps.ts";
-import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
+import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
   return (value: string): number => {
@@ -64,7 +63,7 @@ export function startCommand(): Command {
         ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
         ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
       });
-      const registry = homeRegistry();
+      const registry = homeLayout().sandboxes;
       const live = new Set((await listLive(registry)).map((r) => r.name));
       let name = flags.name;
       if (name !== undefined) {
@@ -80,26 +79,18 @@ export function startCommand(): Command {
         name = generateSandboxName(live);
       }
       // Build missing guest assets here, with progress on this terminal, not in the log.
-      try {
-        await ensureAssets({
-          assetsDir: homeLayout().assets,
-          ...(opts.installDeps ? { installDeps: true } : {}),
-          onProgress: progressPrinter(),
-        });
-      } catch (err) {
-        throw asUserError(err);
-      }
-      try {
-        const record = await launchSupervisor({
-          ...spec,
-          name,
-          home: homeLayout(),
-          ...(opts.verbose ? { verbose: true } : {}),
-        }, { shuru: shuruSelfCommand() });
-        console.log(flags.json ? JSON.stringify(record) : record.name);
-      } catch (err) {
-        throw asSandboxUserError(err);
-      }
+      await ensureAssets({
+        assetsDir: homeLayout().assets,
+        ...(opts.installDeps ? { installDeps: true } : {}),
+        onProgress: progressPrinter(),
+      });
+      const record = await launchSupervisor({
+        ...spec,
+        name,
+        home: homeLayout(),
+        ...(opts.verbose ? { verbose: true } : {}),
+      }, { shuru: shuruSelfCommand() });
+      console.log(flags.json ? JSON.stringify(record) : record.name);
     });
   return cmd as unknown as Command;
 }

@@ -14,14 +14,16 @@ import type {
   BackendProcess,
   BackendStat,
   BackendWatch,
+  CheckpointReport,
   ControlBackend,
 } from "./backend.ts";
 import { serverError } from "./errors.ts";
+import { concatBytes } from "../io/mod.ts";
 
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
   /** Saves the running sandbox's disk. */
-  checkpoint?: (name: string) => Promise<Record<string, unknown>>;
+  checkpoint?: (name: string) => Promise<CheckpointReport>;
   /** Stops the sandbox. */
   shutdown?: () => Promise<void>;
   /** Facts for `initialize`. */
@@ -62,14 +64,7 @@ export function agentBackend(
         parts.push(chunk);
         n += chunk.length;
       }
-      if (parts.length === 1) return parts[0]!;
-      const out = new Uint8Array(n);
-      let o = 0;
-      for (const p of parts) {
-        out.set(p, o);
-        o += p.length;
-      }
-      return out;
+      return parts.length === 1 ? parts[0]! : concatBytes(parts);
     },
 
     async writeFile(path, data, opts) {

@@ -14,6 +14,7 @@ export type {
   BackendSpawnOptions,
   BackendStat,
   BackendWatch,
+  CheckpointReport,
   ControlBackend,
 } from "./backend.ts";
 export { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
@@ -36,7 +37,6 @@ export {
   type ControlServerOptions,
   ControlSession,
   type ServerLimits,
-  SIGNALS,
 } from "./server.ts";
 export {
   type ControlSocket,
@@ -44,10 +44,12 @@ export {
   type ListenControlSocketOptions,
 } from "./socket.ts";
 export { serveStdio } from "./stdio.ts";
+export { type ControlService, serveControl, type ServeControlOptions } from "./serve.ts";
 export {
   CONTROL_PROTOCOL_VERSION,
   ERROR_KINDS,
   type ErrorKind,
+  KILL_SIGNALS,
   Limits,
   type Method,
   METHODS,

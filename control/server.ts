@@ -10,6 +10,8 @@
  * @module
  */
 
+import { concatBytes } from "../io/mod.ts";
+import { NAME_LIMITS, nameProblem } from "../host/mod.ts";
 import type { BackendWatch, ControlBackend } from "./backend.ts";
 import { type Clock, realClock } from "./clock.ts";
 import { LineConnection } from "./connection.ts";
@@ -22,7 +24,15 @@ import {
   ProcessTable,
 } from "./processes.ts";
 import type { OutputChunk } from "./ring.ts";
-import { CONTROL_PROTOCOL_VERSION, Limits, METHODS, NOTIFICATIONS, RpcErrorCode } from "./wire.ts";
+import { parseSignal, signalName } from "../proto/mod.ts";
+import {
+  CONTROL_PROTOCOL_VERSION,
+  KILL_SIGNALS,
+  Limits,
+  METHODS,
+  NOTIFICATIONS,
+  RpcErrorCode,
+} from "./wire.ts";
 
 /** A JSON-RPC id. */
 export type RpcId = string | number | null;
@@ -41,23 +51,6 @@ export interface ControlServerOptions {
   /** Called with one line per notable event (protocol errors, session ends). */
   log?: (line: string) => void;
 }
-
-/** Signals a client may send with `kill`. */
-export const SIGNALS = [
-  "SIGHUP",
-  "SIGINT",
-  "SIGQUIT",
-  "SIGKILL",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGPIPE",
-  "SIGALRM",
-  "SIGTERM",
-  "SIGCONT",
-  "SIGSTOP",
-  "SIGTSTP",
-  "SIGWINCH",
-] as const;
 
 /** What a handler returns: the result, and an action to run right after the reply is queued. */
 interface HandlerResult {
@@ -510,30 +503,21 @@ function spawnOptions(p: Params): {
 function signalParam(p: Params, fallback: string): string {
   const raw = p.raw("signal");
   if (raw === undefined || raw === null) return fallback;
-  if (typeof raw === "number") {
-    const byNumber: Record<number, string> = {
-      1: "SIGHUP",
-      2: "SIGINT",
-      3: "SIGQUIT",
-      9: "SIGKILL",
-      10: "SIGUSR1",
-      12: "SIGUSR2",
-      13: "SIGPIPE",
-      14: "SIGALRM",
-      15: "SIGTERM",
-      18: "SIGCONT",
-      19: "SIGSTOP",
-      20: "SIGTSTP",
-      28: "SIGWINCH",
-    };
-    const name = byNumber[raw];
-    if (!name) throw invalidParams(`Cannot call kill: signal ${raw} is not supported`);
-    return name;
+  if (typeof raw !== "number" && typeof raw !== "string") {
+    throw invalidParams(`Cannot call kill: "signal" must be a name`);
   }
-  if (typeof raw !== "string") throw invalidParams(`Cannot call kill: "signal" must be a name`);
-  const name = raw.toUpperCase().startsWith("SIG") ? raw.toUpperCase() : `SIG${raw.toUpperCase()}`;
-  if (!(SIGNALS as readonly string[]).includes(name)) {
-    throw invalidParams(`Cannot call kill: signal ${raw} is not one of ${SIGNALS.join(", ")}`);
+  let name: string;
+  try {
+    name = signalName(parseSignal(raw));
+  } catch {
+    name = String(raw);
+  }
+  if (!(KILL_SIGNALS as readonly string[]).includes(name)) {
+    throw invalidParams(
+      typeof raw === "number"
+        ? `Cannot call kill: signal ${raw} is not supported`
+        : `Cannot call kill: signal ${raw} is not one of ${KILL_SIGNALS.join(", ")}`,
+    );
   }
   return name;
 }
@@ -562,13 +546,7 @@ class Collector {
     this.#bytes += part.length;
   }
   bytes(): Uint8Array {
-    const out = new Uint8Array(this.#bytes);
-    let o = 0;
-    for (const p of this.#parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatBytes(this.#parts);
   }
 }
 
@@ -980,12 +958,9 @@ const HANDLERS: Record<string, Handler> = {
   },
 
   async checkpoint(session, p) {
-    const name = p.string("name", { maxLength: 255 });
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
-      throw invalidParams(
-        `Cannot save checkpoint "${name}": use letters, digits, ".", "_" and "-"`,
-      );
-    }
+    const name = p.string("name", { maxLength: NAME_LIMITS.checkpoint });
+    const problem = nameProblem("checkpoint", name);
+    if (problem) throw invalidParams(problem);
     const backend = session.server.backend;
     if (!backend.checkpoint) {
       throw serverError(
@@ -993,10 +968,20 @@ const HANDLERS: Record<string, Handler> = {
         `Cannot save checkpoint ${name}: this sandbox has no disk to save (a bare agent)`,
       );
     }
-    const info = await backend.checkpoint(name).catch((err) => {
+    const r = await backend.checkpoint(name).catch((err) => {
       throw toRpcError(err, `save checkpoint ${name}`);
     });
-    return { result: { name, ...info } };
+    return {
+      result: {
+        name,
+        pause_ms: Math.round(r.pauseMs * 10) / 10,
+        total_ms: Math.round(r.totalMs),
+        hashed_blocks: r.saved.hashedBlocks,
+        new_chunks: r.saved.newChunks,
+        new_bytes: r.saved.newBytes,
+        used_blocks: r.saved.usedBlocks,
+      },
+    };
   },
 
   shutdown(session) {

@@ -102,6 +102,23 @@ export const METHODS = [
 /** One of {@linkcode METHODS}. */
 export type Method = typeof METHODS[number];
 
+/** Signals a client may send with `kill` (names; numbers are read with proto's table). */
+export const KILL_SIGNALS = [
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGKILL",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGPIPE",
+  "SIGALRM",
+  "SIGTERM",
+  "SIGCONT",
+  "SIGSTOP",
+  "SIGTSTP",
+  "SIGWINCH",
+] as const;
+
 /** Notifications the server sends. */
 export const NOTIFICATIONS = ["ready", "output", "exit", "file_change"] as const;
 

@@ -20,7 +20,7 @@ import {
   spawnPty,
   type WindowSize,
 } from "../ffi/mod.ts";
-import { parseSignal, signalName } from "./signals.ts";
+import { parseSignal, signalName } from "../proto/mod.ts";
 
 /**
  * After a process exits, its output streams end at the first silence this long (a background

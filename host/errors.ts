@@ -6,7 +6,11 @@
  */
 
 /** What is wrong with the host. */
-export type HostErrorCode = "missing_host_tools" | "install_refused" | "install_failed";
+export type HostErrorCode =
+  | "missing_host_tools"
+  | "install_refused"
+  | "install_failed"
+  | "no_data_home";
 
 /** The host lacks something shuru needs; `message` says what to run about it. */
 export class HostError extends Error {

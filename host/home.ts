@@ -7,6 +7,7 @@
  */
 
 import { join } from "node:path";
+import { HostError } from "./errors.ts";
 
 /** Returns the data home folder (not created). */
 export function dataHome(): string {
@@ -16,7 +17,7 @@ export function dataHome(): string {
   if (xdg) return join(xdg, "shuru");
   const home = Deno.env.get("HOME");
   if (!home) {
-    throw new Error("Cannot find the data home: set SHURU_HOME or HOME");
+    throw new HostError("no_data_home", "Cannot find the data home: set SHURU_HOME or HOME");
   }
   return join(home, ".local", "share", "shuru");
 }
@@ -29,9 +30,14 @@ export interface HomeLayout {
   store: string;
   /** Built guest assets (kernel, initramfs, rootfs). */
   assets: string;
-  /** One folder per running VM instance. */
+  /** One folder per running VM instance (a named sandbox's is named after it). */
   instances: string;
+  /** The registry of named sandboxes: a record and a log per sandbox. */
+  sandboxes: string;
 }
+
+/** File name of a named sandbox's control socket in its instance folder. */
+export const CONTROL_SOCKET_NAME = "control.sock";
 
 /**
  * Returns the layout of the data home `root` (default: {@linkcode dataHome}).
@@ -47,5 +53,11 @@ export function homeLayout(root?: string): HomeLayout {
     store: join(root, "store"),
     assets: assets || join(root, "assets"),
     instances: join(root, "instances"),
+    sandboxes: join(root, "sandboxes"),
   };
+}
+
+/** The control socket of named sandbox `name` in the data home `layout`. */
+export function sandboxControlSocket(layout: HomeLayout, name: string): string {
+  return join(layout.instances, name, CONTROL_SOCKET_NAME);
 }

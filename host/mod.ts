@@ -8,8 +8,15 @@
  * @module
  */
 
-export { dataHome, type HomeLayout, homeLayout } from "./home.ts";
+export {
+  CONTROL_SOCKET_NAME,
+  dataHome,
+  type HomeLayout,
+  homeLayout,
+  sandboxControlSocket,
+} from "./home.ts";
 export { VERSION } from "./version.ts";
+export { NAME_LIMITS, type NameKind, nameProblem } from "./names.ts";
 export { HostError, type HostErrorCode } from "./errors.ts";
 export {
   aptInstallLine,

@@ -15,7 +15,7 @@
  */
 
 import type { BlockBackend } from "./backend.ts";
-import { BufferedReader } from "./_io.ts";
+import { nbdReader } from "./_io.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { type ExportOffer, serverHandshake } from "./handshake.ts";
 import { BufferPool } from "./buffer_pool.ts";
@@ -231,7 +231,7 @@ export class NbdServer {
 
   async #serve(c: Connection): Promise<void> {
     const label = `conn ${c.id}`;
-    const reader = new BufferedReader(c.conn);
+    const reader = nbdReader(c.conn);
     let end: TransmissionEnd | "handshake-ended" = "handshake-ended";
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? 10_000;
     let timedOut = false;

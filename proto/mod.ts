@@ -20,6 +20,7 @@
 
 export { AGENT_START_MARKER, INITRAMFS_MARKER, PROBE_MARKER } from "./boot.ts";
 export * from "./constants.ts";
+export { parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./errors.ts";
 export {
   decodeJson,

@@ -16,7 +16,7 @@ import type { HomeLayout } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { AgentConnection } from "../agent/mod.ts";
-import { type CowDevice, Store } from "../store/mod.ts";
+import { type CowDevice, Store, StoreError } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
 import {
   createInstance,
@@ -140,6 +140,7 @@ export class BootedSandbox implements AsyncDisposable {
   #store: Store;
   #network: GuestNetwork | undefined;
   #netLog: NetLog | undefined;
+  #checkpoints: Promise<unknown> = Promise.resolve();
   #stopped: Promise<StopResult> | undefined;
 
   /** @internal Use {@linkcode bootSandbox}. */
@@ -200,7 +201,9 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs);
+        saved = await this.#device.save(options.saveAs).catch((err) => {
+          throw storeFailure(err, "save_failed");
+        });
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
@@ -221,9 +224,19 @@ export class BootedSandbox implements AsyncDisposable {
    * and only then are the chunks hashed and written, while the guest goes on. A guest-side
    * watchdog thaws by itself after 30 s should the host never say so.
    *
+   * Live checkpoints of one sandbox run one at a time, in the order asked.
+   *
    * @throws {RunnerError} `save_failed` when the guest cannot be frozen or the save fails.
    */
-  async checkpoint(name: string): Promise<LiveCheckpointResult> {
+  checkpoint(name: string): Promise<LiveCheckpointResult> {
+    const run = this.#checkpoints.then(() => this.#checkpoint(name)).catch((err) => {
+      throw storeFailure(err, "save_failed");
+    });
+    this.#checkpoints = run.catch(() => {});
+    return run;
+  }
+
+  async #checkpoint(name: string): Promise<LiveCheckpointResult> {
     if (this.#stopped) {
       throw new RunnerError("save_failed", `Cannot save checkpoint ${name}: the sandbox stopped`);
     }
@@ -311,6 +324,12 @@ export class BootedSandbox implements AsyncDisposable {
   }
 }
 
+/** A store error as the runner's (`code`), with the store's message; anything else as is. */
+function storeFailure(err: unknown, code: "boot_failed" | "save_failed"): unknown {
+  if (!(err instanceof StoreError)) return err;
+  return new RunnerError(code, err.message, { cause: err });
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -360,7 +379,7 @@ export async function bootSandbox(
     return await boot(spec, options, { since, notice, netLog });
   } catch (err) {
     netLog?.close();
-    throw err;
+    throw storeFailure(err, "boot_failed");
   }
 }
 

@@ -8,6 +8,7 @@
 
 import { type ControlClient, Limits } from "../control/mod.ts";
 import { toSandboxError } from "./errors.ts";
+import { concatBytes } from "../io/mod.ts";
 
 /** One directory entry, like `Deno.DirEntry` plus its size. */
 export interface SandboxDirEntry {
@@ -101,7 +102,7 @@ export class SandboxFs {
   async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     for await (const part of this.#chunks(path, options.signal)) parts.push(part);
-    return concat(parts);
+    return parts.length === 1 ? parts[0]! : concatBytes(parts);
   }
 
   /** Streams a file. */
@@ -186,13 +187,13 @@ export class SandboxFs {
         buf.push(c);
         n += c.length;
         while (n >= this.#chunk) {
-          const all = concat(buf);
+          const all = concatBytes(buf);
           await send(all.subarray(0, this.#chunk));
           buf = [all.subarray(this.#chunk)];
           n = buf[0]!.length;
         }
       }
-      if (n > 0) await send(concat(buf));
+      if (n > 0) await send(concatBytes(buf));
     }
     await Promise.all(inFlight);
     if (failed) throw failed;
@@ -323,17 +324,4 @@ export class SandboxFs {
       [Symbol.asyncDispose]: close,
     };
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -6,10 +6,9 @@
  * @module
  */
 
-export { VERSION } from "../host/mod.ts";
+export { CONTROL_SOCKET_NAME, VERSION } from "../host/mod.ts";
 export {
   type ConnectOptions,
-  CONTROL_SOCKET_NAME,
   controlSocketPath,
   type CreateOptions,
   type ExecOptions,

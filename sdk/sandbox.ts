@@ -5,16 +5,12 @@
  * @module
  */
 
-import { join } from "node:path";
-import { dataHome, homeLayout } from "../host/mod.ts";
+import { dataHome, homeLayout, nameProblem, sandboxControlSocket } from "../host/mod.ts";
 import { connectControl, type ControlClient, Limits } from "../control/mod.ts";
 import type { NetworkSpec, SpecLayer } from "../spec/mod.ts";
 import { SandboxError, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
-
-/** File name of a sandbox's control socket in its instance folder. */
-export const CONTROL_SOCKET_NAME = "control.sock";
 
 /** Where to find a sandbox's control socket. */
 export interface ConnectOptions {
@@ -113,16 +109,15 @@ function argvOf(command: string | string[]): string[] {
 
 /** The control socket path of sandbox `name`. */
 export function controlSocketPath(name: string, options: ConnectOptions = {}): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
-    throw new SandboxError("CONNECT", `Cannot connect to sandbox "${name}": not a sandbox name`);
-  }
+  const problem = nameProblem("sandbox", name);
+  if (problem) throw new SandboxError("CONNECT", problem);
   let root: string;
   try {
     root = options.home ?? dataHome();
   } catch (err) {
     throw new SandboxError("CONNECT", (err as Error).message, { cause: err });
   }
-  return join(homeLayout(root).instances, name, CONTROL_SOCKET_NAME);
+  return sandboxControlSocket(homeLayout(root), name);
 }
 
 /**

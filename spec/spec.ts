@@ -12,6 +12,7 @@
  */
 
 import { resolve } from "node:path";
+import { nameProblem } from "../host/mod.ts";
 import { type ExposedPort, NetworkPolicy } from "../proxy/mod.ts";
 import { type AccelChoice, parseAccel } from "../vm/mod.ts";
 import { MAX_DURATION_MS } from "./duration.ts";
@@ -335,6 +336,8 @@ export function resolveSpec(
     throw invalid((err as Error).message);
   }
   const from = first(layers, "from");
+  const fromProblem = from === undefined ? undefined : nameProblem("checkpoint", from);
+  if (fromProblem) throw invalid(`Invalid --from: ${fromProblem}`);
   const command = first(layers, "command");
   const network = resolveNetwork(layers);
   const idleTimeoutMs = first(layers, "idleTimeoutMs");

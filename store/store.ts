@@ -18,6 +18,7 @@
 import { basename, dirname, join } from "node:path";
 import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
 import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
+import { nameProblem, processAlive, processId } from "../host/mod.ts";
 import { StoreError } from "./errors.ts";
 import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
 import {
@@ -35,17 +36,10 @@ import {
 /** Default block size: see `docs/store.md` for the measurements behind it. */
 export const DEFAULT_BLOCK_SIZE = 64 * 1024;
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-/** Throws `invalid_name` unless `name` is a safe checkpoint name. */
+/** Throws `invalid_name` unless `name` is a safe checkpoint name (host/names.ts). */
 export function validateName(name: string): void {
-  if (!NAME_RE.test(name) || name.includes("..")) {
-    throw new StoreError(
-      "invalid_name",
-      `Cannot use checkpoint name "${name}": use 1-128 letters, digits, '.', '_' or '-', ` +
-        "starting with a letter or digit",
-    );
-  }
+  const problem = nameProblem("checkpoint", name);
+  if (problem) throw new StoreError("invalid_name", problem);
 }
 
 /** Options of {@linkcode Store.open}. */
@@ -188,7 +182,7 @@ export class Store {
     for await (const e of Deno.readDir(join(this.dir, "checkpoints"))) {
       if (e.isFile && e.name.endsWith(".idx")) {
         const name = e.name.slice(0, -4);
-        if (NAME_RE.test(name)) names.push(name);
+        if (!nameProblem("checkpoint", name)) names.push(name);
       }
     }
     return names.sort();
@@ -344,8 +338,7 @@ export class Store {
         report.removedTempFiles++;
       }
       for await (const e of Deno.readDir(join(this.dir, "leases"))) {
-        const pid = Number(e.name.split(".")[0]);
-        if (Number.isInteger(pid) && pid > 0 && await processAlive(pid)) continue;
+        if (await leaseHolderAlive(e.name)) continue;
         await Deno.remove(join(this.dir, "leases", e.name)).catch(() => {});
         report.removedLeases++;
       }
@@ -486,11 +479,21 @@ export class Store {
     }
   }
 
+  /** A new lease file name, naming this process by pid and start time: `PID.START.UUID.idx`. */
+  async #newLeasePath(): Promise<string> {
+    const self = await processId(Deno.pid);
+    return join(
+      this.dir,
+      "leases",
+      `${Deno.pid}.${self?.startTime ?? 0}.${crypto.randomUUID()}.idx`,
+    );
+  }
+
   /** Hard-links `manifest` into `leases/` under the shared lock; returns the lease path. */
   async #takeLease(manifest: string): Promise<string> {
     const lock = await this.#lock(false);
     try {
-      const path = join(this.dir, "leases", `${Deno.pid}.${crypto.randomUUID()}.idx`);
+      const path = await this.#newLeasePath();
       await Deno.link(manifest, path);
       return path;
     } finally {
@@ -721,7 +724,7 @@ export class Store {
       phases.manifestMs = performance.now() - tm;
       // Keep what the next save will copy hashes from alive, even if this checkpoint is deleted.
       const lease = this.#leases.get(device) ?? {};
-      const newLease = join(this.dir, "leases", `${Deno.pid}.${crypto.randomUUID()}.idx`);
+      const newLease = await this.#newLeasePath();
       await Deno.link(path, newLease);
       if (lease.saved) await Deno.remove(lease.saved).catch(() => {});
       lease.saved = newLease;
@@ -754,12 +757,16 @@ function hashSet(table: BlockTable): Set<string> {
   return out;
 }
 
-/** `true` when a process with `pid` exists on this machine. */
-async function processAlive(pid: number): Promise<boolean> {
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
+/**
+ * Whether the process that took lease `file` (`PID.START.UUID.idx`) still runs: same pid and
+ * start time, so a reused pid keeps no chunk alive. A lease without a start time (an older
+ * shuru's `PID.UUID.idx`) counts by its pid alone.
+ */
+async function leaseHolderAlive(file: string): Promise<boolean> {
+  const [pidText, startText] = file.split(".");
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  const startTime = Number(startText);
+  if (Number.isInteger(startTime) && startTime > 0) return await processAlive({ pid, startTime });
+  return (await processId(pid)) !== undefined;
 }

@@ -184,3 +184,31 @@ Deno.test("Store - prepareBase ingests once so the first save hashes only dirty 
   await dev.close();
   assertEquals([r.hashedBlocks, r.newChunks, r.usedBlocks], [1, 1, 12]);
 });
+
+Deno.test("Store - gc keeps a live process's lease and drops one whose pid was reused", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 4, 5);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(BS, pseudoRandom(BS, 21));
+  await dev.save("c");
+  await dev.close();
+  const device = await store.openDevice({ checkpoint: "c" }, { overlayDir: `${tmp.path}/j` });
+  try {
+    const leases = `${tmp.path}/store/leases`;
+    const [mine] = await Array.fromAsync(Deno.readDir(leases));
+    const [pid, start] = mine!.name.split(".");
+    assertEquals(Number(pid), Deno.pid);
+    // The same pid with another start time: an earlier process whose pid this one reuses.
+    const stale = `${pid}.${Number(start) + 1}.${crypto.randomUUID()}.idx`;
+    await Deno.link(`${leases}/${mine!.name}`, `${leases}/${stale}`);
+    const report = await store.gc();
+    assertEquals(report.removedLeases, 1);
+    const left = (await Array.fromAsync(Deno.readDir(leases))).map((e) => e.name);
+    assertEquals(left, [mine!.name]);
+  } finally {
+    await device.close();
+  }
+});

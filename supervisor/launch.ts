@@ -7,7 +7,7 @@
  */
 
 import { SupervisorError } from "./errors.ts";
-import { logPath, readRecord, registryDir, type SandboxRecord } from "./registry.ts";
+import { logPath, readRecord, type SandboxRecord } from "./registry.ts";
 import { encodeSpec, type SuperviseSpec } from "./supervise.ts";
 
 /** Options of {@linkcode launchSupervisor}. */
@@ -65,7 +65,7 @@ export async function launchSupervisor(
   spec: SuperviseSpec,
   options: LaunchSupervisorOptions,
 ): Promise<SandboxRecord> {
-  const dir = registryDir(spec.home.root);
+  const dir = spec.home.sandboxes;
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const log = logPath(dir, spec.name);
   await Deno.writeTextFile(log, "", { mode: 0o600 });

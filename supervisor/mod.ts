@@ -19,19 +19,10 @@ export {
   listLive,
   pruneRegistry,
   readEntry,
-  registryDir,
   removeStale,
   resolveSandbox,
   type SandboxEntry,
   type SandboxRecord,
   type SandboxState,
 } from "./registry.ts";
-export {
-  controlSocketIn,
-  decodeSpec,
-  encodeSpec,
-  liveCheckpointInfo,
-  serialized,
-  supervise,
-  type SuperviseSpec,
-} from "./supervise.ts";
+export { decodeSpec, encodeSpec, supervise, type SuperviseSpec } from "./supervise.ts";

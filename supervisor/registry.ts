@@ -1,5 +1,6 @@
 /**
- * The registry of named sandboxes: one JSON record per sandbox at `<home>/sandboxes/NAME.json`,
+ * The registry of named sandboxes: one JSON record per sandbox at `<home>/sandboxes/NAME.json`
+ * (`HomeLayout.sandboxes`),
  * written by its supervisor (atomically: temp file + rename) and removed when it stops. The
  * record names the supervisor by pid and start time, so a record whose supervisor is gone (a
  * crash, SIGKILL) is recognised as stale however the pid was reused; `ps`, `start` and `prune`
@@ -63,11 +64,6 @@ export interface SandboxEntry {
 
 /** Largest record file read (a record is a few hundred bytes). */
 const MAX_RECORD_BYTES = 64 * 1024;
-
-/** The registry folder of a data home. */
-export function registryDir(homeRoot: string): string {
-  return join(homeRoot, "sandboxes");
-}
 
 /** The record path of `name`. */
 export function recordPath(dir: string, name: string): string {

@@ -9,8 +9,8 @@
  */
 
 import { join } from "node:path";
-import { type HomeLayout, VERSION } from "../host/mod.ts";
-import { agentBackend, ControlServer, listenControlSocket } from "../control/mod.ts";
+import { type HomeLayout, sandboxControlSocket } from "../host/mod.ts";
+import { serveControl } from "../control/mod.ts";
 import { type BootedSandbox, bootSandbox, describeNetwork } from "../runner/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { StopClock } from "./idle.ts";
@@ -18,7 +18,6 @@ import {
   claimName,
   logPath,
   recordPath,
-  registryDir,
   removeRecord,
   type SandboxRecord,
   updateRecord,
@@ -51,39 +50,6 @@ export function decodeSpec(text: string): SuperviseSpec {
   return spec as SuperviseSpec;
 }
 
-/** The control socket of an instance folder. */
-export function controlSocketIn(instanceDir: string): string {
-  return join(instanceDir, "control.sock");
-}
-
-/** Result fields of a live checkpoint, as the control protocol's `checkpoint` returns them. */
-export async function liveCheckpointInfo(
-  booted: BootedSandbox,
-  name: string,
-): Promise<Record<string, unknown>> {
-  const r = await booted.checkpoint(name);
-  return {
-    pause_ms: Math.round(r.pauseMs * 10) / 10,
-    total_ms: Math.round(r.totalMs),
-    hashed_blocks: r.saved.hashedBlocks,
-    new_chunks: r.saved.newChunks,
-    new_bytes: r.saved.newBytes,
-    used_blocks: r.saved.usedBlocks,
-  };
-}
-
-/** Serializes calls: one live checkpoint at a time. */
-export function serialized<A extends unknown[], R>(
-  fn: (...args: A) => Promise<R>,
-): (...args: A) => Promise<R> {
-  let tail: Promise<unknown> = Promise.resolve();
-  return (...args) => {
-    const run = tail.then(() => fn(...args));
-    tail = run.catch(() => {});
-    return run;
-  };
-}
-
 /**
  * Runs the supervisor until the sandbox stops; returns the process exit code.
  * Logs go to `log` (the supervisor's stderr is its log file).
@@ -94,7 +60,7 @@ export async function supervise(
 ): Promise<number> {
   const log = options.log ??
     ((line: string) => console.error(`${new Date().toISOString()} ${line}`));
-  const dir = registryDir(spec.home.root);
+  const dir = spec.home.sandboxes;
   const instanceDir = join(spec.home.instances, spec.name);
   let record: SandboxRecord;
   try {
@@ -102,7 +68,7 @@ export async function supervise(
       name: spec.name,
       state: "starting",
       instanceDir,
-      controlSocket: controlSocketIn(instanceDir),
+      controlSocket: sandboxControlSocket(spec.home, spec.name),
       log: logPath(dir, spec.name),
       startedAt: new Date().toISOString(),
       cpus: spec.cpus,
@@ -148,27 +114,29 @@ export async function supervise(
     const b = booted;
     log(`agent ready after ${b.timings.agentReady} ms`);
     const startedAt = Date.now();
-    const server = new ControlServer(
-      agentBackend(b.agent, {
-        checkpoint: serialized(async (name: string) => {
-          const info = await liveCheckpointInfo(b, name);
-          log(`checkpoint ${name}: ${JSON.stringify(info)}`);
-          return info;
-        }),
-        shutdown: () => Promise.resolve(),
-        info: () => ({
-          sandbox: spec.name,
-          cpus: spec.cpus,
-          memory_mib: spec.memoryMiB,
-          disk_size_mib: spec.diskSizeMiB,
-          from: spec.from ?? null,
-          started_at: new Date(startedAt).toISOString(),
-        }),
-      }),
-      { serverInfo: { name: "shuru", version: VERSION }, log },
-    );
-    await using _socket = await listenControlSocket(server, record.controlSocket, {
+    await using service = await serveControl(b.agent, {
+      listen: record.controlSocket,
       replace: true,
+      log,
+      checkpoint: async (name) => {
+        const r = await b.checkpoint(name);
+        log(
+          `checkpoint ${name}: paused ${r.pauseMs.toFixed(1)} ms, total ${
+            Math.round(r.totalMs)
+          } ms, ` +
+            `${r.saved.newChunks} new chunks (${r.saved.newBytes} bytes)`,
+        );
+        return r;
+      },
+      shutdown: () => Promise.resolve(),
+      info: () => ({
+        sandbox: spec.name,
+        cpus: spec.cpus,
+        memory_mib: spec.memoryMiB,
+        disk_size_mib: spec.diskSizeMiB,
+        from: spec.from ?? null,
+        started_at: new Date(startedAt).toISOString(),
+      }),
     });
     record = { ...record, state: "running", readyAt: new Date().toISOString() };
     await updateRecord(dir, record);
@@ -181,21 +149,20 @@ export async function supervise(
     const watchdog = new Promise<string>((resolve) => {
       if (!stopClock.active) return;
       timers.push(setInterval(() => {
-        const why = stopClock.observe(server.sessionCount, Date.now());
+        const why = stopClock.observe(service.server.sessionCount, Date.now());
         if (why) resolve(why);
       }, stopClock.checkEveryMs));
     });
     const reason = await Promise.race([
-      server.shutdownRequested.then(() => "shutdown requested"),
+      service.done,
       b.vm.exited.then((e) => `the VM exited (code ${e.code})`),
-      b.agent.closed.then(() => "the agent connection closed"),
       stopRequested,
       watchdog,
     ]);
     log(`stopping: ${reason}`);
     record = { ...record, state: "stopping" };
     await updateRecord(dir, record).catch(() => {});
-    await server.close();
+    await service.close();
     return 0;
   } catch (err) {
     failed = true;

@@ -8,12 +8,11 @@
 
 import { AgentConnection } from "../agent/mod.ts";
 import {
-  agentBackend,
   type AgentBackendOptions,
-  ControlServer,
-  type ControlServerOptions,
-  type ControlSocket,
-  listenControlSocket,
+  type ControlServer,
+  type ControlService,
+  serveControl,
+  type ServeControlOptions,
 } from "../control/mod.ts";
 import { startAgent } from "./_agent_fixture.ts";
 import { LineReader } from "./_lines.ts";
@@ -41,7 +40,7 @@ export interface ControlFixture extends AsyncDisposable {
 
 /** Starts agent + control server. */
 export async function startControl(
-  options: { backend?: AgentBackendOptions; server?: ControlServerOptions } = {},
+  options: { backend?: AgentBackendOptions; server?: ServeControlOptions["server"] } = {},
 ): Promise<ControlFixture> {
   // The agent process is the agent tests' fixture: one way to start it for every suite.
   const agentProcess = await startAgent();
@@ -49,18 +48,20 @@ export async function startControl(
   const agentSocket = agentProcess.socket;
   const controlSocket = `${dir}/control.sock`;
   let agent: AgentConnection | undefined;
-  let socket: ControlSocket | undefined;
-  let server: ControlServer | undefined;
+  let service: ControlService | undefined;
   const dispose = async () => {
-    await socket?.close();
-    await server?.close();
+    await service?.close();
     await agent?.close().catch(() => {});
     await agentProcess[Symbol.asyncDispose]();
   };
   try {
     agent = await AgentConnection.connectUnix(agentSocket);
-    server = new ControlServer(agentBackend(agent, options.backend), options.server);
-    socket = await listenControlSocket(server, controlSocket);
+    service = await serveControl(agent, {
+      listen: controlSocket,
+      ...options.backend,
+      ...(options.server ? { server: options.server } : {}),
+      log: () => {},
+    });
   } catch (err) {
     await dispose();
     throw err;
@@ -69,7 +70,7 @@ export async function startControl(
     dir,
     agentSocket,
     controlSocket,
-    server,
+    server: service.server,
     agent,
     log: agentProcess.log,
     killAgent: () => agentProcess.kill("SIGKILL"),

@@ -433,3 +433,23 @@ Deno.test("control - a client that does not read holds the process back; memory 
   }
   assertEquals([bytes, exit.code], [total, 0]);
 });
+
+Deno.test("control - a checkpoint name the store would refuse fails here, before the backend", async () => {
+  const asked: string[] = [];
+  await using f = await startControl({
+    backend: {
+      checkpoint: (name) => {
+        asked.push(name);
+        return Promise.reject(new Error("not reached"));
+      },
+    },
+  });
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  for (const [id, name] of [[1, "x".repeat(200)], [2, "../escape"], [3, "a..b"]] as const) {
+    await c.sendLine(req(id, "checkpoint", { name }));
+    const error = (await c.response(id)).error as Msg;
+    assertEquals(error.code, -32602, JSON.stringify(error));
+  }
+  assertEquals(asked, []);
+});

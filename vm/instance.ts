@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { processAlive, type ProcessId, processId } from "../host/mod.ts";
+import { nameProblem, processAlive, type ProcessId, processId } from "../host/mod.ts";
 import { VmError } from "./errors.ts";
 
 /** The files of one instance. */
@@ -69,9 +69,8 @@ export async function createInstance(
   options: CreateInstanceOptions = {},
 ): Promise<Instance> {
   const id = options.id ?? `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
-    throw new VmError("invalid_config", `Cannot create instance ${id}: invalid folder name`);
-  }
+  const problem = nameProblem("sandbox", id);
+  if (problem) throw new VmError("invalid_config", `Cannot create instance ${id}: ${problem}`);
   const instance = instanceFiles(instancesDir, id);
   if (instance.agentSocket.length > MAX_SOCKET_PATH) {
     throw new VmError(

@@ -15,6 +15,7 @@ import {
   optionReplyName,
   ReplyType,
 } from "../../nbd/mod.ts";
+import { concatBytes } from "../../io/mod.ts";
 
 /** One reply (a simple reply, or one structured chunk). */
 export interface Reply {
@@ -189,7 +190,7 @@ export class RawClient {
       flags: r.flags ?? 0,
       cookie,
     });
-    await this.send(payload ? concat(h, payload) : h);
+    await this.send(payload ? concatBytes([h, payload]) : h);
   }
 
   /**
@@ -236,11 +237,4 @@ export class RawClient {
       // already closed
     }
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

@@ -1,6 +1,7 @@
 /**
- * Linux signal numbers and names (x86_64 and aarch64 share them), for `kill` requests and for
- * reporting deaths by signal as `128 + N`.
+ * Linux signal numbers and names (x86_64 and aarch64 share them), one table for both sides: the
+ * guest agent sends signals and reports deaths by signal as `128 + N`; the host's control
+ * server reads the signals its clients name.
  *
  * @module
  */

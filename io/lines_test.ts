@@ -1,5 +1,5 @@
 import { assertEquals } from "../tests/_assert.ts";
-import { encodeLine, LineDecoder } from "./framing.ts";
+import { encodeLine, LineDecoder, LineTooLongError } from "./lines.ts";
 
 const enc = new TextEncoder();
 
@@ -98,4 +98,18 @@ Deno.test("encodeLine - Uint8Array values become base64 strings, spliced in plac
     JSON.stringify({ ...msg, data: bytes.toBase64(), nested: [{ more: "AQI=" }] }) + "\n",
   );
   assertEquals(out, plain);
+});
+
+Deno.test("LineDecoder - overflow policy: skip reports and goes on, fail throws", () => {
+  const long = enc.encode("x".repeat(11) + "\n{}\n");
+  const skip = new LineDecoder({ maxLineBytes: 10 });
+  assertEquals(skip.push(long), [{ kind: "too_long", bytes: 11 }, { kind: "line", text: "{}" }]);
+  const fail = new LineDecoder({ maxLineBytes: 10, overflow: "fail" });
+  let caught: unknown;
+  try {
+    fail.push(long);
+  } catch (err) {
+    caught = err;
+  }
+  assertEquals(caught instanceof LineTooLongError && caught.bytes, 11);
 });

@@ -1,10 +1,14 @@
 /**
- * Newline-delimited framing without I/O: {@linkcode LineDecoder} takes bytes as they arrive and
- * yields complete lines; {@linkcode encodeLine} turns a message into one line of bytes.
+ * Newline-delimited framing without I/O, the one framer of both protocols that carry JSON lines
+ * (the control protocol, and the agent protocol's listings and watch events):
+ * {@linkcode LineDecoder} takes bytes as they arrive and yields complete lines;
+ * {@linkcode encodeLine} turns a message into one line of bytes.
  *
- * A line longer than the maximum is not buffered: the decoder reports it once, drops its bytes up
- * to the next newline and carries on, so one oversized message costs neither memory nor the
- * connection (the caller answers it with an error).
+ * A line longer than the maximum is never buffered. What happens next is the caller's policy
+ * ({@linkcode LineOverflow}): `"skip"` reports it once, drops its bytes up to the next newline
+ * and carries on, so one oversized message costs neither memory nor the connection (the control
+ * server answers it with an error); `"fail"` throws {@linkcode LineTooLongError} and the stream
+ * is done (a hostile guest gets no second chance).
  *
  * @module
  */
@@ -14,6 +18,9 @@ export type DecodedLine =
   | { kind: "line"; text: string }
   | { kind: "too_long"; bytes: number };
 
+/** What a {@linkcode LineDecoder} does with a line over the maximum. */
+export type LineOverflow = "skip" | "fail";
+
 /** Options of {@linkcode LineDecoder}. */
 export interface LineDecoderOptions {
   /**
@@ -21,6 +28,21 @@ export interface LineDecoderOptions {
    * bytes for ASCII (all of JSON's structure and base64), fewer for other text.
    */
   maxLineBytes: number;
+  /** Skip an oversized line (reporting it) or fail the stream. @default "skip" */
+  overflow?: LineOverflow;
+  /** Invalid UTF-8 throws a `TypeError` instead of decoding to U+FFFD. @default false */
+  fatal?: boolean;
+}
+
+/** A line was longer than the maximum and the policy is `"fail"`. */
+export class LineTooLongError extends RangeError {
+  /** The length seen so far (at least the maximum plus one). */
+  readonly bytes: number;
+  constructor(bytes: number, max: number) {
+    super(`Cannot read a line: longer than ${max} bytes`);
+    this.name = "LineTooLongError";
+    this.bytes = bytes;
+  }
 }
 
 /**
@@ -30,7 +52,7 @@ export interface LineDecoderOptions {
  *
  * @example Two lines in three pushes
  * ```ts
- * import { LineDecoder } from "./framing.ts";
+ * import { LineDecoder } from "./lines.ts";
  * const d = new LineDecoder({ maxLineBytes: 100 });
  * const enc = new TextEncoder();
  * const out = [
@@ -43,17 +65,20 @@ export interface LineDecoderOptions {
  */
 export class LineDecoder {
   readonly #max: number;
+  readonly #fail: boolean;
   #parts: string[] = [];
   #partLength = 0;
   /** Length of the current line dropped because it is too long; -1 when not dropping. */
   #dropping = -1;
-  readonly #utf8 = new TextDecoder();
+  readonly #utf8: TextDecoder;
 
   constructor(options: LineDecoderOptions) {
     if (!(options.maxLineBytes > 0)) {
       throw new RangeError(`Cannot create a line decoder: maxLineBytes is ${options.maxLineBytes}`);
     }
     this.#max = options.maxLineBytes;
+    this.#fail = options.overflow === "fail";
+    this.#utf8 = new TextDecoder("utf-8", { fatal: options.fatal ?? false });
   }
 
   /** Length buffered for the incomplete last line. */
@@ -76,6 +101,7 @@ export class LineDecoder {
       if (this.#dropping >= 0) {
         this.#dropping += pieceLength;
       } else if (this.#partLength + pieceLength > this.#max) {
+        if (this.#fail) throw new LineTooLongError(this.#partLength + pieceLength, this.#max);
         this.#dropping = this.#partLength + pieceLength;
         this.#parts = [];
         this.#partLength = 0;
@@ -134,7 +160,7 @@ const BLOB_MARK_JSON = JSON.stringify(BLOB_MARK).slice(1, -1);
  *
  * @example
  * ```ts
- * import { encodeLine } from "./framing.ts";
+ * import { encodeLine } from "./lines.ts";
  * const line = new TextDecoder().decode(encodeLine({ data: new Uint8Array([104, 105]) }));
  * if (line !== '{"data":"aGk="}\n') throw new Error(line);
  * ```
