@@ -32,12 +32,9 @@ export {
   RpcError,
   type RpcErrorObject,
 } from "./errors.ts";
-export {
-  ControlServer,
-  type ControlServerOptions,
-  ControlSession,
-  type ServerLimits,
-} from "./server.ts";
+export { ControlServer, type ControlServerOptions } from "./server.ts";
+export { ControlSession } from "./session.ts";
+export type { ServerLimits } from "./handler.ts";
 export {
   type ControlSocket,
   listenControlSocket,

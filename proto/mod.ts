@@ -38,11 +38,11 @@ export {
   type ByteStream,
   type Hello,
   Mux,
-  MuxChannel,
   type MuxOptions,
-  MuxStream,
   type OpenOptions,
-  OUT_HIGH_WATER,
   type Role,
 } from "./mux.ts";
+export { MuxChannel } from "./channel.ts";
+export { MuxStream } from "./stream.ts";
+export { OUT_HIGH_WATER } from "./out_queue.ts";
 export { encodeJsonLine, readJsonLines } from "./ndjson.ts";
