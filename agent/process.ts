@@ -34,9 +34,9 @@ export interface ExecOutput extends ExitStatus {
 
 /** Terminal settings for a process on a PTY. */
 export interface TtyOptions {
-  /** Rows. */
+  /** Height of the terminal in character cells. */
   rows: number;
-  /** Columns. */
+  /** Width of the terminal in character cells. */
   cols: number;
   /** TERM. @default "xterm-256color" */
   term?: string;

@@ -20,7 +20,7 @@ export const ROOTFS_INIT = "/sbin/shuru-init";
 
 /** Modules of one group, in load order, excluding those an earlier group already loads. */
 export interface GroupModules {
-  /** The group. */
+  /** The module group these modules make up (`9p`, `net`, ...). */
   group: ModuleGroup;
   /** Its modules in load order. */
   modules: LoadableModule[];

@@ -3,7 +3,7 @@
  * (filesystem frozen: freeze → copy-on-write snapshot → thaw) and the total save time, several
  * rounds on one booted guest.
  *
- * The reference, measured in the same run on the same guest, is the way the reference project
+ * The reference, measured in the same run on the same guest, is the way the reference project (the Rust shuru for macOS)
  * saves: power the guest off, then save the disk (`stop({saveAs})`). The guest is unusable for
  * that whole time (and needs a new boot afterwards, not counted here); the ratio printed is
  * live pause / stop-and-save downtime.

@@ -93,7 +93,8 @@ export function agentBackend(
           : "other";
         out.push({ name: e.name, type, size: 0 });
       }
-      // Sizes of regular files (the reference lists them), a few stats at a time.
+      // Sizes of regular files (the reference, the Rust shuru for macOS, lists them), a few
+      // stats at a time.
       const files = out.filter((e) => e.type === "file").slice(0, 4096);
       const base = path.endsWith("/") ? path : path + "/";
       for (let i = 0; i < files.length; i += 32) {

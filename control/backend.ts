@@ -120,7 +120,7 @@ export interface ControlBackend {
   stat(path: string, options: { lstat: boolean }): Promise<BackendStat>;
   /** Removes a file or directory. */
   remove(path: string, options: { recursive: boolean }): Promise<void>;
-  /** Renames. */
+  /** Moves `oldPath` to `newPath` (replacing a file there). */
   rename(oldPath: string, newPath: string): Promise<void>;
   /** Copies a file (or a tree with `recursive`). */
   copy(src: string, dst: string, options: { recursive: boolean }): Promise<void>;

@@ -92,7 +92,8 @@ export const FILE_HANDLERS = {
     const path = p.path("path");
     const hasOffset = p.has("offset");
     const offset = p.optInt("offset", { min: 0 }) ?? 0;
-    // Without offset the whole file is replaced, as in the reference; chunks are capped.
+    // Without offset the whole file is replaced, as in the reference (the Rust shuru for
+    // macOS); chunks are capped.
     const maxBytes = hasOffset ? limits.MAX_CHUNK_BYTES : limits.MAX_LINE_BYTES;
     const data = p.base64("content", { maxBytes });
     const truncate = p.bool("truncate", !hasOffset);

@@ -20,7 +20,7 @@ export type ServerLimits = { -readonly [K in keyof typeof Limits]: number };
 
 /** The server, as a handler sees it. */
 export interface HandlerServer {
-  /** The sandbox. */
+  /** The running sandbox the methods act on. */
   readonly backend: ControlBackend;
   /** Processes, shared by all sessions. */
   readonly processes: ProcessTable;
@@ -38,7 +38,7 @@ export interface HandlerServer {
 
 /** The session (one client), as a handler sees it. */
 export interface HandlerSession {
-  /** Its server. */
+  /** The server the session belongs to. */
   readonly server: HandlerServer;
   /** Its watches by id. */
   readonly watches: Map<string, BackendWatch>;

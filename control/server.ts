@@ -30,7 +30,7 @@ export interface ControlServerOptions {
 
 /** Serves the control protocol for one sandbox to any number of clients. */
 export class ControlServer {
-  /** The sandbox. */
+  /** The running sandbox the methods act on. */
   readonly backend: ControlBackend;
   /** Processes, shared by all sessions. */
   readonly processes: ProcessTable;
@@ -99,7 +99,7 @@ export class ControlServer {
 
   /**
    * Serves one client over a byte-stream pair; returns its session (await `session.done`).
-   * Sends the `ready` notification first, as the reference does.
+   * Sends the `ready` notification first, as the reference (the Rust shuru for macOS) does.
    */
   serve(
     readable: ReadableStream<Uint8Array>,

@@ -149,7 +149,7 @@ export class ControlSession {
         if (envelope.id !== undefined) this.#sendResult(envelope.id, {});
         return;
       case "notification": {
-        // The reference sends `input` this way: run it, never answer.
+        // The reference (the Rust shuru for macOS) sends `input` this way: run it, never answer.
         const handler = handlerOf(envelope.method);
         return handler
           ? this.#run(null, envelope.method, envelope.params, handler, false)

@@ -74,7 +74,7 @@ export async function isStaticElf(path: string): Promise<boolean> {
 
 /** A tool that is absent or unusable, with the reason. */
 export interface MissingTool {
-  /** The tool. */
+  /** The program that is missing or unusable. */
   tool: HostTool;
   /** Why it does not count as present. */
   reason: string;

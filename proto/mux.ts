@@ -10,9 +10,9 @@
  * Memory bounds: a receiver never holds more than its announced window per channel (a peer
  * that sends beyond it breaks the connection), the outgoing queue is bounded by
  * `OUT_HIGH_WATER` (writers wait), and a stalled reader on one channel only stops that
- * channel's sender. Unlike MCP's `Protocol` (see /work/shared/STYLE.md, "Anti-patterns"), each stream
- * keeps all of its state in one object held in one map, so finishing a stream cannot leave
- * anything behind.
+ * channel's sender. Unlike the MCP TypeScript SDK's `Protocol` (which keeps one request's state in
+ * several maps keyed by id, each cleaned up on its own path), each stream keeps all of its
+ * state in one object held in one map, so finishing a stream cannot leave anything behind.
  *
  * The parts: this connection (handshake, the read loop, dispatch, open and accept, the end),
  * its {@linkcode OutQueue} (out_queue.ts), and each {@linkcode MuxStream} (stream.ts) with its

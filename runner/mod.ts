@@ -127,7 +127,7 @@ const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$
 export class BootedSandbox implements AsyncDisposable {
   /** The connection to the guest agent. */
   readonly agent: AgentConnection;
-  /** The VM. */
+  /** The VM process (its exit, console tail and boot phases). */
   readonly vm: Vm;
   /** The instance folder and its sockets. */
   readonly instance: Instance;

@@ -105,7 +105,7 @@ export class SandboxFs {
     return parts.length === 1 ? parts[0]! : concatBytes(parts);
   }
 
-  /** Streams a file. */
+  /** The file's bytes as a stream, read in chunks of up to 4 MiB (any size). */
   readFileStream(path: string, options: { signal?: AbortSignal } = {}): ReadableStream<Uint8Array> {
     return ReadableStream.from(this.#chunks(path, options.signal));
   }
@@ -274,7 +274,7 @@ export class SandboxFs {
     await this.#call("remove", { path, recursive: options.recursive ?? false });
   }
 
-  /** Renames. */
+  /** Moves `oldPath` to `newPath` in the guest (replacing a file there). */
   async rename(oldPath: string, newPath: string): Promise<void> {
     await this.#call("rename", { old_path: oldPath, new_path: newPath });
   }

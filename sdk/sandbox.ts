@@ -134,7 +134,7 @@ export function controlSocketPath(name: string, options: ConnectOptions = {}): s
 export class Sandbox implements AsyncDisposable {
   /** Its name (or the socket path it was reached by). */
   readonly name: string;
-  /** Its files. */
+  /** The guest's files: read, write, list, watch (through the control protocol). */
   readonly fs: SandboxFs;
   /** What `initialize` reported. */
   readonly info: Record<string, unknown>;

@@ -37,7 +37,7 @@ export interface SavePhases {
 
 /** A base image's block table and what finding it cost. */
 export interface BaseTable {
-  /** The table. */
+  /** One hash (or zero) per block of the base image. */
   table: BlockTable;
   /** Its content id (the name of its cached manifest). */
   contentId: string;

@@ -16,13 +16,13 @@ import type { StoreDir } from "./store_dir.ts";
 
 /** What gc did. */
 export interface GcReport {
-  /** Chunks removed. */
+  /** Chunks no manifest referenced, now deleted. */
   removedChunks: number;
   /** Bytes freed by removing chunks. */
   freedBytes: number;
-  /** Chunks kept. */
+  /** Chunks some checkpoint, base cache or lease still references. */
   keptChunks: number;
-  /** Bytes kept. */
+  /** Bytes of the chunks kept. */
   keptBytes: number;
   /** Leftover temporary files removed. */
   removedTempFiles: number;

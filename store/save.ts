@@ -39,13 +39,13 @@ export interface OpenedDevice {
 export interface SaveTarget {
   /** Its folder. */
   dir: StoreDir;
-  /** Its chunks. */
+  /** Where new chunks go. */
   chunks: ChunkStore;
 }
 
 /** What a save writes: a device's frozen state, and what the store knows of the device. */
 export interface SaveSource {
-  /** The device. */
+  /** The copy-on-write device being saved. */
   device: CowDevice;
   /** Its state at the snapshot. */
   frozen: FrozenState;

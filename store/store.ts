@@ -56,7 +56,7 @@ export interface OpenDeviceOptions {
 
 /** One checkpoint as listed. */
 export interface CheckpointInfo {
-  /** Name. */
+  /** The checkpoint's name (its manifest is `checkpoints/NAME.idx`). */
   name: string;
   /** Disk size in bytes. */
   diskSize: number;

@@ -56,7 +56,7 @@ export interface SandboxRecord {
 
 /** A record with its liveness. */
 export interface SandboxEntry {
-  /** The record. */
+  /** The record as read from disk. */
   record: SandboxRecord;
   /** `false` when the supervisor is gone. */
   alive: boolean;

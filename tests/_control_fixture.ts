@@ -26,9 +26,9 @@ export interface ControlFixture extends AsyncDisposable {
   dir: string;
   /** The agent's socket. */
   agentSocket: string;
-  /** The control socket. */
+  /** Path of the control socket the server listens on (mode 0600). */
   controlSocket: string;
-  /** The server. */
+  /** The control server (its sessions and processes, for checks). */
   server: ControlServer;
   /** The agent connection the server uses. */
   agent: AgentConnection;
@@ -91,7 +91,7 @@ export class RawClient implements AsyncDisposable {
     this.#lines = new LineReader(conn.readable);
   }
 
-  /** Connects. */
+  /** Connects to the control socket at `path`. */
   static async connect(path: string): Promise<RawClient> {
     return new RawClient(await Deno.connect({ transport: "unix", path }));
   }

@@ -1,6 +1,7 @@
 /**
  * The control protocol over a real control socket, served for a REAL guest agent running on this
- * host (guest/main.ts over a Unix socket). Messages are written by hand, as the reference's
+ * host (guest/main.ts over a Unix socket). Messages are written by hand, as the reference's (the
+ * Rust shuru for macOS this project re-creates)
  * `--stdio` clients write them.
  */
 import { assert, assertEquals } from "./_assert.ts";

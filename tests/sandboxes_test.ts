@@ -2,7 +2,7 @@
  * Named sandboxes end to end with real guests (TCG): `shuru start` → `ps` → `exec` → `cp` →
  * live `checkpoint save` while the guest writes → `run --from` and `e2fsck` of the saved disk →
  * `stop`; a SIGKILLed supervisor leaves no QEMU; another user cannot open the control socket;
- * `shuru run --stdio` driven with the reference's messages. Boots are slow here, so each test
+ * `shuru run --stdio` driven with the reference's (the Rust shuru for macOS) messages. Boots are slow here, so each test
  * shares one sandbox across its steps.
  */
 // @ts-types="@modelcontextprotocol/sdk/client/index"
