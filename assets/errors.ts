@@ -10,7 +10,8 @@ export type AssetErrorCode =
   | "kernel_invalid"
   | "module_not_found"
   | "agent_not_found"
-  | "command_failed";
+  | "command_failed"
+  | "no_user_namespace";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

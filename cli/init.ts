@@ -10,7 +10,6 @@ import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mo
 import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
-import { ensureHostDeps } from "./host_deps.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -130,7 +129,6 @@ export function initCommand() {
       const printer = new ProgressPrinter();
       let assets: GuestAssets;
       try {
-        await ensureHostDeps({ installDeps: options.installDeps, forAssets: true });
         assets = await ensureAssets({
           assetsDir: layout.assets,
           force: options.force,

@@ -27,8 +27,12 @@ export {
   type InstallOptions,
   installPackages,
   isStaticElf,
+  type MissingPackage,
+  missingPackagesError,
   type MissingTool,
   missingToolsError,
+  NON_ROOT_TOOLS,
+  packagesOf,
   VM_TOOLS,
 } from "./tools.ts";
 export { processAlive, type ProcessId, processId } from "./process.ts";
