@@ -310,6 +310,8 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     if (existing) return assets(false, existing.rootfsBytes);
     if (options.checkOnly) return assets(false, 0, false);
   }
+  // Building: first make sure files can get their owners (as root, or a user namespace).
+  const root = await asRoot();
   if (!agentBundle) {
     // Building: use a fresh bundle (and its version, should the stamp have missed a change).
     await bundleNow();
@@ -317,6 +319,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   }
   const rootfsBytes = await build({
     ...options,
+    root,
     dir,
     kernel,
     busybox,
@@ -451,14 +454,14 @@ interface BuildInputs extends EnsureAssetsOptions {
   recipeKey: string;
   timings: Record<string, number>;
   onProgress: (event: AssetProgress) => void;
+  /** How commands run as root: the real root, or a user namespace (as_root.ts). */
+  root: AsRoot;
 }
 
 const MIB = 1024 * 1024;
 
 async function build(inp: BuildInputs): Promise<number> {
-  const { timings, onProgress } = inp;
-  // Owners inside the image: as root, or as root of a user namespace (as_root.ts).
-  const root: AsRoot = await asRoot();
+  const { timings, onProgress, root } = inp;
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
