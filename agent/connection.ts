@@ -24,7 +24,7 @@ import {
 import { VERSION } from "../host/mod.ts";
 import { type PortForward, startForward } from "./forward.ts";
 import { AgentProcess, type AgentSpawnOptions, type ExecOutput, execRequest } from "./process.ts";
-import { readAll } from "../io/mod.ts";
+import { readAll, writeAndClose } from "../io/mod.ts";
 
 /** Options of {@link AgentConnection.connect}. */
 export interface AgentConnectOptions {
@@ -67,8 +67,6 @@ export interface WatchOptions {
   /** Stops the watch. */
   signal?: AbortSignal;
 }
-
-const utf8 = new TextEncoder();
 
 /**
  * A connected guest agent. Create with {@link AgentConnection.connect} or {@link AgentConnection.connectUnix};
@@ -201,15 +199,7 @@ export class AgentConnection implements AsyncDisposable {
     options: AgentWriteFileOptions = {},
   ): Promise<number> {
     const stream = this.#open({ op: "write_file", path, ...options }, []);
-    const sending = (async () => {
-      if (data instanceof ReadableStream) {
-        await data.pipeTo(stream.writable);
-      } else {
-        const w = stream.writable.getWriter();
-        await w.write(typeof data === "string" ? utf8.encode(data) : data);
-        await w.close();
-      }
-    })();
+    const sending = writeAndClose(data, stream.writable);
     // An early RESET (e.g. AgentNotFoundError) fails the writes too; report the agent's error.
     const [result] = await Promise.allSettled([stream.result, sending]);
     if (result.status === "rejected") throw result.reason;
@@ -368,13 +358,7 @@ async function feed(
   input: Uint8Array | string | ReadableStream<Uint8Array>,
 ): Promise<void> {
   try {
-    if (input instanceof ReadableStream) {
-      await input.pipeTo(proc.stdin);
-    } else {
-      const w = proc.stdin.getWriter();
-      await w.write(typeof input === "string" ? utf8.encode(input) : input);
-      await w.close();
-    }
+    await writeAndClose(input, proc.stdin);
   } catch {
     // The process exited before reading all its input (like EPIPE); its status says enough.
   }

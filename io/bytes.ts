@@ -47,6 +47,20 @@ export async function writeAll(sink: ByteSink, data: Uint8Array): Promise<void> 
   }
 }
 
+/** Writes `data` (bytes, text as UTF-8, or a stream of bytes) to `writable`, then closes it. */
+export async function writeAndClose(
+  data: Uint8Array | string | ReadableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array>,
+): Promise<void> {
+  if (data instanceof ReadableStream) {
+    await data.pipeTo(writable);
+    return;
+  }
+  const w = writable.getWriter();
+  await w.write(typeof data === "string" ? new TextEncoder().encode(data) : data);
+  await w.close();
+}
+
 /** Reads a whole stream into one buffer (a stream of one chunk gives that chunk). */
 export async function readAll(readable: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];

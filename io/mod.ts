@@ -6,7 +6,14 @@
  * @module
  */
 
-export { type ByteSink, type ByteSource, concatBytes, readAll, writeAll } from "./bytes.ts";
+export {
+  type ByteSink,
+  type ByteSource,
+  concatBytes,
+  readAll,
+  writeAll,
+  writeAndClose,
+} from "./bytes.ts";
 export { BufferedReader, type BufferedReaderOptions } from "./buffered_reader.ts";
 export {
   type DecodedLine,

@@ -5,7 +5,12 @@
  * @module
  */
 
-import { ControlConnectionError, type ErrorKind, RpcError } from "../control/mod.ts";
+import {
+  type ControlClient,
+  ControlConnectionError,
+  type ErrorKind,
+  RpcError,
+} from "../control/mod.ts";
 
 /** What went wrong: a protocol error kind, or CLOSED / CONNECT for the connection. */
 export type SandboxErrorCode = ErrorKind | "CLOSED" | "CONNECT" | "START";
@@ -74,6 +79,26 @@ export class ConnectionClosedError extends SandboxError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("CLOSED", message, options);
     this.name = "ConnectionClosedError";
+  }
+}
+
+/**
+ * Sends one request on `client`, turning a failure into the matching SDK error: how every SDK
+ * object talks to its sandbox.
+ */
+export async function sdkRequest<T = Record<string, unknown>>(
+  client: ControlClient,
+  method: string,
+  options: { params: Record<string, unknown>; signal?: AbortSignal },
+): Promise<T> {
+  try {
+    return await client.request<T>(
+      method,
+      options.params,
+      options.signal ? { signal: options.signal } : {},
+    );
+  } catch (err) {
+    throw toSandboxError(err);
   }
 }
 

@@ -7,7 +7,7 @@
  */
 
 import { type ControlClient, Limits } from "../control/mod.ts";
-import { toSandboxError } from "./errors.ts";
+import { sdkRequest } from "./errors.ts";
 import { concatBytes } from "../io/mod.ts";
 
 /** One directory entry, like `Deno.DirEntry` plus its size. */
@@ -86,16 +86,12 @@ export class SandboxFs {
     this.#watchers = options.watchers;
   }
 
-  async #call<T = Record<string, unknown>>(
+  #call<T = Record<string, unknown>>(
     method: string,
     params: Record<string, unknown>,
     signal?: AbortSignal,
   ): Promise<T> {
-    try {
-      return await this.#client.request<T>(method, params, signal ? { signal } : {});
-    } catch (err) {
-      throw toSandboxError(err);
-    }
+    return sdkRequest<T>(this.#client, method, { params, ...(signal ? { signal } : {}) });
   }
 
   /** Reads a whole file (in chunks, a few in flight). */

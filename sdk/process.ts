@@ -6,7 +6,7 @@
  */
 
 import type { ControlClient } from "../control/mod.ts";
-import { toSandboxError } from "./errors.ts";
+import { sdkRequest } from "./errors.ts";
 
 /** How a process ended. */
 export interface ProcessStatus {
@@ -151,11 +151,7 @@ export class SandboxProcess {
     return { ...status, stdout, stderr };
   }
 
-  async #call(method: string, params: Record<string, unknown>): Promise<unknown> {
-    try {
-      return await this.#client.request(method, params);
-    } catch (err) {
-      throw toSandboxError(err);
-    }
+  #call(method: string, params: Record<string, unknown>): Promise<unknown> {
+    return sdkRequest(this.#client, method, { params });
   }
 }

@@ -8,7 +8,7 @@
 import { dataHome, homeLayout, nameProblem, sandboxControlSocket } from "../host/mod.ts";
 import { connectControl, type ControlClient, Limits } from "../control/mod.ts";
 import type { NetworkSpec, SpecLayer } from "../spec/mod.ts";
-import { SandboxError, toSandboxError } from "./errors.ts";
+import { SandboxError, sdkRequest, toSandboxError } from "./errors.ts";
 import { SandboxFs, type SandboxFsEvent } from "./fs.ts";
 import { SandboxProcess } from "./process.ts";
 
@@ -345,16 +345,12 @@ export class Sandbox implements AsyncDisposable {
     else await this.close();
   }
 
-  async #call<T = Record<string, unknown>>(
+  #call<T = Record<string, unknown>>(
     method: string,
     params: Record<string, unknown>,
     signal?: AbortSignal,
   ): Promise<T> {
-    try {
-      return await this.#client.request<T>(method, params, signal ? { signal } : {});
-    } catch (err) {
-      throw toSandboxError(err);
-    }
+    return sdkRequest<T>(this.#client, method, { params, ...(signal ? { signal } : {}) });
   }
 
   #onNotification(method: string, params: Record<string, unknown>): void {

@@ -47,6 +47,31 @@ export interface BaseTable {
   written: number;
 }
 
+/**
+ * Hashes the non-zero blocks of `data` (blocks `first`, `first + 1`, ...), records each hash in
+ * `into.table` and queues the block in `into.batch`; returns how many blocks it hashed. The one
+ * way blocks become chunks, for a base image and for a save.
+ */
+export async function addBlocks(
+  data: Uint8Array,
+  first: number,
+  into: { table: BlockTable; batch: ChunkBatch; blockSize: number; phases?: SavePhases },
+): Promise<number> {
+  const bs = into.blockSize;
+  let hashed = 0;
+  for (let k = 0; k * bs < data.length; k++) {
+    const block = data.subarray(k * bs, (k + 1) * bs);
+    if (isZero(block)) continue;
+    const th = performance.now();
+    const h = blake3(block);
+    if (into.phases) into.phases.hashMs += performance.now() - th;
+    hashed++;
+    into.table.set(first + k, h);
+    await into.batch.add(h, block);
+  }
+  return hashed;
+}
+
 /** The block table of a base image: from the cache when its identity matches, else ingested. */
 export async function baseTable(
   dir: StoreDir,
@@ -96,16 +121,12 @@ export async function baseTable(
       const count = Math.min(slab, table.entryCount - first);
       const buf = new Uint8Array(count * blockSize);
       await lower.read(first * blockSize, buf);
-      for (let k = 0; k < count; k++) {
-        const block = buf.subarray(k * blockSize, (k + 1) * blockSize);
-        if (isZero(block)) continue;
-        const th = performance.now();
-        const h = blake3(block);
-        if (phases) phases.hashMs += performance.now() - th;
-        hashed++;
-        table.set(first + k, h);
-        await batch.add(h, block);
-      }
+      hashed += await addBlocks(buf, first, {
+        table,
+        batch,
+        blockSize,
+        ...(phases ? { phases } : {}),
+      });
     }
     await batch.finish();
   } catch (err) {

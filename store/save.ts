@@ -7,7 +7,7 @@
  * @module
  */
 
-import { baseTable } from "./base_cache.ts";
+import { addBlocks, baseTable } from "./base_cache.ts";
 import { ChunkBatch, type ChunkStore, forEachLimit } from "./chunk_store.ts";
 import {
   type BaseLower,
@@ -20,7 +20,6 @@ import {
 } from "./device.ts";
 import { StoreError } from "./errors.ts";
 import { newLeasePath } from "./gc.ts";
-import { blake3, isZero } from "./hash.ts";
 import { BlockTable, encodeManifest, type ManifestMeta } from "./manifest.ts";
 import { type StoreDir, validateName } from "./store_dir.ts";
 
@@ -143,16 +142,7 @@ export async function saveSnapshot(
       }
       await forEachLimit(runs, 4, async ([first, count]) => {
         const data = await device.readFrozenRun(frozen, first, count);
-        for (let k = 0; k < count; k++) {
-          const buf = data.subarray(k * bs, (k + 1) * bs);
-          if (isZero(buf)) continue;
-          const th = performance.now();
-          const h = blake3(buf);
-          phases.hashMs += performance.now() - th;
-          hashedBlocks++;
-          table.set(first + k, h);
-          await batch.add(h, buf);
-        }
+        hashedBlocks += await addBlocks(data, first, { table, batch, blockSize: bs, phases });
       });
       await batch.finish();
     } catch (err) {
