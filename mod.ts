@@ -15,36 +15,4 @@
  * @module
  */
 
-export { VERSION } from "./cli/version.ts";
-export {
-  type ConnectOptions,
-  CONTROL_SOCKET_NAME,
-  controlSocketPath,
-  type CreateOptions,
-  type ExecOptions,
-  type ExecResult,
-  type ProcessInfo,
-  type ProcessOutput,
-  Sandbox,
-  type SpawnOptions,
-} from "./control/sdk/sandbox.ts";
-export {
-  type SandboxDirEntry,
-  type SandboxFileInfo,
-  SandboxFs,
-  type SandboxFsEvent,
-  type SandboxFsWatcher,
-  type WriteFileOptions,
-} from "./control/sdk/fs.ts";
-export { type ProcessStatus, SandboxProcess } from "./control/sdk/process.ts";
-export {
-  AlreadyExistsError,
-  ConnectionClosedError,
-  InvalidArgumentError,
-  NotFoundError,
-  PermissionDeniedError,
-  ProcessNotFoundError,
-  SandboxError,
-  type SandboxErrorCode,
-  TimeoutError,
-} from "./control/sdk/errors.ts";
+export * from "./sdk/mod.ts";

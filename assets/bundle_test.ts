@@ -3,7 +3,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import {
   BUNDLE_MANIFEST,
   BundleError,

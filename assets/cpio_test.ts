@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { writeCpio } from "./cpio.ts";
 
 async function cpioList(archive: Uint8Array): Promise<string> {

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { join } from "node:path";
 import { cachedSpecifiers, primeAgentCache } from "./deno_cache.ts";
 import { AssetError } from "./errors.ts";

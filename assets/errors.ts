@@ -6,19 +6,18 @@
 
 /** What went wrong while building or finding guest assets. */
 export type AssetErrorCode =
-  | "missing_host_tools"
   | "kernel_not_found"
   | "kernel_invalid"
   | "module_not_found"
   | "agent_not_found"
   | "command_failed"
-  | "install_refused";
+  | "no_user_namespace";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {
   /** Machine-readable reason. */
   readonly code: AssetErrorCode;
-  /** For `missing_host_tools`: the Debian packages to install. */
+  /** For `kernel_not_found`: the Debian packages to install. */
   readonly packages: string[];
   constructor(
     code: AssetErrorCode,

@@ -9,13 +9,10 @@
  * @module
  */
 
+import { INITRAMFS_MARKER, PROBE_MARKER } from "../proto/mod.ts";
 import { type CpioEntry, writeCpio } from "./cpio.ts";
 import { type LoadableModule, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 
-/** Printed on the console by the initramfs in probe mode. */
-export const PROBE_MARKER = "shuru-probe-ok";
-/** Printed when the initramfs starts (followed by the guest uptime in seconds). */
-export const INITRAMFS_MARKER = "shuru-initramfs:";
 /** Created by the initramfs once it has mounted everything the guest needs. */
 export const PREPARED_MARKER = "/run/shuru-prepared";
 /** The root filesystem's init, started by `switch_root`. */
@@ -23,7 +20,7 @@ export const ROOTFS_INIT = "/sbin/shuru-init";
 
 /** Modules of one group, in load order, excluding those an earlier group already loads. */
 export interface GroupModules {
-  /** The group. */
+  /** The module group these modules make up (`9p`, `net`, ...). */
   group: ModuleGroup;
   /** Its modules in load order. */
   modules: LoadableModule[];

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { writeCpio } from "./cpio.ts";
 import { groupModules, initramfsEntries, initScript } from "./initramfs.ts";
 import type { LoadableModule, ModuleGroup } from "./modules.ts";

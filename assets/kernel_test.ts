@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { AssetError } from "./errors.ts";
 import {
   compareReleases,

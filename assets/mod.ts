@@ -34,25 +34,18 @@ import {
   findCommand,
   findMissingTools,
   installPackages,
-  missingToolsError,
+  type MissingPackage,
+  missingPackagesError,
+  NON_ROOT_TOOLS,
+  packagesOf,
   VM_TOOLS,
-} from "./host_tools.ts";
+} from "../host/mod.ts";
+import { type AsRoot, asRoot } from "./as_root.ts";
 import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
-export {
-  aptInstallLine,
-  ASSET_TOOLS,
-  findMissingTools,
-  type HostTool,
-  installPackages,
-  type MissingTool,
-  missingToolsError,
-  VM_TOOLS,
-} from "./host_tools.ts";
-export { AGENT_START_MARKER, DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
-export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
+export { DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 export {
   BUNDLE_MANIFEST,
@@ -266,24 +259,27 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const denoBinary = options.denoBinary ?? Deno.execPath();
   const agentEntry = options.agentEntry ?? DEFAULT_AGENT_ENTRY;
 
+  // Everything the host lacks (programs, the kernel) at once, so one command installs it all.
+  const missingPackages = async (): Promise<MissingPackage[]> => {
+    const tools = [...ASSET_TOOLS, ...VM_TOOLS, ...(Deno.uid() === 0 ? [] : NON_ROOT_TOOLS)];
+    const missing = packagesOf(await findMissingTools(tools, path));
+    await findHostKernel(options.bootDir, options.modulesRoot).catch((err) => {
+      if (!(err instanceof AssetError) || err.code !== "kernel_not_found") throw err;
+      for (const p of err.packages) missing.push({ package: p, what: `a kernel (${p})` });
+    });
+    return missing;
+  };
   await step("host-tools", "checking host tools", timings, onProgress, async (detail) => {
     if (options.checkOnly) return;
-    let missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
+    let missing = await missingPackages();
     if (missing.length === 0) return;
-    if (!options.installDeps) throw missingToolsError(missing);
-    const packages = [...new Set(missing.map((m) => m.tool.package))];
-    detail(`installing ${packages.join(" ")}`);
-    await installPackages(packages, { onOutput: (line) => detail(line) });
-    missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
-    if (missing.length > 0) throw missingToolsError(missing);
+    if (!options.installDeps) throw missingPackagesError(missing);
+    const log = await installPackages(missing.map((m) => m.package), { onProgress: detail });
+    missing = await missingPackages();
+    if (missing.length > 0) throw missingPackagesError(missing);
+    detail(`installed (apt's log: ${log})`);
   });
-  const kernel = await findHostKernel(options.bootDir, options.modulesRoot).catch(async (err) => {
-    if (!(err instanceof AssetError) || !options.installDeps) throw err;
-    await installPackages(err.packages, {
-      onOutput: (line) => onProgress({ kind: "detail", step: "host-tools", text: line }),
-    });
-    return await findHostKernel(options.bootDir, options.modulesRoot);
-  });
+  const kernel = await findHostKernel(options.bootDir, options.modulesRoot);
   // The agent's sources are stamped (sizes and mtimes of every module it imports), so a
   // current set of assets is found without running `deno bundle` (which costs 50-150 ms).
   let agentBundle: Uint8Array | undefined;
@@ -326,6 +322,8 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     if (existing) return assets(false, existing.rootfsBytes);
     if (options.checkOnly) return assets(false, 0, false);
   }
+  // Building: first make sure files can get their owners (as root, or a user namespace).
+  const root = await asRoot();
   if (!agentBundle) {
     // Building: use a fresh bundle (and its version, should the stamp have missed a change).
     await bundleNow();
@@ -333,6 +331,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   }
   const rootfsBytes = await build({
     ...options,
+    root,
     dir,
     kernel,
     busybox,
@@ -467,21 +466,14 @@ interface BuildInputs extends EnsureAssetsOptions {
   recipeKey: string;
   timings: Record<string, number>;
   onProgress: (event: AssetProgress) => void;
+  /** How commands run as root: the real root, or a user namespace (as_root.ts). */
+  root: AsRoot;
 }
 
 const MIB = 1024 * 1024;
 
 async function build(inp: BuildInputs): Promise<number> {
-  const { timings, onProgress } = inp;
-  if (Deno.uid() !== 0) {
-    throw new AssetError(
-      "command_failed",
-      "Cannot build the guest assets: unpacking the root filesystem with its file owners needs " +
-        `root. Build them once as root into this data home: sudo env SHURU_HOME=${
-          dirname(inp.assetsDir)
-        } shuru init`,
-    );
-  }
+  const { timings, onProgress, root } = inp;
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
@@ -535,7 +527,9 @@ async function build(inp: BuildInputs): Promise<number> {
         const partial = `${tar}.partial-${Deno.pid}`;
         try {
           let lastLine = "";
-          await runTool("mmdebstrap", mmdebstrapArgs(DEBIAN_RECIPE, partial), {
+          // Without root, mmdebstrap builds in a user namespace of its own (--mode=unshare).
+          const mode = root.real ? [] : ["--mode=unshare"];
+          await runTool("mmdebstrap", [...mode, ...mmdebstrapArgs(DEBIAN_RECIPE, partial)], {
             onStderr: (text) => {
               for (const line of (lastLine + text).split("\n").slice(0, -1)) {
                 if (line.trim()) detail(line.trim());
@@ -552,26 +546,28 @@ async function build(inp: BuildInputs): Promise<number> {
       (r) => (r.cached ? "cached " : "") + basename(r.tar),
     );
 
-    const root = join(work, "root");
+    const tree = join(work, "root");
     const contentBytes = await step(
       "rootfs-tree",
       "assembling the root filesystem",
       timings,
       onProgress,
       async (detail) => {
-        await Deno.mkdir(root);
+        await Deno.mkdir(tree);
         // tar reports every 1000 records (10 KiB each); the tarball's size gives the fraction.
         const tarBytes = (await Deno.stat(tarball.tar)).size;
-        await runTool("tar", [
+        await root.run("tar", [
           "-xpf",
           tarball.tar,
           "-C",
-          root,
+          tree,
           "--numeric-owner",
           "--xattrs",
           "--xattrs-include=*",
           "--checkpoint=1000",
           "--checkpoint-action=echo=%u",
+          // A user namespace cannot make device nodes; the guest mounts devtmpfs on /dev.
+          ...(root.real ? [] : ["--exclude=./dev/*"]),
         ], {
           onStderr: (text) => {
             const records = Number(/(\d+)\s*$/.exec(text.trim())?.[1]);
@@ -581,8 +577,8 @@ async function build(inp: BuildInputs): Promise<number> {
             }
           },
         });
-        await addShuruFiles(root, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
-        return await treeBytes(root);
+        await addShuruFiles(tree, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
+        return await treeBytes(tree, root);
       },
       (n) => `${(n / MIB).toFixed(0)} MiB of files`,
     );
@@ -594,8 +590,8 @@ async function build(inp: BuildInputs): Promise<number> {
       timings,
       onProgress,
       async () => {
-        await makeExt4(root, join(work, "rootfs.ext4"), imageBytes);
-        await Deno.remove(root, { recursive: true });
+        await makeExt4(tree, join(work, "rootfs.ext4"), { bytes: imageBytes, root });
+        await root.run("rm", ["-rf", tree]);
       },
       () => `${(imageBytes / MIB).toFixed(0)} MiB image`,
     );
@@ -627,6 +623,8 @@ async function build(inp: BuildInputs): Promise<number> {
     });
     return imageBytes;
   } finally {
+    // The tree holds files of other owners (the namespace's): remove it as their root.
+    await root.run("rm", ["-rf", work]).catch(() => {});
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
 }

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { AssetError } from "./errors.ts";
 import { findHostKernel } from "./kernel.ts";
 import {

@@ -7,9 +7,11 @@
  */
 
 import { join } from "node:path";
+import type { AsRoot } from "./as_root.ts";
 import { runTool } from "./run.ts";
 import { primeAgentCache } from "./deno_cache.ts";
-import { INITRAMFS_MARKER, PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
+import { AGENT_START_MARKER } from "../proto/mod.ts";
+import { PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
 export interface DebianRecipe {
@@ -60,8 +62,6 @@ export const GUEST_AGENT_DENO_DIR = "/var/cache/shuru/deno";
 export const GUEST_AGENT_RUNNER = "/usr/local/lib/shuru/agent-run";
 /** File holding the filesystem size in bytes, so init can tell when the disk grew. */
 export const GUEST_FS_BYTES_PATH = "/etc/shuru/fs-bytes";
-/** Printed by the rootfs init right before it starts the agent. */
-export const AGENT_START_MARKER = "shuru-init: agent start";
 
 /** Arguments of mmdebstrap for `recipe`, writing a tarball to `outTar`. */
 export function mmdebstrapArgs(recipe: DebianRecipe, outTar: string): string[] {
@@ -175,9 +175,14 @@ export async function addShuruFiles(root: string, add: RootfsAdditions): Promise
   await write("etc/hosts", "127.0.0.1\tlocalhost shuru\n::1\tlocalhost ip6-localhost\n", 0o644);
 }
 
-/** Total size in bytes of the files under `dir` (apparent sizes), via `du`. */
-export async function treeBytes(dir: string): Promise<number> {
-  const out = new TextDecoder().decode(await runTool("du", ["-sb", dir]));
+/**
+ * Total size in bytes of the files under `dir` (apparent sizes), via `du` (as `asRoot` when
+ * given: a tree unpacked in a user namespace has folders only its root may read).
+ */
+export async function treeBytes(dir: string, asRoot?: AsRoot): Promise<number> {
+  const out = new TextDecoder().decode(
+    await (asRoot ? asRoot.run("du", ["-sb", dir]) : runTool("du", ["-sb", dir])),
+  );
   return Number(out.split(/\s/)[0]);
 }
 
@@ -204,13 +209,26 @@ export function imageBytesFor(contentBytes: number, minBytes = DEFAULT_FS_BYTES)
  */
 export const MKFS_OPTIONS: readonly string[] = ["-L", "shuru-root", "-T", "default", "-m", "0"];
 
-/** Makes `image` (size `bytes`) an ext4 filesystem holding the tree at `root`. */
-export async function makeExt4(root: string, image: string, bytes: number): Promise<void> {
+/**
+ * Makes `image` (size `options.bytes`) an ext4 filesystem holding the tree at `root`, with the
+ * owners `mkfs.ext4` sees as `options.root` (the real root, or a user namespace's).
+ */
+export async function makeExt4(
+  root: string,
+  image: string,
+  options: { bytes: number; root: AsRoot },
+): Promise<void> {
+  const { bytes } = options;
   const sizeFile = join(root, GUEST_FS_BYTES_PATH.slice(1));
   await Deno.mkdir(join(sizeFile, ".."), { recursive: true });
   await Deno.writeTextFile(sizeFile, `${bytes}\n`);
-  await runTool("mkfs.ext4", ["-q", "-F", "-d", root, ...MKFS_OPTIONS, image, `${bytes / 1024}k`]);
+  await options.root.run("mkfs.ext4", [
+    "-q",
+    "-F",
+    "-d",
+    root,
+    ...MKFS_OPTIONS,
+    image,
+    `${bytes / 1024}k`,
+  ]);
 }
-
-/** Marker printed by the initramfs, re-exported for boot phase parsing. */
-export { INITRAMFS_MARKER };

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { BLOCK, checksum, encodeHeader, FIELD, padding, parseHeader, TarError } from "./tar.ts";
 
 Deno.test("encodeHeader/parseHeader - round trip of a regular file", () => {

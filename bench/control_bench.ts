@@ -16,7 +16,7 @@
  * @module
  */
 
-import { connectControl } from "../control/client.ts";
+import { connectControl } from "../control/mod.ts";
 import { startControl } from "../tests/_control_fixture.ts";
 import { Sandbox } from "../mod.ts";
 import { quantile } from "./_stats.ts";

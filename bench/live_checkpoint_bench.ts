@@ -3,7 +3,7 @@
  * (filesystem frozen: freeze → copy-on-write snapshot → thaw) and the total save time, several
  * rounds on one booted guest.
  *
- * The reference, measured in the same run on the same guest, is the way the reference project
+ * The reference, measured in the same run on the same guest, is the way the reference project (the Rust shuru for macOS)
  * saves: power the guest off, then save the disk (`stop({saveAs})`). The guest is unusable for
  * that whole time (and needs a new boot afterwards, not counted here); the ratio printed is
  * live pause / stop-and-save downtime.
@@ -13,8 +13,9 @@
  * @module
  */
 
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { bootSandbox } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
 import { median } from "./_stats.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 3);
@@ -30,17 +31,13 @@ const shared = homeLayout();
 const root = await Deno.makeTempDir({ prefix: "shuru-live-ckpt-bench-" });
 const home = { ...homeLayout(root), assets: shared.assets };
 try {
-  const booted = await bootSandbox({
+  const booted = await bootSandbox(resolveSpec([{ cpus: 2, memoryMiB: 1024, accel }]), {
     home,
-    cpus: 2,
-    memoryMiB: 1024,
-    diskSizeMiB: 4096,
-    accel,
     onNotice: (l) => console.error(l),
   });
   try {
     const dirty = async (round: number) => {
-      const r = await booted.sandbox.exec([
+      const r = await booted.agent.exec([
         "sh",
         "-c",
         `dd if=/dev/urandom of=/root/dirty${round} bs=1M count=${DIRTY_MIB} 2>/dev/null && sync`,

@@ -15,11 +15,8 @@
  * @module
  */
 
-import { NetworkStack } from "../proxy/stack.ts";
+import { NetworkStack, parseIpv4, TcpFlag, type TcpRepr } from "../proxy/mod.ts";
 import { guestTcp } from "../proxy/_test_utils.ts";
-import { parseIpv4 } from "../proxy/wire/address.ts";
-import { TcpFlag } from "../proxy/wire/constants.ts";
-import type { TcpRepr } from "../proxy/wire/tcp.ts";
 
 const MIB = 1024 * 1024;
 const DEST = parseIpv4("198.18.0.1");
@@ -173,14 +170,14 @@ function download(mtu: number, total: number): number {
 }
 
 async function tapEndToEnd(): Promise<void> {
-  const { tapPrerequisite, TapNamespace, TapLink } = await import("../tests/net_tap.ts");
+  const { tapPrerequisite, TapNamespace, TapLink } = await import("../tests/_net_tap.ts");
   const missing = tapPrerequisite();
   if (missing) {
     console.log(`tap end-to-end: skipped (${missing})`);
     return;
   }
-  const { Relay } = await import("../proxy/relay.ts");
-  const { NetworkPolicy } = await import("../proxy/policy.ts");
+  const { Relay } = await import("../proxy/mod.ts");
+  const { NetworkPolicy } = await import("../proxy/mod.ts");
   const size = 128 * MIB;
   const payload = new Uint8Array(size).fill(0x42);
   // The server runs in a child process so it does not share the relay's event loop.
@@ -433,16 +430,16 @@ fi
 `;
 
 async function qemuVsSlirp(): Promise<void> {
-  const q = await import("../tests/net_qemu.ts");
+  const q = await import("../tests/_net_qemu.ts");
   const missing = await q.qemuPrerequisite();
   if (missing) {
     console.log(`qemu: skipped (${missing})`);
     return;
   }
-  const { Relay } = await import("../proxy/relay.ts");
-  const { NetworkPolicy } = await import("../proxy/policy.ts");
-  const { StreamLink } = await import("../proxy/link.ts");
-  const { DEFAULT_GUEST_MTU } = await import("../runner/network.ts");
+  const { Relay } = await import("../proxy/mod.ts");
+  const { NetworkPolicy } = await import("../proxy/mod.ts");
+  const { StreamLink } = await import("../proxy/mod.ts");
+  const { DEFAULT_GUEST_MTU } = await import("../runner/mod.ts");
   const size = 64 * MIB;
   const dir = await Deno.makeTempDir({ prefix: "shuru-netbench-qemu-" });
   const server = await q.startServer(dir, size);

@@ -22,9 +22,9 @@
 
 import { join } from "node:path";
 import { ensureAssets } from "../assets/mod.ts";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { RegistryClient, sha256Digest } from "../oci/mod.ts";
-import { pullCheckpoint, pushCheckpoint, Store } from "../store/mod.ts";
+import { decodeManifest, pullCheckpoint, pushCheckpoint, Store } from "../store/mod.ts";
 import { FaultyFront, skopeo, TestRegistry } from "../tests/_registry.ts";
 import { median } from "./_stats.ts";
 
@@ -135,7 +135,6 @@ try {
     await Deno.mkdir(join(layout, "blobs", "sha256"), { recursive: true });
     const table = (await Store.open(join(work, "store"))).chunks;
     const idx = await store.readManifestBytes("base");
-    const { decodeManifest } = await import("../store/manifest.ts");
     const m = decodeManifest(idx);
     const seen = new Set<string>();
     const file = await Deno.open(join(layout, "one.blob"), { write: true, create: true });

@@ -11,7 +11,7 @@
 
 import { join } from "node:path";
 import { ensureAssets } from "../assets/mod.ts";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
 import { median } from "./_stats.ts";
 

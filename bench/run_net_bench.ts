@@ -14,10 +14,10 @@
  * @module
  */
 
-import { join } from "node:path";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { bootSandbox, DEFAULT_GUEST_MTU } from "../runner/mod.ts";
-import type { Sandbox } from "../sandbox/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { quantile } from "./_stats.ts";
 
@@ -45,7 +45,7 @@ ts.sort()
 print(f"{ts[len(ts) // 2]:.3f} {ts[int(len(ts) * 0.9)]:.3f}")
 `;
 
-async function guestText(sb: Sandbox, script: string): Promise<string> {
+async function guestText(sb: AgentConnection, script: string): Promise<string> {
   const out = await sb.exec(["sh", "-c", script]);
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) {
@@ -84,24 +84,18 @@ const url = `http://api.test:${port}`;
 
 const root = await Deno.makeTempDir({ prefix: "shuru-net-bench-" });
 const shared = homeLayout();
-const home = {
-  root,
-  store: join(root, "store"),
-  assets: shared.assets,
-  instances: join(root, "instances"),
-};
+const home = { ...homeLayout(root), assets: shared.assets };
 
 async function measure(mtu: number): Promise<MtuResult> {
-  const booted = await bootSandbox({
-    home,
+  const spec = resolveSpec([{
     cpus: 2,
     memoryMiB: 2048,
-    diskSizeMiB: 4096,
     accel,
-    network: { allowNet: true, addHosts: { "api.test": "127.0.0.1" }, mtu },
-  });
+    network: { allowNet: true, addHosts: { "api.test": "127.0.0.1" } },
+  }]);
+  const booted = await bootSandbox(spec, { home, net: { mtu } });
   try {
-    const sb = booted.sandbox;
+    const sb = booted.agent;
     const guestMtu = await guestText(sb, "cat /sys/class/net/eth0/mtu");
     await guestText(sb, `head -c ${MIB}M /dev/zero > /tmp/up`);
     const downs: number[] = [];
@@ -144,7 +138,7 @@ async function measure(mtu: number): Promise<MtuResult> {
 }
 
 /** The agent's `exec true` latency, idle (reference) and during a download. */
-async function execLatency(sb: Sandbox): Promise<void> {
+async function execLatency(sb: AgentConnection): Promise<void> {
   const execTrue = async () => {
     const t0 = performance.now();
     await sb.exec(["true"]);

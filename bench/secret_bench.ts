@@ -13,9 +13,10 @@
  */
 
 import { join } from "node:path";
-import { homeLayout } from "../cli/home.ts";
-import { CertificateAuthority } from "../proxy/secret/ca.ts";
+import { homeLayout } from "../host/mod.ts";
+import { CertificateAuthority } from "../proxy/mod.ts";
 import { bootSandbox } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
 import { parseAccel } from "../vm/mod.ts";
 import { median } from "./_stats.ts";
 
@@ -62,26 +63,20 @@ async function child(dir: string): Promise<void> {
 
   const root = await Deno.makeTempDir({ prefix: "shuru-secret-bench-home-" });
   const shared = homeLayout();
-  const booted = await bootSandbox({
-    home: {
-      root,
-      store: join(root, "store"),
-      assets: shared.assets,
-      instances: join(root, "instances"),
-    },
+  const spec = resolveSpec([{
     cpus: 2,
     memoryMiB: 2048,
-    diskSizeMiB: 4096,
     accel: parseAccel(Deno.env.get("SHURU_ACCEL") ?? "tcg"),
     network: {
       allowNet: true,
       addHosts: { "api.test": "127.0.0.1", "other.test": "127.0.0.1" },
       secrets: [{ name: "API_KEY", value: "sk-bench-0123456789abcdef", hosts: ["api.test"] }],
     },
-  });
+  }]);
+  const booted = await bootSandbox(spec, { home: { ...homeLayout(root), assets: shared.assets } });
   try {
     const download = async (url: string, insecure: boolean): Promise<number> => {
-      const out = await booted.sandbox.exec([
+      const out = await booted.agent.exec([
         "curl",
         "-sS",
         ...(insecure ? ["-k"] : []),

@@ -24,7 +24,7 @@ import {
   type ByteDuplex,
   type HttpSecretRelayOptions,
   relayHttpWithSecrets,
-} from "../proxy/secret/http_relay.ts";
+} from "../proxy/mod.ts";
 
 const MIB = 1024 * 1024;
 const TOTAL = 256 * MIB;

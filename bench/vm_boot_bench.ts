@@ -13,8 +13,9 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ensureAssets, PROBE_MARKER } from "../assets/mod.ts";
-import { homeLayout } from "../cli/home.ts";
+import { ensureAssets } from "../assets/mod.ts";
+import { PROBE_MARKER } from "../proto/mod.ts";
+import { homeLayout } from "../host/mod.ts";
 import { hostTscRate, kernelCmdline, parseAccel, QemuBackend, resolveAccel } from "../vm/mod.ts";
 
 const TEST_AGENT = fileURLToPath(new URL("../tests/fixtures/test_agent.ts", import.meta.url));

@@ -5,7 +5,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { formatBytes, openHomeStore, withStoreErrors } from "./store.ts";
+import { formatBytes, openHomeStore } from "./store.ts";
 
 function when(ms: number | undefined): string {
   return ms === undefined ? "-" : new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
@@ -24,7 +24,7 @@ export function checkpointCommand(): Command {
     .description("List checkpoints with their disk size and data size.")
     .option("--json", "print a JSON array")
     .action(async (opts) => {
-      const list = await withStoreErrors(async () => (await openHomeStore()).list());
+      const list = await (await openHomeStore()).list();
       if (opts.json) {
         console.log(JSON.stringify(list));
         return;
@@ -54,7 +54,7 @@ export function checkpointCommand(): Command {
     .argument("<name>", "checkpoint name")
     .option("--json", "print JSON")
     .action(async (name, opts) => {
-      const d = await withStoreErrors(async () => (await openHomeStore()).inspect(name));
+      const d = await (await openHomeStore()).inspect(name);
       if (opts.json) {
         console.log(JSON.stringify(d));
         return;
@@ -75,7 +75,7 @@ export function checkpointCommand(): Command {
     .description("Delete a checkpoint. Its chunks are freed by the next `shuru store gc`.")
     .argument("<name>", "checkpoint name")
     .action(async (name) => {
-      await withStoreErrors(async () => (await openHomeStore()).delete(name));
+      await (await openHomeStore()).delete(name);
       console.log(`deleted checkpoint ${name}`);
     });
   return checkpoint as unknown as Command;

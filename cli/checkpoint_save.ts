@@ -7,7 +7,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { validateName } from "../store/mod.ts";
+import { nameProblem } from "../host/mod.ts";
 import { UserError } from "./errors.ts";
 import { createCheckpoint, withRunFlags } from "./run.ts";
 import { connectSandbox } from "./sandboxes.ts";
@@ -33,11 +33,8 @@ export function checkpointSaveCommand(): Command {
         Deno.exitCode = await createCheckpoint(name, argv, flags);
         return;
       }
-      try {
-        validateName(name);
-      } catch (err) {
-        throw new UserError((err as Error).message);
-      }
+      const problem = nameProblem("checkpoint", name);
+      if (problem) throw new UserError(problem);
       await using sb = await connectSandbox(flags.sandbox);
       let r: Record<string, unknown>;
       try {

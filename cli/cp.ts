@@ -13,8 +13,8 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { basename, dirname, join, posix } from "node:path";
-import { findCommand } from "../assets/host_tools.ts";
-import type { Sandbox } from "../mod.ts";
+import type { Sandbox } from "../sdk/mod.ts";
+import { findCommand, nameProblem } from "../host/mod.ts";
 import { UserError } from "./errors.ts";
 import { connectSandbox } from "./sandboxes.ts";
 
@@ -27,8 +27,8 @@ export type CopyEndpoint = { kind: "host"; path: string } | {
 
 /** Parses `NAME:/abs/path` (a guest path) or a host path. */
 export function parseCopyEndpoint(text: string): CopyEndpoint {
-  const m = /^([A-Za-z0-9][A-Za-z0-9._-]{0,47}):(.*)$/.exec(text);
-  if (!m) return { kind: "host", path: text };
+  const m = /^([^:/]+):(.*)$/.exec(text);
+  if (!m || nameProblem("sandbox", m[1]!)) return { kind: "host", path: text };
   if (!m[2]!.startsWith("/")) {
     throw new UserError(`Invalid guest path "${text}": write NAME:/absolute/path`);
   }

@@ -8,9 +8,14 @@
 import { Command } from "@commander-js/extra-typings";
 import { UserError } from "./errors.ts";
 import { guestArgv } from "./run.ts";
-import { ConnectionError, Sandbox as AgentSandbox } from "../sandbox/mod.ts";
-import { parseDuration } from "../supervisor/mod.ts";
-import { attachAgentProcess, attachProcess } from "./attach.ts";
+import { AgentConnection, ConnectionError } from "../agent/mod.ts";
+import { parseDuration } from "../spec/mod.ts";
+import {
+  attachAgentProcess,
+  type AttachOptions,
+  attachProcess,
+  type AttachResult,
+} from "./attach.ts";
 import { connectSandbox } from "./sandboxes.ts";
 
 /** Parses `--connect` (only `unix:PATH` for now). */
@@ -67,72 +72,49 @@ export function execCommand(): Command {
           throw new UserError(`--timeout: ${(err as Error).message}`);
         }
       }
+      const attach: AttachOptions = {
+        tty: opts.tty,
+        env: opts.env ?? {},
+        ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+        stdin: opts.stdin,
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      };
+      let result: AttachResult;
       if (opts.connect === undefined) {
         if (name === undefined || rest.length === 0) {
           throw new UserError(
             "Cannot run: give a sandbox name and a command, e.g. `shuru exec dev -- ls /`",
           );
         }
-        const sb = await connectSandbox(name);
-        let result;
-        try {
-          result = await attachProcess(sb, rest, {
-            tty: opts.tty,
-            env: opts.env ?? {},
-            ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
-            stdin: opts.stdin,
-            ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-          });
-        } catch (err) {
+        await using sb = await connectSandbox(name);
+        result = await attachProcess(sb, rest, attach).catch((err) => {
           throw new UserError(`Cannot run in sandbox ${name}: ${(err as Error).message}`, {
             exitCode: 125,
             cause: err,
           });
-        } finally {
-          await sb.close().catch(() => {});
-        }
-        if (result.timedOut) console.error(`shuru: timed out after ${opts.timeout}; killed`);
-        Deno.exit(result.timedOut ? 124 : result.exitCode);
-      }
-      const argv = name === undefined ? rest : [name, ...rest];
-      if (argv.length === 0) throw new UserError("Cannot run: give a command after --");
-      const target = parseConnectTarget(opts.connect);
-      let sandbox: AgentSandbox;
-      try {
-        sandbox = await AgentSandbox.connectUnix(target.unix);
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new UserError(`Cannot connect to agent at ${target.unix}: ${reason}`, {
-          exitCode: 125,
-          cause: err,
         });
-      }
-      let code: number;
-      let timedOut = false;
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-        timedOut = true;
-        void sandbox.close();
-      }, timeoutMs);
-      try {
-        code = await attachAgentProcess(sandbox, argv, { ...opts, env: opts.env ?? {} });
-      } catch (err) {
-        if (timedOut) {
-          console.error(`shuru: timed out after ${opts.timeout}`);
-          Deno.exit(124);
-        }
-        if (err instanceof ConnectionError) {
+      } else {
+        const argv = name === undefined ? rest : [name, ...rest];
+        if (argv.length === 0) throw new UserError("Cannot run: give a command after --");
+        const target = parseConnectTarget(opts.connect);
+        await using agent = await AgentConnection.connectUnix(target.unix).catch((err) => {
+          const reason = err instanceof Error ? err.message : String(err);
+          throw new UserError(`Cannot connect to agent at ${target.unix}: ${reason}`, {
+            exitCode: 125,
+            cause: err,
+          });
+        });
+        result = await attachAgentProcess(agent, argv, attach).catch((err) => {
+          if (!(err instanceof ConnectionError)) throw err;
           throw new UserError(`Lost the agent connection: ${err.message}`, {
             exitCode: 125,
             cause: err,
           });
-        }
-        throw err;
-      } finally {
-        clearTimeout(timer);
-        await sandbox.close();
+        });
       }
+      if (result.timedOut) console.error(`shuru: timed out after ${opts.timeout}; killed`);
       // The command's exit code is ours; runCli has no other way to return it.
-      Deno.exit(code);
+      Deno.exit(result.timedOut ? 124 : result.exitCode);
     });
   return cmd as unknown as Command;
 }

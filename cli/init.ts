@@ -16,8 +16,7 @@ import {
   VmError,
 } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
-import { asUserError, ensureHostDeps } from "./host_deps.ts";
+import { homeLayout } from "../host/mod.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -156,7 +155,6 @@ export function initCommand() {
       const printer = new ProgressPrinter();
       let assets: GuestAssets;
       try {
-        await ensureHostDeps({ installDeps: options.installDeps, forAssets: true });
         assets = await ensureAssets({
           assetsDir: layout.assets,
           force: options.force,
@@ -167,7 +165,7 @@ export function initCommand() {
         });
       } catch (err) {
         printer.stop();
-        throw asUserError(err);
+        throw err;
       }
       if (defaultBackend() === "vz") {
         if (options.json) console.log(JSON.stringify({ ...assets, backend: "vz" }, null, 2));

@@ -16,10 +16,12 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 // @ts-types="@modelcontextprotocol/sdk/server/stdio"
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
-import { type CreateOptions, Sandbox, SandboxError } from "../mod.ts";
+import { type CreateOptions, Sandbox, SandboxError } from "../sdk/mod.ts";
 import { UserError } from "./errors.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../host/mod.ts";
 import process from "node:process";
+import { concatBytes } from "../io/mod.ts";
+import { parseDuration } from "../spec/mod.ts";
 
 /** Characters of exec output returned inline; the rest is cut to head and tail. */
 const INLINE_OUTPUT_CHARS = 20_000;
@@ -150,8 +152,8 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         ...(a.name ? { name: a.name } : {}),
         ...(a.from ? { from: a.from } : {}),
         ...(a.cpus ? { cpus: a.cpus } : {}),
-        ...(a.memory_mib ? { memory: a.memory_mib } : {}),
-        ...(a.allow_net ? { allowNet: true } : {}),
+        ...(a.memory_mib ? { memoryMiB: a.memory_mib } : {}),
+        ...(a.allow_net ? { network: { allowNet: true } } : {}),
       });
       const e = await add(sb, true);
       return json({ sandbox_id: e.id });
@@ -398,12 +400,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         pos += chunk.length;
         if (pos >= offset + length) break;
       }
-      const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-      let o = 0;
-      for (const p of parts) {
-        bytes.set(p, o);
-        o += p.length;
-      }
+      const bytes = concatBytes(parts);
       return json({
         content: new TextDecoder().decode(bytes),
         size: st.size,
@@ -551,14 +548,6 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
   };
 }
 
-function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new UserError(`Cannot parse duration "${text}": use e.g. 90s, 15m or 1h`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? "s";
-  return n * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[unit]!;
-}
-
 /** `shuru mcp`: serves MCP on stdin/stdout until stdin closes. */
 export function mcpCommand(): Command {
   return new Command("mcp")
@@ -573,7 +562,12 @@ export function mcpCommand(): Command {
     )
     .option("--idle-timeout <dur>", "stop sandboxes it started after this idle time", "15m")
     .action(async (opts) => {
-      const idleTimeoutMs = parseDuration(opts.idleTimeout);
+      let idleTimeoutMs: number;
+      try {
+        idleTimeoutMs = parseDuration(opts.idleTimeout);
+      } catch (err) {
+        throw new UserError(`--idle-timeout: ${(err as Error).message}`);
+      }
       const mcp = createMcpServer({
         ...(opts.connect ? { connect: opts.connect } : {}),
         idleTimeoutMs,

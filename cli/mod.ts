@@ -12,9 +12,9 @@ import { checkpointSaveCommand } from "./checkpoint_save.ts";
 import { checkpointPullCommand, checkpointPushCommand } from "./checkpoint_remote.ts";
 import { loginCommand } from "./login.ts";
 import { cpCommand } from "./cp.ts";
-import { UserError } from "./errors.ts";
+import { describeError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
-import { homeLayout, makeHomePrivate } from "./home.ts";
+import { homeLayout, makeHomePrivate, versionText } from "../host/mod.ts";
 import { initCommand } from "./init.ts";
 import { mcpCommand } from "./mcp.ts";
 import { nbdCommand } from "./nbd.ts";
@@ -26,7 +26,6 @@ import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
 import { defaultBackend, parseBackend } from "../vm/mod.ts";
-import { versionText } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
 export function buildProgram(): Command {
@@ -101,11 +100,9 @@ export async function runCli(args: string[]): Promise<number> {
       // Help and version output are "errors" to commander with exit code 0.
       return err.exitCode;
     }
-    if (err instanceof UserError) {
-      console.error(`shuru: ${err.message}`);
-      return err.exitCode;
-    }
-    if (err instanceof Deno.errors.Interrupted) return 130;
-    throw err;
+    const report = describeError(err);
+    if (!report) throw err;
+    if (!(err instanceof Deno.errors.Interrupted)) console.error(`shuru: ${report.message}`);
+    return report.exitCode;
   }
 }

@@ -9,10 +9,10 @@ import { join } from "node:path";
 import { Command, Option } from "@commander-js/extra-typings";
 import { NbdServer } from "../nbd/mod.ts";
 import { type DeviceSource, openRemoteCheckpoint, validateName } from "../store/mod.ts";
-import { looksLikeReference, RegistryError } from "../oci/mod.ts";
+import { looksLikeReference } from "../oci/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
-import { formatBytes, openHomeStore, parseSize, withStoreErrors } from "./store.ts";
+import { homeLayout } from "../host/mod.ts";
+import { formatBytes, openHomeStore, parseSize } from "./store.ts";
 
 /** Builds `shuru nbd`. */
 export function nbdCommand(): Command {
@@ -46,40 +46,28 @@ export function nbdCommand(): Command {
         throw new UserError("Cannot serve: give --base FILE or --from CHECKPOINT");
       }
       const size = opts.size === undefined ? undefined : parseSize(opts.size);
-      const store = await withStoreErrors(() => openHomeStore());
+      const store = await openHomeStore();
       if (opts.save !== undefined) {
         const name = opts.save;
-        await withStoreErrors(async () => {
-          validateName(name);
-          if (!opts.overwrite && await store.has(name)) {
-            throw new UserError(
-              `Cannot save checkpoint "${name}": it already exists (delete it or add --overwrite)`,
-            );
-          }
-        });
+        validateName(name);
+        if (!opts.overwrite && await store.has(name)) {
+          throw new UserError(
+            `Cannot save checkpoint "${name}": it already exists (delete it or add --overwrite)`,
+          );
+        }
       }
       const overlayDir = opts.instanceDir ??
         join(homeLayout().instances, `nbd-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
       const ownsOverlayDir = opts.instanceDir === undefined;
-      let source: DeviceSource = opts.base ? { base: opts.base } : { checkpoint: opts.from! };
-      if (!opts.base && looksLikeReference(opts.from!)) {
-        try {
-          source = (await withStoreErrors(() =>
-            openRemoteCheckpoint(store, opts.from!, {
-              onRetry: (l) => console.error(l),
-            })
-          )).source;
-        } catch (err) {
-          if (err instanceof RegistryError) throw new UserError(err.message, { exitCode: 1 });
-          throw err;
-        }
-      }
-      const device = await withStoreErrors(() =>
-        store.openDevice(source, {
-          overlayDir,
-          readOnly: opts.readOnly ?? false,
-          ...(size !== undefined ? { size } : {}),
-        })
+      const source: DeviceSource = opts.base
+        ? { base: opts.base }
+        : looksLikeReference(opts.from!)
+        ? (await openRemoteCheckpoint(store, opts.from!, { onRetry: (l) => console.error(l) }))
+          .source
+        : { checkpoint: opts.from! };
+      const device = await store.openDevice(
+        source,
+        { overlayDir, readOnly: opts.readOnly ?? false, ...(size !== undefined ? { size } : {}) },
       );
       let server: NbdServer | undefined;
       const stop = Promise.withResolvers<string>();
@@ -112,9 +100,7 @@ export function nbdCommand(): Command {
         // Answers requests in flight (including a FLUSH) and closes connections first.
         await server.close();
         if (opts.save !== undefined) {
-          const r = await withStoreErrors(() =>
-            device.save(opts.save!, { overwrite: opts.overwrite ?? false })
-          );
+          const r = await device.save(opts.save!, { overwrite: opts.overwrite ?? false });
           console.error(
             `shuru: saved checkpoint ${r.name}: ${r.usedBlocks} blocks used, ` +
               `${r.newChunks} new chunks (${formatBytes(r.newBytes)}), ` +

@@ -6,10 +6,9 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { ensureAssets, pruneAssets } from "../assets/mod.ts";
-import { pruneRegistry, registryDir } from "../supervisor/mod.ts";
+import { pruneRegistry } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
-import { homeLayout } from "./home.ts";
-import { asUserError } from "./host_deps.ts";
+import { homeLayout } from "../host/mod.ts";
 
 /** Builds the `prune` subcommand. */
 export function pruneCommand() {
@@ -23,16 +22,12 @@ export function pruneCommand() {
     .action(async (options) => {
       const layout = homeLayout();
       // Stale sandbox records first: their instance folders are then leftovers too.
-      const sandboxes = await pruneRegistry(registryDir(layout.root));
+      const sandboxes = await pruneRegistry(layout.sandboxes);
       const instances = await pruneInstances(layout.instances);
       let assets: { removed: string[]; bytes: number } | undefined;
       if (options.assets) {
-        try {
-          const current = await ensureAssets({ assetsDir: layout.assets, checkOnly: true });
-          assets = await pruneAssets(layout.assets, current.version);
-        } catch (err) {
-          throw asUserError(err);
-        }
+        const current = await ensureAssets({ assetsDir: layout.assets, checkOnly: true });
+        assets = await pruneAssets(layout.assets, current.version);
       }
       if (options.json) {
         console.log(JSON.stringify({ instances, sandboxes, assets }, null, 2));

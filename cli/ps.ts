@@ -6,8 +6,9 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { formatDuration, listEntries, removeStale } from "../supervisor/mod.ts";
-import { homeRegistry } from "./sandboxes.ts";
+import { formatDuration } from "../spec/mod.ts";
+import { listEntries, removeStale } from "../supervisor/mod.ts";
+import { homeLayout } from "../host/mod.ts";
 
 /** Builds `shuru ps`. */
 export function psCommand(): Command {
@@ -16,9 +17,9 @@ export function psCommand(): Command {
       "List running sandboxes: name, supervisor pid, state, uptime, CPUs, memory, the\n" +
         "checkpoint it started from, forwarded ports and network access.",
     )
-    .option("--json", "print a JSON array of registry records (with uptime_ms)")
+    .option("--json", "print a JSON array of registry records (with uptimeMs)")
     .action(async (opts) => {
-      const registry = homeRegistry();
+      const registry = homeLayout().sandboxes;
       const entries = await listEntries(registry);
       for (const e of entries) if (!e.alive) await removeStale(registry, e.record);
       const live = entries.filter((e) => e.alive).map((e) => e.record);
@@ -26,7 +27,7 @@ export function psCommand(): Command {
       if (opts.json) {
         console.log(JSON.stringify(live.map((r) => ({
           ...r,
-          uptime_ms: now - Date.parse(r.startedAt),
+          uptimeMs: now - Date.parse(r.startedAt),
         }))));
         return;
       }

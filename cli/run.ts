@@ -7,65 +7,41 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { resolve } from "node:path";
 import type { AssetProgress } from "../assets/mod.ts";
+import { type BootedSandbox, bootSandbox, type RemoteStart } from "../runner/mod.ts";
+import { ConnectionError } from "../agent/mod.ts";
 import {
-  type BootedSandbox,
-  bootSandbox,
-  buildPolicy,
-  NetLog,
-  type NetworkSettings as PolicySettings,
-  RunnerError,
-  type SandboxNetwork,
-} from "../runner/mod.ts";
-import { ConnectionError } from "../sandbox/mod.ts";
-import { RegistryError } from "../oci/mod.ts";
-import type { RemoteSourceStats } from "../store/mod.ts";
-import { StoreError, validateName } from "../store/mod.ts";
-import { type BackendName, parseAccel, parseBackend, VmError } from "../vm/mod.ts";
-import {
-  checkMount,
+  configLayer,
   loadConfig,
-  type MountSpec,
   parseAddHost,
+  parseEnvPair,
   parseExposeHost,
   parseMountSpec,
   parsePortMapping,
-  pick,
-  type PortMapping,
-} from "./config.ts";
-import { agentBackend } from "../control/agent_backend.ts";
-import { ControlServer, serveStdio } from "../control/mod.ts";
-import { liveCheckpointInfo, serialized } from "../supervisor/mod.ts";
+  parsePositiveInt,
+  parseSizeMiB,
+  parseSpecLayer,
+  resolveSpec,
+  type SandboxSpec,
+  SPEC_DEFAULTS,
+  SpecError,
+  type SpecLayer,
+} from "../spec/mod.ts";
+import { serveControl } from "../control/mod.ts";
 import { attachAgentProcess } from "./attach.ts";
 import { ProgressPrinter } from "./init.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
-import { VERSION } from "./version.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout, nameProblem } from "../host/mod.ts";
 import { openHomeStore } from "./store.ts";
 
-const DEFAULTS = { cpus: 2, memory: 2048, diskSize: 4096 };
-
 function positiveInt(flag: string) {
-  return (value: string): number => {
-    if (!/^\d+$/.test(value) || Number(value) <= 0) {
-      throw new UserError(`Invalid ${flag} "${value}": expected a positive whole number`);
-    }
-    return Number(value);
-  };
+  return (value: string): number => parsePositiveInt(flag, value);
 }
 
 /** Parses a size in MiB: `4096`, `512M`, `4G` (as the SDK passes it). */
 function sizeMiB(flag: string) {
-  return (value: string): number => {
-    const m = /^(\d+)([MmGg]i?[Bb]?)?$/.exec(value);
-    const n = m ? Number(m[1]) * (m[2] && /^[Gg]/.test(m[2]) ? 1024 : 1) : NaN;
-    if (!(n > 0) || !Number.isSafeInteger(n)) {
-      throw new UserError(`Invalid ${flag} "${value}": expected MiB (e.g. 4096) or 512M / 4G`);
-    }
-    return n;
-  };
+  return (value: string): number => parseSizeMiB(flag, value);
 }
 
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -75,16 +51,16 @@ function collect(value: string, previous: string[] | undefined): string[] {
 /** Adds the flags `run`, `start` and `checkpoint create` share. */
 export function withRunFlags(cmd: Command) {
   return cmd
-    .option("--cpus <n>", `virtual CPUs (default ${DEFAULTS.cpus})`, positiveInt("--cpus"))
+    .option("--cpus <n>", `virtual CPUs (default ${SPEC_DEFAULTS.cpus})`, positiveInt("--cpus"))
     .option(
       "--memory <MiB>",
-      `memory in MiB, or with a unit: 512M, 2G (default ${DEFAULTS.memory})`,
+      `memory in MiB, or with a unit: 512M, 2G (default ${SPEC_DEFAULTS.memoryMiB})`,
       sizeMiB("--memory"),
     )
     .option(
       "--disk-size <MiB>",
       "disk size in MiB (or 8G); the guest filesystem grows to fill it " +
-        `(default ${DEFAULTS.diskSize})`,
+        `(default ${SPEC_DEFAULTS.diskSizeMiB})`,
       sizeMiB("--disk-size"),
     )
     .option(
@@ -153,6 +129,11 @@ export function withRunFlags(cmd: Command) {
     )
     .option("--config <file>", "config file (default ./shuru.json if it exists)")
     .option(
+      "--spec <json>",
+      "settings as one JSON object with the fields of a SandboxSpec (cpus, memoryMiB, " +
+        "network: {allowNet}, ...), as the SDK passes them; flags win over it, it over the config",
+    )
+    .option(
       "--accel <kvm|tcg|auto>",
       "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
     )
@@ -201,6 +182,7 @@ export type RunFlags = {
   secret?: string[];
   netLog?: string;
   config?: string;
+  spec?: string;
   accel?: string;
   backend?: string;
   installDeps?: true;
@@ -210,144 +192,86 @@ export type RunFlags = {
   cwd?: string;
 };
 
-/** The run settings after merging flags, config file and defaults. */
-export interface RunSettings {
-  cpus: number;
-  memoryMiB: number;
-  diskSizeMiB: number;
-  accel: "kvm" | "tcg" | "auto";
-  backend: BackendName;
-  from?: string;
-  mounts: MountSpec[];
-  ports: PortMapping[];
-  command: string[] | undefined;
-  env: Record<string, string>;
-  cwd?: string;
-  /** The guest network; absent: no NIC. */
-  network?: NetworkSettings;
-}
-
-/** Network settings of a run (`--allow-net` and friends). */
-export interface NetworkSettings extends PolicySettings {
-  /** `--net-log` file (absolute). */
-  netLog?: string;
-}
-
-/** Merges the network flags over the config; undefined when the guest gets no NIC. */
-async function resolveNetwork(
-  flags: RunFlags,
-  config: Awaited<ReturnType<typeof loadConfig>>,
-): Promise<NetworkSettings | undefined> {
-  const secrets = await resolveSecrets(flags.secret ?? [], {
-    ...(config.secrets ? { secrets: config.secrets } : {}),
-    source: flags.config ?? "shuru.json",
-  });
-  const allowHosts = [...(config.network?.allow ?? []), ...(flags.allowHost ?? [])];
-  // With an allow-list, a secret's hosts are allowed too: a value for a host the guest may not
-  // reach would be useless. Without one every public name is open already.
-  if (allowHosts.length > 0) {
-    for (const h of secrets.flatMap((s) => s.hosts)) {
-      if (!allowHosts.includes(h)) allowHosts.push(h);
-    }
-  }
+/** The flags' settings as a spec layer (`argv`: the guest command, if any). */
+function flagsLayer(argv: string[], flags: RunFlags): SpecLayer {
   const addHosts: Record<string, string> = {};
-  for (const spec of [...(config.network?.hosts ?? []), ...(flags.addHost ?? [])]) {
+  for (const spec of flags.addHost ?? []) {
     const { name, ip } = parseAddHost(spec);
     addHosts[name] = ip;
   }
-  const exposeHost = [...(config.expose_host ?? []), ...(flags.exposeHost ?? [])].map(
-    parseExposeHost,
-  );
-  const seen = new Set<number>();
-  for (const e of exposeHost) {
-    if (seen.has(e.guestPort)) {
-      throw new UserError(`Cannot expose host.shuru.internal:${e.guestPort} twice`);
-    }
-    seen.add(e.guestPort);
-  }
-  const allowNet = (flags.allowNet ?? config.allow_net ?? false) || allowHosts.length > 0 ||
-    secrets.length > 0;
-  const allowPrivate = flags.allowPrivate ?? config.allow_private ?? false;
-  if (!allowNet && exposeHost.length === 0) {
-    if (flags.netLog !== undefined) {
-      throw new UserError("Cannot use --net-log without a network: add --allow-net");
-    }
-    return undefined;
-  }
-  const settings: NetworkSettings = {
-    allowNet,
-    allowHosts,
-    addHosts,
-    allowPrivate,
-    exposeHost,
-    ...(secrets.length > 0 ? { secrets } : {}),
-    ...(flags.netLog !== undefined ? { netLog: resolve(flags.netLog) } : {}),
+  let env: Record<string, string> = {};
+  for (const kv of flags.env ?? []) env = parseEnvPair("-e", kv, env);
+  return {
+    ...(flags.cpus !== undefined ? { cpus: flags.cpus } : {}),
+    ...(flags.memory !== undefined ? { memoryMiB: flags.memory } : {}),
+    ...(flags.diskSize !== undefined ? { diskSizeMiB: flags.diskSize } : {}),
+    ...(flags.accel !== undefined ? { accel: flags.accel as SandboxSpec["accel"] } : {}),
+    ...(flags.backend !== undefined ? { backend: flags.backend as SandboxSpec["backend"] } : {}),
+    ...(flags.from !== undefined ? { from: flags.from } : {}),
+    ...(flags.insecureRegistry ? { insecureRegistries: flags.insecureRegistry } : {}),
+    ...(argv.length > 0 ? { command: argv } : {}),
+    mounts: (flags.mount ?? []).map(parseMountSpec),
+    ports: (flags.port ?? []).map(parsePortMapping),
+    env,
+    ...(flags.cwd !== undefined ? { cwd: flags.cwd } : {}),
+    network: {
+      ...(flags.allowNet ? { allowNet: true } : {}),
+      ...(flags.allowPrivate ? { allowPrivate: true } : {}),
+      allowHosts: flags.allowHost ?? [],
+      addHosts,
+      exposeHost: (flags.exposeHost ?? []).map(parseExposeHost),
+      ...(flags.netLog !== undefined ? { netLog: flags.netLog } : {}),
+    },
   };
-  try {
-    buildPolicy(settings); // validates every pattern and address now, before booting
-  } catch (err) {
-    throw new UserError((err as Error).message);
-  }
-  return settings;
 }
 
-/** Merges flags over the config file over defaults and validates the result. */
+/** The `--spec` JSON as a spec layer. */
+function specFlagLayer(text: string | undefined): SpecLayer {
+  if (text === undefined) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new SpecError("invalid_setting", `Invalid --spec: not JSON: ${(err as Error).message}`);
+  }
+  return parseSpecLayer(value, "--spec");
+}
+
+/** `$SHURU_ACCEL` and `$SHURU_BACKEND` as a spec layer. */
+function envLayer(): SpecLayer {
+  const accel = Deno.env.get("SHURU_ACCEL");
+  const backend = Deno.env.get("SHURU_BACKEND");
+  return {
+    ...(accel !== undefined ? { accel: accel as SandboxSpec["accel"] } : {}),
+    ...(backend ? { backend: backend as SandboxSpec["backend"] } : {}),
+  };
+}
+
+/**
+ * The sandbox the flags, `--spec`, `$SHURU_ACCEL`/`$SHURU_BACKEND` and the config file describe
+ * (in that order of precedence), with the secrets resolved and every setting checked.
+ */
 export async function resolveRunSettings(
   argv: string[],
   flags: RunFlags,
-): Promise<RunSettings> {
+  extra: SpecLayer = {},
+): Promise<SandboxSpec> {
   const config = await loadConfig(
     flags.config ?? "shuru.json",
     { required: flags.config !== undefined },
   );
-  const network = await resolveNetwork(flags, config);
-  const accelText = flags.accel ?? Deno.env.get("SHURU_ACCEL") ?? config.accel ?? "auto";
-  let accel: RunSettings["accel"];
-  try {
-    accel = parseAccel(accelText);
-  } catch (err) {
-    throw new UserError((err as Error).message);
-  }
-  let backend: BackendName;
-  try {
-    backend = parseBackend(flags.backend ?? Deno.env.get("SHURU_BACKEND"));
-  } catch (err) {
-    throw new UserError((err as Error).message);
-  }
-  const allowHostWrites = flags.allowHostWrites ?? config.allow_host_writes ?? false;
-  const mounts = [...(config.mounts ?? []), ...(flags.mount ?? [])].map(parseMountSpec);
-  for (const m of mounts) checkMount(m, allowHostWrites);
-  const ports = [...(config.ports ?? []), ...(flags.port ?? [])].map(parsePortMapping);
-  const seen = new Set<number>();
-  for (const p of ports) {
-    if (seen.has(p.host)) throw new UserError(`Cannot forward host port ${p.host} twice`);
-    seen.add(p.host);
-  }
-  const env: Record<string, string> = {};
-  for (const kv of flags.env ?? []) {
-    const eq = kv.indexOf("=");
-    if (eq <= 0) throw new UserError(`Invalid -e "${kv}": expected KEY=VALUE`);
-    env[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  if (flags.cwd !== undefined && !flags.cwd.startsWith("/")) {
-    throw new UserError(`Invalid --cwd "${flags.cwd}": must be an absolute guest path`);
-  }
-  const from = flags.from ?? config.from;
-  const command = argv.length > 0 ? argv : config.command;
-  return {
-    cpus: pick(flags.cpus, config.cpus, DEFAULTS.cpus),
-    memoryMiB: pick(flags.memory, config.memory, DEFAULTS.memory),
-    diskSizeMiB: pick(flags.diskSize, config.disk_size, DEFAULTS.diskSize),
-    accel,
-    backend,
-    ...(from !== undefined ? { from } : {}),
-    mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
-    ports,
-    command: command && command.length > 0 ? command : undefined,
-    env,
-    ...(flags.cwd !== undefined ? { cwd: flags.cwd } : {}),
-    ...(network ? { network } : {}),
-  };
+  const secrets = await resolveSecrets(flags.secret ?? [], {
+    ...(config.secrets ? { secrets: config.secrets } : {}),
+    source: flags.config ?? "shuru.json",
+  });
+  return resolveSpec([
+    flagsLayer(argv, flags),
+    extra,
+    specFlagLayer(flags.spec),
+    envLayer(),
+    configLayer(config),
+    secrets.length > 0 ? { network: { secrets } } : {},
+  ], { allowHostWrites: flags.allowHostWrites ?? config.allow_host_writes ?? false });
 }
 
 /** Asset progress for run and start: silent while the assets are current. */
@@ -361,33 +285,18 @@ export function progressPrinter(): (event: AssetProgress) => void {
  * live and the session goes on.
  */
 async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
-  const server = new ControlServer(
-    agentBackend(booted.sandbox, {
-      checkpoint: serialized((name: string) => liveCheckpointInfo(booted, name)),
-      shutdown: () => Promise.resolve(),
-    }),
-    { serverInfo: { name: "shuru", version: VERSION }, log: (l) => console.error(l) },
-  );
-  try {
-    await Promise.race([serveStdio(server), booted.sandbox.closed]);
-  } finally {
-    await server.close();
-  }
+  await using service = await serveControl(booted.agent, {
+    stdio: true,
+    checkpoint: (name) => booted.checkpoint(name),
+    shutdown: () => Promise.resolve(),
+  });
+  await service.done;
   return 0;
-}
-
-/** Opens the `--net-log` file for appending. */
-async function openNetLog(path: string): Promise<NetLog> {
-  try {
-    return await NetLog.open(path);
-  } catch (err) {
-    throw new UserError(`Cannot open --net-log ${path}: ${(err as Error).message}`);
-  }
 }
 
 /** Boots, runs, stops (saving as `saveAs` when given) and returns the command's exit code. */
 async function runOnce(
-  settings: RunSettings,
+  spec: SandboxSpec,
   flags: RunFlags & { stdio?: true },
   saveAs?: string,
 ): Promise<number> {
@@ -407,32 +316,12 @@ async function runOnce(
   // With a terminal in raw mode, Ctrl-C reaches the guest as a byte, not as SIGINT here.
   Deno.addSignalListener("SIGINT", handlers.SIGINT);
   Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
-  let netLog: NetLog | undefined;
-  let remote: { ref: string; digest: string; stats: RemoteSourceStats } | undefined;
+  let remote: RemoteStart | undefined;
   try {
-    let network: SandboxNetwork | undefined;
-    if (settings.network) {
-      const { netLog: netLogPath, ...policy } = settings.network;
-      if (netLogPath !== undefined) netLog = await openNetLog(netLogPath);
-      const file = netLog;
-      network = {
-        ...policy,
-        onBlocked: log,
-        ...(file ? { onConnection: (r) => file.write(r) } : {}),
-      };
-    }
-    booted = await bootSandbox({
+    booted = await bootSandbox(spec, {
       home,
-      cpus: settings.cpus,
-      memoryMiB: settings.memoryMiB,
-      diskSizeMiB: settings.diskSizeMiB,
-      accel: settings.accel,
-      backend: settings.backend,
-      ...(settings.from !== undefined ? { from: settings.from } : {}),
-      insecureRegistries: flags.insecureRegistry ?? [],
+      net: { onBlocked: log },
       onRemote: (r) => remote = r,
-      mounts: settings.mounts,
-      ...(network ? { network } : {}),
       ...(flags.installDeps ? { installDeps: true } : {}),
       ...(verbose ? { verbose: true } : {}),
       onProgress: progressPrinter(),
@@ -450,28 +339,18 @@ async function runOnce(
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
       if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
     }
-    for (const p of settings.ports) {
-      try {
-        await booted.sandbox.forward(p.host, p.guest);
-      } catch (err) {
-        throw new UserError(
-          `Cannot forward 127.0.0.1:${p.host}: ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
-    }
     const started = performance.now();
     let code: number;
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : await attachAgentProcess(booted.sandbox, settings.command ?? ["/bin/sh"], {
+        : (await attachAgentProcess(booted.agent, spec.command ?? ["/bin/sh"], {
           // A terminal gets an interactive PTY session; pipes are streamed.
           tty: Deno.stdin.isTerminal(),
           stdin: true,
-          env: settings.env,
-          ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
-        });
+          env: spec.env,
+          ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
+        })).exitCode;
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
@@ -503,16 +382,9 @@ async function runOnce(
     return interrupted || code;
   } catch (err) {
     if (interrupted) return interrupted;
-    if (
-      err instanceof RunnerError || err instanceof VmError || err instanceof StoreError ||
-      err instanceof RegistryError
-    ) {
-      throw new UserError(err.message, { exitCode: 125, cause: err });
-    }
     throw err;
   } finally {
     await booted?.[Symbol.asyncDispose]();
-    netLog?.close();
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }
@@ -548,11 +420,11 @@ export function runCommand(): Command {
     .passThroughOptions()
     .action(async (rawArgv, flags) => {
       const argv = guestArgv(rawArgv);
-      const settings = await resolveRunSettings(argv, flags);
-      if (flags.stdio && settings.command !== undefined && argv.length > 0) {
+      const spec = await resolveRunSettings(argv, flags);
+      if (flags.stdio && spec.command !== undefined && argv.length > 0) {
         throw new UserError("Cannot use --stdio with a command: the client sends the commands");
       }
-      Deno.exitCode = await runOnce(settings, flags);
+      Deno.exitCode = await runOnce(spec, flags);
     });
   return cmd as unknown as Command;
 }
@@ -563,11 +435,8 @@ export async function createCheckpoint(
   argv: string[],
   flags: RunFlags,
 ): Promise<number> {
-  try {
-    validateName(name);
-  } catch (err) {
-    throw new UserError((err as Error).message);
-  }
+  const problem = nameProblem("checkpoint", name);
+  if (problem) throw new UserError(problem);
   const store = await openHomeStore();
   if ((await store.list()).some((c) => c.name === name)) {
     throw new UserError(
@@ -575,11 +444,11 @@ export async function createCheckpoint(
         `\`shuru checkpoint delete ${name}\`)`,
     );
   }
-  const settings = await resolveRunSettings(guestArgv(argv), flags);
-  if (settings.command === undefined && !Deno.stdin.isTerminal()) {
+  const spec = await resolveRunSettings(guestArgv(argv), flags);
+  if (spec.command === undefined && !Deno.stdin.isTerminal()) {
     throw new UserError(`Cannot create checkpoint ${name}: give a command after --`);
   }
-  return await runOnce(settings, flags, name);
+  return await runOnce(spec, flags, name);
 }
 
 /** Builds `shuru checkpoint create`. */

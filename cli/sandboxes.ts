@@ -7,15 +7,10 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { Sandbox, SandboxError } from "../mod.ts";
-import {
-  registryDir,
-  resolveSandbox,
-  type SandboxRecord,
-  SupervisorError,
-} from "../supervisor/mod.ts";
+import { Sandbox } from "../sdk/mod.ts";
+import { resolveSandbox, type SandboxRecord } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 /** The command that runs this CLI again (for the detached supervisor). */
 export function shuruSelfCommand(): string[] {
@@ -30,27 +25,9 @@ export function shuruSelfCommand(): string[] {
   ];
 }
 
-/** The registry folder of the data home. */
-export function homeRegistry(): string {
-  return registryDir(homeLayout().root);
-}
-
-/** Turns supervisor and SDK errors into one-line user errors. */
-export function asSandboxUserError(err: unknown): unknown {
-  if (err instanceof SupervisorError) return new UserError(err.message, { cause: err });
-  if (err instanceof SandboxError) {
-    return new UserError(err.message, { exitCode: 125, cause: err });
-  }
-  return err;
-}
-
 /** Finds sandbox `name` (or the only running one) in the registry. */
-export async function findSandbox(name?: string): Promise<SandboxRecord> {
-  try {
-    return await resolveSandbox(homeRegistry(), name);
-  } catch (err) {
-    throw asSandboxUserError(err);
-  }
+export function findSandbox(name?: string): Promise<SandboxRecord> {
+  return resolveSandbox(homeLayout().sandboxes, name);
 }
 
 /** Connects to a named sandbox's control socket. */

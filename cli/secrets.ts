@@ -7,9 +7,8 @@
  * @module
  */
 
-import { parseHostPattern } from "../proxy/mod.ts";
-import { INJECT_PLACES, type InjectPlace } from "../proxy/secret/mod.ts";
-import type { SecretSetting } from "../runner/mod.ts";
+import { INJECT_PLACES, type InjectPlace, parseHostPattern } from "../proxy/mod.ts";
+import type { SecretSetting } from "../spec/mod.ts";
 import { UserError } from "./errors.ts";
 
 /** Shortest value accepted: a shorter one would be replaced inside unrelated response text. */

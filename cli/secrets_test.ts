@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertRejects, assertThrows } from "../tests/_assert.ts";
 import { UserError } from "./errors.ts";
 import { parseSecretFlag, parseSecretsConfig, resolveSecrets } from "./secrets.ts";
 

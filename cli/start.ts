@@ -7,22 +7,21 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { ensureAssets } from "../assets/mod.ts";
+import { parseDuration } from "../spec/mod.ts";
 import {
   checkSandboxName,
   decodeSpec,
   generateSandboxName,
   launchSupervisor,
   listLive,
-  parseDuration,
   readHandedSecrets,
   supervise,
   withSecretsFrom,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
-import { asUserError } from "./host_deps.ts";
-import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
+import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
   return (value: string): number => {
@@ -60,8 +59,11 @@ export function startCommand(): Command {
     .option("--json", "print the sandbox record as JSON instead of its name")
     .action(async (flags) => {
       const opts = flags as typeof flags & RunFlags;
-      const settings = await resolveRunSettings([], opts);
-      const registry = homeRegistry();
+      const spec = await resolveRunSettings([], opts, {
+        ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
+        ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
+      });
+      const registry = homeLayout().sandboxes;
       const live = new Set((await listLive(registry)).map((r) => r.name));
       let name = flags.name;
       if (name !== undefined) {
@@ -77,40 +79,18 @@ export function startCommand(): Command {
         name = generateSandboxName(live);
       }
       // Build missing guest assets here, with progress on this terminal, not in the log.
-      try {
-        await ensureAssets({
-          assetsDir: homeLayout().assets,
-          ...(opts.installDeps ? { installDeps: true } : {}),
-          onProgress: progressPrinter(),
-        });
-      } catch (err) {
-        throw asUserError(err);
-      }
-      try {
-        const record = await launchSupervisor({
-          name,
-          home: homeLayout(),
-          cpus: settings.cpus,
-          memoryMiB: settings.memoryMiB,
-          diskSizeMiB: settings.diskSizeMiB,
-          accel: settings.accel,
-          backend: settings.backend,
-          ...(settings.from !== undefined ? { from: settings.from } : {}),
-          mounts: settings.mounts.map((m) => ({
-            host: m.host,
-            guest: m.guest,
-            readOnly: m.readOnly,
-          })),
-          ports: settings.ports.map((p) => ({ host: p.host, guest: p.guest })),
-          ...(settings.network ? { network: settings.network } : {}),
-          ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
-          ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
-          ...(opts.verbose ? { verbose: true } : {}),
-        }, { shuru: shuruSelfCommand() });
-        console.log(flags.json ? JSON.stringify(record) : record.name);
-      } catch (err) {
-        throw asSandboxUserError(err);
-      }
+      await ensureAssets({
+        assetsDir: homeLayout().assets,
+        ...(opts.installDeps ? { installDeps: true } : {}),
+        onProgress: progressPrinter(),
+      });
+      const record = await launchSupervisor({
+        ...spec,
+        name,
+        home: homeLayout(),
+        ...(opts.verbose ? { verbose: true } : {}),
+      }, { shuru: shuruSelfCommand() });
+      console.log(flags.json ? JSON.stringify(record) : record.name);
     });
   return cmd as unknown as Command;
 }

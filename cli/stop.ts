@@ -7,17 +7,17 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { isAlive } from "../vm/mod.ts";
+import { processAlive } from "../host/mod.ts";
 import { UserError } from "./errors.ts";
 import { connectSandbox, findSandbox } from "./sandboxes.ts";
 
 async function waitGone(pid: { pid: number; startTime: number }, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (!(await isAlive(pid))) return true;
+    if (!(await processAlive(pid))) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
-  return !(await isAlive(pid));
+  return !(await processAlive(pid));
 }
 
 /** Builds `shuru stop`. */

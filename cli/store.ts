@@ -1,14 +1,14 @@
 /**
  * `shuru store ...`: maintenance of the content-addressed block store (`shuru store gc`), plus
- * the size formatting and store-error translation the store commands share.
+ * the size formatting the store commands share.
  *
  * @module
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { Store, StoreError } from "../store/mod.ts";
+import { Store } from "../store/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "./home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
@@ -34,18 +34,6 @@ export function parseSize(text: string): number {
   return value;
 }
 
-/** Runs `fn`, turning store errors the user can act on into one-line {@linkcode UserError}s. */
-export async function withStoreErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof StoreError && err.code !== "corrupt_chunk") {
-      throw new UserError(err.message, { exitCode: 1, cause: err });
-    }
-    throw err;
-  }
-}
-
 /** Opens the store of the data home. */
 export function openHomeStore(): Promise<Store> {
   return Store.open(homeLayout().store);
@@ -68,9 +56,8 @@ export function storeCommand(): Command {
       "also drop cached base-image hashes (next save re-reads the base)",
     )
     .action(async (opts) => {
-      const report = await withStoreErrors(async () =>
-        (await openHomeStore()).gc({ pruneBaseCache: opts.pruneBaseCache ?? false })
-      );
+      const store = await openHomeStore();
+      const report = await store.gc({ pruneBaseCache: opts.pruneBaseCache ?? false });
       if (opts.json) {
         console.log(JSON.stringify(report));
         return;

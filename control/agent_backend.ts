@@ -1,14 +1,12 @@
 /**
- * Binds the host-side `Sandbox` of `sandbox/` (a guest agent connection) to
- * {@linkcode ControlBackend}. The control server then serves that agent; a supervisor adds
- * `checkpoint`, `shutdown` and `info` by passing them in.
- *
- * The agent's `Sandbox` is described structurally ({@linkcode AgentSandbox}) so control/ does not
- * import sandbox/ (no import cycle; the CLI wires them together).
+ * Binds an {@linkcode AgentConnection} (agent/) to {@linkcode ControlBackend}. The control server
+ * then serves that agent; a supervisor adds `checkpoint`, `shutdown` and `info` by passing them
+ * in.
  *
  * @module
  */
 
+import type { AgentConnection, AgentProcess } from "../agent/mod.ts";
 import type {
   BackendDirEntry,
   BackendExit,
@@ -16,71 +14,16 @@ import type {
   BackendProcess,
   BackendStat,
   BackendWatch,
+  CheckpointReport,
   ControlBackend,
 } from "./backend.ts";
 import { serverError } from "./errors.ts";
-
-/** A process of the agent's `Sandbox.spawn`. */
-export interface AgentProcess {
-  /** Output. */
-  readonly stdout: ReadableStream<Uint8Array>;
-  /** Error output. */
-  readonly stderr: ReadableStream<Uint8Array>;
-  /** Input (spawned with stdin "piped"). */
-  readonly stdin: WritableStream<Uint8Array>;
-  /** Waits for the exit. */
-  wait(): Promise<{ exitCode: number; signal?: string }>;
-  /** Signals the process group. */
-  kill(signal?: Deno.Signal): Promise<void>;
-  /** Resizes the PTY. */
-  resize(rows: number, cols: number): Promise<void>;
-}
-
-/** The part of the agent's `Sandbox` (sandbox/sandbox.ts) the control server uses. */
-export interface AgentSandbox {
-  /** Starts a process. */
-  spawn(argv: string[], options: {
-    env?: Record<string, string>;
-    cwd?: string;
-    stdin?: "piped" | "null";
-    tty?: { rows: number; cols: number };
-  }): AgentProcess;
-  /** Streams a file. */
-  readFile(path: string, options?: { offset?: number; length?: number }): ReadableStream<
-    Uint8Array
-  >;
-  /** Writes a file. */
-  writeFile(
-    path: string,
-    data: Uint8Array,
-    options?: { mode?: number; append?: boolean; offset?: number },
-  ): Promise<number>;
-  /** Creates a directory. */
-  mkdir(path: string, options?: { recursive?: boolean; mode?: number }): Promise<void>;
-  /** Lists a directory. */
-  readDir(path: string): AsyncIterable<{ name: string; type: string }>;
-  /** Stats a path. */
-  stat(path: string, options?: { lstat?: boolean }): Promise<
-    { type: string; size: number; mode: number; mtime: number | null }
-  >;
-  /** Removes a path. */
-  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
-  /** Renames. */
-  rename(from: string, to: string): Promise<void>;
-  /** Copies. */
-  copy(from: string, to: string, options?: { recursive?: boolean }): Promise<void>;
-  /** Changes permission bits. */
-  chmod(path: string, mode: number): Promise<void>;
-  /** Watches until the signal aborts; resolves once the watcher is installed. */
-  watchReady(path: string, options?: { recursive?: boolean; signal?: AbortSignal }): Promise<
-    AsyncGenerator<{ kind: string; paths: string[] }>
-  >;
-}
+import { concatBytes } from "../io/mod.ts";
 
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
   /** Saves the running sandbox's disk. */
-  checkpoint?: (name: string) => Promise<Record<string, unknown>>;
+  checkpoint?: (name: string) => Promise<CheckpointReport>;
   /** Stops the sandbox. */
   shutdown?: () => Promise<void>;
   /** Facts for `initialize`. */
@@ -96,7 +39,7 @@ const S_IFMT: Record<string, number> = {
 
 /** Serves `sandbox` (an agent connection) through the control protocol. */
 export function agentBackend(
-  sandbox: AgentSandbox,
+  sandbox: AgentConnection,
   options: AgentBackendOptions = {},
 ): ControlBackend {
   const backend: ControlBackend = {
@@ -121,14 +64,7 @@ export function agentBackend(
         parts.push(chunk);
         n += chunk.length;
       }
-      if (parts.length === 1) return parts[0]!;
-      const out = new Uint8Array(n);
-      let o = 0;
-      for (const p of parts) {
-        out.set(p, o);
-        o += p.length;
-      }
-      return out;
+      return parts.length === 1 ? parts[0]! : concatBytes(parts);
     },
 
     async writeFile(path, data, opts) {
@@ -157,7 +93,8 @@ export function agentBackend(
           : "other";
         out.push({ name: e.name, type, size: 0 });
       }
-      // Sizes of regular files (the reference lists them), a few stats at a time.
+      // Sizes of regular files (the reference, the Rust shuru for macOS, lists them), a few
+      // stats at a time.
       const files = out.filter((e) => e.type === "file").slice(0, 4096);
       const base = path.endsWith("/") ? path : path + "/";
       for (let i = 0; i < files.length; i += 32) {

@@ -87,6 +87,16 @@ export interface BackendWatch extends AsyncIterable<BackendFileEvent> {
   close(): Promise<void>;
 }
 
+/** What a live checkpoint did (the runner's result; the server reports it in snake_case). */
+export interface CheckpointReport {
+  /** Milliseconds the guest's filesystem was frozen. */
+  pauseMs: number;
+  /** Milliseconds from the request to the checkpoint being written. */
+  totalMs: number;
+  /** The store's side of the save. */
+  saved: { hashedBlocks: number; newChunks: number; newBytes: number; usedBlocks: number };
+}
+
 /** What the control server needs from a running sandbox. */
 export interface ControlBackend {
   /** Starts a process. A missing binary may fail here or exit with code 127. */
@@ -110,7 +120,7 @@ export interface ControlBackend {
   stat(path: string, options: { lstat: boolean }): Promise<BackendStat>;
   /** Removes a file or directory. */
   remove(path: string, options: { recursive: boolean }): Promise<void>;
-  /** Renames. */
+  /** Moves `oldPath` to `newPath` (replacing a file there). */
   rename(oldPath: string, newPath: string): Promise<void>;
   /** Copies a file (or a tree with `recursive`). */
   copy(src: string, dst: string, options: { recursive: boolean }): Promise<void>;
@@ -119,7 +129,7 @@ export interface ControlBackend {
   /** Watches a path for changes. */
   watch(path: string, options: { recursive: boolean }): Promise<BackendWatch>;
   /** Saves the running sandbox's disk as checkpoint `name` (the supervisor provides it). */
-  checkpoint?(name: string): Promise<Record<string, unknown>>;
+  checkpoint?(name: string): Promise<CheckpointReport>;
   /** Stops the sandbox (the supervisor provides it). */
   shutdown?(): Promise<void>;
   /** Facts for `initialize` (name, cpus, memory...). */

@@ -17,7 +17,7 @@ import { Limits } from "./wire.ts";
 export interface ControlNotification {
   /** Its method ("output", "exit", "file_change", "ready"). */
   method: string;
-  /** Its params. */
+  /** The notification's `params` object (`{}` when it had none). */
   params: Record<string, unknown>;
 }
 

@@ -13,7 +13,7 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-/** The real clock. */
+/** `Date.now` and `setTimeout`: the clock outside tests. */
 export const realClock: Clock = {
   now: () => Date.now(),
   sleep(ms, signal) {

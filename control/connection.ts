@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type DecodedLine, encodeLine, LineDecoder } from "./framing.ts";
+import { type DecodedLine, encodeLine, LineDecoder } from "../io/mod.ts";
 
 /** Options of {@linkcode LineConnection}. */
 export interface LineConnectionOptions {

@@ -7,11 +7,11 @@
  * @module
  */
 
-import { ErrorCode, type ErrorKind, isErrorKind } from "./wire.ts";
+import { type ErrorKind, isErrorKind, RpcErrorCode } from "./wire.ts";
 
 /** The `error` member of a JSON-RPC response, as this protocol fills it. */
 export interface RpcErrorObject {
-  /** JSON-RPC code, one of {@linkcode ErrorCode}. */
+  /** JSON-RPC code, one of {@linkcode RpcErrorCode}. */
   code: number;
   /** One line a user can act on. */
   message: string;
@@ -52,7 +52,7 @@ export class RpcError extends Error {
   /** Rebuilds an error from a wire object (unknown kinds become INTERNAL). */
   static fromObject(obj: unknown): RpcError {
     const o = (typeof obj === "object" && obj !== null ? obj : {}) as Record<string, unknown>;
-    const code = typeof o.code === "number" ? o.code : ErrorCode.SERVER_ERROR;
+    const code = typeof o.code === "number" ? o.code : RpcErrorCode.SERVER_ERROR;
     const message = typeof o.message === "string" ? o.message : "Unknown error from the server";
     const data = (typeof o.data === "object" && o.data !== null ? o.data : {}) as Record<
       string,
@@ -65,7 +65,7 @@ export class RpcError extends Error {
 
 /** Shorthand for an invalid-params error. */
 export function invalidParams(message: string): RpcError {
-  return new RpcError(ErrorCode.INVALID_PARAMS, "EINVAL", message);
+  return new RpcError(RpcErrorCode.INVALID_PARAMS, "EINVAL", message);
 }
 
 /** Shorthand for a server error of `kind`. */
@@ -74,7 +74,7 @@ export function serverError(
   message: string,
   options?: RpcErrorOptions,
 ): RpcError {
-  return new RpcError(ErrorCode.SERVER_ERROR, kind, message, options);
+  return new RpcError(RpcErrorCode.SERVER_ERROR, kind, message, options);
 }
 
 /** Why a client-side call failed without a server answer. */

@@ -14,14 +14,10 @@ export type {
   BackendSpawnOptions,
   BackendStat,
   BackendWatch,
+  CheckpointReport,
   ControlBackend,
 } from "./backend.ts";
-export {
-  agentBackend,
-  type AgentBackendOptions,
-  type AgentProcess,
-  type AgentSandbox,
-} from "./agent_backend.ts";
+export { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
 export { type Clock, realClock } from "./clock.ts";
 export {
   connectControl,
@@ -36,28 +32,26 @@ export {
   RpcError,
   type RpcErrorObject,
 } from "./errors.ts";
-export {
-  ControlServer,
-  type ControlServerOptions,
-  ControlSession,
-  type ServerLimits,
-  SIGNALS,
-} from "./server.ts";
+export { ControlServer, type ControlServerOptions } from "./server.ts";
+export { ControlSession } from "./session.ts";
+export type { ServerLimits } from "./handler.ts";
 export {
   type ControlSocket,
   listenControlSocket,
   type ListenControlSocketOptions,
 } from "./socket.ts";
 export { serveStdio } from "./stdio.ts";
+export { type ControlService, serveControl, type ServeControlOptions } from "./serve.ts";
 export {
+  CONTROL_PROTOCOL_VERSION,
   ERROR_KINDS,
-  ErrorCode,
-  errorCodeName,
   type ErrorKind,
+  KILL_SIGNALS,
   Limits,
   type Method,
   METHODS,
   type NotificationName,
   NOTIFICATIONS,
-  PROTOCOL_VERSION,
+  RpcErrorCode,
+  rpcErrorCodeName,
 } from "./wire.ts";

@@ -1,5 +1,6 @@
 /**
- * The process table shared by every client of one sandbox: pids ("p1", "p2"... as the reference),
+ * The process table shared by every client of one sandbox: pids ("p1", "p2"... as the reference,
+ * the Rust shuru for macOS this project re-creates, numbers them),
  * one record per process holding its backend handle, output ring, subscribers and exit.
  *
  * Output is pumped from the backend streams into the ring and to subscribers; the pump waits for
@@ -42,7 +43,7 @@ export type ProcessKind = "spawn" | "exec";
 export class ProcessRecord {
   /** Protocol pid ("p1"). */
   readonly pid: string;
-  /** Its argv. */
+  /** The command and its arguments, as started. */
   readonly argv: string[];
   /** exec or spawn. */
   readonly kind: ProcessKind;

@@ -3,7 +3,7 @@
  * here (processes that print a given number of bytes and exit); behaviour against a real guest
  * agent is tested in tests/control_*_test.ts.
  */
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import type { BackendProcess, ControlBackend } from "./backend.ts";
 import { realClock } from "./clock.ts";
 import { ProcessTable } from "./processes.ts";

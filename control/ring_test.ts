@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { OutputRing } from "./ring.ts";
 
 const b = (n: number) => new Uint8Array(n);

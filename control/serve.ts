@@ -1,54 +1,93 @@
 /**
- * Serves the control protocol for a bare guest agent (no VM, no disk): connects to the agent's
- * Unix socket and listens on a control socket, or speaks on stdin/stdout. The supervisor and
- * `shuru run --stdio` build the same thing with their own backend additions (checkpoint,
- * shutdown).
+ * The control server wired to an agent connection, the one way every front end does it: the
+ * supervisor of a named sandbox (on its control socket), `shuru run --stdio` (on stdin/stdout),
+ * a bare guest agent (this module run as a program) and the tests' fixture. The caller adds what
+ * its sandbox can do besides the agent (`checkpoint`, `shutdown`, `info`).
  *
  * Run: `deno run -A control/serve.ts --agent unix:AGENT.sock (--listen unix:CONTROL.sock | --stdio)`
  *
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../sandbox/mod.ts";
-import { VERSION } from "../cli/version.ts";
+import { AgentConnection } from "../agent/mod.ts";
+import { VERSION } from "../host/mod.ts";
 import { agentBackend, type AgentBackendOptions } from "./agent_backend.ts";
-import { ControlServer } from "./server.ts";
-import { listenControlSocket } from "./socket.ts";
+import { ControlServer, type ControlServerOptions } from "./server.ts";
+import { type ControlSocket, listenControlSocket } from "./socket.ts";
 import { serveStdio } from "./stdio.ts";
 
-/** Options of {@linkcode serveAgent}. */
-export interface ServeAgentOptions extends AgentBackendOptions {
-  /** Control socket path to listen on. */
+/** Options of {@linkcode serveControl}. */
+export interface ServeControlOptions extends AgentBackendOptions {
+  /** Listen on this control socket (mode 0600). */
   listen?: string;
+  /** With `listen`: replace a stale file there (a crashed supervisor's socket). */
+  replace?: boolean;
   /** Speak on stdin/stdout instead (ends when stdin closes). */
   stdio?: boolean;
   /** Log lines (default: stderr). */
   log?: (line: string) => void;
+  /** Limits and clock of the server (tests). */
+  server?: Pick<ControlServerOptions, "clock" | "limits">;
+}
+
+/** A control server serving an agent connection; dispose (or close) to stop it. */
+export interface ControlService extends AsyncDisposable {
+  /** The server (its sessions, for idle checks). */
+  readonly server: ControlServer;
+  /** The socket it listens on, with `listen`. */
+  readonly socket: ControlSocket | undefined;
+  /**
+   * Resolves with why it should stop: a client asked for `shutdown`, the agent connection
+   * ended, or (with `stdio`) stdin closed.
+   */
+  readonly done: Promise<string>;
+  /** Closes the socket, every session and every process. */
+  close(): Promise<void>;
 }
 
 /**
- * Connects to the agent at `agentSocket` and serves it until `shutdown`, the agent connection
- * ends or (with `stdio`) stdin closes.
+ * Serves `agent` through the control protocol on a socket (`listen`) or stdin/stdout
+ * (`stdio`), until {@linkcode ControlService.close}.
  */
-export async function serveAgent(agentSocket: string, options: ServeAgentOptions): Promise<void> {
+export async function serveControl(
+  agent: AgentConnection,
+  options: ServeControlOptions,
+): Promise<ControlService> {
+  if (!options.listen === !options.stdio) {
+    throw new TypeError("Cannot serve the control protocol: pass exactly one of listen and stdio");
+  }
   const log = options.log ?? ((l: string) => console.error(l));
-  await using agent = await AgentConnection.connectUnix(agentSocket);
   const server = new ControlServer(agentBackend(agent, options), {
+    ...options.server,
     serverInfo: { name: "shuru", version: VERSION },
     log,
   });
-  try {
-    if (options.stdio) {
-      await Promise.race([serveStdio(server), agent.closed]);
-    } else if (options.listen) {
-      await using _socket = await listenControlSocket(server, options.listen);
-      await Promise.race([server.shutdownRequested, agent.closed]);
-    } else {
-      throw new TypeError("Cannot serve: pass listen or stdio");
+  let socket: ControlSocket | undefined;
+  const ended: Promise<string>[] = [agent.closed.then(() => "the agent connection closed")];
+  if (options.listen) {
+    try {
+      socket = await listenControlSocket(server, options.listen, { replace: options.replace });
+    } catch (err) {
+      await server.close();
+      throw err;
     }
-  } finally {
-    await server.close();
+    ended.push(server.shutdownRequested.then(() => "shutdown requested"));
+  } else {
+    ended.push(serveStdio(server).then(() => "stdin closed or shutdown requested"));
   }
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    closing ??= (async () => {
+      await socket?.close();
+      await server.close();
+    })();
+  return {
+    server,
+    socket,
+    done: Promise.race(ended),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
 }
 
 if (import.meta.main) {
@@ -57,20 +96,23 @@ if (import.meta.main) {
     const i = args.indexOf(flag);
     return i >= 0 ? args[i + 1] : undefined;
   };
-  const agent = value("--agent")?.replace(/^unix:/, "");
+  const agentSocket = value("--agent")?.replace(/^unix:/, "");
   const listen = value("--listen")?.replace(/^unix:/, "");
   const stdio = args.includes("--stdio");
-  if (!agent || (!listen && !stdio)) {
+  if (!agentSocket || (!listen && !stdio)) {
     console.error(
       "usage: control/serve.ts --agent unix:AGENT.sock (--listen unix:CONTROL.sock | --stdio)",
     );
     Deno.exit(2);
   }
-  await serveAgent(agent, {
-    ...(listen ? { listen } : {}),
-    stdio,
+  await using agent = await AgentConnection.connectUnix(agentSocket);
+  await using service = await serveControl(agent, {
+    ...(listen ? { listen } : { stdio: true }),
     // Here nothing owns a VM: shutdown just ends this server.
     shutdown: () => Promise.resolve(),
   });
+  await service.done;
+  await service.close();
+  await agent.close();
   Deno.exit(0);
 }

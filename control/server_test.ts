@@ -3,7 +3,7 @@
  * small in-process backend below exists only here, to hold a request open on demand; every
  * behaviour against a real guest agent is tested in tests/control_*_test.ts.
  */
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import type { ControlBackend } from "./backend.ts";
 import { ControlClient } from "./client.ts";
 import { ControlConnectionError, RpcError } from "./errors.ts";

@@ -12,7 +12,7 @@ import type { ControlServer } from "./server.ts";
 
 /** A listening control socket. */
 export interface ControlSocket extends AsyncDisposable {
-  /** Its path. */
+  /** The socket file (removed by `close`). */
   readonly path: string;
   /** Stops accepting, closes the sessions it accepted and removes the socket file. */
   close(): Promise<void>;

@@ -8,10 +8,10 @@
  */
 
 /** Protocol version reported by `initialize`. Major changes break clients; minor ones add. */
-export const PROTOCOL_VERSION = "1.0";
+export const CONTROL_PROTOCOL_VERSION = "1.0";
 
 /** JSON-RPC error codes this protocol sends. */
-export const ErrorCode = {
+export const RpcErrorCode = {
   /** The line is not JSON (or is longer than the maximum line size). */
   PARSE_ERROR: -32700,
   /** The JSON is not a JSON-RPC 2.0 request object. */
@@ -24,12 +24,12 @@ export const ErrorCode = {
   SERVER_ERROR: -32000,
 } as const;
 
-/** One of the {@linkcode ErrorCode} values. */
-export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
+/** One of the {@linkcode RpcErrorCode} values. */
+export type RpcErrorCode = typeof RpcErrorCode[keyof typeof RpcErrorCode];
 
 /** Returns the name of a JSON-RPC error code for logs ("INVALID_PARAMS"), or "UNKNOWN(n)". */
-export function errorCodeName(code: number): string {
-  for (const [name, value] of Object.entries(ErrorCode)) {
+export function rpcErrorCodeName(code: number): string {
+  for (const [name, value] of Object.entries(RpcErrorCode)) {
     if (value === code) return name;
   }
   return `UNKNOWN(${code})`;
@@ -101,6 +101,23 @@ export const METHODS = [
 
 /** One of {@linkcode METHODS}. */
 export type Method = typeof METHODS[number];
+
+/** Signals a client may send with `kill` (names; numbers are read with proto's table). */
+export const KILL_SIGNALS = [
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGKILL",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGPIPE",
+  "SIGALRM",
+  "SIGTERM",
+  "SIGCONT",
+  "SIGSTOP",
+  "SIGTSTP",
+  "SIGWINCH",
+] as const;
 
 /** Notifications the server sends. */
 export const NOTIFICATIONS = ["ready", "output", "exit", "file_change"] as const;

@@ -4,7 +4,7 @@
  * Foundation calling a block we pass through a message send.
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import {
   Block,
   BLOCK_FIELD,

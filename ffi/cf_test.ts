@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { isMainThread, mainRunLoop, PUMP_INTERVAL, pumpPolicy } from "./cf.ts";
 import { LibraryError } from "./platform.ts";
 

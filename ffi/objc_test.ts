@@ -5,7 +5,7 @@
  * pools. Apple's runtime itself only runs on a Mac (tests/macos/smoke.sh).
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import {
   gnuRuntime,
   msgSendAliases,

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { LibcError } from "./libc.ts";
 import { spawnPiped } from "./spawn.ts";
 

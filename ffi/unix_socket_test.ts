@@ -4,7 +4,7 @@
  * connected to a Deno datagram socket (the network link, one frame per datagram).
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import * as libc from "./libc.ts";
 import {
   closeFd,

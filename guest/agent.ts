@@ -25,7 +25,7 @@ import {
   type Request,
   toWireError,
 } from "../proto/mod.ts";
-import { poller } from "../ffi/poller.ts";
+import { poller } from "../ffi/mod.ts";
 import * as files from "./files.ts";
 import { connectGuestPort } from "./forward.ts";
 import { mountShare } from "./mount.ts";

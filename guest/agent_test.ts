@@ -3,7 +3,7 @@
  * a real Unix socket in this process. (tests/agent_test.ts drives the agent as a subprocess
  * through the Sandbox API; these tests cover the guest-side details.)
  */
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { Mux, type MuxStream, readJsonLines } from "../proto/mod.ts";
 import { serveConnection } from "./agent.ts";
 

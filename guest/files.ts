@@ -9,8 +9,15 @@
  * @module
  */
 
-import { AgentError, errorCodeOf, IsADirectoryError } from "../proto/errors.ts";
-import type { DirEntry, FileInfo, FileType, WatchEvent } from "../proto/messages.ts";
+import {
+  AgentError,
+  AgentIsADirectoryError,
+  type DirEntry,
+  errorCodeOf,
+  type FileInfo,
+  type FileType,
+  type WatchEvent,
+} from "../proto/mod.ts";
 
 /** Bytes per chunk of a streamed read. */
 export const READ_CHUNK = 256 * 1024;
@@ -62,7 +69,7 @@ export async function readFile(
   let total = 0;
   try {
     const info = await file.stat();
-    if (info.isDirectory) throw new IsADirectoryError(`Cannot read ${path}: is a directory`);
+    if (info.isDirectory) throw new AgentIsADirectoryError(`Cannot read ${path}: is a directory`);
     if (options.offset) await file.seek(options.offset, Deno.SeekMode.Start);
   } catch (e) {
     file.close();
@@ -238,7 +245,9 @@ export async function copy(
   const info = await attempt("copy", what, () => Deno.lstat(from));
   if (info.isDirectory) {
     if (!options.recursive) {
-      throw new IsADirectoryError(`Cannot copy ${what}: source is a directory (use recursive)`);
+      throw new AgentIsADirectoryError(
+        `Cannot copy ${what}: source is a directory (use recursive)`,
+      );
     }
     await attempt("copy", what, () => Deno.mkdir(to, { mode: (info.mode ?? 0o755) & 0o7777 }));
     await copyTree(from, to);

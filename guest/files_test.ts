@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/_assert.ts";
 import { AgentError } from "../proto/errors.ts";
 import {
   chmod,

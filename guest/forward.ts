@@ -5,7 +5,7 @@
  * @module
  */
 
-import { AgentError, errorCodeOf } from "../proto/errors.ts";
+import { AgentError, errorCodeOf } from "../proto/mod.ts";
 
 /** Options for {@link connectGuestPort}. */
 export interface ConnectOptions {

@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
 import type { AgentError } from "../proto/errors.ts";
 import { connectGuestPort } from "./forward.ts";
 

@@ -13,9 +13,7 @@
  * @module
  */
 
-import * as libc from "../ffi/libc.ts";
-import { FdStream } from "../ffi/fd_stream.ts";
-import { poller } from "../ffi/poller.ts";
+import { FdStream, libc, poller } from "../ffi/mod.ts";
 import { AGENT_VERSION, serveConnection } from "./agent.ts";
 import { startProcess } from "./process.ts";
 import { powerOffGuest, syncAll } from "./shutdown.ts";

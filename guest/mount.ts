@@ -12,8 +12,8 @@
  * @module
  */
 
-import * as libc from "../ffi/libc.ts";
-import { AgentError } from "../proto/errors.ts";
+import { libc } from "../ffi/mod.ts";
+import { AgentError } from "../proto/mod.ts";
 
 /** 9p options: the virtio transport, 9P2000.L, 512 KiB messages (fewer round trips). */
 export const NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=524288";

@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 
 /**
  * mount(2) changes global state, so the overlay is mounted by a child Deno process in a private
@@ -66,7 +66,7 @@ Deno.test("mountOverlay - writes land on tmpfs, the lower folder stays untouched
 
 Deno.test("mountShare - rejects bad tags and overlay-unsafe paths before mounting", async () => {
   const { mountShare } = await import("./mount.ts");
-  const { assertThrows } = await import("../tests/assert.ts");
+  const { assertThrows } = await import("../tests/_assert.ts");
   assertThrows(() => mountShare("bad tag", "/tmp/x", { mode: "rw" }), "Cannot mount tag");
   assertThrows(() => mountShare("ok", "/tmp/a,b", { mode: "ro" }), "path contains");
 });

@@ -11,10 +11,16 @@
  * @module
  */
 
-import * as libc from "../ffi/libc.ts";
-import { type Pty, type PtyProcess, spawnPty, type WindowSize } from "../ffi/pty.ts";
-import { type PipedChild, spawnPiped } from "../ffi/spawn.ts";
-import { parseSignal, signalName } from "./signals.ts";
+import {
+  libc,
+  type PipedChild,
+  type Pty,
+  type PtyProcess,
+  spawnPiped,
+  spawnPty,
+  type WindowSize,
+} from "../ffi/mod.ts";
+import { parseSignal, signalName } from "../proto/mod.ts";
 
 /**
  * After a process exits, its output streams end at the first silence this long (a background

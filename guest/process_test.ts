@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { ProcessError, resolveProgram, startProcess } from "./process.ts";
 
 const decoder = new TextDecoder();

@@ -9,7 +9,7 @@
  * @module
  */
 
-import * as libc from "../ffi/libc.ts";
+import { libc } from "../ffi/mod.ts";
 
 /** Flushes all filesystems (`sync(2)`). */
 export function syncAll(): void {

@@ -1,5 +1,5 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
-import { BufferedReader, writeAll } from "./_io.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
+import { nbdReader, writeAll } from "./_io.ts";
 import { MemoryPipe } from "./_test_utils.ts";
 
 function ramp(n: number, start = 0): Uint8Array {
@@ -8,7 +8,7 @@ function ramp(n: number, start = 0): Uint8Array {
 
 Deno.test("BufferedReader - views span chunk boundaries and buffer compaction", async () => {
   const pipe = new MemoryPipe();
-  const r = new BufferedReader(pipe, 16);
+  const r = nbdReader(pipe, 16);
   // 3-byte chunks so every 5-byte view straddles chunks and the 16-byte buffer wraps.
   const all = ramp(60);
   for (let i = 0; i < all.length; i += 3) await pipe.write(all.subarray(i, i + 3));
@@ -19,7 +19,7 @@ Deno.test("BufferedReader - views span chunk boundaries and buffer compaction", 
 
 Deno.test("BufferedReader - readInto reads large payloads directly, small ones via the buffer", async () => {
   const pipe = new MemoryPipe();
-  const r = new BufferedReader(pipe, 64);
+  const r = nbdReader(pipe, 64);
   await pipe.write(ramp(10));
   await pipe.write(ramp(1000, 10));
   await pipe.write(ramp(7, 1010));
@@ -35,7 +35,7 @@ Deno.test("BufferedReader - readInto reads large payloads directly, small ones v
 
 Deno.test("BufferedReader - skip discards exactly, short streams are SHORT_READ", async () => {
   const pipe = new MemoryPipe();
-  const r = new BufferedReader(pipe, 8);
+  const r = nbdReader(pipe, 8);
   await pipe.write(ramp(30));
   pipe.close();
   await r.skip(25, "junk");
@@ -44,14 +44,14 @@ Deno.test("BufferedReader - skip discards exactly, short streams are SHORT_READ"
   assertEquals((e1 as { code?: string }).code, "SHORT_READ");
 
   const p2 = new MemoryPipe();
-  const r2 = new BufferedReader(p2, 8);
+  const r2 = nbdReader(p2, 8);
   await p2.write(ramp(4));
   p2.close();
   await assertRejects(() => r2.readInto(new Uint8Array(10), "payload"), "after 4 of 10");
   const p3 = new MemoryPipe();
   await p3.write(ramp(4));
   p3.close();
-  await assertRejects(() => new BufferedReader(p3, 8).skip(10, "payload"), "6 of 10");
+  await assertRejects(() => nbdReader(p3, 8).skip(10, "payload"), "6 of 10");
 });
 
 Deno.test("writeAll - keeps writing until a sink that takes a few bytes at a time has it all", async () => {

@@ -114,10 +114,15 @@ export class FileBackend implements BlockBackend {
    * Opens `path` as a device.
    *
    * @example
-   * ```ts ignore
-   * const backend = await FileBackend.open("disk.img", { readOnly: true });
+   * ```ts
+   * import { FileBackend } from "./file_backend.ts";
+   * const path = await Deno.makeTempFile();
+   * await Deno.writeFile(path, new Uint8Array(4096).fill(7));
+   * const backend = await FileBackend.open(path, { readOnly: true });
    * const first = await backend.read(0, 512);
    * await backend.close();
+   * await Deno.remove(path);
+   * if (first.length !== 512 || first[0] !== 7) throw new Error("unexpected bytes");
    * ```
    */
   static async open(path: string, options: FileBackendOptions = {}): Promise<FileBackend> {

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { BlockBackendError } from "./backend.ts";
 import { FileBackend } from "./file_backend.ts";
 

@@ -31,6 +31,7 @@ import {
   Size,
   TransmissionFlag,
 } from "./wire.ts";
+import { concatBytes } from "../io/mod.ts";
 
 /** What the server offers during the handshake. */
 export interface ExportOffer {
@@ -91,18 +92,6 @@ function u32(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n);
   return b;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Encodes one option reply (header + payload). */
@@ -223,11 +212,11 @@ function infoBlockSize(): Uint8Array {
 function infoString(type: number, s: string): Uint8Array {
   const t = new Uint8Array(2);
   new DataView(t.buffer).setUint16(0, type);
-  return concat([t, encoder.encode(s)]);
+  return concatBytes([t, encoder.encode(s)]);
 }
 
 function metaContextReply(id: number): Uint8Array {
-  return concat([u32(id), encoder.encode(BASE_ALLOCATION)]);
+  return concatBytes([u32(id), encoder.encode(BASE_ALLOCATION)]);
 }
 
 /** State carried through option haggling. */
@@ -272,7 +261,7 @@ export function answerOption(
       return {
         kind: "continue",
         replies: [
-          { type: OptionReply.SERVER, data: concat([u32(name.length), name]) },
+          { type: OptionReply.SERVER, data: concatBytes([u32(name.length), name]) },
           { type: OptionReply.ACK },
         ],
       };
@@ -457,7 +446,7 @@ export async function serverHandshake(
     }
 
     const outcome = answerOption(option, data, { offer, state });
-    const out = concat(outcome.replies.map((r) => encodeOptionReply(option, r.type, r.data)));
+    const out = concatBytes(outcome.replies.map((r) => encodeOptionReply(option, r.type, r.data)));
     if (outcome.kind === "abort") {
       // The client may already have closed; a failed ACK is not an error.
       await writeAll(sink, out).catch(() => {});

@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
-import { BufferedReader } from "./_io.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
+import { nbdReader } from "./_io.ts";
 import { Bytes, MemoryPipe } from "./_test_utils.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { decodeString, type ExportOffer, type Negotiated, serverHandshake } from "./handshake.ts";
@@ -34,7 +34,7 @@ async function start(
 ): Promise<Harness> {
   const c2s = new MemoryPipe();
   const s2c = new MemoryPipe();
-  const result = serverHandshake(new BufferedReader(c2s), s2c, offer);
+  const result = serverHandshake(nbdReader(c2s), s2c, offer);
   result.catch(() => {}); // tests that expect a rejection await it themselves
   const greeting = new DataView((await s2c.readExact(18)).buffer);
   assertEquals(greeting.getBigUint64(0), Magic.NBDMAGIC);
@@ -242,7 +242,7 @@ Deno.test("handshake - framing violations end the connection", async (t) => {
   await t.step("unknown client flags", async () => {
     const c2s = new MemoryPipe();
     const s2c = new MemoryPipe();
-    const result = serverHandshake(new BufferedReader(c2s), s2c, OFFER);
+    const result = serverHandshake(nbdReader(c2s), s2c, OFFER);
     await c2s.write(new Bytes().u32(0x80).build());
     const err = await assertRejects(() => result);
     assertEquals((err as NbdProtocolError).code, "BAD_CLIENT_FLAGS");

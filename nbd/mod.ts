@@ -26,3 +26,5 @@ export { FileBackend, type FileBackendOptions } from "./file_backend.ts";
 export { NbdServer, type NbdServerOptions, type NbdServerStats } from "./server.ts";
 export type { NbdLogger, TransmissionStats } from "./transmission.ts";
 export { NbdProtocolError, type NbdProtocolErrorCode } from "./errors.ts";
+export { ClientFlag, Magic, Option, OptionReply, optionReplyName, ReplyType } from "./wire.ts";
+export { encodeRequest } from "./request.ts";

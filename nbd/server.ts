@@ -15,7 +15,7 @@
  */
 
 import type { BlockBackend } from "./backend.ts";
-import { BufferedReader } from "./_io.ts";
+import { nbdReader } from "./_io.ts";
 import { NbdProtocolError } from "./errors.ts";
 import { type ExportOffer, serverHandshake } from "./handshake.ts";
 import { BufferPool } from "./buffer_pool.ts";
@@ -125,10 +125,16 @@ export class NbdServer {
    * Starts serving `backend` on `options.socketPath`.
    *
    * @example
-   * ```ts ignore
-   * const backend = await FileBackend.open("disk.img");
-   * await using server = await NbdServer.listen(backend, { socketPath: "/tmp/disk.sock" });
-   * // qemu-img info nbd+unix:///?socket=/tmp/disk.sock
+   * ```ts
+   * import { FileBackend, NbdServer } from "./mod.ts";
+   * const dir = await Deno.makeTempDir();
+   * await Deno.writeFile(`${dir}/disk.img`, new Uint8Array(1024 * 1024));
+   * const backend = await FileBackend.open(`${dir}/disk.img`);
+   * const server = await NbdServer.listen(backend, { socketPath: `${dir}/disk.sock` });
+   * // Now: qemu-img info "nbd+unix:///?socket=${dir}/disk.sock"
+   * await server.close();
+   * await backend.close();
+   * await Deno.remove(dir, { recursive: true });
    * ```
    */
   static async listen(backend: BlockBackend, options: NbdServerOptions): Promise<NbdServer> {
@@ -231,7 +237,7 @@ export class NbdServer {
 
   async #serve(c: Connection): Promise<void> {
     const label = `conn ${c.id}`;
-    const reader = new BufferedReader(c.conn);
+    const reader = nbdReader(c.conn);
     let end: TransmissionEnd | "handshake-ended" = "handshake-ended";
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? 10_000;
     let timedOut = false;

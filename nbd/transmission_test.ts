@@ -1,5 +1,5 @@
-import { assert, assertEquals } from "../tests/assert.ts";
-import { BufferedReader } from "./_io.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
+import { nbdReader } from "./_io.ts";
 import { MemoryPipe } from "./_test_utils.ts";
 import { FileBackend } from "./file_backend.ts";
 import { encodeRequest, type Request, type RequestContext } from "./request.ts";
@@ -23,7 +23,7 @@ Deno.test("TransmissionSession - stops reading when the in-flight budget is spen
   try {
     const c2s = new MemoryPipe();
     const s2c = new MemoryPipe();
-    const session = new TransmissionSession(new BufferedReader(c2s), s2c, {
+    const session = new TransmissionSession(nbdReader(c2s), s2c, {
       backend,
       context: { ...CTX, flags: TransmissionFlag.HAS_FLAGS, structuredReplies: false },
       baseAllocationId: 0,

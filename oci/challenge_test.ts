@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { parseChallenges } from "./challenge.ts";
 
 Deno.test("parseChallenges - Bearer with realm, service and scope", () => {

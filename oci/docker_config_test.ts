@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
 import { lookupCredentials, storeCredentials } from "./docker_config.ts";
 import { RegistryError } from "./errors.ts";
 

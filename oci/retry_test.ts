@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { DEFAULT_RETRY, isRetryableStatus, parseRetryAfter, retryDelay } from "./retry.ts";
 
 Deno.test("retryDelay - doubles from the base and stops after the last attempt", () => {

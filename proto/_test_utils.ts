@@ -68,19 +68,4 @@ export async function muxPair(
   };
 }
 
-/** Reads a whole stream into one buffer. */
-export async function readAll(readable: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of readable) {
-    parts.push(c);
-    n += c.length;
-  }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export { readAll } from "../io/mod.ts";

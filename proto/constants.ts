@@ -14,7 +14,7 @@
  */
 
 /** Protocol major version; peers with a different major refuse each other in HELLO. */
-export const PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 1;
 
 /** Magic string carried in the HELLO payload, so a wrong peer is spotted at once. */
 export const HELLO_MAGIC = "shuru-agent";

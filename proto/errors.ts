@@ -6,7 +6,7 @@
  *   stream on that connection fails with it.
  * - {@link AgentError}: crosses the wire in RESET frames as `{code, message}`. One operation
  *   failed (file not found, permission denied, ...); the connection stays up. Subclasses per
- *   code ({@link NotFoundError}, ...) let callers `catch` by class.
+ *   code ({@link AgentNotFoundError}, ...) let callers `catch` by class.
  *
  * @module
  */
@@ -62,103 +62,103 @@ export const ERROR_CODES = [
 ] as const;
 
 /** An error kind carried on the wire. */
-export type ErrorCode = typeof ERROR_CODES[number];
+export type AgentErrorCode = typeof ERROR_CODES[number];
 
 /** The JSON payload of RESET and GOAWAY frames. */
-export interface WireError {
+export interface AgentErrorPayload {
   /** The kind of failure. */
-  code: ErrorCode;
+  code: AgentErrorCode;
   /** A message a user can act on ("Cannot open /x: no such file or directory"). */
   message: string;
 }
 
-/** An operation failed on the peer; crosses the wire as {@link WireError}. */
+/** An operation failed on the peer; crosses the wire as {@link AgentErrorPayload}. */
 export class AgentError extends Error {
   /** The kind of failure. */
-  readonly code: ErrorCode;
+  readonly code: AgentErrorCode;
   /** Creates the error. */
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: AgentErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "AgentError";
     this.code = code;
   }
   /** The wire form of this error. */
-  toWire(): WireError {
+  toWire(): AgentErrorPayload {
     return { code: this.code, message: this.message };
   }
 }
 
 /** The path does not exist. */
-export class NotFoundError extends AgentError {
+export class AgentNotFoundError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("not_found", message, options);
-    this.name = "NotFoundError";
+    this.name = "AgentNotFoundError";
   }
 }
 
 /** The agent is not allowed to perform the operation. */
-export class PermissionDeniedError extends AgentError {
+export class AgentPermissionDeniedError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("permission_denied", message, options);
-    this.name = "PermissionDeniedError";
+    this.name = "AgentPermissionDeniedError";
   }
 }
 
 /** The target already exists. */
-export class AlreadyExistsError extends AgentError {
+export class AgentAlreadyExistsError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("already_exists", message, options);
-    this.name = "AlreadyExistsError";
+    this.name = "AgentAlreadyExistsError";
   }
 }
 
 /** A path component is not a directory, or a directory was expected. */
-export class NotADirectoryError extends AgentError {
+export class AgentNotADirectoryError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("not_a_directory", message, options);
-    this.name = "NotADirectoryError";
+    this.name = "AgentNotADirectoryError";
   }
 }
 
 /** A file was expected but the path is a directory. */
-export class IsADirectoryError extends AgentError {
+export class AgentIsADirectoryError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("is_a_directory", message, options);
-    this.name = "IsADirectoryError";
+    this.name = "AgentIsADirectoryError";
   }
 }
 
 /** The directory is not empty (remove without `recursive`). */
-export class NotEmptyError extends AgentError {
+export class AgentNotEmptyError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("not_empty", message, options);
-    this.name = "NotEmptyError";
+    this.name = "AgentNotEmptyError";
   }
 }
 
 /** The request was invalid (bad field, bad value). */
-export class InvalidArgumentError extends AgentError {
+export class AgentInvalidArgumentError extends AgentError {
   /** Creates the error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super("invalid_argument", message, options);
-    this.name = "InvalidArgumentError";
+    this.name = "AgentInvalidArgumentError";
   }
 }
 
 /** Builds the matching {@link AgentError} subclass from a wire error (untrusted input). */
 export function agentErrorFromWire(value: unknown): AgentError {
-  let code: ErrorCode = "protocol";
+  let code: AgentErrorCode = "protocol";
   let message = "Peer reset the stream without a valid error";
   if (typeof value === "object" && value !== null) {
     const v = value as Record<string, unknown>;
     if (typeof v.code === "string" && (ERROR_CODES as readonly string[]).includes(v.code)) {
-      code = v.code as ErrorCode;
+      code = v.code as AgentErrorCode;
     } else if (typeof v.code === "string") {
       code = "internal";
     }
@@ -166,26 +166,26 @@ export function agentErrorFromWire(value: unknown): AgentError {
   }
   switch (code) {
     case "not_found":
-      return new NotFoundError(message);
+      return new AgentNotFoundError(message);
     case "permission_denied":
-      return new PermissionDeniedError(message);
+      return new AgentPermissionDeniedError(message);
     case "already_exists":
-      return new AlreadyExistsError(message);
+      return new AgentAlreadyExistsError(message);
     case "not_a_directory":
-      return new NotADirectoryError(message);
+      return new AgentNotADirectoryError(message);
     case "is_a_directory":
-      return new IsADirectoryError(message);
+      return new AgentIsADirectoryError(message);
     case "not_empty":
-      return new NotEmptyError(message);
+      return new AgentNotEmptyError(message);
     case "invalid_argument":
-      return new InvalidArgumentError(message);
+      return new AgentInvalidArgumentError(message);
     default:
       return new AgentError(code, message);
   }
 }
 
 /** Maps a Deno/Node error (e.g. from `Deno.stat`) to a wire error code. */
-export function errorCodeOf(err: unknown): ErrorCode {
+export function errorCodeOf(err: unknown): AgentErrorCode {
   if (err instanceof AgentError) return err.code;
   if (err instanceof Deno.errors.NotFound) return "not_found";
   if (err instanceof Deno.errors.PermissionDenied) return "permission_denied";
@@ -230,7 +230,7 @@ export function errorCodeOf(err: unknown): ErrorCode {
  * Converts any thrown value to a wire error, prefixing the message with the action
  * (`"Cannot stat /x"` + `": No such file or directory"`).
  */
-export function toWireError(err: unknown, action?: string): WireError {
+export function toWireError(err: unknown, action?: string): AgentErrorPayload {
   const code = errorCodeOf(err);
   const detail = err instanceof Error ? err.message : String(err);
   if (err instanceof AgentError || !action) return { code, message: detail };

@@ -6,11 +6,11 @@
  * How operations map onto streams (see docs/agent_protocol.md):
  * - The host OPENs a stream whose JSON header is a {@link Request}. The agent answers with DATA on
  *   the stream's channels, optional MESSAGE frames, and finally CLOSE carrying the op's result
- *   (e.g. {@link ExecResult}) or RESET carrying a `WireError`.
+ *   (e.g. {@link ExecExit}) or RESET carrying an `AgentErrorPayload`.
  * - exec: channel 0 = stdin (host → guest, FIN = EOF), 1 = stdout, 2 = stderr (guest → host,
  *   FIN at EOF). With `tty`, channel 1 carries the PTY output and channel 2 is unused. Control
  *   messages: host → guest {@link ResizeMessage}, {@link SignalMessage}; guest → host
- *   {@link StartedMessage}. CLOSE = {@link ExecResult}.
+ *   {@link StartedMessage}. CLOSE = {@link ExecExit}.
  * - read_file: file bytes on channel 0 (guest → host), then CLOSE {@link SizeResult}.
  * - write_file: bytes on channel 0 (host → guest) ending with FIN; CLOSE {@link SizeResult} after
  *   the data is on disk.
@@ -25,7 +25,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "./errors.ts";
+import { AgentInvalidArgumentError } from "./errors.ts";
 
 /** Max bytes of one NDJSON line on read_dir / watch channels. */
 export const MAX_JSON_LINE = 64 * 1024;
@@ -288,7 +288,7 @@ export type ExecMessage = ResizeMessage | SignalMessage | StartedMessage;
 // ----------------------------------------------------------------------------- results (CLOSE)
 
 /** CLOSE of an exec stream. */
-export interface ExecResult {
+export interface ExecExit {
   /** Exit code; 128+N when killed by signal N; 127 when the program was not found. */
   exitCode: number;
   /** Name of the signal that killed the process, if any. */
@@ -349,8 +349,8 @@ export interface WatchEvent {
 
 type Obj = Record<string, unknown>;
 
-function bad(message: string): InvalidArgumentError {
-  return new InvalidArgumentError(`Cannot accept request: ${message}`);
+function bad(message: string): AgentInvalidArgumentError {
+  return new AgentInvalidArgumentError(`Cannot accept request: ${message}`);
 }
 
 function str(o: Obj, key: string, max: number = REQUEST_LIMITS.PATH): string {
@@ -401,7 +401,7 @@ export function parseTtySize(o: Obj): TtySize {
 
 /**
  * Validates an untrusted OPEN header and returns a typed {@link Request}; throws
- * {@link InvalidArgumentError} naming the bad field (send it back in RESET).
+ * {@link AgentInvalidArgumentError} naming the bad field (send it back in RESET).
  */
 export function parseRequest(value: Obj): Request {
   const op = value.op;
@@ -519,7 +519,7 @@ export function parseRequest(value: Obj): Request {
 
 /**
  * Validates an untrusted exec-stream MESSAGE (host → guest direction); throws
- * {@link InvalidArgumentError}.
+ * {@link AgentInvalidArgumentError}.
  */
 export function parseExecMessage(value: Obj): ExecMessage {
   switch (value.type) {
@@ -538,7 +538,7 @@ export function parseExecMessage(value: Obj): ExecMessage {
 }
 
 /** Validates an exec CLOSE payload from the guest. */
-export function parseExecResult(value: Obj): ExecResult {
+export function parseExecExit(value: Obj): ExecExit {
   const exitCode = int(value, "exitCode", 0, 255);
   if (value.signal !== undefined) return { exitCode, signal: str(value, "signal", 16) };
   return { exitCode };

@@ -1,9 +1,9 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
-import { InvalidArgumentError } from "./errors.ts";
+import { assertEquals, assertThrows } from "../tests/_assert.ts";
+import { AgentInvalidArgumentError } from "./errors.ts";
 import {
   parseDirEntry,
+  parseExecExit,
   parseExecMessage,
-  parseExecResult,
   parseFileInfo,
   parseRequest,
   parseWatchEvent,
@@ -46,7 +46,7 @@ Deno.test("parseRequest - rejects bad exec fields with the field name", () => {
   ];
   for (const [req, field] of cases) {
     const err = assertThrows(() => parseRequest(req), field);
-    assertEquals(err instanceof InvalidArgumentError, true);
+    assertEquals(err instanceof AgentInvalidArgumentError, true);
   }
 });
 
@@ -110,11 +110,11 @@ Deno.test("parseExecMessage - resize and signal", () => {
 });
 
 Deno.test("result parsers - validate guest output", () => {
-  assertEquals(parseExecResult({ exitCode: 137, signal: "SIGKILL" }), {
+  assertEquals(parseExecExit({ exitCode: 137, signal: "SIGKILL" }), {
     exitCode: 137,
     signal: "SIGKILL",
   });
-  assertThrows(() => parseExecResult({ exitCode: 300 }), "exitCode");
+  assertThrows(() => parseExecExit({ exitCode: 300 }), "exitCode");
   assertEquals(
     parseFileInfo({ type: "file", size: 3, mode: 0o644, mtime: null, uid: 0, gid: 0 }).size,
     3,

@@ -18,7 +18,9 @@
  * @module
  */
 
+export { AGENT_START_MARKER, INITRAMFS_MARKER, PROBE_MARKER } from "./boot.ts";
 export * from "./constants.ts";
+export { parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./errors.ts";
 export {
   decodeJson,
@@ -36,11 +38,11 @@ export {
   type ByteStream,
   type Hello,
   Mux,
-  MuxChannel,
   type MuxOptions,
-  MuxStream,
   type OpenOptions,
-  OUT_HIGH_WATER,
   type Role,
 } from "./mux.ts";
+export { MuxChannel } from "./channel.ts";
+export { MuxStream } from "./stream.ts";
+export { OUT_HIGH_WATER } from "./out_queue.ts";
 export { encodeJsonLine, readJsonLines } from "./ndjson.ts";

@@ -1,8 +1,8 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { withDeadline } from "../tests/_deadline.ts";
 import { muxPair, readAll, unixPair } from "./_test_utils.ts";
-import { DEFAULT_WINDOW, FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from "./constants.ts";
-import { AgentError, ConnectionError, NotFoundError } from "./errors.ts";
+import { AGENT_PROTOCOL_VERSION, DEFAULT_WINDOW, FrameType, HELLO_MAGIC } from "./constants.ts";
+import { AgentError, AgentNotFoundError, ConnectionError } from "./errors.ts";
 import { decodeJson, encodeFrame, encodeJson, type Frame, FrameDecoder } from "./frame.ts";
 import { Mux } from "./mux.ts";
 
@@ -17,7 +17,7 @@ function helloFrame(role: "host" | "guest", extra: Record<string, unknown> = {})
     stream: 0,
     payload: encodeJson({
       magic: HELLO_MAGIC,
-      protocol: PROTOCOL_VERSION,
+      protocol: AGENT_PROTOCOL_VERSION,
       role,
       version: "raw",
       capabilities: [],
@@ -183,7 +183,7 @@ Deno.test("Mux - RESET from the accepting side rejects result with the typed err
   })();
   const s = p.host.open({ op: "read_file", path: "/nope" });
   const err = await assertRejects(() => s.result, "no such file");
-  assert(err instanceof NotFoundError);
+  assert(err instanceof AgentNotFoundError);
   await assertRejects(() => readAll(s.readable), "no such file");
 });
 
@@ -313,7 +313,7 @@ Deno.test("Mux - OPEN with the wrong parity or a reused id is malformed", async 
 Deno.test("Mux - HELLO with another protocol version is refused", async () => {
   await using pair = await unixPair();
   const guestP = Mux.connect(pair.a, { role: "guest", version: "g" });
-  await pair.b.write(helloFrame("host", { protocol: PROTOCOL_VERSION + 1 }));
+  await pair.b.write(helloFrame("host", { protocol: AGENT_PROTOCOL_VERSION + 1 }));
   const err = await assertRejects(() => guestP, "protocol 2");
   assertEquals((err as ConnectionError).code, "handshake");
 });

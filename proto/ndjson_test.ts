@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
 import { MAX_JSON_LINE } from "./messages.ts";
 import { encodeJsonLine, readJsonLines } from "./ndjson.ts";
 

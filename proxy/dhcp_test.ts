@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/_assert.ts";
 import { DhcpMessageType, DhcpOption, DhcpServer, emitDhcp, parseDhcp } from "./dhcp.ts";
 import { macToString, parseIpv4 } from "./wire/address.ts";
 import { DHCP_DISCOVER } from "./wire/_test_data.ts";

@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { type InspectEvent, StreamInspector } from "./inspect.ts";
 import { realClientHello, splitIntoRecords } from "./_test_tls.ts";
 

@@ -3,7 +3,7 @@
  * so without the flag this file re-runs itself in a child `deno test --unstable-net`.
  */
 
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { DatagramLink, type DatagramSocket } from "./link.ts";
 import { ARP_REQUEST, TCP_SYN } from "./wire/_test_data.ts";
 

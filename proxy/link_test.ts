@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { LinkError, MAX_FRAME_LEN, StreamLink, TracingLink } from "./link.ts";
 import { PcapWriter } from "./pcap.ts";
 import { ARP_REQUEST, TCP_SYN } from "./wire/_test_data.ts";

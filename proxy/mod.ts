@@ -72,7 +72,11 @@ export {
 } from "./link.ts";
 export { PcapWriter } from "./pcap.ts";
 export { QueuedWriter } from "./link.ts";
-export type { Ipv4Cidr, MacAddress } from "./wire/address.ts";
+export { type Ipv4Cidr, type MacAddress, parseIpv4 } from "./wire/address.ts";
+export { TcpFlag } from "./wire/constants.ts";
+export type { TcpRepr } from "./wire/tcp.ts";
 export type { ChecksumMode } from "./wire/checksum.ts";
 export type { CloseReason, Endpoint } from "./tcp/socket.ts";
 export type { DnsLookupResult } from "./dns/server.ts";
+export { buildDnsReply, DnsRcode, DnsType, parseDnsMessage } from "./dns/mod.ts";
+export * from "./secret/mod.ts";

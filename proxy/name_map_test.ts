@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/_assert.ts";
 import { FakeIpPool } from "./name_map.ts";
 import { ipv4ToString } from "./wire/address.ts";
 

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/_assert.ts";
 import { EXPOSE_HOST_NAME, NetworkPolicy, parseHostPattern } from "./policy.ts";
 import { parseIpv4 } from "./wire/address.ts";
 

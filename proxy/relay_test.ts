@@ -4,7 +4,7 @@
  * would try must end in a reset, a `shuru: blocked` line, and no byte at the server.
  */
 
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { NetworkPolicy, type NetworkPolicyOptions } from "./policy.ts";
 import { Relay } from "./relay.ts";
 import { type GuestSocket, TestGuest } from "./_test_guest.ts";

@@ -55,7 +55,7 @@ export type FirstBytesKind =
  *
  * @example
  * ```ts
- * import { assertEquals } from "../tests/assert.ts";
+ * import { assertEquals } from "../tests/_assert.ts";
  * const enc = (s: string) => new TextEncoder().encode(s);
  * assertEquals(classifyFirstBytes(enc("GET / HTTP/1.1\r\n")), "http");
  * assertEquals(classifyFirstBytes(enc("GET / HT")), "need-more");
@@ -106,7 +106,7 @@ function u16(b: Uint8Array, p: number): number {
  *
  * @example
  * ```ts
- * import { assertEquals } from "../tests/assert.ts";
+ * import { assertEquals } from "../tests/_assert.ts";
  * assertEquals(readClientHello(new Uint8Array([0x16, 3, 1])).kind, "need-more");
  * assertEquals(readClientHello(new Uint8Array([0x17, 3, 3, 0, 1, 0])).kind, "bad");
  * ```

@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import {
   classifyFirstBytes,
   MAX_CLIENT_HELLO_BYTES,

@@ -4,7 +4,7 @@
  * and every table must stay within its cap.
  */
 
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { NetworkStack } from "./stack.ts";
 import { guestTcp, guestUdp, seededRandom } from "./_test_utils.ts";
 import { parseIpv4 } from "./wire/address.ts";

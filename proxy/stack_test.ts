@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { NetworkStack, type StackEvent } from "./stack.ts";
 import { drain, GATEWAY_MAC, guestTcp, guestUdp, type Parsed } from "./_test_utils.ts";
 import { ipv4ToString, macToString, parseIpv4 } from "./wire/address.ts";

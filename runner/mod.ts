@@ -1,10 +1,10 @@
 /**
  * Boots one sandbox: guest assets → instance folder → copy-on-write device over the base image
  * or a checkpoint → our NBD server → QEMU → the guest agent. The result is a
- * {@linkcode BootedSandbox} whose `sandbox` runs processes and whose `stop()` powers the guest
+ * {@linkcode BootedSandbox} whose `agent` runs processes and whose `stop()` powers the guest
  * off, optionally saves the disk as a checkpoint, and removes every trace of the instance.
  *
- * `shuru run`, `shuru checkpoint create` and (later) the named-sandbox supervisor all use it.
+ * `shuru run`, `shuru checkpoint create` and the named-sandbox supervisor all use it.
  *
  * @module
  */
@@ -12,24 +12,23 @@
 import { resolve } from "node:path";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
-import type { HomeLayout } from "../cli/home.ts";
+import type { HomeLayout } from "../host/mod.ts";
+import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
-import { Sandbox } from "../sandbox/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 import {
   type CowDevice,
   type DeviceSource,
   openRemoteCheckpoint,
   type RemoteSourceStats,
   Store,
+  StoreError,
 } from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
-import { looksLikeReference } from "../oci/mod.ts";
+import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
-  type AccelChoice,
-  type BackendName,
   createBackend,
   createInstance,
-  defaultBackend,
   hostTscRate,
   type Instance,
   launchGuest,
@@ -39,63 +38,40 @@ import {
   type VmExit,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
-import { GuestNetwork, type SandboxNetwork } from "./network.ts";
+import { GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
 import { RunSecrets } from "./secrets.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
-export { GUEST_BUNDLE_FILE, GUEST_CA_FILE, type SecretSetting } from "./secrets.ts";
+export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
 export {
   buildPolicy,
   DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
   NetLog,
-  type NetworkSettings,
-  type SandboxNetwork,
+  type NetworkHooks,
 } from "./network.ts";
 
-/** A host folder shared with the guest. */
-export interface SandboxMount {
-  /** Host folder. */
-  host: string;
-  /** Absolute guest path. */
-  guest: string;
-  /** `false`: guest writes reach the host. */
-  readOnly: boolean;
+/** A registry checkpoint a sandbox started from lazily: its reference, digest and fetch counters. */
+export interface RemoteStart {
+  /** The reference as given. */
+  ref: string;
+  /** The manifest digest it resolved to. */
+  digest: string;
+  /** Live counters of what was fetched and what was read locally. */
+  stats: RemoteSourceStats;
 }
 
-/** What to boot. */
+/** How to boot a {@linkcode SandboxSpec}: where, and where its reports go. */
 export interface BootOptions {
   /** The data home layout (`homeLayout()`). */
   home: HomeLayout;
-  /** Virtual CPUs. */
-  cpus: number;
-  /** Memory in MiB. */
-  memoryMiB: number;
-  /** Disk size in MiB; the guest's root filesystem grows to fill it. */
-  diskSizeMiB: number;
-  /** `kvm`, `tcg` or `auto` (KVM only when it works); QEMU only. */
-  accel: AccelChoice;
-  /** The VM backend (default: `vz` on macOS, `qemu` elsewhere). */
-  backend?: BackendName;
-  /**
-   * Start from this checkpoint instead of the base image: a local name, or a registry
-   * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
-   */
-  from?: string;
-  /** Registries that may be reached over plain HTTP besides loopback (`--insecure-registry`). */
-  insecureRegistries?: string[];
   /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
-  onRemote?: (remote: { ref: string; digest: string; stats: RemoteSourceStats }) => void;
+  onRemote?: (remote: RemoteStart) => void;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
   instanceId?: string;
-  /** Host folders to share. */
-  mounts?: SandboxMount[];
-  /**
-   * Guest network (`--allow-net`, `--expose-host`): a virtio-net NIC served by our own stack.
-   * Absent: no NIC at all.
-   */
-  network?: SandboxNetwork;
+  /** The guest network's MTU and reports (`--allow-net`: blocked lines, records). */
+  net?: NetworkHooks;
   /** Install missing host packages with apt-get when building assets. */
   installDeps?: boolean;
   /** Kernel messages on the console log. */
@@ -169,9 +145,9 @@ const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
-  /** The agent connection. */
-  readonly sandbox: Sandbox;
-  /** The VM. */
+  /** The connection to the guest agent. */
+  readonly agent: AgentConnection;
+  /** The VM process (its exit, console tail and boot phases). */
   readonly vm: Vm;
   /** The instance folder and its sockets. */
   readonly instance: Instance;
@@ -183,11 +159,13 @@ export class BootedSandbox implements AsyncDisposable {
   #server: NbdServer;
   #store: Store;
   #network: GuestNetwork | undefined;
+  #netLog: NetLog | undefined;
+  #checkpoints: Promise<unknown> = Promise.resolve();
   #stopped: Promise<StopResult> | undefined;
 
   /** @internal Use {@linkcode bootSandbox}. */
   constructor(parts: {
-    sandbox: Sandbox;
+    agent: AgentConnection;
     vm: Vm;
     instance: Instance;
     assets: GuestAssets;
@@ -196,8 +174,9 @@ export class BootedSandbox implements AsyncDisposable {
     server: NbdServer;
     store: Store;
     network?: GuestNetwork;
+    netLog?: NetLog;
   }) {
-    this.sandbox = parts.sandbox;
+    this.agent = parts.agent;
     this.vm = parts.vm;
     this.instance = parts.instance;
     this.assets = parts.assets;
@@ -206,6 +185,7 @@ export class BootedSandbox implements AsyncDisposable {
     this.#server = parts.server;
     this.#store = parts.store;
     this.#network = parts.network;
+    this.#netLog = parts.netLog;
   }
 
   /** The guest network, when the sandbox has one. */
@@ -228,10 +208,10 @@ export class BootedSandbox implements AsyncDisposable {
       // The agent syncs the guest's filesystems before powering off, so the disk the NBD
       // server holds is consistent once QEMU exits. A broken connection just means we go
       // straight to stopping QEMU.
-      await withTimeout(this.sandbox.shutdown(), graceMs).catch(() => {});
+      await withTimeout(this.agent.shutdown(), graceMs).catch(() => {});
       let exit = await withTimeout(this.vm.exited, graceMs).catch(() => undefined);
       exit ??= await this.vm.stop(2_000);
-      await this.sandbox.close().catch(() => {});
+      await this.agent.close().catch(() => {});
       let saved: SaveResult | undefined;
       if (options.saveAs !== undefined) {
         if (!exit.poweredOff) {
@@ -241,12 +221,15 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs);
+        saved = await this.#device.save(options.saveAs).catch((err) => {
+          throw storeFailure(err, "save_failed");
+        });
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
       this.vm.kill();
       await this.#network?.close().catch(() => {});
+      this.#netLog?.close();
       await this.#server.close().catch(() => {});
       await this.#device.close().catch(() => {});
       await removeInstance(this.instance).catch(() => {});
@@ -261,9 +244,19 @@ export class BootedSandbox implements AsyncDisposable {
    * and only then are the chunks hashed and written, while the guest goes on. A guest-side
    * watchdog thaws by itself after 30 s should the host never say so.
    *
+   * Live checkpoints of one sandbox run one at a time, in the order asked.
+   *
    * @throws {RunnerError} `save_failed` when the guest cannot be frozen or the save fails.
    */
-  async checkpoint(name: string): Promise<LiveCheckpointResult> {
+  checkpoint(name: string): Promise<LiveCheckpointResult> {
+    const run = this.#checkpoints.then(() => this.#checkpoint(name)).catch((err) => {
+      throw storeFailure(err, "save_failed");
+    });
+    this.#checkpoints = run.catch(() => {});
+    return run;
+  }
+
+  async #checkpoint(name: string): Promise<LiveCheckpointResult> {
     if (this.#stopped) {
       throw new RunnerError("save_failed", `Cannot save checkpoint ${name}: the sandbox stopped`);
     }
@@ -291,7 +284,7 @@ export class BootedSandbox implements AsyncDisposable {
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
     // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.sandbox.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    const proc = this.agent.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -351,6 +344,12 @@ export class BootedSandbox implements AsyncDisposable {
   }
 }
 
+/** A store or registry error as the runner's (`code`), with its message; anything else as is. */
+function storeFailure(err: unknown, code: "boot_failed" | "save_failed"): unknown {
+  if (!(err instanceof StoreError) && !(err instanceof RegistryError)) return err;
+  return new RunnerError(code, err.message, { cause: err });
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -366,35 +365,74 @@ function mountTag(i: number): string {
   return `shuru${i}`;
 }
 
+/** Opens the `--net-log` file for appending. */
+async function openNetLog(path: string): Promise<NetLog> {
+  try {
+    return await NetLog.open(path);
+  } catch (err) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot open --net-log ${path}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
 /**
- * Boots a sandbox and returns once its agent answers and the mounts are in place.
+ * Boots the sandbox `spec` describes and returns once its agent answers, the mounts are in place
+ * and its ports are forwarded. The spec's command, environment and working directory are the
+ * caller's to use.
  *
  * @throws {RunnerError} when the guest fails to boot (with the console's last lines).
  */
-export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> {
+export async function bootSandbox(
+  spec: SandboxSpec,
+  options: BootOptions,
+): Promise<BootedSandbox> {
   const t0 = performance.now();
   const since = () => Math.round(performance.now() - t0);
   const notice = options.onNotice ?? (() => {});
+  const netLog = spec.network?.netLog !== undefined
+    ? await openNetLog(spec.network.netLog)
+    : undefined;
+  try {
+    return await boot(spec, options, { since, notice, netLog });
+  } catch (err) {
+    netLog?.close();
+    throw storeFailure(err, "boot_failed");
+  }
+}
+
+async function boot(
+  spec: SandboxSpec,
+  options: BootOptions,
+  ctx: {
+    since: () => number;
+    notice: (line: string) => void;
+    netLog: NetLog | undefined;
+  },
+): Promise<BootedSandbox> {
+  const { since, notice, netLog } = ctx;
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const tAssets = since();
-  const diskBytes = options.diskSizeMiB * 1024 * 1024;
+  const diskBytes = spec.diskSizeMiB * 1024 * 1024;
   if (diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
-      `Cannot use a ${options.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
+      `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
   const store = await Store.open(options.home.store);
   let source: DeviceSource = { base: assets.rootfs };
-  if (options.from !== undefined && looksLikeReference(options.from)) {
+  if (spec.from !== undefined && looksLikeReference(spec.from)) {
     // Resolves and validates the artifact (small blobs only) before booting.
-    const opened = await openRemoteCheckpoint(store, options.from, {
-      insecureRegistries: options.insecureRegistries ?? [],
+    const opened = await openRemoteCheckpoint(store, spec.from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
       log: notice,
     });
     source = opened.source;
@@ -403,10 +441,10 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       digest: opened.remote.digest,
       stats: opened.chunks.stats,
     });
-  } else if (options.from !== undefined) {
+  } else if (spec.from !== undefined) {
     // Fail before booting when the checkpoint does not exist.
-    await store.inspect(options.from);
-    source = { checkpoint: options.from };
+    await store.inspect(spec.from);
+    source = { checkpoint: spec.from };
   }
   options.signal?.throwIfAborted();
   const instance = await createInstance(
@@ -427,12 +465,11 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     cleanup.push(() => server.close());
     const tDevice = since();
 
-    const backendName = options.backend ?? defaultBackend();
-    const tsc = backendName === "qemu" ? await hostTscRate() : undefined;
+    const tsc = spec.backend === "qemu" ? await hostTscRate() : undefined;
     // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
-    const decision = backendName === "vz"
+    const decision = spec.backend === "vz"
       ? { accel: "hvf" as const, notice: "" }
-      : await resolveAccel(options.accel, {
+      : await resolveAccel(spec.accel, {
         kernel: assets.kernel,
         initrd: assets.initramfs,
         cacheFile: resolve(options.home.root, "kvm-probe.json"),
@@ -440,7 +477,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
         ...(tsc ? { tscKhz: tsc.khz } : {}),
       });
     if (decision.notice) notice(decision.notice);
-    const mounts = (options.mounts ?? []).map((m, i) => ({
+    const mounts = spec.mounts.map((m, i) => ({
       tag: mountTag(i),
       hostPath: resolve(m.host),
       readOnly: m.readOnly,
@@ -448,15 +485,25 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     }));
     let network: GuestNetwork | undefined;
     let secrets: RunSecrets | undefined;
-    if (options.network) {
+    if (spec.network) {
       // Listen before QEMU starts: its stream client connects at start-up.
-      const { secrets: secretSettings, ...settings } = options.network;
+      const { secrets: secretSettings, ...settings } = spec.network;
       if (secretSettings && secretSettings.length > 0) {
         secrets = await RunSecrets.create(secretSettings, { onError: notice });
       }
       const terminator = secrets?.terminator;
+      const hooks = options.net ?? {};
       network = GuestNetwork.listen(instance.netSocket, {
         ...settings,
+        ...hooks,
+        ...(netLog || hooks.onConnection
+          ? {
+            onConnection: (r) => {
+              netLog?.write(r);
+              hooks.onConnection?.(r);
+            },
+          }
+          : {}),
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -468,15 +515,15 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const vm = await launchGuest({
       assets,
       instance,
-      cpus: options.cpus,
-      memoryMiB: options.memoryMiB,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
       accel: decision.accel,
       disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
       mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
       ...(network ? { net: network.net } : {}),
       ...(options.verbose ? { verbose: true } : {}),
       ...(tsc ? { tscKhz: tsc.khz } : {}),
-      backend: createBackend(backendName, {
+      backend: createBackend(spec.backend, {
         ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
         onNotice: notice,
       }),
@@ -488,19 +535,31 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const tVm = since();
 
     const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
-    const sandbox = await connectAgent(
+    const agent = await connectAgent(
       vm,
       options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
     );
-    cleanup.push(() => sandbox.close());
+    cleanup.push(() => agent.close());
     const tAgent = since();
-    await secrets?.installInGuest(sandbox);
+    await secrets?.installInGuest(agent);
     for (const m of mounts) {
       options.signal?.throwIfAborted();
-      await sandbox.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+      await agent.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+    }
+    const tMounted = since();
+    for (const p of spec.ports) {
+      try {
+        await agent.forward(p.host, p.guest);
+      } catch (err) {
+        throw new RunnerError(
+          "invalid_config",
+          `Cannot forward 127.0.0.1:${p.host}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
     }
     return new BootedSandbox({
-      sandbox,
+      agent,
       vm,
       instance,
       assets,
@@ -508,12 +567,13 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       server,
       store,
       ...(network ? { network } : {}),
+      ...(netLog ? { netLog } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,
         vmStarted: tVm,
         agentReady: tAgent,
-        mounted: since(),
+        mounted: tMounted,
       },
     });
   } catch (err) {
@@ -523,7 +583,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */
-async function connectAgent(vm: Vm, signal: AbortSignal): Promise<Sandbox> {
+async function connectAgent(vm: Vm, signal: AbortSignal): Promise<AgentConnection> {
   const died = vm.exited.then((exit) => {
     throw new RunnerError(
       "boot_failed",
@@ -535,7 +595,7 @@ async function connectAgent(vm: Vm, signal: AbortSignal): Promise<Sandbox> {
   });
   try {
     return await Promise.race([
-      vm.agent.then((conn) => Sandbox.connect(conn, { signal })),
+      vm.agent.then((conn) => AgentConnection.connect(conn, { signal })),
       died,
     ]);
   } catch (err) {

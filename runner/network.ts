@@ -8,34 +8,14 @@
 import {
   type ConnectionRecord,
   type Dialer,
-  type ExposedPort,
   NetworkPolicy,
+  parseIpv4,
   Relay,
   StreamLink,
 } from "../proxy/mod.ts";
-import { parseIpv4 } from "../proxy/wire/address.ts";
 import type { NetConfig } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
-import type { SecretSetting } from "./secrets.ts";
-
-/** What the guest may reach (`--allow-net` and friends); plain data (JSON-safe). */
-export interface NetworkSettings {
-  /** `--allow-net`: public destinations open. Implied by `allowHosts`. */
-  allowNet?: boolean;
-  /** `--allow-host` patterns (`example.com`, `*.example.com`). */
-  allowHosts?: string[];
-  /** `--add-host NAME:IP`, as `{ NAME: IP }`. */
-  addHosts?: Record<string, string>;
-  /** `--allow-private`: private and special ranges open too. */
-  allowPrivate?: boolean;
-  /** `--expose-host`: guest ports of `host.shuru.internal` → host loopback ports. */
-  exposeHost?: ExposedPort[];
-  /**
-   * `--secret`: values swapped in on the way to their hosts. Never persisted: a supervisor
-   * gets them through its environment, not its spec.
-   */
-  secrets?: SecretSetting[];
-}
+import type { NetworkSpec } from "../spec/mod.ts";
 
 /**
  * The guest NIC's MTU (virtio-net `host_mtu`, DHCP option 26, the stack's MSS) unless a caller
@@ -43,8 +23,8 @@ export interface NetworkSettings {
  */
 export const DEFAULT_GUEST_MTU = 65520;
 
-/** The guest network of a sandbox: the settings and where its reports go. */
-export interface SandboxNetwork extends NetworkSettings {
+/** Where a guest network's reports go, and its link MTU (runtime choices, not settings). */
+export interface NetworkHooks {
   /** Link MTU, 576-65520 (default {@linkcode DEFAULT_GUEST_MTU}); benchmarks compare values. */
   mtu?: number;
   /** One line per refused name or connection (rate-limited by the relay). */
@@ -65,7 +45,7 @@ export interface GuestNetworkHooks {
 const STACK_ADDRESSES = ["10.0.2.2", "10.0.2.3"].map(parseIpv4);
 
 /** Builds the policy; throws `RunnerError` (`invalid_config`) naming a bad pattern or address. */
-export function buildPolicy(network: NetworkSettings): NetworkPolicy {
+export function buildPolicy(network: NetworkSpec): NetworkPolicy {
   try {
     return new NetworkPolicy({
       allowNet: network.allowNet ?? false,
@@ -83,7 +63,7 @@ export function buildPolicy(network: NetworkSettings): NetworkPolicy {
 }
 
 /** One word or a few for `shuru ps`: `none`, `allow-net`, `allow-host a.com,b.com +expose 8080`. */
-export function describeNetwork(network: NetworkSettings | undefined): string {
+export function describeNetwork(network: NetworkSpec | undefined): string {
   if (!network) return "none";
   const parts: string[] = [];
   if ((network.allowHosts ?? []).length > 0) {
@@ -155,7 +135,7 @@ export class GuestNetwork implements AsyncDisposable {
   readonly net: NetConfig;
   readonly #listener: Deno.UnixListener;
   readonly #policy: NetworkPolicy;
-  readonly #options: SandboxNetwork & GuestNetworkHooks;
+  readonly #options: NetworkSpec & NetworkHooks & GuestNetworkHooks;
   readonly #onError: (line: string) => void;
   #relay: Relay | undefined;
   #running: Promise<void>;
@@ -165,7 +145,7 @@ export class GuestNetwork implements AsyncDisposable {
     listener: Deno.UnixListener,
     socketPath: string,
     policy: NetworkPolicy,
-    options: SandboxNetwork & GuestNetworkHooks,
+    options: NetworkSpec & NetworkHooks & GuestNetworkHooks,
     onError: (line: string) => void,
   ) {
     this.#listener = listener;
@@ -182,7 +162,7 @@ export class GuestNetwork implements AsyncDisposable {
    */
   static listen(
     socketPath: string,
-    options: SandboxNetwork & GuestNetworkHooks & { onError?: (line: string) => void },
+    options: NetworkSpec & NetworkHooks & GuestNetworkHooks & { onError?: (line: string) => void },
   ): GuestNetwork {
     const policy = buildPolicy(options);
     const mtu = options.mtu ?? DEFAULT_GUEST_MTU;

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { DEFAULT_GUEST_MTU, GuestNetwork } from "./network.ts";
 import { RunnerError } from "./errors.ts";
 

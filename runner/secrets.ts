@@ -12,27 +12,13 @@
 
 import {
   CertificateAuthority,
-  type InjectPlace,
   makePlaceholder,
   type Secret,
   SecretTerminator,
-} from "../proxy/secret/mod.ts";
-import type { Sandbox } from "../sandbox/mod.ts";
+} from "../proxy/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
+import type { SecretSetting } from "../spec/mod.ts";
 import { RunnerError } from "./errors.ts";
-
-/** A secret as the CLI resolved it (name, value, the hosts that may receive it). */
-export interface SecretSetting {
-  /** Environment variable name in the guest. */
-  name: string;
-  /** The real value. */
-  value: string;
-  /** Host patterns (`api.example.com`, `*.example.com`). */
-  hosts: string[];
-  /** Where a request may carry the value; absent: credential headers only. */
-  inject?: InjectPlace[];
-  /** Also over plain HTTP (absent: HTTP requests keep the placeholder). */
-  allowHttp?: boolean;
-}
 
 /** Where the guest finds the run's CA (tmpfs). */
 export const GUEST_CA_FILE = "/run/shuru/secret-ca.pem";
@@ -88,7 +74,7 @@ export class RunSecrets {
   }
 
   /** Puts the CA in the guest's trust store (tmpfs only) and the placeholders in its env. */
-  async installInGuest(sandbox: Sandbox): Promise<void> {
+  async installInGuest(sandbox: AgentConnection): Promise<void> {
     const out = await sandbox.exec(["/bin/sh", "-c", INSTALL_SCRIPT], {
       stdin: this.#ca.certificatePem,
     });

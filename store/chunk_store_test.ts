@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { ChunkStore } from "./chunk_store.ts";
 import { blake3, initHasher, toHex } from "./hash.ts";
 import { StoreError } from "./errors.ts";

@@ -19,7 +19,7 @@
  */
 
 import { join } from "node:path";
-import type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
+import type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 import type { BlockTable } from "./manifest.ts";
 import type { ChunkSource } from "./chunk_source.ts";
 import { StoreError } from "./errors.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { Store } from "./store.ts";
 import { pseudoRandom, tempDir, writeBase } from "./_test_utils.ts";
 

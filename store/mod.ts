@@ -6,16 +6,25 @@
  * Format and design: `docs/store.md`.
  *
  * @example Open a device over a base image, write, save, reopen from the checkpoint
- * ```ts ignore
+ * ```ts
  * import { Store } from "./mod.ts";
  *
- * const store = await Store.open("/tmp/shuru-store");
- * const device = await store.openDevice({ base: "rootfs.ext4" }, { overlayDir: "/tmp/inst1" });
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/base.img`, new Uint8Array(1024 * 1024));
+ * const store = await Store.open(`${dir}/store`);
+ * const device = await store.openDevice({ base: `${dir}/base.img` }, {
+ *   overlayDir: `${dir}/inst1`,
+ * });
  * await device.write(0, new Uint8Array(4096).fill(1));
  * await device.save("with-ones");
  * await device.close();
- * const again = await store.openDevice({ checkpoint: "with-ones" }, { overlayDir: "/tmp/inst2" });
+ * const again = await store.openDevice({ checkpoint: "with-ones" }, {
+ *   overlayDir: `${dir}/inst2`,
+ * });
+ * const head = await again.read(0, 4);
  * await again.close();
+ * await Deno.remove(dir, { recursive: true });
+ * if (head.join() !== "1,1,1,1") throw new Error(`read ${head}`);
  * ```
  *
  * @module
@@ -45,8 +54,8 @@ export {
 } from "./device.ts";
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
-export type { BlockTable } from "./manifest.ts";
-export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
+export { type BlockTable, decodeManifest, type Manifest } from "./manifest.ts";
+export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";
 export type { RemoteDeviceSource } from "./store.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { blake3, initHasher } from "./hash.ts";
 import { StoreError } from "./errors.ts";
 import {

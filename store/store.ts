@@ -1,5 +1,7 @@
 /**
  * The checkpoint store: chunks, manifests, base-image hash caches, leases and the store lock.
+ * This is its face; the parts are the folder (store_dir.ts), gc and leases (gc.ts), the
+ * base-image cache (base_cache.ts) and the save pipeline (save.ts).
  *
  * ```
  * <store>/
@@ -8,53 +10,30 @@
  *   checkpoints/NAME.idx    one full block table per checkpoint (see manifest.ts)
  *   bases/ID.idx            block table of a base image, ID = hash of its content's table
  *   bases/file-DEV-INO-BS.json  which ID a base file has, valid while (size, mtime, ctime) match
- *   leases/PID.UUID.idx     hard links to manifests an open device still needs (gc roots)
+ *   bases/remote-DIGEST.idx  `.idx` of a registry checkpoint read lazily or being pulled (a root)
+ *   leases/PID.START.UUID.idx  hard links to manifests an open device still needs (gc roots)
  *   tmp/                    chunks and manifests being written; renamed into place when complete
  * ```
  *
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
-import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
-import {
-  ChunkBatch,
-  ChunkStore,
-  forEachLimit,
-  fsyncDir,
-  STORE_DIR_MODE,
-  STORE_FILE_MODE,
-} from "./chunk_store.ts";
+import { baseTable } from "./base_cache.ts";
 import type { ChunkSource } from "./chunk_source.ts";
+import { ChunkStore, fsyncDir } from "./chunk_store.ts";
+import { BaseLower, CheckpointLower, CowDevice, type LowerLayer } from "./device.ts";
 import { StoreError } from "./errors.ts";
-import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
-import {
-  BaseLower,
-  CheckpointLower,
-  CowDevice,
-  type FrozenState,
-  type LowerLayer,
-  type SaveOptions,
-  type SaveResult,
-  WHERE_LOWER,
-  WHERE_ZERO,
-} from "./device.ts";
+import { collectGarbage, type GcOptions, type GcReport, hashSet, takeLease } from "./gc.ts";
+import { initHasher, toHex } from "./hash.ts";
+import { BlockTable, decodeManifest } from "./manifest.ts";
+import { type OpenedDevice, saveSnapshot } from "./save.ts";
+import { StoreDir, validateName } from "./store_dir.ts";
+
+export { validateName } from "./store_dir.ts";
+export type { GcOptions, GcReport } from "./gc.ts";
 
 /** Default block size: see `docs/store.md` for the measurements behind it. */
 export const DEFAULT_BLOCK_SIZE = 64 * 1024;
-
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-/** Throws `invalid_name` unless `name` is a safe checkpoint name. */
-export function validateName(name: string): void {
-  if (!NAME_RE.test(name) || name.includes("..")) {
-    throw new StoreError(
-      "invalid_name",
-      `Cannot use checkpoint name "${name}": use 1-128 letters, digits, '.', '_' or '-', ` +
-        "starting with a letter or digit",
-    );
-  }
-}
 
 /** Options of {@linkcode Store.open}. */
 export interface StoreOpenOptions {
@@ -92,7 +71,7 @@ export interface OpenDeviceOptions {
 
 /** One checkpoint as listed. */
 export interface CheckpointInfo {
-  /** Name. */
+  /** The checkpoint's name (its manifest is `checkpoints/NAME.idx`). */
   name: string;
   /** Disk size in bytes. */
   diskSize: number;
@@ -124,37 +103,6 @@ export interface CheckpointDetails extends CheckpointInfo {
   uniqueBytes: number;
 }
 
-/** What gc did. */
-export interface GcReport {
-  /** Chunks removed. */
-  removedChunks: number;
-  /** Bytes freed by removing chunks. */
-  freedBytes: number;
-  /** Chunks kept. */
-  keptChunks: number;
-  /** Bytes kept. */
-  keptBytes: number;
-  /** Leftover temporary files removed. */
-  removedTempFiles: number;
-  /** Leases of dead processes removed. */
-  removedLeases: number;
-  /** Base-image caches removed (with `pruneBaseCache`). */
-  removedBaseCaches: number;
-}
-
-/** Options of {@linkcode Store.gc}. */
-export interface GcOptions {
-  /** Also drop the base-image hash caches (the next save from a base re-reads it). */
-  pruneBaseCache?: boolean;
-}
-
-interface BaseKey {
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  contentId: string;
-}
-
 /** A content-addressed block store; see the module doc. */
 export class Store {
   /** The store folder. */
@@ -163,11 +111,12 @@ export class Store {
   readonly blockSize: number;
   /** The chunk files. */
   readonly chunks: ChunkStore;
+  readonly #dir: StoreDir;
   #log: (line: string) => void;
-  #leases = new WeakMap<CowDevice, { lower?: string; saved?: string }>();
 
   private constructor(dir: string, options: StoreOpenOptions) {
     this.dir = dir;
+    this.#dir = new StoreDir(dir);
     this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.chunks = new ChunkStore(dir);
     this.#log = options.log ?? ((line) => console.error(line));
@@ -176,63 +125,19 @@ export class Store {
   /** Opens (creating if needed) the store in `dir`. */
   static async open(dir: string, options: StoreOpenOptions = {}): Promise<Store> {
     await initHasher();
-    for (const sub of ["chunks", "checkpoints", "bases", "leases", "tmp"]) {
-      await Deno.mkdir(join(dir, sub), { recursive: true, mode: STORE_DIR_MODE });
-    }
     const store = new Store(dir, options);
+    await store.#dir.create();
     await store.chunks.init();
     // Validates the block size early.
     new BlockTable(store.blockSize, 0);
     return store;
   }
 
-  #checkpointPath(name: string): string {
-    return join(this.dir, "checkpoints", `${name}.idx`);
-  }
-
-  /** Takes the store lock: shared for saves and opens, exclusive for gc. */
-  async #lock(exclusive: boolean): Promise<Deno.FsFile> {
-    const file = await Deno.open(join(this.dir, "lock"), {
-      read: true,
-      write: true,
-      create: true,
-      mode: STORE_FILE_MODE,
-    });
-    try {
-      await file.lock(exclusive);
-    } catch (err) {
-      file.close();
-      throw err;
-    }
-    return file;
-  }
-
-  async #names(): Promise<string[]> {
-    const names: string[] = [];
-    for await (const e of Deno.readDir(join(this.dir, "checkpoints"))) {
-      if (e.isFile && e.name.endsWith(".idx")) {
-        const name = e.name.slice(0, -4);
-        if (NAME_RE.test(name)) names.push(name);
-      }
-    }
-    return names.sort();
-  }
-
-  async #notFound(name: string, action: string): Promise<StoreError> {
-    const names = await this.#names();
-    return new StoreError(
-      "not_found",
-      `Cannot ${action} checkpoint "${name}": no such checkpoint (existing: ${
-        names.length ? names.join(", ") : "none"
-      })`,
-    );
-  }
-
   /** `true` when checkpoint `name` exists. */
   async has(name: string): Promise<boolean> {
     validateName(name);
     try {
-      await Deno.lstat(this.#checkpointPath(name));
+      await Deno.lstat(this.#dir.checkpointPath(name));
       return true;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return false;
@@ -240,15 +145,11 @@ export class Store {
     }
   }
 
-  async #readManifest(path: string) {
-    return decodeManifest(await Deno.readFile(path));
-  }
-
   /** Lists checkpoints (sorted by name); a broken manifest is listed with `error`. */
   async list(): Promise<CheckpointInfo[]> {
     const out: CheckpointInfo[] = [];
-    for (const name of await this.#names()) {
-      const path = this.#checkpointPath(name);
+    for (const name of await this.#dir.names()) {
+      const path = this.#dir.checkpointPath(name);
       try {
         const bytes = await Deno.readFile(path);
         const m = decodeManifest(bytes);
@@ -283,26 +184,28 @@ export class Store {
     validateName(name);
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(this.#checkpointPath(name));
+      bytes = await Deno.readFile(this.#dir.checkpointPath(name));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw await this.#notFound(name, "inspect");
+      if (err instanceof Deno.errors.NotFound) throw await this.#dir.notFound(name, "inspect");
       throw err;
     }
     const m = decodeManifest(bytes);
     const mine = hashSet(m.table);
     const others = new Set<string>();
-    for (const other of await this.#names()) {
+    for (const other of await this.#dir.names()) {
       if (other === name) continue;
       try {
-        for (const h of hashSet((await this.#readManifest(this.#checkpointPath(other))).table)) {
+        for (
+          const h of hashSet((await this.#dir.readManifest(this.#dir.checkpointPath(other))).table)
+        ) {
           if (mine.has(h)) others.add(h);
         }
       } catch (err) {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
     }
-    for (const path of await this.#rootFiles(["bases", "leases"])) {
-      for (const h of hashSet((await this.#readManifest(path)).table)) {
+    for (const path of await this.#dir.rootFiles(["bases", "leases"])) {
+      for (const h of hashSet((await this.#dir.readManifest(path)).table)) {
         if (mine.has(h)) others.add(h);
       }
     }
@@ -329,9 +232,9 @@ export class Store {
     validateName(name);
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(this.#checkpointPath(name));
+      bytes = await Deno.readFile(this.#dir.checkpointPath(name));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw await this.#notFound(name, "read");
+      if (err instanceof Deno.errors.NotFound) throw await this.#dir.notFound(name, "read");
       throw err;
     }
     decodeManifest(bytes);
@@ -342,22 +245,12 @@ export class Store {
   async delete(name: string): Promise<void> {
     validateName(name);
     try {
-      await Deno.remove(this.#checkpointPath(name));
+      await Deno.remove(this.#dir.checkpointPath(name));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw await this.#notFound(name, "delete");
+      if (err instanceof Deno.errors.NotFound) throw await this.#dir.notFound(name, "delete");
       throw err;
     }
-    await fsyncDir(join(this.dir, "checkpoints"));
-  }
-
-  async #rootFiles(subs: string[]): Promise<string[]> {
-    const out: string[] = [];
-    for (const sub of subs) {
-      for await (const e of Deno.readDir(join(this.dir, sub))) {
-        if (e.isFile && e.name.endsWith(".idx")) out.push(join(this.dir, sub, e.name));
-      }
-    }
-    return out;
+    await fsyncDir(this.#dir.join("checkpoints"));
   }
 
   /**
@@ -366,68 +259,8 @@ export class Store {
    * open (which links its manifest into `leases/` under the shared lock) runs meanwhile.
    * Chunks an open device still needs are kept through its lease.
    */
-  async gc(options: GcOptions = {}): Promise<GcReport> {
-    const lock = await this.#lock(true);
-    try {
-      const report: GcReport = {
-        removedChunks: 0,
-        freedBytes: 0,
-        keptChunks: 0,
-        keptBytes: 0,
-        removedTempFiles: 0,
-        removedLeases: 0,
-        removedBaseCaches: 0,
-      };
-      // No save holds the lock, so everything in tmp/ is left over from a crash.
-      for await (const e of Deno.readDir(join(this.dir, "tmp"))) {
-        await Deno.remove(join(this.dir, "tmp", e.name), { recursive: true }).catch(() => {});
-        report.removedTempFiles++;
-      }
-      for await (const e of Deno.readDir(join(this.dir, "leases"))) {
-        const pid = Number(e.name.split(".")[0]);
-        if (Number.isInteger(pid) && pid > 0 && await processAlive(pid)) continue;
-        await Deno.remove(join(this.dir, "leases", e.name)).catch(() => {});
-        report.removedLeases++;
-      }
-      if (options.pruneBaseCache) {
-        for await (const e of Deno.readDir(join(this.dir, "bases"))) {
-          await Deno.remove(join(this.dir, "bases", e.name)).catch(() => {});
-          if (e.name.endsWith(".idx")) report.removedBaseCaches++;
-        }
-      }
-      const live = new Set<string>();
-      const roots = [
-        ...(await this.#names()).map((n) => this.#checkpointPath(n)),
-        ...await this.#rootFiles(["bases", "leases"]),
-      ];
-      for (const path of roots) {
-        let table: BlockTable;
-        try {
-          table = (await this.#readManifest(path)).table;
-        } catch (err) {
-          throw new StoreError(
-            "bad_manifest",
-            `Cannot collect garbage: manifest ${path} is unreadable, so its chunks are unknown ` +
-              `(${(err as Error).message}); delete or restore it first`,
-            { cause: err },
-          );
-        }
-        for (const h of hashSet(table)) live.add(h);
-      }
-      for await (const [hex, size] of this.chunks.list()) {
-        if (live.has(hex)) {
-          report.keptChunks++;
-          report.keptBytes += size;
-        } else {
-          await this.chunks.removeHex(hex);
-          report.removedChunks++;
-          report.freedBytes += size;
-        }
-      }
-      return report;
-    } finally {
-      lock.close();
-    }
+  gc(options: GcOptions = {}): Promise<GcReport> {
+    return collectGarbage(this.#dir, this.chunks, options);
   }
 
   /**
@@ -436,11 +269,14 @@ export class Store {
    */
   async openDevice(source: DeviceSource, options: OpenDeviceOptions): Promise<CowDevice> {
     let lower: LowerLayer;
+    let opened: OpenedDevice;
     let blockSize = this.blockSize;
-    const lease: { lower?: string; saved?: string } = {};
+    const leases: OpenedDevice["leases"] = {};
     if ("base" in source) {
       try {
-        lower = await BaseLower.open(source.base);
+        const base = await BaseLower.open(source.base);
+        lower = base;
+        opened = { lower: { kind: "base", base }, leases };
       } catch (err) {
         throw new StoreError(
           "not_found",
@@ -450,20 +286,22 @@ export class Store {
       }
     } else {
       const [name, path, chunks] = "checkpoint" in source
-        ? [source.checkpoint, this.#checkpointPath(source.checkpoint), this.chunks]
+        ? [source.checkpoint, this.#dir.checkpointPath(source.checkpoint), this.chunks]
         : [source.remote.name, source.remote.manifestPath, source.remote.chunks];
       if ("checkpoint" in source) validateName(source.checkpoint);
-      const leasePath = await this.#takeLease(path).catch(async (err) => {
+      const leasePath = await takeLease(this.#dir, path).catch(async (err) => {
         if (err instanceof Deno.errors.NotFound && "checkpoint" in source) {
-          throw await this.#notFound(source.checkpoint, "open");
+          throw await this.#dir.notFound(source.checkpoint, "open");
         }
         throw err;
       });
-      lease.lower = leasePath;
+      leases.lower = leasePath;
       try {
-        const m = await this.#readManifest(leasePath);
+        const m = await this.#dir.readManifest(leasePath);
         blockSize = m.header.blockSize;
-        lower = new CheckpointLower(name, m.table, chunks, { log: this.#log });
+        const checkpoint = new CheckpointLower(name, m.table, chunks, { log: this.#log });
+        lower = checkpoint;
+        opened = { lower: { kind: "checkpoint", checkpoint }, leases };
       } catch (err) {
         await Deno.remove(leasePath).catch(() => {});
         throw err;
@@ -483,18 +321,22 @@ export class Store {
         blockSize,
         overlayDir: options.overlayDir,
         readOnly: options.readOnly ?? false,
-        saver: (dev, frozen, name, opts) => this.#save(dev, frozen, name, opts),
+        saver: (dev, frozen, name, opts) =>
+          saveSnapshot({ dir: this.#dir, chunks: this.chunks }, { device: dev, frozen, opened }, {
+            ...opts,
+            name,
+          }),
         onClose: async () => {
-          const l = this.#leases.get(device);
-          for (const p of [l?.lower, l?.saved]) if (p) await Deno.remove(p).catch(() => {});
+          for (const p of [leases.lower, leases.saved]) {
+            if (p) await Deno.remove(p).catch(() => {});
+          }
         },
       });
     } catch (err) {
       lower.close();
-      if (lease.lower) await Deno.remove(lease.lower).catch(() => {});
+      if (leases.lower) await Deno.remove(leases.lower).catch(() => {});
       throw err;
     }
-    this.#leases.set(device, lease);
     return device;
   }
 
@@ -517,10 +359,10 @@ export class Store {
         },
       );
     }
-    const lock = await this.#lock(false);
+    const lock = await this.#dir.lock(false);
     try {
-      const [, , hashed] = await this.#baseTable(lower, this.blockSize);
-      return hashed;
+      const base = await baseTable(this.#dir, this.chunks, lower, { blockSize: this.blockSize });
+      return base.hashed;
     } finally {
       lock.close();
       lower.close();
@@ -537,10 +379,10 @@ export class Store {
       throw new StoreError("invalid_argument", `Cannot pin remote manifest "${id}": bad id`);
     }
     decodeManifest(bytes);
-    const path = join(this.dir, "bases", `remote-${id}.idx`);
-    const lock = await this.#lock(false);
+    const path = this.#dir.join("bases", `remote-${id}.idx`);
+    const lock = await this.#dir.lock(false);
     try {
-      await this.#writeAtomic(path, bytes, true);
+      await this.#dir.writeAtomic(path, bytes, true);
     } finally {
       lock.close();
     }
@@ -559,7 +401,7 @@ export class Store {
   ): Promise<void> {
     validateName(name);
     const m = decodeManifest(bytes);
-    const lock = await this.#lock(false);
+    const lock = await this.#dir.lock(false);
     try {
       if (!options.overwrite && await this.has(name)) {
         throw new StoreError(
@@ -577,294 +419,19 @@ export class Store {
         }
       }
       try {
-        await this.#writeAtomic(this.#checkpointPath(name), bytes, options.overwrite ?? false);
-      } catch (err) {
-        if (err instanceof Deno.errors.AlreadyExists) {
-          throw new StoreError("exists", `Cannot save checkpoint "${name}": it already exists`);
-        }
-        throw err;
-      }
-    } finally {
-      lock.close();
-    }
-  }
-
-  /** Hard-links `manifest` into `leases/` under the shared lock; returns the lease path. */
-  async #takeLease(manifest: string): Promise<string> {
-    const lock = await this.#lock(false);
-    try {
-      const path = join(this.dir, "leases", `${Deno.pid}.${crypto.randomUUID()}.idx`);
-      await Deno.link(manifest, path);
-      return path;
-    } finally {
-      lock.close();
-    }
-  }
-
-  /** The block table of a base image: from the cache when its identity matches, else ingested. */
-  async #baseTable(
-    lower: BaseLower,
-    blockSize: number,
-    phases?: { hashMs: number; writeMs: number; syncMs: number },
-  ): Promise<[BlockTable, string, number, number]> {
-    const now = await Deno.stat(lower.name);
-    const opened = lower.stat;
-    if (
-      now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size ||
-      now.mtime?.getTime() !== opened.mtime?.getTime() ||
-      now.ctime?.getTime() !== opened.ctime?.getTime()
-    ) {
-      throw new StoreError(
-        "invalid_argument",
-        `Cannot save: base image ${lower.name} changed while the device was open`,
-      );
-    }
-    const keyPath = join(this.dir, "bases", `file-${opened.dev}-${opened.ino}-${blockSize}.json`);
-    const key: Omit<BaseKey, "contentId"> = {
-      size: opened.size,
-      mtimeMs: opened.mtime?.getTime() ?? 0,
-      ctimeMs: opened.ctime?.getTime() ?? 0,
-    };
-    try {
-      const cached = JSON.parse(await Deno.readTextFile(keyPath)) as BaseKey;
-      if (
-        cached.size === key.size && cached.mtimeMs === key.mtimeMs &&
-        cached.ctimeMs === key.ctimeMs && /^[0-9a-f]{64}$/.test(cached.contentId)
-      ) {
-        const m = await this.#readManifest(join(this.dir, "bases", `${cached.contentId}.idx`));
-        if (m.table.blockSize === blockSize && m.table.diskSize === lower.size) {
-          return [m.table, cached.contentId, 0, 0];
-        }
-      }
-    } catch {
-      // No usable cache entry: ingest below.
-    }
-    const table = new BlockTable(blockSize, lower.size);
-    const slab = Math.max(1, Math.floor(4 * 1024 * 1024 / blockSize));
-    let hashed = 0;
-    const batch = new ChunkBatch(this.chunks);
-    try {
-      for (let first = 0; first < table.entryCount; first += slab) {
-        const count = Math.min(slab, table.entryCount - first);
-        const buf = new Uint8Array(count * blockSize);
-        await lower.read(first * blockSize, buf);
-        for (let k = 0; k < count; k++) {
-          const block = buf.subarray(k * blockSize, (k + 1) * blockSize);
-          if (isZero(block)) continue;
-          const th = performance.now();
-          const h = blake3(block);
-          if (phases) phases.hashMs += performance.now() - th;
-          hashed++;
-          table.set(first + k, h);
-          await batch.add(h, block);
-        }
-      }
-      await batch.finish();
-    } catch (err) {
-      batch.abort();
-      throw err;
-    }
-    const written = batch.written;
-    if (phases) {
-      phases.writeMs += batch.writeMs;
-      phases.syncMs += batch.syncMs;
-    }
-    const geometry = new TextEncoder().encode(`${blockSize}:${lower.size}:`);
-    const contentId = toHex(blake3(geometry, table.hashes));
-    await this.#writeAtomic(
-      join(this.dir, "bases", `${contentId}.idx`),
-      encodeManifest(table, { createdAt: Date.now() }),
-      true,
-    );
-    await this.#writeAtomic(
-      keyPath,
-      new TextEncoder().encode(JSON.stringify({ ...key, contentId })),
-      true,
-    );
-    return [table, contentId, hashed, written];
-  }
-
-  /** Writes `bytes` to `path` atomically and durably; refuses to replace unless `overwrite`. */
-  async #writeAtomic(path: string, bytes: Uint8Array, overwrite: boolean): Promise<void> {
-    const tmp = join(this.dir, "tmp", `${basename(path)}.${crypto.randomUUID()}.tmp`);
-    try {
-      const file = await Deno.open(tmp, { write: true, createNew: true, mode: STORE_FILE_MODE });
-      try {
-        let off = 0;
-        while (off < bytes.length) off += await file.write(bytes.subarray(off));
-        await file.sync();
-      } finally {
-        file.close();
-      }
-      if (overwrite) {
-        await Deno.rename(tmp, path);
-      } else {
-        // link() fails if the name exists, so two saves racing for one name cannot both win.
-        await Deno.link(tmp, path);
-      }
-    } finally {
-      await Deno.remove(tmp).catch(() => {});
-    }
-    await fsyncDir(dirname(path));
-  }
-
-  async #save(
-    device: CowDevice,
-    frozen: FrozenState,
-    name: string,
-    options: SaveOptions,
-  ): Promise<SaveResult> {
-    validateName(name);
-    const t0 = performance.now();
-    const lock = await this.#lock(false);
-    try {
-      if (!options.overwrite && await this.has(name)) {
-        throw new StoreError(
-          "exists",
-          `Cannot save checkpoint "${name}": it already exists (delete it or ask to overwrite)`,
+        await this.#dir.writeAtomic(
+          this.#dir.checkpointPath(name),
+          bytes,
+          options.overwrite ?? false,
         );
-      }
-      const bs = device.blockSize;
-      const prev = device.lastSaved;
-      // Start from the previous save's table (one memcpy): only entries whose block-map value
-      // changed since then are looked at again.
-      const table = new BlockTable(bs, device.size, prev ? prev.table.hashes.slice() : undefined);
-      const where = frozen.where;
-      const lower = device.lower;
-      const lowerBlocks = Math.ceil(lower.size / bs);
-      // The device's last block holds lower bytes beyond the device end when the device is
-      // smaller than the lower layer: its lower hash would not match, so hash it afresh.
-      const clipped = device.size < lower.size ? device.blockCount - 1 : -1;
-      const toHash: number[] = [];
-      const fromLower: number[] = [];
-      const prevWhere = prev?.where;
-      for (let i = 0; i < device.blockCount; i++) {
-        const w = where[i]!;
-        if (prevWhere !== undefined && prevWhere[i] === w) continue;
-        if (prevWhere !== undefined) table.set(i, null);
-        if (w === WHERE_ZERO) continue;
-        if (w === WHERE_LOWER) {
-          if (i === clipped) toHash.push(i);
-          else if (i < lowerBlocks) fromLower.push(i);
-        } else {
-          toHash.push(i);
-        }
-      }
-      let hashedBlocks = 0;
-      let newChunks = 0;
-      const phases = { hashMs: 0, writeMs: 0, syncMs: 0, manifestMs: 0 };
-      let baseId: string | undefined;
-      if (fromLower.length > 0) {
-        let lowerTable: BlockTable;
-        if (lower instanceof CheckpointLower) {
-          lowerTable = lower.table;
-          // A lazily read remote checkpoint: fetch what the new checkpoint references.
-          await lower.ensureLocal(fromLower);
-        } else if (lower instanceof BaseLower) {
-          const [t, id, hashed, written] = await this.#baseTable(lower, bs, phases);
-          lowerTable = t;
-          baseId = id;
-          hashedBlocks += hashed;
-          newChunks += written;
-        } else {
-          throw new StoreError("invalid_argument", "Cannot save: unknown lower layer");
-        }
-        for (const i of fromLower) table.copyEntry(lowerTable, i);
-      }
-      const batch = new ChunkBatch(this.chunks);
-      try {
-        // Runs of consecutive blocks in the same place are read with one read (up to 4 MiB):
-        // one read per block made saves wait on the I/O thread pool under load (measured).
-        const runs: [number, number][] = [];
-        const maxRun = Math.max(1, Math.floor(4 * 1024 * 1024 / bs));
-        for (const i of toHash) {
-          const last = runs[runs.length - 1];
-          if (
-            last && last[0] + last[1] === i && last[1] < maxRun && where[i] === where[last[0]]
-          ) {
-            last[1]++;
-          } else {
-            runs.push([i, 1]);
-          }
-        }
-        await forEachLimit(runs, 4, async ([first, count]) => {
-          const data = await device.readFrozenRun(frozen, first, count);
-          for (let k = 0; k < count; k++) {
-            const buf = data.subarray(k * bs, (k + 1) * bs);
-            if (isZero(buf)) continue;
-            const th = performance.now();
-            const h = blake3(buf);
-            phases.hashMs += performance.now() - th;
-            hashedBlocks++;
-            table.set(first + k, h);
-            await batch.add(h, buf);
-          }
-        });
-        await batch.finish();
-      } catch (err) {
-        batch.abort();
-        throw err;
-      }
-      newChunks += batch.written;
-      phases.writeMs += batch.writeMs;
-      phases.syncMs += batch.syncMs;
-      const tm = performance.now();
-      const meta: ManifestMeta = { createdAt: Date.now() };
-      const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
-      if (parent !== undefined) meta.parent = parent;
-      if (baseId !== undefined) meta.base = baseId;
-      const bytes = encodeManifest(table, meta);
-      const path = this.#checkpointPath(name);
-      try {
-        await this.#writeAtomic(path, bytes, options.overwrite ?? false);
       } catch (err) {
         if (err instanceof Deno.errors.AlreadyExists) {
           throw new StoreError("exists", `Cannot save checkpoint "${name}": it already exists`);
         }
         throw err;
       }
-      phases.manifestMs = performance.now() - tm;
-      // Keep what the next save will copy hashes from alive, even if this checkpoint is deleted.
-      const lease = this.#leases.get(device) ?? {};
-      const newLease = join(this.dir, "leases", `${Deno.pid}.${crypto.randomUUID()}.idx`);
-      await Deno.link(path, newLease);
-      if (lease.saved) await Deno.remove(lease.saved).catch(() => {});
-      lease.saved = newLease;
-      this.#leases.set(device, lease);
-      device.lastSaved = { where, table, name };
-      return {
-        name,
-        hashedBlocks,
-        newChunks,
-        newBytes: newChunks * bs,
-        usedBlocks: table.usedCount(),
-        manifestBytes: bytes.length,
-        elapsedMs: performance.now() - t0,
-        phases,
-      };
     } finally {
       lock.close();
     }
-  }
-}
-
-/** The distinct chunk hashes (hex) a table references. */
-function hashSet(table: BlockTable): Set<string> {
-  const out = new Set<string>();
-  for (let i = 0; i < table.entryCount; i++) {
-    if (!table.isZero(i)) {
-      out.add(toHex(table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN)));
-    }
-  }
-  return out;
-}
-
-/** `true` when a process with `pid` exists on this machine. */
-async function processAlive(pid: number): Promise<boolean> {
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { Store, validateName } from "./store.ts";
 import { StoreError } from "./errors.ts";
 import { pseudoRandom, tempDir, writeBase } from "./_test_utils.ts";
@@ -224,4 +224,32 @@ Deno.test("Store - folders are 0700, chunks, manifests and the lock 0600: no oth
   }).output();
   assert(!asNobody.success, "another user opened the store lock");
   assert(new TextDecoder().decode(asNobody.stderr).includes("Permission denied"));
+});
+
+Deno.test("Store - gc keeps a live process's lease and drops one whose pid was reused", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 4, 5);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i`,
+  });
+  await dev.write(BS, pseudoRandom(BS, 21));
+  await dev.save("c");
+  await dev.close();
+  const device = await store.openDevice({ checkpoint: "c" }, { overlayDir: `${tmp.path}/j` });
+  try {
+    const leases = `${tmp.path}/store/leases`;
+    const [mine] = await Array.fromAsync(Deno.readDir(leases));
+    const [pid, start] = mine!.name.split(".");
+    assertEquals(Number(pid), Deno.pid);
+    // The same pid with another start time: an earlier process whose pid this one reuses.
+    const stale = `${pid}.${Number(start) + 1}.${crypto.randomUUID()}.idx`;
+    await Deno.link(`${leases}/${mine!.name}`, `${leases}/${stale}`);
+    const report = await store.gc();
+    assertEquals(report.removedLeases, 1);
+    const left = (await Array.fromAsync(Deno.readDir(leases))).map((e) => e.name);
+    assertEquals(left, [mine!.name]);
+  } finally {
+    await device.close();
+  }
 });

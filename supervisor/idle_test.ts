@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { StopClock } from "./idle.ts";
 
 Deno.test("StopClock: idle counts from the last moment a client was connected", () => {

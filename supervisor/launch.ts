@@ -13,11 +13,11 @@
  */
 
 import { SupervisorError } from "./errors.ts";
-import { logPath, readRecord, registryDir, type SandboxRecord } from "./registry.ts";
+import { logPath, readRecord, type SandboxRecord } from "./registry.ts";
 import { encodeSpec, type SuperviseSpec } from "./supervise.ts";
 
 /** Options of {@linkcode launchSupervisor}. */
-export interface LaunchOptions {
+export interface LaunchSupervisorOptions {
   /** The command that runs the shuru CLI (the supervisor is its hidden `_supervise`). */
   shuru: string[];
   /** Milliseconds to wait for the agent. @default 300000 */
@@ -122,9 +122,9 @@ async function logTail(path: string): Promise<string> {
  */
 export async function launchSupervisor(
   spec: SuperviseSpec,
-  options: LaunchOptions,
+  options: LaunchSupervisorOptions,
 ): Promise<SandboxRecord> {
-  const dir = registryDir(spec.home.root);
+  const dir = spec.home.sandboxes;
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const log = logPath(dir, spec.name);
   await Deno.writeTextFile(log, "", { mode: 0o600 });

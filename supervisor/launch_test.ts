@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/_assert.ts";
 import { readHandedSecrets } from "./launch.ts";
 
 function stdinOf(chunks: Uint8Array[], terminal = false) {

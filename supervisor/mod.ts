@@ -6,11 +6,10 @@
  * @module
  */
 
-export { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 export { SupervisorError, type SupervisorErrorCode } from "./errors.ts";
 export {
-  type LaunchOptions,
   launchSupervisor,
+  type LaunchSupervisorOptions,
   readHandedSecrets,
   withSecretsFrom,
 } from "./launch.ts";
@@ -20,19 +19,10 @@ export {
   listLive,
   pruneRegistry,
   readEntry,
-  registryDir,
   removeStale,
   resolveSandbox,
   type SandboxEntry,
   type SandboxRecord,
   type SandboxState,
 } from "./registry.ts";
-export {
-  controlSocketIn,
-  decodeSpec,
-  encodeSpec,
-  liveCheckpointInfo,
-  serialized,
-  supervise,
-  type SuperviseSpec,
-} from "./supervise.ts";
+export { decodeSpec, encodeSpec, supervise, type SuperviseSpec } from "./supervise.ts";

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { nameProblem } from "../host/mod.ts";
+
 const ADJECTIVES = [
   "amber",
   "brave",
@@ -69,14 +71,9 @@ const NOUNS = [
   "yak",
 ] as const;
 
-/** Names: a letter or digit, then letters, digits, `.`, `_`, `-`; at most 48 characters. */
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$/;
-
 /** Returns an error message when `name` cannot name a sandbox, else undefined. */
 export function checkSandboxName(name: string): string | undefined {
-  if (NAME_RE.test(name)) return undefined;
-  return `Invalid sandbox name "${name}": use 1-48 letters, digits, ".", "_" or "-", ` +
-    "starting with a letter or digit";
+  return nameProblem("sandbox", name);
 }
 
 function pick<T>(list: readonly T[]): T {

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { checkSandboxName, generateSandboxName } from "./names.ts";
 
 Deno.test("generated names are valid and avoid taken ones", () => {

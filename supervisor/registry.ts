@@ -1,5 +1,6 @@
 /**
- * The registry of named sandboxes: one JSON record per sandbox at `<home>/sandboxes/NAME.json`,
+ * The registry of named sandboxes: one JSON record per sandbox at `<home>/sandboxes/NAME.json`
+ * (`HomeLayout.sandboxes`),
  * written by its supervisor (atomically: temp file + rename) and removed when it stops. The
  * record names the supervisor by pid and start time, so a record whose supervisor is gone (a
  * crash, SIGKILL) is recognised as stale however the pid was reused; `ps`, `start` and `prune`
@@ -9,7 +10,7 @@
  */
 
 import { join } from "node:path";
-import { isAlive, type ProcessId, processId } from "../vm/mod.ts";
+import { processAlive, type ProcessId, processId } from "../host/mod.ts";
 import { SupervisorError } from "./errors.ts";
 
 /** A sandbox's life cycle as its supervisor records it. */
@@ -55,7 +56,7 @@ export interface SandboxRecord {
 
 /** A record with its liveness. */
 export interface SandboxEntry {
-  /** The record. */
+  /** The record as read from disk. */
   record: SandboxRecord;
   /** `false` when the supervisor is gone. */
   alive: boolean;
@@ -63,11 +64,6 @@ export interface SandboxEntry {
 
 /** Largest record file read (a record is a few hundred bytes). */
 const MAX_RECORD_BYTES = 64 * 1024;
-
-/** The registry folder of a data home. */
-export function registryDir(homeRoot: string): string {
-  return join(homeRoot, "sandboxes");
-}
 
 /** The record path of `name`. */
 export function recordPath(dir: string, name: string): string {
@@ -108,7 +104,7 @@ export async function readRecord(dir: string, name: string): Promise<SandboxReco
 export async function readEntry(dir: string, name: string): Promise<SandboxEntry | undefined> {
   const record = await readRecord(dir, name);
   if (!record) return undefined;
-  return { record, alive: await isAlive(record.supervisor) };
+  return { record, alive: await processAlive(record.supervisor) };
 }
 
 /** Lists every record, live or stale, sorted by name. */
@@ -151,7 +147,7 @@ export async function removeStale(dir: string, record: SandboxRecord): Promise<b
   const now = await readRecord(dir, record.name);
   if (
     !now || now.supervisor.pid !== record.supervisor.pid ||
-    now.supervisor.startTime !== record.supervisor.startTime || (await isAlive(now.supervisor))
+    now.supervisor.startTime !== record.supervisor.startTime || (await processAlive(now.supervisor))
   ) {
     return false;
   }

@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
-import { processId } from "../vm/mod.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
+import { processId } from "../host/mod.ts";
 import {
   claimName,
   listEntries,

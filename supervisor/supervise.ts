@@ -9,58 +9,29 @@
  */
 
 import { join } from "node:path";
-import type { HomeLayout } from "../cli/home.ts";
-import { VERSION } from "../cli/version.ts";
-import { agentBackend } from "../control/agent_backend.ts";
-import { ControlServer, listenControlSocket } from "../control/mod.ts";
-import {
-  type BootedSandbox,
-  bootSandbox,
-  describeNetwork,
-  NetLog,
-  type NetworkSettings,
-  type SandboxMount,
-} from "../runner/mod.ts";
-import type { AccelChoice, BackendName } from "../vm/mod.ts";
+import { type HomeLayout, sandboxControlSocket } from "../host/mod.ts";
+import { serveControl } from "../control/mod.ts";
+import { type BootedSandbox, bootSandbox, describeNetwork } from "../runner/mod.ts";
+import type { SandboxSpec } from "../spec/mod.ts";
 import { StopClock } from "./idle.ts";
 import {
   claimName,
   logPath,
   recordPath,
-  registryDir,
   removeRecord,
   type SandboxRecord,
   updateRecord,
 } from "./registry.ts";
 
-/** Everything the supervisor needs, passed from `shuru start` as one JSON argument. */
-export interface SuperviseSpec {
+/**
+ * Everything the supervisor needs, passed from `shuru start` as one JSON argument: the sandbox's
+ * spec (carried unchanged to the runner), its name and the data home.
+ */
+export interface SuperviseSpec extends SandboxSpec {
   /** Sandbox name (validated, claimed by the supervisor). */
   name: string;
   /** Data home layout. */
   home: HomeLayout;
-  /** Virtual CPUs. */
-  cpus: number;
-  /** Memory in MiB. */
-  memoryMiB: number;
-  /** Disk size in MiB. */
-  diskSizeMiB: number;
-  /** Accelerator choice. */
-  accel: AccelChoice;
-  /** VM backend (default: the host's). */
-  backend?: BackendName;
-  /** Start from this checkpoint. */
-  from?: string;
-  /** Host folders to share. */
-  mounts: SandboxMount[];
-  /** Ports to forward from 127.0.0.1. */
-  ports: Array<{ host: number; guest: number }>;
-  /** Guest network (`--allow-net` and friends); absent: no NIC. Blocked lines go to the log. */
-  network?: NetworkSettings & { netLog?: string };
-  /** Stop after this long without clients. */
-  idleTimeoutMs?: number;
-  /** Stop after this long in total. */
-  timeoutMs?: number;
   /** Kernel messages on the console log. */
   verbose?: boolean;
 }
@@ -79,39 +50,6 @@ export function decodeSpec(text: string): SuperviseSpec {
   return spec as SuperviseSpec;
 }
 
-/** The control socket of an instance folder. */
-export function controlSocketIn(instanceDir: string): string {
-  return join(instanceDir, "control.sock");
-}
-
-/** Result fields of a live checkpoint, as the control protocol's `checkpoint` returns them. */
-export async function liveCheckpointInfo(
-  booted: BootedSandbox,
-  name: string,
-): Promise<Record<string, unknown>> {
-  const r = await booted.checkpoint(name);
-  return {
-    pause_ms: Math.round(r.pauseMs * 10) / 10,
-    total_ms: Math.round(r.totalMs),
-    hashed_blocks: r.saved.hashedBlocks,
-    new_chunks: r.saved.newChunks,
-    new_bytes: r.saved.newBytes,
-    used_blocks: r.saved.usedBlocks,
-  };
-}
-
-/** Serializes calls: one live checkpoint at a time. */
-export function serialized<A extends unknown[], R>(
-  fn: (...args: A) => Promise<R>,
-): (...args: A) => Promise<R> {
-  let tail: Promise<unknown> = Promise.resolve();
-  return (...args) => {
-    const run = tail.then(() => fn(...args));
-    tail = run.catch(() => {});
-    return run;
-  };
-}
-
 /**
  * Runs the supervisor until the sandbox stops; returns the process exit code.
  * Logs go to `log` (the supervisor's stderr is its log file).
@@ -122,7 +60,7 @@ export async function supervise(
 ): Promise<number> {
   const log = options.log ??
     ((line: string) => console.error(`${new Date().toISOString()} ${line}`));
-  const dir = registryDir(spec.home.root);
+  const dir = spec.home.sandboxes;
   const instanceDir = join(spec.home.instances, spec.name);
   let record: SandboxRecord;
   try {
@@ -130,7 +68,7 @@ export async function supervise(
       name: spec.name,
       state: "starting",
       instanceDir,
-      controlSocket: controlSocketIn(instanceDir),
+      controlSocket: sandboxControlSocket(spec.home, spec.name),
       log: logPath(dir, spec.name),
       startedAt: new Date().toISOString(),
       cpus: spec.cpus,
@@ -164,59 +102,41 @@ export async function supervise(
   let booted: BootedSandbox | undefined;
   let failed = false;
   const timers: ReturnType<typeof setTimeout>[] = [];
-  let netLog: NetLog | undefined;
   try {
-    const { netLog: netLogPath, ...network } = spec.network ?? {};
-    if (netLogPath !== undefined) netLog = await NetLog.open(netLogPath);
-    const file = netLog;
-    booted = await bootSandbox({
+    booted = await bootSandbox(spec, {
       home: spec.home,
-      cpus: spec.cpus,
-      memoryMiB: spec.memoryMiB,
-      diskSizeMiB: spec.diskSizeMiB,
-      accel: spec.accel,
-      ...(spec.backend ? { backend: spec.backend } : {}),
-      ...(spec.from !== undefined ? { from: spec.from } : {}),
-      mounts: spec.mounts,
       instanceId: spec.name,
+      net: { onBlocked: log },
       ...(spec.verbose ? { verbose: true } : {}),
       onNotice: log,
-      ...(spec.network
-        ? {
-          network: {
-            ...network,
-            onBlocked: log,
-            ...(file ? { onConnection: (r) => file.write(r) } : {}),
-          },
-        }
-        : {}),
       signal: abort.signal,
     });
     const b = booted;
     log(`agent ready after ${b.timings.agentReady} ms`);
-    for (const p of spec.ports) await b.sandbox.forward(p.host, p.guest);
     const startedAt = Date.now();
-    const server = new ControlServer(
-      agentBackend(b.sandbox, {
-        checkpoint: serialized(async (name: string) => {
-          const info = await liveCheckpointInfo(b, name);
-          log(`checkpoint ${name}: ${JSON.stringify(info)}`);
-          return info;
-        }),
-        shutdown: () => Promise.resolve(),
-        info: () => ({
-          sandbox: spec.name,
-          cpus: spec.cpus,
-          memory_mib: spec.memoryMiB,
-          disk_size_mib: spec.diskSizeMiB,
-          from: spec.from ?? null,
-          started_at: new Date(startedAt).toISOString(),
-        }),
-      }),
-      { serverInfo: { name: "shuru", version: VERSION }, log },
-    );
-    await using _socket = await listenControlSocket(server, record.controlSocket, {
+    await using service = await serveControl(b.agent, {
+      listen: record.controlSocket,
       replace: true,
+      log,
+      checkpoint: async (name) => {
+        const r = await b.checkpoint(name);
+        log(
+          `checkpoint ${name}: paused ${r.pauseMs.toFixed(1)} ms, total ${
+            Math.round(r.totalMs)
+          } ms, ` +
+            `${r.saved.newChunks} new chunks (${r.saved.newBytes} bytes)`,
+        );
+        return r;
+      },
+      shutdown: () => Promise.resolve(),
+      info: () => ({
+        sandbox: spec.name,
+        cpus: spec.cpus,
+        memory_mib: spec.memoryMiB,
+        disk_size_mib: spec.diskSizeMiB,
+        from: spec.from ?? null,
+        started_at: new Date(startedAt).toISOString(),
+      }),
     });
     record = { ...record, state: "running", readyAt: new Date().toISOString() };
     await updateRecord(dir, record);
@@ -229,21 +149,20 @@ export async function supervise(
     const watchdog = new Promise<string>((resolve) => {
       if (!stopClock.active) return;
       timers.push(setInterval(() => {
-        const why = stopClock.observe(server.sessionCount, Date.now());
+        const why = stopClock.observe(service.server.sessionCount, Date.now());
         if (why) resolve(why);
       }, stopClock.checkEveryMs));
     });
     const reason = await Promise.race([
-      server.shutdownRequested.then(() => "shutdown requested"),
+      service.done,
       b.vm.exited.then((e) => `the VM exited (code ${e.code})`),
-      b.sandbox.closed.then(() => "the agent connection closed"),
       stopRequested,
       watchdog,
     ]);
     log(`stopping: ${reason}`);
     record = { ...record, state: "stopping" };
     await updateRecord(dir, record).catch(() => {});
-    await server.close();
+    await service.close();
     return 0;
   } catch (err) {
     failed = true;
@@ -258,7 +177,6 @@ export async function supervise(
       });
       if (result) log(`stopped (${result.exit.poweredOff ? "powered off" : "killed"})`);
     }
-    netLog?.close();
     // A failed boot keeps its log for `shuru start` to show; a clean stop leaves nothing.
     if (failed) await Deno.remove(recordPath(dir, spec.name)).catch(() => {});
     else await removeRecord(dir, spec.name);

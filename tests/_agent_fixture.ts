@@ -1,12 +1,12 @@
 /**
  * Test fixture: the real guest agent (`guest/main.ts --listen unix:SOCK`) as a subprocess on
- * this host, in a private temp dir, plus helpers to connect a `Sandbox` to it and to measure
+ * this host, in a private temp dir, plus helpers to connect a `AgentConnection` to it and to measure
  * its memory. No mocks: every test talks to the same code that runs in the VM.
  *
  * @module
  */
 
-import { Sandbox } from "../sandbox/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 
 const AGENT_MAIN = new URL("../guest/main.ts", import.meta.url).pathname;
 
@@ -18,8 +18,8 @@ export interface AgentFixture extends AsyncDisposable {
   socket: string;
   /** The agent's pid (for RSS). */
   pid: number;
-  /** Connects a new Sandbox. */
-  connect(): Promise<Sandbox>;
+  /** Connects a new AgentConnection. */
+  connect(): Promise<AgentConnection>;
   /** Current resident set size of the agent process in bytes. */
   rss(): Promise<number>;
   /** What the agent printed to stderr so far. */
@@ -55,7 +55,7 @@ export async function startAgent(): Promise<AgentFixture> {
     dir,
     socket,
     pid: child.pid,
-    connect: () => Sandbox.connectUnix(socket),
+    connect: () => AgentConnection.connectUnix(socket),
     rss: () => rssOf(child.pid),
     log: () => log,
     async kill(signal) {

@@ -9,11 +9,11 @@
  * @module
  */
 
-import { Sandbox } from "../sandbox/mod.ts";
+import { AgentConnection } from "../agent/mod.ts";
 
 const [socket, sizeArg] = Deno.args;
 const size = Number(sizeArg);
-await using sb = await Sandbox.connectUnix(socket!);
+await using sb = await AgentConnection.connectUnix(socket!);
 // Warm up so the baseline includes JIT and buffers.
 await sb.exec(["head", "-c", String(4 * 1024 * 1024), "/dev/zero"]);
 const base = Deno.memoryUsage().rss;

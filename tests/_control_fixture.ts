@@ -6,10 +6,14 @@
  * @module
  */
 
-import { Sandbox as AgentConnection } from "../sandbox/mod.ts";
-import { agentBackend, type AgentBackendOptions } from "../control/agent_backend.ts";
-import { ControlServer, type ControlServerOptions } from "../control/server.ts";
-import { type ControlSocket, listenControlSocket } from "../control/socket.ts";
+import { AgentConnection } from "../agent/mod.ts";
+import {
+  type AgentBackendOptions,
+  type ControlServer,
+  type ControlService,
+  serveControl,
+  type ServeControlOptions,
+} from "../control/mod.ts";
 import { startAgent } from "./_agent_fixture.ts";
 import { LineReader } from "./_lines.ts";
 
@@ -22,9 +26,9 @@ export interface ControlFixture extends AsyncDisposable {
   dir: string;
   /** The agent's socket. */
   agentSocket: string;
-  /** The control socket. */
+  /** Path of the control socket the server listens on (mode 0600). */
   controlSocket: string;
-  /** The server. */
+  /** The control server (its sessions and processes, for checks). */
   server: ControlServer;
   /** The agent connection the server uses. */
   agent: AgentConnection;
@@ -36,7 +40,7 @@ export interface ControlFixture extends AsyncDisposable {
 
 /** Starts agent + control server. */
 export async function startControl(
-  options: { backend?: AgentBackendOptions; server?: ControlServerOptions } = {},
+  options: { backend?: AgentBackendOptions; server?: ServeControlOptions["server"] } = {},
 ): Promise<ControlFixture> {
   // The agent process is the agent tests' fixture: one way to start it for every suite.
   const agentProcess = await startAgent();
@@ -44,18 +48,20 @@ export async function startControl(
   const agentSocket = agentProcess.socket;
   const controlSocket = `${dir}/control.sock`;
   let agent: AgentConnection | undefined;
-  let socket: ControlSocket | undefined;
-  let server: ControlServer | undefined;
+  let service: ControlService | undefined;
   const dispose = async () => {
-    await socket?.close();
-    await server?.close();
+    await service?.close();
     await agent?.close().catch(() => {});
     await agentProcess[Symbol.asyncDispose]();
   };
   try {
     agent = await AgentConnection.connectUnix(agentSocket);
-    server = new ControlServer(agentBackend(agent, options.backend), options.server);
-    socket = await listenControlSocket(server, controlSocket);
+    service = await serveControl(agent, {
+      listen: controlSocket,
+      ...options.backend,
+      ...(options.server ? { server: options.server } : {}),
+      log: () => {},
+    });
   } catch (err) {
     await dispose();
     throw err;
@@ -64,7 +70,7 @@ export async function startControl(
     dir,
     agentSocket,
     controlSocket,
-    server,
+    server: service.server,
     agent,
     log: agentProcess.log,
     killAgent: () => agentProcess.kill("SIGKILL"),
@@ -85,7 +91,7 @@ export class RawClient implements AsyncDisposable {
     this.#lines = new LineReader(conn.readable);
   }
 
-  /** Connects. */
+  /** Connects to the control socket at `path`. */
   static async connect(path: string): Promise<RawClient> {
     return new RawClient(await Deno.connect({ transport: "unix", path }));
   }

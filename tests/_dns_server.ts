@@ -12,8 +12,7 @@
 
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { buildDnsReply, DnsRcode, DnsType, parseDnsMessage } from "../proxy/dns/mod.ts";
-import { parseIpv4 } from "../proxy/wire/address.ts";
+import { buildDnsReply, DnsRcode, DnsType, parseDnsMessage, parseIpv4 } from "../proxy/mod.ts";
 
 const names = new Map<string, number>();
 for (const arg of Deno.args) {

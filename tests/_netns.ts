@@ -11,7 +11,7 @@
  * @module
  */
 
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "./_assert.ts";
 import { type CliResult, requireTool, shuruCommandLine, type TestHome } from "./_shuru.ts";
 import { LineReader } from "./_lines.ts";
 

@@ -14,7 +14,7 @@
 
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
-import { CertificateAuthority } from "../proxy/secret/ca.ts";
+import { CertificateAuthority } from "../proxy/mod.ts";
 
 /** Fails (never skips) when `tool` is missing, saying how to install it. */
 export async function requireRegistryTools(): Promise<void> {

@@ -13,7 +13,7 @@
  */
 
 import { gzipSync } from "node:zlib";
-import { CertificateAuthority } from "../proxy/secret/ca.ts";
+import { CertificateAuthority } from "../proxy/mod.ts";
 
 const [dir, value] = Deno.args as [string?, string?];
 if (!dir || !value) throw new Error("usage: _secret_server.ts DIR VALUE");

@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { dataHome } from "../cli/home.ts";
+import { dataHome } from "../host/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = join(ROOT, "main.ts");
@@ -40,10 +40,13 @@ export class TestHome implements AsyncDisposable {
     };
   }
   /** Runs `shuru ARGS` to completion. */
-  async run(args: string[], options: { stdin?: string; cwd?: string } = {}): Promise<CliResult> {
+  async run(
+    args: string[],
+    options: { stdin?: string; cwd?: string; env?: Record<string, string> } = {},
+  ): Promise<CliResult> {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "--config", CONFIG, MAIN, ...args],
-      env: this.env(),
+      env: this.env(options.env),
       cwd: options.cwd ?? ROOT,
       stdin: options.stdin !== undefined ? "piped" : "null",
       stdout: "piped",

@@ -4,19 +4,19 @@
  * private temp dir, and results are checked with Deno's own fs calls).
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
 import { LineReader } from "./_lines.ts";
 import {
-  AlreadyExistsError,
-  InvalidArgumentError,
-  IsADirectoryError,
-  NotADirectoryError,
-  NotEmptyError,
-  NotFoundError,
-  PermissionDeniedError,
+  AgentAlreadyExistsError,
+  AgentInvalidArgumentError,
+  AgentIsADirectoryError,
+  AgentNotADirectoryError,
+  AgentNotEmptyError,
+  AgentNotFoundError,
+  AgentPermissionDeniedError,
   type WatchEvent,
-} from "../sandbox/mod.ts";
+} from "../agent/mod.ts";
 
 async function sha256(data: Uint8Array): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
@@ -66,21 +66,21 @@ Deno.test("agent files", async (t) => {
       "cde",
     );
     const exists = await assertRejects(() => sb.writeFile(path, "x", { createNew: true }));
-    assert(exists instanceof AlreadyExistsError, String(exists));
+    assert(exists instanceof AgentAlreadyExistsError, String(exists));
     assertEquals(await Deno.readTextFile(path), "abcdefgh");
   });
 
   await t.step("file errors are typed", async () => {
     const missing = await assertRejects(() => sb.readBytes(`${root}/nope`), "nope");
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
     const dir = await assertRejects(() => sb.readBytes(root));
-    assert(dir instanceof IsADirectoryError, String(dir));
+    assert(dir instanceof AgentIsADirectoryError, String(dir));
     const noParent = await assertRejects(() => sb.writeFile(`${root}/no/such/dir/f`, "x"));
-    assert(noParent instanceof NotFoundError, String(noParent));
+    assert(noParent instanceof AgentNotFoundError, String(noParent));
     const relative = await assertRejects(() => sb.readBytes("relative/path"), "absolute");
-    assert(relative instanceof InvalidArgumentError, String(relative));
+    assert(relative instanceof AgentInvalidArgumentError, String(relative));
     const denied = await assertRejects(() => sb.remove("/proc/version"));
-    assert(denied instanceof PermissionDeniedError, String(denied));
+    assert(denied instanceof AgentPermissionDeniedError, String(denied));
   });
 
   await t.step("mkdir", async () => {
@@ -90,9 +90,9 @@ Deno.test("agent files", async (t) => {
     assert((await Deno.stat(`${root}/d2/a/b`)).isDirectory);
     await sb.mkdir(`${root}/d2/a/b`, { recursive: true });
     const exists = await assertRejects(() => sb.mkdir(`${root}/d1`));
-    assert(exists instanceof AlreadyExistsError, String(exists));
+    assert(exists instanceof AgentAlreadyExistsError, String(exists));
     const noParent = await assertRejects(() => sb.mkdir(`${root}/x/y`));
-    assert(noParent instanceof NotFoundError, String(noParent));
+    assert(noParent instanceof AgentNotFoundError, String(noParent));
     await sb.mkdir(`${root}/d3`, { mode: 0o700 });
     assertEquals((await Deno.stat(`${root}/d3`)).mode! & 0o777, 0o700);
   });
@@ -123,11 +123,11 @@ Deno.test("agent files", async (t) => {
     const notDir = await assertRejects(async () => {
       for await (const _ of sb.readDir(`${dir}/f`)) { /* nothing */ }
     });
-    assert(notDir instanceof NotADirectoryError, String(notDir));
+    assert(notDir instanceof AgentNotADirectoryError, String(notDir));
     const missing = await assertRejects(async () => {
       for await (const _ of sb.readDir(`${root}/nope`)) { /* nothing */ }
     });
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("stat and lstat", async () => {
@@ -143,7 +143,7 @@ Deno.test("agent files", async (t) => {
     assertEquals((await sb.stat(`${root}/s.link`, { lstat: true })).type, "symlink");
     assertEquals((await sb.stat(root)).type, "dir");
     const missing = await assertRejects(() => sb.stat(`${root}/nope`));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("remove", async () => {
@@ -152,11 +152,11 @@ Deno.test("agent files", async (t) => {
     await assertRejects(() => Deno.stat(`${root}/r.txt`));
     await Deno.mkdir(`${root}/rd/inner`, { recursive: true });
     const notEmpty = await assertRejects(() => sb.remove(`${root}/rd`));
-    assert(notEmpty instanceof NotEmptyError, String(notEmpty));
+    assert(notEmpty instanceof AgentNotEmptyError, String(notEmpty));
     await sb.remove(`${root}/rd`, { recursive: true });
     await assertRejects(() => Deno.stat(`${root}/rd`));
     const missing = await assertRejects(() => sb.remove(`${root}/rd`));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("rename", async () => {
@@ -165,7 +165,7 @@ Deno.test("agent files", async (t) => {
     assertEquals(await Deno.readTextFile(`${root}/b.txt`), "A");
     await assertRejects(() => Deno.stat(`${root}/a.txt`));
     const missing = await assertRejects(() => sb.rename(`${root}/a.txt`, `${root}/c.txt`));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("copy files and trees", async () => {
@@ -175,11 +175,11 @@ Deno.test("agent files", async (t) => {
     await Deno.mkdir(`${root}/tree/a`, { recursive: true });
     await Deno.writeTextFile(`${root}/tree/a/f`, "deep");
     const isDir = await assertRejects(() => sb.copy(`${root}/tree`, `${root}/tree2`));
-    assert(isDir instanceof IsADirectoryError, String(isDir));
+    assert(isDir instanceof AgentIsADirectoryError, String(isDir));
     await sb.copy(`${root}/tree`, `${root}/tree2`, { recursive: true });
     assertEquals(await Deno.readTextFile(`${root}/tree2/a/f`), "deep");
     const missing = await assertRejects(() => sb.copy(`${root}/none`, `${root}/x`));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("chmod", async () => {
@@ -190,7 +190,7 @@ Deno.test("agent files", async (t) => {
     await sb.chmod(`${root}/m.sh`, 0o640);
     assertEquals((await Deno.stat(`${root}/m.sh`)).mode! & 0o7777, 0o640);
     const missing = await assertRejects(() => sb.chmod(`${root}/none`, 0o644));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
   });
 
   await t.step("watch reports create, modify, rename and delete, recursively", async () => {
@@ -224,7 +224,7 @@ Deno.test("agent files", async (t) => {
     ac.abort();
     await collecting;
     const missing = await assertRejects(() => sb.watchReady(`${root}/not-there`));
-    assert(missing instanceof NotFoundError, String(missing));
+    assert(missing instanceof AgentNotFoundError, String(missing));
     await sb.ping();
   });
 });

@@ -3,15 +3,15 @@
  * (isatty, size, resize, echo of typed input), and `shuru exec --tty` driven inside tmux.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
-import type { SandboxProcess } from "../sandbox/mod.ts";
+import type { AgentProcess } from "../agent/mod.ts";
 
 /** Accumulates a process's terminal output and waits for patterns in it. */
 class Screen {
   out = "";
   #done: Promise<void>;
-  constructor(proc: SandboxProcess) {
+  constructor(proc: AgentProcess) {
     this.#done = (async () => {
       for await (const c of proc.stdout) this.out += text(c);
     })();

@@ -5,7 +5,7 @@
  */
 
 import { createBLAKE3 } from "hash-wasm";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { startAgent } from "./_agent_fixture.ts";
 
 const MiB = 1024 * 1024;

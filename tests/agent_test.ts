@@ -3,11 +3,11 @@
  * on one end, `guest/main.ts --listen` as a subprocess on the other.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
-import { FrameDecoder, FrameType, HELLO_MAGIC, PROTOCOL_VERSION } from "../proto/mod.ts";
+import { AGENT_PROTOCOL_VERSION, FrameDecoder, FrameType, HELLO_MAGIC } from "../proto/mod.ts";
 import { encodeFrame, encodeJson } from "../proto/frame.ts";
-import { ConnectionError, NotFoundError } from "../sandbox/mod.ts";
+import { AgentNotFoundError, ConnectionError } from "../agent/mod.ts";
 
 const enc = new TextEncoder();
 
@@ -117,7 +117,7 @@ Deno.test("agent exec", async (t) => {
     });
     assertEquals(text(out.stdout), `${agent.dir}\nx y|é=1\n`);
     const err = await assertRejects(() => sb.exec(["pwd"], { cwd: `${agent.dir}/missing` }));
-    assert(err instanceof NotFoundError, String(err));
+    assert(err instanceof AgentNotFoundError, String(err));
   });
 
   await t.step("an aborted exec is killed", async () => {
@@ -145,7 +145,7 @@ Deno.test("agent connection errors", async (t) => {
     stream: 0,
     payload: encodeJson({
       magic: HELLO_MAGIC,
-      protocol: PROTOCOL_VERSION,
+      protocol: AGENT_PROTOCOL_VERSION,
       role: "host",
       version: "raw-test",
       capabilities: [],

@@ -9,7 +9,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { withDeadline } from "./_deadline.ts";
 import { LineReader } from "./_lines.ts";
 import {

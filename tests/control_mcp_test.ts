@@ -4,7 +4,7 @@
  * (`--connect`). Creating sandboxes (`sandbox_create`) needs a VM and is covered by the
  * end-to-end tests with QEMU.
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { REPO, startControl } from "./_control_fixture.ts";
 // @ts-types="@modelcontextprotocol/sdk/client/index"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";

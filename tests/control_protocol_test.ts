@@ -1,9 +1,10 @@
 /**
  * The control protocol over a real control socket, served for a REAL guest agent running on this
- * host (guest/main.ts over a Unix socket). Messages are written by hand, as the reference's
+ * host (guest/main.ts over a Unix socket). Messages are written by hand, as the reference's (the
+ * Rust shuru for macOS this project re-creates)
  * `--stdio` clients write them.
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { RawClient, startControl } from "./_control_fixture.ts";
 
 type Msg = Record<string, unknown>;
@@ -448,4 +449,24 @@ Deno.test("control - a client that does not read holds the process back; memory 
     } else if (n.method === "exit") exit = n.params as Msg;
   }
   assertEquals([bytes, exit.code], [total, 0]);
+});
+
+Deno.test("control - a checkpoint name the store would refuse fails here, before the backend", async () => {
+  const asked: string[] = [];
+  await using f = await startControl({
+    backend: {
+      checkpoint: (name) => {
+        asked.push(name);
+        return Promise.reject(new Error("not reached"));
+      },
+    },
+  });
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  for (const [id, name] of [[1, "x".repeat(200)], [2, "../escape"], [3, "a..b"]] as const) {
+    await c.sendLine(req(id, "checkpoint", { name }));
+    const error = (await c.response(id)).error as Msg;
+    assertEquals(error.code, -32602, JSON.stringify(error));
+  }
+  assertEquals(asked, []);
 });

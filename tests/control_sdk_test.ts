@@ -2,7 +2,7 @@
  * The SDK (`mod.ts`) end to end: `Sandbox.connect` to a control socket served for a REAL guest
  * agent on this host; every call goes through the control protocol.
  */
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startControl } from "./_control_fixture.ts";
 import {
   AlreadyExistsError,

@@ -1,9 +1,9 @@
 /**
  * `--stdio` mode: the control protocol on a subprocess's stdin/stdout (control/serve.ts over a
- * REAL guest agent on this host), driven with the reference's exact messages. `shuru run --stdio`
+ * REAL guest agent on this host), driven with the reference's (the Rust shuru for macOS) exact messages. `shuru run --stdio`
  * with a VM uses the same `serveStdio`; its end-to-end test boots QEMU.
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { REPO, startControl } from "./_control_fixture.ts";
 import { LineReader } from "./_lines.ts";
 

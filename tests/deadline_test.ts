@@ -4,7 +4,7 @@
  * never finishes; and `run-tests`' watchdog ends a run stuck where no test deadline can fire.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { DeadlineError, withDeadline } from "./_deadline.ts";
 
 const PRELOAD = new URL("./_preload.ts", import.meta.url).pathname;

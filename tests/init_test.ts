@@ -9,10 +9,10 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { bundleAgent, ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { inspectElf } from "../assets/kernel.ts";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const PRODUCT_AGENT = join(REPO, "guest", "main.ts");
@@ -212,6 +212,56 @@ Deno.test("shuru prune removes a crashed run's instance folder", async () => {
     const report = JSON.parse(new TextDecoder().decode(out.stdout));
     assertEquals(report.instances.removed, [`${dead.pid}-crashed`]);
     assertEquals(await Array.fromAsync(Deno.readDir(join(home, "instances"))), []);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("shuru init as a user without subordinate IDs says how to add them, in one line", async () => {
+  // nobody (65534) is not root and has no /etc/subuid entry on a stock Debian.
+  await assets(); // the agent's stamp is current: no bundling (and no download) as nobody
+  const home = await Deno.makeTempDir({ prefix: "shuru-nonroot-home-" });
+  try {
+    const assetsDir = join(home, "assets");
+    await Deno.mkdir(assetsDir);
+    for await (const e of Deno.readDir(homeLayout().assets)) {
+      if (e.name.startsWith("agent-stamp-")) {
+        await Deno.copyFile(join(homeLayout().assets, e.name), join(assetsDir, e.name));
+      }
+    }
+    for (const dir of [home, assetsDir]) await Deno.chown(dir, 65534, 65534);
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        join(REPO, "main.ts"),
+        "init",
+        "--agent",
+        await agentEntry(),
+      ],
+      env: {
+        SHURU_HOME: home,
+        SHURU_ASSETS: assetsDir,
+        HOME: home,
+        USER: "nobody",
+        DENO_DIR: join(home, "deno"),
+        PATH: Deno.env.get("PATH") ?? "",
+      },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 2, stderr);
+    const last = stderr.trim().split("\n").at(-1) ?? "";
+    assert(last.startsWith("shuru: Cannot build the guest image as nobody (not root)"), stderr);
+    assert(last.includes("sudo usermod --add-subuids"), stderr);
+    assert(!stderr.includes("    at "), `a stack trace: ${stderr}`);
   } finally {
     await Deno.remove(home, { recursive: true });
   }

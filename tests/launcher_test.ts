@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "./_assert.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const PLAIN = join(ROOT, "node_modules/.bin/deno");

@@ -2,7 +2,7 @@
  * `shuru nbd serve` against real NBD clients: nbdinfo, nbdcopy, qemu-io, qemu-img.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   countChunks,
   pseudoRandom,

@@ -1,10 +1,10 @@
 /**
  * NbdServer + FileBackend against real NBD peers (nbdinfo, qemu-io, qemu-img, nbdcopy) and a
- * hostile raw client (tests/nbd/raw_client.ts). The server runs in this process on a socket in
+ * hostile raw client (tests/nbd/_raw_client.ts). The server runs in this process on a socket in
  * a fresh temp dir; the clients are separate processes or raw sockets.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   type BlockBackend,
   type Extent,
@@ -13,7 +13,7 @@ import {
   type WriteOptions,
 } from "../nbd/mod.ts";
 import { Command, CommandFlag, ErrorCode, Option, OptionReply, ReplyType } from "../nbd/wire.ts";
-import { RawClient } from "./nbd/raw_client.ts";
+import { RawClient } from "./nbd/_raw_client.ts";
 
 const INSTALL = "apt-get install qemu-utils libnbd-bin";
 const IMAGE_SIZE = 8 * 1024 * 1024;

@@ -8,7 +8,7 @@
  * anything but 127.0.0.1.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   buildGuest,
   guestSeconds,
@@ -16,7 +16,7 @@ import {
   runGuest,
   startServer,
   TRANSFER_SCRIPT,
-} from "./net_qemu.ts";
+} from "./_net_qemu.ts";
 import { NetworkPolicy, Relay, StreamLink } from "../proxy/mod.ts";
 
 const SIZE = 16 * 1024 * 1024;

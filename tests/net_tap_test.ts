@@ -9,8 +9,8 @@
  * Needs root, /dev/net/tun, iproute2, busybox-static and curl (tests/host_packages.txt).
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { sh, TapLink, TapNamespace, tapPrerequisite } from "./net_tap.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { sh, TapLink, TapNamespace, tapPrerequisite } from "./_net_tap.ts";
 import { NetworkPolicy } from "../proxy/policy.ts";
 import { type ConnectionRecord, Relay } from "../proxy/relay.ts";
 import { ipv4ToString } from "../proxy/wire/address.ts";

@@ -4,7 +4,7 @@
  * injects statuses, lies about sizes, corrupts and cuts bodies.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { FaultyFront, TestRegistry } from "./_registry.ts";
 import {
   MEDIA_OCI_MANIFEST,

@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { FaultyFront, TestRegistry } from "./_registry.ts";
 import { nbdUri, pseudoRandom, requireTool, run, ServeProcess } from "./_serve_utils.ts";
 import { DEFAULT_READAHEAD, Store } from "../store/mod.ts";

@@ -6,7 +6,7 @@
  * wrong data.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { FaultyFront, TestRegistry } from "./_registry.ts";
 import { shuruCommandLine, TestHome } from "./_shuru.ts";
 

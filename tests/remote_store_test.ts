@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { FaultyFront, skopeo, TestRegistry } from "./_registry.ts";
 import {
   openRemoteCheckpoint,

@@ -16,7 +16,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { requireTool, TestHome } from "./_shuru.ts";
 import { BlackholeNetns, describe, fields, runShuru } from "./_netns.ts";
 

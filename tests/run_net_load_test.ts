@@ -10,7 +10,7 @@
  * @module
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { requireTool, TestHome } from "./_shuru.ts";
 import {
   assertFastFailure,

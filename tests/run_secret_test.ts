@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { requireTool, shuruCommandLine, TestHome } from "./_shuru.ts";
 import { BlackholeNetns } from "./_netns.ts";
 import { LineReader } from "./_lines.ts";

@@ -4,7 +4,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { qemuProcessesMentioning, requireTool, shuruCommandLine, TestHome } from "./_shuru.ts";
 
 await requireTool("qemu-system-x86_64", "qemu-system-x86");
@@ -246,4 +246,16 @@ Deno.test("run - a malformed shuru.json is one clear line", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("run - a failure on the boot path is one line and a non-zero exit, no stack trace", async () => {
+  await using home = await TestHome.create();
+  // The guest assets' folder cannot be made: a regular file stands in its way.
+  const file = join(home.dir, "a-file");
+  await Deno.writeTextFile(file, "");
+  const r = await home.run(["run", "--", "true"], { env: { SHURU_ASSETS: join(file, "assets") } });
+  assert(r.code !== 0, r.stderr);
+  const lines = r.stderr.trim().split("\n").filter((l) => !/^[✓…]|^ {2}/.test(l));
+  assertEquals(lines.length, 1, r.stderr);
+  assert(lines[0]!.startsWith("shuru: ") && lines[0]!.includes("a-file"), r.stderr);
 });

@@ -2,7 +2,7 @@
  * Named sandboxes end to end with real guests (TCG): `shuru start` → `ps` → `exec` → `cp` →
  * live `checkpoint save` while the guest writes → `run --from` and `e2fsck` of the saved disk →
  * `stop`; a SIGKILLed supervisor leaves no QEMU; another user cannot open the control socket;
- * `shuru run --stdio` driven with the reference's messages. Boots are slow here, so each test
+ * `shuru run --stdio` driven with the reference's (the Rust shuru for macOS) messages. Boots are slow here, so each test
  * shares one sandbox across its steps.
  */
 // @ts-types="@modelcontextprotocol/sdk/client/index"
@@ -10,7 +10,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/stdio"
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   type CliResult,
   qemuProcessesMentioning,
@@ -412,7 +412,12 @@ Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkp
   ];
   let supervisorPid: number | undefined;
   {
-    await using sb = await Sandbox.create({ home: home.dir, name: "sdkbox", memory: 512, shuru });
+    await using sb = await Sandbox.create({
+      home: home.dir,
+      name: "sdkbox",
+      memoryMiB: 512,
+      shuru,
+    });
     const [row] = await ps(home);
     assertEquals(row?.name, "sdkbox");
     supervisorPid = row!.supervisor.pid;

@@ -4,7 +4,7 @@
  */
 
 import { createBLAKE3 } from "hash-wasm";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   countChunks,
   pseudoRandom,

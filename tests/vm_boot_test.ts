@@ -7,10 +7,10 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { LineReader } from "./_lines.ts";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
-import { homeLayout } from "../cli/home.ts";
+import { homeLayout } from "../host/mod.ts";
 import { createInstance, hostTscRate, kernelCmdline, launchGuest, QemuBackend } from "../vm/mod.ts";
 
 const TEST_AGENT = fileURLToPath(new URL("./fixtures/test_agent.ts", import.meta.url));

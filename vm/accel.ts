@@ -11,7 +11,7 @@
  */
 
 import { join } from "node:path";
-import { PROBE_MARKER } from "../assets/mod.ts";
+import { PROBE_MARKER } from "../proto/mod.ts";
 import { kernelCmdline } from "./cmdline.ts";
 import { VmError } from "./errors.ts";
 import { QemuBackend } from "./qemu.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { kernelCmdline } from "./cmdline.ts";
 
 Deno.test("kernelCmdline: console, panic power-off, TSC rate, module groups, probe", () => {

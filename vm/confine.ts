@@ -27,7 +27,7 @@
  * @module
  */
 
-import { findCommand } from "../assets/host_tools.ts";
+import { findCommand } from "../host/mod.ts";
 
 /** QEMU's seccomp sandbox, every optional filter on. */
 export const QEMU_SANDBOX_ARGS: readonly string[] = [

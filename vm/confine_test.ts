@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import { confineCommand, confineQemu, QEMU_SANDBOX_ARGS } from "./confine.ts";
 
 const decoder = new TextDecoder();

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../assets/mod.ts";
+import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../proto/mod.ts";
 import { VmError } from "./errors.ts";
 import type { BootPhase, VmExit } from "./types.ts";
 

@@ -1,5 +1,5 @@
-import { assert, assertEquals } from "../tests/assert.ts";
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../assets/mod.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
+import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../proto/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import type { VmExit } from "./types.ts";

@@ -7,6 +7,7 @@
  */
 
 import { join } from "node:path";
+import { nameProblem, processAlive, type ProcessId, processId } from "../host/mod.ts";
 import { VmError } from "./errors.ts";
 
 /** The files of one instance. */
@@ -25,14 +26,6 @@ export interface Instance {
   consoleLog: string;
 }
 
-/** A process identity that survives pid reuse: pid plus its start time in clock ticks. */
-export interface ProcessId {
-  /** Process id. */
-  pid: number;
-  /** Field 22 of `/proc/<pid>/stat`. */
-  startTime: number;
-}
-
 /** The owner record (`owner.json`). */
 export interface OwnerRecord {
   /** The shuru process that created the instance. */
@@ -46,44 +39,6 @@ export interface OwnerRecord {
 /** Unix socket paths are limited to 107 bytes plus NUL. */
 const MAX_SOCKET_PATH = 107;
 const OWNER_FILE = "owner.json";
-
-/** Returns the start time (field 22) from the text of `/proc/<pid>/stat`. */
-export function parseStatStartTime(stat: string): number | undefined {
-  // The command name (field 2) is in parentheses and may contain spaces and parentheses.
-  const close = stat.lastIndexOf(")");
-  if (close === -1) return undefined;
-  const fields = stat.slice(close + 2).split(" ");
-  // fields[0] is field 3 (state), so field 22 is fields[19].
-  const value = Number(fields[19]);
-  return Number.isInteger(value) ? value : undefined;
-}
-
-/** `true` when the text of `/proc/<pid>/stat` says the process is a zombie or dead. */
-export function isStatDead(stat: string): boolean {
-  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  return state === "Z" || state === "X" || state === "x";
-}
-
-/**
- * Returns the identity of process `pid`, or `undefined` when it does not exist or has exited
- * (a zombie: an orphan's exit may never be reaped when PID 1 does not reap, as in containers).
- */
-export async function processId(pid: number): Promise<ProcessId | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    if (isStatDead(stat)) return undefined;
-    const startTime = parseStatStartTime(stat);
-    return startTime === undefined ? undefined : { pid, startTime };
-  } catch {
-    return undefined;
-  }
-}
-
-/** `true` when the process `id` still runs (same pid and start time). */
-export async function isAlive(id: ProcessId): Promise<boolean> {
-  const now = await processId(id.pid);
-  return now !== undefined && now.startTime === id.startTime;
-}
 
 function instanceFiles(instancesDir: string, id: string): Instance {
   const dir = join(instancesDir, id);
@@ -114,9 +69,8 @@ export async function createInstance(
   options: CreateInstanceOptions = {},
 ): Promise<Instance> {
   const id = options.id ?? `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
-    throw new VmError("invalid_config", `Cannot create instance ${id}: invalid folder name`);
-  }
+  const problem = nameProblem("sandbox", id);
+  if (problem) throw new VmError("invalid_config", `Cannot create instance ${id}: ${problem}`);
   const instance = instanceFiles(instancesDir, id);
   if (instance.agentSocket.length > MAX_SOCKET_PATH) {
     throw new VmError(
@@ -207,11 +161,11 @@ export async function pruneInstances(instancesDir: string): Promise<PruneResult>
         result.kept.push(entry.name);
         continue;
       }
-    } else if (await isAlive(record.owner)) {
+    } else if (await processAlive(record.owner)) {
       result.kept.push(entry.name);
       continue;
     }
-    if (record?.vm && (await isAlive(record.vm))) {
+    if (record?.vm && (await processAlive(record.vm))) {
       try {
         Deno.kill(record.vm.pid, "SIGKILL");
         result.killed.push(record.vm.pid);

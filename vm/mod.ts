@@ -3,9 +3,14 @@
  * backend, the Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md), accelerator
  * choice (KVM/TCG), kernel command line, host TSC rate and instance folders.
  *
- * A run looks like:
- * ```ts
- * const assets = await ensureAssets({ assetsDir: layout.assets });         // assets/mod.ts
+ * A run looks like this (it boots a VM, so `deno test --doc` does not run it):
+ * ```ts ignore
+ * import { join } from "node:path";
+ * import { ensureAssets } from "../assets/mod.ts";
+ * import { homeLayout } from "../host/mod.ts";
+ * import { createInstance, launchGuest, removeInstance, resolveAccel } from "./mod.ts";
+ * const layout = homeLayout();
+ * const assets = await ensureAssets({ assetsDir: layout.assets });
  * const { accel, notice } = await resolveAccel("auto", {
  *   kernel: assets.kernel, initrd: assets.initramfs, workDir: layout.assets,
  *   cacheFile: join(layout.assets, "kvm-probe.json"),
@@ -78,9 +83,6 @@ export {
   createInstance,
   type CreateInstanceOptions,
   type Instance,
-  isAlive,
-  type ProcessId,
-  processId,
   pruneInstances,
   type PruneResult,
   recordVmProcess,

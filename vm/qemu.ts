@@ -14,7 +14,8 @@ import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import { qemuArgs } from "./qemu_args.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
-import { findCommand } from "../assets/host_tools.ts";
+import { findCommand } from "../host/mod.ts";
+import { writeAll } from "../io/mod.ts";
 
 /** Options of {@linkcode QemuBackend}. */
 export interface QemuBackendOptions {
@@ -43,15 +44,6 @@ function track(child: Deno.ChildProcess): void {
     });
   }
   live.add(child);
-}
-
-/** Writes all of `data` (a single write may be partial). */
-async function writeAll(
-  w: { write(p: Uint8Array): Promise<number> },
-  data: Uint8Array,
-): Promise<void> {
-  let done = 0;
-  while (done < data.length) done += await w.write(data.subarray(done));
 }
 
 /** Starts VMs with QEMU's `microvm` machine. */

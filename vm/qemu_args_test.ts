@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
 import { VmError } from "./errors.ts";
 import { optValue, qemuArgs } from "./qemu_args.ts";
 import type { VmConfig } from "./types.ts";

@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/_assert.ts";
 import { hostTscRate, tscFromCpuinfo, tscFromKernelLog } from "./tsc.ts";
 
 Deno.test("tscFromKernelLog prefers the refined calibration", () => {

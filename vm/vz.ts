@@ -13,7 +13,7 @@
  */
 
 import { dirname, join } from "node:path";
-import { closeFd, connectUnixSocket } from "../ffi/unix_socket.ts";
+import { closeFd, connectUnixSocket } from "../ffi/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";

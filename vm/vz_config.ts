@@ -21,7 +21,7 @@
  * @module
  */
 
-import { maxSocketPath } from "../ffi/unix_socket.ts";
+import { maxSocketPath } from "../ffi/mod.ts";
 import { VmError } from "./errors.ts";
 import type { VmConfig } from "./types.ts";
 

@@ -34,10 +34,10 @@
  * @module
  */
 
-import { BlockScope } from "../ffi/block.ts";
-import { isMainThread, mainRunLoop, pumpPolicy, type RunLoop, RunLoopPump } from "../ffi/cf.ts";
-import { Objc, ObjcError, type Ptr, type RuntimeClass } from "../ffi/objc.ts";
-import { openLibrary } from "../ffi/platform.ts";
+import { BlockScope } from "../ffi/mod.ts";
+import { isMainThread, mainRunLoop, pumpPolicy, type RunLoop, RunLoopPump } from "../ffi/mod.ts";
+import { Objc, ObjcError, type Ptr, type RuntimeClass } from "../ffi/mod.ts";
+import { openLibrary } from "../ffi/mod.ts";
 import { VmError } from "./errors.ts";
 import type { VzConfig, VzLimits } from "./vz_config.ts";
 

@@ -16,7 +16,7 @@
  */
 
 import { join } from "node:path";
-import { findCommand } from "../assets/host_tools.ts";
+import { findCommand } from "../host/mod.ts";
 import { VmError } from "./errors.ts";
 
 /** The entitlement. */

@@ -4,7 +4,7 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/_assert.ts";
 import * as libc from "../ffi/libc.ts";
 import { VmError } from "./errors.ts";
 import { connectDevices } from "./vz.ts";

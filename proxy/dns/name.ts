@@ -20,7 +20,7 @@ const LABEL = /^[A-Za-z0-9_-]{1,63}$/;
  *
  * @example
  * ```ts
- * import { assertEquals } from "../../tests/assert.ts";
+ * import { assertEquals } from "../../tests/_assert.ts";
  * assertEquals(normalizeHostName("API.Example.COM."), "api.example.com");
  * assertEquals(normalizeHostName("a..b"), undefined);
  * ```

@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { finishDnsLookup, handleDnsQuery } from "./server.ts";
 import { buildDnsQuery, DnsRcode, DnsType, parseDnsMessage, rcodeOf } from "./message.ts";
 import { DNS_QUERY_A, DNS_QUERY_AAAA } from "../wire/_test_data.ts";

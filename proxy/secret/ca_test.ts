@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
 import * as x509 from "@peculiar/x509";
 import { CertificateAuthority, certificateSerial } from "./ca.ts";
 

@@ -41,7 +41,7 @@ function malformed(what: string): HttpRelayError {
  *
  * @example
  * ```ts
- * import { assertEquals } from "../../tests/assert.ts";
+ * import { assertEquals } from "../../tests/_assert.ts";
  * const d = new ChunkedDecoder();
  * const r = d.push(new TextEncoder().encode("3\r\nabc\r\n0\r\n\r\nNEXT"));
  * assertEquals(r.data.map((x) => new TextDecoder().decode(x)), ["abc"]);

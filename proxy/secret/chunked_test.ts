@@ -1,7 +1,7 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { ChunkedDecoder, encodeChunk, encodeLastChunk } from "./chunked.ts";
 import { HttpRelayError } from "./http_error.ts";
-import { concatBytes } from "./replace.ts";
+import { concatBytes } from "../../io/mod.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -1,7 +1,7 @@
 import zlib from "node:zlib";
-import { assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assertEquals, assertRejects } from "../../tests/_assert.ts";
 import { contentCodingOf, ContentDecoder } from "./content_decoder.ts";
-import { concatBytes } from "./replace.ts";
+import { concatBytes } from "../../io/mod.ts";
 
 const data = new TextEncoder().encode("some text with a secret in it, ".repeat(5000));
 

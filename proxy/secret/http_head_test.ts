@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { MAX_HEADER_COUNT } from "./http_constants.ts";
 import { HttpRelayError } from "./http_error.ts";
 import {

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { concatBytes } from "../../io/mod.ts";
 import { ChunkedDecoder, encodeChunk, encodeLastChunk } from "./chunked.ts";
 import { type ContentCoding, contentCodingOf, ContentDecoder } from "./content_decoder.ts";
 import {
@@ -24,16 +25,15 @@ import {
   type HttpStatusCode,
   LINGER_MAX_BYTES,
   LINGER_MS,
-  MAX_HEAD_BYTES,
   READ_BUFFER_BYTES,
   reasonPhrase,
 } from "./http_constants.ts";
 import { HttpRelayError } from "./http_error.ts";
+import { HttpReader } from "./http_reader.ts";
 import {
   type BodyFraming,
   bytesToByteString,
   byteStringToBytes,
-  findHeadEnd,
   hasToken,
   type HeaderField,
   headerValue,
@@ -125,107 +125,6 @@ function utf8(text: string): Uint8Array {
   return encoder.encode(text);
 }
 
-/** Reads from a stream through one buffer: heads are searched in place, bodies handed out as views. */
-class BufferedReader {
-  readonly #conn: ByteDuplex;
-  readonly #buf = new Uint8Array(READ_BUFFER_BYTES);
-  #start = 0;
-  #end = 0;
-  #eof = false;
-
-  constructor(conn: ByteDuplex) {
-    this.#conn = conn;
-  }
-
-  async #fill(): Promise<boolean> {
-    if (this.#eof) return false;
-    if (this.#start === this.#end) this.#start = this.#end = 0;
-    else if (this.#end === this.#buf.length) {
-      this.#buf.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#start = 0;
-    }
-    const n = await this.#conn.read(this.#buf.subarray(this.#end));
-    if (n === null) {
-      this.#eof = true;
-      return false;
-    }
-    this.#end += n;
-    return true;
-  }
-
-  /**
-   * The next head (a copy), skipping CRLFs before it (RFC 9112 §2.2); null at a clean end of
-   * stream.
-   */
-  async readHead(): Promise<Uint8Array | null> {
-    let searched = 0;
-    for (;;) {
-      while (
-        this.#end - this.#start >= 2 && this.#buf[this.#start] === 0x0d &&
-        this.#buf[this.#start + 1] === 0x0a
-      ) {
-        this.#start += 2;
-        searched = 0;
-      }
-      const window = this.#buf.subarray(this.#start, this.#end);
-      const end = findHeadEnd(window, Math.max(0, searched - 3));
-      if (end > MAX_HEAD_BYTES) {
-        throw new HttpRelayError(
-          "head-too-large",
-          `Cannot read HTTP head: longer than ${MAX_HEAD_BYTES} bytes`,
-        );
-      }
-      if (end !== -1) {
-        this.#start += end;
-        return window.slice(0, end);
-      }
-      searched = window.length;
-      if (window.length >= MAX_HEAD_BYTES) {
-        throw new HttpRelayError(
-          "head-too-large",
-          `Cannot read HTTP head: longer than ${MAX_HEAD_BYTES} bytes`,
-        );
-      }
-      if (!await this.#fill()) {
-        if (this.#end - this.#start === 0) return null;
-        throw new HttpRelayError("truncated", "Cannot read HTTP head: the stream ended inside it");
-      }
-    }
-  }
-
-  /**
-   * Up to `max` bytes as a view of the buffer (valid until the next call), null at end of
-   * stream.
-   */
-  async readSome(max: number): Promise<Uint8Array | null> {
-    if (this.#start === this.#end && !await this.#fill()) return null;
-    const n = Math.min(max, this.#end - this.#start);
-    const view = this.#buf.subarray(this.#start, this.#start + n);
-    this.#start += n;
-    return view;
-  }
-
-  /** Gives back the last `count` bytes of the latest {@linkcode readSome} view. */
-  unread(count: number): void {
-    this.#start -= count;
-  }
-
-  /** Exactly `length` bytes into a new array. */
-  async readExact(length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
-    for (let at = 0; at < length;) {
-      const piece = await this.readSome(length - at);
-      if (piece === null) {
-        throw new HttpRelayError("truncated", "Cannot read HTTP body: the stream ended inside it");
-      }
-      out.set(piece, at);
-      at += piece.length;
-    }
-    return out;
-  }
-}
-
 /** One queued exchange, consumed in order by the response loop. */
 type Exchange =
   | {
@@ -270,8 +169,8 @@ class ExchangeQueue {
 class HttpSecretRelay {
   readonly #client: ByteDuplex;
   readonly #upstream: ByteDuplex;
-  readonly #guestIn: BufferedReader;
-  readonly #upstreamIn: BufferedReader;
+  readonly #guestIn: HttpReader;
+  readonly #upstreamIn: HttpReader;
   readonly #queue = new ExchangeQueue();
   readonly #maxBufferedBody: number;
   readonly #onExchange: HttpSecretRelayOptions["onExchange"];
@@ -292,8 +191,8 @@ class HttpSecretRelay {
   constructor(client: ByteDuplex, upstream: ByteDuplex, options: HttpSecretRelayOptions) {
     this.#client = client;
     this.#upstream = upstream;
-    this.#guestIn = new BufferedReader(client);
-    this.#upstreamIn = new BufferedReader(upstream);
+    this.#guestIn = new HttpReader(client);
+    this.#upstreamIn = new HttpReader(upstream);
     this.#maxBufferedBody = options.maxBufferedBody ?? DEFAULT_MAX_BUFFERED_BODY;
     this.#onExchange = options.onExchange;
     // Empty strings cannot be needles: an empty placeholder or value is skipped.
@@ -482,7 +381,7 @@ class HttpSecretRelay {
         headers: setHeader(upHead.headers, "Content-Length", String(body.length)),
       };
       this.#queueExchange(exchange);
-      await this.#writeUp(concat(serializeRequestHead(upHead), body));
+      await this.#writeUp(concatBytes([serializeRequestHead(upHead), body]));
       return;
     }
 
@@ -531,7 +430,7 @@ class HttpSecretRelay {
     await this.#writeUp(encodeLastChunk(trailers));
   }
 
-  async #pipeRaw(from: BufferedReader, to: ByteDuplex, count: (n: number) => void): Promise<void> {
+  async #pipeRaw(from: HttpReader, to: ByteDuplex, count: (n: number) => void): Promise<void> {
     for (;;) {
       const piece = await from.readSome(READ_BUFFER_BYTES);
       if (piece === null) break;
@@ -571,7 +470,7 @@ class HttpSecretRelay {
     const head =
       `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
       `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
-    await this.#writeDown(concat(utf8(head), body));
+    await this.#writeDown(concatBytes([utf8(head), body]));
   }
 
   /** Half-closes towards the guest and drops what it still sends, bounded (see LINGER_MS). */
@@ -790,12 +689,5 @@ function setHeader(headers: readonly HeaderField[], name: string, value: string)
     }
   }
   if (!set) out.push([name, value]);
-  return out;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
   return out;
 }

@@ -4,7 +4,7 @@
  */
 
 import zlib from "node:zlib";
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/_assert.ts";
 import {
   type HttpSecretRelayOptions,
   type HttpSecretRelayStats,

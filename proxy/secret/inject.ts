@@ -67,7 +67,7 @@ const SCHEME_PREFIX = /^((?:bearer|basic) +)?(.*)$/is;
  *
  * @example
  * ```ts
- * import { assertEquals } from "../../tests/assert.ts";
+ * import { assertEquals } from "../../tests/_assert.ts";
  * const injector = new RequestInjector([{ placeholder: "PH-123", value: "sk-real" }]);
  * assertEquals(injector.field("Authorization", "Bearer PH-123"), "Bearer sk-real");
  * assertEquals(injector.field("X-Note", "say PH-123"), "say PH-123");

@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { RequestInjector, type SecretPair } from "./inject.ts";
 
 const PH = "sk-PLACEHOLDER0123456789ab";

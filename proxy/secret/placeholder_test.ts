@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/_assert.ts";
 import { makePlaceholder, MIN_RANDOM_CHARS, placeholderPrefix } from "./placeholder.ts";
 
 Deno.test("placeholderPrefix keeps a key's kind: sk-, ghp_, xoxb-; nothing when late or absent", () => {

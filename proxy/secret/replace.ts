@@ -14,6 +14,8 @@
  * @module
  */
 
+import { concatBytes } from "../../io/mod.ts";
+
 /** One replacement: every `from` sequence becomes `to`. */
 export interface ReplacePair {
   /** The needle; must not be empty. */
@@ -86,7 +88,7 @@ const compiled = new WeakMap<readonly ReplacePair[], NeedleSet>();
  *
  * @example Needle split across two chunks
  * ```ts
- * import { assertEquals } from "../../tests/assert.ts";
+ * import { assertEquals } from "../../tests/_assert.ts";
  * const enc = new TextEncoder();
  * const dec = new TextDecoder();
  * const r = new StreamReplacer([{ from: enc.encode("PH"), to: enc.encode("value") }]);
@@ -246,17 +248,4 @@ function startsWithAt(buf: Uint8Array, at: number, needle: Uint8Array, count: nu
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && startsWithAt(a, 0, b, b.length) && a[0] === b[0];
-}
-
-/** Concatenates byte arrays into a new one. */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

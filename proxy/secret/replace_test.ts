@@ -1,5 +1,6 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
-import { concatBytes, type ReplacePair, StreamReplacer } from "./replace.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
+import { concatBytes } from "../../io/mod.ts";
+import { type ReplacePair, StreamReplacer } from "./replace.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

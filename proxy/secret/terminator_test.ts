@@ -4,7 +4,7 @@
  * host, with a certificate from another CA that only the terminator trusts).
  */
 
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/_assert.ts";
 import type { DialTarget, HostStream } from "../relay.ts";
 import { CertificateAuthority } from "./ca.ts";
 import type { InjectPlace } from "./inject.ts";

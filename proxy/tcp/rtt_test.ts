@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { RTTE_INITIAL_RTO, RTTE_MAX_RTO, RTTE_MIN_RTO, RttEstimator } from "./rtt.ts";
 
 Deno.test("RttEstimator - initial RTO is 1 s (RFC 6298 2.1)", () => {

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/_assert.ts";
 import { TcpFlag } from "../wire/constants.ts";
 import { seqAdd } from "../wire/seq.ts";
 import type { TcpRepr } from "../wire/tcp.ts";

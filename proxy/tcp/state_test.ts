@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { canReceive, canSend, isSynchronized, TCP_STATES } from "./state.ts";
 
 Deno.test("TcpState - the RFC 793 names, and which states are synchronized", () => {

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/_assert.ts";
 import { TcpTimer, ZERO_WINDOW_PROBE_MAX_DELAY } from "./timer.ts";
 
 Deno.test("TcpTimer - idle has no deadline", () => {

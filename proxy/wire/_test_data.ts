@@ -1,5 +1,5 @@
 /**
- * Frames captured from the Linux 6.1 kernel and busybox through a TAP device (tests/net_tap.ts),
+ * Frames captured from the Linux 6.1 kernel and busybox through a TAP device (tests/_net_tap.ts),
  * guest 10.0.2.15, gateway 10.0.2.2, 2026-11-26. Real bytes for the wire tests, written like
  * `tcpdump -xx` output: 16 bytes per line, in hex.
  *

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { ARP_LEN, ArpPacket, ArpRepr } from "./arp.ts";
 import { ipv4ToString, macToString, parseIpv4, parseMac } from "./address.ts";
 import { ArpOperation } from "./constants.ts";

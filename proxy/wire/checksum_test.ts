@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { checksum, finish, sum16 } from "./checksum.ts";
 
 Deno.test("checksum - RFC 1071 section 3 example", () => {

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { EthernetFrame, EthernetRepr } from "./ethernet.ts";
 import { macToString } from "./address.ts";
 import { EtherType } from "./constants.ts";

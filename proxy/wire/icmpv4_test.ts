@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { Icmpv4Packet, Icmpv4Repr } from "./icmpv4.ts";
 import { ICMP_ECHO_REQUEST } from "./_test_data.ts";
 

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { IPV4_HEADER_LEN, Ipv4Packet, Ipv4Repr } from "./ipv4.ts";
 import { ipv4ToString } from "./address.ts";
 import { IpProtocol } from "./constants.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax } from "./seq.ts";
 
 Deno.test("seq - comparisons wrap around 2^32", () => {

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { encodeTcpOptions, parseTcpOptions, segmentLen, TcpPacket, TcpRepr } from "./tcp.ts";
 import { parseIpv4 } from "./address.ts";
 import { TcpFlag } from "./constants.ts";

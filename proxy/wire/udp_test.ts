@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { UdpPacket, UdpRepr } from "./udp.ts";
 import { parseIpv4 } from "./address.ts";
 import { DNS_QUERY_A } from "./_test_data.ts";

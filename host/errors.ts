@@ -1,0 +1,31 @@
+/**
+ * The error type of the host's environment: programs shuru needs that are missing, and
+ * installing the packages that provide them.
+ *
+ * @module
+ */
+
+/** What is wrong with the host. */
+export type HostErrorCode =
+  | "missing_host_tools"
+  | "install_refused"
+  | "install_failed"
+  | "no_data_home";
+
+/** The host lacks something shuru needs; `message` says what to run about it. */
+export class HostError extends Error {
+  /** Machine-readable reason. */
+  readonly code: HostErrorCode;
+  /** The Debian packages that would fix it. */
+  readonly packages: string[];
+  constructor(
+    code: HostErrorCode,
+    message: string,
+    options?: { cause?: unknown; packages?: string[] },
+  ) {
+    super(message, { cause: options?.cause });
+    this.name = "HostError";
+    this.code = code;
+    this.packages = options?.packages ?? [];
+  }
+}

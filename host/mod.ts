@@ -1,0 +1,40 @@
+/**
+ * The host process's environment, below everything that uses it: where shuru keeps its data
+ * (the data home's layout), shuru's version, the host programs shuru runs (and the Debian
+ * packages that provide them), and process liveness that survives pid reuse.
+ *
+ * Nothing here knows about guests, disks or protocols.
+ *
+ * @module
+ */
+
+export {
+  CONTROL_SOCKET_NAME,
+  dataHome,
+  type HomeLayout,
+  homeLayout,
+  makeHomePrivate,
+  type MakeHomePrivateOptions,
+  sandboxControlSocket,
+} from "./home.ts";
+export { VERSION, versionText } from "./version.ts";
+export { NAME_LIMITS, type NameKind, nameProblem } from "./names.ts";
+export { HostError, type HostErrorCode } from "./errors.ts";
+export {
+  aptInstallLine,
+  ASSET_TOOLS,
+  findCommand,
+  findMissingTools,
+  type HostTool,
+  type InstallOptions,
+  installPackages,
+  isStaticElf,
+  type MissingPackage,
+  missingPackagesError,
+  type MissingTool,
+  missingToolsError,
+  NON_ROOT_TOOLS,
+  packagesOf,
+  VM_TOOLS,
+} from "./tools.ts";
+export { processAlive, type ProcessId, processId } from "./process.ts";

@@ -1,0 +1,78 @@
+import { assert, assertEquals, assertThrows } from "../tests/_assert.ts";
+import { SpecError } from "./errors.ts";
+import { parseSpecLayer, resolveSpec, SPEC_DEFAULTS } from "./spec.ts";
+
+Deno.test("resolveSpec - defaults fill what no layer sets", () => {
+  const spec = resolveSpec([{}]);
+  assertEquals(spec, {
+    ...SPEC_DEFAULTS,
+    accel: "auto",
+    backend: Deno.build.os === "darwin" ? "vz" : "qemu",
+    mounts: [],
+    ports: [],
+    env: {},
+  });
+});
+
+Deno.test("resolveSpec - the first layer wins; lists concatenate, the last layer's first", () => {
+  const flags = { cpus: 4, ports: [{ host: 2, guest: 20 }], env: { A: "flag" } };
+  const config = {
+    cpus: 1,
+    memoryMiB: 512,
+    ports: [{ host: 1, guest: 10 }],
+    env: { A: "config", B: "config" },
+  };
+  const spec = resolveSpec([flags, config]);
+  assertEquals([spec.cpus, spec.memoryMiB], [4, 512]);
+  assertEquals(spec.ports.map((p) => p.host), [1, 2]);
+  assertEquals(spec.env, { A: "flag", B: "config" });
+});
+
+Deno.test("resolveSpec - a network only when something asks for one", () => {
+  assertEquals(resolveSpec([{ network: { allowPrivate: true } }]).network, undefined);
+  const secret = { name: "K", value: "0123456789", hosts: ["api.test"] };
+  const net = resolveSpec([
+    { network: { allowHosts: ["pypi.org"] } },
+    { network: { secrets: [secret] } },
+  ]).network;
+  assertEquals(net?.allowNet, true, "an allow-list implies --allow-net");
+  assertEquals(net?.allowHosts, ["pypi.org", "api.test"], "a secret's host joins the list");
+  const exposed = resolveSpec([{ network: { exposeHost: [{ guestPort: 80, hostPort: 8080 }] } }]);
+  assertEquals(exposed.network?.allowNet, false, "--expose-host alone: a network, no internet");
+});
+
+Deno.test("resolveSpec - refuses what cannot describe a sandbox, naming it", () => {
+  const bad: Array<[Parameters<typeof resolveSpec>[0], string]> = [
+    [[{ ports: [{ host: 1, guest: 1 }, { host: 1, guest: 2 }] }], "host port 1 twice"],
+    [[{ cwd: "tmp" }], "absolute guest path"],
+    [[{ accel: "hvf" as "kvm" }], "kvm, tcg or auto"],
+    [[{ network: { allowHosts: ["bad host!"] } }], "bad host!"],
+    [[{ network: { netLog: "/tmp/x" } }], "--net-log without a network"],
+    [[{ mounts: [{ host: "/no/such/dir", guest: "/w", readOnly: true }] }], "no such file"],
+    [[{
+      network: {
+        allowNet: true,
+        exposeHost: [{ guestPort: 1, hostPort: 2 }, { guestPort: 1, hostPort: 3 }],
+      },
+    }], "twice"],
+  ];
+  for (const [layers, message] of bad) {
+    const err = assertThrows(() => resolveSpec(layers), message);
+    assert(err instanceof SpecError, String(err));
+  }
+});
+
+Deno.test("parseSpecLayer - checks untrusted JSON field by field, never echoing a value", () => {
+  assertEquals(parseSpecLayer({ cpus: 2, network: { allowNet: true } }, "--spec"), {
+    cpus: 2,
+    network: { allowNet: true },
+  });
+  assertThrows(() => parseSpecLayer({ cpu: 2 }, "--spec"), 'unknown field "cpu"');
+  assertThrows(() => parseSpecLayer({ cpus: "2" }, "--spec"), '"cpus" must be');
+  assertThrows(() => parseSpecLayer({ network: { allow: [] } }, "--spec"), '"allow"');
+  assertThrows(() => parseSpecLayer([], "--spec"), "JSON object");
+  const err = assertThrows(() =>
+    parseSpecLayer({ network: { secrets: [{ name: "K", value: 12345678 }] } }, "--spec")
+  );
+  assert(!err.message.includes("12345678"), err.message);
+});
