@@ -8,6 +8,7 @@
  * @module
  */
 
+import { concatBytes } from "../io/mod.ts";
 import { RegistryError } from "./errors.ts";
 import { RegistryTransport, type TransportOptions } from "./transport.ts";
 
@@ -127,14 +128,7 @@ export async function readBody(
     reader.releaseLock();
     await res.body.cancel().catch(() => {});
   }
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return parts.length === 1 ? parts[0]! : concatBytes(parts);
 }
 
 /** Options of {@linkcode RegistryClient}. */

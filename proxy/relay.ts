@@ -12,6 +12,7 @@
  * @module
  */
 
+import { writeAll } from "../io/mod.ts";
 import type { FrameLink } from "./link.ts";
 import { type ConnectDecision, EXPOSE_HOST_NAME, type NetworkPolicy } from "./policy.ts";
 import { type InspectEvent, StreamInspector } from "./inspect.ts";
@@ -795,9 +796,4 @@ export class Relay {
     if (flow.reason !== undefined) record.reason = flow.reason;
     this.#onConnection(record);
   }
-}
-
-async function writeAll(conn: HostStream, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
 }

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { concatBytes } from "../io/mod.ts";
 import { SupervisorError } from "./errors.ts";
 import { logPath, readRecord, type SandboxRecord } from "./registry.ts";
 import { encodeSpec, type SuperviseSpec } from "./supervise.ts";
@@ -84,13 +85,7 @@ export async function readHandedSecrets(
     reader.releaseLock();
   }
   if (size === 0) return undefined;
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(bytes);
+  return new TextDecoder().decode(concatBytes(chunks));
 }
 
 /** Our environment without the variables whose value contains one of `values`. */

@@ -14,6 +14,7 @@
 
 import { dirname, join } from "node:path";
 import { closeFd, connectUnixSocket } from "../ffi/mod.ts";
+import { writeAll } from "../io/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
@@ -422,13 +423,4 @@ export class VzVm implements Vm {
       (await this.agent).close();
     } catch { /* the caller closed it */ }
   }
-}
-
-/** Writes all of `data` (a single write may be partial). */
-async function writeAll(
-  w: { write(p: Uint8Array): Promise<number> },
-  data: Uint8Array,
-): Promise<void> {
-  let done = 0;
-  while (done < data.length) done += await w.write(data.subarray(done));
 }
