@@ -6,9 +6,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { RegistryError } from "../oci/mod.ts";
-import { pullCheckpoint, pushCheckpoint, StoreError } from "../store/mod.ts";
-import { UserError } from "./errors.ts";
+import { pullCheckpoint, pushCheckpoint } from "../store/mod.ts";
 import { formatBytes, openHomeStore } from "./store.ts";
 import { TransferPrinter } from "./transfer_progress.ts";
 
@@ -16,15 +14,10 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-/** Runs `fn`, turning registry and store errors into one-line {@linkcode UserError}s. */
+/** Runs `fn`, ending the progress display however it ends (errors reach describeError). */
 async function oneLine<T>(printer: TransferPrinter, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
-  } catch (err) {
-    if (err instanceof RegistryError || err instanceof StoreError) {
-      throw new UserError(err.message, { exitCode: 1, cause: err });
-    }
-    throw err;
   } finally {
     printer.finish();
   }

@@ -7,7 +7,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { RegistryClient, RegistryError, storeCredentials } from "../oci/mod.ts";
+import { RegistryClient, storeCredentials } from "../oci/mod.ts";
 import { UserError } from "./errors.ts";
 
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -83,22 +83,14 @@ export function loginCommand(): Command {
         credentials: { kind: "basic", username, password },
         insecureRegistries: opts.insecureRegistry ?? [],
       });
-      let scheme: string;
-      try {
-        scheme = await client.transport.verifyCredentials();
-        const where = await storeCredentials(registry, { username, password });
-        console.log(
-          `Login succeeded: credentials for ${registry} stored ` +
-            (where.kind === "helper"
-              ? `with docker-credential-${where.helper}`
-              : `in ${where.path}`) +
-            (scheme === "none" ? " (the registry asked for none)" : ""),
-        );
-      } catch (err) {
-        if (err instanceof RegistryError) {
-          throw new UserError(err.message, { exitCode: 1, cause: err });
-        }
-        throw err;
-      }
+      const scheme = await client.transport.verifyCredentials();
+      const where = await storeCredentials(registry, { username, password });
+      console.log(
+        `Login succeeded: credentials for ${registry} stored ` +
+          (where.kind === "helper"
+            ? `with docker-credential-${where.helper}`
+            : `in ${where.path}`) +
+          (scheme === "none" ? " (the registry asked for none)" : ""),
+      );
     }) as unknown as Command;
 }
