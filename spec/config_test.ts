@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/_assert.ts";
-import { loadConfig, validateConfig } from "./config.ts";
+import { configLayer, loadConfig, validateConfig } from "./config.ts";
 import {
   checkMount,
   parseAddHost,
@@ -15,6 +15,8 @@ Deno.test("validateConfig - accepts every documented key", () => {
     memory: 512,
     disk_size: 4096,
     accel: "tcg",
+    backend: "qemu",
+    insecure_registries: ["reg.lan:5000"],
     allow_net: true,
     ports: ["8080:80"],
     mounts: ["/tmp:/work:ro"],
@@ -35,6 +37,7 @@ Deno.test("validateConfig - wrong types are refused", () => {
   assertThrows(() => validateConfig({ cpus: 0 }, "f"), "positive integer");
   assertThrows(() => validateConfig({ command: "ls" }, "f"), "array of strings");
   assertThrows(() => validateConfig({ accel: "hvf" }, "f"), '"kvm", "tcg" or "auto"');
+  assertThrows(() => validateConfig({ backend: "hvf" }, "f"), '"vz" or "qemu"');
   assertThrows(() => validateConfig([], "f"), "JSON object");
 });
 
@@ -103,4 +106,11 @@ Deno.test("parseExposeHost takes PORT or PORT:HOSTPORT", () => {
   assertThrows(() => parseExposeHost("0"), "1-65535");
   assertThrows(() => parseExposeHost("1:2:3"), "PORT:HOSTPORT");
   assertThrows(() => parseExposeHost("x"), "not a port number");
+});
+
+Deno.test("configLayer - backend and insecure_registries become spec fields", () => {
+  const layer = configLayer(
+    validateConfig({ backend: "qemu", insecure_registries: ["reg.lan:5000"] }, "shuru.json"),
+  );
+  assertEquals([layer.backend, layer.insecureRegistries], ["qemu", ["reg.lan:5000"]]);
 });

@@ -76,3 +76,45 @@ Deno.test("parseSpecLayer - checks untrusted JSON field by field, never echoing 
   );
   assert(!err.message.includes("12345678"), err.message);
 });
+
+Deno.test("resolveSpec - the VM backend: the host's by default, the first layer's choice, vz only on macOS", () => {
+  const host = Deno.build.os === "darwin" ? "vz" : "qemu";
+  assertEquals(resolveSpec([{}]).backend, host);
+  assertEquals(resolveSpec([{ backend: "qemu" }, { backend: "vz" }]).backend, "qemu");
+  if (Deno.build.os !== "darwin") {
+    const err = assertThrows(() => resolveSpec([{ backend: "vz" }]), "needs macOS");
+    assert(err instanceof SpecError, String(err));
+  }
+  assertThrows(() => resolveSpec([{ backend: "hvf" as "vz" }]), "use vz or qemu");
+});
+
+Deno.test("resolveSpec - --from is a checkpoint name or a registry reference; insecure registries merge", () => {
+  assertEquals(resolveSpec([{ from: "py-deps" }]).from, "py-deps");
+  const spec = resolveSpec([
+    { from: "localhost:5000/team/base:v1", insecureRegistries: ["reg.lan:5000"] },
+    { insecureRegistries: ["reg.lan:5000", "other.lan"] },
+  ]);
+  assertEquals(spec.from, "localhost:5000/team/base:v1");
+  assertEquals(spec.insecureRegistries, ["reg.lan:5000", "other.lan"]);
+  assertEquals(resolveSpec([{}]).insecureRegistries, undefined);
+  assertThrows(() => resolveSpec([{ from: "../x" }]), "Invalid --from");
+  assertThrows(() => resolveSpec([{ from: "reg.lan/Upper:tag" }]), "Invalid --from");
+});
+
+Deno.test("parseSpecLayer - a secret's inject places and allowHttp are checked", () => {
+  const secret = { name: "K", value: "0123456789", hosts: ["api.test"] };
+  const ok = {
+    network: { secrets: [{ ...secret, inject: ["header", "query"], allowHttp: true }] },
+  };
+  assertEquals(parseSpecLayer(ok, "spec") as unknown, ok);
+  assertThrows(
+    () => parseSpecLayer({ network: { secrets: [{ ...secret, inject: ["cookie"] }] } }, "spec"),
+    "inject?: [header, query, body]",
+  );
+  assertThrows(
+    () => parseSpecLayer({ network: { secrets: [{ ...secret, allowHttp: "yes" }] } }, "spec"),
+    '"secrets" must be',
+  );
+  assertThrows(() => parseSpecLayer({ backend: "hvf" }, "spec"), '"backend" must be');
+  assertThrows(() => parseSpecLayer({ insecureRegistries: "x" }, "spec"), "registry hosts");
+});
