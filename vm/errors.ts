@@ -11,7 +11,9 @@ export type VmErrorCode =
   | "qemu_failed"
   | "boot_failed"
   | "agent_timeout"
-  | "instance_busy";
+  | "instance_busy"
+  | "save_failed"
+  | "restore_failed";
 
 /** A VM could not be configured, started or run; `message` says what to do about it. */
 export class VmError extends Error {

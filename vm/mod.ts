@@ -28,17 +28,38 @@ export type {
   Accel,
   BootPhase,
   DiskConfig,
+  MemoryFile,
   MountConfig,
   NetConfig,
+  SaveStateOptions,
+  SaveStateResult,
   Vm,
   VmBackend,
   VmConfig,
   VmExit,
+  VmSnapshotFiles,
 } from "./types.ts";
 export { VmError, type VmErrorCode } from "./errors.ts";
-export { QemuBackend, type QemuBackendOptions } from "./qemu.ts";
-export { launchGuest, type LaunchOptions } from "./launch.ts";
-export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
+export {
+  captureChangedRam,
+  type GuestRam,
+  openGuestRam,
+  PAGE_SIZE,
+  type RamCapture,
+  writeRamFile,
+} from "./guest_ram.ts";
+export { QemuBackend, type QemuBackendOptions, QemuVm } from "./qemu.ts";
+export { launchGuest, type LaunchOptions, moduleGroupsFor, restoreGuest } from "./launch.ts";
+export { AGENT_PORT_NAME, qemuArgs, RAM_BACKEND_ID } from "./qemu_args.ts";
+export {
+  QmpClient,
+  type QmpConnectOptions,
+  QmpError,
+  type QmpErrorCode,
+  type QmpEvent,
+  type QmpExecuteOptions,
+  type QmpVersion,
+} from "./qmp.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";
 export {

@@ -8,9 +8,22 @@
  * @module
  */
 
+import { dirname, join } from "node:path";
 import { VmError } from "./errors.ts";
+import { type GuestRam, openGuestRam } from "./guest_ram.ts";
+import { loadMachineState, saveDeviceState } from "./migration.ts";
+import { QmpClient } from "./qmp.ts";
 import { qemuArgs } from "./qemu_args.ts";
-import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
+import type {
+  BootPhase,
+  SaveStateOptions,
+  SaveStateResult,
+  Vm,
+  VmBackend,
+  VmConfig,
+  VmExit,
+  VmSnapshotFiles,
+} from "./types.ts";
 import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../assets/mod.ts";
 import { findCommand } from "../assets/host_tools.ts";
 
@@ -25,6 +38,8 @@ export interface QemuBackendOptions {
 }
 
 const CONSOLE_TAIL_LINES = 200;
+/** Deadline of monitor commands and state saves/loads unless the caller gives a signal. */
+const MONITOR_TIMEOUT_MS = 120_000;
 const STDERR_CAP = 64 * 1024;
 const LINE_CAP = 4096;
 
@@ -65,7 +80,63 @@ export class QemuBackend implements VmBackend {
   }
 
   /** Starts QEMU; resolves once it has connected the agent channel (within milliseconds). */
-  async start(config: VmConfig): Promise<Vm> {
+  start(config: VmConfig): Promise<Vm> {
+    return this.#launch(config, false);
+  }
+
+  /**
+   * Starts QEMU paused with `-incoming defer`, loads the machine state of `snapshot` over the
+   * monitor (RAM stays in the snapshot's file, mapped private), and resolves with the VM still
+   * paused. Needs `config.controlSocket`.
+   *
+   * @throws {VmError} `restore_failed` when QEMU refuses the state (another machine, another
+   *   QEMU, a corrupt file), with QEMU's words.
+   */
+  async restore(config: VmConfig, snapshot: VmSnapshotFiles, signal?: AbortSignal): Promise<Vm> {
+    if (config.controlSocket === undefined) {
+      throw new VmError("invalid_config", "Cannot restore a VM without a control socket");
+    }
+    let stateSize: number;
+    try {
+      const [ram, state] = await Promise.all([
+        Deno.stat(snapshot.ramFile),
+        Deno.stat(snapshot.stateFile),
+      ]);
+      stateSize = state.size;
+      if (ram.size !== config.memoryMiB * 1024 * 1024) {
+        throw new Error(
+          `the RAM file is ${ram.size} bytes, the VM has ${config.memoryMiB} MiB`,
+        );
+      }
+    } catch (err) {
+      throw new VmError(
+        "restore_failed",
+        `Cannot restore the VM: ${
+          err instanceof Deno.errors.NotFound
+            ? "a snapshot file is missing"
+            : (err as Error).message
+        }`,
+        { cause: err },
+      );
+    }
+    const vm = await this.#launch(
+      { ...config, memory: { path: snapshot.ramFile, shared: false } },
+      true,
+    );
+    try {
+      if (stateSize === 0) {
+        throw new VmError("restore_failed", "Cannot restore the VM: the state file is empty");
+      }
+      await vm.loadState(snapshot.stateFile, signal);
+    } catch (err) {
+      vm.kill();
+      await vm.exited;
+      throw err;
+    }
+    return vm;
+  }
+
+  async #launch(config: VmConfig, incoming: boolean): Promise<QemuVm> {
     const qemu = this.#options.qemu ?? findCommand("qemu-system-x86_64", this.#options.path);
     if (!qemu) {
       throw new VmError(
@@ -73,11 +144,17 @@ export class QemuBackend implements VmBackend {
         "Cannot start the VM: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86",
       );
     }
-    const args = qemuArgs(config);
-    await Deno.remove(config.agentSocket).catch(() => {});
-    const listener = Deno.listen({ transport: "unix", path: config.agentSocket });
+    const args = qemuArgs(config, { incoming });
+    const listeners: Deno.Listener[] = [];
+    // With a monitor, QEMU listens on the agent socket (see qemu_args.ts); else it connects.
+    const sockets = config.controlSocket ? [config.controlSocket] : [config.agentSocket];
+    if (config.controlSocket) await Deno.remove(config.agentSocket).catch(() => {});
     let vm: QemuVm;
     try {
+      for (const path of sockets) {
+        await Deno.remove(path).catch(() => {});
+        listeners.push(Deno.listen({ transport: "unix", path }));
+      }
       const setpriv = findCommand("setpriv", this.#options.path);
       const argv = setpriv
         ? [setpriv, "--pdeathsig", "SIGKILL", "--", qemu, ...args]
@@ -99,13 +176,25 @@ export class QemuBackend implements VmBackend {
         });
       }
       track(child);
-      vm = new QemuVm(child, log, listener, started, config, this.#options.onConsoleLine);
+      vm = new QemuVm(child, log, listeners, started, config, this.#options.onConsoleLine);
     } catch (err) {
-      listener.close();
-      await Deno.remove(config.agentSocket).catch(() => {});
+      for (const l of listeners) l.close();
+      for (const path of sockets) await Deno.remove(path).catch(() => {});
       throw err;
     }
-    const first = await Promise.race([vm.agent.then(() => "agent"), vm.exited.then(() => "exit")]);
+    let first: string;
+    try {
+      first = await Promise.race([
+        Promise.all([vm.agent, vm.monitorReady]).then(() => "ready"),
+        vm.exited.then(() => "exit"),
+      ]);
+    } catch (err) {
+      vm.kill();
+      await vm.exited;
+      throw new VmError("qemu_failed", `Cannot start the VM: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
     if (first === "exit") {
       const exit = await vm.exited;
       throw new VmError(
@@ -118,41 +207,71 @@ export class QemuBackend implements VmBackend {
   }
 }
 
-class QemuVm implements Vm {
+/** The QEMU VM; `qmp` is its monitor connection when it has a control socket. */
+export class QemuVm implements Vm {
   readonly pid: number;
   readonly agent: Promise<Deno.Conn>;
   readonly exited: Promise<VmExit>;
   readonly phases: Partial<Record<BootPhase, number>> = {};
+  /** Resolves once the monitor (if any) has greeted and negotiated. */
+  readonly monitorReady: Promise<QmpClient | undefined>;
+  readonly #config: VmConfig;
   readonly #child: Deno.ChildProcess;
   readonly #started: number;
   readonly #tail: string[] = [];
   readonly #waiters = new Map<BootPhase, Array<(ms: number) => void>>();
+  #qmp: QmpClient | undefined;
   #stopRequested = false;
   #ended = false;
   #sawPowerDown = false;
   #panic = "";
 
+  /** @internal Created by {@linkcode QemuBackend}. */
   constructor(
     child: Deno.ChildProcess,
     log: Deno.FsFile,
-    listener: Deno.Listener,
+    listeners: Deno.Listener[],
     started: number,
     config: VmConfig,
     onConsoleLine?: (line: string) => void,
   ) {
     this.#child = child;
+    this.#config = config;
     this.pid = child.pid;
     this.#started = started;
     this.#mark("spawned");
+    const monitorListener = config.controlSocket ? listeners[0] : undefined;
+    const agentListener = config.controlSocket ? undefined : listeners[0]!;
+
+    const monitorReady = (async () => {
+      if (!monitorListener) return undefined;
+      let conn: Deno.Conn;
+      try {
+        conn = await monitorListener.accept();
+      } finally {
+        monitorListener.close();
+        await Deno.remove(config.controlSocket!).catch(() => {});
+      }
+      // QEMU connects while creating its devices, before it loads the kernel.
+      this.#mark("qemuReady");
+      this.#qmp = await QmpClient.connect(conn);
+      return this.#qmp;
+    })();
+    monitorReady.catch(() => {});
+    this.monitorReady = monitorReady;
 
     this.agent = (async () => {
+      if (!agentListener) {
+        // QEMU listens on the agent socket from before its monitor greets.
+        await monitorReady;
+        return await this.connectAgent();
+      }
       try {
-        const conn = await listener.accept();
-        // QEMU connects while creating its devices, before it loads the kernel.
+        const conn = await agentListener.accept();
         this.#mark("qemuReady");
         return conn;
       } finally {
-        listener.close();
+        agentListener.close();
         await Deno.remove(config.agentSocket).catch(() => {});
       }
     })();
@@ -179,9 +298,12 @@ class QemuVm implements Vm {
       this.#ended = true;
       this.#mark("exited");
       // QEMU never connected: unblock accept().
-      try {
-        listener.close();
-      } catch { /* closed after accept */ }
+      for (const l of listeners) {
+        try {
+          l.close();
+        } catch { /* closed after accept */ }
+      }
+      await this.#qmp?.close();
       const [stderr] = await Promise.all([stderrDone.catch(() => ""), consoleDone.catch(() => {})]);
       log.close();
       for (const [, waiters] of this.#waiters) waiters.length = 0;
@@ -297,6 +419,101 @@ class QemuVm implements Vm {
 
   consoleTail(lines = 30): string {
     return this.#tail.slice(-lines).join("\n");
+  }
+
+  async connectAgent(): Promise<Deno.Conn> {
+    if (!this.#config.controlSocket) {
+      throw new VmError(
+        "invalid_config",
+        "Cannot reconnect the agent channel: the VM has no control socket (QEMU connects once)",
+      );
+    }
+    if (this.#ended) {
+      throw new VmError("qemu_failed", "Cannot connect the agent channel: the VM has exited");
+    }
+    return await Deno.connect({ transport: "unix", path: this.#config.agentSocket });
+  }
+
+  /** The monitor (QEMU-specific), once connected; `undefined` without a control socket. */
+  get qmp(): QmpClient | undefined {
+    return this.#qmp;
+  }
+
+  #monitor(action: string): QmpClient {
+    if (this.#ended) throw new VmError("qemu_failed", `Cannot ${action}: the VM has exited`);
+    if (!this.#qmp) {
+      throw new VmError("invalid_config", `Cannot ${action}: the VM has no control socket`);
+    }
+    return this.#qmp;
+  }
+
+  async pause(signal = AbortSignal.timeout(MONITOR_TIMEOUT_MS)): Promise<void> {
+    await this.#monitor("pause the VM").execute("stop", undefined, { signal });
+  }
+
+  async resume(signal = AbortSignal.timeout(MONITOR_TIMEOUT_MS)): Promise<void> {
+    await this.#monitor("resume the VM").execute("cont", undefined, { signal });
+  }
+
+  async saveState(stateFile: string, options: SaveStateOptions = {}): Promise<SaveStateResult> {
+    const action = "save the VM state";
+    const qmp = this.#monitor(action);
+    const signal = options.signal ?? AbortSignal.timeout(MONITOR_TIMEOUT_MS);
+    const status = await qmp.execute<{ running: boolean; status: string }>(
+      "query-status",
+      undefined,
+      { signal },
+    );
+    if (status.running) {
+      throw new VmError("save_failed", `Cannot ${action}: the VM is running (pause it first)`);
+    }
+    // A guest restored while its agent thinks a host is attached would wait on a dead session.
+    const chardevs = await qmp.execute<{ label: string; filename: string }[]>(
+      "query-chardev",
+      undefined,
+      { signal },
+    );
+    const agent = chardevs.find((c) => c.label === "agent");
+    if (agent && !agent.filename.startsWith("disconnected:")) {
+      throw new VmError(
+        "save_failed",
+        `Cannot ${action}: the agent channel is connected (end the agent session and close ` +
+          "the connection first, so a restored guest waits for a new host)",
+      );
+    }
+    const t0 = performance.now();
+    const stateBytes = await saveDeviceState(qmp, stateFile, { signal, exited: this.exited });
+    return { stateBytes, elapsedMs: performance.now() - t0 };
+  }
+
+  async openRam(): Promise<GuestRam> {
+    const action = "read the guest's RAM";
+    const qmp = this.#monitor(action);
+    if (!this.#config.memory) {
+      throw new VmError("invalid_config", `Cannot ${action}: it is not in a file (memory)`);
+    }
+    const status = await qmp.execute<{ running: boolean }>("query-status", undefined, {
+      signal: AbortSignal.timeout(MONITOR_TIMEOUT_MS),
+    });
+    if (status.running) {
+      throw new VmError("save_failed", `Cannot ${action}: the VM is running (pause it first)`);
+    }
+    return await openGuestRam(this.pid, this.#config.memory, this.#config.memoryMiB * 1024 * 1024);
+  }
+
+  /** @internal Loads a state into a VM started with `-incoming defer` (used by restore). */
+  async loadState(stateFile: string, signal: AbortSignal | undefined): Promise<void> {
+    const qmp = this.#monitor("restore the VM state");
+    await loadMachineState(qmp, stateFile, {
+      socketPath: this.#migrationSocket(),
+      signal: signal ?? AbortSignal.timeout(MONITOR_TIMEOUT_MS),
+      exited: this.exited,
+    });
+  }
+
+  /** The migration stream's socket, next to the control socket (the instance folder). */
+  #migrationSocket(): string {
+    return join(dirname(this.#config.controlSocket!), "mig.sock");
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
