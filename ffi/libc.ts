@@ -44,6 +44,8 @@ export const LINUX = {
   /** `_IO('R', 0x07)`: reseed the CRNG from the input pool now. */
   RNDRESEEDCRNG: 0x5207,
   CLOCK_REALTIME: 0,
+  SEEK_DATA: 3,
+  SEEK_HOLE: 4,
 } as const;
 
 /** errno values the callers act on, with their names for messages. */
@@ -70,6 +72,7 @@ export const ERRNO = {
   ELOOP: 40,
   ENAMETOOLONG: 36,
   ETXTBSY: 26,
+  ENXIO: 6,
 } as const;
 
 const ERRNO_NAMES = new Map<number, string>(
@@ -147,6 +150,7 @@ const SYMBOLS = {
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   clock_settime: { parameters: ["i32", "buffer"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -361,6 +365,34 @@ export function setRealtimeClock(unixMs: number): void {
   // struct timespec { time_t tv_sec; long tv_nsec; } on 64-bit Linux.
   const ts = new BigInt64Array([BigInt(sec), BigInt(nsec)]);
   check("clock_settime", lib().clock_settime(LINUX.CLOCK_REALTIME, ts));
+}
+
+/**
+ * The byte ranges of `path` that hold data (`lseek` with SEEK_DATA/SEEK_HOLE), as
+ * `[start, end)` pairs in order: the rest of the file is holes, which read as zeros. A file
+ * system without hole reporting returns one range covering the whole file.
+ */
+export function dataRanges(path: string): [number, number][] {
+  const fd = check("open", lib().open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0), path);
+  const out: [number, number][] = [];
+  try {
+    let off = 0n;
+    for (;;) {
+      const data = lib().lseek(fd, off, LINUX.SEEK_DATA);
+      if (data < 0n) {
+        const e = errno();
+        if (e === ERRNO.ENXIO) break; // no data at or after `off`
+        throw new LibcError("lseek SEEK_DATA", e, path);
+      }
+      const hole = lib().lseek(fd, data, LINUX.SEEK_HOLE);
+      if (hole < 0n) throw new LibcError("lseek SEEK_HOLE", errno(), path);
+      out.push([Number(data), Number(hole)]);
+      off = hole;
+    }
+  } finally {
+    lib().close(fd);
+  }
+  return out;
 }
 
 /** `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a counter fd used to wake a poll. */

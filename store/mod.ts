@@ -28,6 +28,8 @@ export {
   type DeviceSource,
   type GcOptions,
   type GcReport,
+  type MemoryImage,
+  type MemoryInfo,
   type OpenDeviceOptions,
   Store,
   type StoreOpenOptions,
@@ -38,6 +40,7 @@ export {
   DeviceSnapshot,
   type FrozenState,
   type LowerLayer,
+  type MemoryAttachment,
   type OverlayLayer,
   type SavedState,
   type SaveOptions,
@@ -46,5 +49,6 @@ export {
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
 export type { BlockTable } from "./manifest.ts";
+export { memoryImageId, type MemorySource } from "./memory.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";

@@ -9,6 +9,7 @@
  *   bases/ID.idx            block table of a base image, ID = hash of its content's table
  *   bases/file-DEV-INO-BS.json  which ID a base file has, valid while (size, mtime, ctime) match
  *   leases/PID.UUID.idx     hard links to manifests an open device still needs (gc roots)
+ *   memory/ID.ram, ID.json  RAM files of memory images (a verified, read-only cache), identity
  *   tmp/                    chunks and manifests being written; renamed into place when complete
  * ```
  *
@@ -16,7 +17,21 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
+import {
+  BlockTable,
+  decodeManifest,
+  encodeManifest,
+  type Manifest,
+  type ManifestMeta,
+} from "./manifest.ts";
+import {
+  buildMemoryTable,
+  cachedRamFile,
+  cachePaths,
+  materializeMemory,
+  memoryImageId,
+  recordCache,
+} from "./memory.ts";
 import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
 import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
@@ -87,6 +102,34 @@ export interface CheckpointInfo {
   parent?: string;
   /** Set when the manifest fails validation. */
   error?: string;
+  /** A memory checkpoint's memory part. */
+  memory?: MemoryInfo;
+}
+
+/** The memory part of a memory checkpoint, as listed. */
+export interface MemoryInfo {
+  /** Guest RAM size in bytes. */
+  size: number;
+  /** Non-zero RAM blocks (stored as chunks, shared with other images). */
+  usedBlocks: number;
+  /** Machine state bytes. */
+  stateBytes: number;
+  /** The machine it belongs to (`vm/machine.ts`). */
+  machine: Record<string, unknown>;
+}
+
+/** What a restore needs of a memory checkpoint. */
+export interface MemoryImage {
+  /** Checkpoint name. */
+  name: string;
+  /** Content identity of the RAM image. */
+  imageId: string;
+  /** The RAM image's table. */
+  table: BlockTable;
+  /** The VM's machine state. */
+  state: Uint8Array;
+  /** The machine it belongs to. */
+  machine: Record<string, unknown>;
 }
 
 /** Details of one checkpoint. */
@@ -117,6 +160,8 @@ export interface GcReport {
   removedLeases: number;
   /** Base-image caches removed (with `pruneBaseCache`). */
   removedBaseCaches: number;
+  /** Cached RAM files removed (no checkpoint or running device refers to their image). */
+  removedMemoryFiles: number;
 }
 
 /** Options of {@linkcode Store.gc}. */
@@ -140,6 +185,8 @@ export class Store {
   readonly blockSize: number;
   /** The chunk files. */
   readonly chunks: ChunkStore;
+  /** Cached RAM files of memory images. */
+  readonly memoryDir: string;
   #log: (line: string) => void;
   #leases = new WeakMap<CowDevice, { lower?: string; saved?: string }>();
 
@@ -147,13 +194,14 @@ export class Store {
     this.dir = dir;
     this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.chunks = new ChunkStore(dir);
+    this.memoryDir = join(dir, "memory");
     this.#log = options.log ?? ((line) => console.error(line));
   }
 
   /** Opens (creating if needed) the store in `dir`. */
   static async open(dir: string, options: StoreOpenOptions = {}): Promise<Store> {
     await initHasher();
-    for (const sub of ["chunks", "checkpoints", "bases", "leases", "tmp"]) {
+    for (const sub of ["chunks", "checkpoints", "bases", "leases", "memory", "tmp"]) {
       await Deno.mkdir(join(dir, sub), { recursive: true });
     }
     const store = new Store(dir, options);
@@ -237,6 +285,7 @@ export class Store {
         };
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
+        if (m.memory) info.memory = memoryInfo(m);
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -264,12 +313,12 @@ export class Store {
       throw err;
     }
     const m = decodeManifest(bytes);
-    const mine = hashSet(m.table);
+    const mine = manifestHashes(m);
     const others = new Set<string>();
     for (const other of await this.#names()) {
       if (other === name) continue;
       try {
-        for (const h of hashSet((await this.#readManifest(this.#checkpointPath(other))).table)) {
+        for (const h of manifestHashes(await this.#readManifest(this.#checkpointPath(other)))) {
           if (mine.has(h)) others.add(h);
         }
       } catch (err) {
@@ -277,7 +326,7 @@ export class Store {
       }
     }
     for (const path of await this.#rootFiles(["bases", "leases"])) {
-      for (const h of hashSet((await this.#readManifest(path)).table)) {
+      for (const h of manifestHashes(await this.#readManifest(path))) {
         if (mine.has(h)) others.add(h);
       }
     }
@@ -295,6 +344,7 @@ export class Store {
     };
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
+    if (m.memory) details.memory = memoryInfo(m);
     return details;
   }
 
@@ -337,6 +387,7 @@ export class Store {
         removedTempFiles: 0,
         removedLeases: 0,
         removedBaseCaches: 0,
+        removedMemoryFiles: 0,
       };
       // No save holds the lock, so everything in tmp/ is left over from a crash.
       for await (const e of Deno.readDir(join(this.dir, "tmp"))) {
@@ -356,14 +407,15 @@ export class Store {
         }
       }
       const live = new Set<string>();
+      const liveImages = new Set<string>();
       const roots = [
         ...(await this.#names()).map((n) => this.#checkpointPath(n)),
         ...await this.#rootFiles(["bases", "leases"]),
       ];
       for (const path of roots) {
-        let table: BlockTable;
+        let manifest: Manifest;
         try {
-          table = (await this.#readManifest(path)).table;
+          manifest = await this.#readManifest(path);
         } catch (err) {
           throw new StoreError(
             "bad_manifest",
@@ -372,7 +424,14 @@ export class Store {
             { cause: err },
           );
         }
-        for (const h of hashSet(table)) live.add(h);
+        for (const h of manifestHashes(manifest)) live.add(h);
+        if (manifest.memory) liveImages.add(memoryImageId(manifest.memory.table));
+      }
+      for await (const e of Deno.readDir(this.memoryDir)) {
+        const id = e.name.split(".")[0]!;
+        if (liveImages.has(id)) continue;
+        await Deno.remove(join(this.memoryDir, e.name)).catch(() => {});
+        if (e.name.endsWith(".ram")) report.removedMemoryFiles++;
       }
       for await (const [hex, size] of this.chunks.list()) {
         if (live.has(hex)) {
@@ -483,6 +542,73 @@ export class Store {
     } finally {
       lock.close();
       lower.close();
+    }
+  }
+
+  /** Keeps `file` (complete, unchanging) as the cached RAM file of image `id`. */
+  async #adoptRamFile(file: string, id: string): Promise<void> {
+    const paths = cachePaths(this.memoryDir, id);
+    const tmp = join(this.dir, "tmp", `${id}.${crypto.randomUUID().slice(0, 8)}.ram`);
+    try {
+      await Deno.link(file, tmp);
+      await Deno.chmod(tmp, 0o444);
+      await Deno.rename(tmp, paths.ram);
+      await recordCache(this.memoryDir, id, paths.ram);
+    } catch {
+      // Another file system, say: the first restore materializes it instead.
+      await Deno.remove(tmp).catch(() => {});
+    }
+  }
+
+  /**
+   * The memory part of checkpoint `name`: RAM table, machine state and machine description.
+   *
+   * @throws {StoreError} `not_found` when it does not exist or has no memory.
+   */
+  async readMemory(name: string): Promise<MemoryImage> {
+    validateName(name);
+    let m: Manifest;
+    try {
+      m = await this.#readManifest(this.#checkpointPath(name));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw await this.#notFound(name, "read");
+      throw err;
+    }
+    if (!m.memory) {
+      throw new StoreError(
+        "not_found",
+        `Cannot restore the memory of checkpoint "${name}": it saved the disk only`,
+      );
+    }
+    return {
+      name,
+      imageId: memoryImageId(m.memory.table),
+      table: m.memory.table,
+      state: m.memory.state,
+      machine: m.memory.machine,
+    };
+  }
+
+  /**
+   * The RAM file of `image`, ready for guests to map private: the cached file when it is still
+   * the one written, else written now from the chunks, each verified against its hash (so a
+   * damaged image fails here, before any guest runs). Open the checkpoint's disk device first:
+   * its lease keeps the image's chunks and cached file from gc.
+   *
+   * @throws {StoreError} `corrupt_chunk` when a chunk is missing, short or altered.
+   */
+  async materializeMemory(image: MemoryImage): Promise<{ path: string; written: boolean }> {
+    const cached = await cachedRamFile(this.memoryDir, image.imageId, image.table.diskSize);
+    if (cached) return { path: cached, written: false };
+    const lock = await this.#lock(false);
+    try {
+      const path = await materializeMemory(this.chunks, image.table, this.memoryDir, {
+        tmpDir: join(this.dir, "tmp"),
+        name: image.name,
+      });
+      return { path, written: true };
+    } finally {
+      lock.close();
     }
   }
 
@@ -703,12 +829,40 @@ export class Store {
       newChunks += batch.written;
       phases.writeMs += batch.writeMs;
       phases.syncMs += batch.syncMs;
+      let memory: SaveResult["memory"];
+      let memoryPart:
+        | { table: BlockTable; state: Uint8Array; machine: Record<string, unknown> }
+        | undefined;
+      if (options.memory) {
+        const mem = options.memory;
+        const memBatch = new ChunkBatch(this.chunks);
+        let built;
+        try {
+          built = await buildMemoryTable(mem.source, bs, memBatch);
+          await memBatch.finish();
+        } catch (err) {
+          memBatch.abort();
+          throw err;
+        }
+        phases.hashMs += built.hashMs;
+        phases.writeMs += memBatch.writeMs;
+        phases.syncMs += memBatch.syncMs;
+        memoryPart = { table: built.table, state: mem.state, machine: mem.machine };
+        memory = {
+          imageId: memoryImageId(built.table),
+          size: built.table.diskSize,
+          hashedBlocks: built.hashedBlocks,
+          newChunks: memBatch.written,
+          usedBlocks: built.table.usedCount(),
+          stateBytes: mem.state.length,
+        };
+      }
       const tm = performance.now();
       const meta: ManifestMeta = { createdAt: Date.now() };
       const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
       if (parent !== undefined) meta.parent = parent;
       if (baseId !== undefined) meta.base = baseId;
-      const bytes = encodeManifest(table, meta);
+      const bytes = encodeManifest(table, meta, memoryPart);
       const path = this.#checkpointPath(name);
       try {
         await this.#writeAtomic(path, bytes, options.overwrite ?? false);
@@ -727,7 +881,11 @@ export class Store {
       lease.saved = newLease;
       this.#leases.set(device, lease);
       device.lastSaved = { where, table, name };
+      if (memory && options.memory?.source.adoptFile && !options.memory.source.capture) {
+        await this.#adoptRamFile(options.memory.source.file, memory.imageId);
+      }
       return {
+        ...(memory ? { memory } : {}),
         name,
         hashedBlocks,
         newChunks,
@@ -743,15 +901,26 @@ export class Store {
   }
 }
 
-/** The distinct chunk hashes (hex) a table references. */
-function hashSet(table: BlockTable): Set<string> {
+/** The distinct chunk hashes (hex) a manifest references: disk and, if any, memory. */
+function manifestHashes(m: Manifest): Set<string> {
   const out = new Set<string>();
-  for (let i = 0; i < table.entryCount; i++) {
-    if (!table.isZero(i)) {
-      out.add(toHex(table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN)));
+  for (const table of m.memory ? [m.table, m.memory.table] : [m.table]) {
+    for (let i = 0; i < table.entryCount; i++) {
+      if (!table.isZero(i)) {
+        out.add(toHex(table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN)));
+      }
     }
   }
   return out;
+}
+
+function memoryInfo(m: Manifest): MemoryInfo {
+  return {
+    size: m.memory!.table.diskSize,
+    usedBlocks: m.header.memory!.usedCount,
+    stateBytes: m.memory!.state.length,
+    machine: m.memory!.machine,
+  };
 }
 
 /** `true` when a process with `pid` exists on this machine. */
