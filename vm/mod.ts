@@ -52,6 +52,13 @@ export { QemuBackend, type QemuBackendOptions, QemuVm } from "./qemu.ts";
 export { launchGuest, type LaunchOptions, moduleGroupsFor, restoreGuest } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs, RAM_BACKEND_ID } from "./qemu_args.ts";
 export {
+  describeMachine,
+  MACHINE_FORMAT,
+  type MachineDescription,
+  machineMismatch,
+  modulesOf,
+} from "./machine.ts";
+export {
   QmpClient,
   type QmpConnectOptions,
   QmpError,

@@ -11,6 +11,7 @@
 import { dirname, join } from "node:path";
 import { VmError } from "./errors.ts";
 import { type GuestRam, openGuestRam } from "./guest_ram.ts";
+import { describeMachine, type MachineDescription } from "./machine.ts";
 import { loadMachineState, saveDeviceState } from "./migration.ts";
 import { QmpClient } from "./qmp.ts";
 import { qemuArgs } from "./qemu_args.ts";
@@ -484,6 +485,10 @@ export class QemuVm implements Vm {
     const t0 = performance.now();
     const stateBytes = await saveDeviceState(qmp, stateFile, { signal, exited: this.exited });
     return { stateBytes, elapsedMs: performance.now() - t0 };
+  }
+
+  describe(): MachineDescription {
+    return describeMachine(this.#config, this.#monitor("describe the VM").version);
   }
 
   async openRam(): Promise<GuestRam> {

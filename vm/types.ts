@@ -1,4 +1,5 @@
 import type { GuestRam } from "./guest_ram.ts";
+import type { MachineDescription } from "./machine.ts";
 
 /**
  * The VM interface the CLI and sandbox use. The QEMU backend implements it on Linux; a macOS
@@ -157,6 +158,11 @@ export interface Vm extends AsyncDisposable {
    * and the disk as they are at this pause, it is everything a restore needs.
    */
   saveState(stateFile: string, options?: SaveStateOptions): Promise<SaveStateResult>;
+  /**
+   * The machine this VM is, as a snapshot records it (compare with `machineMismatch` before a
+   * restore). Needs the monitor (`controlSocket`).
+   */
+  describe(): MachineDescription;
   /**
    * The paused VM's RAM, for saving it (needs `memory`). Read it before resuming: the guest
    * changes it as soon as it runs.
