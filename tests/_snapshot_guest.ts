@@ -15,10 +15,14 @@ import { Sandbox } from "../sandbox/mod.ts";
 import { type CowDevice, type DeviceSource, Store } from "../store/mod.ts";
 import {
   createInstance,
+  guestConfig,
   hostTscRate,
   type Instance,
   launchGuest,
   type LaunchOptions,
+  QemuBackend,
+  type QemuVm,
+  recordVmProcess,
   removeInstance,
   restoreGuest,
   type Vm,
@@ -184,6 +188,26 @@ export class SnapshotLab implements AsyncDisposable {
         ...(options.ramFile ? { memory: { path: options.ramFile, shared: true } } : {}),
       });
       return new Guest(vm, p.instance, p.device, p.server);
+    } catch (err) {
+      await p.undo();
+      throw err;
+    }
+  }
+
+  /**
+   * Starts a guest paused with `-incoming defer` and nothing loaded (to load a migration
+   * stream by hand); `ramFile` is mapped private when given, else RAM is anonymous.
+   */
+  async incoming(options: GuestOptions = {}): Promise<Guest & { vm: QemuVm }> {
+    const p = await this.#parts(options);
+    try {
+      const config = await guestConfig(p.launch);
+      const vm = await new QemuBackend().startIncoming({
+        ...config,
+        ...(options.ramFile ? { memory: { path: options.ramFile, shared: false } } : {}),
+      });
+      await recordVmProcess(p.instance, vm.pid);
+      return new Guest(vm, p.instance, p.device, p.server) as Guest & { vm: QemuVm };
     } catch (err) {
       await p.undo();
       throw err;

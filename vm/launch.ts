@@ -62,7 +62,8 @@ export function moduleGroupsFor(options: { mounts?: unknown[]; net?: unknown }):
   return groups;
 }
 
-async function guestConfig(options: LaunchOptions): Promise<VmConfig> {
+/** The VM configuration {@linkcode launchGuest} starts (kernel command line included). */
+export async function guestConfig(options: LaunchOptions): Promise<VmConfig> {
   const mounts = options.mounts ?? [];
   const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
   return {

@@ -41,6 +41,11 @@ export interface MachineStateOptions {
   signal: AbortSignal;
   /** Resolves if QEMU exits meanwhile (fails the operation with QEMU's output). */
   exited: Promise<{ code: number; stderr: string }>;
+  /**
+   * Migration capabilities to set before loading (they must match the saving side's):
+   * default {@linkcode MIGRATION_CAPABILITIES}, right for states from `saveDeviceState`.
+   */
+  capabilities?: readonly { capability: string; state: boolean }[];
 }
 
 async function migrationError(qmp: QmpClient, action: string, fallback: string): Promise<string> {
@@ -142,9 +147,9 @@ export async function loadMachineState(
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     const work = (async () => {
-      await qmp.execute("migrate-set-capabilities", { capabilities: MIGRATION_CAPABILITIES }, {
-        signal,
-      });
+      await qmp.execute("migrate-set-capabilities", {
+        capabilities: options.capabilities ?? MIGRATION_CAPABILITIES,
+      }, { signal });
       const done = final(qmp, signal);
       done.catch(() => {});
       // QEMU listens on the socket once the command returns.

@@ -49,7 +49,19 @@ export {
   writeRamFile,
 } from "./guest_ram.ts";
 export { QemuBackend, type QemuBackendOptions, QemuVm } from "./qemu.ts";
-export { launchGuest, type LaunchOptions, moduleGroupsFor, restoreGuest } from "./launch.ts";
+export {
+  loadMachineState,
+  type MachineStateOptions,
+  MIGRATION_CAPABILITIES,
+  saveDeviceState,
+} from "./migration.ts";
+export {
+  guestConfig,
+  launchGuest,
+  type LaunchOptions,
+  moduleGroupsFor,
+  restoreGuest,
+} from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs, RAM_BACKEND_ID } from "./qemu_args.ts";
 export {
   describeMachine,

@@ -137,6 +137,15 @@ export class QemuBackend implements VmBackend {
     return vm;
   }
 
+  /**
+   * Starts QEMU paused with `-incoming defer` and nothing loaded (QEMU-specific): for loading a
+   * migration stream by hand with {@linkcode loadMachineState} (benchmarks of other
+   * mechanisms). `restore` is this plus the load.
+   */
+  startIncoming(config: VmConfig): Promise<QemuVm> {
+    return this.#launch(config, true);
+  }
+
   async #launch(config: VmConfig, incoming: boolean): Promise<QemuVm> {
     const qemu = this.#options.qemu ?? findCommand("qemu-system-x86_64", this.#options.path);
     if (!qemu) {
