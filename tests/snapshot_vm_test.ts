@@ -5,9 +5,9 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { SnapshotLab } from "./_snapshot_guest.ts";
-import { captureChangedRam, writeRamFile } from "../vm/mod.ts";
+import { captureChangedRam, VmError, writeRamFile } from "../vm/mod.ts";
 
 const dec = new TextDecoder();
 
@@ -46,6 +46,14 @@ Deno.test({
       await g.connect();
       // A file on tmpfs lives only in guest RAM: seeing it after a restore proves the RAM came back.
       await sh(g, "echo snapshot-marker > /dev/shm/marker");
+      // A guest saved while its agent has a host would restore into a dead session.
+      await g.vm.pause();
+      const refused = await assertRejects(() => g.vm.saveState(state));
+      assert(
+        refused instanceof VmError && refused.message.includes("agent channel is connected"),
+        String(refused),
+      );
+      await g.vm.resume();
       await g.detach();
       await g.vm.pause();
       await g.device.save("snap");

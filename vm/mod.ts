@@ -1,7 +1,8 @@
 /**
  * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend, accelerator choice (KVM/TCG), kernel command line, host TSC rate and instance
- * folders.
+ * backend and its monitor ({@linkcode QmpClient}), memory snapshots (pause, machine state,
+ * guest RAM, restore: `docs/snapshots.md`), accelerator choice (KVM/TCG), kernel command line,
+ * host TSC rate and instance folders.
  *
  * A run looks like:
  * ```ts
