@@ -219,3 +219,25 @@ Deno.test("memory checkpoint - readMemory of a disk-only checkpoint says it has 
   assert(err.message.includes("disk only"), err.message);
   assertEquals((await store.list())[0]!.memory, undefined);
 });
+
+Deno.test("memory checkpoint - a save that fails half-way lists nothing and leaves earlier checkpoints whole", async () => {
+  await using tmp = await tempDir("shuru-mem-");
+  const { store, device } = await setup(tmp.path);
+  const ram = await writeRam(`${tmp.path}/ram`, 7);
+  await saveWithMemory(device, "earlier", { size: RAM, file: `${tmp.path}/ram` });
+  // The capture names blocks its file does not have: the save fails while storing the RAM,
+  // after the disk chunks were written.
+  const err = await assertRejects(() =>
+    saveWithMemory(device, "broken", {
+      size: RAM,
+      file: `${tmp.path}/ram`,
+      capture: { path: `${tmp.path}/no-such-capture`, blocks: new Uint8Array(RAM / BS).fill(1) },
+    })
+  );
+  assert(err instanceof Error, String(err));
+  await device.close();
+  assertEquals((await store.list()).map((c) => c.name), ["earlier"]);
+  assertEquals((await Array.fromAsync(Deno.readDir(`${store.dir}/tmp`))).length, 0);
+  const back = await store.materializeMemory(await store.readMemory("earlier"));
+  assertEquals(await Deno.readFile(back.path), ram);
+});
