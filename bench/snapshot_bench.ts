@@ -295,7 +295,10 @@ console.log(
     const guestRam = await g.vm.openRam();
     let capture;
     try {
-      capture = await captureChangedRam(guestRam, join(lab.dir, `${name}.capture`), BLOCK);
+      capture = await captureChangedRam(guestRam, {
+        path: join(lab.dir, `${name}.capture`),
+        blockSize: BLOCK,
+      });
     } finally {
       guestRam.close();
     }

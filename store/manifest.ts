@@ -275,14 +275,15 @@ function encodeTable(table: BlockTable, out: Uint8Array, pos: number): number {
 }
 
 /**
- * Encodes `table` and `meta` as a manifest file: version 1.0, or 2.0 with `memory` (a memory
+ * Encodes `table` and `meta` as a manifest file: version 1.0, or 2.0 with `options.memory` (a memory
  * checkpoint, whose RAM table must have the disk table's block size).
  */
 export function encodeManifest(
   table: BlockTable,
   meta: ManifestMeta = {},
-  memory?: MemoryPart,
+  options: { memory?: MemoryPart } = {},
 ): Uint8Array {
+  const memory = options.memory;
   const used = table.usedCount();
   const metaBytes = new TextEncoder().encode(JSON.stringify(meta));
   if (metaBytes.length > MAX_META_LEN) {

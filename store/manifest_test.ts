@@ -129,7 +129,7 @@ function memorySample(): MemoryPart {
 
 Deno.test("encodeManifest - a memory checkpoint is version 2.0 with both tables, state and machine", () => {
   const mem = memorySample();
-  const bytes = encodeManifest(sample(), { parent: "p" }, mem);
+  const bytes = encodeManifest(sample(), { parent: "p" }, { memory: mem });
   const m = decodeManifest(bytes);
   assertEquals(m.header.major, VERSION_MAJOR_MEMORY);
   assertEquals(m.header.headerLength, HEADER_LEN_MEMORY);
@@ -152,7 +152,7 @@ Deno.test("encodeManifest - a memory checkpoint is version 2.0 with both tables,
 });
 
 Deno.test("decodeManifest - a memory checkpoint: every single-byte corruption, truncation and extension is rejected", () => {
-  const bytes = encodeManifest(sample(), {}, memorySample());
+  const bytes = encodeManifest(sample(), {}, { memory: memorySample() });
   for (let i = 0; i < bytes.length; i++) {
     const bad = bytes.slice();
     bad[i]! ^= 0x01;
@@ -169,11 +169,17 @@ Deno.test("decodeManifest - a memory checkpoint: every single-byte corruption, t
 Deno.test("encodeManifest - a memory table must share the disk's block size and a page-multiple size", () => {
   const mem = memorySample();
   assertThrows(
-    () => encodeManifest(sample(), {}, { ...mem, table: new BlockTable(4096, 1 << 20) }),
+    () =>
+      encodeManifest(sample(), {}, {
+        memory: { ...mem, table: new BlockTable(4096, 1 << 20) },
+      }),
     "block size differs",
   );
   assertThrows(
-    () => encodeManifest(sample(), {}, { ...mem, table: new BlockTable(65536, 5000) }),
+    () =>
+      encodeManifest(sample(), {}, {
+        memory: { ...mem, table: new BlockTable(65536, 5000) },
+      }),
     "multiple of 4096",
   );
 });

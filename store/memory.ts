@@ -68,14 +68,14 @@ function blocksWithData(ranges: [number, number][], bs: number, count: number): 
 }
 
 /**
- * Builds the block table of the image described by `source`, adding new chunks to `batch`
- * (the caller finishes or aborts it).
+ * Builds the block table of the image described by `source` in blocks of `blockSize`, adding
+ * new chunks to `batch` (the caller finishes or aborts it).
  */
 export async function buildMemoryTable(
   source: MemorySource,
-  blockSize: number,
-  batch: ChunkBatch,
+  into: { blockSize: number; batch: ChunkBatch },
 ): Promise<MemoryBuild> {
+  const { blockSize, batch } = into;
   const table = new BlockTable(blockSize, source.size);
   const count = table.entryCount;
   const bs = blockSize;
@@ -182,9 +182,9 @@ export function cachePaths(memoryDir: string, id: string): { ram: string; key: s
 /** The cached RAM file of image `id` when it is still the one written (else `undefined`). */
 export async function cachedRamFile(
   memoryDir: string,
-  id: string,
-  size: number,
+  image: { id: string; size: number },
 ): Promise<string | undefined> {
+  const { id, size } = image;
   const paths = cachePaths(memoryDir, id);
   try {
     const recorded = JSON.parse(await Deno.readTextFile(paths.key)) as CacheKey;
@@ -197,7 +197,11 @@ export async function cachedRamFile(
 }
 
 /** Records `ram` (complete, read-only) as the cached file of image `id`. */
-export async function recordCache(memoryDir: string, id: string, ram: string): Promise<void> {
+export async function recordCache(
+  memoryDir: string,
+  image: { id: string; ram: string },
+): Promise<void> {
+  const { id, ram } = image;
   const paths = cachePaths(memoryDir, id);
   const tmp = `${paths.key}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   await Deno.writeTextFile(tmp, JSON.stringify(keyOf(await Deno.stat(ram))));
@@ -206,6 +210,8 @@ export async function recordCache(memoryDir: string, id: string, ram: string): P
 
 /** Options of {@linkcode materializeMemory}. */
 export interface MaterializeOptions {
+  /** Where cached RAM files live (the store's `memory/`). */
+  memoryDir: string;
   /** Folder for the temporary file (the store's `tmp/`, same file system as `memoryDir`). */
   tmpDir: string;
   /** For messages: which checkpoint the image belongs to. */
@@ -213,7 +219,7 @@ export interface MaterializeOptions {
 }
 
 /**
- * Writes the RAM file of image `table` into `memoryDir` from the chunks, verifying each
+ * Writes the RAM file of image `table` into `options.memoryDir` from the chunks, verifying each
  * chunk's length and hash as it is read; zero blocks stay holes. Returns its path.
  *
  * @throws {StoreError} `corrupt_chunk` naming the block and checkpoint when a chunk is missing,
@@ -222,9 +228,9 @@ export interface MaterializeOptions {
 export async function materializeMemory(
   chunks: ChunkStore,
   table: BlockTable,
-  memoryDir: string,
   options: MaterializeOptions,
 ): Promise<string> {
+  const { memoryDir } = options;
   const id = memoryImageId(table);
   const paths = cachePaths(memoryDir, id);
   const tmp = join(options.tmpDir, `${id}.${crypto.randomUUID().slice(0, 8)}.ram`);
@@ -263,6 +269,6 @@ export async function materializeMemory(
   fs.closeSync(fd);
   await Deno.mkdir(memoryDir, { recursive: true });
   await Deno.rename(tmp, paths.ram);
-  await recordCache(memoryDir, id, paths.ram);
+  await recordCache(memoryDir, { id, ram: paths.ram });
   return paths.ram;
 }

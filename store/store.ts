@@ -553,7 +553,7 @@ export class Store {
       await Deno.link(file, tmp);
       await Deno.chmod(tmp, 0o444);
       await Deno.rename(tmp, paths.ram);
-      await recordCache(this.memoryDir, id, paths.ram);
+      await recordCache(this.memoryDir, { id, ram: paths.ram });
     } catch {
       // Another file system, say: the first restore materializes it instead.
       await Deno.remove(tmp).catch(() => {});
@@ -598,11 +598,15 @@ export class Store {
    * @throws {StoreError} `corrupt_chunk` when a chunk is missing, short or altered.
    */
   async materializeMemory(image: MemoryImage): Promise<{ path: string; written: boolean }> {
-    const cached = await cachedRamFile(this.memoryDir, image.imageId, image.table.diskSize);
+    const cached = await cachedRamFile(this.memoryDir, {
+      id: image.imageId,
+      size: image.table.diskSize,
+    });
     if (cached) return { path: cached, written: false };
     const lock = await this.#lock(false);
     try {
-      const path = await materializeMemory(this.chunks, image.table, this.memoryDir, {
+      const path = await materializeMemory(this.chunks, image.table, {
+        memoryDir: this.memoryDir,
         tmpDir: join(this.dir, "tmp"),
         name: image.name,
       });
@@ -838,7 +842,7 @@ export class Store {
         const memBatch = new ChunkBatch(this.chunks);
         let built;
         try {
-          built = await buildMemoryTable(mem.source, bs, memBatch);
+          built = await buildMemoryTable(mem.source, { blockSize: bs, batch: memBatch });
           await memBatch.finish();
         } catch (err) {
           memBatch.abort();
@@ -862,7 +866,7 @@ export class Store {
       const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
       if (parent !== undefined) meta.parent = parent;
       if (baseId !== undefined) meta.base = baseId;
-      const bytes = encodeManifest(table, meta, memoryPart);
+      const bytes = encodeManifest(table, meta, memoryPart ? { memory: memoryPart } : {});
       const path = this.#checkpointPath(name);
       try {
         await this.#writeAtomic(path, bytes, options.overwrite ?? false);

@@ -72,7 +72,10 @@ Deno.test({
     const guestRam = await b.vm.openRam();
     let capture;
     try {
-      capture = await captureChangedRam(guestRam, join(lab.dir, "capture"), BLOCK);
+      capture = await captureChangedRam(guestRam, {
+        path: join(lab.dir, "capture"),
+        blockSize: BLOCK,
+      });
     } finally {
       guestRam.close();
     }

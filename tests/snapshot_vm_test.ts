@@ -118,12 +118,15 @@ Deno.test({
     const state2 = join(lab.dir, "state2");
     await src.vm.saveState(state2);
     using guestRam = await src.vm.openRam().then((r) => ({ r, [Symbol.dispose]: () => r.close() }));
-    const capture = await captureChangedRam(guestRam.r, join(lab.dir, "capture"), 64 * 1024);
+    const capture = await captureChangedRam(guestRam.r, {
+      path: join(lab.dir, "capture"),
+      blockSize: 64 * 1024,
+    });
     assert(capture.copiedBlocks > 0, "the restored guest wrote no RAM?");
     await src.vm.resume();
     await disk.save("at-pause");
     const ram2 = join(lab.dir, "ram2");
-    await writeRamFile(capture, ram, ram2);
+    await writeRamFile(capture, { base: ram, out: ram2 });
     // The source goes on and changes the file on its disk.
     await src.connect();
     await sh(

@@ -75,7 +75,11 @@ export function parseMaps(text: string): Mapping[] {
  * for a private file mapping, a present page that is not a file page (copied on write) or a
  * swapped-out page. `entries` are raw little-endian u64 pagemap entries, page `first` onwards.
  */
-export function markChangedPages(entries: Uint8Array, first: number, bitmap: Uint8Array): number {
+export function markChangedPages(
+  entries: Uint8Array,
+  into: { first: number; bitmap: Uint8Array },
+): number {
+  const { first, bitmap } = into;
   const view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
   let changed = 0;
   for (let k = 0; k * 8 < entries.length; k++) {
@@ -104,13 +108,21 @@ async function preadAll(fd: number, dst: Uint8Array, position: number, what: str
   }
 }
 
+/** Options of {@linkcode openGuestRam}. */
+export interface OpenGuestRamOptions {
+  /** The RAM file the QEMU process was started with, and how it maps it. */
+  file: MemoryFile;
+  /** Guest RAM size in bytes. */
+  size: number;
+}
+
 /**
- * Opens the guest RAM of QEMU process `pid`, which maps `file` (the RAM file it was started
- * with) for `size` bytes.
+ * Opens the guest RAM of QEMU process `pid`, which maps `file` for `size` bytes.
  *
  * @throws {VmError} `save_failed` when the mapping is not found or `/proc` cannot be read.
  */
-export async function openGuestRam(pid: number, file: MemoryFile, size: number): Promise<GuestRam> {
+export async function openGuestRam(pid: number, options: OpenGuestRamOptions): Promise<GuestRam> {
+  const { file, size } = options;
   const action = "Cannot read guest RAM";
   let maps: Mapping[];
   let real: string;
@@ -162,7 +174,7 @@ export async function openGuestRam(pid: number, file: MemoryFile, size: number):
         const n = Math.min(slice, pages - p);
         const part = buf.subarray(0, n * 8);
         await preadAll(pagemap, part, (firstPage + p) * 8, "pagemap");
-        markChangedPages(part, p, bitmap);
+        markChangedPages(part, { first: p, bitmap });
       }
       return bitmap;
     },
@@ -194,6 +206,14 @@ export interface RamCapture {
   changedPages: number;
 }
 
+/** Options of {@linkcode captureChangedRam}. */
+export interface CaptureOptions {
+  /** The capture file to create (it must not exist). */
+  path: string;
+  /** Block size of the capture (the store's: 64 KiB); a multiple of the page size. */
+  blockSize: number;
+}
+
 /**
  * Copies every `blockSize` block of guest RAM that holds a changed page into a new sparse file
  * at `path` (at the block's offset), so the VM can resume while the copy is stored. With a
@@ -201,9 +221,9 @@ export interface RamCapture {
  */
 export async function captureChangedRam(
   ram: GuestRam,
-  path: string,
-  blockSize: number,
+  options: CaptureOptions,
 ): Promise<RamCapture> {
+  const { path, blockSize } = options;
   if (blockSize % PAGE_SIZE !== 0 || blockSize <= 0) {
     throw new RangeError(`Cannot capture RAM in ${blockSize}-byte blocks: not a page multiple`);
   }
@@ -241,15 +261,15 @@ export async function captureChangedRam(
 }
 
 /**
- * Writes a complete RAM file at `outPath`: the blocks of `capture`, and every other block from
- * `baseFile` (the RAM file the VM was mapped from). All-zero stretches stay holes, so the file
+ * Writes a complete RAM file at `out`: the blocks of `capture`, and every other block from
+ * `base` (the RAM file the VM was mapped from). All-zero stretches stay holes, so the file
  * takes the space of the guest's used memory.
  */
 export async function writeRamFile(
   capture: RamCapture,
-  baseFile: string,
-  outPath: string,
+  files: { base: string; out: string },
 ): Promise<void> {
+  const { base: baseFile, out: outPath } = files;
   const bs = capture.blockSize;
   const size = fs.statSync(capture.path).size;
   const base = fs.openSync(baseFile, "r");

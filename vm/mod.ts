@@ -43,8 +43,10 @@ export type {
 export { VmError, type VmErrorCode } from "./errors.ts";
 export {
   captureChangedRam,
+  type CaptureOptions,
   type GuestRam,
   openGuestRam,
+  type OpenGuestRamOptions,
   PAGE_SIZE,
   type RamCapture,
   writeRamFile,

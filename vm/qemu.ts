@@ -512,7 +512,10 @@ export class QemuVm implements Vm {
     if (status.running) {
       throw new VmError("save_failed", `Cannot ${action}: the VM is running (pause it first)`);
     }
-    return await openGuestRam(this.pid, this.#config.memory, this.#config.memoryMiB * 1024 * 1024);
+    return await openGuestRam(this.pid, {
+      file: this.#config.memory,
+      size: this.#config.memoryMiB * 1024 * 1024,
+    });
   }
 
   /** @internal Loads a state into a VM started with `-incoming defer` (used by restore). */
