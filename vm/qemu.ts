@@ -11,7 +11,7 @@
 import { dirname, join } from "node:path";
 import { VmError } from "./errors.ts";
 import { type GuestRam, openGuestRam } from "./guest_ram.ts";
-import { describeMachine, type MachineDescription } from "./machine.ts";
+import { describeMachine, type MachineDescription, machineMismatch } from "./machine.ts";
 import { loadMachineState, saveDeviceState } from "./migration.ts";
 import { QmpClient } from "./qmp.ts";
 import { qemuArgs } from "./qemu_args.ts";
@@ -127,6 +127,15 @@ export class QemuBackend implements VmBackend {
     try {
       if (stateSize === 0) {
         throw new VmError("restore_failed", "Cannot restore the VM: the state file is empty");
+      }
+      // QEMU notices some mismatches (a section it has no device for) but not all: a state of
+      // one CPU loads into a two-CPU machine and leaves the second CPU in reset.
+      const mismatch = snapshot.machine && machineMismatch(snapshot.machine, vm.describe());
+      if (mismatch) {
+        throw new VmError(
+          "restore_failed",
+          `Cannot restore the VM: the snapshot belongs to another machine (${mismatch})`,
+        );
       }
       await vm.loadState(snapshot.stateFile, signal);
     } catch (err) {

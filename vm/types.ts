@@ -190,6 +190,12 @@ export interface VmSnapshotFiles {
   ramFile: string;
   /** The machine state written by {@linkcode Vm.saveState} at the same pause as the RAM. */
   stateFile: string;
+  /**
+   * The machine the state belongs to (`vm.describe()` of the saved VM, as stored). When given,
+   * a restore into another machine fails before the state is loaded: QEMU itself does not
+   * notice every difference (a one-CPU state loads into a two-CPU machine).
+   */
+  machine?: Record<string, unknown>;
 }
 
 /** Something that can start VMs. */
