@@ -11,10 +11,12 @@ import {
   type DirEntry,
   type FileInfo,
   type Hello,
+  type IdentityResult,
   Mux,
   type MuxStream,
   parseDirEntry,
   parseFileInfo,
+  parseIdentityResult,
   parseSizeResult,
   parseWatchEvent,
   readJsonLines,
@@ -323,6 +325,29 @@ export class AgentConnection implements AsyncDisposable {
   /** Mounts a 9p share `tag` at `path` (ro: under a tmpfs overlay; rw: writes reach the host). */
   async mount(tag: string, path: string, options: { mode?: "ro" | "rw" } = {}): Promise<void> {
     await this.#call({ op: "mount", tag, path, mode: options.mode ?? "ro" });
+  }
+
+  /**
+   * Makes the guest unique and current before anything else runs in it (a guest restored from
+   * a memory snapshot shares its RNG state, clock and names with every other restore): sends
+   * `entropyBytes` of fresh host randomness (≥ 32, i.e. ≥ 256 bits; default 64) that the guest
+   * credits and reseeds its kernel RNG from, the host's wall clock, and the names.
+   */
+  async setIdentity(
+    identity: { hostname: string; machineId: string },
+    options: { entropyBytes?: number } = {},
+  ): Promise<IdentityResult> {
+    const entropy = crypto.getRandomValues(new Uint8Array(options.entropyBytes ?? 64));
+    const request: Request = {
+      op: "set_identity",
+      entropy: entropy.toBase64(),
+      hostname: identity.hostname,
+      machineId: identity.machineId,
+      // Read last, right before the request is queued.
+      unixMs: Date.now(),
+    };
+    entropy.fill(0);
+    return parseIdentityResult(await this.#call(request));
   }
 
   /** Asks the agent to sync and power the guest off. */

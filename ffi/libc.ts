@@ -41,6 +41,13 @@ export const LINUX = {
   POSIX_SPAWN_SETSID: 0x80,
   MNT_DETACH: 2,
   RB_POWER_OFF: 0x4321fedc,
+  /** `_IOW('R', 0x03, int[2])`: add bytes to the input pool and credit entropy bits. */
+  RNDADDENTROPY: 0x40085203,
+  /** `_IO('R', 0x07)`: reseed the CRNG from the input pool now. */
+  RNDRESEEDCRNG: 0x5207,
+  CLOCK_REALTIME: 0,
+  SEEK_DATA: 3,
+  SEEK_HOLE: 4,
 } as const;
 
 /** errno values the callers act on, with their names for messages. */
@@ -67,6 +74,7 @@ export const ERRNO = {
   ELOOP: 40,
   ENAMETOOLONG: 36,
   ETXTBSY: 26,
+  ENXIO: 6,
 } as const;
 
 const ERRNO_NAMES = new Map<number, string>(
@@ -143,6 +151,8 @@ const SYMBOLS = {
   reboot: { parameters: ["i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  clock_settime: { parameters: ["i32", "buffer"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -321,6 +331,70 @@ export function mount(
 /** `umount2(target, flags)`. */
 export function umount(target: string, flags = 0): void {
   check("umount", lib().umount2(cString(target), flags), target);
+}
+
+/**
+ * `ioctl(fd, RNDADDENTROPY, {bits, len, bytes})` on an open `/dev/urandom` (or `/dev/random`):
+ * mixes `bytes` into the kernel's input pool and credits `bits` of entropy (needs
+ * CAP_SYS_ADMIN). `bits` must not exceed `8 * bytes.length`.
+ */
+export function addEntropy(fd: number, bytes: Uint8Array, bits: number): void {
+  if (!Number.isInteger(bits) || bits < 0 || bits > bytes.length * 8) {
+    throw new RangeError(`Cannot credit ${bits} bits for ${bytes.length} bytes of entropy`);
+  }
+  // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+  const info = new Uint8Array(8 + Math.ceil(bytes.length / 4) * 4);
+  const view = new DataView(info.buffer);
+  view.setInt32(0, bits, true);
+  view.setInt32(4, bytes.length, true);
+  info.set(bytes, 8);
+  check("ioctl RNDADDENTROPY", lib().ioctl(fd, BigInt(LINUX.RNDADDENTROPY), info), `fd ${fd}`);
+  info.fill(0);
+}
+
+/** `ioctl(fd, RNDRESEEDCRNG)`: the CRNG takes a new key from the input pool at once. */
+export function reseedCrng(fd: number): void {
+  check("ioctl RNDRESEEDCRNG", lib().ioctl(fd, BigInt(LINUX.RNDRESEEDCRNG), null), `fd ${fd}`);
+}
+
+/** `clock_settime(CLOCK_REALTIME, ...)`: sets the wall clock to `unixMs` (needs CAP_SYS_TIME). */
+export function setRealtimeClock(unixMs: number): void {
+  if (!Number.isFinite(unixMs) || unixMs < 0) {
+    throw new RangeError(`Cannot set the clock to ${unixMs}`);
+  }
+  const sec = Math.floor(unixMs / 1000);
+  const nsec = Math.min(999_999_999, Math.round((unixMs - sec * 1000) * 1e6));
+  // struct timespec { time_t tv_sec; long tv_nsec; } on 64-bit Linux.
+  const ts = new BigInt64Array([BigInt(sec), BigInt(nsec)]);
+  check("clock_settime", lib().clock_settime(LINUX.CLOCK_REALTIME, ts));
+}
+
+/**
+ * The byte ranges of `path` that hold data (`lseek` with SEEK_DATA/SEEK_HOLE), as
+ * `[start, end)` pairs in order: the rest of the file is holes, which read as zeros. A file
+ * system without hole reporting returns one range covering the whole file.
+ */
+export function dataRanges(path: string): [number, number][] {
+  const fd = check("open", lib().open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0), path);
+  const out: [number, number][] = [];
+  try {
+    let off = 0n;
+    for (;;) {
+      const data = lib().lseek(fd, off, LINUX.SEEK_DATA);
+      if (data < 0n) {
+        const e = errno();
+        if (e === ERRNO.ENXIO) break; // no data at or after `off`
+        throw new LibcError("lseek SEEK_DATA", e, path);
+      }
+      const hole = lib().lseek(fd, data, LINUX.SEEK_HOLE);
+      if (hole < 0n) throw new LibcError("lseek SEEK_HOLE", errno(), path);
+      out.push([Number(data), Number(hole)]);
+      off = hole;
+    }
+  } finally {
+    lib().close(fd);
+  }
+  return out;
 }
 
 /** `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a counter fd used to wake a poll. */

@@ -28,6 +28,7 @@ import {
 import { poller } from "../ffi/mod.ts";
 import * as files from "./files.ts";
 import { connectGuestPort } from "./forward.ts";
+import { applyIdentity, type IdentityPaths } from "./identity.ts";
 import { mountShare } from "./mount.ts";
 import { type GuestProcess, ProcessError, startProcess } from "./process.ts";
 import { syncAll } from "./shutdown.ts";
@@ -48,6 +49,11 @@ export interface AgentOptions {
   baseEnv?: Record<string, string>;
   /** Folder for read-only mounts' scratch space. @default "/run/shuru/mounts" */
   mountScratchRoot?: string;
+  /**
+   * Where set_identity applies (the VM: `{}` for the real kernel files). Absent: the request
+   * is refused, so an agent on a host (tests, `--listen`) never sets the host's clock or name.
+   */
+  identity?: IdentityPaths;
 }
 
 /**
@@ -168,6 +174,15 @@ class Session {
             : { scratchRoot: this.options.mountScratchRoot }),
         });
         return await stream.close({});
+      case "set_identity": {
+        if (!this.options.identity) {
+          throw new AgentError(
+            "unsupported",
+            "Cannot set_identity: this agent does not run in a VM (it would change the host)",
+          );
+        }
+        return await stream.close({ ...applyIdentity(req, this.options.identity) });
+      }
       case "shutdown":
         syncAll();
         await stream.close({});

@@ -216,3 +216,18 @@ Deno.test("agent - forward keeps host -> guest bytes flowing after the server ha
   assertEquals(await served, "late reply");
   assertEquals(await s.result, {});
 });
+
+Deno.test("agent - set_identity is refused outside a VM (it would set the host's clock and name)", async () => {
+  await using h = await harness();
+  const before = await Deno.readTextFile("/proc/sys/kernel/hostname");
+  const s = h.mux.open({
+    op: "set_identity",
+    entropy: new Uint8Array(32).fill(7).toBase64(),
+    unixMs: 1,
+    hostname: "not-this-host",
+    machineId: "0".repeat(32),
+  });
+  const e = await s.result.catch((x) => x);
+  assertEquals(e.code, "unsupported");
+  assertEquals(await Deno.readTextFile("/proc/sys/kernel/hostname"), before);
+});

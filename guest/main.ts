@@ -133,9 +133,15 @@ async function serveOne(
   },
   name: string,
   onShutdown: () => void | Promise<void>,
+  inVm = false,
 ): Promise<void> {
   try {
-    const err = await serveConnection(transport, { log, onShutdown, baseEnv: processBaseEnv() });
+    const err = await serveConnection(transport, {
+      log,
+      onShutdown,
+      baseEnv: processBaseEnv(),
+      ...(inVm ? { identity: {} } : {}),
+    });
     log(err ? `${name} ended: ${err.message}` : `${name} closed`);
   } catch (e) {
     log(`${name} ended: ${(e as Error).message}`);
@@ -211,7 +217,7 @@ async function servePort(name: string): Promise<void> {
     await serveOne(port, `session on ${dev}`, () => {
       log("shutdown: disks synced; powering off");
       powerOffGuest();
-    });
+    }, true);
   }
 }
 

@@ -20,6 +20,8 @@
  *   `"cancelled"`). watch sends MESSAGE {@link WatchingMessage} once the watcher is installed.
  * - forward: raw TCP bytes both ways on channel 0; FIN = TCP half-close; CLOSE `{}` when both
  *   directions are done.
+ * - set_identity: no DATA; CLOSE {@link IdentityResult} once the guest's RNG is reseeded, its
+ *   clock set and its names changed (what a guest restored from a snapshot needs first).
  * - everything else: no DATA; CLOSE carries the result.
  *
  * @module
@@ -32,6 +34,10 @@ export const MAX_JSON_LINE = 64 * 1024;
 
 /** Caps on request fields (checked by {@link parseRequest}). */
 export const REQUEST_LIMITS = {
+  /** Fewest bytes of entropy a set_identity carries (256 bits). */
+  ENTROPY_MIN: 32,
+  /** Most bytes of entropy a set_identity carries (the kernel's pool is 256 bits anyway). */
+  ENTROPY_MAX: 512,
   /** Max argv entries. */
   ARGV: 4096,
   /** Max env entries. */
@@ -201,6 +207,26 @@ export interface MountRequest {
   mode: "ro" | "rw";
 }
 
+/**
+ * Makes the guest unique and current, as a guest restored from a memory snapshot must be
+ * before anything runs in it (all of its clones share one RNG state, clock and names): mixes
+ * `entropy` into the kernel's input pool crediting 8 bits per byte (RNDADDENTROPY) and
+ * reseeds the CRNG from it (RNDRESEEDCRNG), sets the wall clock (clock_settime), the kernel
+ * hostname and `/etc/machine-id`. CLOSE carries an {@link IdentityResult}.
+ */
+export interface SetIdentityRequest {
+  /** Operation name. */
+  op: "set_identity";
+  /** Fresh host randomness, base64: 32-512 bytes. */
+  entropy: string;
+  /** The host's wall clock when it sent the request, milliseconds since the epoch. */
+  unixMs: number;
+  /** Kernel hostname (1-64 of letters, digits, `-`, `.`; starting with a letter or digit). */
+  hostname: string;
+  /** `/etc/machine-id`: 32 lower-case hex digits. */
+  machineId: string;
+}
+
 /** Syncs disks and powers the guest off; CLOSE `{}` is sent before power-off. */
 export interface ShutdownRequest {
   /** Operation name. */
@@ -222,6 +248,7 @@ export type Request =
   | WatchRequest
   | ForwardRequest
   | MountRequest
+  | SetIdentityRequest
   | ShutdownRequest;
 
 /** Operation names. */
@@ -242,6 +269,7 @@ export const OPS: readonly Op[] = [
   "watch",
   "forward",
   "mount",
+  "set_identity",
   "shutdown",
 ];
 
@@ -299,6 +327,14 @@ export interface ExecExit {
 export interface SizeResult {
   /** Bytes read or written. */
   size: number;
+}
+
+/** CLOSE of set_identity. */
+export interface IdentityResult {
+  /** Entropy bits credited to the kernel's input pool before the reseed. */
+  entropyBits: number;
+  /** How far the guest's wall clock moved (new minus old), in milliseconds. */
+  clockStepMs: number;
 }
 
 /** CLOSE of read_dir: entries sent. */
@@ -510,6 +546,33 @@ export function parseRequest(value: Obj): Request {
       if (mode !== "ro" && mode !== "rw") throw bad(`"mode" must be "ro" or "rw"`);
       return { op, tag: str(value, "tag", 64), path: path(value), mode };
     }
+    case "set_identity": {
+      const entropy = str(value, "entropy", 1024);
+      let bytes: Uint8Array;
+      try {
+        bytes = Uint8Array.fromBase64(entropy);
+      } catch {
+        throw bad(`"entropy" is not base64`);
+      }
+      if (bytes.length < REQUEST_LIMITS.ENTROPY_MIN || bytes.length > REQUEST_LIMITS.ENTROPY_MAX) {
+        throw bad(
+          `"entropy" must be ${REQUEST_LIMITS.ENTROPY_MIN}-${REQUEST_LIMITS.ENTROPY_MAX} bytes`,
+        );
+      }
+      const unixMs = value.unixMs;
+      if (typeof unixMs !== "number" || !Number.isFinite(unixMs) || unixMs <= 0) {
+        throw bad(`"unixMs" must be a positive number`);
+      }
+      const hostname = str(value, "hostname", 64);
+      if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$/.test(hostname)) {
+        throw bad(`"hostname" must be 1-64 of letters, digits, '-', '.'`);
+      }
+      const machineId = str(value, "machineId", 32);
+      if (!/^[0-9a-f]{32}$/.test(machineId)) {
+        throw bad(`"machineId" must be 32 lower-case hex digits`);
+      }
+      return { op, entropy, unixMs, hostname, machineId };
+    }
     case "shutdown":
       return { op };
     default:
@@ -542,6 +605,15 @@ export function parseExecExit(value: Obj): ExecExit {
   const exitCode = int(value, "exitCode", 0, 255);
   if (value.signal !== undefined) return { exitCode, signal: str(value, "signal", 16) };
   return { exitCode };
+}
+
+/** Validates a set_identity CLOSE payload. */
+export function parseIdentityResult(value: Obj): IdentityResult {
+  const clockStepMs = value.clockStepMs;
+  if (typeof clockStepMs !== "number" || !Number.isFinite(clockStepMs)) {
+    throw bad(`"clockStepMs" must be a number`);
+  }
+  return { entropyBits: int(value, "entropyBits", 0, 8 * 512), clockStepMs };
 }
 
 /** Validates a read_file / write_file CLOSE payload. */

@@ -5,6 +5,7 @@ import {
   parseExecExit,
   parseExecMessage,
   parseFileInfo,
+  parseIdentityResult,
   parseRequest,
   parseWatchEvent,
 } from "./messages.ts";
@@ -126,4 +127,40 @@ Deno.test("result parsers - validate guest output", () => {
     paths: ["/a"],
   });
   assertThrows(() => parseWatchEvent({ kind: "create", paths: ["/a", "/b", "/c"] }), "paths");
+});
+
+Deno.test("parseRequest - set_identity: entropy size, clock, hostname and machine-id are checked", () => {
+  const ok = {
+    op: "set_identity" as const,
+    entropy: new Uint8Array(32).fill(1).toBase64(),
+    unixMs: 1_796_568_295_123.5,
+    hostname: "sb-1.local",
+    machineId: "0123456789abcdef0123456789abcdef",
+  };
+  assertEquals(parseRequest(ok), ok);
+  for (
+    const [patch, field] of [
+      [{ entropy: new Uint8Array(31).toBase64() }, "entropy"],
+      [{ entropy: new Uint8Array(513).toBase64() }, "entropy"],
+      [{ entropy: "not base64!" }, "entropy"],
+      [{ entropy: undefined }, "entropy"],
+      [{ unixMs: -1 }, "unixMs"],
+      [{ unixMs: Infinity }, "unixMs"],
+      [{ unixMs: "now" }, "unixMs"],
+      [{ hostname: "" }, "hostname"],
+      [{ hostname: "-x" }, "hostname"],
+      [{ hostname: "a b" }, "hostname"],
+      [{ hostname: "x".repeat(65) }, "hostname"],
+      [{ machineId: "0123456789ABCDEF0123456789ABCDEF" }, "machineId"],
+      [{ machineId: "0123" }, "machineId"],
+    ] as [Record<string, unknown>, string][]
+  ) {
+    const err = assertThrows(() => parseRequest({ ...ok, ...patch }), field);
+    assertEquals(err instanceof AgentInvalidArgumentError, true, String(err));
+  }
+  assertEquals(parseIdentityResult({ entropyBits: 512, clockStepMs: 19_000.5 }), {
+    entropyBits: 512,
+    clockStepMs: 19_000.5,
+  });
+  assertThrows(() => parseIdentityResult({ entropyBits: 512 }), "clockStepMs");
 });

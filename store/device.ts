@@ -25,6 +25,7 @@ import type { ChunkSource } from "./chunk_source.ts";
 import { StoreError } from "./errors.ts";
 import { isZero, toHex } from "./hash.ts";
 import { PositionalFile } from "./file_io.ts";
+import type { MemorySource } from "./memory.ts";
 
 /** Block-map value: the block reads from the lower layer. */
 export const WHERE_LOWER = 0;
@@ -262,10 +263,22 @@ export type SnapshotSaver = (
   options: SaveOptions,
 ) => Promise<SaveResult>;
 
+/** The memory part of a memory checkpoint, captured at the same pause as the disk snapshot. */
+export interface MemoryAttachment {
+  /** Where the RAM image's bytes are. */
+  source: MemorySource;
+  /** The VM's machine state (`Vm.saveState`). */
+  state: Uint8Array;
+  /** A JSON object describing the machine (`vm/machine.ts`). */
+  machine: Record<string, unknown>;
+}
+
 /** Options of a save. */
 export interface SaveOptions {
   /** Replace an existing checkpoint of that name (default: refuse). */
   overwrite?: boolean;
+  /** Save a memory checkpoint: the disk plus this RAM image, state and machine. */
+  memory?: MemoryAttachment;
 }
 
 /** What a save did. */
@@ -284,6 +297,21 @@ export interface SaveResult {
   manifestBytes: number;
   /** Wall time in milliseconds. */
   elapsedMs: number;
+  /** The memory part of a memory checkpoint. */
+  memory?: {
+    /** Content identity of the RAM image. */
+    imageId: string;
+    /** RAM size in bytes. */
+    size: number;
+    /** RAM blocks read and hashed. */
+    hashedBlocks: number;
+    /** RAM chunks newly written to the store. */
+    newChunks: number;
+    /** Non-zero RAM blocks. */
+    usedBlocks: number;
+    /** Machine state bytes. */
+    stateBytes: number;
+  };
   /** Where the time went (milliseconds; phases overlap, so they need not add up). */
   phases: {
     /** Hashing blocks (BLAKE3). */

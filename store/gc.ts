@@ -11,7 +11,8 @@ import { processAlive, processId } from "../host/mod.ts";
 import type { ChunkStore } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
 import { HASH_LEN, toHex } from "./hash.ts";
-import type { BlockTable } from "./manifest.ts";
+import type { BlockTable, Manifest } from "./manifest.ts";
+import { memoryImageId } from "./memory.ts";
 import type { StoreDir } from "./store_dir.ts";
 
 /** What gc did. */
@@ -30,6 +31,8 @@ export interface GcReport {
   removedLeases: number;
   /** Base-image caches removed (with `pruneBaseCache`). */
   removedBaseCaches: number;
+  /** Cached RAM files removed (no checkpoint or running device refers to their image). */
+  removedMemoryFiles: number;
 }
 
 /** Options of {@linkcode collectGarbage}. */
@@ -46,6 +49,13 @@ export function hashSet(table: BlockTable): Set<string> {
       out.add(toHex(table.hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN)));
     }
   }
+  return out;
+}
+
+/** The distinct chunk hashes (hex) a manifest references: disk and, if any, memory. */
+export function manifestHashes(m: Manifest): Set<string> {
+  const out = hashSet(m.table);
+  if (m.memory) { for (const h of hashSet(m.memory.table)) out.add(h); }
   return out;
 }
 
@@ -102,6 +112,7 @@ export async function collectGarbage(
       removedTempFiles: 0,
       removedLeases: 0,
       removedBaseCaches: 0,
+      removedMemoryFiles: 0,
     };
     // No save holds the lock, so everything in tmp/ is left over from a crash.
     for await (const e of Deno.readDir(dir.join("tmp"))) {
@@ -120,14 +131,15 @@ export async function collectGarbage(
       }
     }
     const live = new Set<string>();
+    const liveImages = new Set<string>();
     const roots = [
       ...(await dir.names()).map((n) => dir.checkpointPath(n)),
       ...await dir.rootFiles(["bases", "leases"]),
     ];
     for (const path of roots) {
-      let table: BlockTable;
+      let manifest: Manifest;
       try {
-        table = (await dir.readManifest(path)).table;
+        manifest = await dir.readManifest(path);
       } catch (err) {
         throw new StoreError(
           "bad_manifest",
@@ -136,7 +148,14 @@ export async function collectGarbage(
           { cause: err },
         );
       }
-      for (const h of hashSet(table)) live.add(h);
+      for (const h of manifestHashes(manifest)) live.add(h);
+      if (manifest.memory) liveImages.add(memoryImageId(manifest.memory.table));
+    }
+    for await (const e of Deno.readDir(dir.join("memory"))) {
+      const id = e.name.split(".")[0]!;
+      if (liveImages.has(id)) continue;
+      await Deno.remove(dir.join("memory", e.name)).catch(() => {});
+      if (e.name.endsWith(".ram")) report.removedMemoryFiles++;
     }
     for await (const [hex, size] of chunks.list()) {
       if (live.has(hex)) {

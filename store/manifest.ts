@@ -23,6 +23,25 @@
  *         ... metadata: UTF-8 JSON object (parent name, creation time)
  * ```
  *
+ * Version 2.0 is a memory checkpoint: the same disk part, plus the guest's RAM as a second
+ * table of chunks (same block size and hashing), the machine state and the machine's
+ * description. Disk-only checkpoints are still written as 1.0, so older readers keep reading
+ * them; a 1.x reader refuses a 2.0 file by its version.
+ *
+ * ```
+ * offset size field (2.0: the 1.0 header with flags bit 0 = MEMORY, header length 128)
+ *     64   32 checksum: BLAKE3-256 of bytes [0, 64) and [96, file length)
+ *     96    8 memory size in bytes (u64, a multiple of 4096)
+ *    104    8 memory entry count (u64) = ceil(memory size / block size)
+ *    112    8 memory used count (u64) = non-zero memory blocks
+ *    120    4 state length (u32, <= 16 MiB)
+ *    124    4 machine length (u32, <= 64 KiB)
+ *    128  ... disk bitmap, disk hashes, metadata (as in 1.0)
+ *         ... memory bitmap, memory hashes (the same encoding as the disk's)
+ *         ... state: the VM's machine state, opaque bytes
+ *         ... machine: UTF-8 JSON object describing the machine the state belongs to
+ * ```
+ *
  * Decoding validates every field and the checksum before it allocates anything large, and
  * never modifies the bytes it parses.
  *
@@ -48,14 +67,24 @@ const field = {
   RESERVED: 53,
   FILE_LEN: 56,
   CHECKSUM: 64,
+  MEM_SIZE: 96,
+  MEM_ENTRY_COUNT: 104,
+  MEM_USED_COUNT: 112,
+  STATE_LEN: 120,
+  MACHINE_LEN: 124,
 } as const;
+
+/** Where the checksum's second span starts (the end of the 1.0 header). */
+const CHECKSUM_END = 96;
 
 /** Length of the fixed header; readable on its own to learn sizes and version. */
 export const HEADER_LEN = field.CHECKSUM + HASH_LEN;
 /** `SHURUIDX` in ASCII. */
 export const MAGIC = new TextEncoder().encode("SHURUIDX");
-/** Major version: a reader refuses any other major. */
+/** Major version of disk-only manifests (what older shuru reads). */
 export const VERSION_MAJOR = 1;
+/** Major version of memory checkpoints; a reader accepts 1 and 2, and refuses any other. */
+export const VERSION_MAJOR_MEMORY = 2;
 /** Minor version: a reader accepts files with the same major and any minor (see docs). */
 export const VERSION_MINOR = 0;
 /** Hash algorithm id of BLAKE3-256. */
@@ -68,6 +97,16 @@ export const MAX_BLOCK_SIZE = 16 << 20;
 export const MAX_DISK_SIZE = 2 ** 46;
 /** Largest metadata section. */
 export const MAX_META_LEN = 64 * 1024;
+/** Flags bit of a 2.x manifest: it holds a memory part. */
+export const FLAG_MEMORY = 1;
+/** Header length of 2.0 manifests (the memory fields follow the checksum). */
+export const HEADER_LEN_MEMORY = 128;
+/** Largest guest memory a manifest may describe (1 TiB). */
+export const MAX_MEMORY_SIZE = 2 ** 40;
+/** Largest machine state section. */
+export const MAX_STATE_LEN = 16 * 1024 * 1024;
+/** Largest machine description section. */
+export const MAX_MACHINE_LEN = 64 * 1024;
 
 /** Descriptive fields kept next to the table (informational; nothing resolves them). */
 export interface ManifestMeta {
@@ -101,6 +140,32 @@ export interface ManifestHeader {
   metaLength: number;
   /** Total file length in bytes. */
   fileLength: number;
+  /** The memory part's sizes (2.x with the MEMORY flag only). */
+  memory?: MemoryHeader;
+}
+
+/** Sizes of a memory checkpoint's memory part. */
+export interface MemoryHeader {
+  /** Guest memory size in bytes. */
+  size: number;
+  /** Blocks in the memory table. */
+  entryCount: number;
+  /** Non-zero memory blocks. */
+  usedCount: number;
+  /** Machine state length in bytes. */
+  stateLength: number;
+  /** Machine description length in bytes. */
+  machineLength: number;
+}
+
+/** The memory part of a memory checkpoint. */
+export interface MemoryPart {
+  /** The guest RAM image as a block table (block size = the disk's). */
+  table: BlockTable;
+  /** The VM's machine state (opaque to the store). */
+  state: Uint8Array;
+  /** A JSON object describing the machine the state belongs to (see `store/memory.ts`). */
+  machine: Record<string, unknown>;
 }
 
 /**
@@ -195,31 +260,11 @@ function checkGeometry(blockSize: number, diskSize: number, action: string): voi
   }
 }
 
-/** Encodes `table` and `meta` as a manifest file. */
-export function encodeManifest(table: BlockTable, meta: ManifestMeta = {}): Uint8Array {
-  const used = table.usedCount();
-  const metaBytes = new TextEncoder().encode(JSON.stringify(meta));
-  if (metaBytes.length > MAX_META_LEN) {
-    throw new StoreError("invalid_argument", "Cannot encode a manifest: metadata too large");
-  }
+/** Writes `table` as bitmap + used hashes at `pos` of `out`; returns the end. */
+function encodeTable(table: BlockTable, out: Uint8Array, pos: number): number {
   const bitmapLen = Math.ceil(table.entryCount / 8);
-  const fileLength = HEADER_LEN + bitmapLen + used * HASH_LEN + metaBytes.length;
-  const out = new Uint8Array(fileLength);
-  const view = new DataView(out.buffer);
-  out.set(MAGIC, field.MAGIC);
-  view.setUint16(field.MAJOR, VERSION_MAJOR, true);
-  view.setUint16(field.MINOR, VERSION_MINOR, true);
-  view.setUint32(field.HEADER_LEN, HEADER_LEN, true);
-  view.setUint32(field.FLAGS, 0, true);
-  view.setUint32(field.BLOCK_SIZE, table.blockSize, true);
-  view.setBigUint64(field.DISK_SIZE, BigInt(table.diskSize), true);
-  view.setBigUint64(field.ENTRY_COUNT, BigInt(table.entryCount), true);
-  view.setBigUint64(field.USED_COUNT, BigInt(used), true);
-  view.setUint32(field.META_LEN, metaBytes.length, true);
-  view.setUint8(field.HASH_ALG, HASH_BLAKE3);
-  view.setBigUint64(field.FILE_LEN, BigInt(fileLength), true);
-  const bitmap = out.subarray(HEADER_LEN, HEADER_LEN + bitmapLen);
-  let pos = HEADER_LEN + bitmapLen;
+  const bitmap = out.subarray(pos, pos + bitmapLen);
+  pos += bitmapLen;
   const src = table.hashes;
   for (let i = 0; i < table.entryCount; i++) {
     if (table.isZero(i)) continue;
@@ -228,9 +273,92 @@ export function encodeManifest(table: BlockTable, meta: ManifestMeta = {}): Uint
     out.set(src.subarray(off, off + HASH_LEN), pos);
     pos += HASH_LEN;
   }
+  return pos;
+}
+
+/**
+ * Encodes `table` and `meta` as a manifest file: version 1.0, or 2.0 with `options.memory` (a memory
+ * checkpoint, whose RAM table must have the disk table's block size).
+ */
+export function encodeManifest(
+  table: BlockTable,
+  meta: ManifestMeta = {},
+  options: { memory?: MemoryPart } = {},
+): Uint8Array {
+  const memory = options.memory;
+  const used = table.usedCount();
+  const metaBytes = new TextEncoder().encode(JSON.stringify(meta));
+  if (metaBytes.length > MAX_META_LEN) {
+    throw new StoreError("invalid_argument", "Cannot encode a manifest: metadata too large");
+  }
+  let memUsed = 0;
+  let machineBytes = new Uint8Array(0);
+  if (memory) {
+    const t = memory.table;
+    if (t.blockSize !== table.blockSize) {
+      throw new StoreError(
+        "invalid_argument",
+        "Cannot encode a manifest: the memory table's block size differs from the disk's",
+      );
+    }
+    checkMemorySize(t.diskSize, "encode a manifest");
+    if (memory.state.length > MAX_STATE_LEN) {
+      throw new StoreError("invalid_argument", "Cannot encode a manifest: machine state too large");
+    }
+    machineBytes = new TextEncoder().encode(JSON.stringify(memory.machine));
+    if (machineBytes.length > MAX_MACHINE_LEN) {
+      throw new StoreError("invalid_argument", "Cannot encode a manifest: machine too large");
+    }
+    memUsed = t.usedCount();
+  }
+  const headerLen = memory ? HEADER_LEN_MEMORY : HEADER_LEN;
+  const bitmapLen = Math.ceil(table.entryCount / 8);
+  let fileLength = headerLen + bitmapLen + used * HASH_LEN + metaBytes.length;
+  if (memory) {
+    fileLength += Math.ceil(memory.table.entryCount / 8) + memUsed * HASH_LEN +
+      memory.state.length + machineBytes.length;
+  }
+  const out = new Uint8Array(fileLength);
+  const view = new DataView(out.buffer);
+  out.set(MAGIC, field.MAGIC);
+  view.setUint16(field.MAJOR, memory ? VERSION_MAJOR_MEMORY : VERSION_MAJOR, true);
+  view.setUint16(field.MINOR, VERSION_MINOR, true);
+  view.setUint32(field.HEADER_LEN, headerLen, true);
+  view.setUint32(field.FLAGS, memory ? FLAG_MEMORY : 0, true);
+  view.setUint32(field.BLOCK_SIZE, table.blockSize, true);
+  view.setBigUint64(field.DISK_SIZE, BigInt(table.diskSize), true);
+  view.setBigUint64(field.ENTRY_COUNT, BigInt(table.entryCount), true);
+  view.setBigUint64(field.USED_COUNT, BigInt(used), true);
+  view.setUint32(field.META_LEN, metaBytes.length, true);
+  view.setUint8(field.HASH_ALG, HASH_BLAKE3);
+  view.setBigUint64(field.FILE_LEN, BigInt(fileLength), true);
+  if (memory) {
+    view.setBigUint64(field.MEM_SIZE, BigInt(memory.table.diskSize), true);
+    view.setBigUint64(field.MEM_ENTRY_COUNT, BigInt(memory.table.entryCount), true);
+    view.setBigUint64(field.MEM_USED_COUNT, BigInt(memUsed), true);
+    view.setUint32(field.STATE_LEN, memory.state.length, true);
+    view.setUint32(field.MACHINE_LEN, machineBytes.length, true);
+  }
+  let pos = encodeTable(table, out, headerLen);
   out.set(metaBytes, pos);
-  out.set(checksumOf(out, HEADER_LEN), field.CHECKSUM);
+  pos += metaBytes.length;
+  if (memory) {
+    pos = encodeTable(memory.table, out, pos);
+    out.set(memory.state, pos);
+    pos += memory.state.length;
+    out.set(machineBytes, pos);
+  }
+  out.set(checksumOf(out, memory ? CHECKSUM_END : headerLen), field.CHECKSUM);
   return out;
+}
+
+function checkMemorySize(size: number, action: string): void {
+  if (!Number.isSafeInteger(size) || size <= 0 || size % 4096 !== 0 || size > MAX_MEMORY_SIZE) {
+    throw new StoreError(
+      "invalid_argument",
+      `Cannot ${action}: memory size ${size} is not a multiple of 4096 in 4096..${MAX_MEMORY_SIZE}`,
+    );
+  }
 }
 
 function checksumOf(file: Uint8Array, headerLength: number): Uint8Array {
@@ -259,15 +387,21 @@ export function decodeHeader(bytes: Uint8Array): ManifestHeader {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const major = view.getUint16(field.MAJOR, true);
   const minor = view.getUint16(field.MINOR, true);
-  if (major !== VERSION_MAJOR) {
-    throw bad(`version ${major}.${minor} is not readable by this shuru (major ${VERSION_MAJOR})`);
+  if (major !== VERSION_MAJOR && major !== VERSION_MAJOR_MEMORY) {
+    throw bad(
+      `version ${major}.${minor} is not readable by this shuru (majors ${VERSION_MAJOR} and ` +
+        `${VERSION_MAJOR_MEMORY})`,
+    );
   }
+  const minHeader = major === VERSION_MAJOR ? HEADER_LEN : HEADER_LEN_MEMORY;
   const headerLength = view.getUint32(field.HEADER_LEN, true);
-  if (headerLength < HEADER_LEN || headerLength > 4096) {
-    throw bad(`header length ${headerLength} is outside ${HEADER_LEN}..4096`);
+  if (headerLength < minHeader || headerLength > 4096) {
+    throw bad(`header length ${headerLength} is outside ${minHeader}..4096`);
   }
+  if (bytes.length < minHeader) throw bad(`${bytes.length} bytes is shorter than the header`);
   const flags = view.getUint32(field.FLAGS, true);
-  if (flags !== 0) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  const knownFlags = major === VERSION_MAJOR ? 0 : FLAG_MEMORY;
+  if ((flags & ~knownFlags) !== 0) throw bad(`unknown flags 0x${flags.toString(16)}`);
   const alg = view.getUint8(field.HASH_ALG);
   if (alg !== HASH_BLAKE3) throw bad(`unknown hash algorithm ${alg}`);
   const blockSize = view.getUint32(field.BLOCK_SIZE, true);
@@ -286,11 +420,43 @@ export function decodeHeader(bytes: Uint8Array): ManifestHeader {
   const metaLength = view.getUint32(field.META_LEN, true);
   if (metaLength > MAX_META_LEN) throw bad(`metadata length ${metaLength} is too large`);
   const fileLength = readU64(view, field.FILE_LEN, "file length");
-  const expected = headerLength + Math.ceil(entryCount / 8) + usedCount * HASH_LEN + metaLength;
+  let expected = headerLength + Math.ceil(entryCount / 8) + usedCount * HASH_LEN + metaLength;
+  let memory: MemoryHeader | undefined;
+  if (major === VERSION_MAJOR_MEMORY) {
+    const size = readU64(view, field.MEM_SIZE, "memory size");
+    const memEntries = readU64(view, field.MEM_ENTRY_COUNT, "memory entry count");
+    const memUsed = readU64(view, field.MEM_USED_COUNT, "memory used count");
+    const stateLength = view.getUint32(field.STATE_LEN, true);
+    const machineLength = view.getUint32(field.MACHINE_LEN, true);
+    if ((flags & FLAG_MEMORY) === 0) {
+      if (size !== 0 || memEntries !== 0 || memUsed !== 0 || stateLength || machineLength) {
+        throw bad("memory fields are set without the memory flag");
+      }
+    } else {
+      try {
+        checkMemorySize(size, "read the manifest");
+      } catch (err) {
+        throw bad((err as Error).message.replace(/^Cannot read the manifest: /, ""));
+      }
+      if (memEntries !== Math.ceil(size / blockSize)) {
+        throw bad(`memory entry count ${memEntries} does not match memory size ${size}`);
+      }
+      if (memUsed > memEntries) throw bad(`memory used count ${memUsed} exceeds its entry count`);
+      if (stateLength === 0 || stateLength > MAX_STATE_LEN) {
+        throw bad(`state length ${stateLength} is outside 1..${MAX_STATE_LEN}`);
+      }
+      if (machineLength === 0 || machineLength > MAX_MACHINE_LEN) {
+        throw bad(`machine length ${machineLength} is outside 1..${MAX_MACHINE_LEN}`);
+      }
+      memory = { size, entryCount: memEntries, usedCount: memUsed, stateLength, machineLength };
+      expected += Math.ceil(memEntries / 8) + memUsed * HASH_LEN + stateLength + machineLength;
+    }
+  }
   if (fileLength !== expected) {
     throw bad(`file length field ${fileLength} does not match the table (${expected})`);
   }
   return {
+    ...(memory ? { memory } : {}),
     major,
     minor,
     headerLength,
@@ -311,54 +477,91 @@ export interface Manifest {
   table: BlockTable;
   /** Descriptive metadata. */
   meta: ManifestMeta;
+  /** The memory part of a memory checkpoint. */
+  memory?: MemoryPart;
 }
 
-/** Decodes and fully validates a manifest file (header, lengths, bitmap, checksum). */
+/** Decodes a bitmap + hashes section into a new table; returns it and the section's end. */
+function decodeTable(
+  bytes: Uint8Array,
+  pos: number,
+  geometry: { blockSize: number; size: number; entryCount: number; usedCount: number },
+  what: string,
+): [BlockTable, number] {
+  const { entryCount, usedCount } = geometry;
+  const bitmapLen = Math.ceil(entryCount / 8);
+  const bitmap = bytes.subarray(pos, pos + bitmapLen);
+  const tail = entryCount & 7;
+  if (tail !== 0 && (bitmap[bitmapLen - 1]! >> tail) !== 0) {
+    throw bad(`${what} bitmap has bits past the end`);
+  }
+  const table = new BlockTable(geometry.blockSize, geometry.size);
+  pos += bitmapLen;
+  let used = 0;
+  for (let i = 0; i < entryCount; i++) {
+    if ((bitmap[i >>> 3]! & (1 << (i & 7))) === 0) continue;
+    if (++used > usedCount) throw bad(`${what} bitmap has more blocks than the used count`);
+    const h = bytes.subarray(pos, pos + HASH_LEN);
+    if (isZeroEntry(h, 0)) throw bad(`${what} block ${i} has an all-zero hash`);
+    table.hashes.set(h, i * HASH_LEN);
+    pos += HASH_LEN;
+  }
+  if (used !== usedCount) throw bad(`${what} bitmap has fewer blocks than the used count`);
+  return [table, pos];
+}
+
+function decodeJsonObject(bytes: Uint8Array, what: string): Record<string, unknown> {
+  try {
+    const parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new Error("not an object");
+    }
+    return parsed;
+  } catch (err) {
+    throw bad(`${what} is not a JSON object (${(err as Error).message})`);
+  }
+}
+
+/** Decodes and fully validates a manifest file (header, lengths, bitmaps, checksum). */
 export function decodeManifest(bytes: Uint8Array): Manifest {
   const header = decodeHeader(bytes);
   if (bytes.length !== header.fileLength) {
     throw bad(`file is ${bytes.length} bytes, header says ${header.fileLength} (truncated?)`);
   }
-  const sum = checksumOf(bytes, header.headerLength);
+  const sum = checksumOf(
+    bytes,
+    header.major === VERSION_MAJOR ? header.headerLength : CHECKSUM_END,
+  );
   for (let i = 0; i < HASH_LEN; i++) {
     if (bytes[field.CHECKSUM + i] !== sum[i]) throw bad("checksum mismatch (file corrupted)");
   }
-  const bitmapLen = Math.ceil(header.entryCount / 8);
-  const bitmap = bytes.subarray(header.headerLength, header.headerLength + bitmapLen);
-  const tail = header.entryCount & 7;
-  if (tail !== 0 && (bitmap[bitmapLen - 1]! >> tail) !== 0) {
-    throw bad("bitmap has bits past the end");
+  let [table, pos] = decodeTable(bytes, header.headerLength, {
+    blockSize: header.blockSize,
+    size: header.diskSize,
+    entryCount: header.entryCount,
+    usedCount: header.usedCount,
+  }, "disk");
+  const parsed = decodeJsonObject(bytes.subarray(pos, pos + header.metaLength), "metadata");
+  pos += header.metaLength;
+  const meta: ManifestMeta = {};
+  if (typeof parsed.parent === "string") meta.parent = parsed.parent;
+  if (typeof parsed.createdAt === "number") meta.createdAt = parsed.createdAt;
+  if (typeof parsed.base === "string") meta.base = parsed.base;
+  const o = parsed.origin as { ref?: unknown; digest?: unknown } | null | undefined;
+  if (o && typeof o === "object" && typeof o.ref === "string" && typeof o.digest === "string") {
+    meta.origin = { ref: o.ref, digest: o.digest };
   }
-  const table = new BlockTable(header.blockSize, header.diskSize);
-  let pos = header.headerLength + bitmapLen;
-  let used = 0;
-  for (let i = 0; i < header.entryCount; i++) {
-    if ((bitmap[i >>> 3]! & (1 << (i & 7))) === 0) continue;
-    if (++used > header.usedCount) throw bad("bitmap has more blocks than the used count");
-    const h = bytes.subarray(pos, pos + HASH_LEN);
-    if (isZeroEntry(h, 0)) throw bad(`block ${i} has an all-zero hash`);
-    table.hashes.set(h, i * HASH_LEN);
-    pos += HASH_LEN;
-  }
-  if (used !== header.usedCount) throw bad("bitmap has fewer blocks than the used count");
-  let meta: ManifestMeta;
-  try {
-    const parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(
-      bytes.subarray(pos, pos + header.metaLength),
-    ));
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      throw new Error("not an object");
-    }
-    meta = {};
-    if (typeof parsed.parent === "string") meta.parent = parsed.parent;
-    if (typeof parsed.createdAt === "number") meta.createdAt = parsed.createdAt;
-    if (typeof parsed.base === "string") meta.base = parsed.base;
-    const o = parsed.origin;
-    if (o && typeof o === "object" && typeof o.ref === "string" && typeof o.digest === "string") {
-      meta.origin = { ref: o.ref, digest: o.digest };
-    }
-  } catch (err) {
-    throw bad(`metadata is not a JSON object (${(err as Error).message})`);
-  }
-  return { header, table, meta };
+  const m = header.memory;
+  if (!m) return { header, table, meta };
+  let memTable: BlockTable;
+  [memTable, pos] = decodeTable(bytes, pos, {
+    blockSize: header.blockSize,
+    size: m.size,
+    entryCount: m.entryCount,
+    usedCount: m.usedCount,
+  }, "memory");
+  const state = bytes.slice(pos, pos + m.stateLength);
+  pos += m.stateLength;
+  const machine = decodeJsonObject(bytes.subarray(pos, pos + m.machineLength), "machine");
+  return { header, table, meta, memory: { table: memTable, state, machine } };
 }

@@ -5,7 +5,10 @@ import {
   decodeManifest,
   encodeManifest,
   HEADER_LEN,
+  HEADER_LEN_MEMORY,
+  type MemoryPart,
   VERSION_MAJOR,
+  VERSION_MAJOR_MEMORY,
 } from "./manifest.ts";
 import { blake3, initHasher } from "./hash.ts";
 
@@ -72,8 +75,8 @@ Deno.test("decodeManifest - rejects bad magic, newer major, unknown flags", () =
   magic[0] = 0x58;
   assertThrows(() => decodeManifest(magic), "bad magic");
   const major = bytes.slice();
-  new DataView(major.buffer).setUint16(8, 2, true);
-  assertThrows(() => decodeManifest(major), "version 2.0");
+  new DataView(major.buffer).setUint16(8, 3, true);
+  assertThrows(() => decodeManifest(major), "version 3.0");
   const flags = bytes.slice();
   new DataView(flags.buffer).setUint32(16, 1, true);
   assertThrows(() => decodeManifest(flags), "unknown flags");
@@ -110,4 +113,73 @@ Deno.test("decodeManifest - accepts a newer minor version with a longer header",
 Deno.test("BlockTable - rejects bad geometry", () => {
   assertThrows(() => new BlockTable(1000, 10), "power of two");
   assertThrows(() => new BlockTable(65536, -1), "disk size");
+});
+
+function memorySample(): MemoryPart {
+  // 1 MiB of guest RAM in 64 KiB blocks: 16 entries, blocks 2 and 15 used.
+  const t = new BlockTable(65536, 1 << 20);
+  t.set(2, blake3(new Uint8Array([4])));
+  t.set(15, blake3(new Uint8Array([5])));
+  return {
+    table: t,
+    state: new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3, 9, 9]),
+    machine: { cpus: 2, memoryMiB: 1, qemu: "7.2.22" },
+  };
+}
+
+Deno.test("encodeManifest - a memory checkpoint is version 2.0 with both tables, state and machine", () => {
+  const mem = memorySample();
+  const bytes = encodeManifest(sample(), { parent: "p" }, { memory: mem });
+  const m = decodeManifest(bytes);
+  assertEquals(m.header.major, VERSION_MAJOR_MEMORY);
+  assertEquals(m.header.headerLength, HEADER_LEN_MEMORY);
+  assertEquals(m.header.memory, {
+    size: 1 << 20,
+    entryCount: 16,
+    usedCount: 2,
+    stateLength: 10,
+    machineLength: JSON.stringify(mem.machine).length,
+  });
+  assertEquals(m.table.hashes, sample().hashes);
+  assertEquals(m.meta, { parent: "p" });
+  assertEquals(m.memory!.table.hashes, mem.table.hashes);
+  assertEquals(m.memory!.state, mem.state);
+  assertEquals(m.memory!.machine, mem.machine);
+  // The header alone tells the whole file's length.
+  assertEquals(decodeHeader(bytes.subarray(0, HEADER_LEN_MEMORY)).fileLength, bytes.length);
+  // Disk-only checkpoints stay 1.0, readable by older shuru.
+  assertEquals(decodeManifest(encodeManifest(sample())).header.major, VERSION_MAJOR);
+});
+
+Deno.test("decodeManifest - a memory checkpoint: every single-byte corruption, truncation and extension is rejected", () => {
+  const bytes = encodeManifest(sample(), {}, { memory: memorySample() });
+  for (let i = 0; i < bytes.length; i++) {
+    const bad = bytes.slice();
+    bad[i]! ^= 0x01;
+    assertThrows(() => decodeManifest(bad), "Cannot read the manifest");
+  }
+  for (const n of [0, 64, HEADER_LEN, HEADER_LEN_MEMORY, bytes.length - 1]) {
+    assertThrows(() => decodeManifest(bytes.subarray(0, n)), "Cannot read the manifest");
+  }
+  const longer = new Uint8Array(bytes.length + 1);
+  longer.set(bytes);
+  assertThrows(() => decodeManifest(longer), "truncated?");
+});
+
+Deno.test("encodeManifest - a memory table must share the disk's block size and a page-multiple size", () => {
+  const mem = memorySample();
+  assertThrows(
+    () =>
+      encodeManifest(sample(), {}, {
+        memory: { ...mem, table: new BlockTable(4096, 1 << 20) },
+      }),
+    "block size differs",
+  );
+  assertThrows(
+    () =>
+      encodeManifest(sample(), {}, {
+        memory: { ...mem, table: new BlockTable(65536, 5000) },
+      }),
+    "multiple of 4096",
+  );
 });

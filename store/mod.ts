@@ -37,6 +37,8 @@ export {
   type DeviceSource,
   type GcOptions,
   type GcReport,
+  type MemoryImage,
+  type MemoryInfo,
   type OpenDeviceOptions,
   Store,
   type StoreOpenOptions,
@@ -47,6 +49,7 @@ export {
   DeviceSnapshot,
   type FrozenState,
   type LowerLayer,
+  type MemoryAttachment,
   type OverlayLayer,
   type SavedState,
   type SaveOptions,
@@ -55,6 +58,7 @@ export {
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
 export { type BlockTable, decodeManifest, type Manifest } from "./manifest.ts";
+export { memoryImageId, type MemorySource } from "./memory.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { addBlocks, baseTable } from "./base_cache.ts";
 import { ChunkBatch, type ChunkStore, forEachLimit } from "./chunk_store.ts";
 import {
@@ -22,6 +23,7 @@ import {
 import { StoreError } from "./errors.ts";
 import { newLeasePath } from "./gc.ts";
 import { BlockTable, encodeManifest, type ManifestMeta } from "./manifest.ts";
+import { buildMemoryTable, cachePaths, memoryImageId, recordCache } from "./memory.ts";
 import { type StoreDir, validateName } from "./store_dir.ts";
 
 /** What the store knows of a device it opened. */
@@ -152,13 +154,41 @@ export async function saveSnapshot(
     newChunks += batch.written;
     phases.writeMs += batch.writeMs;
     phases.syncMs += batch.syncMs;
+    let memory: SaveResult["memory"];
+    let memoryPart:
+      | { table: BlockTable; state: Uint8Array; machine: Record<string, unknown> }
+      | undefined;
+    if (options.memory) {
+      const mem = options.memory;
+      const memBatch = new ChunkBatch(chunks);
+      let built;
+      try {
+        built = await buildMemoryTable(mem.source, { blockSize: bs, batch: memBatch });
+        await memBatch.finish();
+      } catch (err) {
+        memBatch.abort();
+        throw err;
+      }
+      phases.hashMs += built.hashMs;
+      phases.writeMs += memBatch.writeMs;
+      phases.syncMs += memBatch.syncMs;
+      memoryPart = { table: built.table, state: mem.state, machine: mem.machine };
+      memory = {
+        imageId: memoryImageId(built.table),
+        size: built.table.diskSize,
+        hashedBlocks: built.hashedBlocks,
+        newChunks: memBatch.written,
+        usedBlocks: built.table.usedCount(),
+        stateBytes: mem.state.length,
+      };
+    }
     const tm = performance.now();
     const meta: ManifestMeta = { createdAt: Date.now() };
     const parent = prev?.name ??
       (opened.lower.kind === "checkpoint" ? opened.lower.checkpoint.name : undefined);
     if (parent !== undefined) meta.parent = parent;
     if (baseId !== undefined) meta.base = baseId;
-    const bytes = encodeManifest(table, meta);
+    const bytes = encodeManifest(table, meta, memoryPart ? { memory: memoryPart } : {});
     const path = dir.checkpointPath(name);
     try {
       await dir.writeAtomic(path, bytes, options.overwrite ?? false);
@@ -175,7 +205,11 @@ export async function saveSnapshot(
     if (opened.leases.saved) await Deno.remove(opened.leases.saved).catch(() => {});
     opened.leases.saved = newLease;
     device.lastSaved = { where, table, name };
+    if (memory && options.memory?.source.adoptFile && !options.memory.source.capture) {
+      await adoptRamFile(dir, options.memory.source.file, memory.imageId);
+    }
     return {
+      ...(memory ? { memory } : {}),
       name,
       hashedBlocks,
       newChunks,
@@ -187,5 +221,21 @@ export async function saveSnapshot(
     };
   } finally {
     lock.close();
+  }
+}
+
+/** Keeps `file` (complete, unchanging) as the cached RAM file of image `id`. */
+async function adoptRamFile(dir: StoreDir, file: string, id: string): Promise<void> {
+  const memoryDir = dir.join("memory");
+  const paths = cachePaths(memoryDir, id);
+  const tmp = join(dir.join("tmp"), `${id}.${crypto.randomUUID().slice(0, 8)}.ram`);
+  try {
+    await Deno.link(file, tmp);
+    await Deno.chmod(tmp, 0o444);
+    await Deno.rename(tmp, paths.ram);
+    await recordCache(memoryDir, { id, ram: paths.ram });
+  } catch {
+    // Another file system, say: the first restore materializes it instead.
+    await Deno.remove(tmp).catch(() => {});
   }
 }

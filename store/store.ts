@@ -12,6 +12,7 @@
  *   bases/file-DEV-INO-BS.json  which ID a base file has, valid while (size, mtime, ctime) match
  *   bases/remote-DIGEST.idx  `.idx` of a registry checkpoint read lazily or being pulled (a root)
  *   leases/PID.START.UUID.idx  hard links to manifests an open device still needs (gc roots)
+ *   memory/ID.ram, ID.json  RAM files of memory images (a verified, read-only cache), identity
  *   tmp/                    chunks and manifests being written; renamed into place when complete
  * ```
  *
@@ -23,9 +24,10 @@ import type { ChunkSource } from "./chunk_source.ts";
 import { ChunkStore, fsyncDir } from "./chunk_store.ts";
 import { BaseLower, CheckpointLower, CowDevice, type LowerLayer } from "./device.ts";
 import { StoreError } from "./errors.ts";
-import { collectGarbage, type GcOptions, type GcReport, hashSet, takeLease } from "./gc.ts";
+import { collectGarbage, type GcOptions, type GcReport, manifestHashes, takeLease } from "./gc.ts";
 import { initHasher, toHex } from "./hash.ts";
-import { BlockTable, decodeManifest } from "./manifest.ts";
+import { BlockTable, decodeManifest, type Manifest } from "./manifest.ts";
+import { cachedRamFile, materializeMemory, memoryImageId } from "./memory.ts";
 import { type OpenedDevice, saveSnapshot } from "./save.ts";
 import { StoreDir, validateName } from "./store_dir.ts";
 
@@ -89,6 +91,34 @@ export interface CheckpointInfo {
   origin?: { ref: string; digest: string };
   /** Set when the manifest fails validation. */
   error?: string;
+  /** A memory checkpoint's memory part. */
+  memory?: MemoryInfo;
+}
+
+/** The memory part of a memory checkpoint, as listed. */
+export interface MemoryInfo {
+  /** Guest RAM size in bytes. */
+  size: number;
+  /** Non-zero RAM blocks (stored as chunks, shared with other images). */
+  usedBlocks: number;
+  /** Machine state bytes. */
+  stateBytes: number;
+  /** The machine it belongs to (`vm/machine.ts`). */
+  machine: Record<string, unknown>;
+}
+
+/** What a restore needs of a memory checkpoint. */
+export interface MemoryImage {
+  /** Checkpoint name. */
+  name: string;
+  /** Content identity of the RAM image. */
+  imageId: string;
+  /** The RAM image's table. */
+  table: BlockTable;
+  /** The VM's machine state. */
+  state: Uint8Array;
+  /** The machine it belongs to. */
+  machine: Record<string, unknown>;
 }
 
 /** Details of one checkpoint. */
@@ -111,6 +141,8 @@ export class Store {
   readonly blockSize: number;
   /** The chunk files. */
   readonly chunks: ChunkStore;
+  /** Cached RAM files of memory images. */
+  readonly memoryDir: string;
   readonly #dir: StoreDir;
   #log: (line: string) => void;
 
@@ -119,6 +151,7 @@ export class Store {
     this.#dir = new StoreDir(dir);
     this.blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.chunks = new ChunkStore(dir);
+    this.memoryDir = this.#dir.join("memory");
     this.#log = options.log ?? ((line) => console.error(line));
   }
 
@@ -163,6 +196,7 @@ export class Store {
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
         if (m.meta.origin !== undefined) info.origin = m.meta.origin;
+        if (m.memory) info.memory = memoryInfo(m);
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -190,13 +224,15 @@ export class Store {
       throw err;
     }
     const m = decodeManifest(bytes);
-    const mine = hashSet(m.table);
+    const mine = manifestHashes(m);
     const others = new Set<string>();
     for (const other of await this.#dir.names()) {
       if (other === name) continue;
       try {
         for (
-          const h of hashSet((await this.#dir.readManifest(this.#dir.checkpointPath(other))).table)
+          const h of manifestHashes(
+            await this.#dir.readManifest(this.#dir.checkpointPath(other)),
+          )
         ) {
           if (mine.has(h)) others.add(h);
         }
@@ -205,7 +241,7 @@ export class Store {
       }
     }
     for (const path of await this.#dir.rootFiles(["bases", "leases"])) {
-      for (const h of hashSet((await this.#dir.readManifest(path)).table)) {
+      for (const h of manifestHashes(await this.#dir.readManifest(path))) {
         if (mine.has(h)) others.add(h);
       }
     }
@@ -224,7 +260,64 @@ export class Store {
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
     if (m.meta.origin !== undefined) details.origin = m.meta.origin;
+    if (m.memory) details.memory = memoryInfo(m);
     return details;
+  }
+
+  /**
+   * The memory part of checkpoint `name`: RAM table, machine state and machine description.
+   *
+   * @throws {StoreError} `not_found` when it does not exist or has no memory.
+   */
+  async readMemory(name: string): Promise<MemoryImage> {
+    validateName(name);
+    let m: Manifest;
+    try {
+      m = await this.#dir.readManifest(this.#dir.checkpointPath(name));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw await this.#dir.notFound(name, "read");
+      throw err;
+    }
+    if (!m.memory) {
+      throw new StoreError(
+        "not_found",
+        `Cannot restore the memory of checkpoint "${name}": it saved the disk only`,
+      );
+    }
+    return {
+      name,
+      imageId: memoryImageId(m.memory.table),
+      table: m.memory.table,
+      state: m.memory.state,
+      machine: m.memory.machine,
+    };
+  }
+
+  /**
+   * The RAM file of `image`, ready for guests to map private: the cached file when it is still
+   * the one written, else written now from the chunks, each verified against its hash (so a
+   * damaged image fails here, before any guest runs). Open the checkpoint's disk device first:
+   * its lease keeps the image's chunks and cached file from gc.
+   *
+   * @throws {StoreError} `corrupt_chunk` when a chunk is missing, short or altered.
+   */
+  async materializeMemory(image: MemoryImage): Promise<{ path: string; written: boolean }> {
+    const cached = await cachedRamFile(this.memoryDir, {
+      id: image.imageId,
+      size: image.table.diskSize,
+    });
+    if (cached) return { path: cached, written: false };
+    const lock = await this.#dir.lock(false);
+    try {
+      const path = await materializeMemory(this.chunks, image.table, {
+        memoryDir: this.memoryDir,
+        tmpDir: this.#dir.join("tmp"),
+        name: image.name,
+      });
+      return { path, written: true };
+    } finally {
+      lock.close();
+    }
   }
 
   /** The `.idx` manifest file of checkpoint `name`, validated. */
@@ -434,4 +527,13 @@ export class Store {
       lock.close();
     }
   }
+}
+
+function memoryInfo(m: Manifest): MemoryInfo {
+  return {
+    size: m.memory!.table.diskSize,
+    usedBlocks: m.header.memory!.usedCount,
+    stateBytes: m.memory!.state.length,
+    machine: m.memory!.machine,
+  };
 }

@@ -28,7 +28,7 @@ export class StoreDir {
 
   /** Creates the subfolders. */
   async create(): Promise<void> {
-    for (const sub of ["chunks", "checkpoints", "bases", "leases", "tmp"]) {
+    for (const sub of ["chunks", "checkpoints", "bases", "leases", "memory", "tmp"]) {
       await Deno.mkdir(join(this.path, sub), { recursive: true, mode: STORE_DIR_MODE });
     }
   }

@@ -17,7 +17,11 @@ export type VmErrorCode =
   /** Virtualization.framework refused or failed an operation (its message is included). */
   | "vz_failed"
   /** The process lacks the com.apple.security.virtualization entitlement. */
-  | "not_signed";
+  | "not_signed"
+  /** A snapshot of the VM could not be taken. */
+  | "save_failed"
+  /** A VM could not be restored from a snapshot (before or while loading it). */
+  | "restore_failed";
 
 /** A VM could not be configured, started or run; `message` says what to do about it. */
 export class VmError extends Error {

@@ -22,6 +22,8 @@ export interface Instance {
   nbdSocket: string;
   /** Network frames socket. */
   netSocket: string;
+  /** VM monitor socket (QMP): pause, resume, snapshots. */
+  controlSocket: string;
   /** Serial console log. */
   consoleLog: string;
 }
@@ -48,6 +50,7 @@ function instanceFiles(instancesDir: string, id: string): Instance {
     agentSocket: join(dir, "agent.sock"),
     nbdSocket: join(dir, "nbd.sock"),
     netSocket: join(dir, "net.sock"),
+    controlSocket: join(dir, "qmp.sock"),
     consoleLog: join(dir, "console.log"),
   };
 }

@@ -9,7 +9,17 @@ import { kernelCmdline } from "./cmdline.ts";
 import { type Instance, recordVmProcess } from "./instance.ts";
 import { QemuBackend } from "./qemu.ts";
 import { hostTscRate } from "./tsc.ts";
-import type { Accel, DiskConfig, MountConfig, NetConfig, Vm, VmBackend } from "./types.ts";
+import type {
+  Accel,
+  DiskConfig,
+  MemoryFile,
+  MountConfig,
+  NetConfig,
+  Vm,
+  VmBackend,
+  VmConfig,
+  VmSnapshotFiles,
+} from "./types.ts";
 
 /** Options of {@linkcode launchGuest}. */
 export interface LaunchOptions {
@@ -37,36 +47,72 @@ export interface LaunchOptions {
   tscKhz?: number;
   /** Backend (default: a new {@linkcode QemuBackend}). */
   backend?: VmBackend;
+  /** Guest RAM in a file (`shared: true` to snapshot it later); anonymous memory when absent. */
+  memory?: MemoryFile;
+  /** VM generation ID exposed to the guest (a UUID); none when absent. */
+  vmGenerationId?: string;
 }
 
-/** Starts the guest; the agent channel is `vm.agent`, the end is `vm.exited`. */
-export async function launchGuest(options: LaunchOptions): Promise<Vm> {
-  const mounts = options.mounts ?? [];
+/** The module groups the initramfs loads for a run with these devices. */
+export function moduleGroupsFor(options: { mounts?: unknown[]; net?: unknown }): string[] {
   const groups: string[] = [];
   // Only the module groups this run needs: each insmod costs time under TCG.
-  if (mounts.length > 0) groups.push("9p", "overlay");
+  if ((options.mounts ?? []).length > 0) groups.push("9p", "overlay");
   if (options.net) groups.push("net");
+  return groups;
+}
+
+/**
+ * The VM configuration {@linkcode launchGuest} starts (kernel command line included, with the
+ * settings `backend`'s machine needs).
+ */
+export async function guestConfig(options: LaunchOptions, backend?: VmBackend): Promise<VmConfig> {
+  const mounts = options.mounts ?? [];
   const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
-  const backend: VmBackend = options.backend ?? new QemuBackend();
-  const vm = await backend.start({
+  const cmdlineExtra = (backend ?? options.backend)?.cmdline;
+  return {
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
     cmdline: kernelCmdline({
       tscKhz,
-      moduleGroups: groups,
+      moduleGroups: moduleGroupsFor(options),
       verbose: options.verbose,
-      ...backend.cmdline,
+      ...cmdlineExtra,
     }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,
     accel: options.accel,
     disk: options.disk,
     agentSocket: options.instance.agentSocket,
+    controlSocket: options.instance.controlSocket,
     consoleLog: options.instance.consoleLog,
     mounts,
     net: options.net,
     interactiveConsole: options.interactiveConsole,
-  });
+    ...(options.memory ? { memory: options.memory } : {}),
+    ...(options.vmGenerationId ? { vmGenerationId: options.vmGenerationId } : {}),
+  };
+}
+
+/** Starts the guest; the agent channel is `vm.agent`, the end is `vm.exited`. */
+export async function launchGuest(options: LaunchOptions): Promise<Vm> {
+  const backend = options.backend ?? new QemuBackend();
+  const vm = await backend.start(await guestConfig(options, backend));
+  await recordVmProcess(options.instance, vm.pid);
+  return vm;
+}
+
+/**
+ * Starts the guest from a snapshot and returns it paused (call `vm.resume()`); the options
+ * describe the same machine as the one saved (`memory` is the snapshot's RAM file, private).
+ */
+export async function restoreGuest(
+  options: LaunchOptions,
+  snapshot: VmSnapshotFiles,
+  signal?: AbortSignal,
+): Promise<Vm> {
+  const backend = options.backend ?? new QemuBackend();
+  const vm = await backend.restore(await guestConfig(options, backend), snapshot, signal);
   await recordVmProcess(options.instance, vm.pid);
   return vm;
 }

@@ -1,7 +1,9 @@
 /**
  * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend, the Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md), accelerator
- * choice (KVM/TCG), kernel command line, host TSC rate and instance folders.
+ * backend and its monitor ({@linkcode QmpClient}), memory snapshots (pause, machine state,
+ * guest RAM, restore: `docs/snapshots.md`), the Virtualization.framework backend on macOS
+ * (`vz*.ts`, docs/macos.md), accelerator choice (KVM/TCG), kernel command line, host TSC rate
+ * and instance folders.
  *
  * A run looks like this (it boots a VM, so `deno test --doc` does not run it):
  * ```ts ignore
@@ -33,15 +35,18 @@ export type {
   Accel,
   BootPhase,
   DiskConfig,
+  MemoryFile,
   MountConfig,
   NetConfig,
+  SaveStateOptions,
+  SaveStateResult,
   Vm,
   VmBackend,
   VmConfig,
   VmExit,
+  VmSnapshotFiles,
 } from "./types.ts";
 export { VmError, type VmErrorCode } from "./errors.ts";
-export { QemuBackend, type QemuBackendOptions } from "./qemu.ts";
 export {
   type BackendName,
   createBackend,
@@ -67,8 +72,47 @@ export {
   type NetnsMode,
   QEMU_SANDBOX_ARGS,
 } from "./confine.ts";
-export { launchGuest, type LaunchOptions } from "./launch.ts";
-export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
+export {
+  captureChangedRam,
+  type CaptureOptions,
+  type GuestRam,
+  openGuestRam,
+  type OpenGuestRamOptions,
+  PAGE_SIZE,
+  type RamCapture,
+  writeRamFile,
+} from "./guest_ram.ts";
+export { QemuBackend, type QemuBackendOptions, QemuVm } from "./qemu.ts";
+export {
+  loadMachineState,
+  type MachineStateOptions,
+  MIGRATION_CAPABILITIES,
+  saveDeviceState,
+} from "./migration.ts";
+export {
+  guestConfig,
+  launchGuest,
+  type LaunchOptions,
+  moduleGroupsFor,
+  restoreGuest,
+} from "./launch.ts";
+export { AGENT_PORT_NAME, qemuArgs, RAM_BACKEND_ID } from "./qemu_args.ts";
+export {
+  describeMachine,
+  MACHINE_FORMAT,
+  type MachineDescription,
+  machineMismatch,
+  modulesOf,
+} from "./machine.ts";
+export {
+  QmpClient,
+  type QmpConnectOptions,
+  QmpError,
+  type QmpErrorCode,
+  type QmpEvent,
+  type QmpExecuteOptions,
+  type QmpVersion,
+} from "./qmp.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";
 export {

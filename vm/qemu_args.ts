@@ -25,8 +25,22 @@ function check(ok: boolean, message: string): void {
   if (!ok) throw new VmError("invalid_config", `Cannot configure the VM: ${message}`);
 }
 
+/** The id of the RAM backend object when guest RAM is in a file (its RAM block's name). */
+export const RAM_BACKEND_ID = "shuru.ram";
+
+/** Options of {@linkcode qemuArgs}. */
+export interface QemuArgsOptions {
+  /**
+   * Start paused, waiting for a machine state to be loaded over the monitor
+   * (`-incoming defer`, then `migrate-incoming`): how a snapshot is restored.
+   */
+  incoming?: boolean;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Returns QEMU's arguments (without the program name) for `config`. */
-export function qemuArgs(config: VmConfig): string[] {
+export function qemuArgs(config: VmConfig, options: QemuArgsOptions = {}): string[] {
   check(
     Number.isInteger(config.cpus) && config.cpus >= 1 && config.cpus <= 64,
     `cpus must be 1-64, got ${config.cpus}`,
@@ -37,9 +51,16 @@ export function qemuArgs(config: VmConfig): string[] {
     `memory must be 128 MiB or more, got ${config.memoryMiB}`,
   );
   check(!config.cmdline.includes("\n"), "the kernel command line has a newline");
+  if (config.memory) {
+    check(config.memory.path.startsWith("/"), `RAM file ${config.memory.path} is not absolute`);
+  }
+  check(
+    config.vmGenerationId === undefined || UUID_RE.test(config.vmGenerationId),
+    `VM generation ID ${config.vmGenerationId} is not a UUID`,
+  );
   const args = [
     "-M",
-    "microvm,acpi=on,pit=on",
+    "microvm,acpi=on,pit=on" + (config.memory ? `,memory-backend=${RAM_BACKEND_ID}` : ""),
     "-accel",
     config.accel,
     // TCG: every feature QEMU can emulate. KVM (or HVF): the host CPU as is.
@@ -66,6 +87,30 @@ export function qemuArgs(config: VmConfig): string[] {
     "-serial",
     "chardev:console",
   ];
+  if (config.memory) {
+    // share=off maps the file MAP_PRIVATE: the guest's writes never reach it.
+    args.push(
+      "-object",
+      `memory-backend-file,id=${RAM_BACKEND_ID},size=${config.memoryMiB}M,` +
+        `mem-path=${optValue(config.memory.path)},share=${config.memory.shared ? "on" : "off"}`,
+    );
+  }
+  if (config.controlSocket !== undefined) {
+    // Like the agent channel: we listen, QEMU connects while starting up.
+    args.push(
+      "-global",
+      "migration.send-configuration=off",
+      "-chardev",
+      `socket,id=monitor,path=${optValue(config.controlSocket)},server=off`,
+      "-mon",
+      "chardev=monitor,mode=control",
+    );
+  }
+  if (config.vmGenerationId !== undefined) {
+    args.push("-device", `vmgenid,guid=${config.vmGenerationId}`);
+  }
+  // -S: stay paused once the state is loaded (the caller resumes when the host side is ready).
+  if (options.incoming) args.push("-S", "-incoming", "defer");
 
   const disk = config.disk;
   if (disk === undefined) {
@@ -101,13 +146,18 @@ export function qemuArgs(config: VmConfig): string[] {
   }
   if (disk) args.push("-device", "virtio-blk-device,drive=root");
 
-  // Agent channel. We listen and QEMU connects at startup (server=off): nothing the guest
-  // writes can be lost before we attach, and no polling for QEMU's socket to appear.
+  // Agent channel. Without a monitor, we listen and QEMU connects at startup (server=off):
+  // no polling for QEMU's socket to appear. With a monitor, QEMU listens (server=on,wait=off)
+  // and we connect once it has greeted, so the host side can hang up and come back: the guest
+  // sees the port close and reopen, which is how a session ends before a snapshot and how a
+  // restored guest meets its new host. The guest agent sends nothing before the host's bytes,
+  // so nothing it writes can be lost while no host is attached.
+  const agentServer = config.controlSocket !== undefined ? "on,wait=off" : "off";
   args.push(
     "-device",
     "virtio-serial-device,max_ports=2",
     "-chardev",
-    `socket,id=agent,path=${optValue(config.agentSocket)},server=off`,
+    `socket,id=agent,path=${optValue(config.agentSocket)},server=${agentServer}`,
     "-device",
     `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
   );

@@ -159,3 +159,41 @@ Deno.test("QEMU accepts the generated device and drive options", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("qemuArgs: RAM in a file, shared or private, as the machine's memory backend", () => {
+  const shared = qemuArgs({ ...base, memory: { path: "/i/r,am", shared: true } });
+  assertEquals(values(shared, "-M"), ["microvm,acpi=on,pit=on,memory-backend=shuru.ram"]);
+  assertEquals(values(shared, "-object"), [
+    "memory-backend-file,id=shuru.ram,size=1024M,mem-path=/i/r,,am,share=on",
+  ]);
+  const priv = qemuArgs({ ...base, memory: { path: "/i/ram", shared: false } });
+  assertEquals(values(priv, "-object"), [
+    "memory-backend-file,id=shuru.ram,size=1024M,mem-path=/i/ram,share=off",
+  ]);
+  assertEquals(values(qemuArgs(base), "-object"), []);
+  assertThrows(() => qemuArgs({ ...base, memory: { path: "ram", shared: true } }), "absolute");
+});
+
+Deno.test("qemuArgs: a monitor makes QEMU listen on the agent socket; incoming starts paused", () => {
+  const args = qemuArgs({ ...base, controlSocket: "/i/qmp.sock" }, { incoming: true });
+  const chardevs = values(args, "-chardev");
+  assert(chardevs.includes("socket,id=monitor,path=/i/qmp.sock,server=off"), String(chardevs));
+  assert(chardevs.includes("socket,id=agent,path=/i/agent.sock,server=on,wait=off"));
+  assertEquals(values(args, "-mon"), ["chardev=monitor,mode=control"]);
+  // The machine state is saved without RAM and without the configuration section.
+  assertEquals(values(args, "-global"), ["migration.send-configuration=off"]);
+  assert(args.includes("-S"));
+  assertEquals(values(args, "-incoming"), ["defer"]);
+  const plain = qemuArgs(base);
+  assertEquals(values(plain, "-incoming"), []);
+  assert(!plain.includes("-S"));
+});
+
+Deno.test("qemuArgs: a VM generation ID device when asked, checked as a UUID", () => {
+  const id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  assert(
+    values(qemuArgs({ ...base, vmGenerationId: id }), "-device").includes(`vmgenid,guid=${id}`),
+  );
+  assert(!values(qemuArgs(base), "-device").some((d) => d.startsWith("vmgenid")));
+  assertThrows(() => qemuArgs({ ...base, vmGenerationId: "nope" }), "not a UUID");
+});

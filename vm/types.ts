@@ -1,3 +1,6 @@
+import type { GuestRam } from "./guest_ram.ts";
+import type { MachineDescription } from "./machine.ts";
+
 /**
  * The VM interface the CLI and sandbox use. The QEMU backend implements it on Linux; a macOS
  * (Virtualization.framework) backend can implement it later without touching the callers.
@@ -33,6 +36,23 @@ export interface NetConfig {
   mtu?: number;
 }
 
+/**
+ * Where guest RAM lives. Absent: anonymous memory (the default, as before snapshots).
+ * - `shared: true`: the file *is* the guest's RAM (`MAP_SHARED`); what the guest writes lands in
+ *   it. A VM booted this way can save a snapshot whose RAM image is this file, with no copy.
+ * - `shared: false`: the file is mapped copy-on-write (`MAP_PRIVATE`): the guest starts with its
+ *   bytes and its writes stay private to this VM, so several VMs can map one file.
+ *
+ * The file must be exactly `memoryMiB` MiB (QEMU refuses another size; a missing file is created
+ * sparse).
+ */
+export interface MemoryFile {
+  /** Absolute path of the RAM file. */
+  path: string;
+  /** `true`: map shared (the file is the RAM); `false`: map private (copy-on-write). */
+  shared: boolean;
+}
+
 /** Everything needed to start one VM. */
 export interface VmConfig {
   /** Uncompressed kernel ELF. */
@@ -59,6 +79,18 @@ export interface VmConfig {
   consoleLog: string;
   /** `true`: the serial console is the user's terminal (`shuru run --console`). */
   interactiveConsole?: boolean;
+  /** Guest RAM in a file (snapshots); anonymous memory when absent. */
+  memory?: MemoryFile;
+  /**
+   * Socket path the backend listens on for the VM monitor (QMP on QEMU), which pause, resume and
+   * snapshots need. Absent: no monitor, and those calls fail.
+   */
+  controlSocket?: string;
+  /**
+   * VM generation ID (a UUID) exposed to the guest (`-device vmgenid` on QEMU); a guest kernel
+   * with the vmgenid driver reseeds its RNG when it changes. Absent: no such device.
+   */
+  vmGenerationId?: string;
 }
 
 /** How a VM ended. */
@@ -93,8 +125,13 @@ export interface Vm extends AsyncDisposable {
   readonly pid: number;
   /** One line naming how the VM process is confined on the host (for `shuru run -v`). */
   readonly confinement?: string;
-  /** Resolves once with the agent channel connection (QEMU connects at startup). */
+  /** Resolves once with the first agent channel connection (made when the VM starts). */
   readonly agent: Promise<Deno.Conn>;
+  /**
+   * Opens a new agent channel connection after the previous one was closed (needs a
+   * `controlSocket`). The guest sees its port close when the host hangs up and reopen here.
+   */
+  connectAgent(): Promise<Deno.Conn>;
   /** Resolves when the VM has ended, however it ended. Never rejects. */
   readonly exited: Promise<VmExit>;
   /**
@@ -110,6 +147,57 @@ export interface Vm extends AsyncDisposable {
   kill(): void;
   /** The last `lines` lines of the serial console. */
   consoleTail(lines?: number): string;
+  /**
+   * Stops the virtual CPUs. Resolves once the guest's block requests in flight have completed
+   * and been flushed to the disk's server, so the disk and RAM describe the same instant.
+   */
+  pause(signal?: AbortSignal): Promise<void>;
+  /** Runs the virtual CPUs again (after {@linkcode pause} or {@linkcode VmBackend.restore}). */
+  resume(signal?: AbortSignal): Promise<void>;
+  /**
+   * Writes the machine state (CPUs and devices, never the RAM) of the paused VM to
+   * `stateFile`, in milliseconds; the VM stays paused. With the RAM (see {@linkcode openRam})
+   * and the disk as they are at this pause, it is everything a restore needs.
+   */
+  saveState(stateFile: string, options?: SaveStateOptions): Promise<SaveStateResult>;
+  /**
+   * The machine this VM is, as a snapshot records it (compare with `machineMismatch` before a
+   * restore). Needs the monitor (`controlSocket`).
+   */
+  describe(): MachineDescription;
+  /**
+   * The paused VM's RAM, for saving it (needs `memory`). Read it before resuming: the guest
+   * changes it as soon as it runs.
+   */
+  openRam(): Promise<GuestRam>;
+}
+
+/** Options of {@linkcode Vm.saveState}. */
+export interface SaveStateOptions {
+  /** Gives up (the state file is then incomplete and removed). */
+  signal?: AbortSignal;
+}
+
+/** What {@linkcode Vm.saveState} wrote. */
+export interface SaveStateResult {
+  /** Size of the state file in bytes. */
+  stateBytes: number;
+  /** Milliseconds the save took. */
+  elapsedMs: number;
+}
+
+/** A saved VM: the RAM image and the machine state that go together. */
+export interface VmSnapshotFiles {
+  /** The RAM file (exactly `memoryMiB` MiB); the restored VM maps it private (copy-on-write). */
+  ramFile: string;
+  /** The machine state written by {@linkcode Vm.saveState} at the same pause as the RAM. */
+  stateFile: string;
+  /**
+   * The machine the state belongs to (`vm.describe()` of the saved VM, as stored). When given,
+   * a restore into another machine fails before the state is loaded: QEMU itself does not
+   * notice every difference (a one-CPU state loads into a two-CPU machine).
+   */
+  machine?: Record<string, unknown>;
 }
 
 /** Something that can start VMs. */
@@ -118,6 +206,16 @@ export interface VmBackend {
   readonly name: string;
   /** Kernel command line settings the backend's machine needs (VZ: `hvc0`, PCI). */
   readonly cmdline?: { console?: string; pci?: boolean };
+  /** `true` when {@linkcode VmBackend.restore} and the snapshot calls of its VMs work. */
+  readonly memorySnapshots: boolean;
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
+  /**
+   * Starts a VM from a snapshot and leaves it paused with the state loaded; call
+   * {@linkcode Vm.resume} to run it. `config` must describe the same machine as the one saved
+   * (CPUs, memory, devices, kernel and command line); its `memory` is replaced by the
+   * snapshot's RAM file, mapped private, so any number of VMs can restore from the same files.
+   * The disk must hold what it held when the snapshot was taken.
+   */
+  restore(config: VmConfig, snapshot: VmSnapshotFiles, signal?: AbortSignal): Promise<Vm>;
 }

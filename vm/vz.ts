@@ -17,7 +17,17 @@ import { closeFd, connectUnixSocket } from "../ffi/mod.ts";
 import { writeAll } from "../io/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
-import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
+import type { GuestRam } from "./guest_ram.ts";
+import type { MachineDescription } from "./machine.ts";
+import type {
+  BootPhase,
+  SaveStateResult,
+  Vm,
+  VmBackend,
+  VmConfig,
+  VmExit,
+  VmSnapshotFiles,
+} from "./types.ts";
 import { checkKernelImage, checkVzConfig, type VzConfig, vzConfig } from "./vz_config.ts";
 import { type VzFds, VzFramework, VzMachine, type VzStop } from "./vz_driver.ts";
 
@@ -44,6 +54,8 @@ export class VzBackend implements VmBackend {
   readonly name = "vz";
   /** The virtio console is `hvc0`; VZ's devices are on PCI. */
   readonly cmdline = { console: "hvc0", pci: true } as const;
+  /** shuru's memory snapshots (RAM file + devices state) are QEMU's; VZ saves whole machines. */
+  readonly memorySnapshots = false;
   readonly #options: VzBackendOptions;
 
   constructor(options: VzBackendOptions = {}) {
@@ -55,11 +67,16 @@ export class VzBackend implements VmBackend {
     return this.#launch(config, {});
   }
 
+  /** Refuses: shuru's memory snapshots need the QEMU backend (see `restoreMachineState`). */
+  restore(_config: VmConfig, _snapshot: VmSnapshotFiles): Promise<Vm> {
+    return Promise.reject(unsupportedSnapshots("restore a memory snapshot"));
+  }
+
   /**
-   * Starts a VM from a state saved by {@linkcode VzVm.saveState} (`path`, plus its identifier in
-   * `path.machine-id`). `config` must match the saved machine's.
+   * Starts a VM from a state saved by {@linkcode VzVm.saveMachineState} (`path`, plus its
+   * identifier in `path.machine-id`). `config` must match the saved machine's.
    */
-  restore(config: VmConfig, path: string): Promise<VzVm> {
+  restoreMachineState(config: VmConfig, path: string): Promise<VzVm> {
     return this.#launch(config, { restoreFrom: path });
   }
 
@@ -403,7 +420,7 @@ export class VzVm implements Vm {
    * @throws {VmError} `vz_failed` when this configuration cannot be saved (the reason is the
    *   framework's) or the save fails.
    */
-  async saveState(path: string, options: { resume?: boolean } = {}): Promise<void> {
+  async saveMachineState(path: string, options: { resume?: boolean } = {}): Promise<void> {
     if (this.#machine.saveRestore !== true) {
       throw new VmError("vz_failed", this.#machine.saveRestore);
     }
@@ -417,10 +434,47 @@ export class VzVm implements Vm {
     return this.#console.tail(lines);
   }
 
+  /** Refuses: the framework connects the agent's port once. */
+  connectAgent(): Promise<Deno.Conn> {
+    return Promise.reject(unsupportedSnapshots("reconnect the agent channel"));
+  }
+
+  /** Pauses the machine (`pauseWithCompletionHandler:`). */
+  async pause(): Promise<void> {
+    await this.#machine.pause();
+  }
+
+  /** Resumes the machine (`resumeWithCompletionHandler:`). */
+  async resume(): Promise<void> {
+    await this.#machine.resume();
+  }
+
+  /** Refuses (see {@linkcode VzVm.saveMachineState} for the framework's own). */
+  saveState(): Promise<SaveStateResult> {
+    return Promise.reject(unsupportedSnapshots("save the machine state"));
+  }
+
+  /** Refuses. */
+  describe(): MachineDescription {
+    throw unsupportedSnapshots("describe the machine");
+  }
+
+  /** Refuses. */
+  openRam(): Promise<GuestRam> {
+    return Promise.reject(unsupportedSnapshots("read the guest's RAM"));
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop(2000);
     try {
       (await this.agent).close();
     } catch { /* the caller closed it */ }
   }
+}
+
+function unsupportedSnapshots(action: string): VmError {
+  return new VmError(
+    "unsupported_host",
+    `Cannot ${action}: memory snapshots need the QEMU backend (--backend qemu)`,
+  );
 }

@@ -1,0 +1,57 @@
+import { assertEquals } from "../tests/_assert.ts";
+import { describeMachine, machineMismatch, modulesOf } from "./machine.ts";
+import type { VmConfig } from "./types.ts";
+
+const config: VmConfig = {
+  kernel: "/a/v1-x/vmlinux",
+  initrd: "/a/v1-x/initramfs.img",
+  cmdline: "console=ttyS0 quiet shuru.modules=overlay,9p",
+  cpus: 2,
+  memoryMiB: 2048,
+  accel: "tcg",
+  disk: { kind: "nbd", socket: "/i/nbd.sock", exportName: "root" },
+  agentSocket: "/i/agent.sock",
+  consoleLog: "/i/console.log",
+  mounts: [{ tag: "shuru0", hostPath: "/h", readOnly: true }],
+};
+const qemu = { major: 7, minor: 2, micro: 22, package: "Debian 1:7.2+dfsg-7" };
+
+Deno.test("describeMachine - what a state needs: QEMU, CPUs, memory, devices in order, guest", () => {
+  assertEquals(describeMachine(config, qemu), {
+    format: 1,
+    stateFormat: "qemu-device-state",
+    hypervisor: "qemu 7.2.22 Debian 1:7.2+dfsg-7",
+    machine: "microvm,acpi=on,pit=on",
+    accel: "tcg",
+    cpus: 2,
+    memoryMiB: 2048,
+    devices: ["virtio-blk", "virtio-serial:shuru.agent", "virtio-9p:shuru0:ro"],
+    kernel: "/a/v1-x/vmlinux",
+    initrd: "/a/v1-x/initramfs.img",
+    modules: ["9p", "overlay"],
+  });
+  assertEquals(modulesOf("quiet"), ["all"]);
+  assertEquals(modulesOf("shuru.modules=none"), []);
+});
+
+Deno.test("machineMismatch - names the first difference; a JSON round trip matches", () => {
+  const m = describeMachine(config, qemu);
+  assertEquals(machineMismatch(JSON.parse(JSON.stringify(m)), m), undefined);
+  assertEquals(
+    machineMismatch({ ...m, memoryMiB: 1024 }, m),
+    "its memory (MiB) was 1024, this machine has 2048",
+  );
+  assertEquals(
+    machineMismatch({ ...m, hypervisor: "qemu 8.2.0" }, m),
+    'its hypervisor was "qemu 8.2.0", this machine has "qemu 7.2.22 Debian 1:7.2+dfsg-7"',
+  );
+  const net = describeMachine({ ...config, net: { socket: "/i/net.sock" } }, qemu);
+  assertEquals(
+    machineMismatch(m as unknown as Record<string, unknown>, net)?.startsWith("its devices"),
+    true,
+  );
+  assertEquals(
+    machineMismatch({ format: 9 }, m),
+    "it was saved in machine format 9, this shuru uses 1",
+  );
+});
