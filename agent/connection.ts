@@ -2,21 +2,29 @@
  * The host-side `AgentConnection`: runs processes and file operations in a guest through its agent,
  * over one multiplexed connection (see docs/agent_protocol.md). Used by the CLI and the SDK.
  *
+ * The connection can be detached and continued ({@linkcode AgentConnection.detach},
+ * {@linkcode AgentConnection.reattach}): a memory snapshot is taken with no host on the agent
+ * channel, then the same object goes on over a new connection, its kept processes continuing
+ * where they were. `closed` resolves only when the connection ends for good.
+ *
  * @module
  */
 
 import {
   type ByteStream,
   Channel,
+  ConnectionError,
   type DirEntry,
   type FileInfo,
   type Hello,
   type IdentityResult,
+  type KeptProcessInfo,
   Mux,
   type MuxStream,
   parseDirEntry,
   parseFileInfo,
   parseIdentityResult,
+  parseProcessesResult,
   parseSizeResult,
   parseWatchEvent,
   readJsonLines,
@@ -25,7 +33,15 @@ import {
 } from "../proto/mod.ts";
 import { VERSION } from "../host/mod.ts";
 import { type PortForward, startForward } from "./forward.ts";
-import { AgentProcess, type AgentSpawnOptions, type ExecOutput, execRequest } from "./process.ts";
+import {
+  type AgentProcess,
+  type AgentSpawnOptions,
+  attachRequest,
+  type ExecOutput,
+  ExecProcess,
+  execRequest,
+  KeptAgentProcess,
+} from "./process.ts";
 import { readAll, writeAndClose } from "../io/mod.ts";
 
 /** Options of {@link AgentConnection.connect}. */
@@ -82,19 +98,36 @@ export interface WatchOptions {
  */
 export class AgentConnection implements AsyncDisposable {
   #mux: Mux;
+  #window: number | undefined;
   #forwards = new Set<PortForward>();
   #baseEnv: Record<string, string> = {};
+  /** Kept processes not yet ended (they follow a reattach). */
+  #kept = new Set<KeptAgentProcess>();
+  #detached = false;
+  #closed = Promise.withResolvers<Error | undefined>();
 
-  private constructor(mux: Mux) {
+  private constructor(mux: Mux, window: number | undefined) {
     this.#mux = mux;
+    this.#window = window;
+    this.#watchMux(mux);
   }
 
-  /** Speaks the agent protocol over an already connected byte stream. */
-  static async connect(
-    transport: ByteStream,
-    options: AgentConnectOptions = {},
-  ): Promise<AgentConnection> {
-    const mux = await Mux.connect(transport, {
+  #watchMux(mux: Mux): void {
+    void mux.closed.then((err) => {
+      if (this.#mux !== mux || this.#detached) return;
+      this.#end(err);
+    });
+  }
+
+  #end(err: Error | undefined): void {
+    const reason = err ?? new ConnectionError("closed", "Agent connection closed");
+    for (const p of this.#kept) p.fail(reason);
+    this.#kept.clear();
+    this.#closed.resolve(err);
+  }
+
+  static #handshake(transport: ByteStream, options: AgentConnectOptions): Promise<Mux> {
+    return Mux.connect(transport, {
       role: "host",
       version: VERSION,
       signal: options.signal ?? AbortSignal.timeout(10_000),
@@ -102,7 +135,15 @@ export class AgentConnection implements AsyncDisposable {
       maxStreams: 0,
       ...(options.window ? { window: options.window } : {}),
     });
-    return new AgentConnection(mux);
+  }
+
+  /** Speaks the agent protocol over an already connected byte stream. */
+  static async connect(
+    transport: ByteStream,
+    options: AgentConnectOptions = {},
+  ): Promise<AgentConnection> {
+    const mux = await AgentConnection.#handshake(transport, options);
+    return new AgentConnection(mux, options.window);
   }
 
   /** Connects to an agent listening on a Unix socket. */
@@ -128,9 +169,100 @@ export class AgentConnection implements AsyncDisposable {
     return this.#mux.peer;
   }
 
-  /** Resolves when the connection ends, with the error if it broke. */
+  /**
+   * Resolves when the connection ends for good, with the error if it broke (not at a
+   * {@linkcode detach}).
+   */
   get closed(): Promise<Error | undefined> {
-    return this.#mux.closed;
+    return this.#closed.promise;
+  }
+
+  /** True between {@linkcode detach} and {@linkcode reattach}. */
+  get detached(): boolean {
+    return this.#detached;
+  }
+
+  // ------------------------------------------------------------------------------ sessions
+
+  /**
+   * Ends the session on purpose, keeping the guest's kept processes (and this object's view of
+   * them): the agent's reply is the last thing it writes and it reads nothing more, so the guest
+   * can be snapshotted, and the agent then waits for a new host. Requests made until
+   * {@linkcode reattach} fail with {@link ConnectionError} `"detached"`; streams of other
+   * processes and operations in flight end with it. Port forwards stay listening.
+   */
+  async detach(): Promise<void> {
+    if (this.#detached) return;
+    for (const p of this.#kept) p.pause();
+    // Set first: the old connection's end must not count as the end of this one.
+    this.#detached = true;
+    try {
+      await this.#mux.detach({ op: "detach" });
+    } catch (err) {
+      // The agent did not detach: the connection is unusable (it was sealed).
+      this.#detached = false;
+      this.#end(err as Error);
+      throw err;
+    }
+  }
+
+  /**
+   * Continues after {@linkcode detach} over `transport` (a new connection to the same agent,
+   * e.g. `vm.connectAgent()` after the snapshot): a new handshake, then every kept process is
+   * attached again from the output already delivered.
+   */
+  async reattach(transport: ByteStream, options: AgentConnectOptions = {}): Promise<void> {
+    if (!this.#detached) {
+      throw new ConnectionError("closed", "Cannot reattach: the connection was not detached");
+    }
+    const mux = await AgentConnection.#handshake(transport, {
+      ...options,
+      ...(this.#window ? { window: this.#window } : {}),
+    });
+    this.#mux = mux;
+    this.#detached = false;
+    this.#watchMux(mux);
+    for (const p of this.#kept) {
+      const id = p.knownId;
+      if (id === undefined) {
+        // It had not started, or the agent did not keep it (an agent without `keep`).
+        p.fail(new ConnectionError("closed", "Cannot reattach a process the agent did not keep"));
+        continue;
+      }
+      p.rebind(this.#open(attachRequest(id, p.delivered), this.#reads(p.tty)));
+    }
+  }
+
+  /** The processes the agent keeps (running, or exited and not yet reported). */
+  async keptProcesses(): Promise<KeptProcessInfo[]> {
+    return parseProcessesResult(await this.#call({ op: "processes" })).processes;
+  }
+
+  /**
+   * Attaches to a kept process the agent listed ({@linkcode keptProcesses}): its output from the
+   * start of the agent's buffer, then live; stdin, signals and exit as for `spawn`.
+   */
+  attach(info: KeptProcessInfo): AgentProcess {
+    const proc = new KeptAgentProcess(
+      this.#open(attachRequest(info.id, [0, 0]), this.#reads(info.tty)),
+      {
+        stdinPiped: info.stdin,
+        tty: info.tty,
+        id: info.id,
+        ...(info.label !== undefined ? { label: info.label } : {}),
+      },
+    );
+    this.#track(proc);
+    return proc;
+  }
+
+  #reads(tty: boolean): number[] {
+    return tty ? [Channel.STDOUT] : [Channel.STDOUT, Channel.STDERR];
+  }
+
+  #track(proc: KeptAgentProcess): void {
+    this.#kept.add(proc);
+    void proc.wait().finally(() => this.#kept.delete(proc)).catch(() => {});
   }
 
   /** Round-trip time to the agent in milliseconds. */
@@ -153,9 +285,18 @@ export class AgentConnection implements AsyncDisposable {
     const env = { ...this.#baseEnv, ...options.env };
     const stream = this.#open(
       execRequest(argv, Object.keys(env).length > 0 ? { ...options, env } : options),
-      options.tty ? [Channel.STDOUT] : [Channel.STDOUT, Channel.STDERR],
+      this.#reads(options.tty !== undefined),
     );
-    return new AgentProcess(stream, {
+    if (options.keep) {
+      const proc = new KeptAgentProcess(stream, {
+        stdinPiped: options.stdin === "piped" || options.tty !== undefined,
+        tty: options.tty !== undefined,
+        ...(options.label !== undefined ? { label: options.label } : {}),
+      });
+      this.#track(proc);
+      return proc;
+    }
+    return new ExecProcess(stream, {
       stdinPiped: options.stdin === "piped",
       ...(options.signal ? { signal: options.signal } : {}),
     });
@@ -350,6 +491,18 @@ export class AgentConnection implements AsyncDisposable {
     return parseIdentityResult(await this.#call(request));
   }
 
+  /**
+   * Sets up the guest's NIC (address, default route, MTU) or takes it down: what a guest
+   * resumed from a snapshot needs for this run's network.
+   */
+  async netConfig(
+    config:
+      | { up: true; address: string; prefix: number; gateway: string; mtu?: number }
+      | { up: false },
+  ): Promise<void> {
+    await this.#call({ op: "net_config", ...config });
+  }
+
   /** Asks the agent to sync and power the guest off. */
   async shutdown(): Promise<void> {
     await this.#call({ op: "shutdown" });
@@ -358,7 +511,10 @@ export class AgentConnection implements AsyncDisposable {
   /** Stops forwards and closes the connection. */
   async close(): Promise<void> {
     for (const f of [...this.#forwards]) await f.close();
+    const wasDetached = this.#detached;
+    this.#detached = false;
     await this.#mux.close();
+    if (wasDetached) this.#end(undefined);
   }
 
   /** Same as {@link close}. */
@@ -370,6 +526,12 @@ export class AgentConnection implements AsyncDisposable {
 
   /** Opens a stream; `reads` = the channels we read (others are dropped, bounding memory). */
   #open(request: Request, reads: number[] = [Channel.MAIN]): MuxStream {
+    if (this.#detached) {
+      throw new ConnectionError(
+        "detached",
+        "Cannot use the guest agent now: the sandbox is being saved (try again)",
+      );
+    }
     return this.#mux.open(request as unknown as Record<string, unknown>, { reads });
   }
 

@@ -23,10 +23,12 @@ export {
   type WatchOptions,
 } from "./connection.ts";
 export {
-  AgentProcess,
+  type AgentProcess,
   type AgentSpawnOptions,
   type ExecOutput,
+  ExecProcess,
   type ExitStatus,
+  KeptAgentProcess,
   type TtyOptions,
 } from "./process.ts";
 export { PortForward } from "./forward.ts";

@@ -45,6 +45,7 @@ export class FdStream {
 
   #options: FdStreamOptions;
   #closing = false;
+  #readStopped = false;
   #quietMs: number | null = null;
   #closed: Promise<void> | null = null;
   #scratch: Uint8Array<ArrayBuffer> | undefined;
@@ -104,6 +105,17 @@ export class FdStream {
     this.#readWait?.abort();
   }
 
+  /**
+   * Ends {@link readable} without reading another byte: a read waiting for data gives up, and
+   * one that wakes up later finds the flag before it reads. Writes go on. (The agent stops
+   * reading its port this way before its last frame of a detached session, so the next host's
+   * bytes stay in the port for the next session.)
+   */
+  stopReading(): void {
+    this.#readStopped = true;
+    this.#readWait?.abort();
+  }
+
   /** Closes the fd once no wait uses it (pending waits end at once). Idempotent. */
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
@@ -146,7 +158,7 @@ export class FdStream {
     // allocates once per chunk (garbage is what makes a busy agent's RSS grow).
     const buf = this.#scratch ??= new Uint8Array(READ_CHUNK);
     for (;;) {
-      if (this.#closing) {
+      if (this.#closing || this.#readStopped) {
         controller.close();
         return;
       }

@@ -48,6 +48,18 @@ export const LINUX = {
   CLOCK_REALTIME: 0,
   SEEK_DATA: 3,
   SEEK_HOLE: 4,
+  AF_INET: 2,
+  SOCK_DGRAM: 2,
+  SOCK_CLOEXEC: 0o2000000,
+  SIOCADDRT: 0x890b,
+  SIOCGIFFLAGS: 0x8913,
+  SIOCSIFFLAGS: 0x8914,
+  SIOCSIFADDR: 0x8916,
+  SIOCSIFNETMASK: 0x891c,
+  SIOCSIFMTU: 0x8922,
+  IFF_UP: 0x1,
+  RTF_UP: 0x1,
+  RTF_GATEWAY: 0x2,
 } as const;
 
 /** errno values the callers act on, with their names for messages. */
@@ -153,6 +165,7 @@ const SYMBOLS = {
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   clock_settime: { parameters: ["i32", "buffer"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -367,6 +380,99 @@ export function setRealtimeClock(unixMs: number): void {
   // struct timespec { time_t tv_sec; long tv_nsec; } on 64-bit Linux.
   const ts = new BigInt64Array([BigInt(sec), BigInt(nsec)]);
   check("clock_settime", lib().clock_settime(LINUX.CLOCK_REALTIME, ts));
+}
+
+// struct ifreq: char ifr_name[16]; then a 24-byte union (struct sockaddr, short flags, int mtu).
+const IFREQ_LEN = 40;
+const IFNAMSIZ = 16;
+// struct rtentry (LP64): rt_dst at 8, rt_gateway at 24, rt_genmask at 40, rt_flags at 56.
+const RTENTRY_LEN = 120;
+
+function ifreq(name: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(name);
+  if (bytes.length >= IFNAMSIZ || bytes.length === 0) {
+    throw new RangeError(`Cannot use interface name ${JSON.stringify(name)}`);
+  }
+  const req = new Uint8Array(IFREQ_LEN);
+  req.set(bytes);
+  return req;
+}
+
+/** Writes a `struct sockaddr_in` for `ipv4` (dotted) at `offset`. */
+function putSockaddrIn(buf: Uint8Array, offset: number, ipv4: string): void {
+  const view = new DataView(buf.buffer, buf.byteOffset);
+  view.setUint16(offset, LINUX.AF_INET, true);
+  const parts = ipv4.split(".").map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
+    throw new RangeError(`Cannot use IPv4 address ${JSON.stringify(ipv4)}`);
+  }
+  buf.set(parts, offset + 4);
+}
+
+function withInetSocket<T>(fn: (fd: number) => T): T {
+  const fd = check(
+    "socket AF_INET",
+    lib().socket(LINUX.AF_INET, LINUX.SOCK_DGRAM | LINUX.SOCK_CLOEXEC, 0),
+  );
+  try {
+    return fn(fd);
+  } finally {
+    lib().close(fd);
+  }
+}
+
+/** Brings network interface `name` up or down (`SIOCSIFFLAGS`, keeping its other flags). */
+export function setInterfaceUp(name: string, up: boolean): void {
+  withInetSocket((fd) => {
+    const req = ifreq(name);
+    check("ioctl SIOCGIFFLAGS", lib().ioctl(fd, BigInt(LINUX.SIOCGIFFLAGS), req), name);
+    const view = new DataView(req.buffer);
+    const flags = view.getUint16(IFNAMSIZ, true);
+    view.setUint16(IFNAMSIZ, up ? flags | LINUX.IFF_UP : flags & ~LINUX.IFF_UP, true);
+    check("ioctl SIOCSIFFLAGS", lib().ioctl(fd, BigInt(LINUX.SIOCSIFFLAGS), req), name);
+  });
+}
+
+/** Sets the IPv4 address and prefix length of interface `name`. */
+export function setInterfaceAddress(name: string, ipv4: string, prefix: number): void {
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) {
+    throw new RangeError(`Cannot use prefix length ${prefix}`);
+  }
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const dotted = [24, 16, 8, 0].map((s) => (mask >>> s) & 0xff).join(".");
+  withInetSocket((fd) => {
+    const addr = ifreq(name);
+    putSockaddrIn(addr, IFNAMSIZ, ipv4);
+    check("ioctl SIOCSIFADDR", lib().ioctl(fd, BigInt(LINUX.SIOCSIFADDR), addr), name);
+    const netmask = ifreq(name);
+    putSockaddrIn(netmask, IFNAMSIZ, dotted);
+    check("ioctl SIOCSIFNETMASK", lib().ioctl(fd, BigInt(LINUX.SIOCSIFNETMASK), netmask), name);
+  });
+}
+
+/** Sets the MTU of interface `name`. */
+export function setInterfaceMtu(name: string, mtu: number): void {
+  withInetSocket((fd) => {
+    const req = ifreq(name);
+    new DataView(req.buffer).setInt32(IFNAMSIZ, mtu, true);
+    check("ioctl SIOCSIFMTU", lib().ioctl(fd, BigInt(LINUX.SIOCSIFMTU), req), name);
+  });
+}
+
+/** Adds the IPv4 default route via `gateway` (`SIOCADDRT`); an existing one is left as is. */
+export function addDefaultRoute(gateway: string): void {
+  withInetSocket((fd) => {
+    const rt = new Uint8Array(RTENTRY_LEN);
+    putSockaddrIn(rt, 8, "0.0.0.0");
+    putSockaddrIn(rt, 24, gateway);
+    putSockaddrIn(rt, 40, "0.0.0.0");
+    new DataView(rt.buffer).setUint16(56, LINUX.RTF_UP | LINUX.RTF_GATEWAY, true);
+    const rc = lib().ioctl(fd, BigInt(LINUX.SIOCADDRT), rt);
+    if (rc < 0) {
+      const e = errno();
+      if (e !== ERRNO.EEXIST) throw new LibcError("ioctl SIOCADDRT", e, `via ${gateway}`);
+    }
+  });
 }
 
 /**

@@ -29,7 +29,9 @@ import { poller } from "../ffi/mod.ts";
 import * as files from "./files.ts";
 import { connectGuestPort } from "./forward.ts";
 import { applyIdentity, type IdentityPaths } from "./identity.ts";
+import { KeptProcesses } from "./kept.ts";
 import { mountShare } from "./mount.ts";
+import { applyNetConfig } from "./net.ts";
 import { type GuestProcess, ProcessError, startProcess } from "./process.ts";
 import { syncAll } from "./shutdown.ts";
 
@@ -54,7 +56,19 @@ export interface AgentOptions {
    * is refused, so an agent on a host (tests, `--listen`) never sets the host's clock or name.
    */
   identity?: IdentityPaths;
+  /** Where kept processes live across sessions. @default one registry per agent process */
+  kept?: KeptProcesses;
+  /**
+   * Stops reading the transport at once (`FdStream.stopReading`): a detach calls it before its
+   * last frame, so the next host's bytes stay unread for the next session.
+   */
+  stopReading?: () => void;
+  /** Where net_config applies (the VM). Absent: the request is refused (not the host's NIC). */
+  network?: boolean;
 }
+
+/** The registry of an agent process, shared by its sessions unless `kept` says otherwise. */
+const defaultKept = new KeptProcesses();
 
 /**
  * Runs one protocol session over `transport` until it ends. Resolves with the connection error
@@ -82,10 +96,12 @@ export async function serveConnection(
 class Session {
   readonly mux: Mux;
   readonly options: AgentOptions;
+  readonly kept: KeptProcesses;
 
   constructor(mux: Mux, options: AgentOptions) {
     this.mux = mux;
     this.options = options;
+    this.kept = options.kept ?? defaultKept;
   }
 
   async handle(stream: MuxStream): Promise<void> {
@@ -183,6 +199,29 @@ class Session {
         }
         return await stream.close({ ...applyIdentity(req, this.options.identity) });
       }
+      case "processes":
+        return await stream.close({ processes: this.kept.list().map((kp) => kp.info()) });
+      case "attach": {
+        const kp = this.kept.get(req.id);
+        if (!kp) {
+          throw new AgentError("not_found", `Cannot attach to process ${req.id}: not kept here`);
+        }
+        return await kp.attach(stream, [req.stdout ?? 0, req.stderr ?? 0], this.options.log);
+      }
+      case "detach":
+        // Nothing is read after the request (the host sends nothing more) and nothing written
+        // after the CLOSE: a snapshot taken now has an agent waiting for its next host.
+        this.options.stopReading?.();
+        return await this.mux.closeAfter(stream, { kept: this.kept.running });
+      case "net_config":
+        if (!this.options.network) {
+          throw new AgentError(
+            "unsupported",
+            "Cannot net_config: this agent does not run in a VM (it would change the host)",
+          );
+        }
+        applyNetConfig(req);
+        return await stream.close({});
       case "shutdown":
         syncAll();
         await stream.close({});
@@ -221,6 +260,16 @@ class Session {
       return;
     }
 
+    if (req.keep) {
+      const kp = this.kept.add({
+        argv: req.argv,
+        tty: tty !== undefined,
+        stdinPiped: req.stdin === true || tty !== undefined,
+        process: proc,
+        ...(req.label === undefined ? {} : { label: req.label }),
+      });
+      return await kp.attach(stream, [0, 0], this.options.log);
+    }
     const killOnAbort = () => proc.kill("SIGKILL");
     stream.signal.addEventListener("abort", killOnAbort, { once: true });
     try {

@@ -130,6 +130,7 @@ export function processBaseEnv(
 async function serveOne(
   transport: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } & {
     close(): void | Promise<void>;
+    stopReading?: () => void;
   },
   name: string,
   onShutdown: () => void | Promise<void>,
@@ -140,7 +141,8 @@ async function serveOne(
       log,
       onShutdown,
       baseEnv: processBaseEnv(),
-      ...(inVm ? { identity: {} } : {}),
+      ...(inVm ? { identity: {}, network: true } : {}),
+      ...(transport.stopReading ? { stopReading: () => transport.stopReading!() } : {}),
     });
     log(err ? `${name} ended: ${err.message}` : `${name} closed`);
   } catch (e) {

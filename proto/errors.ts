@@ -28,7 +28,12 @@ export type ConnectionErrorCode =
   /** The connection was closed (locally or by the peer) while the operation was pending. */
   | "closed"
   /** Reading or writing the underlying transport failed. */
-  | "transport";
+  | "transport"
+  /**
+   * The session was ended on purpose with both sides' processes kept (`detach`, before a
+   * memory snapshot); a new connection can attach to them.
+   */
+  | "detached";
 
 /** The connection to the peer is unusable; local only, never sent. */
 export class ConnectionError extends Error {

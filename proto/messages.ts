@@ -22,6 +22,15 @@
  *   directions are done.
  * - set_identity: no DATA; CLOSE {@link IdentityResult} once the guest's RNG is reseeded, its
  *   clock set and its names changed (what a guest restored from a snapshot needs first).
+ * - exec with `keep`: the process outlives the session (a detach, a lost host); its output is
+ *   kept in a bounded buffer. processes: CLOSE {@link ProcessesResult} lists the kept ones;
+ *   attach: an exec stream again for kept process `id` (output replayed from the given byte
+ *   offsets, then live; CLOSE = {@link ExecExit}).
+ * - detach: CLOSE {@link DetachResult} is the last frame the agent writes on the connection; it
+ *   then reads nothing more and waits for a new host (the host sends nothing after the request),
+ *   so a memory snapshot taken then restores an agent waiting for a fresh HELLO.
+ * - net_config: no DATA; CLOSE `{}` once the guest's NIC is up with the address, default route
+ *   and MTU given, or down.
  * - everything else: no DATA; CLOSE carries the result.
  *
  * @module
@@ -70,6 +79,61 @@ export interface ExecRequest {
   tty?: TtySize & { term?: string };
   /** true: stdin is piped from channel 0; false/absent: stdin is /dev/null. Ignored with tty. */
   stdin?: boolean;
+  /**
+   * Keep the process when the session ends (detach, host gone): it goes on running, its output
+   * is buffered, and a later session can `attach` to it. Without it, the end of the session
+   * kills the process.
+   */
+  keep?: boolean;
+  /** With `keep`: the host's name for the process (e.g. the control protocol's pid), listed back. */
+  label?: string;
+}
+
+/** Lists the kept processes (running, or exited and not yet reported to a host). */
+export interface ProcessesRequest {
+  /** Operation name. */
+  op: "processes";
+}
+
+/**
+ * Attaches to kept process `id`: an exec stream again (channels, messages and CLOSE as exec),
+ * whose output starts at byte `stdout` of its standard output and `stderr` of its standard error
+ * (what the host already has), replayed from the agent's buffer, then live.
+ */
+export interface AttachRequest {
+  /** Operation name. */
+  op: "attach";
+  /** The kept process (`StartedMessage.id`). */
+  id: string;
+  /** Bytes of stdout the host already has. @default 0 */
+  stdout?: number;
+  /** Bytes of stderr the host already has. @default 0 */
+  stderr?: number;
+}
+
+/**
+ * Ends the session on purpose: the agent answers CLOSE {@link DetachResult} as its last frame,
+ * keeps every kept process, and waits for a new host. The host sends nothing after this request.
+ */
+export interface DetachRequest {
+  /** Operation name. */
+  op: "detach";
+}
+
+/** Sets up (or takes down) the guest's network interface. */
+export interface NetConfigRequest {
+  /** Operation name. */
+  op: "net_config";
+  /** Up with the settings below, or down. */
+  up: boolean;
+  /** IPv4 address (dotted). */
+  address?: string;
+  /** Prefix length of the address. */
+  prefix?: number;
+  /** Default gateway (dotted). */
+  gateway?: string;
+  /** MTU. */
+  mtu?: number;
 }
 
 /** Streams a file's bytes from the guest (channel 0), from `offset` for `length` bytes. */
@@ -249,7 +313,11 @@ export type Request =
   | ForwardRequest
   | MountRequest
   | SetIdentityRequest
-  | ShutdownRequest;
+  | ShutdownRequest
+  | ProcessesRequest
+  | AttachRequest
+  | DetachRequest
+  | NetConfigRequest;
 
 /** Operation names. */
 export type Op = Request["op"];
@@ -271,6 +339,10 @@ export const OPS: readonly Op[] = [
   "mount",
   "set_identity",
   "shutdown",
+  "processes",
+  "attach",
+  "detach",
+  "net_config",
 ];
 
 // ---------------------------------------------------------------- in-stream messages (MESSAGE)
@@ -299,6 +371,8 @@ export interface StartedMessage {
   type: "started";
   /** Guest pid (also the process group id). */
   pid: number;
+  /** With `keep`: the agent's id of the kept process (for `attach`). */
+  id?: string;
 }
 
 /**
@@ -335,6 +409,42 @@ export interface IdentityResult {
   entropyBits: number;
   /** How far the guest's wall clock moved (new minus old), in milliseconds. */
   clockStepMs: number;
+}
+
+/** One kept process, as `processes` lists it. */
+export interface KeptProcessInfo {
+  /** The agent's id (for `attach`). */
+  id: string;
+  /** The host's label given at exec. */
+  label?: string;
+  /** Program and arguments. */
+  argv: string[];
+  /** Guest pid. */
+  pid: number;
+  /** Runs on a PTY. */
+  tty: boolean;
+  /** Its stdin is piped (false: /dev/null). */
+  stdin: boolean;
+  /** Still running. */
+  running: boolean;
+  /** Exit status once it has exited. */
+  exit?: ExecExit;
+  /** Bytes it has written to stdout and to stderr so far. */
+  stdoutBytes: number;
+  /** See `stdoutBytes`. */
+  stderrBytes: number;
+}
+
+/** CLOSE of processes. */
+export interface ProcessesResult {
+  /** The kept processes, oldest first. */
+  processes: KeptProcessInfo[];
+}
+
+/** CLOSE of detach. */
+export interface DetachResult {
+  /** Kept processes the agent holds. */
+  kept: number;
 }
 
 /** CLOSE of read_dir: entries sent. */
@@ -486,6 +596,39 @@ export function parseRequest(value: Obj): Request {
         cwd: value.cwd === undefined ? undefined : path(value, "cwd"),
         tty,
         stdin: optBool(value, "stdin"),
+        keep: optBool(value, "keep"),
+        label: value.label === undefined ? undefined : str(value, "label", 256),
+      });
+    }
+    case "processes":
+      return { op };
+    case "attach":
+      return stripUndefined({
+        op,
+        id: str(value, "id", 64),
+        stdout: optInt(value, "stdout", 0, Number.MAX_SAFE_INTEGER),
+        stderr: optInt(value, "stderr", 0, Number.MAX_SAFE_INTEGER),
+      });
+    case "detach":
+      return { op };
+    case "net_config": {
+      const up = optBool(value, "up");
+      if (up === undefined) throw bad(`"up" must be a boolean`);
+      const ipv4 = (key: string) => {
+        if (value[key] === undefined) return undefined;
+        const v = str(value, key, 15);
+        if (!/^(\d{1,3})(\.\d{1,3}){3}$/.test(v) || v.split(".").some((n) => Number(n) > 255)) {
+          throw bad(`"${key}" must be a dotted IPv4 address`);
+        }
+        return v;
+      };
+      return stripUndefined({
+        op,
+        up,
+        address: ipv4("address"),
+        prefix: optInt(value, "prefix", 0, 32),
+        gateway: ipv4("gateway"),
+        mtu: optInt(value, "mtu", 68, 65535),
       });
     }
     case "read_file":
@@ -593,8 +736,12 @@ export function parseExecMessage(value: Obj): ExecMessage {
       if (!/^SIG[A-Z0-9]+$/.test(signal)) throw bad(`"signal" must look like "SIGTERM"`);
       return { type: "signal", signal: signal as Deno.Signal };
     }
-    case "started":
-      return { type: "started", pid: int(value, "pid", 1, 0x7fff_ffff) };
+    case "started": {
+      const pid = int(value, "pid", 1, 0x7fff_ffff);
+      return value.id === undefined
+        ? { type: "started", pid }
+        : { type: "started", pid, id: str(value, "id", 64) };
+    }
     default:
       throw bad(`unknown message type ${JSON.stringify(value.type)?.slice(0, 64)}`);
   }
@@ -605,6 +752,38 @@ export function parseExecExit(value: Obj): ExecExit {
   const exitCode = int(value, "exitCode", 0, 255);
   if (value.signal !== undefined) return { exitCode, signal: str(value, "signal", 16) };
   return { exitCode };
+}
+
+/** Validates a processes CLOSE payload. */
+export function parseProcessesResult(value: Obj): ProcessesResult {
+  if (!Array.isArray(value.processes) || value.processes.length > 4096) {
+    throw bad(`"processes" must be an array`);
+  }
+  return {
+    processes: value.processes.map((raw) => {
+      if (typeof raw !== "object" || raw === null) throw bad("a process must be an object");
+      const p = raw as Obj;
+      if (!Array.isArray(p.argv) || !p.argv.every((a) => typeof a === "string")) {
+        throw bad(`"argv" must be an array of strings`);
+      }
+      const info: KeptProcessInfo = {
+        id: str(p, "id", 64),
+        argv: p.argv as string[],
+        pid: int(p, "pid", 1, 0x7fff_ffff),
+        tty: optBool(p, "tty") ?? false,
+        stdin: optBool(p, "stdin") ?? false,
+        running: optBool(p, "running") ?? false,
+        stdoutBytes: int(p, "stdoutBytes", 0, Number.MAX_SAFE_INTEGER),
+        stderrBytes: int(p, "stderrBytes", 0, Number.MAX_SAFE_INTEGER),
+      };
+      if (p.label !== undefined) info.label = str(p, "label", 256);
+      if (p.exit !== undefined) {
+        if (typeof p.exit !== "object" || p.exit === null) throw bad(`"exit" must be an object`);
+        info.exit = parseExecExit(p.exit as Obj);
+      }
+      return info;
+    }),
+  };
 }
 
 /** Validates a set_identity CLOSE payload. */

@@ -345,6 +345,39 @@ export class Mux {
     await this.#shutdown;
   }
 
+  /**
+   * The host's end of a detach: opens a stream with `request` as the last frame this side ever
+   * writes (later frames, credit included, are dropped), waits for its result, then ends the
+   * connection locally (no GOAWAY) and closes the transport. Open streams fail with
+   * {@link ConnectionError} `"detached"`.
+   */
+  async detach(request: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const stream = this.open(request, { reads: [] });
+    this.#out.seal();
+    try {
+      return await stream.result;
+    } finally {
+      this.#end(new ConnectionError("detached", "Agent connection detached (session kept)"));
+      await this.#readDone;
+      await this.#shutdown;
+    }
+  }
+
+  /**
+   * The agent's end of a detach: `stream`'s CLOSE with `result` is the last frame written; no
+   * GOAWAY, no RESET for the other streams (they end here only, with {@link ConnectionError}
+   * `"detached"`). Everything up to the end of the connection happens before the first await,
+   * so no other frame can slip in after the CLOSE; stop the transport's reads before calling
+   * it. Resolves once written.
+   */
+  async closeAfter(stream: MuxStream, result: Record<string, unknown>): Promise<void> {
+    if (this.#ended) return;
+    void stream.close(result).catch(() => {});
+    this.#out.seal();
+    this.#end(new ConnectionError("detached", "Agent connection detached by the host"));
+    await this.#shutdown;
+  }
+
   /** Same as {@link close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();

@@ -47,6 +47,7 @@ export class OutQueue {
   #batch: Uint8Array | undefined;
   #drainWaiters: Waiter[] = [];
   #ended = false;
+  #sealed = false;
   #endError: ConnectionError | undefined;
 
   constructor(writer: WritableStreamDefaultWriter<Uint8Array>, options: OutQueueOptions) {
@@ -71,6 +72,8 @@ export class OutQueue {
    * long that the queue passed its hard cap (the caller ends the connection).
    */
   push(type: FrameType, flags: number, channel: number, stream: number, payload: Uint8Array): void {
+    // Sealed: the last frame is queued; what streams still send (credit, ...) is dropped.
+    if (this.#sealed && !this.#ended) return;
     if (this.#ended) {
       throw this.#endError ?? new ConnectionError("closed", "Cannot send: connection is closed");
     }
@@ -114,6 +117,11 @@ export class OutQueue {
     this.#out = [header, payload];
     this.#bytes = header.length + payload.length;
     this.#pieces = 2;
+  }
+
+  /** Everything pushed from now on is dropped silently (the frame queued last stays last). */
+  seal(): void {
+    this.#sealed = true;
   }
 
   /** Stops taking frames and fails every waiting writer with `error`. */
