@@ -1,5 +1,5 @@
 /**
- * `shuru checkpoint list|inspect|delete`: the saved disks in the store.
+ * `shuru checkpoint list|inspect|delete`: the saved disks (and memory images) in the store.
  *
  * @module
  */
@@ -21,7 +21,10 @@ export function checkpointCommand(): Command {
   );
   checkpoint
     .command("list")
-    .description("List checkpoints with their disk size and data size.")
+    .description(
+      "List checkpoints with their disk size and data size, and for those saved with --memory " +
+        "the memory size and the bytes of it stored (all-zero pages are not).",
+    )
     .option("--json", "print a JSON array")
     .action(async (opts) => {
       const list = await (await openHomeStore()).list();
@@ -34,16 +37,21 @@ export function checkpointCommand(): Command {
         return;
       }
       const rows = list.map((c) =>
-        c.error ? [c.name, "BROKEN", c.error, "", "", ""] : [
+        c.error ? [c.name, "BROKEN", c.error, "", "", "", ""] : [
           c.name,
           formatBytes(c.diskSize),
           formatBytes(c.usedBlocks * c.blockSize),
+          c.memory
+            ? `${formatBytes(c.memory.size)} (${
+              formatBytes(c.memory.usedBlocks * c.blockSize)
+            } stored)`
+            : "-",
           when(c.createdAt),
           c.parent ?? "-",
           c.origin ? `${c.origin.ref}@${c.origin.digest.slice(0, 19)}` : "-",
         ]
       );
-      printTable(["NAME", "DISK", "DATA", "CREATED", "PARENT", "ORIGIN"], rows);
+      printTable(["NAME", "DISK", "DATA", "MEMORY", "CREATED", "PARENT", "ORIGIN"], rows);
     });
   checkpoint
     .command("inspect")
@@ -63,6 +71,19 @@ export function checkpointCommand(): Command {
       console.log(`disk size:     ${formatBytes(d.diskSize)} (${d.diskSize} bytes)`);
       console.log(`block size:    ${formatBytes(d.blockSize)}`);
       console.log(`blocks used:   ${d.usedBlocks} (${formatBytes(d.usedBytes)})`);
+      if (d.memory) {
+        const m = d.memory;
+        const machine = m.machine as { cpus?: number; hypervisor?: string };
+        console.log(
+          `memory:        ${formatBytes(m.size)}, ${m.usedBlocks} blocks stored ` +
+            `(${formatBytes(m.usedBlocks * d.blockSize)}), device state ${m.stateBytes} bytes`,
+        );
+        console.log(
+          `machine:       ${machine.cpus ?? "?"} CPUs, ${machine.hypervisor ?? "unknown"}`,
+        );
+      } else {
+        console.log(`memory:        - (disk only)`);
+      }
       console.log(`chunks:        ${d.distinctChunks} distinct, ${d.uniqueChunks} unique to it`);
       console.log(`unique bytes:  ${formatBytes(d.uniqueBytes)}`);
       console.log(`manifest:      ${formatBytes(d.manifestBytes)}`);

@@ -17,6 +17,8 @@ import {
 } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
+import { prepareReady, RunnerError } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -149,6 +151,11 @@ export function initCommand() {
     .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
     .option("--agent <file>", "guest agent entry module (default: guest/main.ts of this checkout)")
     .option("--json", "print the asset paths as JSON on stdout")
+    .option(
+      "--no-ready",
+      "do not make the ready snapshot (the guest booted once and saved, which every warm start " +
+        "resumes; otherwise made here for the default CPUs, memory and disk)",
+    )
     .action(async (options) => {
       const layout = homeLayout();
       if (Deno.build.os === "darwin") await signDeno(layout.root);
@@ -188,13 +195,36 @@ export function initCommand() {
         if (err instanceof VmError) throw new UserError(err.message, { cause: err });
         throw err;
       }
+      let ready: string | undefined;
+      if (options.ready) {
+        const t0 = performance.now();
+        const spec = resolveSpec([{ accel: accel.accel === "kvm" ? "kvm" : "tcg" }]);
+        try {
+          ready = await prepareReady(spec, {
+            home: layout,
+            onNotice: (line) => console.error(line),
+          });
+        } catch (err) {
+          if (err instanceof RunnerError) throw new UserError(err.message, { cause: err });
+          throw err;
+        }
+        if (ready === "made" && !options.json) {
+          console.error(
+            `✓ ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s  ready snapshot ` +
+              "made (warm starts resume it)",
+          );
+        }
+      }
       if (options.json) {
-        console.log(JSON.stringify({ ...assets, accel: accel.accel }, null, 2));
+        console.log(
+          JSON.stringify({ ...assets, accel: accel.accel, ...(ready ? { ready } : {}) }, null, 2),
+        );
         return;
       }
       const state = assets.built ? "built" : "current";
       console.log(`guest assets ${state}: ${assets.dir} (kernel ${assets.kernelRelease})`);
       console.log(`accelerator: ${accel.accel}`);
+      if (ready) console.log(`ready snapshot: ${ready}`);
       if (accel.notice) console.error(accel.notice);
     });
 }

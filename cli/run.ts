@@ -48,15 +48,17 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/** The help of `--memory <MiB>`. */
+export const MEMORY_FLAG_HELP =
+  `memory in MiB, or with a unit: 512M, 2G (default ${SPEC_DEFAULTS.memoryMiB})`;
+
 /** Adds the flags `run`, `start` and `checkpoint create` share. */
-export function withRunFlags(cmd: Command) {
-  return cmd
+export function withRunFlags(cmd: Command, options: { memoryFlag?: boolean } = {}) {
+  const withMemory = options.memoryFlag === false
+    ? cmd
+    : cmd.option("--memory <MiB>", MEMORY_FLAG_HELP, sizeMiB("--memory"));
+  return withMemory
     .option("--cpus <n>", `virtual CPUs (default ${SPEC_DEFAULTS.cpus})`, positiveInt("--cpus"))
-    .option(
-      "--memory <MiB>",
-      `memory in MiB, or with a unit: 512M, 2G (default ${SPEC_DEFAULTS.memoryMiB})`,
-      sizeMiB("--memory"),
-    )
     .option(
       "--disk-size <MiB>",
       "disk size in MiB (or 8G); the guest filesystem grows to fill it " +
@@ -142,6 +144,11 @@ export function withRunFlags(cmd: Command) {
       "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
         "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
     )
+    .option(
+      "--cold",
+      "boot the guest's kernel instead of resuming the ready snapshot (a warm start, the " +
+        "default: about a tenth of a boot); with a memory checkpoint in --from, its disk only",
+    )
     .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
     .option("-v, --verbose", "show boot progress, kernel messages and timings")
@@ -185,6 +192,7 @@ export type RunFlags = {
   spec?: string;
   accel?: string;
   backend?: string;
+  cold?: true;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -207,6 +215,7 @@ function flagsLayer(argv: string[], flags: RunFlags): SpecLayer {
     ...(flags.diskSize !== undefined ? { diskSizeMiB: flags.diskSize } : {}),
     ...(flags.accel !== undefined ? { accel: flags.accel as SandboxSpec["accel"] } : {}),
     ...(flags.backend !== undefined ? { backend: flags.backend as SandboxSpec["backend"] } : {}),
+    ...(flags.cold ? { cold: true } : {}),
     ...(flags.from !== undefined ? { from: flags.from } : {}),
     ...(flags.insecureRegistry ? { insecureRegistries: flags.insecureRegistry } : {}),
     ...(argv.length > 0 ? { command: argv } : {}),
@@ -287,7 +296,8 @@ export function progressPrinter(): (event: AssetProgress) => void {
 async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
   await using service = await serveControl(booted.agent, {
     stdio: true,
-    checkpoint: (name) => booted.checkpoint(name),
+    adopt: booted.path === "checkpoint",
+    checkpoint: (name, opts) => booted.checkpoint(name, opts),
     shutdown: () => Promise.resolve(),
   });
   await service.done;
@@ -330,13 +340,7 @@ async function runOnce(
       signal: abort.signal,
     });
     if (verbose) {
-      const t = booted.timings;
-      log(
-        `shuru: boot: assets ${t.assets} ms, device ${t.device} ms, vm ${t.vmStarted} ms, ` +
-          `agent ready ${t.agentReady} ms, mounts ${t.mounted} ms`,
-      );
-      const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
-      log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+      for (const line of bootReport(booted)) log(line);
       if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
     }
     const started = performance.now();
@@ -388,6 +392,31 @@ async function runOnce(
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }
+}
+
+/**
+ * What `-v` says about a boot: the path taken (and why cold), each phase's own time, and for a
+ * cold boot the guest's phases.
+ */
+export function bootReport(booted: BootedSandbox): string[] {
+  const path = booted.path === "ready"
+    ? "warm start (resumed the ready snapshot)"
+    : booted.path === "checkpoint"
+    ? "resumed a memory checkpoint"
+    : `cold boot (${booted.coldReason ?? "asked"})`;
+  const lines = [`shuru: ${path}`];
+  let last = 0;
+  const parts: string[] = [];
+  for (const [name, at] of Object.entries(booted.timings.phases)) {
+    parts.push(`${name} ${Math.max(0, Math.round(at - last))}`);
+    last = Math.max(last, at);
+  }
+  lines.push(`shuru: boot phases (ms each): ${parts.join(", ")}; total ${Math.round(last)} ms`);
+  if (booted.path === "cold") {
+    const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
+    lines.push(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+  }
+  return lines;
 }
 
 /** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */

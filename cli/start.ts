@@ -21,6 +21,7 @@ import {
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
 import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { prepareReady } from "../runner/mod.ts";
 import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
@@ -56,6 +57,18 @@ export function startCommand(): Command {
       "stop after this long in total (30s, 10m, 2h)",
       duration("--timeout"),
     )
+    .option(
+      "--count <n>",
+      "start N sandboxes named NAME-1 ... NAME-N (forks): from a memory checkpoint (--from) " +
+        "each resumes its processes, sharing its RAM image copy-on-write",
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 64) {
+          throw new UserError(`--count: give a whole number from 1 to 64, got ${v}`);
+        }
+        return n;
+      },
+    )
     .option("--json", "print the sandbox record as JSON instead of its name")
     .action(async (flags) => {
       const opts = flags as typeof flags & RunFlags;
@@ -65,8 +78,12 @@ export function startCommand(): Command {
       });
       const registry = homeLayout().sandboxes;
       const live = new Set((await listLive(registry)).map((r) => r.name));
-      let name = flags.name;
-      if (name !== undefined) {
+      const count = flags.count ?? 1;
+      const base = flags.name ?? generateSandboxName(live);
+      const names = count === 1 && flags.count === undefined
+        ? [base]
+        : Array.from({ length: count }, (_, i) => `${base}-${i + 1}`);
+      for (const name of names) {
         const bad = checkSandboxName(name);
         if (bad) throw new UserError(bad);
         if (live.has(name)) {
@@ -75,22 +92,39 @@ export function startCommand(): Command {
               `(stop it with \`shuru stop ${name}\` or pick another --name)`,
           );
         }
-      } else {
-        name = generateSandboxName(live);
       }
-      // Build missing guest assets here, with progress on this terminal, not in the log.
+      // Build missing guest assets (and the ready snapshot) here, with progress on this
+      // terminal, not in the log.
       await ensureAssets({
         assetsDir: homeLayout().assets,
         ...(opts.installDeps ? { installDeps: true } : {}),
         onProgress: progressPrinter(),
       });
-      const record = await launchSupervisor({
-        ...spec,
-        name,
-        home: homeLayout(),
-        ...(opts.verbose ? { verbose: true } : {}),
-      }, { shuru: shuruSelfCommand() });
-      console.log(flags.json ? JSON.stringify(record) : record.name);
+      await prepareReady(spec, { home: homeLayout(), onNotice: (l) => console.error(l) });
+      const started = await Promise.allSettled(names.map((name) =>
+        launchSupervisor({
+          ...spec,
+          name,
+          home: homeLayout(),
+          ...(opts.verbose ? { verbose: true } : {}),
+        }, { shuru: shuruSelfCommand() })
+      ));
+      const failed = started.filter((r) => r.status === "rejected");
+      for (const r of started) {
+        if (r.status === "fulfilled") {
+          console.log(flags.json ? JSON.stringify(r.value) : r.value.name);
+        }
+      }
+      if (failed.length > 0) {
+        // Forks that did start are stopped: all or nothing.
+        const ok = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+        for (const rec of ok) {
+          try {
+            Deno.kill(rec.supervisor.pid, "SIGTERM");
+          } catch { /* gone */ }
+        }
+        throw (failed[0] as PromiseRejectedResult).reason;
+      }
     });
   return cmd as unknown as Command;
 }

@@ -67,7 +67,10 @@ export function storeCommand(): Command {
           `kept ${report.keptChunks} (${formatBytes(report.keptBytes)})` +
           (report.removedTempFiles ? `, ${report.removedTempFiles} leftover temp files` : "") +
           (report.removedLeases ? `, ${report.removedLeases} stale leases` : "") +
-          (report.removedBaseCaches ? `, ${report.removedBaseCaches} base caches` : ""),
+          (report.removedBaseCaches ? `, ${report.removedBaseCaches} base caches` : "") +
+          (report.removedMemoryFiles
+            ? `, ${report.removedMemoryFiles} cached RAM files of deleted memory images`
+            : ""),
       );
     });
   return store as unknown as Command;

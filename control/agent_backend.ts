@@ -22,8 +22,8 @@ import { concatBytes } from "../io/mod.ts";
 
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
-  /** Saves the running sandbox's disk. */
-  checkpoint?: (name: string) => Promise<CheckpointReport>;
+  /** Saves the running sandbox's disk (and with `memory`, its memory). */
+  checkpoint?: (name: string, options: { memory: boolean }) => Promise<CheckpointReport>;
   /** Stops the sandbox. */
   shutdown?: () => Promise<void>;
   /** Facts for `initialize`. */
@@ -44,13 +44,26 @@ export function agentBackend(
 ): ControlBackend {
   const backend: ControlBackend = {
     spawn(argv, opts) {
+      // Kept: the processes of a sandbox survive a memory checkpoint (a detach of the agent
+      // session) and are found again by a sandbox resumed from it (`adopt`).
       const proc = sandbox.spawn(argv, {
         ...(opts.env ? { env: opts.env } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),
         ...(opts.tty ? { tty: opts.tty } : {}),
         stdin: opts.stdin === false && !opts.tty ? "null" : "piped",
+        keep: true,
+        ...(opts.label !== undefined ? { label: opts.label } : {}),
       });
       return Promise.resolve(wrapProcess(proc, opts.tty !== undefined, opts.stdin !== false));
+    },
+
+    async adopt() {
+      const kept = await sandbox.keptProcesses();
+      return kept.map((info) => ({
+        ...(info.label !== undefined ? { label: info.label } : {}),
+        argv: info.argv,
+        process: wrapProcess(sandbox.attach(info), info.tty, info.stdin),
+      }));
     },
 
     async readFile(path, range) {

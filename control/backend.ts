@@ -19,6 +19,18 @@ export interface BackendSpawnOptions {
   stdin?: boolean;
   /** Run on a pseudo-terminal (stderr is merged into stdout). */
   tty?: { rows: number; cols: number };
+  /** The protocol pid the process gets (the agent lists it back after a resume). */
+  label?: string;
+}
+
+/** A process the backend found running (a sandbox resumed from a memory checkpoint). */
+export interface AdoptedProcess {
+  /** Its protocol pid, as given at spawn (`label`), if known. */
+  label?: string;
+  /** The command. */
+  argv: string[];
+  /** The handle. */
+  process: BackendProcess;
 }
 
 /** How a process ended. */
@@ -89,12 +101,19 @@ export interface BackendWatch extends AsyncIterable<BackendFileEvent> {
 
 /** What a live checkpoint did (the runner's result; the server reports it in snake_case). */
 export interface CheckpointReport {
-  /** Milliseconds the guest's filesystem was frozen. */
+  /** Milliseconds the guest was held (filesystem frozen; with memory: the VM paused). */
   pauseMs: number;
   /** Milliseconds from the request to the checkpoint being written. */
   totalMs: number;
   /** The store's side of the save. */
-  saved: { hashedBlocks: number; newChunks: number; newBytes: number; usedBlocks: number };
+  saved: {
+    hashedBlocks: number;
+    newChunks: number;
+    newBytes: number;
+    usedBlocks: number;
+    /** With memory: the RAM image's figures. */
+    memory?: { size: number; usedBlocks: number; newChunks: number; stateBytes: number };
+  };
 }
 
 /** What the control server needs from a running sandbox. */
@@ -128,8 +147,13 @@ export interface ControlBackend {
   chmod(path: string, mode: number): Promise<void>;
   /** Watches a path for changes. */
   watch(path: string, options: { recursive: boolean }): Promise<BackendWatch>;
-  /** Saves the running sandbox's disk as checkpoint `name` (the supervisor provides it). */
-  checkpoint?(name: string): Promise<CheckpointReport>;
+  /**
+   * Saves the running sandbox's disk (with `memory`: and its memory and device state) as
+   * checkpoint `name` (the supervisor provides it).
+   */
+  checkpoint?(name: string, options: { memory: boolean }): Promise<CheckpointReport>;
+  /** The processes already running when the server starts (a resumed sandbox's). */
+  adopt?(): Promise<AdoptedProcess[]>;
   /** Stops the sandbox (the supervisor provides it). */
   shutdown?(): Promise<void>;
   /** Facts for `initialize` (name, cpus, memory...). */

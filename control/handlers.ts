@@ -52,9 +52,11 @@ const SANDBOX_HANDLERS = {
         `Cannot save checkpoint ${name}: this sandbox has no disk to save (a bare agent)`,
       );
     }
-    const r = await backend.checkpoint(name).catch((err) => {
+    const memory = p.bool("memory", false);
+    const r = await backend.checkpoint(name, { memory }).catch((err) => {
       throw toRpcError(err, `save checkpoint ${name}`);
     });
+    const m = r.saved.memory;
     return {
       result: {
         name,
@@ -64,6 +66,16 @@ const SANDBOX_HANDLERS = {
         new_chunks: r.saved.newChunks,
         new_bytes: r.saved.newBytes,
         used_blocks: r.saved.usedBlocks,
+        ...(m
+          ? {
+            memory: {
+              size: m.size,
+              used_blocks: m.usedBlocks,
+              new_chunks: m.newChunks,
+              state_bytes: m.stateBytes,
+            },
+          }
+          : {}),
       },
     };
   },

@@ -7,6 +7,7 @@
  */
 
 export type {
+  AdoptedProcess,
   BackendDirEntry,
   BackendExit,
   BackendFileEvent,

@@ -11,6 +11,7 @@
  */
 
 import type {
+  AdoptedProcess,
   BackendExit,
   BackendProcess,
   BackendSpawnOptions,
@@ -171,20 +172,44 @@ export class ProcessTable {
       );
     }
     this.#live++;
+    const pid = `p${++this.#counter}`;
     let proc: BackendProcess;
     try {
-      proc = await this.#backend.spawn(argv, options);
+      proc = await this.#backend.spawn(argv, { ...options, label: pid });
     } catch (err) {
       this.#live--;
       throw toRpcError(err, `start ${argv[0]}`);
     }
-    const pid = `p${++this.#counter}`;
     const rec = new ProcessRecord(pid, argv, kind, proc, {
       ringBytes: this.#options.ringBytes,
       clock: this.#options.clock,
     });
     this.#records.set(pid, rec);
     return rec;
+  }
+
+  /**
+   * Takes in processes already running (a sandbox resumed from a memory checkpoint): each keeps
+   * the pid it had (a fresh one if it had none or it is taken) and its output flows at once
+   * (the backend replays what it buffered).
+   */
+  adopt(found: AdoptedProcess[]): ProcessRecord[] {
+    const out: ProcessRecord[] = [];
+    for (const a of found) {
+      const m = /^p(\d+)$/.exec(a.label ?? "");
+      let pid = m && !this.#records.has(a.label!) ? a.label! : `p${++this.#counter}`;
+      if (m) this.#counter = Math.max(this.#counter, Number(m[1]));
+      if (this.#records.has(pid)) pid = `p${++this.#counter}`;
+      const rec = new ProcessRecord(pid, a.argv, "spawn", a.process, {
+        ringBytes: this.#options.ringBytes,
+        clock: this.#options.clock,
+      });
+      this.#records.set(pid, rec);
+      this.#live++;
+      rec.begin(this.retire);
+      out.push(rec);
+    }
+    return out;
   }
 
   /** Called by a record when it ends. */

@@ -28,6 +28,11 @@ export interface ServeControlOptions extends AgentBackendOptions {
   log?: (line: string) => void;
   /** Limits and clock of the server (tests). */
   server?: Pick<ControlServerOptions, "clock" | "limits">;
+  /**
+   * Take in the processes the agent keeps (a sandbox resumed from a memory checkpoint): they
+   * appear in `ps` with their pids, their buffered output replayed.
+   */
+  adopt?: boolean;
 }
 
 /** A control server serving an agent connection; dispose (or close) to stop it. */
@@ -57,11 +62,18 @@ export async function serveControl(
     throw new TypeError("Cannot serve the control protocol: pass exactly one of listen and stdio");
   }
   const log = options.log ?? ((l: string) => console.error(l));
-  const server = new ControlServer(agentBackend(agent, options), {
+  const backend = agentBackend(agent, options);
+  const server = new ControlServer(backend, {
     ...options.server,
     serverInfo: { name: "shuru", version: VERSION },
     log,
   });
+  if (options.adopt && backend.adopt) {
+    const adopted = server.processes.adopt(await backend.adopt());
+    if (adopted.length > 0) {
+      log(`took in ${adopted.length} running process(es): ${adopted.map((r) => r.pid).join(" ")}`);
+    }
+  }
   let socket: ControlSocket | undefined;
   const ended: Promise<string>[] = [agent.closed.then(() => "the agent connection closed")];
   if (options.listen) {

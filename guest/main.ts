@@ -210,7 +210,8 @@ async function servePort(name: string): Promise<void> {
     for (;;) {
       const revents = await libc.pollAsync(fd, libc.LINUX.POLLIN, 1000);
       if (revents & libc.LINUX.POLLHUP) {
-        await sleep(100);
+        // No host: look again soon (a guest resumed from a snapshot meets its host here).
+        await sleep(10);
         continue;
       }
       if (revents & libc.LINUX.POLLIN) break;

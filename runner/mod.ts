@@ -14,11 +14,13 @@ import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
-import { NbdServer } from "../nbd/mod.ts";
-import { AgentConnection } from "../agent/mod.ts";
+import type { NbdServer } from "../nbd/mod.ts";
+import type { AgentConnection } from "../agent/mod.ts";
 import {
+  type BlockTable,
   type CowDevice,
   type DeviceSource,
+  type MemoryImage,
   openRemoteCheckpoint,
   type RemoteSourceStats,
   Store,
@@ -27,22 +29,40 @@ import {
 import type { SaveResult } from "../store/mod.ts";
 import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
-  createBackend,
-  createInstance,
   hostTscRate,
   type Instance,
-  launchGuest,
   removeInstance,
   resolveAccel,
   type Vm,
   type VmExit,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
-import { GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
-import { RunSecrets } from "./secrets.ts";
+import { type GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
+import {
+  bootGuest,
+  type BootParts,
+  type BootPath,
+  type BootPlan,
+  choosePath,
+  isRestoreFailure,
+} from "./boot.ts";
+import { acquireReady, mountTag } from "./ready.ts";
+import { saveMemoryCheckpoint } from "./memory.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
+export { type BootPath, choosePath, type PathChoice } from "./boot.ts";
+export {
+  acquireReady,
+  GUEST_NET,
+  MOUNT_SLOTS,
+  READY_FORMAT,
+  type ReadyLease,
+  type ReadyOptions,
+  type ReadyRecord,
+  readyRoot,
+  type ReadyShape,
+} from "./ready.ts";
 export {
   buildPolicy,
   DEFAULT_GUEST_MTU,
@@ -95,6 +115,12 @@ export interface BootTimings {
   vmStarted: number;
   agentReady: number;
   mounted: number;
+  /**
+   * Every phase in order (ms from the start): assets, ready (the ready snapshot checked or
+   * made), device, vmStarted (QEMU up; restored: state loaded), resumed, agentReady, identity
+   * (made unique, network set), mounted, ports.
+   */
+  phases: Record<string, number>;
 }
 
 /** Options of {@link BootedSandbox.stop}. */
@@ -109,10 +135,22 @@ export interface StopOptions {
 export interface LiveCheckpointResult {
   /** The save. */
   saved: SaveResult;
-  /** Milliseconds the guest filesystem was frozen (writes blocked). */
+  /**
+   * Milliseconds the guest was held: its filesystem frozen (disk only), or the VM paused (with
+   * memory).
+   */
   pauseMs: number;
   /** Milliseconds from the request to the checkpoint being written. */
   totalMs: number;
+}
+
+/** Options of {@link BootedSandbox.checkpoint}. */
+export interface LiveCheckpointOptions {
+  /**
+   * Save the memory and device state too (the processes go on after a resume): needs a sandbox
+   * that started warm (QEMU, RAM in a file) without mounted folders.
+   */
+  memory?: boolean;
 }
 
 /** What {@link BootedSandbox.stop} did. */
@@ -122,8 +160,6 @@ export interface StopResult {
   /** The saved checkpoint, when `saveAs` was given. */
   saved?: SaveResult;
 }
-
-const EXPORT_NAME = "root";
 
 /** Freezes `/`, prints "frozen", thaws after a line on stdin (or 30 s), prints "thawed US". */
 const FREEZE_PY = [
@@ -155,7 +191,13 @@ export class BootedSandbox implements AsyncDisposable {
   readonly assets: GuestAssets;
   /** Phase timings. */
   readonly timings: BootTimings;
+  /** How it started: resumed from the ready snapshot, from a memory checkpoint, or cold. */
+  readonly path: BootPath;
+  /** Why it booted cold, when it did. */
+  readonly coldReason: string | undefined;
   #device: CowDevice;
+  #mountCount: number;
+  #ramBase: { file: string; table?: BlockTable } | undefined;
   #server: NbdServer;
   #store: Store;
   #network: GuestNetwork | undefined;
@@ -173,6 +215,10 @@ export class BootedSandbox implements AsyncDisposable {
     device: CowDevice;
     server: NbdServer;
     store: Store;
+    path: BootPath;
+    coldReason?: string;
+    mountCount: number;
+    ramBase?: { file: string; table?: BlockTable };
     network?: GuestNetwork;
     netLog?: NetLog;
   }) {
@@ -181,6 +227,10 @@ export class BootedSandbox implements AsyncDisposable {
     this.instance = parts.instance;
     this.assets = parts.assets;
     this.timings = parts.timings;
+    this.path = parts.path;
+    this.coldReason = parts.coldReason;
+    this.#mountCount = parts.mountCount;
+    this.#ramBase = parts.ramBase;
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
@@ -248,12 +298,50 @@ export class BootedSandbox implements AsyncDisposable {
    *
    * @throws {RunnerError} `save_failed` when the guest cannot be frozen or the save fails.
    */
-  checkpoint(name: string): Promise<LiveCheckpointResult> {
-    const run = this.#checkpoints.then(() => this.#checkpoint(name)).catch((err) => {
+  checkpoint(name: string, options: LiveCheckpointOptions = {}): Promise<LiveCheckpointResult> {
+    const run = this.#checkpoints.then(() =>
+      options.memory ? this.#memoryCheckpoint(name) : this.#checkpoint(name)
+    ).catch((err) => {
       throw storeFailure(err, "save_failed");
     });
     this.#checkpoints = run.catch(() => {});
     return run;
+  }
+
+  async #memoryCheckpoint(name: string): Promise<LiveCheckpointResult> {
+    if (this.#stopped) {
+      throw new RunnerError("save_failed", `Cannot save checkpoint ${name}: the sandbox stopped`);
+    }
+    if (await this.#store.has(name)) {
+      throw new RunnerError(
+        "save_failed",
+        `Cannot save checkpoint ${name}: it already exists (delete it first with ` +
+          `\`shuru checkpoint delete ${name}\`)`,
+      );
+    }
+    if (!this.#ramBase) {
+      throw new RunnerError(
+        "save_failed",
+        `Cannot save the memory of this sandbox: it booted cold (${
+          this.coldReason ?? "no RAM file"
+        }); save its disk only (without --memory), or start it warm`,
+      );
+    }
+    if (this.#mountCount > 0) {
+      throw new RunnerError(
+        "save_failed",
+        `Cannot save the memory of this sandbox: it has ${this.#mountCount} host folder(s) ` +
+          "mounted, whose 9p state QEMU cannot save; save its disk only (without --memory)",
+      );
+    }
+    return await saveMemoryCheckpoint({
+      name,
+      agent: this.agent,
+      vm: this.vm,
+      device: this.#device,
+      instance: this.instance,
+      ramBase: this.#ramBase,
+    });
   }
 
   async #checkpoint(name: string): Promise<LiveCheckpointResult> {
@@ -360,11 +448,6 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** A 9p mount tag for mount number `i` (tags are limited to 31 characters). */
-function mountTag(i: number): string {
-  return `shuru${i}`;
-}
-
 /** Opens the `--net-log` file for appending. */
 async function openNetLog(path: string): Promise<NetLog> {
   try {
@@ -403,6 +486,54 @@ export async function bootSandbox(
   }
 }
 
+/** Options of {@linkcode prepareReady}. */
+export interface PrepareReadyOptions {
+  /** The data home. */
+  home: HomeLayout;
+  /** One-line notices (making it: about a boot's time). */
+  onNotice?: (line: string) => void;
+}
+
+/**
+ * Makes sure the ready snapshot `spec` would resume exists (made now, with a notice, if not):
+ * `shuru init` and `shuru start` call it so the first start's wait is on the user's terminal,
+ * not in a supervisor's log. Resolves with `made`, `current`, or `cold` when `spec` boots cold
+ * anyway.
+ */
+export async function prepareReady(
+  spec: SandboxSpec,
+  options: PrepareReadyOptions,
+): Promise<"made" | "current" | "cold"> {
+  const choice = choosePath(spec, {
+    memory: false,
+    ...(spec.from !== undefined ? { coldReason: "from a checkpoint" } : {}),
+  });
+  if (choice.path !== "ready") return "cold";
+  const assets = await ensureAssets({ assetsDir: options.home.assets });
+  const tsc = await hostTscRate();
+  const decision = await resolveAccel(spec.accel, {
+    kernel: assets.kernel,
+    initrd: assets.initramfs,
+    cacheFile: resolve(options.home.root, "kvm-probe.json"),
+    workDir: options.home.instances,
+    ...(tsc ? { tscKhz: tsc.khz } : {}),
+  });
+  const lease = await acquireReady({
+    home: options.home,
+    assets,
+    shape: {
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      diskSizeMiB: spec.diskSizeMiB,
+      accel: decision.accel,
+    },
+    ...(tsc ? { tscKhz: tsc.khz } : {}),
+    ...(options.onNotice ? { onNotice: options.onNotice } : {}),
+  });
+  lease.release();
+  return lease.built ? "made" : "current";
+}
+
 async function boot(
   spec: SandboxSpec,
   options: BootOptions,
@@ -429,6 +560,8 @@ async function boot(
   }
   const store = await Store.open(options.home.store);
   let source: DeviceSource = { base: assets.rootfs };
+  let memory: MemoryImage | undefined;
+  let coldReason: string | undefined;
   if (spec.from !== undefined && looksLikeReference(spec.from)) {
     // Resolves and validates the artifact (small blobs only) before booting.
     const opened = await openRemoteCheckpoint(store, spec.from, {
@@ -436,6 +569,7 @@ async function boot(
       log: notice,
     });
     source = opened.source;
+    coldReason = "a registry checkpoint (its disk only)";
     options.onRemote?.({
       ref: opened.remote.refText,
       digest: opened.remote.digest,
@@ -443,108 +577,62 @@ async function boot(
     });
   } else if (spec.from !== undefined) {
     // Fail before booting when the checkpoint does not exist.
-    await store.inspect(spec.from);
+    const info = await store.inspect(spec.from);
     source = { checkpoint: spec.from };
+    if (info.memory && !spec.cold) memory = await store.readMemory(spec.from);
+    else if (!info.memory) coldReason = `checkpoint ${spec.from} has no memory (disk only)`;
   }
   options.signal?.throwIfAborted();
-  const instance = await createInstance(
-    options.home.instances,
-    options.instanceId !== undefined ? { id: options.instanceId } : {},
-  );
-  const cleanup: (() => Promise<void>)[] = [() => removeInstance(instance)];
-  const unwind = async () => {
-    for (const fn of cleanup.reverse()) await fn().catch(() => {});
-  };
-  try {
-    const device = await store.openDevice(source, { size: diskBytes, overlayDir: instance.dir });
-    cleanup.push(() => device.close());
-    const server = await NbdServer.listen(device, {
-      socketPath: instance.nbdSocket,
-      exportName: EXPORT_NAME,
-    });
-    cleanup.push(() => server.close());
-    const tDevice = since();
-
-    const tsc = spec.backend === "qemu" ? await hostTscRate() : undefined;
-    // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
-    const decision = spec.backend === "vz"
-      ? { accel: "hvf" as const, notice: "" }
-      : await resolveAccel(spec.accel, {
-        kernel: assets.kernel,
-        initrd: assets.initramfs,
-        cacheFile: resolve(options.home.root, "kvm-probe.json"),
-        workDir: instance.dir,
-        ...(tsc ? { tscKhz: tsc.khz } : {}),
-      });
-    if (decision.notice) notice(decision.notice);
-    const mounts = spec.mounts.map((m, i) => ({
-      tag: mountTag(i),
-      hostPath: resolve(m.host),
-      readOnly: m.readOnly,
-      guest: m.guest,
-    }));
-    let network: GuestNetwork | undefined;
-    let secrets: RunSecrets | undefined;
-    if (spec.network) {
-      // Listen before QEMU starts: its stream client connects at start-up.
-      const { secrets: secretSettings, ...settings } = spec.network;
-      if (secretSettings && secretSettings.length > 0) {
-        secrets = await RunSecrets.create(secretSettings, { onError: notice });
-      }
-      const terminator = secrets?.terminator;
-      const hooks = options.net ?? {};
-      network = GuestNetwork.listen(instance.netSocket, {
-        ...settings,
-        ...hooks,
-        ...(netLog || hooks.onConnection
-          ? {
-            onConnection: (r) => {
-              netLog?.write(r);
-              hooks.onConnection?.(r);
-            },
-          }
-          : {}),
-        onError: notice,
-        ...(terminator
-          ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
-          : {}),
-      });
-      const n = network;
-      cleanup.push(() => n.close());
-    }
-    const vm = await launchGuest({
-      assets,
-      instance,
-      cpus: spec.cpus,
-      memoryMiB: spec.memoryMiB,
-      accel: decision.accel,
-      disk: { kind: "nbd", socket: instance.nbdSocket, exportName: EXPORT_NAME },
-      mounts: mounts.map(({ tag, hostPath, readOnly }) => ({ tag, hostPath, readOnly })),
-      ...(network ? { net: network.net } : {}),
-      ...(options.verbose ? { verbose: true } : {}),
+  const tsc = spec.backend === "qemu" ? await hostTscRate() : undefined;
+  // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
+  const decision = spec.backend === "vz"
+    ? { accel: "hvf" as const, notice: "" }
+    : await resolveAccel(spec.accel, {
+      kernel: assets.kernel,
+      initrd: assets.initramfs,
+      cacheFile: resolve(options.home.root, "kvm-probe.json"),
+      workDir: options.home.instances,
       ...(tsc ? { tscKhz: tsc.khz } : {}),
-      backend: createBackend(spec.backend, {
-        ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
-        onNotice: notice,
-      }),
     });
-    cleanup.push(async () => {
-      vm.kill();
-      await vm.exited;
-    });
-    const tVm = since();
-
-    const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
-    const agent = await connectAgent(
-      vm,
-      options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
-    );
-    cleanup.push(() => agent.close());
-    const tAgent = since();
-    await secrets?.installInGuest(agent);
-    for (const m of mounts) {
+  if (decision.notice) notice(decision.notice);
+  const choice = choosePath(spec, {
+    memory: memory !== undefined,
+    ...(coldReason ? { coldReason } : {}),
+  });
+  if (choice.notice) notice(choice.notice);
+  const plan: BootPlan = {
+    spec,
+    home: options.home,
+    assets,
+    store,
+    source,
+    diskBytes,
+    accel: decision.accel,
+    ...(tsc ? { tscKhz: tsc.khz } : {}),
+    ...(memory ? { memory } : {}),
+    ...(options.instanceId !== undefined ? { instanceId: options.instanceId } : {}),
+    ...(options.net ? { net: options.net } : {}),
+    ...(netLog ? { netLog } : {}),
+    ...(options.verbose ? { verbose: true } : {}),
+    ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
+    notice,
+    ...(options.agentTimeoutMs ? { agentTimeoutMs: options.agentTimeoutMs } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+  let parts: BootParts;
+  try {
+    parts = await bootGuest(plan, choice.path, { since });
+  } catch (err) {
+    // A ready snapshot that does not restore (another QEMU, damaged bytes) is made again once.
+    if (choice.path !== "ready" || !isRestoreFailure(err)) throw err;
+    parts = await bootGuest(plan, "ready", { since, rebuild: (err as Error).message });
+  }
+  const { agent, vm, instance, device, server, network } = parts;
+  try {
+    await parts.secrets?.installInGuest(agent);
+    for (const [i, m] of spec.mounts.entries()) {
       options.signal?.throwIfAborted();
-      await agent.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+      await agent.mount(mountTag(i), m.guest, { mode: m.readOnly ? "ro" : "rw" });
     }
     const tMounted = since();
     for (const p of spec.ports) {
@@ -566,47 +654,23 @@ async function boot(
       device,
       server,
       store,
+      path: choice.path,
+      ...(choice.reason ? { coldReason: choice.reason } : {}),
+      mountCount: spec.mounts.length,
+      ...(parts.ramBase ? { ramBase: parts.ramBase } : {}),
       ...(network ? { network } : {}),
       ...(netLog ? { netLog } : {}),
       timings: {
         assets: tAssets,
-        device: tDevice,
-        vmStarted: tVm,
-        agentReady: tAgent,
+        device: parts.phases.device ?? 0,
+        vmStarted: parts.phases.vmStarted ?? 0,
+        agentReady: parts.phases.agentReady ?? 0,
         mounted: tMounted,
+        phases: { assets: tAssets, ...parts.phases, mounted: tMounted, ports: since() },
       },
     });
   } catch (err) {
-    await unwind();
+    await parts.unwind();
     throw err;
-  }
-}
-
-/** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */
-async function connectAgent(vm: Vm, signal: AbortSignal): Promise<AgentConnection> {
-  const died = vm.exited.then((exit) => {
-    throw new RunnerError(
-      "boot_failed",
-      `Cannot boot the guest: the VM exited (code ${exit.code}) before its agent started.\n` +
-        `Last console lines:\n${exit.consoleTail || "(none)"}${
-          exit.stderr ? `\nQEMU said: ${exit.stderr}` : ""
-        }`,
-    );
-  });
-  try {
-    return await Promise.race([
-      vm.agent.then((conn) => AgentConnection.connect(conn, { signal })),
-      died,
-    ]);
-  } catch (err) {
-    if (err instanceof RunnerError) throw err;
-    if (signal.aborted && !(signal.reason instanceof DOMException)) throw signal.reason;
-    throw new RunnerError(
-      "boot_failed",
-      `Cannot reach the guest agent: ${(err as Error).message}.\nLast console lines:\n${
-        vm.consoleTail(20) || "(none)"
-      }`,
-      { cause: err },
-    );
   }
 }

@@ -225,9 +225,42 @@ export class Sandbox implements AsyncDisposable {
     return await Sandbox.#open(name, options, true);
   }
 
-  /** Boots a new sandbox from checkpoint `checkpoint`. */
+  /**
+   * Boots a new sandbox from checkpoint `checkpoint`. One saved with memory resumes with every
+   * process as it was (they are in {@linkcode ps}, with their pids).
+   */
   static fromCheckpoint(checkpoint: string, options: CreateOptions = {}): Promise<Sandbox> {
     return Sandbox.create({ ...options, from: checkpoint });
+  }
+
+  /**
+   * Starts `count` sandboxes from checkpoint `checkpoint` (forks): from one saved with memory,
+   * each resumes its processes and maps the same RAM image copy-on-write, and each is made
+   * unique (its own RNG state, clock, machine-id). Names are `NAME-1` ... `NAME-N` (`name`
+   * default: generated). If one fails to start, the others are stopped.
+   */
+  static async fork(
+    checkpoint: string,
+    count: number,
+    options: CreateOptions = {},
+  ): Promise<Sandbox[]> {
+    if (!Number.isInteger(count) || count < 1 || count > 64) {
+      throw new SandboxError("START", `Cannot fork ${count} sandboxes: give 1 to 64`);
+    }
+    const prefix = options.name ?? `sdk-${crypto.randomUUID().slice(0, 8)}`;
+    const started = await Promise.allSettled(
+      Array.from(
+        { length: count },
+        (_, i) => Sandbox.create({ ...options, from: checkpoint, name: `${prefix}-${i + 1}` }),
+      ),
+    );
+    const ok = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) {
+      await Promise.all(ok.map((sb) => sb.stop().catch(() => {})));
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    return ok;
   }
 
   /** Runs a command to completion (a string runs under /bin/sh -c). */
@@ -317,9 +350,16 @@ export class Sandbox implements AsyncDisposable {
     await this.#call("kill", { pid, signal });
   }
 
-  /** Saves the running sandbox's disk as a checkpoint; it keeps running. */
-  async checkpoint(name: string): Promise<Record<string, unknown>> {
-    return await this.#call("checkpoint", { name });
+  /**
+   * Saves the running sandbox's disk as a checkpoint; it keeps running. With `memory`, its
+   * memory and device state too: a sandbox started from it resumes every process as it was
+   * (the sandbox is paused for the copy, `pause_ms` in the result).
+   */
+  async checkpoint(
+    name: string,
+    options: { memory?: boolean } = {},
+  ): Promise<Record<string, unknown>> {
+    return await this.#call("checkpoint", { name, ...(options.memory ? { memory: true } : {}) });
   }
 
   /** Stops the sandbox and disconnects. */

@@ -20,6 +20,7 @@ export interface ShuruConfig {
   disk_size?: number;
   accel?: "kvm" | "tcg" | "auto";
   backend?: "vz" | "qemu";
+  cold?: boolean;
   allow_net?: boolean;
   allow_host_writes?: boolean;
   allow_private?: boolean;
@@ -49,6 +50,7 @@ const FIELDS: Record<keyof ShuruConfig, FieldKind> = {
   disk_size: "int",
   accel: "accel",
   backend: "backend",
+  cold: "bool",
   allow_net: "bool",
   allow_host_writes: "bool",
   allow_private: "bool",
@@ -182,6 +184,7 @@ export function configLayer(config: ShuruConfig): SpecLayer {
   if (config.disk_size !== undefined) layer.diskSizeMiB = config.disk_size;
   if (config.accel !== undefined) layer.accel = config.accel;
   if (config.backend !== undefined) layer.backend = config.backend;
+  if (config.cold !== undefined) layer.cold = config.cold;
   if (config.from !== undefined) layer.from = config.from;
   if (config.insecure_registries) layer.insecureRegistries = config.insecure_registries;
   if (config.command !== undefined) layer.command = config.command;

@@ -86,6 +86,11 @@ export interface SandboxSpec {
   /** The VM backend: `vz` (macOS only) or `qemu`; default `vz` on macOS, `qemu` elsewhere. */
   backend: BackendName;
   /**
+   * Boot the kernel instead of resuming the ready snapshot (`--cold`); with a memory checkpoint
+   * in `from`, boot its disk only.
+   */
+  cold?: boolean;
+  /**
    * Start from this checkpoint instead of the base image: a local name, or a registry
    * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
    */
@@ -153,6 +158,7 @@ const FIELDS: Record<keyof SandboxSpec, FieldCheck> = {
   diskSizeMiB: (v) => positiveInt(v) ? undefined : "a positive whole number of MiB",
   accel: (v) => v === "kvm" || v === "tcg" || v === "auto" ? undefined : '"kvm", "tcg" or "auto"',
   backend: (v) => v === "qemu" || v === "vz" ? undefined : '"vz" or "qemu"',
+  cold: (v) => typeof v === "boolean" ? undefined : "true or false",
   from: (v) =>
     typeof v === "string" && v !== "" ? undefined : "a checkpoint name or registry reference",
   insecureRegistries: (v) => isStrings(v) ? undefined : "an array of registry hosts",
@@ -376,6 +382,7 @@ export function resolveSpec(
   }
   const from = first(layers, "from");
   if (from !== undefined) checkFrom(from);
+  const cold = first(layers, "cold");
   const insecureRegistries = [...new Set(all(layers, (l) => l.insecureRegistries))];
   const command = first(layers, "command");
   const network = resolveNetwork(layers);
@@ -387,6 +394,7 @@ export function resolveSpec(
     diskSizeMiB: first(layers, "diskSizeMiB") ?? SPEC_DEFAULTS.diskSizeMiB,
     accel,
     backend,
+    ...(cold ? { cold: true } : {}),
     ...(from !== undefined ? { from } : {}),
     ...(insecureRegistries.length > 0 ? { insecureRegistries } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),

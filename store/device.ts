@@ -26,6 +26,7 @@ import { StoreError } from "./errors.ts";
 import { isZero, toHex } from "./hash.ts";
 import { PositionalFile } from "./file_io.ts";
 import type { MemorySource } from "./memory.ts";
+import { type DiskDelta, exportDelta } from "./delta.ts";
 
 /** Block-map value: the block reads from the lower layer. */
 export const WHERE_LOWER = 0;
@@ -368,6 +369,23 @@ export class DeviceSnapshot {
   /** Lets the device delete overlay generations only this snapshot needed (if not saved). */
   release(): void {
     this.#release();
+  }
+
+  /**
+   * Writes the blocks that differ from the lower layer to `dataPath` (a disk delta, see
+   * `delta.ts`) and returns their description; the snapshot stays unreleased.
+   */
+  exportDelta(dataPath: string): Promise<DiskDelta> {
+    const device = this.#device;
+    const frozen = this.#frozen;
+    return exportDelta({
+      blockSize: device.blockSize,
+      size: device.size,
+      where: frozen.where,
+      lower: WHERE_LOWER,
+      zero: WHERE_ZERO,
+      readRun: (first, count) => device.readFrozenRun(frozen, first, count),
+    }, dataPath);
   }
 }
 

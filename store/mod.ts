@@ -59,6 +59,8 @@ export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
 export { type BlockTable, decodeManifest, type Manifest } from "./manifest.ts";
 export { memoryImageId, type MemorySource } from "./memory.ts";
+export { applyDelta, DELTA_FORMAT, type DeltaRun, type DiskDelta } from "./delta.ts";
+export { blake3, initHasher, toHex } from "./hash.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";

@@ -112,19 +112,29 @@ export async function supervise(
       signal: abort.signal,
     });
     const b = booted;
-    log(`agent ready after ${b.timings.agentReady} ms`);
+    log(
+      `agent ready after ${b.timings.agentReady} ms (${
+        b.path === "ready"
+          ? "warm start"
+          : b.path === "checkpoint"
+          ? "resumed a memory checkpoint"
+          : `cold boot: ${b.coldReason}`
+      })`,
+    );
     const startedAt = Date.now();
     await using service = await serveControl(b.agent, {
       listen: record.controlSocket,
       replace: true,
       log,
-      checkpoint: async (name) => {
-        const r = await b.checkpoint(name);
+      adopt: b.path === "checkpoint",
+      checkpoint: async (name, opts) => {
+        const r = await b.checkpoint(name, opts);
+        const mem = r.saved.memory;
         log(
-          `checkpoint ${name}: paused ${r.pauseMs.toFixed(1)} ms, total ${
-            Math.round(r.totalMs)
-          } ms, ` +
-            `${r.saved.newChunks} new chunks (${r.saved.newBytes} bytes)`,
+          `checkpoint ${name}${mem ? " with memory" : ""}: paused ${r.pauseMs.toFixed(1)} ms, ` +
+            `total ${Math.round(r.totalMs)} ms, ` +
+            `${r.saved.newChunks} new disk chunks (${r.saved.newBytes} bytes)` +
+            (mem ? `, ${mem.newChunks} new memory chunks` : ""),
         );
         return r;
       },

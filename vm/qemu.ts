@@ -442,13 +442,19 @@ export class QemuVm implements Vm {
       throw new VmError("save_failed", `Cannot ${action}: the VM is running (pause it first)`);
     }
     // A guest restored while its agent thinks a host is attached would wait on a dead session.
-    const chardevs = await qmp.execute<{ label: string; filename: string }[]>(
-      "query-chardev",
-      undefined,
-      { signal },
-    );
-    const agent = chardevs.find((c) => c.label === "agent");
-    if (agent && !agent.filename.startsWith("disconnected:")) {
+    // The host hung up just before (a detach): give QEMU a moment to notice.
+    let connected = true;
+    for (let i = 0; i < 200 && connected; i++) {
+      const chardevs = await qmp.execute<{ label: string; filename: string }[]>(
+        "query-chardev",
+        undefined,
+        { signal },
+      );
+      const agent = chardevs.find((c) => c.label === "agent");
+      connected = agent !== undefined && !agent.filename.startsWith("disconnected:");
+      if (connected) await new Promise((r) => setTimeout(r, 10));
+    }
+    if (connected) {
       throw new VmError(
         "save_failed",
         `Cannot ${action}: the agent channel is connected (end the agent session and close ` +
