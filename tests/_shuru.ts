@@ -20,20 +20,45 @@ export interface CliResult {
   stderr: string;
 }
 
+/** The shared assets folder the suite's tests use. */
+export function sharedAssets(): string {
+  return Deno.env.get("SHURU_ASSETS") ?? join(dataHome(), "assets");
+}
+
+/** Options of {@linkcode TestHome.create}. */
+export interface TestHomeOptions {
+  /**
+   * An assets folder of its own whose entries link to the shared assets (no rebuild), so its
+   * ready snapshots (`<assets>/ready/`) are its own: tests of making them.
+   */
+  privateAssets?: boolean;
+}
+
 /** A private data home for one test; remove with `await using`. */
 export class TestHome implements AsyncDisposable {
   readonly dir: string;
-  private constructor(dir: string) {
+  /** The assets folder its runs use. */
+  readonly assets: string;
+  private constructor(dir: string, assets: string) {
     this.dir = dir;
+    this.assets = assets;
   }
-  static async create(): Promise<TestHome> {
-    return new TestHome(await Deno.makeTempDir({ prefix: "shuru-test-home-" }));
+  static async create(options: TestHomeOptions = {}): Promise<TestHome> {
+    const dir = await Deno.makeTempDir({ prefix: "shuru-test-home-" });
+    if (!options.privateAssets) return new TestHome(dir, sharedAssets());
+    const assets = join(dir, "assets");
+    await Deno.mkdir(assets, { mode: 0o700 });
+    for await (const e of Deno.readDir(sharedAssets())) {
+      if (e.name === "ready" || e.name.startsWith(".")) continue;
+      await Deno.symlink(join(sharedAssets(), e.name), join(assets, e.name));
+    }
+    return new TestHome(dir, assets);
   }
   /** Environment for a CLI run against this home. */
   env(extra: Record<string, string> = {}): Record<string, string> {
     return {
       SHURU_HOME: this.dir,
-      SHURU_ASSETS: Deno.env.get("SHURU_ASSETS") ?? join(dataHome(), "assets"),
+      SHURU_ASSETS: this.assets,
       // KVM fails mid-boot on these (nested) hosts: see FINDINGS.md.
       SHURU_ACCEL: Deno.env.get("SHURU_ACCEL") ?? "tcg",
       ...extra,

@@ -25,11 +25,40 @@ import {
 
 const BLOB_MIB = 16;
 
-Deno.test("run without --allow-net: the guest has no NIC, only lo", async () => {
+Deno.test("run --cold without --allow-net: the guest has no NIC, only lo", async () => {
   await using home = await TestHome.create();
-  const r = await runShuru(home, undefined, ["run", "--", "sh", "-c", "ls /sys/class/net"]);
+  const r = await runShuru(home, undefined, [
+    "run",
+    "--cold",
+    "--",
+    "sh",
+    "-c",
+    "ls /sys/class/net",
+  ]);
   assertEquals(r.code, 0, describe(r));
   assertEquals(r.stdout.trim().split(/\s+/), ["lo"], describe(r));
+});
+
+Deno.test("run (warm) without --allow-net: the resumed guest's NIC is down, no route, fails at once", async () => {
+  await requireTool("curl", "curl");
+  await using home = await TestHome.create();
+  const script = [
+    PROBE_FN,
+    'echo "links=$(ls /sys/class/net | tr "\\n" " ")"',
+    'echo "state=$(cat /sys/class/net/eth0/operstate)"',
+    'echo "route=$(ip route show default | wc -l)"',
+    "probe public http://93.184.216.34/",
+  ].join("\n");
+  const r = await runShuru(home, undefined, ["run", "-v", "--", "sh", "-c", script]);
+  const all = describe(r);
+  assertEquals(r.code, 0, all);
+  assert(r.stderr.includes("shuru: warm start"), all);
+  const f = fields(r.stdout);
+  assertEquals(f.links, "eth0 lo ", all);
+  assertEquals(f.state, "down", all);
+  assertEquals(f.route, "0", all);
+  // "Network is unreachable": curl's 7, at once (never a timeout).
+  assertFastFailure(f, "public", 7, all);
 });
 
 Deno.test(

@@ -14,7 +14,7 @@ import type { VmConfig } from "./types.ts";
 import { AGENT_PORT_NAME } from "./qemu_args.ts";
 
 /** Version of the description format (and of how the state is saved; see `migration.ts`). */
-export const MACHINE_FORMAT = 1;
+export const MACHINE_FORMAT = 2;
 
 /** What a memory snapshot's machine state needs to load. JSON-serializable. */
 export interface MachineDescription {
@@ -55,7 +55,9 @@ export function describeMachine(config: VmConfig, qemu: QmpVersion): MachineDesc
   const devices: string[] = [];
   if (config.disk) devices.push(`virtio-blk${config.disk.readOnly ? ":ro" : ""}`);
   devices.push(`virtio-serial:${AGENT_PORT_NAME}`);
-  for (const m of config.mounts ?? []) devices.push(`virtio-9p:${m.tag}${m.readOnly ? ":ro" : ""}`);
+  // Read-only is the host side's (-fsdev readonly=on), not the device's: a snapshot's 9p slot
+  // may be given any folder, read-only or not, when it is restored.
+  for (const m of config.mounts ?? []) devices.push(`virtio-9p:${m.tag}`);
   if (config.net) devices.push(`virtio-net${config.net.mtu ? `:mtu=${config.net.mtu}` : ""}`);
   if (config.vmGenerationId) devices.push("vmgenid");
   return {
