@@ -41,6 +41,7 @@ import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
+export { runTool, type RunToolOptions } from "./run.ts";
 export {
   aptInstallLine,
   ASSET_TOOLS,
