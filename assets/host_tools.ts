@@ -24,6 +24,7 @@ export const ASSET_TOOLS: readonly HostTool[] = [
   { command: "mmdebstrap", package: "mmdebstrap", purpose: "builds the Debian root filesystem" },
   { command: "busybox", package: "busybox-static", purpose: "runs the initramfs", static: true },
   { command: "mkfs.ext4", package: "e2fsprogs", purpose: "writes the root filesystem image" },
+  { command: "tini-static", package: "tini", purpose: "is PID 1 in the guest", static: true },
   { command: "xz", package: "xz-utils", purpose: "decompresses the kernel" },
   { command: "tar", package: "tar", purpose: "unpacks the Debian base" },
 ];
