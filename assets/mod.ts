@@ -63,6 +63,18 @@ export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 export { GUEST_AGENT_PATH, TOOLS_BUSYBOX, toolsCommand } from "./tools.ts";
 export { ROOT_SERIAL, TOOLS_MOUNT, TOOLS_SERIAL } from "./guest_paths.ts";
+export {
+  BUNDLE_MANIFEST,
+  BundleError,
+  type BundleErrorCode,
+  type BundleFile,
+  type BundleManifest,
+  parseBundleManifest,
+  unpackBundle,
+  type UnpackOptions,
+  writeBundle,
+  type WrittenBundle,
+} from "./bundle.ts";
 
 /**
  * Bumped when the layout or meaning of the asset files changes. 2: the agent, Deno and the

@@ -16,7 +16,8 @@ export function checkpointCommand(): Command {
   const checkpoint = new Command("checkpoint").description(
     "Checkpoints are saved disks: `create NAME -- cmd` runs a command in a fresh sandbox " +
       "and saves its disk, `save NAME` saves a running sandbox's disk, `shuru run --from NAME` " +
-      "starts from one.",
+      "starts from one. `push NAME REF` and `pull REF` move them through OCI registries; " +
+      "`shuru run --from REF` starts from a registry's without pulling it first.",
   );
   checkpoint
     .command("list")
@@ -33,15 +34,16 @@ export function checkpointCommand(): Command {
         return;
       }
       const rows = list.map((c) =>
-        c.error ? [c.name, "BROKEN", c.error, "", ""] : [
+        c.error ? [c.name, "BROKEN", c.error, "", "", ""] : [
           c.name,
           formatBytes(c.diskSize),
           formatBytes(c.usedBlocks * c.blockSize),
           when(c.createdAt),
           c.parent ?? "-",
+          c.origin ? `${c.origin.ref}@${c.origin.digest.slice(0, 19)}` : "-",
         ]
       );
-      printTable(["NAME", "DISK", "DATA", "CREATED", "PARENT"], rows);
+      printTable(["NAME", "DISK", "DATA", "CREATED", "PARENT", "ORIGIN"], rows);
     });
   checkpoint
     .command("inspect")
@@ -66,6 +68,7 @@ export function checkpointCommand(): Command {
       console.log(`manifest:      ${formatBytes(d.manifestBytes)}`);
       console.log(`created:       ${when(d.createdAt)}`);
       console.log(`parent:        ${d.parent ?? "-"}`);
+      console.log(`origin:        ${d.origin ? `${d.origin.ref}@${d.origin.digest}` : "-"}`);
     });
   checkpoint
     .command("delete")

@@ -3,11 +3,17 @@
  * through the control protocol in chunks (any size). `NAME:/path` names a guest path; folders
  * travel as a tar stream (tar on both sides), like `docker cp`.
  *
+ * What comes out of a guest is untrusted: files land on the host with their permission bits
+ * less the umask and never setuid, setgid or sticky ({@linkcode hostModeOf}), owned by the
+ * user running `shuru cp`, and a folder's device nodes are not created (the host tar runs with
+ * `--no-same-owner --no-same-permissions` and, as root, without `CAP_MKNOD`).
+ *
  * @module
  */
 
 import { Command } from "@commander-js/extra-typings";
 import { basename, dirname, join, posix } from "node:path";
+import { findCommand } from "../assets/host_tools.ts";
 import type { Sandbox } from "../mod.ts";
 import { UserError } from "./errors.ts";
 import { connectSandbox } from "./sandboxes.ts";
@@ -53,6 +59,60 @@ async function checkedTar(proc: Deno.ChildProcess, what: string): Promise<void> 
   if (!status.success) {
     throw new UserError(`Cannot copy ${what}: tar failed on the host: ${err.trim()}`);
   }
+}
+
+/**
+ * The host mode of a file copied out of a guest: its permission bits less the umask, never the
+ * setuid, setgid or sticky bit (a guest could otherwise plant a setuid program on the host).
+ */
+export function hostModeOf(guestMode: number): number {
+  return guestMode & 0o777 & ~Deno.umask();
+}
+
+/** tar's message for a device node it may not create (in the C locale). */
+const MKNOD_REFUSED = /^tar: (.*): Cannot mknod: Operation not permitted$/;
+const TAR_FAILED_AFTER = "tar: Exiting with failure status due to previous errors";
+
+/**
+ * Starts the host tar that unpacks a folder from the guest into `dir`: owned by us, modes less
+ * the umask (no setuid, setgid or sticky bits) and, as root, without the capability to create
+ * device nodes. Its messages are in the C locale, for {@linkcode checkedUntar}.
+ */
+function untarFromGuest(dir: string): Deno.ChildProcess {
+  const tarArgs = ["-C", dir, "-xf", "-", "--no-same-owner", "--no-same-permissions"];
+  let argv = ["tar", ...tarArgs];
+  if (Deno.uid() === 0) {
+    const setpriv = findCommand("setpriv");
+    if (!setpriv) {
+      throw new UserError(
+        "Cannot copy a folder out of a sandbox as root without setpriv, which keeps the guest " +
+          "from creating device nodes on the host; install it with: apt-get install util-linux",
+      );
+    }
+    argv = [setpriv, "--inh-caps=-mknod", "--bounding-set=-mknod", "--", ...argv];
+  }
+  return new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    env: { LC_ALL: "C" },
+    stdin: "piped",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+/**
+ * Waits for {@linkcode untarFromGuest}'s tar; returns the device nodes it refused to create and
+ * fails on any other error.
+ */
+async function checkedUntar(proc: Deno.ChildProcess, dir: string): Promise<string[]> {
+  const [status, err] = await Promise.all([proc.status, new Response(proc.stderr).text()]);
+  const lines = err.split("\n").filter((l) => l !== "");
+  const devices = lines.flatMap((l) => MKNOD_REFUSED.exec(l)?.[1] ?? []);
+  const other = lines.filter((l) => !MKNOD_REFUSED.test(l) && l !== TAR_FAILED_AFTER);
+  if (!status.success && (devices.length === 0 || other.length > 0)) {
+    throw new UserError(`Cannot copy ${dir}: tar failed on the host: ${err.trim()}`);
+  }
+  return devices;
 }
 
 async function hostToGuest(src: string, sb: Sandbox, dst: string): Promise<number> {
@@ -101,26 +161,27 @@ async function guestToHost(sb: Sandbox, src: string, dst: string): Promise<numbe
     const tar = await sb.spawn(["tar", "-C", src, "-cf", "-", "."]);
     const errText = new Response(tar.stderr).text();
     void tar.stdin.close().catch(() => {});
-    const untar = new Deno.Command("tar", {
-      args: ["-C", dstPath, "-xf", "-"],
-      stdin: "piped",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const [, status] = await Promise.all([
+    const untar = untarFromGuest(dstPath);
+    const [, status, devices] = await Promise.all([
       tar.stdout.pipeTo(untar.stdin),
       tar.wait(),
-      checkedTar(untar, dstPath),
+      checkedUntar(untar, dstPath),
     ]);
     if (status.exitCode !== 0) {
       throw new UserError(`Cannot copy ${src}: tar in the guest: ${(await errText).trim()}`);
+    }
+    if (devices.length > 0) {
+      console.error(
+        `shuru: cp: left out ${devices.length} device node(s) from the guest (never created ` +
+          `on the host): ${devices.join(", ")}`,
+      );
     }
     return 0;
   }
   await Deno.mkdir(dirname(dstPath), { recursive: true }).catch(() => {});
   const file = await Deno.open(dstPath, { write: true, create: true, truncate: true });
   await sb.fs.readFileStream(src).pipeTo(file.writable);
-  await Deno.chmod(dstPath, info.mode & 0o7777).catch(() => {});
+  await Deno.chmod(dstPath, hostModeOf(info.mode)).catch(() => {});
   return info.size;
 }
 

@@ -7,7 +7,14 @@
 import { Command } from "@commander-js/extra-typings";
 import { join } from "node:path";
 import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mod.ts";
-import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
+import {
+  defaultBackend,
+  ensureSignedDeno,
+  hostTscRate,
+  parseAccel,
+  resolveAccel,
+  VmError,
+} from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
 import { asUserError, ensureHostDeps } from "./host_deps.ts";
@@ -113,12 +120,30 @@ export class ProgressPrinter {
   }
 }
 
+/**
+ * macOS: signs a copy of Deno with the entitlement Virtualization.framework requires, into the
+ * data home, where the `./shuru` launcher finds it.
+ */
+async function signDeno(home: string): Promise<void> {
+  try {
+    const result = await ensureSignedDeno({ home, path: Deno.env.get("PATH") ?? "" });
+    console.error(
+      result.signed
+        ? `✓ signed a copy of Deno for Virtualization.framework: ${result.path}`
+        : `✓ Deno is signed for Virtualization.framework: ${result.path}`,
+    );
+  } catch (err) {
+    if (err instanceof VmError) throw new UserError(err.message, { cause: err });
+    throw err;
+  }
+}
+
 /** Builds the `init` subcommand. */
 export function initCommand() {
   return new Command("init")
     .summary("build or check the guest assets (kernel, initramfs, root filesystem)")
     .description(
-      "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works.",
+      "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
     )
     .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
     .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")
@@ -127,6 +152,7 @@ export function initCommand() {
     .option("--json", "print the asset paths as JSON on stdout")
     .action(async (options) => {
       const layout = homeLayout();
+      if (Deno.build.os === "darwin") await signDeno(layout.root);
       const printer = new ProgressPrinter();
       let assets: GuestAssets;
       try {
@@ -142,6 +168,13 @@ export function initCommand() {
       } catch (err) {
         printer.stop();
         throw asUserError(err);
+      }
+      if (defaultBackend() === "vz") {
+        if (options.json) console.log(JSON.stringify({ ...assets, backend: "vz" }, null, 2));
+        else {console.log(
+            `guest assets ready: ${assets.dir}\nbackend: vz (Virtualization.framework)`,
+          );}
+        return;
       }
       let accel;
       try {

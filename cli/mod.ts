@@ -9,9 +9,12 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { checkpointCommand } from "./checkpoint.ts";
 import { checkpointSaveCommand } from "./checkpoint_save.ts";
+import { checkpointPullCommand, checkpointPushCommand } from "./checkpoint_remote.ts";
+import { loginCommand } from "./login.ts";
 import { cpCommand } from "./cp.ts";
 import { UserError } from "./errors.ts";
 import { execCommand } from "./exec.ts";
+import { homeLayout, makeHomePrivate } from "./home.ts";
 import { initCommand } from "./init.ts";
 import { mcpCommand } from "./mcp.ts";
 import { nbdCommand } from "./nbd.ts";
@@ -22,7 +25,8 @@ import { startCommand, superviseCommand } from "./start.ts";
 import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
-import { VERSION } from "./version.ts";
+import { defaultBackend, parseBackend } from "../vm/mod.ts";
+import { versionText } from "./version.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
 export function buildProgram(): Command {
@@ -33,12 +37,16 @@ export function buildProgram(): Command {
         "save its disk as a checkpoint, start from a checkpoint. Data home: $SHURU_HOME, " +
         "else $XDG_DATA_HOME/shuru, else ~/.local/share/shuru.",
     )
-    .version(VERSION, "-V, --version", "print the shuru version")
+    .version(versionText(versionBackend()), "-V, --version", "print the version and VM backend")
     .showHelpAfterError("(run with --help for usage)")
     // Options after a command's first positional belong to the guest command
     // (`shuru run ls -la`), so subcommands can pass them through.
     .enablePositionalOptions()
-    .configureOutput({ outputError: (str, write) => write(str) });
+    .configureOutput({ outputError: (str, write) => write(str) })
+    // Every command reads or writes the data home: it is made private (0700) first.
+    .hook("preAction", async () => {
+      await makeHomePrivate(homeLayout(), { onNotice: (line) => console.error(line) });
+    });
   const checkpoint = checkpointCommand().enablePositionalOptions();
   checkpoint.addCommand(
     checkpointCreateCommand().summary("run a command in a fresh sandbox, then save its disk"),
@@ -46,6 +54,8 @@ export function buildProgram(): Command {
   checkpoint.addCommand(
     checkpointSaveCommand().summary("save a running sandbox's disk (it keeps running)"),
   );
+  checkpoint.addCommand(checkpointPushCommand().summary("push a checkpoint to an OCI registry"));
+  checkpoint.addCommand(checkpointPullCommand().summary("pull a checkpoint from an OCI registry"));
   // The command list shows one line each; `shuru COMMAND --help` has the full story.
   const commands: [Command, string][] = [
     [runCommand(), "run a command (or a shell) in a throwaway VM"],
@@ -57,6 +67,7 @@ export function buildProgram(): Command {
     [stopCommand(), "stop a running sandbox (optionally saving its disk)"],
     [checkpoint, "create, save, list, inspect and delete checkpoints"],
     [storeCommand(), "maintain the block store (gc)"],
+    [loginCommand(), "store registry credentials (as docker login does)"],
     [initCommand(), "build or check the guest image (kernel, initramfs, root filesystem)"],
     [pruneCommand(), "remove what crashed runs left behind"],
     [mcpCommand(), "serve the Model Context Protocol on stdin/stdout"],
@@ -65,6 +76,15 @@ export function buildProgram(): Command {
   for (const [cmd, summary] of commands) program.addCommand(cmd.summary(summary));
   program.addCommand(superviseCommand(), { hidden: true });
   return program as unknown as Command;
+}
+
+/** The backend a run would use (`SHURU_BACKEND` when valid here, else the host's default). */
+function versionBackend(): string {
+  try {
+    return parseBackend(Deno.env.get("SHURU_BACKEND"));
+  } catch {
+    return defaultBackend();
+  }
 }
 
 /** Runs the CLI with `args` (without the program name) and returns the exit code. */

@@ -8,7 +8,8 @@
 import { join } from "node:path";
 import { Command, Option } from "@commander-js/extra-typings";
 import { NbdServer } from "../nbd/mod.ts";
-import { validateName } from "../store/mod.ts";
+import { type DeviceSource, openRemoteCheckpoint, validateName } from "../store/mod.ts";
+import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
 import { formatBytes, openHomeStore, parseSize, withStoreErrors } from "./store.ts";
@@ -27,7 +28,12 @@ export function nbdCommand(): Command {
     )
     .requiredOption("--socket <path>", "Unix socket path to listen on")
     .addOption(new Option("--base <file>", "raw disk image to start from").conflicts("from"))
-    .addOption(new Option("--from <name>", "checkpoint to start from").conflicts("base"))
+    .addOption(
+      new Option(
+        "--from <name>",
+        "checkpoint to start from (a registry reference is read lazily)",
+      ).conflicts("base"),
+    )
     .option("--read-only", "refuse writes")
     .option("--size <bytes>", "device size (e.g. 4294967296 or 4G); may exceed the source")
     .option("--save <name>", "save the disk as this checkpoint when the server stops")
@@ -55,8 +61,21 @@ export function nbdCommand(): Command {
       const overlayDir = opts.instanceDir ??
         join(homeLayout().instances, `nbd-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
       const ownsOverlayDir = opts.instanceDir === undefined;
+      let source: DeviceSource = opts.base ? { base: opts.base } : { checkpoint: opts.from! };
+      if (!opts.base && looksLikeReference(opts.from!)) {
+        try {
+          source = (await withStoreErrors(() =>
+            openRemoteCheckpoint(store, opts.from!, {
+              onRetry: (l) => console.error(l),
+            })
+          )).source;
+        } catch (err) {
+          if (err instanceof RegistryError) throw new UserError(err.message, { exitCode: 1 });
+          throw err;
+        }
+      }
       const device = await withStoreErrors(() =>
-        store.openDevice(opts.base ? { base: opts.base } : { checkpoint: opts.from! }, {
+        store.openDevice(source, {
           overlayDir,
           readOnly: opts.readOnly ?? false,
           ...(size !== undefined ? { size } : {}),

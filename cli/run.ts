@@ -19,8 +19,10 @@ import {
   type SandboxNetwork,
 } from "../runner/mod.ts";
 import { ConnectionError } from "../sandbox/mod.ts";
+import { RegistryError } from "../oci/mod.ts";
+import type { RemoteSourceStats } from "../store/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
-import { parseAccel, VmError } from "../vm/mod.ts";
+import { type BackendName, parseAccel, parseBackend, VmError } from "../vm/mod.ts";
 import {
   checkMount,
   loadConfig,
@@ -85,7 +87,16 @@ export function withRunFlags(cmd: Command) {
         `(default ${DEFAULTS.diskSize})`,
       sizeMiB("--disk-size"),
     )
-    .option("--from <checkpoint>", "start from this checkpoint instead of the base image")
+    .option(
+      "--from <checkpoint>",
+      "start from this checkpoint instead of the base image; a registry reference " +
+        "(registry/repo:tag) boots without downloading it: chunks are fetched on first read",
+    )
+    .option(
+      "--insecure-registry <HOST>",
+      "allow plain HTTP to this registry host (repeatable; loopback registries always may)",
+      collect,
+    )
     .option(
       "--mount <HOST:GUEST[:ro|:rw]>",
       "share a host folder (repeatable); read-only by default: guest writes land in a " +
@@ -143,6 +154,11 @@ export function withRunFlags(cmd: Command) {
       "--accel <kvm|tcg|auto>",
       "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
     )
+    .option(
+      "--backend <vz|qemu>",
+      "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
+        "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
+    )
     .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
     .option("-v, --verbose", "show boot progress, kernel messages and timings")
@@ -171,6 +187,7 @@ export type RunFlags = {
   memory?: number;
   diskSize?: number;
   from?: string;
+  insecureRegistry?: string[];
   mount?: string[];
   allowHostWrites?: true;
   port?: string[];
@@ -183,6 +200,7 @@ export type RunFlags = {
   netLog?: string;
   config?: string;
   accel?: string;
+  backend?: string;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -196,6 +214,7 @@ export interface RunSettings {
   memoryMiB: number;
   diskSizeMiB: number;
   accel: "kvm" | "tcg" | "auto";
+  backend: BackendName;
   from?: string;
   mounts: MountSpec[];
   ports: PortMapping[];
@@ -287,6 +306,12 @@ export async function resolveRunSettings(
   } catch (err) {
     throw new UserError((err as Error).message);
   }
+  let backend: BackendName;
+  try {
+    backend = parseBackend(flags.backend ?? Deno.env.get("SHURU_BACKEND"));
+  } catch (err) {
+    throw new UserError((err as Error).message);
+  }
   const allowHostWrites = flags.allowHostWrites ?? config.allow_host_writes ?? false;
   const mounts = [...(config.mounts ?? []), ...(flags.mount ?? [])].map(parseMountSpec);
   for (const m of mounts) checkMount(m, allowHostWrites);
@@ -312,6 +337,7 @@ export async function resolveRunSettings(
     memoryMiB: pick(flags.memory, config.memory, DEFAULTS.memory),
     diskSizeMiB: pick(flags.diskSize, config.disk_size, DEFAULTS.diskSize),
     accel,
+    backend,
     ...(from !== undefined ? { from } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
     ports,
@@ -380,6 +406,7 @@ async function runOnce(
   Deno.addSignalListener("SIGINT", handlers.SIGINT);
   Deno.addSignalListener("SIGTERM", handlers.SIGTERM);
   let netLog: NetLog | undefined;
+  let remote: { ref: string; digest: string; stats: RemoteSourceStats } | undefined;
   try {
     let network: SandboxNetwork | undefined;
     if (settings.network) {
@@ -398,7 +425,10 @@ async function runOnce(
       memoryMiB: settings.memoryMiB,
       diskSizeMiB: settings.diskSizeMiB,
       accel: settings.accel,
+      backend: settings.backend,
       ...(settings.from !== undefined ? { from: settings.from } : {}),
+      insecureRegistries: flags.insecureRegistry ?? [],
+      onRemote: (r) => remote = r,
       mounts: settings.mounts,
       ...(network ? { network } : {}),
       ...(flags.installDeps ? { installDeps: true } : {}),
@@ -416,6 +446,7 @@ async function runOnce(
       );
       const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+      if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
     }
     for (const p of settings.ports) {
       try {
@@ -449,6 +480,14 @@ async function runOnce(
     if (verbose) log(`shuru: command ran ${Math.round(performance.now() - started)} ms`);
     const stopStarted = performance.now();
     const result = await booted.stop(saveAs !== undefined ? { saveAs } : {});
+    if (verbose && remote) {
+      const s = remote.stats;
+      log(
+        `shuru: lazy start from ${remote.ref}@${remote.digest}: fetched ${s.fetchedChunks} ` +
+          `chunks (${s.fetchedBytes} bytes) in ${s.requests} requests; ${s.localReads} ` +
+          "reads were local",
+      );
+    }
     if (verbose) {
       log(`shuru: shutdown ${Math.round(performance.now() - stopStarted)} ms`);
       log(`shuru: peak RSS ${peakRssMiB()} MiB (this process; QEMU not included)`);
@@ -462,7 +501,10 @@ async function runOnce(
     return interrupted || code;
   } catch (err) {
     if (interrupted) return interrupted;
-    if (err instanceof RunnerError || err instanceof VmError || err instanceof StoreError) {
+    if (
+      err instanceof RunnerError || err instanceof VmError || err instanceof StoreError ||
+      err instanceof RegistryError
+    ) {
       throw new UserError(err.message, { exitCode: 125, cause: err });
     }
     throw err;

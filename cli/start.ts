@@ -94,6 +94,7 @@ export function startCommand(): Command {
           memoryMiB: settings.memoryMiB,
           diskSizeMiB: settings.diskSizeMiB,
           accel: settings.accel,
+          backend: settings.backend,
           ...(settings.from !== undefined ? { from: settings.from } : {}),
           mounts: settings.mounts.map((m) => ({
             host: m.host,

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { libraryPath } from "./platform.ts";
+
 /** Linux constants used by the wrappers (x86_64 and aarch64 agree on all of them). */
 export const LINUX = {
   O_RDONLY: 0,
@@ -149,7 +151,7 @@ let libc: Libc | undefined;
 
 /** Opens libc on first use, so importing this module costs nothing on hosts that never call it. */
 function lib(): Libc {
-  if (!libc) libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  if (!libc) libc = Deno.dlopen(libraryPath("libc"), SYMBOLS).symbols;
   return libc;
 }
 

@@ -198,20 +198,26 @@ Deno.test("watch - recursive create, modify, rename and delete events", async ()
     const done = (async () => {
       for await (const e of w.events) events.push(e);
     })();
-    const settle = () => new Promise((r) => setTimeout(r, 150));
-    // No settling before the first change: the watch is active once watch() returns.
-    await Deno.writeTextFile(`${dir}/sub/a`, "1");
-    await settle();
-    await Deno.writeTextFile(`${dir}/sub/a`, "2", { append: true });
-    await settle();
-    await Deno.rename(`${dir}/sub/a`, `${dir}/sub/b`);
-    await settle();
-    await Deno.remove(`${dir}/sub/b`);
-    await settle();
-    ac.abort();
-    await done;
     const has = (kind: string, ...paths: string[]) =>
       events.some((e) => e.kind === kind && paths.every((p, i) => e.paths[i] === p));
+    // Each change waits for its event, however long delivery takes (until the deadline).
+    const seen = async (kind: string, ...paths: string[]) => {
+      const deadline = Date.now() + 60_000;
+      while (!has(kind, ...paths) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    // No waiting before the first change: the watch is active once watch() returns.
+    await Deno.writeTextFile(`${dir}/sub/a`, "1");
+    await seen("create", `${dir}/sub/a`);
+    await Deno.writeTextFile(`${dir}/sub/a`, "2", { append: true });
+    await seen("modify", `${dir}/sub/a`);
+    await Deno.rename(`${dir}/sub/a`, `${dir}/sub/b`);
+    await seen("rename", `${dir}/sub/a`, `${dir}/sub/b`);
+    await Deno.remove(`${dir}/sub/b`);
+    await seen("delete", `${dir}/sub/b`);
+    ac.abort();
+    await done;
     assert(has("create", `${dir}/sub/a`), JSON.stringify(events));
     assert(has("modify", `${dir}/sub/a`), JSON.stringify(events));
     assert(has("rename", `${dir}/sub/a`, `${dir}/sub/b`), JSON.stringify(events));

@@ -15,15 +15,24 @@ import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../cli/home.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { Sandbox } from "../sandbox/mod.ts";
-import { type CowDevice, Store } from "../store/mod.ts";
+import {
+  type CowDevice,
+  type DeviceSource,
+  openRemoteCheckpoint,
+  type RemoteSourceStats,
+  Store,
+} from "../store/mod.ts";
 import type { SaveResult } from "../store/mod.ts";
+import { looksLikeReference } from "../oci/mod.ts";
 import {
   type AccelChoice,
+  type BackendName,
+  createBackend,
   createInstance,
+  defaultBackend,
   hostTscRate,
   type Instance,
   launchGuest,
-  QemuBackend,
   removeInstance,
   resolveAccel,
   type Vm,
@@ -65,10 +74,19 @@ export interface BootOptions {
   memoryMiB: number;
   /** Disk size in MiB; the guest's root filesystem grows to fill it. */
   diskSizeMiB: number;
-  /** `kvm`, `tcg` or `auto` (KVM only when it works). */
+  /** `kvm`, `tcg` or `auto` (KVM only when it works); QEMU only. */
   accel: AccelChoice;
-  /** Start from this checkpoint instead of the base image. */
+  /** The VM backend (default: `vz` on macOS, `qemu` elsewhere). */
+  backend?: BackendName;
+  /**
+   * Start from this checkpoint instead of the base image: a local name, or a registry
+   * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
+   */
   from?: string;
+  /** Registries that may be reached over plain HTTP besides loopback (`--insecure-registry`). */
+  insecureRegistries?: string[];
+  /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
+  onRemote?: (remote: { ref: string; digest: string; stats: RemoteSourceStats }) => void;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
   instanceId?: string;
   /** Host folders to share. */
@@ -372,8 +390,24 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     );
   }
   const store = await Store.open(options.home.store);
-  // Fail before booting when the checkpoint does not exist.
-  if (options.from !== undefined) await store.inspect(options.from);
+  let source: DeviceSource = { base: assets.rootfs };
+  if (options.from !== undefined && looksLikeReference(options.from)) {
+    // Resolves and validates the artifact (small blobs only) before booting.
+    const opened = await openRemoteCheckpoint(store, options.from, {
+      insecureRegistries: options.insecureRegistries ?? [],
+      log: notice,
+    });
+    source = opened.source;
+    options.onRemote?.({
+      ref: opened.remote.refText,
+      digest: opened.remote.digest,
+      stats: opened.chunks.stats,
+    });
+  } else if (options.from !== undefined) {
+    // Fail before booting when the checkpoint does not exist.
+    await store.inspect(options.from);
+    source = { checkpoint: options.from };
+  }
   options.signal?.throwIfAborted();
   const instance = await createInstance(
     options.home.instances,
@@ -384,10 +418,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     for (const fn of cleanup.reverse()) await fn().catch(() => {});
   };
   try {
-    const device = await store.openDevice(
-      options.from !== undefined ? { checkpoint: options.from } : { base: assets.rootfs },
-      { size: diskBytes, overlayDir: instance.dir },
-    );
+    const device = await store.openDevice(source, { size: diskBytes, overlayDir: instance.dir });
     cleanup.push(() => device.close());
     const server = await NbdServer.listen(device, {
       socketPath: instance.nbdSocket,
@@ -396,14 +427,18 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     cleanup.push(() => server.close());
     const tDevice = since();
 
-    const tsc = await hostTscRate();
-    const decision = await resolveAccel(options.accel, {
-      kernel: assets.kernel,
-      initrd: assets.initramfs,
-      cacheFile: resolve(options.home.root, "kvm-probe.json"),
-      workDir: instance.dir,
-      ...(tsc ? { tscKhz: tsc.khz } : {}),
-    });
+    const backendName = options.backend ?? defaultBackend();
+    const tsc = backendName === "qemu" ? await hostTscRate() : undefined;
+    // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
+    const decision = backendName === "vz"
+      ? { accel: "hvf" as const, notice: "" }
+      : await resolveAccel(options.accel, {
+        kernel: assets.kernel,
+        initrd: assets.initramfs,
+        cacheFile: resolve(options.home.root, "kvm-probe.json"),
+        workDir: instance.dir,
+        ...(tsc ? { tscKhz: tsc.khz } : {}),
+      });
     if (decision.notice) notice(decision.notice);
     const mounts = (options.mounts ?? []).map((m, i) => ({
       tag: mountTag(i),
@@ -441,9 +476,10 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       ...(network ? { net: network.net } : {}),
       ...(options.verbose ? { verbose: true } : {}),
       ...(tsc ? { tscKhz: tsc.khz } : {}),
-      backend: new QemuBackend(
-        options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {},
-      ),
+      backend: createBackend(backendName, {
+        ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
+        onNotice: notice,
+      }),
     });
     cleanup.push(async () => {
       vm.kill();

@@ -11,7 +11,7 @@ async function relayMtu(options: { mtu?: number }): Promise<{ device: number; st
     // QEMU's side: the first client gets the relay.
     const client = await Deno.connect({ transport: "unix", path });
     try {
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + 60_000;
       while (network.relay === undefined && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 5));
       }

@@ -13,6 +13,11 @@ import { dirname, join } from "node:path";
 import { blake3, HASH_LEN, hashFromHex, toHex } from "./hash.ts";
 import { StoreError } from "./errors.ts";
 
+/** Store folders: the owner only (checkpoints hold whatever a guest wrote to its disk). */
+export const STORE_DIR_MODE = 0o700;
+/** Chunk, manifest and lock files: the owner only. */
+export const STORE_FILE_MODE = 0o600;
+
 /** Options of {@linkcode ChunkStore.put}. */
 export interface PutOptions {
   /** Make the chunk durable before renaming it into place (default `true`). */
@@ -45,10 +50,13 @@ export class ChunkStore {
 
   /** Creates `chunks/00..ff` and `tmp/` once, so writes never need a mkdir. */
   async init(): Promise<void> {
-    await Deno.mkdir(this.tmpDir, { recursive: true });
+    await Deno.mkdir(this.tmpDir, { recursive: true, mode: STORE_DIR_MODE });
     if (existsSync(join(this.dir, "ff"))) return; // created by an earlier open
     for (let i = 0; i < 256; i++) {
-      await Deno.mkdir(join(this.dir, i.toString(16).padStart(2, "0")), { recursive: true });
+      await Deno.mkdir(join(this.dir, i.toString(16).padStart(2, "0")), {
+        recursive: true,
+        mode: STORE_DIR_MODE,
+      });
     }
   }
 
@@ -74,7 +82,7 @@ export class ChunkStore {
     if (this.#exists(final)) return false;
     const tmp = join(this.tmpDir, `${hex}.${crypto.randomUUID()}.chunk`);
     try {
-      const file = Deno.openSync(tmp, { write: true, createNew: true });
+      const file = Deno.openSync(tmp, { write: true, createNew: true, mode: STORE_FILE_MODE });
       try {
         let off = 0;
         while (off < data.length) off += file.writeSync(data.subarray(off));
@@ -223,7 +231,7 @@ export class ChunkBatch {
     if (existsSync(final)) return false;
     const t0 = performance.now();
     const tmp = join(this.#store.tmpDir, `${hex}.${crypto.randomUUID()}.chunk`);
-    const file = Deno.openSync(tmp, { write: true, createNew: true });
+    const file = Deno.openSync(tmp, { write: true, createNew: true, mode: STORE_FILE_MODE });
     this.#pending.push({ file, tmp, final });
     let off = 0;
     while (off < data.length) off += file.writeSync(data.subarray(off));

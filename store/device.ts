@@ -21,7 +21,7 @@
 import { join } from "node:path";
 import type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
 import type { BlockTable } from "./manifest.ts";
-import type { ChunkStore } from "./chunk_store.ts";
+import type { ChunkSource } from "./chunk_source.ts";
 import { StoreError } from "./errors.ts";
 import { isZero, toHex } from "./hash.ts";
 import { PositionalFile } from "./file_io.ts";
@@ -119,22 +119,22 @@ export class CheckpointLower implements LowerLayer {
   readonly size: number;
   /** The checkpoint's block table. */
   readonly table: BlockTable;
-  #chunks: ChunkStore;
+  #chunks: ChunkSource;
   #cache = new Map<string, Uint8Array>();
   #cacheMax: number;
   #log: (line: string) => void;
   #logged = new Set<string>();
 
   /**
-   * @param name Checkpoint name (for logs).
+   * @param name Checkpoint name (or registry reference, for logs).
    * @param table Its block table.
-   * @param chunks Where its chunks live.
+   * @param chunks Where its chunks come from (the local store, or a remote source).
    * @param options Cache size and logger.
    */
   constructor(
     name: string,
     table: BlockTable,
-    chunks: ChunkStore,
+    chunks: ChunkSource,
     options: CheckpointLowerOptions = {},
   ) {
     this.name = name;
@@ -204,9 +204,21 @@ export class CheckpointLower implements LowerLayer {
     return index >= this.table.entryCount || this.table.get(index) === null;
   }
 
-  /** Drops the cache. */
+  /** Makes sure the chunks of blocks `indices` are in the local store (for a save). */
+  async ensureLocal(indices: readonly number[]): Promise<void> {
+    if (!this.#chunks.ensureLocal) return;
+    const hashes: Uint8Array[] = [];
+    for (const i of indices) {
+      const h = this.table.get(i);
+      if (h) hashes.push(h);
+    }
+    await this.#chunks.ensureLocal(hashes, this.table.blockSize);
+  }
+
+  /** Drops the cache and closes the chunk source. */
   close(): void {
     this.#cache.clear();
+    this.#chunks.close?.();
   }
 }
 

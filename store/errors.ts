@@ -19,7 +19,11 @@ export type StoreErrorCode =
   /** An argument is out of range (size, offset, block size). */
   | "invalid_argument"
   /** The device or snapshot was closed. */
-  | "closed";
+  | "closed"
+  /** A registry reference names something that is not a shuru checkpoint. */
+  | "not_checkpoint"
+  /** A chunk could not be fetched from the registry (after retries). */
+  | "unavailable";
 
 /** An error raised by the block store. Messages read "Cannot <action> <thing>: <state>". */
 export class StoreError extends Error {

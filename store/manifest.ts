@@ -77,6 +77,8 @@ export interface ManifestMeta {
   createdAt?: number;
   /** Content identity of the base image the lineage started from, if any. */
   base?: string;
+  /** Where a pulled checkpoint came from: the registry reference and manifest digest. */
+  origin?: { ref: string; digest: string };
 }
 
 /** The decoded fixed header. */
@@ -351,6 +353,10 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
     if (typeof parsed.parent === "string") meta.parent = parsed.parent;
     if (typeof parsed.createdAt === "number") meta.createdAt = parsed.createdAt;
     if (typeof parsed.base === "string") meta.base = parsed.base;
+    const o = parsed.origin;
+    if (o && typeof o === "object" && typeof o.ref === "string" && typeof o.digest === "string") {
+      meta.origin = { ref: o.ref, digest: o.digest };
+    }
   } catch (err) {
     throw bad(`metadata is not a JSON object (${(err as Error).message})`);
   }

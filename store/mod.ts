@@ -48,3 +48,21 @@ export type { PositionalFile } from "./file_io.ts";
 export type { BlockTable } from "./manifest.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
+export type { ChunkSource } from "./chunk_source.ts";
+export type { RemoteDeviceSource } from "./store.ts";
+export { type RemoteOptions, type TransferProgress } from "./remote.ts";
+export { MEDIA as CHECKPOINT_MEDIA_TYPES } from "./remote_format.ts";
+export { pushCheckpoint, type PushOptions, type PushResult } from "./remote_push.ts";
+export {
+  defaultPullName,
+  pullCheckpoint,
+  type PullOptions,
+  type PullResult,
+} from "./remote_pull.ts";
+export {
+  DEFAULT_READAHEAD,
+  type OpenedRemote,
+  openRemoteCheckpoint,
+  RemoteChunkSource,
+  type RemoteSourceStats,
+} from "./remote_source.ts";

@@ -17,7 +17,15 @@
 
 import { basename, dirname, join } from "node:path";
 import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
-import { ChunkBatch, ChunkStore, forEachLimit, fsyncDir } from "./chunk_store.ts";
+import {
+  ChunkBatch,
+  ChunkStore,
+  forEachLimit,
+  fsyncDir,
+  STORE_DIR_MODE,
+  STORE_FILE_MODE,
+} from "./chunk_store.ts";
+import type { ChunkSource } from "./chunk_source.ts";
 import { StoreError } from "./errors.ts";
 import { blake3, HASH_LEN, initHasher, isZero, toHex } from "./hash.ts";
 import {
@@ -57,7 +65,20 @@ export interface StoreOpenOptions {
 }
 
 /** Where a device starts from. */
-export type DeviceSource = { base: string } | { checkpoint: string };
+export type DeviceSource =
+  | { base: string }
+  | { checkpoint: string }
+  | { remote: RemoteDeviceSource };
+
+/** A checkpoint from a registry, read lazily (see `remote_source.ts`). */
+export interface RemoteDeviceSource {
+  /** The reference, for logs. */
+  name: string;
+  /** Its `.idx` manifest, pinned in the store with {@linkcode Store.pinRemoteManifest}. */
+  manifestPath: string;
+  /** Where its chunks come from (local store first, then the registry). */
+  chunks: ChunkSource;
+}
 
 /** Options of {@linkcode Store.openDevice}. */
 export interface OpenDeviceOptions {
@@ -85,6 +106,8 @@ export interface CheckpointInfo {
   createdAt?: number;
   /** The checkpoint it was saved from, if any (informational). */
   parent?: string;
+  /** The registry reference and manifest digest it was pulled from, if it was. */
+  origin?: { ref: string; digest: string };
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -154,7 +177,7 @@ export class Store {
   static async open(dir: string, options: StoreOpenOptions = {}): Promise<Store> {
     await initHasher();
     for (const sub of ["chunks", "checkpoints", "bases", "leases", "tmp"]) {
-      await Deno.mkdir(join(dir, sub), { recursive: true });
+      await Deno.mkdir(join(dir, sub), { recursive: true, mode: STORE_DIR_MODE });
     }
     const store = new Store(dir, options);
     await store.chunks.init();
@@ -173,6 +196,7 @@ export class Store {
       read: true,
       write: true,
       create: true,
+      mode: STORE_FILE_MODE,
     });
     try {
       await file.lock(exclusive);
@@ -237,6 +261,7 @@ export class Store {
         };
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
+        if (m.meta.origin !== undefined) info.origin = m.meta.origin;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -295,7 +320,22 @@ export class Store {
     };
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
+    if (m.meta.origin !== undefined) details.origin = m.meta.origin;
     return details;
+  }
+
+  /** The `.idx` manifest file of checkpoint `name`, validated. */
+  async readManifestBytes(name: string): Promise<Uint8Array> {
+    validateName(name);
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(this.#checkpointPath(name));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw await this.#notFound(name, "read");
+      throw err;
+    }
+    decodeManifest(bytes);
+    return bytes;
   }
 
   /** Deletes checkpoint `name` (its chunks go at the next gc unless still referenced). */
@@ -409,20 +449,21 @@ export class Store {
         );
       }
     } else {
-      validateName(source.checkpoint);
-      const leasePath = await this.#takeLease(this.#checkpointPath(source.checkpoint)).catch(
-        async (err) => {
-          if (err instanceof Deno.errors.NotFound) {
-            throw await this.#notFound(source.checkpoint, "open");
-          }
-          throw err;
-        },
-      );
+      const [name, path, chunks] = "checkpoint" in source
+        ? [source.checkpoint, this.#checkpointPath(source.checkpoint), this.chunks]
+        : [source.remote.name, source.remote.manifestPath, source.remote.chunks];
+      if ("checkpoint" in source) validateName(source.checkpoint);
+      const leasePath = await this.#takeLease(path).catch(async (err) => {
+        if (err instanceof Deno.errors.NotFound && "checkpoint" in source) {
+          throw await this.#notFound(source.checkpoint, "open");
+        }
+        throw err;
+      });
       lease.lower = leasePath;
       try {
         const m = await this.#readManifest(leasePath);
         blockSize = m.header.blockSize;
-        lower = new CheckpointLower(source.checkpoint, m.table, this.chunks, { log: this.#log });
+        lower = new CheckpointLower(name, m.table, chunks, { log: this.#log });
       } catch (err) {
         await Deno.remove(leasePath).catch(() => {});
         throw err;
@@ -483,6 +524,68 @@ export class Store {
     } finally {
       lock.close();
       lower.close();
+    }
+  }
+
+  /**
+   * Keeps the `.idx` manifest of a registry checkpoint as `bases/remote-ID.idx` (a gc root,
+   * dropped like base caches by `gc --prune-base-cache`), written under the shared lock so a
+   * gc never runs between it and the chunks fetched for it. Returns its path.
+   */
+  async pinRemoteManifest(id: string, bytes: Uint8Array): Promise<string> {
+    if (!/^[0-9a-f]{64}$/.test(id)) {
+      throw new StoreError("invalid_argument", `Cannot pin remote manifest "${id}": bad id`);
+    }
+    decodeManifest(bytes);
+    const path = join(this.dir, "bases", `remote-${id}.idx`);
+    const lock = await this.#lock(false);
+    try {
+      await this.#writeAtomic(path, bytes, true);
+    } finally {
+      lock.close();
+    }
+    return path;
+  }
+
+  /**
+   * Publishes manifest `bytes` as checkpoint `name` (atomically, durably; refuses an existing
+   * name unless `overwrite`). Every chunk it references must be in the store: callers fetch
+   * them first while a pin ({@linkcode Store.pinRemoteManifest}) keeps them from gc.
+   */
+  async publishCheckpoint(
+    name: string,
+    bytes: Uint8Array,
+    options: { overwrite?: boolean } = {},
+  ): Promise<void> {
+    validateName(name);
+    const m = decodeManifest(bytes);
+    const lock = await this.#lock(false);
+    try {
+      if (!options.overwrite && await this.has(name)) {
+        throw new StoreError(
+          "exists",
+          `Cannot save checkpoint "${name}": it already exists (delete it or ask to overwrite)`,
+        );
+      }
+      for (let i = 0; i < m.table.entryCount; i++) {
+        const h = m.table.get(i);
+        if (h && !(await this.chunks.has(h))) {
+          throw new StoreError(
+            "corrupt_chunk",
+            `Cannot save checkpoint "${name}": chunk ${toHex(h)} (block ${i}) is not in the store`,
+          );
+        }
+      }
+      try {
+        await this.#writeAtomic(this.#checkpointPath(name), bytes, options.overwrite ?? false);
+      } catch (err) {
+        if (err instanceof Deno.errors.AlreadyExists) {
+          throw new StoreError("exists", `Cannot save checkpoint "${name}": it already exists`);
+        }
+        throw err;
+      }
+    } finally {
+      lock.close();
     }
   }
 
@@ -585,7 +688,7 @@ export class Store {
   async #writeAtomic(path: string, bytes: Uint8Array, overwrite: boolean): Promise<void> {
     const tmp = join(this.dir, "tmp", `${basename(path)}.${crypto.randomUUID()}.tmp`);
     try {
-      const file = await Deno.open(tmp, { write: true, createNew: true });
+      const file = await Deno.open(tmp, { write: true, createNew: true, mode: STORE_FILE_MODE });
       try {
         let off = 0;
         while (off < bytes.length) off += await file.write(bytes.subarray(off));
@@ -655,6 +758,8 @@ export class Store {
         let lowerTable: BlockTable;
         if (lower instanceof CheckpointLower) {
           lowerTable = lower.table;
+          // A lazily read remote checkpoint: fetch what the new checkpoint references.
+          await lower.ensureLocal(fromLower);
         } else if (lower instanceof BaseLower) {
           const [t, id, hashed, written] = await this.#baseTable(lower, bs, phases);
           lowerTable = t;

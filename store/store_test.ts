@@ -184,3 +184,44 @@ Deno.test("Store - prepareBase ingests once so the first save hashes only dirty 
   await dev.close();
   assertEquals([r.hashedBlocks, r.newChunks, r.usedBlocks], [1, 1, 12]);
 });
+
+/** Every path under `dir` (itself included) with its permission bits. */
+async function modesUnder(dir: string): Promise<{ path: string; dir: boolean; mode: number }[]> {
+  const out = [{ path: dir, dir: true, mode: (await Deno.stat(dir)).mode! & 0o7777 }];
+  for await (const e of Deno.readDir(dir)) {
+    const path = `${dir}/${e.name}`;
+    if (e.isDirectory) out.push(...await modesUnder(path));
+    else out.push({ path, dir: false, mode: (await Deno.lstat(path)).mode! & 0o7777 });
+  }
+  return out;
+}
+
+Deno.test("Store - folders are 0700, chunks, manifests and the lock 0600: no other user opens them", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  // A parent other users may enter: only the store's own modes keep them out.
+  await Deno.chmod(tmp.path, 0o755);
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 8, 3);
+  const dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/inst`,
+  });
+  await dev.write(0, pseudoRandom(BS, 9));
+  await dev.save("private");
+  await dev.close();
+  await store.gc(); // takes the lock file
+  const all = await modesUnder(`${tmp.path}/store`);
+  const files = all.filter((e) => !e.dir);
+  assert(files.some((e) => e.path.endsWith("/lock")), "the lock file exists");
+  assert(files.some((e) => e.path.endsWith("/checkpoints/private.idx")), "the manifest exists");
+  assert(files.some((e) => /\/chunks\/[0-9a-f]{2}\//.test(e.path)), "chunks exist");
+  const open = all.filter((e) => e.mode !== (e.dir ? 0o700 : 0o600));
+  assertEquals(open, [], "every folder 0700 and every file 0600");
+  // The real question: can another user open the lock (or anything) at all?
+  const asNobody = await new Deno.Command("setpriv", {
+    args: ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", `${tmp.path}/store/lock`],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert(!asNobody.success, "another user opened the store lock");
+  assert(new TextDecoder().decode(asNobody.stderr).includes("Permission denied"));
+});

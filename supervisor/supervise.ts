@@ -21,7 +21,7 @@ import {
   type NetworkSettings,
   type SandboxMount,
 } from "../runner/mod.ts";
-import type { AccelChoice } from "../vm/mod.ts";
+import type { AccelChoice, BackendName } from "../vm/mod.ts";
 import { StopClock } from "./idle.ts";
 import {
   claimName,
@@ -47,6 +47,8 @@ export interface SuperviseSpec {
   diskSizeMiB: number;
   /** Accelerator choice. */
   accel: AccelChoice;
+  /** VM backend (default: the host's). */
+  backend?: BackendName;
   /** Start from this checkpoint. */
   from?: string;
   /** Host folders to share. */
@@ -173,6 +175,7 @@ export async function supervise(
       memoryMiB: spec.memoryMiB,
       diskSizeMiB: spec.diskSizeMiB,
       accel: spec.accel,
+      ...(spec.backend ? { backend: spec.backend } : {}),
       ...(spec.from !== undefined ? { from: spec.from } : {}),
       mounts: spec.mounts,
       instanceId: spec.name,

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assertEquals } from "./assert.ts";
 import { type CliResult, requireTool, shuruCommandLine, type TestHome } from "./_shuru.ts";
 import { LineReader } from "./_lines.ts";
 
@@ -200,7 +200,10 @@ export function fields(stdout: string): Record<string, string> {
 export const PROBE_FN = "probe() { t0=$(date +%s%N); curl -sS -o /dev/null --max-time 10 " +
   '"$2" 2>/dev/null; rc=$?; echo "$1=$rc $(( ($(date +%s%N) - t0) / 1000000 ))"; }';
 
-/** Asserts a probe failed with `rc` in well under curl's 10 s cap (refused, not hung). */
+/**
+ * Asserts a probe failed with `rc`: refused or unresolved, not hung. curl's exit code says which
+ * (28 is its 10 s cap), whatever the guest's speed; the time is only reported.
+ */
 export function assertFastFailure(
   f: Record<string, string>,
   key: string,
@@ -208,8 +211,11 @@ export function assertFastFailure(
   all: string,
 ): void {
   const [code, ms] = (f[key] ?? "").split(" ").map(Number);
-  assertEquals(code, rc, `${key}: curl exit code (7 refused, 6 no such name, 28 hung)\n${all}`);
-  assert(ms! < 5000, `${key}: took ${ms} ms, expected an immediate failure\n${all}`);
+  assertEquals(
+    code,
+    rc,
+    `${key}: curl exit code (7 refused, 6 no such name, 28 hung) after ${ms} ms\n${all}`,
+  );
 }
 
 /** A CLI result as text for assertion messages. */

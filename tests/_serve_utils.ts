@@ -86,7 +86,7 @@ export class ServeProcess {
       stderr: "piped",
     }).spawn();
     const p = new ServeProcess(socket, child);
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 120_000;
     while (true) {
       try {
         const conn = await Deno.connect({ transport: "unix", path: socket });

@@ -58,13 +58,16 @@ export class TestHome implements AsyncDisposable {
     const dec = new TextDecoder();
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
   }
-  /** Starts `shuru ARGS` and returns the child (stdout/stderr piped). */
-  spawn(args: string[], options: { cwd?: string } = {}): Deno.ChildProcess {
+  /** Starts `shuru ARGS` and returns the child (stdout/stderr piped, stdin as asked). */
+  spawn(
+    args: string[],
+    options: { cwd?: string; stdin?: "piped" | "null" } = {},
+  ): Deno.ChildProcess {
     return new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "--config", CONFIG, MAIN, ...args],
       env: this.env(),
       cwd: options.cwd ?? ROOT,
-      stdin: "null",
+      stdin: options.stdin ?? "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();

@@ -6,6 +6,7 @@
 
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { startAgent, text } from "./_agent_fixture.ts";
+import { LineReader } from "./_lines.ts";
 import {
   AlreadyExistsError,
   InvalidArgumentError,
@@ -204,7 +205,7 @@ Deno.test("agent files", async (t) => {
     const has = (kind: string, suffix: string) =>
       seen.some((e) => e.kind === kind && e.paths.some((p) => p.endsWith(suffix)));
     const waitFor = async (kind: string, suffix: string) => {
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 60_000;
       while (!has(kind, suffix) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -239,10 +240,10 @@ Deno.test("agent port forward", async (t) => {
     `Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(port) },
       async (req) => new Response(req.method === "POST" ? await req.bytes() : "hello from the guest"));`,
   ]);
-  const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const first = await lines.read();
-  const guestPort = Number(first.value?.trim());
-  assert(guestPort > 0, `server printed ${first.value}`);
+  const lines = new LineReader(server.stdout);
+  const first = await lines.next();
+  const guestPort = Number(first?.trim());
+  assert(guestPort > 0, `server printed ${first}`);
 
   await t.step("HTTP through the forwarded port", async () => {
     await using fwd = await sb.forward(0, guestPort);
@@ -268,8 +269,8 @@ Deno.test("agent port forward", async (t) => {
        console.log(l.addr.port);
        for await (const c of l) c.readable.pipeTo(c.writable).catch(() => {});`,
     ]);
-    const echoLines = echo.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    const echoPort = Number((await echoLines.read()).value?.trim());
+    const echoLines = new LineReader(echo.stdout);
+    const echoPort = Number((await echoLines.next())?.trim());
     await using fwd = await sb.forward(0, echoPort);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: fwd.hostPort });
     const payload = random(2 * 1024 * 1024);

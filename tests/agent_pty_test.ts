@@ -18,7 +18,7 @@ class Screen {
     // A failed step leaves the reader to the sandbox's close; that must not be unhandled.
     this.#done.catch(() => {});
   }
-  async waitFor(pattern: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+  async waitFor(pattern: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const m = this.out.match(pattern);
@@ -76,13 +76,13 @@ Deno.test("agent PTY session", async (t) => {
   });
 
   await t.step("Ctrl-C on the terminal interrupts the foreground program", async () => {
-    const proc = sb.spawn(["sh", "-c", "sleep 300; echo after=$?"], {
+    const proc = sb.spawn(["sh", "-c", "echo ready; sleep 300; echo after=$?"], {
       stdin: "piped",
       tty: { rows: 24, cols: 80 },
     });
     const screen = new Screen(proc);
-    await proc.pid;
-    await new Promise((r) => setTimeout(r, 300));
+    // The shell runs in the terminal's foreground group once it printed: ^C reaches it.
+    await screen.waitFor(/ready/);
     const w = proc.stdin.getWriter();
     await w.write(new Uint8Array([3])); // ^C
     const status = await proc.wait();
@@ -108,8 +108,8 @@ Deno.test("shuru exec --tty in a terminal (tmux)", async () => {
   assert(started.success, text(started.stderr));
   try {
     const capture = async () => text((await tmuxCmd("capture-pane", "-p", "-J")).stdout);
-    const waitFor = async (re: RegExp) => {
-      const deadline = Date.now() + 30_000;
+    const waitFor = async (re: RegExp, ms = 60_000) => {
+      const deadline = Date.now() + ms;
       let screen = "";
       while (Date.now() < deadline) {
         screen = await capture();
@@ -125,12 +125,20 @@ Deno.test("shuru exec --tty in a terminal (tmux)", async () => {
     await enter();
     await waitFor(/^30 100$/m);
     await tmuxCmd("resize-window", "-x", "120", "-y", "40");
-    await send("clear; stty size");
-    await enter();
-    await waitFor(/^40 120$/m);
+    // The new size travels tmux -> shuru exec -> agent -> PTY: ask until the shell has it.
+    for (let tries = 0;; tries++) {
+      await send("clear; stty size");
+      await enter();
+      try {
+        await waitFor(/^40 120$/m, 3_000);
+        break;
+      } catch (err) {
+        if (tries === 20) throw err;
+      }
+    }
     await send("exit 3");
     await enter();
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       const code = await Deno.readTextFile(codeFile).catch(() => "");
       if (code.trim() !== "") {

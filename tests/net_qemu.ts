@@ -288,8 +288,9 @@ HOST=\${ARG%%:*}; REST=\${ARG#*:}; PORT=\${REST%%:*}; REST=\${REST#*:}; RAW=\${R
 echo "RESULT hello $(wget -q -O - http://$HOST:$PORT/hello)"
 if [ "$MODE" = checks ]; then
   if nslookup pypi.org >/dev/null 2>&1; then echo "RESULT denied resolved"; else echo "RESULT denied nxdomain"; fi
-  t0=$(now); nc -w 5 10.9.9.9 80 </dev/null >/dev/null 2>&1; rc=$?; t1=$(now)
-  echo "RESULT refused rc=$rc $t0 $t1"
+  t0=$(now); err=$(nc -w 5 10.9.9.9 80 </dev/null 2>&1 >/dev/null); rc=$?; t1=$(now)
+  case "$err" in *"Connection refused"*) how=reset ;; *) how=other ;; esac
+  echo "RESULT refused rc=$rc $how $t0 $t1"
 fi
 t0=$(now); wget -q -O /tmp/up http://$HOST:$PORT/download; t1=$(now)
 echo "RESULT download $(stat -c %s /tmp/up) $t0 $t1"

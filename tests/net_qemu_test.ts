@@ -64,8 +64,9 @@ Deno.test("proxy serves a QEMU guest over -netdev stream: DHCP, DNS, refusals, 1
     assertEquals(get("hello"), "hello from the host");
     assertEquals(get("denied"), "nxdomain");
     const refused = get("refused");
-    assert(refused.startsWith("rc=1 "), refused);
-    assert(guestSeconds(refused) < 1, `refusal took ${guestSeconds(refused)} s`);
+    // Refused by a reset, not left to time out (nc says which, whatever the guest's speed).
+    assert(refused.startsWith("rc=1 reset "), refused);
+    console.log(`  refusal in the guest: ${guestSeconds(refused)} s`);
     assertEquals(get("download").split(" ")[0], String(SIZE));
     assertEquals(get("upload").split(" ").slice(0, 2), [String(SIZE), server.hash]);
     assert(blocked.includes("shuru: blocked pypi.org (not in --allow-host)"), blocked.join("\n"));

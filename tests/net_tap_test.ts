@@ -146,12 +146,11 @@ esac
       async () => {
         const ok = await inNs(["busybox", "nslookup", "api.test", "10.0.2.3"]);
         assert(/Address:\s+198\.1[89]\./.test(ok), ok);
-        const started = performance.now();
         const denied = await inNs(["busybox", "nslookup", "pypi.org", "10.0.2.3"], {
           allowFail: true,
         });
-        assert(performance.now() - started < 1000, "denied name answered within a second");
-        assert(/NXDOMAIN|can't find/i.test(denied), denied);
+        // Answered NXDOMAIN, not left to time out (which prints "timed out", whatever the speed).
+        assert(/NXDOMAIN/.test(denied), denied);
         assert(
           blocked.some((l) => l === "shuru: blocked pypi.org (not in --allow-host)"),
           blocked.join("\n"),
@@ -217,17 +216,14 @@ esac
             `http://rebind.wild.test:${port}/`,
           ]
         ) {
-          const started = performance.now();
           const res = await new Deno.Command("ip", {
             args: ["netns", "exec", tap.netns, "curl", "-sS", "--max-time", "5", url],
             stdout: "null",
             stderr: "piped",
           }).output();
-          const ms = performance.now() - started;
           assert(!res.success, `${url} must fail`);
-          // curl exit 7: connection refused (our RST), not 28 (timeout).
+          // curl exit 7: connection refused (our RST), not 28 (timeout): "at once" by its kind.
           assertEquals(res.code, 7, `${url}: ${new TextDecoder().decode(res.stderr)}`);
-          assert(ms < 2000, `${url} refused in ${ms.toFixed(0)} ms`);
         }
         assert(
           blocked.some((l) => l.startsWith("shuru: blocked 203.0.113.5:")),

@@ -213,9 +213,16 @@ Deno.test("run - an interactive shell on a PTY answers tty and stty size", async
     assert(/\/dev\/pts\/\d+/.test(text), text);
     assert(/^30 100$/m.test(text), text);
     await tmux("resize-window", "-t", session, "-x", "120", "-y", "40");
-    await new Promise((r) => setTimeout(r, 500));
-    await tmux("send-keys", "-t", session, "stty size", "Enter");
-    await waitFor(/^40 120$/m, 30_000);
+    // The new size travels tmux -> shuru -> agent -> guest PTY: ask until the guest has it.
+    for (let tries = 0;; tries++) {
+      await tmux("send-keys", "-t", session, "stty size", "Enter");
+      try {
+        await waitFor(/^40 120$/m, 5_000);
+        break;
+      } catch (err) {
+        if (tries === 20) throw err;
+      }
+    }
     await tmux("send-keys", "-t", session, "exit 3", "Enter");
     await waitFor(/SHURU-EXIT=3/, 60_000);
   } finally {

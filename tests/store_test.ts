@@ -202,7 +202,7 @@ Deno.test("store - SIGKILL at any moment of a save leaves the store consistent",
     if ("delayMs" in point) {
       await new Promise((r) => setTimeout(r, point.delayMs));
     } else if ("manifest" in point) {
-      const deadline = Date.now() + 20_000;
+      const deadline = Date.now() + 120_000;
       while (Date.now() < deadline) {
         try {
           await Deno.lstat(`${t.home}/store/checkpoints/${name}.idx`);
@@ -212,7 +212,7 @@ Deno.test("store - SIGKILL at any moment of a save leaves the store consistent",
         }
       }
     } else {
-      const deadline = Date.now() + 20_000;
+      const deadline = Date.now() + 120_000;
       while ((await countChunks(t.home)) - before < point.chunks && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 2));
       }

@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "./assert.ts";
+import { LineReader } from "./_lines.ts";
 import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
 import { homeLayout } from "../cli/home.ts";
 import { createInstance, hostTscRate, kernelCmdline, launchGuest, QemuBackend } from "../vm/mod.ts";
@@ -63,7 +64,7 @@ async function serveOverlay(dir: string, rootfs: string) {
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 6000; i++) {
     try {
       await Deno.stat(socket);
       return { socket, child };
@@ -72,7 +73,7 @@ async function serveOverlay(dir: string, rootfs: string) {
     }
   }
   child.kill("SIGKILL");
-  throw new Error("qemu-nbd did not create its socket in 5 s (apt-get install qemu-utils)");
+  throw new Error("qemu-nbd did not create its socket in 60 s (apt-get install qemu-utils)");
 }
 
 /** Reads `count` newline-terminated lines (at most `cap` bytes) from `conn`. */
@@ -247,8 +248,8 @@ await new Promise(() => {});
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
-      const reader = owner.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      const { value } = await reader.read();
+      const reader = new LineReader(owner.stdout);
+      const value = await reader.next();
       const qemuPid = Number(value?.trim());
       assert(qemuPid > 0, `owner printed ${value}`);
       const state = async () => {
@@ -262,10 +263,10 @@ await new Promise(() => {});
       assert((await state()) !== "gone", "QEMU is not running");
       owner.kill("SIGKILL");
       await owner.status;
-      reader.releaseLock();
-      await owner.stdout.cancel().catch(() => {});
+      await reader.cancel().catch(() => {});
+      // The kernel signals QEMU as the owner dies; a busy machine may take a while to run it.
       let s = await state();
-      for (let i = 0; i < 200 && s !== "gone" && s !== "Z"; i++) {
+      for (let i = 0; i < 3000 && s !== "gone" && s !== "Z"; i++) {
         await new Promise((r) => setTimeout(r, 10));
         s = await state();
       }

@@ -17,8 +17,8 @@ import { VmError } from "./errors.ts";
 import { QemuBackend } from "./qemu.ts";
 import type { Accel } from "./types.ts";
 
-/** What the user may ask for. */
-export type AccelChoice = Accel | "auto";
+/** What the user may ask for (`hvf` comes with the VZ backend, never from a flag). */
+export type AccelChoice = "kvm" | "tcg" | "auto";
 
 /** Parses an accelerator name (`--accel`, `SHURU_ACCEL`, config `accel`). */
 export function parseAccel(value: string): AccelChoice {

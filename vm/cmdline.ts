@@ -17,6 +17,10 @@ export interface CmdlineOptions {
   verbose?: boolean;
   /** Initramfs probe mode: print the probe marker and power off. */
   probe?: boolean;
+  /** The console device (`hvc0` for a virtio console). @default "ttyS0" */
+  console?: string;
+  /** Keep PCI probing (VZ's virtio devices are on PCI; microvm has none). @default false */
+  pci?: boolean;
   /** Extra words appended as is. */
   extra?: readonly string[];
 }
@@ -24,7 +28,7 @@ export interface CmdlineOptions {
 /** Returns the kernel command line for a shuru guest. */
 export function kernelCmdline(options: CmdlineOptions = {}): string {
   const words = [
-    "console=ttyS0",
+    `console=${options.console ?? "ttyS0"}`,
     // Power off instead of hanging on a panic; QEMU runs with -no-reboot and exits.
     "panic=-1",
     options.verbose ? "loglevel=7" : "quiet",
@@ -33,7 +37,7 @@ export function kernelCmdline(options: CmdlineOptions = {}): string {
     "cryptomgr.notests",
     "tsc=reliable",
     "no_timer_check",
-    "pci=off",
+    ...(options.pci ? [] : ["pci=off"]),
     "audit=0",
     "random.trust_cpu=on",
   ];

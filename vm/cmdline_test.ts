@@ -16,3 +16,11 @@ Deno.test("kernelCmdline: console, panic power-off, TSC rate, module groups, pro
   assertEquals(kernelCmdline({ extra: ["a=b"] }).split(" ").at(-1), "a=b");
   assertThrows(() => kernelCmdline({ tscKhz: 0 }), "tscKhz");
 });
+
+Deno.test("kernelCmdline: the VZ machine's console and PCI (VZ's validator accepts it)", () => {
+  const qemu = kernelCmdline().split(" ");
+  assert(qemu.includes("console=ttyS0") && qemu.includes("pci=off"));
+  const vz = kernelCmdline({ console: "hvc0", pci: true }).split(" ");
+  assert(vz.includes("console=hvc0"));
+  assert(!vz.includes("pci=off") && !vz.includes("console=ttyS0"));
+});

@@ -11,7 +11,13 @@ export type VmErrorCode =
   | "qemu_failed"
   | "boot_failed"
   | "agent_timeout"
-  | "instance_busy";
+  | "instance_busy"
+  /** The host cannot run this backend (VZ off macOS, macOS too old, not the main thread). */
+  | "unsupported_host"
+  /** Virtualization.framework refused or failed an operation (its message is included). */
+  | "vz_failed"
+  /** The process lacks the com.apple.security.virtualization entitlement. */
+  | "not_signed";
 
 /** A VM could not be configured, started or run; `message` says what to do about it. */
 export class VmError extends Error {

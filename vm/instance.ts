@@ -125,7 +125,7 @@ export async function createInstance(
         `(${MAX_SOCKET_PATH} bytes); set SHURU_HOME to a shorter path`,
     );
   }
-  await Deno.mkdir(instancesDir, { recursive: true });
+  await Deno.mkdir(instancesDir, { recursive: true, mode: 0o700 });
   try {
     await Deno.mkdir(instance.dir, { mode: 0o700 });
   } catch (err) {

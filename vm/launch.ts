@@ -47,11 +47,16 @@ export async function launchGuest(options: LaunchOptions): Promise<Vm> {
   if (mounts.length > 0) groups.push("9p", "overlay");
   if (options.net) groups.push("net");
   const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
-  const backend = options.backend ?? new QemuBackend();
+  const backend: VmBackend = options.backend ?? new QemuBackend();
   const vm = await backend.start({
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
-    cmdline: kernelCmdline({ tscKhz, moduleGroups: groups, verbose: options.verbose }),
+    cmdline: kernelCmdline({
+      tscKhz,
+      moduleGroups: groups,
+      verbose: options.verbose,
+      ...backend.cmdline,
+    }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,
     accel: options.accel,

@@ -1,7 +1,7 @@
 /**
  * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend, accelerator choice (KVM/TCG), kernel command line, host TSC rate and instance
- * folders.
+ * backend, the Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md), accelerator
+ * choice (KVM/TCG), kernel command line, host TSC rate and instance folders.
  *
  * A run looks like:
  * ```ts
@@ -37,6 +37,31 @@ export type {
 } from "./types.ts";
 export { VmError, type VmErrorCode } from "./errors.ts";
 export { QemuBackend, type QemuBackendOptions } from "./qemu.ts";
+export {
+  type BackendName,
+  createBackend,
+  type CreateBackendOptions,
+  defaultBackend,
+  parseBackend,
+} from "./backend.ts";
+export { VzBackend, type VzBackendOptions, VzVm } from "./vz.ts";
+export {
+  ensureSignedDeno,
+  ENTITLEMENTS_PLIST,
+  signedDenoPath,
+  type SignOptions,
+  type SignResult,
+  VZ_ENTITLEMENT,
+} from "./vz_sign.ts";
+export { BootConsole, type BootConsoleOptions } from "./console.ts";
+export {
+  confineCommand,
+  type ConfinedCommand,
+  type ConfineOptions,
+  confineQemu,
+  type NetnsMode,
+  QEMU_SANDBOX_ARGS,
+} from "./confine.ts";
 export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";

@@ -1,17 +1,19 @@
 /**
  * The QEMU backend: runs `qemu-system-x86_64 -M microvm` as a child process.
  *
- * No orphan QEMU: the child is started through `setpriv --pdeathsig SIGKILL`, so the kernel
- * kills it when our process dies for any reason (even SIGKILL); a normal exit kills it too.
+ * QEMU runs confined (`confine.ts`): its seccomp sandbox, an empty environment, its own network
+ * namespace where the host allows one, and `setpriv --pdeathsig SIGKILL`, so the kernel kills it
+ * when our process dies for any reason (even SIGKILL); a normal exit kills it too.
  * The serial console always goes to the instance's log file; its tail is attached to errors.
  *
  * @module
  */
 
+import { confineQemu } from "./confine.ts";
+import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import { qemuArgs } from "./qemu_args.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../assets/mod.ts";
 import { findCommand } from "../assets/host_tools.ts";
 
 /** Options of {@linkcode QemuBackend}. */
@@ -24,9 +26,7 @@ export interface QemuBackendOptions {
   onConsoleLine?: (line: string) => void;
 }
 
-const CONSOLE_TAIL_LINES = 200;
 const STDERR_CAP = 64 * 1024;
-const LINE_CAP = 4096;
 
 /** QEMU processes still running, killed if our process exits normally. */
 const live = new Set<Deno.ChildProcess>();
@@ -78,16 +78,18 @@ export class QemuBackend implements VmBackend {
     const listener = Deno.listen({ transport: "unix", path: config.agentSocket });
     let vm: QemuVm;
     try {
-      const setpriv = findCommand("setpriv", this.#options.path);
-      const argv = setpriv
-        ? [setpriv, "--pdeathsig", "SIGKILL", "--", qemu, ...args]
-        : [qemu, ...args];
+      const command = await confineQemu(
+        qemu,
+        args,
+        this.#options.path !== undefined ? { path: this.#options.path } : {},
+      );
       const log = await Deno.open(config.consoleLog, { write: true, create: true, truncate: true });
       const started = performance.now();
       let child: Deno.ChildProcess;
       try {
-        child = new Deno.Command(argv[0]!, {
-          args: argv.slice(1),
+        child = new Deno.Command(command.program, {
+          args: command.args,
+          clearEnv: true,
           stdin: config.interactiveConsole ? "inherit" : "null",
           stdout: "piped",
           stderr: "piped",
@@ -99,7 +101,10 @@ export class QemuBackend implements VmBackend {
         });
       }
       track(child);
-      vm = new QemuVm(child, log, listener, started, config, this.#options.onConsoleLine);
+      vm = new QemuVm(child, log, listener, started, config, {
+        confinement: command.summary,
+        ...(this.#options.onConsoleLine ? { onConsoleLine: this.#options.onConsoleLine } : {}),
+      });
     } catch (err) {
       listener.close();
       await Deno.remove(config.agentSocket).catch(() => {});
@@ -120,17 +125,13 @@ export class QemuBackend implements VmBackend {
 
 class QemuVm implements Vm {
   readonly pid: number;
+  readonly confinement: string;
   readonly agent: Promise<Deno.Conn>;
   readonly exited: Promise<VmExit>;
-  readonly phases: Partial<Record<BootPhase, number>> = {};
   readonly #child: Deno.ChildProcess;
-  readonly #started: number;
-  readonly #tail: string[] = [];
-  readonly #waiters = new Map<BootPhase, Array<(ms: number) => void>>();
+  readonly #console: BootConsole;
   #stopRequested = false;
   #ended = false;
-  #sawPowerDown = false;
-  #panic = "";
 
   constructor(
     child: Deno.ChildProcess,
@@ -138,18 +139,24 @@ class QemuVm implements Vm {
     listener: Deno.Listener,
     started: number,
     config: VmConfig,
-    onConsoleLine?: (line: string) => void,
+    options: { confinement: string; onConsoleLine?: (line: string) => void },
   ) {
     this.#child = child;
     this.pid = child.pid;
-    this.#started = started;
-    this.#mark("spawned");
+    this.confinement = options.confinement;
+    const onConsoleLine = options.onConsoleLine;
+    const bootConsole = new BootConsole({
+      started,
+      ...(onConsoleLine ? { onLine: onConsoleLine } : {}),
+    });
+    this.#console = bootConsole;
+    bootConsole.mark("spawned");
 
     this.agent = (async () => {
       try {
         const conn = await listener.accept();
         // QEMU connects while creating its devices, before it loads the kernel.
-        this.#mark("qemuReady");
+        bootConsole.mark("qemuReady");
         return conn;
       } finally {
         listener.close();
@@ -159,12 +166,7 @@ class QemuVm implements Vm {
     // The agent promise may lose the race with exit; keep it from being unhandled.
     this.agent.catch(() => {});
 
-    const consoleDone = this.#pumpConsole(
-      child.stdout,
-      log,
-      config.interactiveConsole,
-      onConsoleLine,
-    );
+    const consoleDone = this.#pumpConsole(child.stdout, log, config.interactiveConsole);
     const stderrDone = (async () => {
       let text = "";
       for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
@@ -177,96 +179,52 @@ class QemuVm implements Vm {
       const status = await child.status;
       live.delete(child);
       this.#ended = true;
-      this.#mark("exited");
+      bootConsole.mark("exited");
       // QEMU never connected: unblock accept().
       try {
         listener.close();
       } catch { /* closed after accept */ }
       const [stderr] = await Promise.all([stderrDone.catch(() => ""), consoleDone.catch(() => {})]);
       log.close();
-      for (const [, waiters] of this.#waiters) waiters.length = 0;
+      bootConsole.dropWaiters();
+      const panic = bootConsole.panic;
       return {
         code: status.code,
         signal: status.signal,
         // With -no-reboot QEMU exits 0 on a reset too (a panic reboots): only the kernel's
         // power-down message means the guest powered itself off.
-        poweredOff: status.success && !this.#stopRequested && this.#sawPowerDown && !this.#panic,
-        panic: this.#panic,
+        poweredOff: status.success && !this.#stopRequested && bootConsole.sawPowerDown &&
+          !panic,
+        panic,
         consoleTail: this.consoleTail(),
         stderr,
       };
     })();
   }
 
+  /** Boot phases seen on the console (ms since QEMU started). */
+  get phases(): Partial<Record<BootPhase, number>> {
+    return this.#console.phases;
+  }
+
   async #pumpConsole(
     stdout: ReadableStream<Uint8Array>,
     log: Deno.FsFile,
     echo: boolean | undefined,
-    onLine?: (line: string) => void,
   ): Promise<void> {
-    const decoder = new TextDecoder();
-    let partial = "";
-    for await (const chunk of stdout) {
-      await writeAll(log, chunk);
-      if (echo) await writeAll(Deno.stdout, chunk);
-      const lines = (partial + decoder.decode(chunk, { stream: true })).split("\n");
-      partial = (lines.pop() ?? "").slice(-LINE_CAP);
-      for (const raw of lines) {
-        const line = raw.replace(/\r$/, "").slice(0, LINE_CAP);
-        this.#tail.push(line);
-        if (this.#tail.length > CONSOLE_TAIL_LINES) this.#tail.shift();
-        this.#scan(line);
-        onLine?.(line);
+    try {
+      for await (const chunk of stdout) {
+        await writeAll(log, chunk);
+        if (echo) await writeAll(Deno.stdout, chunk);
+        this.#console.push(chunk);
       }
+    } finally {
+      this.#console.end();
     }
-    if (partial) this.#tail.push(partial);
-  }
-
-  /** Recognises the boot markers printed by the initramfs and the rootfs init. */
-  #scan(line: string): void {
-    if (line.includes("reboot: Power down")) {
-      this.#sawPowerDown = true;
-    } else if (!this.#panic && line.includes("Kernel panic")) {
-      this.#panic = line.replace(/^\[[ \d.]+\]\s*/, "");
-    } else if (line.startsWith(`${INITRAMFS_MARKER} start `)) {
-      const uptime = Number(line.split(" ").at(-1));
-      this.#mark("initramfs");
-      if (Number.isFinite(uptime)) {
-        this.#mark("kernel", Math.max(0, (this.phases.initramfs ?? 0) - uptime * 1000));
-      }
-    } else if (line.startsWith(`${INITRAMFS_MARKER} root mounted`)) {
-      this.#mark("rootMounted");
-    } else if (line.startsWith(AGENT_START_MARKER)) {
-      this.#mark("agentStart");
-    }
-  }
-
-  #mark(phase: BootPhase, at = performance.now() - this.#started): void {
-    if (this.phases[phase] !== undefined) return;
-    this.phases[phase] = Math.round(at);
-    for (const resolve of this.#waiters.get(phase) ?? []) resolve(this.phases[phase]!);
-    this.#waiters.delete(phase);
   }
 
   waitFor(phase: BootPhase): Promise<number> {
-    const seen = this.phases[phase];
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise<number>((resolve, reject) => {
-      const list = this.#waiters.get(phase) ?? [];
-      list.push(resolve);
-      this.#waiters.set(phase, list);
-      this.exited.then((exit) => {
-        if (this.phases[phase] !== undefined) return resolve(this.phases[phase]!);
-        reject(
-          new VmError(
-            "boot_failed",
-            `The VM ended (QEMU status ${exit.code}${exit.signal ? `, ${exit.signal}` : ""}) ` +
-              `before ${phase}. Console tail:\n${exit.consoleTail}` +
-              (exit.stderr ? `\nQEMU: ${exit.stderr}` : ""),
-          ),
-        );
-      });
-    });
+    return this.#console.waitFor(phase, this.exited, "QEMU");
   }
 
   async stop(graceMs = 5000): Promise<VmExit> {
@@ -296,7 +254,7 @@ class QemuVm implements Vm {
   }
 
   consoleTail(lines = 30): string {
-    return this.#tail.slice(-lines).join("\n");
+    return this.#console.tail(lines);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -43,9 +43,9 @@ export function qemuArgs(config: VmConfig): string[] {
     "microvm,acpi=on,pit=on",
     "-accel",
     config.accel,
-    // TCG: every feature QEMU can emulate. KVM: the host CPU as is.
+    // TCG: every feature QEMU can emulate. KVM (or HVF): the host CPU as is.
     "-cpu",
-    config.accel === "kvm" ? "host" : "max",
+    config.accel === "tcg" ? "max" : "host",
     "-smp",
     String(config.cpus),
     "-m",
@@ -133,7 +133,7 @@ export function qemuArgs(config: VmConfig): string[] {
     tags.add(mount.tag);
     args.push(
       "-fsdev",
-      `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=none` +
+      `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=mapped-xattr` +
         (mount.readOnly ? ",readonly=on" : ""),
       "-device",
       `virtio-9p-device,fsdev=fs${i},mount_tag=${mount.tag}`,

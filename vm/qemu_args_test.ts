@@ -67,8 +67,8 @@ Deno.test("qemuArgs: file disk, 9p mounts, network stream", () => {
     "file=/d/over,,lay.qcow2,format=qcow2,if=none,id=root,cache=unsafe,discard=unmap,read-only=on",
   ]);
   assertEquals(values(args, "-fsdev"), [
-    "local,id=fs0,path=/home/me/src,security_model=none,readonly=on",
-    "local,id=fs1,path=/tmp/out,security_model=none",
+    "local,id=fs0,path=/home/me/src,security_model=mapped-xattr,readonly=on",
+    "local,id=fs1,path=/tmp/out,security_model=mapped-xattr",
   ]);
   const devices = values(args, "-device");
   assert(devices.includes("virtio-9p-device,fsdev=fs0,mount_tag=src"));

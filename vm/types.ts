@@ -5,8 +5,8 @@
  * @module
  */
 
-/** How guest code is executed. */
-export type Accel = "kvm" | "tcg";
+/** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
+export type Accel = "kvm" | "tcg" | "hvf";
 
 /** The root disk: our NBD server's export, or an image file (tests, debugging). */
 export type DiskConfig =
@@ -96,6 +96,8 @@ export type BootPhase =
 export interface Vm extends AsyncDisposable {
   /** Process id of the VM process (QEMU), for instance records. */
   readonly pid: number;
+  /** One line naming how the VM process is confined on the host (for `shuru run -v`). */
+  readonly confinement?: string;
   /** Resolves once with the agent channel connection (QEMU connects at startup). */
   readonly agent: Promise<Deno.Conn>;
   /** Resolves when the VM has ended, however it ended. Never rejects. */
@@ -119,6 +121,8 @@ export interface Vm extends AsyncDisposable {
 export interface VmBackend {
   /** Backend name for logs (`qemu`, `vz`). */
   readonly name: string;
+  /** Kernel command line settings the backend's machine needs (VZ: `hvc0`, PCI). */
+  readonly cmdline?: { console?: string; pci?: boolean };
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
 }
