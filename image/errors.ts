@@ -24,6 +24,8 @@ export type ImageErrorCode =
   | "unsafe_path"
   /** The image does not fit the disk (live files, inodes, or an expanding stream: a bomb). */
   | "too_large"
+  /** The registry refused (auth, rate limit) or could not be reached; `cause` has the details. */
+  | "registry"
   /** A host program (mkfs.ext4, debugfs) failed. */
   | "command_failed";
 

@@ -23,8 +23,10 @@ import { ImageError } from "./errors.ts";
 import type { ImageConfig } from "./manifest.ts";
 import {
   type ExpansionBudget,
+  type ImageProgress,
   openLayerTar,
   parseImageReference,
+  type RegistryResolver,
   type ResolvedImage,
   resolveDockerArchive,
   resolveOciLayout,
@@ -35,7 +37,14 @@ import { inodesFor, writeExt4 } from "./ext4.ts";
 import { type ImageUser, resolveUser } from "./user.ts";
 
 export { ImageError, type ImageErrorCode } from "./errors.ts";
-export { type ImageReference, parseImageReference, type ResolvedImage } from "./source.ts";
+export {
+  type ImageProgress,
+  type ImageReference,
+  parseImageReference,
+  type RegistryResolver,
+  type ResolvedImage,
+} from "./source.ts";
+export { type RegistryImageOptions, registryResolver } from "./registry.ts";
 export type { ImageConfig } from "./manifest.ts";
 export type { ImageUser } from "./user.ts";
 
@@ -77,20 +86,6 @@ export interface PreparedImage {
   /** Milliseconds per step when converted now. */
   timings: Record<string, number>;
 }
-
-/** Progress of {@linkcode ensureImage}, one line each. */
-export interface ImageProgress {
-  /** What is happening. */
-  text: string;
-  /** 0..1 for the current step, when known. */
-  fraction?: number;
-}
-
-/** Where a registry reference is resolved (given by the caller that knows the registry client). */
-export type RegistryResolver = (
-  ref: string,
-  options: { blobsDir: string; onProgress: (p: ImageProgress) => void },
-) => Promise<ResolvedImage>;
 
 /** Options of {@linkcode ensureImage}. */
 export interface EnsureImageOptions {

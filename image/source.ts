@@ -42,6 +42,20 @@ import {
 } from "./manifest.ts";
 import { TarReader } from "./tar.ts";
 
+/** Progress of an image's conversion, one line each. */
+export interface ImageProgress {
+  /** What is happening. */
+  text: string;
+  /** 0..1 for the current step, when known. */
+  fraction?: number;
+}
+
+/** Where a registry reference is resolved (`registry.ts` over `oci/`'s client). */
+export type RegistryResolver = (
+  ref: string,
+  options: { blobsDir: string; onProgress: (p: ImageProgress) => void },
+) => Promise<ResolvedImage>;
+
 /** A parsed image reference. */
 export type ImageReference =
   | { kind: "oci"; dir: string; tag?: string; text: string }
