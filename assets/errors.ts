@@ -12,7 +12,9 @@ export type AssetErrorCode =
   | "module_not_found"
   | "agent_not_found"
   | "command_failed"
-  | "install_refused";
+  | "install_refused"
+  /** A user's `--kernel`, `--initrd` or `--rootfs` is missing, unreadable or of the wrong kind. */
+  | "boot_file_invalid";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

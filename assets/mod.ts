@@ -48,6 +48,7 @@ import {
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
 export { runTool, type RunToolOptions } from "./run.ts";
+export { checkInitrd, checkKernel, type CheckKernelOptions, checkRootfs } from "./boot_files.ts";
 export {
   aptInstallLine,
   ASSET_TOOLS,

@@ -89,6 +89,7 @@ const home = {
   store: join(root, "store"),
   assets: shared.assets,
   instances: join(root, "instances"),
+  images: join(root, "images"),
 };
 
 async function measure(mtu: number): Promise<MtuResult> {

@@ -68,6 +68,7 @@ async function child(dir: string): Promise<void> {
       store: join(root, "store"),
       assets: shared.assets,
       instances: join(root, "instances"),
+      images: join(root, "images"),
     },
     cpus: 2,
     memoryMiB: 2048,

@@ -34,6 +34,8 @@ export interface HomeLayout {
   assets: string;
   /** One folder per running VM instance. */
   instances: string;
+  /** OCI images converted to root filesystems, and their pulled layers (`--image`). */
+  images: string;
 }
 
 /**
@@ -50,6 +52,7 @@ export function homeLayout(root?: string): HomeLayout {
     store: join(root, "store"),
     assets: assets || join(root, "assets"),
     instances: join(root, "instances"),
+    images: join(root, "images"),
   };
 }
 
@@ -76,7 +79,13 @@ export async function makeHomePrivate(
   layout: HomeLayout,
   options: MakeHomePrivateOptions = {},
 ): Promise<string[]> {
-  const dirs = [layout.root, layout.store, layout.instances, join(layout.root, "sandboxes")];
+  const dirs = [
+    layout.root,
+    layout.store,
+    layout.instances,
+    layout.images,
+    join(layout.root, "sandboxes"),
+  ];
   const rel = relative(layout.root, layout.assets);
   if (rel !== "" && !rel.startsWith("..") && !rel.startsWith("/")) dirs.push(layout.assets);
   const tightened: { dir: string; was: number }[] = [];

@@ -251,7 +251,6 @@ export async function ensureImage(
       timings,
     };
     await Deno.writeTextFile(join(work, "image.json"), JSON.stringify(record, null, 2) + "\n");
-    await Deno.chmod(work, 0o755);
     try {
       await Deno.rename(work, dir);
     } catch (err) {

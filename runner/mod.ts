@@ -10,7 +10,14 @@
  */
 
 import { resolve } from "node:path";
-import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  checkInitrd,
+  checkKernel,
+  checkRootfs,
+  ensureAssets,
+  type GuestAssets,
+} from "../assets/mod.ts";
+import { ensureImage, type ImageProgress, registryResolver } from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../cli/home.ts";
 import { NbdServer } from "../nbd/mod.ts";
@@ -22,7 +29,7 @@ import {
   type RemoteSourceStats,
   Store,
 } from "../store/mod.ts";
-import type { SaveResult } from "../store/mod.ts";
+import type { ImageMeta, SaveResult } from "../store/mod.ts";
 import { looksLikeReference } from "../oci/mod.ts";
 import {
   type AccelChoice,
@@ -41,8 +48,16 @@ import {
 import { RunnerError } from "./errors.ts";
 import { GuestNetwork, type SandboxNetwork } from "./network.ts";
 import { RunSecrets } from "./secrets.ts";
+import {
+  defaultsFromMeta,
+  imageMeta,
+  NO_DEFAULTS,
+  type SpawnDefaults,
+  spawnDefaults,
+} from "./image.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export { applySpawnDefaults, NO_DEFAULTS, type SpawnDefaults } from "./image.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE, type SecretSetting } from "./secrets.ts";
 export {
   buildPolicy,
@@ -83,6 +98,19 @@ export interface BootOptions {
    * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
    */
   from?: string;
+  /**
+   * An OCI image as the root filesystem (`--image`): `oci:DIR[:TAG]`, `docker-archive:FILE` or a
+   * registry reference; converted for the disk size and cached on first use (`image/`).
+   */
+  image?: string;
+  /** A kernel of the user's (`--kernel`): a PVH ELF, or a bzImage it is extracted from. */
+  kernel?: string;
+  /** An initramfs of the user's (`--initrd`), replacing shuru's. */
+  initrd?: string;
+  /** An ext4 image of the user's as the root filesystem (`--rootfs`); it is never written. */
+  rootfs?: string;
+  /** Progress of an image's pull and conversion. */
+  onImageProgress?: (p: ImageProgress) => void;
   /** Registries that may be reached over plain HTTP besides loopback (`--insecure-registry`). */
   insecureRegistries?: string[];
   /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
@@ -179,6 +207,10 @@ export class BootedSandbox implements AsyncDisposable {
   readonly assets: GuestAssets;
   /** Phase timings. */
   readonly timings: BootTimings;
+  /** What the image (`--image`, or the checkpoint's image) gives user commands. */
+  readonly defaults: SpawnDefaults;
+  /** The image the disk descends from, recorded in checkpoints saved from it. */
+  readonly image: ImageMeta | undefined;
   #device: CowDevice;
   #server: NbdServer;
   #store: Store;
@@ -196,12 +228,16 @@ export class BootedSandbox implements AsyncDisposable {
     server: NbdServer;
     store: Store;
     network?: GuestNetwork;
+    defaults?: SpawnDefaults;
+    image?: ImageMeta;
   }) {
     this.sandbox = parts.sandbox;
     this.vm = parts.vm;
     this.instance = parts.instance;
     this.assets = parts.assets;
     this.timings = parts.timings;
+    this.defaults = parts.defaults ?? NO_DEFAULTS;
+    this.image = parts.image;
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
@@ -241,7 +277,10 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs);
+        saved = await this.#device.save(
+          options.saveAs,
+          this.image ? { image: this.image } : {},
+        );
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
@@ -278,7 +317,7 @@ export class BootedSandbox implements AsyncDisposable {
     const t0 = performance.now();
     const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
     const pauseMs = snapshot.pauseMs;
-    const saved = await snapshot.value.save(name);
+    const saved = await snapshot.value.save(name, this.image ? { image: this.image } : {});
     return { saved, pauseMs, totalMs: performance.now() - t0 };
   }
 
@@ -380,17 +419,65 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const tAssets = since();
   const diskBytes = options.diskSizeMiB * 1024 * 1024;
-  if (diskBytes < assets.rootfsBytes) {
+  const exclusive = [
+    ["--image", options.image],
+    ["--rootfs", options.rootfs],
+    ["--from", options.from],
+  ].filter(([, v]) => v !== undefined).map(([flag]) => flag);
+  if (exclusive.length > 1) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot use ${exclusive.join(" and ")} together: each names the root filesystem`,
+    );
+  }
+  // The user's boot files, checked before anything starts (one line each when wrong).
+  const boot = { kernel: assets.kernel, initramfs: assets.initramfs, tools: assets.tools };
+  if (options.kernel !== undefined) {
+    boot.kernel = await checkKernel(options.kernel, {
+      cacheDir: resolve(options.home.assets, "cache", "kernels"),
+    });
+  }
+  if (options.initrd !== undefined) {
+    await checkInitrd(options.initrd);
+    boot.initramfs = resolve(options.initrd);
+  }
+  const store = await Store.open(options.home.store);
+  let source: DeviceSource = { base: assets.rootfs };
+  let image: ImageMeta | undefined;
+  let defaults = NO_DEFAULTS;
+  if (options.image !== undefined) {
+    const prepared = await ensureImage(options.image, {
+      imagesDir: options.home.images,
+      diskBytes,
+      store,
+      registry: registryResolver({
+        insecureRegistries: options.insecureRegistries ?? [],
+        onRetry: notice,
+      }),
+      ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
+    });
+    source = { base: prepared.rootfs };
+    image = imageMeta(prepared);
+    defaults = spawnDefaults(prepared.defaults, options.image);
+  } else if (options.rootfs !== undefined) {
+    const bytes = await checkRootfs(options.rootfs);
+    if (diskBytes < bytes) {
+      throw new RunnerError(
+        "invalid_config",
+        `Cannot use a ${options.diskSizeMiB} MiB disk: ${options.rootfs} is ` +
+          `${Math.ceil(bytes / 1048576)} MiB (--disk-size ${Math.ceil(bytes / 1048576)} or more)`,
+      );
+    }
+    source = { base: resolve(options.rootfs) };
+  } else if (options.from === undefined && diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
       `Cannot use a ${options.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
-  const store = await Store.open(options.home.store);
-  let source: DeviceSource = { base: assets.rootfs };
+  const tAssets = since();
   if (options.from !== undefined && looksLikeReference(options.from)) {
     // Resolves and validates the artifact (small blobs only) before booting.
     const opened = await openRemoteCheckpoint(store, options.from, {
@@ -405,8 +492,14 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     });
   } else if (options.from !== undefined) {
     // Fail before booting when the checkpoint does not exist.
-    await store.inspect(options.from);
+    const info = await store.inspect(options.from);
     source = { checkpoint: options.from };
+    if (info.image) {
+      // A checkpoint of an image keeps the image's settings.
+      const settings = defaultsFromMeta(info.image);
+      image = info.image;
+      if (settings) defaults = spawnDefaults(settings, info.image.ref);
+    }
   }
   options.signal?.throwIfAborted();
   const instance = await createInstance(
@@ -433,8 +526,8 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     const decision = backendName === "vz"
       ? { accel: "hvf" as const, notice: "" }
       : await resolveAccel(options.accel, {
-        kernel: assets.kernel,
-        initrd: assets.initramfs,
+        kernel: boot.kernel,
+        initrd: boot.initramfs,
         cacheFile: resolve(options.home.root, "kvm-probe.json"),
         workDir: instance.dir,
         ...(tsc ? { tscKhz: tsc.khz } : {}),
@@ -466,7 +559,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       cleanup.push(() => n.close());
     }
     const vm = await launchGuest({
-      assets,
+      assets: boot,
       instance,
       cpus: options.cpus,
       memoryMiB: options.memoryMiB,
@@ -508,6 +601,8 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       server,
       store,
       ...(network ? { network } : {}),
+      defaults,
+      ...(image ? { image } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,

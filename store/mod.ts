@@ -45,7 +45,7 @@ export {
 } from "./device.ts";
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
-export type { BlockTable } from "./manifest.ts";
+export type { BlockTable, ImageMeta } from "./manifest.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/backend.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";

@@ -16,7 +16,13 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { BlockTable, decodeManifest, encodeManifest, type ManifestMeta } from "./manifest.ts";
+import {
+  BlockTable,
+  decodeManifest,
+  encodeManifest,
+  type ImageMeta,
+  type ManifestMeta,
+} from "./manifest.ts";
 import {
   ChunkBatch,
   ChunkStore,
@@ -108,6 +114,8 @@ export interface CheckpointInfo {
   parent?: string;
   /** The registry reference and manifest digest it was pulled from, if it was. */
   origin?: { ref: string; digest: string };
+  /** The OCI image it descends from, with that image's sandbox settings. */
+  image?: ImageMeta;
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -262,6 +270,7 @@ export class Store {
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
         if (m.meta.origin !== undefined) info.origin = m.meta.origin;
+        if (m.meta.image !== undefined) info.image = m.meta.image;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -321,6 +330,7 @@ export class Store {
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
     if (m.meta.origin !== undefined) details.origin = m.meta.origin;
+    if (m.meta.image !== undefined) details.image = m.meta.image;
     return details;
   }
 
@@ -813,6 +823,7 @@ export class Store {
       const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
       if (parent !== undefined) meta.parent = parent;
       if (baseId !== undefined) meta.base = baseId;
+      if (options.image !== undefined) meta.image = options.image;
       const bytes = encodeManifest(table, meta);
       const path = this.#checkpointPath(name);
       try {
