@@ -41,6 +41,10 @@ export interface ShuruConfig {
   mounts?: string[];
   command?: string[];
   from?: string;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   expose_host?: string[];
   secrets?: Record<string, unknown>;
   network?: { allow?: string[]; hosts?: string[] };
@@ -60,6 +64,10 @@ const FIELDS: Record<keyof ShuruConfig, FieldKind> = {
   mounts: "strings",
   command: "strings",
   from: "string",
+  image: "string",
+  kernel: "string",
+  initrd: "string",
+  rootfs: "string",
   expose_host: "strings",
   secrets: "object",
   network: "network",

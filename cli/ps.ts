@@ -14,7 +14,8 @@ export function psCommand(): Command {
   return new Command("ps")
     .description(
       "List running sandboxes: name, supervisor pid, state, uptime, CPUs, memory, the\n" +
-        "checkpoint it started from, forwarded ports and network access.",
+        "checkpoint or image it started from, forwarded ports, the ports its image exposes\n" +
+        "(forward them with -p) and network access.",
     )
     .option("--json", "print a JSON array of registry records (with uptime_ms)")
     .action(async (opts) => {
@@ -41,8 +42,9 @@ export function psCommand(): Command {
         formatDuration(now - Date.parse(r.startedAt)),
         String(r.cpus),
         `${r.memoryMiB}M`,
-        r.from ?? "-",
+        r.from ?? r.image ?? "-",
         r.ports.map((p) => `${p.host}->${p.guest}`).join(",") || "-",
+        r.exposedPorts?.join(",") || "-",
         r.network,
       ]);
       const header = [
@@ -54,6 +56,7 @@ export function psCommand(): Command {
         "MEMORY",
         "FROM",
         "PORTS",
+        "EXPOSED",
         "NETWORK",
       ];
       const all = [header, ...rows];

@@ -10,6 +10,7 @@ import { Command } from "@commander-js/extra-typings";
 import { resolve } from "node:path";
 import type { AssetProgress } from "../assets/mod.ts";
 import {
+  applySpawnDefaults,
   type BootedSandbox,
   bootSandbox,
   buildPolicy,
@@ -23,6 +24,8 @@ import { RegistryError } from "../oci/mod.ts";
 import type { RemoteSourceStats } from "../store/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
 import { type BackendName, parseAccel, parseBackend, VmError } from "../vm/mod.ts";
+import { AssetError } from "../assets/mod.ts";
+import { ImageError, type ImageProgress } from "../image/mod.ts";
 import {
   checkMount,
   loadConfig,
@@ -91,6 +94,26 @@ export function withRunFlags(cmd: Command) {
       "--from <checkpoint>",
       "start from this checkpoint instead of the base image; a registry reference " +
         "(registry/repo:tag) boots without downloading it: chunks are fetched on first read",
+    )
+    .option(
+      "--image <REF>",
+      "use an OCI image as the root filesystem: a registry reference (python:3.12-slim, " +
+        "localhost:5000/app:1), oci:DIR[:TAG] or docker-archive:FILE; converted once per disk " +
+        "size and cached; its Env, WorkingDir, User and Entrypoint/Cmd apply (docs/images.md)",
+    )
+    .option(
+      "--kernel <PATH>",
+      "boot this kernel instead of shuru's: a PVH ELF (vmlinux) or a bzImage (env SHURU_KERNEL)",
+    )
+    .option(
+      "--initrd <PATH>",
+      "boot this initramfs instead of shuru's; it must mount the root disk and run " +
+        "/sbin/shuru-init (env SHURU_INITRD)",
+    )
+    .option(
+      "--rootfs <PATH>",
+      "use this ext4 image as the root filesystem (never written; runs see a copy-on-write " +
+        "layer); it needs nothing of shuru's (env SHURU_ROOTFS)",
     )
     .option(
       "--insecure-registry <HOST>",
@@ -187,6 +210,10 @@ export type RunFlags = {
   memory?: number;
   diskSize?: number;
   from?: string;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   insecureRegistry?: string[];
   mount?: string[];
   allowHostWrites?: true;
@@ -216,6 +243,12 @@ export interface RunSettings {
   accel: "kvm" | "tcg" | "auto";
   backend: BackendName;
   from?: string;
+  /** `--image` reference. */
+  image?: string;
+  /** `--kernel`, `--initrd`, `--rootfs` (absolute paths). */
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   mounts: MountSpec[];
   ports: PortMapping[];
   command: string[] | undefined;
@@ -331,6 +364,15 @@ export async function resolveRunSettings(
     throw new UserError(`Invalid --cwd "${flags.cwd}": must be an absolute guest path`);
   }
   const from = flags.from ?? config.from;
+  const image = flags.image ?? config.image;
+  // A flag, else the environment, else the config file; paths relative to where they were given.
+  const bootFile = (flag: string | undefined, env: string, key: string | undefined) => {
+    const value = flag ?? (Deno.env.get(env) || undefined) ?? key;
+    return value === undefined ? undefined : resolve(value);
+  };
+  const kernel = bootFile(flags.kernel, "SHURU_KERNEL", config.kernel);
+  const initrd = bootFile(flags.initrd, "SHURU_INITRD", config.initrd);
+  const rootfs = bootFile(flags.rootfs, "SHURU_ROOTFS", config.rootfs);
   const command = argv.length > 0 ? argv : config.command;
   return {
     cpus: pick(flags.cpus, config.cpus, DEFAULTS.cpus),
@@ -339,6 +381,10 @@ export async function resolveRunSettings(
     accel,
     backend,
     ...(from !== undefined ? { from } : {}),
+    ...(image !== undefined ? { image } : {}),
+    ...(kernel !== undefined ? { kernel } : {}),
+    ...(initrd !== undefined ? { initrd } : {}),
+    ...(rootfs !== undefined ? { rootfs } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
     ports,
     command: command && command.length > 0 ? command : undefined,
@@ -363,6 +409,7 @@ async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
     agentBackend(booted.sandbox, {
       checkpoint: serialized((name: string) => liveCheckpointInfo(booted, name)),
       shutdown: () => Promise.resolve(),
+      spawnDefaults: booted.defaults,
     }),
     { serverInfo: { name: "shuru", version: VERSION }, log: (l) => console.error(l) },
   );
@@ -427,6 +474,8 @@ async function runOnce(
       accel: settings.accel,
       backend: settings.backend,
       ...(settings.from !== undefined ? { from: settings.from } : {}),
+      ...bootFiles(settings),
+      onImageProgress: imageProgressPrinter(),
       insecureRegistries: flags.insecureRegistry ?? [],
       onRemote: (r) => remote = r,
       mounts: settings.mounts,
@@ -463,13 +512,7 @@ async function runOnce(
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : await attachAgentProcess(booted.sandbox, settings.command ?? ["/bin/sh"], {
-          // A terminal gets an interactive PTY session; pipes are streamed.
-          tty: Deno.stdin.isTerminal(),
-          stdin: true,
-          env: settings.env,
-          ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
-        });
+        : await attachUserCommand(booted, settings);
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
@@ -503,7 +546,7 @@ async function runOnce(
     if (interrupted) return interrupted;
     if (
       err instanceof RunnerError || err instanceof VmError || err instanceof StoreError ||
-      err instanceof RegistryError
+      err instanceof RegistryError || err instanceof ImageError || err instanceof AssetError
     ) {
       throw new UserError(err.message, { exitCode: 125, cause: err });
     }
@@ -514,6 +557,44 @@ async function runOnce(
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }
+}
+
+/**
+ * The command of a run with the image's defaults: the given command, else the image's
+ * Entrypoint + Cmd, else `/bin/sh`; `-e` over the image's Env; `--cwd` over its WorkingDir; as
+ * its User.
+ */
+function attachUserCommand(booted: BootedSandbox, settings: RunSettings): Promise<number> {
+  const d = booted.defaults;
+  const command = settings.command ?? (d.command.length > 0 ? d.command : ["/bin/sh"]);
+  const cmd = applySpawnDefaults(d, command, {
+    env: settings.env,
+    ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
+  });
+  return attachAgentProcess(booted.sandbox, cmd.argv, {
+    // A terminal gets an interactive PTY session; pipes are streamed.
+    tty: Deno.stdin.isTerminal(),
+    stdin: true,
+    env: cmd.env,
+    ...(cmd.cwd !== undefined ? { cwd: cmd.cwd } : {}),
+  });
+}
+
+/** The boot file settings of a run, as `bootSandbox` takes them. */
+export function bootFiles(
+  settings: Pick<RunSettings, "image" | "kernel" | "initrd" | "rootfs">,
+): { image?: string; kernel?: string; initrd?: string; rootfs?: string } {
+  return {
+    ...(settings.image !== undefined ? { image: settings.image } : {}),
+    ...(settings.kernel !== undefined ? { kernel: settings.kernel } : {}),
+    ...(settings.initrd !== undefined ? { initrd: settings.initrd } : {}),
+    ...(settings.rootfs !== undefined ? { rootfs: settings.rootfs } : {}),
+  };
+}
+
+/** Image pull and conversion progress on stderr, one line each. */
+export function imageProgressPrinter(): (p: ImageProgress) => void {
+  return (p) => console.error(`shuru: image: ${p.text}`);
 }
 
 /** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */

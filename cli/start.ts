@@ -20,7 +20,16 @@ import {
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
-import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import {
+  bootFiles,
+  imageProgressPrinter,
+  progressPrinter,
+  resolveRunSettings,
+  type RunFlags,
+  withRunFlags,
+} from "./run.ts";
+import { ImageError } from "../image/mod.ts";
+import { prepareImage } from "../runner/mod.ts";
 import { asUserError } from "./host_deps.ts";
 import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
 
@@ -76,14 +85,23 @@ export function startCommand(): Command {
       } else {
         name = generateSandboxName(live);
       }
-      // Build missing guest assets here, with progress on this terminal, not in the log.
+      // Build missing guest assets (and convert the image) here, with progress on this
+      // terminal, not in the log.
       try {
         await ensureAssets({
           assetsDir: homeLayout().assets,
           ...(opts.installDeps ? { installDeps: true } : {}),
           onProgress: progressPrinter(),
         });
+        if (settings.image !== undefined) {
+          await prepareImage(homeLayout(), settings.image, {
+            diskSizeMiB: settings.diskSizeMiB,
+            insecureRegistries: opts.insecureRegistry ?? [],
+            onProgress: imageProgressPrinter(),
+          });
+        }
       } catch (err) {
+        if (err instanceof ImageError) throw new UserError(err.message, { cause: err });
         throw asUserError(err);
       }
       try {
@@ -96,6 +114,8 @@ export function startCommand(): Command {
           accel: settings.accel,
           backend: settings.backend,
           ...(settings.from !== undefined ? { from: settings.from } : {}),
+          ...bootFiles(settings),
+          ...(opts.insecureRegistry ? { insecureRegistries: opts.insecureRegistry } : {}),
           mounts: settings.mounts.map((m) => ({
             host: m.host,
             guest: m.guest,

@@ -77,8 +77,23 @@ export interface AgentSandbox {
   >;
 }
 
+/**
+ * What every user command gets unless it says otherwise: an image's Env, WorkingDir, and a
+ * command prefix that switches to its User (`runner/image.ts` makes these).
+ */
+export interface AgentSpawnDefaults {
+  /** Variables under the request's own. */
+  env: Record<string, string>;
+  /** The working folder when the request names none. */
+  cwd?: string;
+  /** Put in front of argv. */
+  argvPrefix: string[];
+}
+
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
+  /** Defaults of every spawn (an image's settings). */
+  spawnDefaults?: AgentSpawnDefaults;
   /** Saves the running sandbox's disk. */
   checkpoint?: (name: string) => Promise<Record<string, unknown>>;
   /** Stops the sandbox. */
@@ -101,9 +116,12 @@ export function agentBackend(
 ): ControlBackend {
   const backend: ControlBackend = {
     spawn(argv, opts) {
-      const proc = sandbox.spawn(argv, {
-        ...(opts.env ? { env: opts.env } : {}),
-        ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      const d = options.spawnDefaults;
+      const env = d ? { ...d.env, ...(opts.env ?? {}) } : opts.env;
+      const cwd = opts.cwd ?? d?.cwd;
+      const proc = sandbox.spawn(d ? [...d.argvPrefix, ...argv] : argv, {
+        ...(env ? { env } : {}),
+        ...(cwd ? { cwd } : {}),
         ...(opts.tty ? { tty: opts.tty } : {}),
         stdin: opts.stdin === false && !opts.tty ? "null" : "piped",
       });

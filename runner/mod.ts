@@ -17,7 +17,12 @@ import {
   ensureAssets,
   type GuestAssets,
 } from "../assets/mod.ts";
-import { ensureImage, type ImageProgress, registryResolver } from "../image/mod.ts";
+import {
+  ensureImage,
+  type ImageProgress,
+  type PreparedImage,
+  registryResolver,
+} from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../cli/home.ts";
 import { NbdServer } from "../nbd/mod.ts";
@@ -447,16 +452,12 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   let image: ImageMeta | undefined;
   let defaults = NO_DEFAULTS;
   if (options.image !== undefined) {
-    const prepared = await ensureImage(options.image, {
-      imagesDir: options.home.images,
-      diskBytes,
-      store,
-      registry: registryResolver({
-        insecureRegistries: options.insecureRegistries ?? [],
-        onRetry: notice,
-      }),
+    const prepared = await prepareImage(options.home, options.image, {
+      diskSizeMiB: options.diskSizeMiB,
+      insecureRegistries: options.insecureRegistries ?? [],
+      onRetry: notice,
       ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
-    });
+    }, store);
     source = { base: prepared.rootfs };
     image = imageMeta(prepared);
     defaults = spawnDefaults(prepared.defaults, options.image);
@@ -615,6 +616,41 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     await unwind();
     throw err;
   }
+}
+
+/** Options of {@linkcode prepareImage}. */
+export interface PrepareImageOptions {
+  /** The disk size the image is converted for. */
+  diskSizeMiB: number;
+  /** Registries reachable over plain HTTP besides loopback. */
+  insecureRegistries?: string[];
+  /** Progress lines. */
+  onProgress?: (p: ImageProgress) => void;
+  /** Called before a registry request is retried. */
+  onRetry?: (line: string) => void;
+}
+
+/**
+ * Converts image `ref` for a disk size (or finds it cached) and adds its blocks to the home's
+ * store: what `bootSandbox` does for `image`, callable ahead of time (`shuru start` shows the
+ * progress on its terminal before the supervisor boots).
+ */
+export async function prepareImage(
+  home: HomeLayout,
+  ref: string,
+  options: PrepareImageOptions,
+  store?: Store,
+): Promise<PreparedImage> {
+  return await ensureImage(ref, {
+    imagesDir: home.images,
+    diskBytes: options.diskSizeMiB * 1048576,
+    store: store ?? await Store.open(home.store),
+    registry: registryResolver({
+      insecureRegistries: options.insecureRegistries ?? [],
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    }),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */

@@ -51,6 +51,14 @@ export interface SuperviseSpec {
   backend?: BackendName;
   /** Start from this checkpoint. */
   from?: string;
+  /** The root filesystem from an OCI image (converted by `shuru start` before launching). */
+  image?: string;
+  /** The user's kernel, initramfs or root filesystem image (absolute paths). */
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
+  /** Registries reachable over plain HTTP besides loopback. */
+  insecureRegistries?: string[];
   /** Host folders to share. */
   mounts: SandboxMount[];
   /** Ports to forward from 127.0.0.1. */
@@ -137,6 +145,7 @@ export async function supervise(
       memoryMiB: spec.memoryMiB,
       diskSizeMiB: spec.diskSizeMiB,
       from: spec.from ?? null,
+      image: spec.image ?? null,
       ports: spec.ports,
       network: describeNetwork(spec.network),
       idleTimeoutMs: spec.idleTimeoutMs ?? null,
@@ -177,6 +186,11 @@ export async function supervise(
       accel: spec.accel,
       ...(spec.backend ? { backend: spec.backend } : {}),
       ...(spec.from !== undefined ? { from: spec.from } : {}),
+      ...(spec.image !== undefined ? { image: spec.image } : {}),
+      ...(spec.kernel !== undefined ? { kernel: spec.kernel } : {}),
+      ...(spec.initrd !== undefined ? { initrd: spec.initrd } : {}),
+      ...(spec.rootfs !== undefined ? { rootfs: spec.rootfs } : {}),
+      ...(spec.insecureRegistries ? { insecureRegistries: spec.insecureRegistries } : {}),
       mounts: spec.mounts,
       instanceId: spec.name,
       ...(spec.verbose ? { verbose: true } : {}),
@@ -204,12 +218,15 @@ export async function supervise(
           return info;
         }),
         shutdown: () => Promise.resolve(),
+        spawnDefaults: b.defaults,
         info: () => ({
           sandbox: spec.name,
           cpus: spec.cpus,
           memory_mib: spec.memoryMiB,
           disk_size_mib: spec.diskSizeMiB,
           from: spec.from ?? null,
+          image: b.defaults.image ?? null,
+          exposed_ports: b.defaults.exposedPorts,
           started_at: new Date(startedAt).toISOString(),
         }),
       }),
@@ -218,7 +235,13 @@ export async function supervise(
     await using _socket = await listenControlSocket(server, record.controlSocket, {
       replace: true,
     });
-    record = { ...record, state: "running", readyAt: new Date().toISOString() };
+    record = {
+      ...record,
+      state: "running",
+      readyAt: new Date().toISOString(),
+      image: b.defaults.image ?? null,
+      exposedPorts: b.defaults.exposedPorts,
+    };
     await updateRecord(dir, record);
     log(`serving ${record.controlSocket}`);
 
