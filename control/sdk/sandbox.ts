@@ -28,6 +28,11 @@ export interface CreateOptions extends ConnectOptions {
   name?: string;
   /** Start from this checkpoint. */
   from?: string;
+  /**
+   * An OCI image as the root filesystem: a registry reference (`python:3.12-slim`),
+   * `oci:DIR[:TAG]` or `docker-archive:FILE`; its Env, WorkingDir and User apply to `exec`.
+   */
+  image?: string;
   /** Virtual CPUs. */
   cpus?: number;
   /** Memory in MiB. */
@@ -224,6 +229,7 @@ export class Sandbox implements AsyncDisposable {
       [Deno.execPath(), "run", "-A", new URL("../../main.ts", import.meta.url).pathname];
     const args = [...shuru.slice(1), "start", "--name", name];
     if (options.from) args.push("--from", options.from);
+    if (options.image) args.push("--image", options.image);
     if (options.cpus) args.push("--cpus", String(options.cpus));
     if (options.memory) args.push("--memory", String(options.memory));
     if (options.diskSizeMiB) args.push("--disk-size", String(options.diskSizeMiB));
