@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { ImageError } from "./errors.ts";
 import type { ImageConfig } from "./manifest.ts";
 import {
+  corruptBlobError,
   type ExpansionBudget,
   type ImageProgress,
   openLayerTar,
@@ -204,6 +205,10 @@ export async function ensureImage(
         await tree.applyLayer(tar, layer.index, `${text}, ${layer.label}`);
       } catch (err) {
         await tar.cancel();
+        if (!(err instanceof ImageError) || err.code === "bad_layer") {
+          const corrupt = await corruptBlobError(layer, text);
+          if (corrupt) throw corrupt;
+        }
         if (err instanceof ImageError) throw err;
         throw new ImageError(
           "bad_layer",

@@ -18,7 +18,6 @@
  */
 
 import { createHash } from "node:crypto";
-import { Duplex } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { join } from "node:path";
 import { ImageError } from "./errors.ts";
@@ -220,10 +219,52 @@ async function sniff(
   return [kind, rest];
 }
 
+/** Largest piece handed to the decompressor at once (bounds one step's output: ~1000x). */
+const INFLATE_PIECE = 16 * 1024;
+
+/**
+ * A web stream over node's gunzip or zstd decompressor (which also reads multi-member gzip,
+ * unlike `DecompressionStream`). Written here rather than with `Duplex.toWeb`, whose adapter
+ * throws from inside node's stream when the web side is cancelled (a failed layer).
+ */
 function decompressor(kind: LayerCompression): TransformStream<Uint8Array, Uint8Array> | undefined {
   if (kind === "none") return undefined;
-  const node = kind === "gzip" ? createGunzip() : createZstdDecompress();
-  return Duplex.toWeb(node) as unknown as TransformStream<Uint8Array, Uint8Array>;
+  const z = kind === "gzip" ? createGunzip() : createZstdDecompress();
+  let failed: Error | undefined;
+  let out: TransformStreamDefaultController<Uint8Array> | undefined;
+  z.on("data", (d: Uint8Array) => {
+    try {
+      out?.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    } catch {
+      // The web side was cancelled: nothing reads this any more.
+    }
+  });
+  z.on("error", (err: Error) => failed ??= err);
+  const write = (piece: Uint8Array) =>
+    new Promise<void>((resolve, reject) => {
+      z.write(piece, (err?: Error | null) => (err ?? failed) ? reject(err ?? failed) : resolve());
+    });
+  return new TransformStream({
+    start(controller) {
+      out = controller;
+    },
+    async transform(chunk) {
+      for (let off = 0; off < chunk.length; off += INFLATE_PIECE) {
+        await write(chunk.subarray(off, off + INFLATE_PIECE));
+      }
+    },
+    flush() {
+      return new Promise<void>((resolve, reject) => {
+        if (failed) return reject(failed);
+        z.once("end", () => failed ? reject(failed) : resolve());
+        z.once("error", reject);
+        z.end();
+      });
+    },
+    cancel() {
+      z.destroy();
+    },
+  });
 }
 
 /** Uncompressed bytes all layers of an image may still expand to; shared by its layers. */
@@ -261,6 +302,38 @@ export async function openLayerTar(
     .pipeThrough(bounded(options.budget, what))
     .pipeThrough(verifying({ digest: layer.diffId }, `${what}, uncompressed`));
   return new TarReader(stream, { what });
+}
+
+/**
+ * After a layer failed to unpack: the blob's digest mismatch when that is the cause (a corrupt
+ * blob decompresses to garbage that fails earlier, in the tar reader, than the digest check at
+ * its end), else `undefined`.
+ */
+export async function corruptBlobError(
+  layer: SourceLayer,
+  image: string,
+): Promise<ImageError | undefined> {
+  const what = `${image}, ${layer.label}`;
+  try {
+    let stream = await layer.open();
+    if (layer.blob) stream = stream.pipeThrough(verifying(layer.blob, what));
+    else {
+      let kind = layer.compression;
+      if (kind === "detect") [kind, stream] = await sniff(stream);
+      const inflate = decompressor(kind as LayerCompression);
+      if (inflate) stream = stream.pipeThrough(inflate);
+      stream = stream.pipeThrough(verifying({ digest: layer.diffId }, `${what}, uncompressed`));
+    }
+    for await (const _ of stream) { /* hashing */ }
+    return undefined;
+  } catch (err) {
+    if (err instanceof ImageError && err.code === "digest_mismatch") return err;
+    if (err instanceof ImageError) return undefined;
+    return new ImageError(
+      "digest_mismatch",
+      `Cannot read ${what}: it is corrupt (${(err as Error).message})`,
+    );
+  }
 }
 
 /** Reads a whole small file (manifests, configs). */
