@@ -272,8 +272,9 @@ Deno.test("ensureImage - bad images are one line each and leave nothing in the c
   ][] = [
     [
       "unknown media type",
-      async (_l, m) => {
+      (_l, m) => {
         (m.layers as { mediaType: string }[])[0]!.mediaType = "application/vnd.example.thing";
+        return Promise.resolve();
       },
       "unsupported_media_type",
       /layer 1 has media type "application\/vnd\.example\.thing"/,
