@@ -99,7 +99,8 @@ async function checkoutState(cwd: string) {
   }
   const dirty = await git(["status", "--porcelain", "--untracked-files=no"], root);
   if (dirty !== "") {
-    const files = dirty.split("\n").map((l) => l.slice(3)).slice(0, 3).join(", ");
+    // Porcelain lines are "XY PATH"; the trimmed output may have lost the first line's X.
+    const files = dirty.split("\n").map((l) => l.replace(/^\s*\S+\s+/, "")).slice(0, 3).join(", ");
     throw new UserError(
       `Cannot upgrade: the checkout has local changes (${files}${
         dirty.split("\n").length > 3 ? ", ..." : ""
