@@ -25,7 +25,9 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const DISK = 4096 * 1048576;
 
 function fmt(xs: number[]): string {
-  return `median ${(median(xs) / 1000).toFixed(1)} s (min ${(Math.min(...xs) / 1000).toFixed(1)}, ` +
+  return `median ${(median(xs) / 1000).toFixed(1)} s (min ${
+    (Math.min(...xs) / 1000).toFixed(1)
+  }, ` +
     `max ${(Math.max(...xs) / 1000).toFixed(1)})`;
 }
 
@@ -85,7 +87,8 @@ try {
   const env = {
     SHURU_HOME: home,
     SHURU_ACCEL: Deno.env.get("SHURU_ACCEL") ?? "tcg",
-    SHURU_ASSETS: Deno.env.get("SHURU_ASSETS") ?? join(Deno.env.get("HOME") ?? "/root", ".local/share/shuru/assets"),
+    SHURU_ASSETS: Deno.env.get("SHURU_ASSETS") ??
+      join(Deno.env.get("HOME") ?? "/root", ".local/share/shuru/assets"),
   };
   const shuru = async (args: string[]) => {
     const out = await new Deno.Command(join(ROOT, "shuru"), {
