@@ -118,7 +118,9 @@ Deno.test("decodeManifest - keeps the image meta of a run --image lineage, drops
   const back = decodeManifest(encodeManifest(table, { image }));
   assertEquals(back.meta.image, image);
   const bad = decodeManifest(
-    encodeManifest(table, { image: { ref: 1, config: "x", settings: [] } as unknown as typeof image }),
+    encodeManifest(table, {
+      image: { ref: 1, config: "x", settings: [] } as unknown as typeof image,
+    }),
   );
   assertEquals(bad.meta.image, undefined);
 });
