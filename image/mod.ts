@@ -306,5 +306,43 @@ function imageDefaults(config: ImageConfig, tree: RootTree, name: string): Image
   };
 }
 
+/** What {@linkcode pruneImages} removed. */
+export interface ImagePruneResult {
+  /** Removed entries (names under the images folder). */
+  removed: string[];
+  /** Bytes freed (allocated blocks: the images are sparse). */
+  bytes: number;
+}
+
+async function treeSize(path: string): Promise<number> {
+  const info = await Deno.lstat(path);
+  if (!info.isDirectory) return info.isFile ? (info.blocks ?? 0) * 512 : 0;
+  let n = 0;
+  for await (const e of Deno.readDir(path)) n += await treeSize(join(path, e.name));
+  return n;
+}
+
+/**
+ * Removes every converted image and pulled layer under `imagesDir` (the next `--image`
+ * converts again; checkpoints keep their chunks in the store), and conversions that were
+ * interrupted. A running VM keeps the open file of its image.
+ */
+export async function pruneImages(imagesDir: string): Promise<ImagePruneResult> {
+  const result: ImagePruneResult = { removed: [], bytes: 0 };
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(imagesDir));
+  } catch {
+    return result;
+  }
+  for (const e of entries) {
+    const path = join(imagesDir, e.name);
+    result.bytes += await treeSize(path).catch(() => 0);
+    await Deno.remove(path, { recursive: true });
+    result.removed.push(e.name);
+  }
+  return result;
+}
+
 /** Short form of a digest for messages (`sha256:` and 12 hex digits). */
 export { shortDigest };
