@@ -16,6 +16,7 @@ import {
   checkRootfs,
   ensureAssets,
   type GuestAssets,
+  TOOLS_BUSYBOX,
 } from "../assets/mod.ts";
 import {
   ensureImage,
@@ -195,10 +196,16 @@ const FREEZE_PY = [
   "sys.stdout.write('thawed %d\\n' % ((time.monotonic() - t0) * 1e6)); sys.stdout.flush()",
 ].join("\n");
 
+/**
+ * Run by the tools disk's busybox, so it works in any root (an image may have no /bin/sh, no
+ * fsfreeze): the image's python3 when it has one (freeze and thaw in one process), else the
+ * busybox applets; the frozen time from /proc/uptime (hundredths of a second).
+ */
 const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
-  "sync; fsfreeze -f / || exit 3; t0=$(date +%s%N); echo frozen; " +
-  "timeout 30 head -n 1 >/dev/null; fsfreeze -u / || exit 4; " +
-  'echo "thawed $(( ($(date +%s%N) - t0) / 1000 ))"';
+  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze -f / || exit 3; read -r a _ < /proc/uptime; ` +
+  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze -u / || exit 4; " +
+  "read -r b _ < /proc/uptime; " +
+  'echo "thawed $(( (${b%.*}${b#*.} - ${a%.*}${a#*.}) * 10000 ))"';
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
@@ -334,8 +341,8 @@ export class BootedSandbox implements AsyncDisposable {
     // One guest process freezes, reports, waits for our word (or 30 s), then thaws, so a host
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
-    // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.sandbox.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    // emulation); without python3, the tools disk's busybox does it.
+    const proc = this.sandbox.spawn([TOOLS_BUSYBOX, "sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -368,7 +375,9 @@ export class BootedSandbox implements AsyncDisposable {
     };
     try {
       if (!(await readUntil(/frozen\n/))) {
-        throw await failure("the guest could not freeze its filesystem (needs fsfreeze)");
+        throw await failure(
+          "the guest could not freeze its filesystem (needs python3 or the tools disk's fsfreeze)",
+        );
       }
       const frozenAt = performance.now();
       const value = await fn();
@@ -457,7 +466,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       insecureRegistries: options.insecureRegistries ?? [],
       onRetry: notice,
       ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
-    }, store);
+    });
     source = { base: prepared.rootfs };
     image = imageMeta(prepared);
     defaults = spawnDefaults(prepared.defaults, options.image);
@@ -631,20 +640,20 @@ export interface PrepareImageOptions {
 }
 
 /**
- * Converts image `ref` for a disk size (or finds it cached) and adds its blocks to the home's
- * store: what `bootSandbox` does for `image`, callable ahead of time (`shuru start` shows the
- * progress on its terminal before the supervisor boots).
+ * Converts image `ref` for a disk size (or finds it cached): what `bootSandbox` does for
+ * `image`, callable ahead of time (`shuru start` shows the progress on its terminal before the
+ * supervisor boots). Like shuru's own base image, the result is ingested into the store by the
+ * first checkpoint saved from it (once: later saves reuse its cached table), not here: a run
+ * that saves nothing should not pay for hashing and writing every block.
  */
 export async function prepareImage(
   home: HomeLayout,
   ref: string,
   options: PrepareImageOptions,
-  store?: Store,
 ): Promise<PreparedImage> {
   return await ensureImage(ref, {
     imagesDir: home.images,
     diskBytes: options.diskSizeMiB * 1048576,
-    store: store ?? await Store.open(home.store),
     registry: registryResolver({
       insecureRegistries: options.insecureRegistries ?? [],
       ...(options.onRetry ? { onRetry: options.onRetry } : {}),

@@ -1,12 +1,14 @@
 /**
  * Images as sandboxes, booted for real under TCG (four boots in all):
  *
- * 1. `run --image` of the busybox-only image (no libc, no python: the agent and everything it
- *    runs on come from the tools disk) runs the image's Cmd as its User in its WorkingDir with
- *    its Env, on the filesystem its layers make;
- * 2. `start --image` of a Debian + python3 image pulled from a registry on 127.0.0.1: `ps` lists
- *    its exposed port, `exec` gets its settings, a live checkpoint keeps them, `run --from` that
- *    checkpoint has them, and the checkpoint shares its chunks with the image;
+ * 1. `start --image` of the busybox-only image (no libc, no python: the agent and everything
+ *    it runs on come from the tools disk): `ps` lists it and its exposed port, `exec` runs as
+ *    its User in its WorkingDir with its Env (under `-e`), a live checkpoint works without
+ *    fsfreeze in the image, and `run --from` that checkpoint runs the image's Cmd on the
+ *    filesystem its layers made (two boots);
+ * 2. `checkpoint create --image` of a Debian + python3 image pulled from a registry on
+ *    127.0.0.1: its Env and WorkingDir apply, and the checkpoint shares its chunks with the
+ *    image;
  * 3. `run --rootfs` of a plain ext4 (busybox, nothing of shuru's) with `--kernel` pointing at
  *    the host's bzImage;
  * plus the one-line refusals of bad boot files (no boot).
@@ -31,99 +33,129 @@ function ok(r: CliResult, what: string): CliResult {
   return r;
 }
 
-Deno.test("run --image: a busybox-only image runs its Cmd as its User, in its WorkingDir, with its Env", async () => {
+testDeadline(
+  1200,
+  "start --image: a busybox-only image: ps, exec as its User with its Env, live checkpoint, run --from runs its Cmd",
+);
+Deno.test("start --image: a busybox-only image: ps, exec as its User with its Env, live checkpoint, run --from runs its Cmd", async (t) => {
   await using home = await TestHome.create();
   const dir = await Deno.makeTempDir({ prefix: "shuru-image-run-" });
+  const c = BUSYBOX_CONFIG;
   try {
     const ref = await busyboxImage(dir);
-    const r = ok(await home.run(["run", "--image", ref, "--disk-size", "512"]), "run --image");
-    const c = BUSYBOX_CONFIG;
-    assert(
-      r.stdout.includes(
-        `uid=${c.uid} gid=${c.gid} cwd=${c.workingDir} greeting=hello from the image ` +
-          `home=${c.workingDir}`,
-      ),
-      r.stdout,
+    let started = false;
+    try {
+      await t.step(
+        "start converts the image, then boots it; ps lists it and its exposed port",
+        async () => {
+          const r = ok(
+            await home.run(["start", "--name", "bb", "--image", ref, "--disk-size", "512"]),
+            "start --image",
+          );
+          started = true;
+          assertEquals(r.stdout.trim(), "bb");
+          assert(/shuru: image: unpacking layer 2/.test(r.stderr), r.stderr);
+          const rows = JSON.parse(ok(await home.run(["ps", "--json"]), "ps").stdout);
+          assertEquals([rows[0].image, rows[0].exposedPorts], [ref, [c.exposed]]);
+          const table = ok(await home.run(["ps"]), "ps").stdout;
+          assert(/EXPOSED/.test(table) && table.includes(c.exposed), table);
+        },
+      );
+      await t.step(
+        "exec runs as the image's User, in its WorkingDir, with its Env under -e",
+        async () => {
+          const show = 'echo "$(id -u):$(id -g):$(id -G) $(pwd) $GREETING $HOME"';
+          const r = ok(await home.run(["exec", "bb", "--", "sh", "-c", show]), "exec");
+          assertEquals(
+            r.stdout.trim(),
+            `${c.uid}:${c.gid}:${c.gid} 2000 ${c.workingDir} hello from the image ${c.workingDir}`,
+          );
+          const e = ok(
+            await home.run([
+              "exec",
+              "bb",
+              "-e",
+              "GREETING=mine",
+              "--cwd",
+              "/tmp",
+              "--",
+              "sh",
+              "-c",
+              show,
+            ]),
+            "exec -e",
+          );
+          assertEquals(e.stdout.trim().split(" ").slice(1, 3), ["/tmp", "mine"]);
+          ok(await home.run(["exec", "bb", "--", "sh", "-c", "echo kept > notes2"]), "exec write");
+        },
+      );
+      await t.step(
+        "a live checkpoint freezes with the tools disk's busybox (the image has no fsfreeze)",
+        async () => {
+          ok(
+            await home.run(["checkpoint", "save", "bb-snap", "--sandbox", "bb"]),
+            "checkpoint save",
+          );
+        },
+      );
+    } finally {
+      if (started) await home.run(["stop", "bb"]);
+    }
+    await t.step(
+      "run --from the checkpoint runs the image's Cmd, as its User, on its layers",
+      async () => {
+        const r = ok(await home.run(["run", "--from", "bb-snap"]), "run --from");
+        assert(
+          r.stdout.includes(
+            `uid=${c.uid} gid=${c.gid} cwd=${c.workingDir} greeting=hello from the image ` +
+              `home=${c.workingDir}`,
+          ),
+          r.stdout,
+        );
+        const listing = r.stdout.split("\n");
+        assert(listing.includes("layer2") && listing.includes("opaque"), r.stdout);
+        assert(!listing.includes("gone"), `the whiteout of layer 2 was ignored:\n${r.stdout}`);
+        const snap = JSON.parse(
+          ok(await home.run(["checkpoint", "inspect", "bb-snap", "--json"]), "inspect").stdout,
+        );
+        assertEquals(snap.image.ref, ref);
+      },
     );
-    const listing = r.stdout.split("\n");
-    assert(listing.includes("layer2") && listing.includes("opaque"), r.stdout);
-    assert(!listing.includes("gone"), `the whiteout of layer 2 was ignored:\n${r.stdout}`);
-    assert(/shuru: image: unpacking layer 2/.test(r.stderr), r.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-testDeadline(
-  1200,
-  "start --image from a registry: ps, exec, live checkpoint, run --from keeps the image",
-);
-Deno.test("start --image from a registry: ps, exec, live checkpoint, run --from keeps the image", async (t) => {
+Deno.test("checkpoint create --image from a registry: a Debian + python3 image; the checkpoint shares its chunks", async () => {
   await using home = await TestHome.create();
   await using reg = await TestRegistry.start();
   const dir = await Deno.makeTempDir({ prefix: "shuru-image-py-" });
   const ref = `${reg.host}/team/py:1`;
   try {
     await skopeoCopy(await debianPythonImage(dir), `docker://${ref}`);
-    let started = false;
-    try {
-      await t.step(
-        "start converts the image, then boots it; ps lists its exposed port",
-        async () => {
-          const r = ok(await home.run(["start", "--name", "py", "--image", ref]), "start --image");
-          started = true;
-          assertEquals(r.stdout.trim(), "py");
-          const rows = JSON.parse(ok(await home.run(["ps", "--json"]), "ps").stdout);
-          assertEquals(rows[0].image, ref);
-          assertEquals(rows[0].exposedPorts, ["8000/tcp"]);
-          const table = ok(await home.run(["ps"]), "ps").stdout;
-          assert(/EXPOSED/.test(table) && /8000\/tcp/.test(table), table);
-        },
-      );
-      await t.step("exec gets the image's Env and WorkingDir; python3 is the image's", async () => {
-        const r = ok(
-          await home.run([
-            "exec",
-            "py",
-            "--",
-            "python3",
-            "-c",
-            "import os, sys; print(os.getcwd(), os.environ['PIP_NO_INPUT'], sys.executable); " +
-            "open('/srv/made-here', 'w').write('kept')",
-          ]),
-          "exec",
-        );
-        assertEquals(r.stdout.trim(), "/srv 1 /usr/bin/python3");
-      });
-      await t.step("a live checkpoint records the image", async () => {
-        ok(await home.run(["checkpoint", "save", "py-snap", "--sandbox", "py"]), "checkpoint save");
-      });
-    } finally {
-      if (started) await home.run(["stop", "py"]);
-    }
-    await t.step("run --from the checkpoint keeps the image's settings and files", async () => {
-      const r = ok(
-        await home.run([
-          "run",
-          "--from",
-          "py-snap",
-          "--",
-          "sh",
-          "-c",
-          'cat made-here; echo " $PIP_NO_INPUT"',
-        ]),
-        "run --from",
-      );
-      assertEquals(r.stdout.trim(), "kept 1");
-    });
-    await t.step("the checkpoint shares its chunks with the image", async () => {
-      const info = JSON.parse(
-        ok(await home.run(["checkpoint", "inspect", "py-snap", "--json"]), "inspect").stdout,
-      );
-      // The image's files are ~200 MB; what the guest wrote is a few MB.
-      assert(info.usedBytes > 100 * 1048576, JSON.stringify(info));
-      assert(info.uniqueBytes < info.usedBytes / 4, JSON.stringify(info));
-    });
+    const r = ok(
+      await home.run([
+        "checkpoint",
+        "create",
+        "py",
+        "--image",
+        ref,
+        "--",
+        "python3",
+        "-c",
+        "import os, sys; print(os.getcwd(), os.environ['PIP_NO_INPUT'], sys.executable); " +
+        "open('/srv/made-here', 'w').write('kept')",
+      ]),
+      "checkpoint create --image",
+    );
+    assertEquals(r.stdout.trim(), "/srv 1 /usr/bin/python3");
+    const info = JSON.parse(
+      ok(await home.run(["checkpoint", "inspect", "py", "--json"]), "inspect").stdout,
+    );
+    assertEquals(info.image.ref, ref);
+    // The image's files are ~200 MB; what the guest wrote is a few MB.
+    assert(info.usedBytes > 100 * 1048576, JSON.stringify(info));
+    assert(info.uniqueBytes < info.usedBytes / 4, JSON.stringify(info));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
