@@ -78,7 +78,7 @@ try {
     for (const [k, v] of Object.entries({ ...timings, pull: pullMs })) (phases[k] ??= []).push(v);
     await Deno.remove(dir, { recursive: true });
   }
-  console.log(`\nfirst use of the image (pull + unpack + ext4 + ingest): ${fmt(convert)}`);
+  console.log(`\nfirst use of the image (pull + unpack + ext4):          ${fmt(convert)}`);
   console.log(`skopeo copy to an oci: folder (pull only):            ${fmt(skopeo)}`);
   console.log(`ratio: ${(median(convert) / median(skopeo)).toFixed(2)}x skopeo copy`);
   console.log(`ingest into the store (first checkpoint, once): ${fmt(ingest)}`);
