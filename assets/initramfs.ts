@@ -76,7 +76,7 @@ load() {
   done
 }
 if [ -z "${release}" ] || [ "$($bb uname -r)" = "${release}" ]; then
-${loads.map((l) => "  " + l).join("\n")}
+${loads.join("\n")}
 else
   echo "${INITRAMFS_MARKER} kernel $($bb uname -r) is not ${release}: its own drivers are used"
 fi

@@ -109,7 +109,8 @@ DENO_DIR=${GUEST_AGENT_DENO_DIR} ${
   } run -A --no-check ${GUEST_AGENT_PATH}
 status=$?
 [ "$status" = 0 ] || echo "shuru-init: agent exited with status $status"
-$bb kill -s KILL -1 2>/dev/null
+# The shell's own kill: a kill(-1) from a separate process would end this script too.
+kill -s KILL -1 2>/dev/null
 $bb sync
 $bb mount -o remount,ro / 2>/dev/null
 echo o > /proc/sysrq-trigger

@@ -202,8 +202,8 @@ const FREEZE_PY = [
  * busybox applets; the frozen time from /proc/uptime (hundredths of a second).
  */
 const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
-  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze -f / || exit 3; read -r a _ < /proc/uptime; ` +
-  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze -u / || exit 4; " +
+  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze --freeze / || exit 3; read -r a _ < /proc/uptime; ` +
+  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze --unfreeze / || exit 4; " +
   "read -r b _ < /proc/uptime; " +
   'echo "thawed $(( (${b%.*}${b#*.} - ${a%.*}${a#*.}) * 10000 ))"';
 

@@ -64,11 +64,11 @@ Deno.test("start --image: a busybox-only image: ps, exec as its User with its En
       await t.step(
         "exec runs as the image's User, in its WorkingDir, with its Env under -e",
         async () => {
-          const show = 'echo "$(id -u):$(id -g):$(id -G) $(pwd) $GREETING $HOME"';
+          const show = 'echo "$(id -u)|$(id -g)|$(id -G)|$(pwd)|$GREETING|$HOME"';
           const r = ok(await home.run(["exec", "bb", "--", "sh", "-c", show]), "exec");
           assertEquals(
             r.stdout.trim(),
-            `${c.uid}:${c.gid}:${c.gid} 2000 ${c.workingDir} hello from the image ${c.workingDir}`,
+            `${c.uid}|${c.gid}|${c.gid} 2000|${c.workingDir}|hello from the image|${c.workingDir}`,
           );
           const e = ok(
             await home.run([
@@ -85,7 +85,7 @@ Deno.test("start --image: a busybox-only image: ps, exec as its User with its En
             ]),
             "exec -e",
           );
-          assertEquals(e.stdout.trim().split(" ").slice(1, 3), ["/tmp", "mine"]);
+          assertEquals(e.stdout.trim().split("|").slice(3, 5), ["/tmp", "mine"]);
           ok(await home.run(["exec", "bb", "--", "sh", "-c", "echo kept > notes2"]), "exec write");
         },
       );
