@@ -163,9 +163,11 @@ export function withRunFlags(cmd: Command) {
     )
     .option(
       "--secret <NAME=VALUE@HOSTS>",
-      "give the guest $NAME as a random placeholder; requests to HOSTS (comma-separated " +
-        "patterns) carry the real value, which never enters the VM (repeatable; implies " +
-        "--allow-net). NAME@HOSTS takes the value from the host's $NAME (stays out of ps)",
+      "give the guest $NAME as a random placeholder; HTTPS requests to HOSTS (comma-separated " +
+        "patterns) carry the real value in credential headers, and it never enters the VM " +
+        "(repeatable; implies --allow-net). NAME@HOSTS takes the value from the host's $NAME " +
+        "(stays out of ps). After the hosts, :inject=header,query,body also puts it in the " +
+        "query or body, :allow_http sends it over plain HTTP too (docs/secrets.md)",
       collect,
     )
     .option(

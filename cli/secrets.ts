@@ -1,13 +1,14 @@
 /**
- * `--secret` and the config's `secrets`: where each secret's value comes from and which hosts
- * may receive it. Values come from the command line (`NAME=VALUE@HOSTS`), the host's
- * environment (`NAME@HOSTS`, config `from_env`) or a host command's stdout (config
- * `command`). No error message here ever contains a value.
+ * `--secret` and the config's `secrets`: where each secret's value comes from, which hosts
+ * may receive it and where in a request (`inject`, `allow_http`). Values come from the command
+ * line (`NAME=VALUE@HOSTS`), the host's environment (`NAME@HOSTS`, config `from_env`) or a host
+ * command's stdout (config `command`). No error message here ever contains a value.
  *
  * @module
  */
 
 import { parseHostPattern } from "../proxy/mod.ts";
+import { INJECT_PLACES, type InjectPlace } from "../proxy/secret/mod.ts";
 import type { SecretSetting } from "../runner/mod.ts";
 import { UserError } from "./errors.ts";
 
@@ -17,6 +18,8 @@ export const MIN_SECRET_LENGTH = 8;
 const COMMAND_TIMEOUT_MS = 30_000;
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** The config keys of one secret. */
+const CONFIG_KEYS = ["value", "from_env", "command", "hosts", "inject", "allow_http"];
 
 /** Where {@linkcode resolveSecrets} gets outside values (the real ones by default). */
 export interface SecretSources {
@@ -73,10 +76,49 @@ function fromEnv(name: string, variable: string, env: (n: string) => string | un
   return value;
 }
 
+/** Checks a secret's `inject` list: places from {@linkcode INJECT_PLACES}, each once. */
+function checkInject(name: string, places: unknown, where: string): InjectPlace[] {
+  const known = INJECT_PLACES.join(", ");
+  if (!Array.isArray(places) || places.length === 0) {
+    throw new UserError(`Invalid ${where} for secret ${name}: expected a list of ${known}`);
+  }
+  const out: InjectPlace[] = [];
+  for (const p of places) {
+    if (!INJECT_PLACES.includes(p as InjectPlace)) {
+      throw new UserError(
+        `Invalid ${where} for secret ${name}: "${p}" is not a place (known: ${known})`,
+      );
+    }
+    if (!out.includes(p as InjectPlace)) out.push(p as InjectPlace);
+  }
+  return out;
+}
+
+/**
+ * The options after a flag's hosts, `:inject=PLACE[,PLACE...]` and `:allow_http`, as the
+ * setting's fields.
+ */
+function flagOptions(name: string, options: string[]): Pick<SecretSetting, "inject" | "allowHttp"> {
+  const out: Pick<SecretSetting, "inject" | "allowHttp"> = {};
+  for (const option of options) {
+    if (option === "allow_http") out.allowHttp = true;
+    else if (option.startsWith("inject=")) {
+      out.inject = checkInject(name, option.slice("inject=".length).split(","), "--secret");
+    } else {
+      throw new UserError(
+        `Invalid --secret for ${name}: unknown option "${option}" after the hosts ` +
+          "(known: inject=header,query,body and allow_http)",
+      );
+    }
+  }
+  return out;
+}
+
 /**
  * Parses one `--secret`: `NAME=VALUE@HOST[,HOST...]`, or `NAME@HOST[,HOST...]` (the value
- * from the host's environment variable NAME, which keeps it out of `ps`). The hosts follow the
- * last `@`, so a value may contain `@`.
+ * from the host's environment variable NAME, which keeps it out of `ps`), each optionally
+ * followed by `:inject=PLACE[,PLACE...]` and `:allow_http`. The hosts follow the last `@`, so
+ * a value may contain `@`.
  */
 export function parseSecretFlag(spec: string, sources: SecretSources = {}): SecretSetting {
   const at = spec.lastIndexOf("@");
@@ -89,11 +131,14 @@ export function parseSecretFlag(spec: string, sources: SecretSources = {}): Secr
       `Invalid --secret for ${name}: expected NAME=VALUE@HOST[,HOST...] or NAME@HOST[,HOST...]`,
     );
   }
-  const hosts = checkHosts(name, spec.slice(at + 1).split(","), "--secret");
+  // Host patterns hold no ":", so the first one after the last "@" starts the options.
+  const [hostList = "", ...options] = spec.slice(at + 1).split(":");
+  const hosts = checkHosts(name, hostList.split(","), "--secret");
+  const extra = flagOptions(name, options);
   const env = sources.env ?? ((n) => Deno.env.get(n));
   const value = eq >= 0 && eq < at ? spec.slice(eq + 1, at) : fromEnv(name, name, env);
   checkValue(name, value, eq >= 0 && eq < at ? "from --secret" : `from $${name}`);
-  return { name, value, hosts };
+  return { name, value, hosts, ...extra };
 }
 
 /** Runs a config `command` on the host; its stdout (without the final line break) is the value. */
@@ -127,8 +172,8 @@ async function fromCommand(
 }
 
 /**
- * Reads the config's `secrets` object: `{NAME: {value | from_env | command, hosts}}`, exactly
- * one source each.
+ * Reads the config's `secrets` object: `{NAME: {value | from_env | command, hosts, inject?,
+ * allow_http?}}`, exactly one source each.
  */
 export async function parseSecretsConfig(
   config: Record<string, unknown>,
@@ -145,10 +190,8 @@ export async function parseSecretsConfig(
     }
     const e = entry as Record<string, unknown>;
     for (const key of Object.keys(e)) {
-      if (!["value", "from_env", "command", "hosts"].includes(key)) {
-        throw new UserError(
-          `${where}: unknown key "${key}" (known: value, from_env, command, hosts)`,
-        );
+      if (!CONFIG_KEYS.includes(key)) {
+        throw new UserError(`${where}: unknown key "${key}" (known: ${CONFIG_KEYS.join(", ")})`);
       }
     }
     const given = ["value", "from_env", "command"].filter((k) => e[k] !== undefined);
@@ -164,12 +207,20 @@ export async function parseSecretsConfig(
       throw new UserError(`${where}.hosts must be an array of host patterns`);
     }
     const hosts = checkHosts(name, hostsRaw, `${where}.hosts`);
+    const extra: Pick<SecretSetting, "inject" | "allowHttp"> = {};
+    if (e.inject !== undefined) extra.inject = checkInject(name, e.inject, `${where}.inject`);
+    if (e.allow_http !== undefined) {
+      if (typeof e.allow_http !== "boolean") {
+        throw new UserError(`${where}.allow_http must be true or false`);
+      }
+      if (e.allow_http) extra.allowHttp = true;
+    }
     let value: string;
     if (kind === "value") value = e.value as string;
     else if (kind === "from_env") value = fromEnv(name, e.from_env as string, env);
     else value = await fromCommand(name, e.command as string, sources.cwd);
     checkValue(name, value, kind === "value" ? `in ${source}` : `from ${kind}`);
-    out.push({ name, value, hosts });
+    out.push({ name, value, hosts, ...extra });
   }
   return out;
 }

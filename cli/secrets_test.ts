@@ -25,6 +25,20 @@ Deno.test("--secret NAME@HOSTS takes the value from the host's $NAME", () => {
   });
 });
 
+Deno.test("--secret options after the hosts: :inject=PLACES and :allow_http", () => {
+  assertEquals(parseSecretFlag(`KEY=${VALUE}@a.test,b.test:inject=header,query:allow_http`), {
+    name: "KEY",
+    value: VALUE,
+    hosts: ["a.test", "b.test"],
+    inject: ["header", "query"],
+    allowHttp: true,
+  });
+  assertEquals(
+    parseSecretFlag("T@a.test:inject=body", env({ T: "a:b@c:0123456789" })),
+    { name: "T", value: "a:b@c:0123456789", hosts: ["a.test"], inject: ["body"] },
+  );
+});
+
 Deno.test("--secret errors name the problem and never echo a value", () => {
   const cases: [string, RegExp][] = [
     [`KEY=${VALUE}`, /expected NAME=VALUE@HOST/],
@@ -34,6 +48,9 @@ Deno.test("--secret errors name the problem and never echo a value", () => {
     ["KEY=short@api.test", /shorter than 8/],
     ["MISSING@api.test", /MISSING is not set/],
     [`1KEY=${VALUE}@api.test`, /environment variable name/],
+    [`KEY=${VALUE}@api.test:inject=cookie`, /"cookie" is not a place/],
+    [`KEY=${VALUE}@api.test:inject=`, /"" is not a place/],
+    [`KEY=${VALUE}@api.test:https_only`, /unknown option "https_only"/],
   ];
   for (const [spec, message] of cases) {
     const err = assertThrows(() => parseSecretFlag(spec, env({})));
@@ -70,6 +87,32 @@ Deno.test("config secrets: value, from_env and command; exactly one source each"
   await assertRejects(
     () => parseSecretsConfig({ A: { value: VALUE, hosts: "a.test" } }, "f.json"),
     "secrets.A.hosts must be an array",
+  );
+});
+
+Deno.test("config secrets: inject and allow_http", async () => {
+  const got = await parseSecretsConfig(
+    {
+      A: { value: VALUE, hosts: ["a.test"], inject: ["header", "body"], allow_http: true },
+      B: { value: VALUE, hosts: ["b.test"], allow_http: false },
+    },
+    "shuru.json",
+  );
+  assertEquals(got, [
+    { name: "A", value: VALUE, hosts: ["a.test"], inject: ["header", "body"], allowHttp: true },
+    { name: "B", value: VALUE, hosts: ["b.test"] },
+  ]);
+  await assertRejects(
+    () => parseSecretsConfig({ A: { value: VALUE, hosts: ["a"], inject: "body" } }, "f.json"),
+    "secrets.A.inject for secret A: expected a list of header, query, body",
+  );
+  await assertRejects(
+    () => parseSecretsConfig({ A: { value: VALUE, hosts: ["a"], inject: ["path"] } }, "f.json"),
+    '"path" is not a place',
+  );
+  await assertRejects(
+    () => parseSecretsConfig({ A: { value: VALUE, hosts: ["a"], allow_http: "yes" } }, "f.json"),
+    "allow_http must be true or false",
   );
 });
 

@@ -14,7 +14,7 @@ import {
   launchSupervisor,
   listLive,
   parseDuration,
-  SECRETS_ENV,
+  readHandedSecrets,
   supervise,
   withSecretsFrom,
 } from "../supervisor/mod.ts";
@@ -141,9 +141,8 @@ export function superviseCommand(): Command {
     .description("(internal) run a sandbox's supervisor; started by `shuru start`")
     .argument("<spec>", "encoded supervisor spec")
     .action(async (spec) => {
-      const secrets = Deno.env.get(SECRETS_ENV);
-      // Children of the supervisor (QEMU) must not inherit the values.
-      Deno.env.delete(SECRETS_ENV);
+      // `shuru start` hands the values over stdin (never the environment or the command line).
+      const secrets = await readHandedSecrets();
       Deno.exitCode = await supervise(withSecretsFrom(decodeSpec(spec), secrets));
     }) as unknown as Command;
 }

@@ -29,6 +29,12 @@ interface LibraryEntry {
   path: string;
   /** How to get it when it is missing (shown in the error). */
   install: string;
+  /**
+   * Never unload it. Object runtimes register per-thread destructors (autorelease pools, the
+   * thread's object); when a Deno worker (`deno test`) closes its handles and then exits, those
+   * destructors would run in unmapped code and the process dies with SIGSEGV.
+   */
+  pinned?: true;
 }
 
 const FRAMEWORKS = "/System/Library/Frameworks";
@@ -37,11 +43,16 @@ const FRAMEWORKS = "/System/Library/Frameworks";
 export const LIBRARIES: Record<HostOs, Partial<Record<LibraryName, LibraryEntry>>> = {
   linux: {
     libc: { path: "libc.so.6", install: "part of glibc" },
-    objc: { path: "libobjc.so.4", install: "apt-get install libobjc4" },
-    blocks: { path: "libBlocksRuntime.so.0", install: "apt-get install libblocksruntime0" },
+    objc: { path: "libobjc.so.4", install: "apt-get install libobjc4", pinned: true },
+    blocks: {
+      path: "libBlocksRuntime.so.0",
+      install: "apt-get install libblocksruntime0",
+      pinned: true,
+    },
     foundation: {
       path: "libgnustep-base.so.1.28",
       install: "apt-get install libgnustep-base1.28",
+      pinned: true,
     },
   },
   darwin: {
@@ -105,7 +116,10 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
 ): Deno.DynamicLibrary<S> {
   const path = libraryPath(name);
   try {
-    return Deno.dlopen(path, symbols);
+    const library = Deno.dlopen(path, symbols);
+    const known = hostOs();
+    if (known && LIBRARIES[known][name]?.pinned) pin(known, path);
+    return library;
   } catch (err) {
     const known = hostOs();
     const install = known ? LIBRARIES[known][name]?.install : undefined;
@@ -115,6 +129,28 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
         (install ? ` (${install})` : ""),
       { cause: err },
     );
+  }
+}
+
+/** `dlopen` flags: RTLD_NOW, and RTLD_NODELETE (its value differs between the two libcs). */
+const PIN_FLAGS: Record<HostOs, number> = { linux: 0x2 | 0x1000, darwin: 0x2 | 0x80 };
+const pinned = new Set<string>();
+
+/**
+ * Opens `path` once more with RTLD_NODELETE through libc, so no later `dlclose` (Deno closes a
+ * worker's handles when it ends) unmaps it.
+ */
+function pin(os: HostOs, path: string): void {
+  if (pinned.has(path)) return;
+  const libc = Deno.dlopen(libraryPath("libc"), {
+    dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+  });
+  try {
+    const handle = libc.symbols.dlopen(new TextEncoder().encode(`${path}\0`), PIN_FLAGS[os]);
+    if (handle === null) throw new Error(`dlopen(RTLD_NODELETE) of ${path} failed`);
+    pinned.add(path);
+  } finally {
+    libc.close();
   }
 }
 

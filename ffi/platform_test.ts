@@ -31,3 +31,21 @@ Deno.test("staticPointer - reads the pointer stored in a C global (libc's enviro
       Object.fromEntries(Object.entries(Deno.env.toObject()).map(([k, v]) => [`${k}=${v}`, 1])),
   );
 });
+
+Deno.test("openLibrary - object runtimes stay mapped after their handle closes", async () => {
+  // In a fresh process, so no other test's handle keeps the library loaded. Unpinned, the
+  // close unmaps GNUstep and a worker's exit then runs its thread destructors in unmapped code.
+  const script = `
+    import { openLibrary } from ${JSON.stringify(new URL("./platform.ts", import.meta.url).href)};
+    openLibrary("foundation", {}).close();
+    const maps = Deno.readTextFileSync("/proc/self/maps");
+    console.log(maps.includes("libgnustep-base") ? "mapped" : "unmapped");
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  assertEquals(text, "mapped", new TextDecoder().decode(out.stderr));
+});

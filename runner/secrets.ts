@@ -12,6 +12,7 @@
 
 import {
   CertificateAuthority,
+  type InjectPlace,
   makePlaceholder,
   type Secret,
   SecretTerminator,
@@ -27,6 +28,10 @@ export interface SecretSetting {
   value: string;
   /** Host patterns (`api.example.com`, `*.example.com`). */
   hosts: string[];
+  /** Where a request may carry the value; absent: credential headers only. */
+  inject?: InjectPlace[];
+  /** Also over plain HTTP (absent: HTTP requests keep the placeholder). */
+  allowHttp?: boolean;
 }
 
 /** Where the guest finds the run's CA (tmpfs). */

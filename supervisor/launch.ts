@@ -1,7 +1,13 @@
 /**
  * `shuru start`'s half: launches the supervisor as a detached process (its own session via
- * `setsid`, stdin from /dev/null, stdout and stderr appended to its log) and waits until its
- * registry record says `running` — or the supervisor exits, in which case its log says why.
+ * `setsid`, stdout and stderr appended to its log) and waits until its registry record says
+ * `running` — or the supervisor exits, in which case its log says why.
+ *
+ * `--secret` values reach the supervisor through its stdin, a pipe this process writes once and
+ * closes: never its command line (every user's `ps` shows it) nor its environment (kept in
+ * `/proc/PID/environ` for the process's life, whatever it unsets later). The supervisor's
+ * environment is ours without any variable that holds a value (`NAME@HOSTS` takes one from
+ * there).
  *
  * @module
  */
@@ -20,11 +26,10 @@ export interface LaunchOptions {
   pollMs?: number;
 }
 
-/**
- * The environment variable that carries `--secret` values to the supervisor (its environment
- * is readable only by the same user, unlike its command line). The supervisor removes it.
- */
-export const SECRETS_ENV = "SHURU_SUPERVISOR_SECRETS";
+/** Most bytes of secrets a supervisor reads from its stdin. */
+const MAX_SECRETS_BYTES = 1024 * 1024;
+/** How long a supervisor waits for its stdin to close. */
+const SECRETS_READ_MS = 30_000;
 
 function withoutSecrets(spec: SuperviseSpec): SuperviseSpec {
   if (!spec.network?.secrets) return spec;
@@ -33,7 +38,7 @@ function withoutSecrets(spec: SuperviseSpec): SuperviseSpec {
 }
 
 /**
- * Puts the secrets a supervisor received through {@linkcode SECRETS_ENV} (its text, or
+ * Puts the secrets a supervisor received through {@linkcode readHandedSecrets} (their text, or
  * undefined) back into its spec.
  */
 export function withSecretsFrom(spec: SuperviseSpec, text: string | undefined): SuperviseSpec {
@@ -41,6 +46,60 @@ export function withSecretsFrom(spec: SuperviseSpec, text: string | undefined): 
   const secrets = JSON.parse(text);
   if (!Array.isArray(secrets)) throw new TypeError("Cannot read the supervisor's secrets");
   return { ...spec, network: { ...spec.network, secrets } };
+}
+
+/**
+ * The supervisor's side of the hand-off: everything on its stdin until the launcher closes it
+ * (undefined when empty or a terminal, as when `_supervise` is run by hand).
+ *
+ * @throws {SupervisorError} `start_failed` when stdin stays open or holds too much.
+ */
+export async function readHandedSecrets(
+  stdin: { readable: ReadableStream<Uint8Array>; isTerminal(): boolean } = Deno.stdin,
+): Promise<string | undefined> {
+  if (stdin.isTerminal()) return undefined;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = stdin.readable.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new SupervisorError("start_failed", "Cannot read the secrets: stdin stayed open")),
+      SECRETS_READ_MS,
+    );
+  });
+  try {
+    for (;;) {
+      const { value, done } = await Promise.race([reader.read(), timeout]);
+      if (done) break;
+      size += value.length;
+      if (size > MAX_SECRETS_BYTES) {
+        throw new SupervisorError("start_failed", "Cannot read the secrets: more than 1 MiB");
+      }
+      chunks.push(value);
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+  if (size === 0) return undefined;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+/** Our environment without the variables whose value contains one of `values`. */
+function environmentWithout(values: readonly string[]): Record<string, string> {
+  const env = Deno.env.toObject();
+  for (const [name, text] of Object.entries(env)) {
+    if (values.some((v) => text.includes(v))) delete env[name];
+  }
+  return env;
 }
 
 /** How many bytes of the log a failed start shows. */
@@ -73,10 +132,11 @@ export async function launchSupervisor(
   const setsid = { program: "setsid", prefix: [] as string[] };
   const [program, ...rest] = options.shuru;
   // sh redirects and execs setsid, which calls setsid(2) and execs the supervisor: one pid.
+  const secrets = spec.network?.secrets ?? [];
   const child = new Deno.Command("/bin/sh", {
     args: [
       "-c",
-      'log="$1"; shift; exec "$@" </dev/null >>"$log" 2>&1',
+      'log="$1"; shift; exec "$@" >>"$log" 2>&1',
       "sh",
       log,
       setsid.program,
@@ -86,16 +146,25 @@ export async function launchSupervisor(
       "_supervise",
       encodeSpec(withoutSecrets(spec)),
     ],
-    // Secret values never go on a command line (ps shows those to every user).
-    ...(spec.network?.secrets?.length
-      ? { env: { [SECRETS_ENV]: JSON.stringify(spec.network.secrets) } }
-      : {}),
+    // No value in the environment either: it stays in /proc/PID/environ whatever is unset.
+    clearEnv: true,
+    env: environmentWithout(secrets.map((s) => s.value)),
     // A daemon keeps no folder busy (every path in the spec is absolute).
     cwd: "/",
-    stdin: "null",
+    stdin: "piped",
     stdout: "null",
     stderr: "null",
   }).spawn();
+  // The values go through the pipe (empty without secrets), which closes: stdin is then at EOF.
+  const handing = (async () => {
+    const writer = child.stdin.getWriter();
+    try {
+      if (secrets.length > 0) await writer.write(new TextEncoder().encode(JSON.stringify(secrets)));
+      await writer.close();
+    } catch {
+      // The supervisor exited first; its log says why, and the loop below reports it.
+    }
+  })();
   let exited: Deno.CommandStatus | undefined;
   void child.status.then((s) => (exited = s));
   const deadline = Date.now() + (options.timeoutMs ?? 300_000);
@@ -131,6 +200,7 @@ export async function launchSupervisor(
       }`,
     );
   } finally {
+    await handing;
     // The supervisor outlives us; do not keep this process alive for it.
     child.unref();
   }

@@ -8,7 +8,12 @@
 
 export { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 export { SupervisorError, type SupervisorErrorCode } from "./errors.ts";
-export { type LaunchOptions, launchSupervisor, SECRETS_ENV, withSecretsFrom } from "./launch.ts";
+export {
+  type LaunchOptions,
+  launchSupervisor,
+  readHandedSecrets,
+  withSecretsFrom,
+} from "./launch.ts";
 export { checkSandboxName, generateSandboxName } from "./names.ts";
 export {
   listEntries,

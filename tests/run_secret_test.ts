@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import { requireTool, shuruCommandLine, TestHome } from "./_shuru.ts";
 import { BlackholeNetns } from "./_netns.ts";
+import { LineReader } from "./_lines.ts";
 import { Store } from "../store/mod.ts";
 
 const SERVER = new URL("./_secret_server.ts", import.meta.url).pathname;
@@ -87,18 +88,33 @@ class SecretWorld implements AsyncDisposable {
     }
   }
 
-  /** Runs the shuru CLI in the namespace, trusting the servers' CA (DENO_CERT). */
-  async shuru(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const argv = [...this.ns.prefix(), ...shuruCommandLine(), ...args];
-    const out = await new Deno.Command(argv[0]!, {
-      args: argv.slice(1),
-      env: this.home.env({ DENO_CERT: this.servers.caFile }),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+  /**
+   * Runs the shuru CLI in the namespace, trusting the servers' CA (DENO_CERT), with `env` added
+   * to its environment.
+   */
+  async shuru(
+    args: string[],
+    env: Record<string, string> = {},
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const out = await this.spawn(args, env, "null").output();
     const dec = new TextDecoder();
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  }
+
+  /** Starts the shuru CLI as {@linkcode shuru} does, without waiting. */
+  spawn(
+    args: string[],
+    env: Record<string, string> = {},
+    stdin: "null" | "piped" = "piped",
+  ): Deno.ChildProcess {
+    const argv = [...this.ns.prefix(), ...shuruCommandLine(), ...args];
+    return new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
+      env: this.home.env({ DENO_CERT: this.servers.caFile, ...env }),
+      stdin,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -131,6 +147,44 @@ async function filesContaining(dir: string, needle: string): Promise<string[]> {
   return hits;
 }
 
+/** What a process shows every reader of /proc of its arguments and environment. */
+interface ProcView {
+  pid: number;
+  cmdline: string;
+  environ: string;
+}
+
+async function procView(pid: number): Promise<ProcView> {
+  return {
+    pid,
+    cmdline: await Deno.readTextFile(`/proc/${pid}/cmdline`),
+    environ: await Deno.readTextFile(`/proc/${pid}/environ`),
+  };
+}
+
+/** The QEMU processes whose command line names `dir` (the test's data home). */
+async function qemuProcesses(dir: string): Promise<ProcView[]> {
+  const found: ProcView[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const view = await procView(Number(e.name));
+      if (view.cmdline.includes("qemu-system") && view.cmdline.includes(dir)) found.push(view);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+/** Fails naming the process and the file when `value` is in a process's cmdline or environ. */
+function assertNotIn(views: ProcView[], value: string, what: string): void {
+  for (const v of views) {
+    assert(!v.cmdline.includes(value), `${what} ${v.pid}: the value is in /proc/PID/cmdline`);
+    assert(!v.environ.includes(value), `${what} ${v.pid}: the value is in /proc/PID/environ`);
+  }
+}
+
 function indexOf(hay: Uint8Array, needle: Uint8Array): number {
   const first = needle[0]!;
   for (
@@ -154,19 +208,31 @@ const ARGS = (value: string) => [
   "other.test:127.0.0.1",
 ];
 
+/** Longest a guest run of these tests may take before it is killed (and the test fails). */
+const RUN_DEADLINE_MS = 10 * 60_000;
+
 Deno.test(
-  "run --secret: placeholder in the guest, the value reaches its host in a header, Basic " +
-    "credentials and a JSON body, never comes back, and a placeholder to another host is unchanged",
+  "run --secret: the value goes only into credential headers by default (a body, a query and " +
+    "plain HTTP keep the placeholder), opt-ins add the query and body, nothing comes back, and " +
+    "QEMU's environment, the net log and the data home never hold it",
   async () => {
     await using world = await SecretWorld.create();
     const { value, home, servers } = world;
+    const opt = freshValue();
+    const netLog = join(home.dir, "net.jsonl");
     const p = servers.httpsPort;
     const script = [
       `echo "placeholder=$API_KEY"`,
+      // The test looks at QEMU's /proc files while the guest waits here.
+      `echo ready; read go`,
       `curl -sS https://api.test:${p}/hdr -H "Authorization: Bearer $API_KEY"; echo`,
       `curl -sS -u "git:$API_KEY" https://api.test:${p}/basic; echo`,
-      `curl -sS https://api.test:${p}/json -H 'content-type: application/json' ` +
+      `curl -sS "https://api.test:${p}/json?k=$API_KEY" -H 'content-type: application/json' ` +
       `--data-binary "{\\"key\\":\\"$API_KEY\\"}"; echo`,
+      `curl -sS "https://api.test:${p}/opt?k=$OPT_KEY" -H 'content-type: application/json' ` +
+      `--data-binary "{\\"key\\":\\"$OPT_KEY\\"}"; echo`,
+      `curl -sS http://api.test:${servers.httpPort}/cleartext -H "Authorization: Bearer $API_KEY"`,
+      `echo`,
       `curl -sS -D - https://api.test:${p}/leak | sort -u`,
       `curl -sS --compressed "https://api.test:${p}/leak?gzip=1" | sort -u`,
       `curl -sS http://other.test:${servers.httpPort}/plain -H "X-Key: $API_KEY"; echo`,
@@ -175,23 +241,72 @@ Deno.test(
       `python3 -c 'import os, urllib.request as u; print(u.urlopen(u.Request(` +
       `"https://api.test:${p}/py", headers={"X-Key": os.environ["API_KEY"]})).read().decode())'`,
     ].join("\n");
-    const r = await world.shuru(["run", ...ARGS(value), "--", "sh", "-c", script]);
+    // API_KEY's value comes from shuru's environment (NAME@HOSTS), so QEMU could inherit it.
+    const child = world.spawn([
+      "run",
+      "--secret",
+      "API_KEY@api.test",
+      "--secret",
+      `OPT_KEY=${opt}@api.test:inject=header,query,body`,
+      "--add-host",
+      "api.test:127.0.0.1",
+      "--add-host",
+      "other.test:127.0.0.1",
+      "--net-log",
+      netLog,
+      "--",
+      "sh",
+      "-c",
+      script,
+    ], { API_KEY: value });
+    const deadline = setTimeout(() => child.kill("SIGKILL"), RUN_DEADLINE_MS);
+    const stderr = new Response(child.stderr).text();
+    const lines = new LineReader(child.stdout);
+    const out: string[] = [];
+    let qemu: ProcView[] = [];
+    try {
+      for (let line; (line = await lines.next()) !== null;) {
+        out.push(line);
+        if (line !== "ready") continue;
+        qemu = await qemuProcesses(home.dir);
+        const w = child.stdin.getWriter();
+        await w.write(new TextEncoder().encode("go\n"));
+        await w.close();
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+    const status = await child.status;
+    const r = { code: status.code, stdout: out.join("\n"), stderr: await stderr };
     const all = `${r.stdout}\n${r.stderr}`;
     assertEquals(r.code, 0, all);
-    assert(!all.includes(value), `the value reached the guest's output or shuru's stderr:\n${all}`);
+    for (const v of [value, opt]) {
+      assert(!all.includes(v), `a value reached the guest's output or shuru's stderr:\n${all}`);
+    }
     const placeholder = r.stdout.match(/^placeholder=(\S+)$/m)?.[1] ?? "";
     assert(/^sk-[A-Za-z0-9]{22,}$/.test(placeholder), `placeholder: ${placeholder}`);
+    assertEquals(qemu.length, 1, "the test found the run's QEMU");
+    assertNotIn(qemu, value, "QEMU");
 
     const got = await servers.received();
     const byPath = (path: string) => got.find((g) => g.path.startsWith(path));
-    assertEquals(byPath("/hdr")?.authorization, `Bearer ${value}`);
+    assertEquals(byPath("/hdr")?.authorization, `Bearer ${value}`, all);
     assertEquals(byPath("/basic")?.authorization, `Basic ${btoa(`git:${value}`)}`);
     const json = byPath("/json")!;
-    assertEquals(json.body, `{"key":"${value}"}`);
-    assertEquals(Number(json.contentLength), new TextEncoder().encode(json.body).length);
+    assertEquals(json.path, `/json?k=${placeholder}`, "the query is opt-in");
+    assertEquals(json.body, `{"key":"${placeholder}"}`, "the body is opt-in");
+    const opted = byPath("/opt")!;
+    assertEquals(opted.path, `/opt?k=${opt}`);
+    assertEquals(opted.body, `{"key":"${opt}"}`);
+    assertEquals(Number(opted.contentLength), new TextEncoder().encode(opted.body).length);
     assertEquals(byPath("/py")?.xKey, value, "Python (urllib, system trust) reached the host");
     assertEquals(byPath("/plain")?.xKey, placeholder, "another host receives the placeholder");
     assertEquals(byPath("/tls")?.host?.startsWith("other.test"), true, JSON.stringify(got));
+    // Plain HTTP to the secret's own host: the placeholder, and one line says why.
+    assertEquals(byPath("/cleartext")?.authorization, `Bearer ${placeholder}`);
+    const why = r.stderr.split("\n").filter((l) => l.includes("secret API_KEY not sent"));
+    assertEquals(why.length, 1, r.stderr);
+    assert(/api\.test:\d+: plain HTTP/.test(why[0]!), why[0]);
 
     // Responses echo the value; the guest sees the placeholder (header, body, gzip body).
     assert(r.stdout.includes(`x-echo: ${placeholder}`), r.stdout);
@@ -200,7 +315,10 @@ Deno.test(
     assert(/issuer: .*shuru test upstream CA/.test(r.stdout), r.stdout);
     assert(/issuer: .*shuru run CA/.test(r.stdout), r.stdout);
 
-    assertEquals(await filesContaining(home.dir, value), [], "the data home holds the value");
+    assert((await Deno.readTextFile(netLog)).includes("api.test"), "the net log has records");
+    for (const v of [value, opt]) {
+      assertEquals(await filesContaining(home.dir, v), [], "the data home holds a value");
+    }
   },
 );
 
@@ -291,23 +409,36 @@ Deno.test(
 );
 
 Deno.test(
-  "start --secret: exec sees the placeholder, the host gets the value, and the value is on " +
-    "no command line",
+  "start --secret: exec sees the placeholder, the host gets the value, and neither the " +
+    "supervisor's nor QEMU's command line or environment, the net log or the data home holds it",
   async () => {
     await using world = await SecretWorld.create();
     const { value, home, servers } = world;
-    const start = await world.shuru(["start", "--name", "sec", ...ARGS(value)]);
+    const netLog = join(home.dir, "net.jsonl");
+    // The value comes from shuru start's environment (NAME@HOSTS): the supervisor must not
+    // inherit that variable, and gets the value over a pipe instead.
+    const start = await world.shuru([
+      "start",
+      "--name",
+      "sec",
+      "--net-log",
+      netLog,
+      ...ARGS(value).with(1, "API_KEY@api.test"),
+    ], { API_KEY: value });
     try {
       assertEquals(start.code, 0, start.stderr);
       const ps = await world.shuru(["ps", "--json"]);
       const record = JSON.parse(ps.stdout)[0];
       assert(String(record.network).includes("+secrets API_KEY"), ps.stdout);
-      const cmdline = await Deno.readTextFile(`/proc/${record.supervisor.pid}/cmdline`);
-      assert(!cmdline.includes(value), "the supervisor's command line holds the value");
+      const supervisor = await procView(record.supervisor.pid);
+      assertNotIn([supervisor], value, "the supervisor");
       assert(
-        !atob(cmdline.split("\0").at(-2) ?? "").includes(value),
+        !atob(supervisor.cmdline.split("\0").at(-2) ?? "").includes(value),
         "the encoded spec holds the value",
       );
+      const qemu = await qemuProcesses(home.dir);
+      assertEquals(qemu.length, 1, "the test found the sandbox's QEMU");
+      assertNotIn(qemu, value, "QEMU");
       const r = await world.shuru([
         "exec",
         "sec",
@@ -324,6 +455,7 @@ Deno.test(
     } finally {
       await world.shuru(["stop", "sec"]);
     }
+    assert((await Deno.readTextFile(netLog)).includes("api.test"), "the net log has records");
     assertEquals(await filesContaining(home.dir, value), [], "the data home holds the value");
   },
 );

@@ -40,10 +40,20 @@ const DAY_MS = 24 * HOUR_MS;
 /** X.520 upper bound of a common name. */
 const MAX_COMMON_NAME = 64;
 
-function randomSerial(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[0]! &= 0x7f; // a positive INTEGER
+/**
+ * A certificate serial number (hex) from 16 random bytes: a positive INTEGER whose DER encoding
+ * is minimal, as RFC 5280 §4.1.2.2 requires. The first byte is 0x40-0x7f: 0x00 followed by a
+ * byte below 0x80 would be a padded INTEGER, which OpenSSL refuses to read ("illegal
+ * padding"), so about one certificate in 256 would be unreadable; 0x80 and up would be negative.
+ */
+export function certificateSerial(random: Uint8Array): string {
+  const bytes = random.slice(0, 16);
+  bytes[0] = 0x40 | (bytes[0]! & 0x3f);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function randomSerial(): string {
+  return certificateSerial(crypto.getRandomValues(new Uint8Array(16)));
 }
 
 async function pkcs8Pem(key: CryptoKey): Promise<string> {

@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
-import { CertificateAuthority } from "./ca.ts";
+import * as x509 from "@peculiar/x509";
+import { CertificateAuthority, certificateSerial } from "./ca.ts";
 
 /** openssl verifies a leaf against the CA for a host name: a real verifier, not ours. */
 async function opensslVerify(ca: string, chain: string, name: string): Promise<string> {
@@ -104,4 +105,41 @@ Deno.test("CA: a TLS handshake with the leaf verifies against the CA (Deno.conne
   });
   await accepted;
   l2.close();
+});
+
+Deno.test("CA: serial numbers are minimal positive DER integers, which openssl reads", async () => {
+  const keys = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    false,
+    ["sign", "verify"],
+  );
+  const dir = await Deno.makeTempDir({ prefix: "shuru-ca-serial-" });
+  try {
+    // Random bytes a serial can start with: a zero byte, a sign bit, then a small byte.
+    for (const first of [0x00, 0x01, 0x7f, 0x80, 0xff]) {
+      const random = new Uint8Array(16).fill(0x05);
+      random[0] = first;
+      const serial = certificateSerial(random);
+      assertEquals(serial.length, 32);
+      assert(/^[4-7]/.test(serial), `serial ${serial}: not a minimal positive INTEGER`);
+      const cert = await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: serial,
+        name: "CN=serial test",
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 60_000),
+        keys,
+        signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      });
+      await Deno.writeTextFile(`${dir}/cert.pem`, cert.toString("pem") + "\n");
+      const out = await new Deno.Command("openssl", {
+        args: ["x509", "-in", `${dir}/cert.pem`, "-noout", "-serial"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const said = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assertEquals(said.trim(), `serial=${serial.toUpperCase()}`, `first random byte ${first}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -30,6 +30,18 @@ export const LINGER_MAX_BYTES: number = 1024 * 1024;
 /** Longest wait for the guest to close after a local answer, in milliseconds. */
 export const LINGER_MS: number = 1000;
 
+/**
+ * Request fields (lowercase) that carry credentials: a placeholder anywhere in their value is
+ * replaced (`"header"` injection); other fields only when the whole value is the placeholder,
+ * `Bearer` or `Basic` and it.
+ */
+export const CREDENTIAL_FIELDS: readonly string[] = [
+  "authorization",
+  "proxy-authorization",
+  "x-api-key",
+  "api-key",
+];
+
 /** Status codes the relay sends or reasons about by name. */
 export const HttpStatus = {
   CONTINUE: 100,

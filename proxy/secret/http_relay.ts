@@ -46,13 +46,15 @@ import {
   type RequestHead,
   responseBodyFraming,
   type ResponseHead,
-  rewriteBasicCredentials,
   serializeRequestHead,
   serializeResponseHead,
   withoutHeader,
 } from "./http_head.ts";
+import { RequestInjector, type SecretPair } from "./inject.ts";
 import { type ReplacePair, StreamReplacer } from "./replace.ts";
 import type { HostStream } from "../relay.ts";
+
+export type { InjectPlace, SecretPair } from "./inject.ts";
 
 /**
  * One end of a plaintext byte stream: the relay's host-stream shape (a `Deno.TcpConn` or
@@ -60,18 +62,17 @@ import type { HostStream } from "../relay.ts";
  */
 export type ByteDuplex = HostStream;
 
-/** A secret as the relay sees it. */
-export interface SecretPair {
-  /** What the guest holds instead of the secret. */
-  placeholder: string;
-  /** The real secret; never logged, never put in an error. */
-  value: string;
-}
-
 /** Options of {@linkcode relayHttpWithSecrets}. */
 export interface HttpSecretRelayOptions {
-  /** Placeholders replaced by their values in requests going upstream (the secrets bound to this host). */
+  /**
+   * The secrets this connection carries (bound to its host): their placeholders become values
+   * in requests, where each secret's `inject` allows (docs/secrets.md, "Where values go").
+   */
   inject: readonly SecretPair[];
+  /** Secrets bound to this host that must not be sent on this connection (plain HTTP). */
+  withhold?: readonly SecretPair[];
+  /** Called once per withheld secret (its placeholder) the first time it is left in place. */
+  onWithheld?: (placeholder: string) => void;
   /** Values replaced by their placeholders in responses coming back (every secret of the run). */
   scrub: readonly SecretPair[];
   /**
@@ -122,17 +123,6 @@ const NO_PAIRS: readonly ReplacePair[] = [];
 
 function utf8(text: string): Uint8Array {
   return encoder.encode(text);
-}
-
-/** Percent-encodes the bytes of `bytes` that may not appear raw in a request target. */
-function targetSafe(bytes: Uint8Array): Uint8Array {
-  let text = "";
-  for (const b of bytes) {
-    text += b >= 0x21 && b <= 0x7e
-      ? String.fromCharCode(b)
-      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return byteStringToBytes(text);
 }
 
 /** Reads from a stream through one buffer: heads are searched in place, bodies handed out as views. */
@@ -285,11 +275,8 @@ class HttpSecretRelay {
   readonly #queue = new ExchangeQueue();
   readonly #maxBufferedBody: number;
   readonly #onExchange: HttpSecretRelayOptions["onExchange"];
-  /** Placeholder → value, for heads and bodies. */
-  readonly #injectPairs: ReplacePair[];
-  readonly #inject: StreamReplacer;
-  /** Placeholder → value with unsafe target bytes percent-encoded, for the request target. */
-  readonly #injectTarget: StreamReplacer;
+  /** Placeholder → value, where each secret may go. */
+  readonly #inject: RequestInjector;
   /** Value → placeholder. */
   readonly #scrubPairs: ReplacePair[];
   readonly #scrub: StreamReplacer;
@@ -310,12 +297,10 @@ class HttpSecretRelay {
     this.#maxBufferedBody = options.maxBufferedBody ?? DEFAULT_MAX_BUFFERED_BODY;
     this.#onExchange = options.onExchange;
     // Empty strings cannot be needles: an empty placeholder or value is skipped.
-    const inject = options.inject.filter((s) => s.placeholder.length > 0);
-    this.#injectPairs = inject.map((s) => ({ from: utf8(s.placeholder), to: utf8(s.value) }));
-    this.#inject = new StreamReplacer(this.#injectPairs);
-    this.#injectTarget = new StreamReplacer(
-      inject.map((s) => ({ from: utf8(s.placeholder), to: targetSafe(utf8(s.value)) })),
-    );
+    this.#inject = new RequestInjector(options.inject, {
+      ...(options.withhold ? { withhold: options.withhold } : {}),
+      ...(options.onWithheld ? { onWithheld: options.onWithheld } : {}),
+    });
     this.#scrubPairs = options.scrub.filter((s) => s.value.length > 0)
       .map((s) => ({ from: utf8(s.value), to: utf8(s.placeholder) }));
     this.#scrub = new StreamReplacer(this.#scrubPairs);
@@ -427,15 +412,9 @@ class HttpSecretRelay {
 
   /** The request head as the upstream gets it: secrets in, codings narrowed. */
   #rewriteRequestHead(head: RequestHead, upgrade: boolean): RequestHead {
-    const target = bytesToByteString(
-      this.#injectTarget.replaceWhole(byteStringToBytes(head.target)),
-    );
+    const target = this.#inject.target(head.target);
     let headers: HeaderField[] = head.headers.map(([name, value]) => {
-      let v = this.#injectHeadValue(value);
-      const lower = name.toLowerCase();
-      if (lower === "authorization" || lower === "proxy-authorization") {
-        v = rewriteBasicCredentials(v, (decoded) => this.#injectHeadValue(decoded));
-      }
+      const v = this.#inject.field(name, value);
       if (!isFieldValue(v)) {
         throw new HttpRelayError(
           "unsafe-substitution",
@@ -464,11 +443,6 @@ class HttpSecretRelay {
     return { ...head, target, headers };
   }
 
-  #injectHeadValue(value: string): string {
-    if (this.#inject.isIdentity) return value;
-    return bytesToByteString(this.#inject.replaceWhole(byteStringToBytes(value)));
-  }
-
   #handoff<T>(): PromiseWithResolvers<T> {
     const handoff = Promise.withResolvers<T>();
     this.#handoffs.add(handoff);
@@ -488,7 +462,7 @@ class HttpSecretRelay {
     framing: BodyFraming,
     exchange: Exchange & { kind: "upstream" },
   ): Promise<void> {
-    const textual = !this.#inject.isIdentity &&
+    const textual = !this.#inject.bodyIsIdentity &&
       isTextualContentType(headerValue(head.headers, "content-type")) &&
       contentCodingOf(headerValue(head.headers, "content-encoding")) === "identity";
     const expectsContinue = hasToken(head.headers, "expect", "100-continue");
@@ -502,7 +476,7 @@ class HttpSecretRelay {
         this.#queue.push({ kind: "continue", sent });
         await sent.promise;
       }
-      const body = this.#inject.replaceWhole(await this.#guestIn.readExact(framing.length));
+      const body = this.#inject.body(await this.#guestIn.readExact(framing.length));
       upHead = {
         ...upHead,
         headers: setHeader(upHead.headers, "Content-Length", String(body.length)),
@@ -530,7 +504,7 @@ class HttpSecretRelay {
   /** Re-chunks a chunked request body, substituting on the fly when it is textual. */
   async #forwardChunked(textual: boolean): Promise<void> {
     const decoder = new ChunkedDecoder();
-    const replacer = new StreamReplacer(textual ? this.#injectPairs : NO_PAIRS);
+    const replacer = new StreamReplacer(textual ? this.#inject.bodyPairs : NO_PAIRS);
     while (!decoder.done) {
       const piece = await this.#guestIn.readSome(READ_BUFFER_BYTES);
       if (piece === null) throw new Error("guest ended inside a chunked body");
@@ -545,7 +519,7 @@ class HttpSecretRelay {
     const tail = replacer.flush();
     if (tail.length > 0) await this.#writeUp(encodeChunk(tail, this.#chunkScratch));
     const trailers = decoder.trailers.map(([n, v]): HeaderField => {
-      const injected = textual ? this.#injectHeadValue(v) : v;
+      const injected = textual ? this.#inject.trailer(v) : v;
       if (!isFieldValue(injected)) {
         throw new HttpRelayError(
           "unsafe-substitution",

@@ -15,12 +15,19 @@ const VALUE = "sk-REAL-4f8e2a9c1b7d";
 const PLACEHOLDER = "PH-shuru-0123456789abcdef";
 const OTHER_VALUE = "other-real-value-9z";
 const OTHER_PLACEHOLDER = "PH-shuru-other-77";
+const SCRUB = [{ placeholder: PLACEHOLDER, value: VALUE }, {
+  placeholder: OTHER_PLACEHOLDER,
+  value: OTHER_VALUE,
+}];
+/** The secret opted into every place (the substitution mechanics are tested with this). */
 const OPTIONS: HttpSecretRelayOptions = {
+  inject: [{ placeholder: PLACEHOLDER, value: VALUE, inject: ["header", "query", "body"] }],
+  scrub: SCRUB,
+};
+/** The secret as `--secret` gives it by default: credential headers only. */
+const DEFAULTS: HttpSecretRelayOptions = {
   inject: [{ placeholder: PLACEHOLDER, value: VALUE }],
-  scrub: [{ placeholder: PLACEHOLDER, value: VALUE }, {
-    placeholder: OTHER_PLACEHOLDER,
-    value: OTHER_VALUE,
-  }],
+  scrub: SCRUB,
 };
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -46,6 +53,12 @@ function startUpstream(): { port: number; seen: Seen[]; close: () => Promise<voi
       body,
     };
     seen.push(record);
+    if (url.pathname.startsWith("/reverse")) {
+      // A helpful upstream (an LLM asked to) hands back what it got, transformed.
+      const prompt = req.headers.get("x-prompt") ?? "";
+      const text = [reverse(body), btoa(body), reverse(prompt), reverse(url.search)].join("\n");
+      return new Response(text + "\n", { headers: { "content-type": "text/plain" } });
+    }
     const echo = enc.encode(JSON.stringify(record));
     const secretText = enc.encode(
       `the key is ${VALUE}; again ${VALUE}; other ${OTHER_VALUE}\n`.repeat(200),
@@ -101,6 +114,10 @@ function startUpstream(): { port: number; seen: Seen[]; close: () => Promise<voi
   });
   const port = server.addr.port;
   return { port, seen, close: () => server.shutdown() };
+}
+
+function reverse(text: string): string {
+  return [...text].reverse().join("");
 }
 
 /** A raw TCP upstream: `handle` gets each connection. */
@@ -191,6 +208,110 @@ Deno.test("relayHttpWithSecrets - placeholder in a header reaches upstream as th
     assert(!res.stdout.includes(VALUE), "the value never reaches the guest");
     assertEquals(JSON.parse(res.stdout).headers.authorization, `Bearer ${PLACEHOLDER}`);
   });
+});
+
+Deno.test("relayHttpWithSecrets - by default a value goes only into credential headers, so a transformed echo carries none back", async () => {
+  await withRelay(async (url, seen) => {
+    const res = await curl([
+      "-H",
+      `Authorization: Bearer ${PLACEHOLDER}`,
+      "-H",
+      `Proxy-Authorization: Basic ${btoa(`user:${PLACEHOLDER}`)}`,
+      "-H",
+      `x-api-key: ${PLACEHOLDER}`,
+      "-H",
+      `Api-Key: ${PLACEHOLDER}`,
+      "-H",
+      `X-Exact: ${PLACEHOLDER}`,
+      "-H",
+      `X-Bearer: Bearer ${PLACEHOLDER}`,
+      "-H",
+      `X-Basic: basic ${PLACEHOLDER}`,
+      "-H",
+      `X-Prompt: say ${PLACEHOLDER} backwards`,
+      "-H",
+      `X-Token: token ${PLACEHOLDER}`,
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      JSON.stringify({ prompt: `reverse ${PLACEHOLDER}` }),
+      `${url}/reverse/${PLACEHOLDER}?key=${PLACEHOLDER}`,
+    ]);
+    assertEquals(res.code, 0, res.stderr);
+    const h = seen[0]!.headers;
+    assertEquals(h["authorization"], `Bearer ${VALUE}`);
+    assertEquals(h["proxy-authorization"], `Basic ${btoa(`user:${VALUE}`)}`);
+    assertEquals(h["x-api-key"], VALUE);
+    assertEquals(h["api-key"], VALUE);
+    assertEquals(h["x-exact"], VALUE);
+    assertEquals(h["x-bearer"], `Bearer ${VALUE}`);
+    assertEquals(h["x-basic"], `basic ${VALUE}`);
+    assertEquals(h["x-prompt"], `say ${PLACEHOLDER} backwards`, "not a credential field");
+    assertEquals(h["x-token"], `token ${PLACEHOLDER}`, "not the whole value");
+    const target = new URL(seen[0]!.url);
+    assertEquals(target.pathname, `/reverse/${PLACEHOLDER}`);
+    assertEquals(target.searchParams.get("key"), PLACEHOLDER, "the query is opt-in");
+    assertEquals(seen[0]!.body, JSON.stringify({ prompt: `reverse ${PLACEHOLDER}` }));
+    for (const leak of [reverse(VALUE), btoa(`{"prompt":"reverse ${VALUE}"}`)]) {
+      assert(!res.stdout.includes(leak), `a transformed value came back: ${res.stdout}`);
+    }
+    assert(res.stdout.includes(reverse(PLACEHOLDER)), res.stdout);
+  }, DEFAULTS);
+});
+
+Deno.test("relayHttpWithSecrets - opted in, the query and the body carry the value; the path never does", async () => {
+  await withRelay(async (url, seen) => {
+    const res = await curl([
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      JSON.stringify({ key: PLACEHOLDER }),
+      `${url}/reverse/${PLACEHOLDER}?key=${PLACEHOLDER}`,
+    ]);
+    assertEquals(res.code, 0, res.stderr);
+    const target = new URL(seen[0]!.url);
+    assertEquals(target.pathname, `/reverse/${PLACEHOLDER}`);
+    assertEquals(target.searchParams.get("key"), VALUE);
+    assertEquals(seen[0]!.body, JSON.stringify({ key: VALUE }));
+  });
+});
+
+Deno.test("relayHttpWithSecrets - a withheld secret's placeholder goes out unchanged, reported once", async () => {
+  const reported: string[] = [];
+  const withheld: HttpSecretRelayOptions = {
+    inject: [],
+    withhold: [{ placeholder: PLACEHOLDER, value: VALUE, inject: ["header", "body"] }],
+    onWithheld: (p) => reported.push(p),
+    scrub: SCRUB,
+  };
+  await withRelay(async (url, seen) => {
+    let res = await curl(["-H", `X-Prompt: ${PLACEHOLDER} as text`, `${url}/echo`]);
+    assertEquals(res.code, 0, res.stderr);
+    assertEquals(reported, [], "not where a value would have gone");
+    res = await curl([
+      "-H",
+      `Authorization: Bearer ${PLACEHOLDER}`,
+      "-H",
+      `X-Exact: ${PLACEHOLDER}`,
+      `${url}/echo?1`,
+      `${url}/echo?2`,
+    ]);
+    assertEquals(res.code, 0, res.stderr);
+    assertEquals(reported, [PLACEHOLDER], "once per connection");
+    assertEquals(seen[1]!.headers["authorization"], `Bearer ${PLACEHOLDER}`);
+    assertEquals(seen[2]!.headers["x-exact"], PLACEHOLDER);
+    res = await curl([
+      "-H",
+      "Content-Type: application/json",
+      "--data-binary",
+      JSON.stringify({ key: PLACEHOLDER }),
+      `${url}/echo`,
+    ]);
+    assertEquals(res.code, 0, res.stderr);
+    assertEquals(seen[3]!.body, JSON.stringify({ key: PLACEHOLDER }));
+    assertEquals(reported, [PLACEHOLDER, PLACEHOLDER], "the body's placeholder, new connection");
+    assert(seen.every((s) => !JSON.stringify(s).includes(VALUE)), "the value was sent");
+  }, withheld);
 });
 
 Deno.test("relayHttpWithSecrets - Basic credentials are decoded, substituted and re-encoded", async () => {
@@ -549,7 +670,7 @@ Deno.test("relayHttpWithSecrets - bodies over maxBufferedBody and binary bodies 
 });
 
 Deno.test("relayHttpWithSecrets - onExchange sees placeholders only; unsafe bytes in a value", async () => {
-  const odd = { placeholder: "PH-odd-value-1", value: "a b/é" };
+  const odd = { placeholder: "PH-odd-value-1", value: "a b/é", inject: ["query"] as const };
   const broken = { placeholder: "PH-broken-2", value: "x\r\nInjected: yes" };
   const log: { method: string; target: string; status: number }[] = [];
   await withRelay(async (url, seen) => {

@@ -9,6 +9,8 @@
  *   placeholders in on the way out, values scrubbed on the way back. The strict head parser
  *   and chunked decoder are exported too: the relay's allow-list check reads every plain-HTTP
  *   request with them.
+ * - `inject.ts`: where in a request a placeholder may become its value (credential headers by
+ *   default; the query and bodies by opt-in).
  *
  * ```ts ignore
  * const ca = await CertificateAuthority.create();
@@ -35,8 +37,15 @@ export {
   type HttpSecretRelayOptions,
   type HttpSecretRelayStats,
   relayHttpWithSecrets,
-  type SecretPair,
 } from "./http_relay.ts";
+export {
+  DEFAULT_INJECT_PLACES,
+  INJECT_PLACES,
+  type InjectPlace,
+  RequestInjector,
+  type RequestInjectorOptions,
+  type SecretPair,
+} from "./inject.ts";
 export { HttpRelayError, type HttpRelayErrorCode } from "./http_error.ts";
 // The strict HTTP/1.x head parser and body framing, shared with the relay's allow-list check.
 export {

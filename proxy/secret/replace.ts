@@ -20,6 +20,8 @@ export interface ReplacePair {
   from: Uint8Array;
   /** What the needle becomes. */
   to: Uint8Array;
+  /** Called at each match (the relay notices a withheld placeholder with it). */
+  onMatch?: () => void;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -185,6 +187,7 @@ export class StreamReplacer {
           break;
         }
         if (outcome !== null) {
+          outcome.onMatch?.();
           if (p > emitted) pieces.push(buf.subarray(emitted, p));
           if (outcome.to.length > 0) pieces.push(outcome.to);
           replaced = true;

@@ -3,8 +3,9 @@
  * (with a leaf from the run's CA), the plaintext HTTP/1.1 goes through
  * {@linkcode relayHttpWithSecrets} (placeholders in, values scrubbed out), and leaves for the
  * real host over TLS verified against the host's trust store (Deno's, with `DENO_CERT`).
- * Plain HTTP to such a host gets the same substitution without TLS. Anything else (and every
- * connection to other hosts) is not touched.
+ * Plain HTTP to such a host is relayed the same way without TLS, but carries only the values of
+ * secrets that allow it (`allowHttp`): the others keep their placeholders, and one line says
+ * why. Anything else (and every connection to other hosts) is not touched.
  *
  * The relay sees one `HostStream` per connection; here that stream's two directions are
  * {@linkcode ByteChannel}s, served by an in-process task.
@@ -18,7 +19,8 @@ import type { DialTarget, HostStream } from "../relay.ts";
 import { HostPatternSet } from "../policy.ts";
 import type { CertificateAuthority } from "./ca.ts";
 import { ByteChannel } from "./channel.ts";
-import { type ByteDuplex, relayHttpWithSecrets, type SecretPair } from "./http_relay.ts";
+import { type ByteDuplex, relayHttpWithSecrets } from "./http_relay.ts";
+import type { InjectPlace, SecretPair } from "./inject.ts";
 
 /** A secret of the run, as the proxy holds it. */
 export interface Secret {
@@ -30,6 +32,14 @@ export interface Secret {
   placeholder: string;
   /** Host patterns the value may be sent to (`api.example.com`, `*.example.com`). */
   hosts: readonly string[];
+  /**
+   * Where in a request the value may go.
+   *
+   * @default {["header"]}
+   */
+  inject?: readonly InjectPlace[];
+  /** Also send the value over plain HTTP (else HTTP requests keep the placeholder). */
+  allowHttp?: boolean;
 }
 
 /** Options of {@linkcode SecretTerminator}. */
@@ -38,7 +48,10 @@ export interface SecretTerminatorOptions {
   secrets: readonly Secret[];
   /** The run's CA (leaves for the secrets' hosts). */
   ca: CertificateAuthority;
-  /** One line when a terminated connection fails on the host's side (no secret in it). */
+  /**
+   * One line for the user (never a value): a terminated connection failed on the host's side,
+   * or a secret was withheld from plain HTTP.
+   */
   onError?: (line: string) => void;
   /** Extra CA certificates (PEM) trusted upstream besides the host's store; tests use it. */
   upstreamCaCerts?: string[];
@@ -52,17 +65,30 @@ const ALPN = ["http/1.1"];
 
 /** Terminates TLS for the secrets' hosts; everything else passes through. */
 export class SecretTerminator {
-  readonly #bindings: { pair: SecretPair; hosts: HostPatternSet }[];
+  readonly #bindings: {
+    name: string;
+    pair: SecretPair;
+    hosts: HostPatternSet;
+    allowHttp: boolean;
+  }[];
   readonly #scrub: SecretPair[];
   readonly #ca: CertificateAuthority;
   readonly #onError: (line: string) => void;
   readonly #upstreamCaCerts: string[] | undefined;
+  /** `secret host` pairs already told about plain HTTP (one line each). */
+  readonly #withheldSaid = new Set<string>();
 
   /** Validates every host pattern (throws SyntaxError naming a bad one). */
   constructor(options: SecretTerminatorOptions) {
     this.#bindings = options.secrets.map((s) => ({
-      pair: { placeholder: s.placeholder, value: s.value },
+      name: s.name,
+      pair: {
+        placeholder: s.placeholder,
+        value: s.value,
+        ...(s.inject !== undefined ? { inject: s.inject } : {}),
+      },
       hosts: new HostPatternSet(s.hosts),
+      allowHttp: s.allowHttp === true,
     }));
     this.#scrub = this.#bindings.map((b) => b.pair);
     this.#ca = options.ca;
@@ -90,7 +116,11 @@ export class SecretTerminator {
     const name = target.name;
     if (name === undefined || !this.handles(name)) return tcp;
     if (target.protocol !== "tls" && target.protocol !== "http") return tcp;
-    const inject = this.#bindings.filter((b) => b.hosts.matches(name)).map((b) => b.pair);
+    const bound = this.#bindings.filter((b) => b.hosts.matches(name));
+    // Plain HTTP crosses networks readable by others: only opted-in values go that way.
+    const plain = target.protocol === "http";
+    const inject = bound.filter((b) => !plain || b.allowHttp).map((b) => b.pair);
+    const withhold = bound.filter((b) => plain && !b.allowHttp).map((b) => b.pair);
     const toHost = new ByteChannel();
     const toGuest = new ByteChannel();
     const guestSide: HostStream = {
@@ -117,8 +147,9 @@ export class SecretTerminator {
     const where = `${name}:${target.port}`;
     const serving = target.protocol === "tls"
       ? this.#serveTls(served, tcp, name, inject)
-      : this.#serveHttp(served, tcp, inject);
+      : this.#serveHttp(served, tcp, inject, withhold, where);
     serving.catch((err) => {
+      if (err instanceof GuestLeftError) return;
       this.#onError(`shuru: secret proxy for ${where}: ${describe(err)}`);
     }).finally(() => {
       toGuest.end();
@@ -127,8 +158,24 @@ export class SecretTerminator {
     return guestSide;
   }
 
-  async #serveHttp(guest: ByteDuplex, tcp: Deno.TcpConn, inject: SecretPair[]): Promise<void> {
-    await relayHttpWithSecrets(guest, tcp, { inject, scrub: this.#scrub });
+  async #serveHttp(
+    guest: ByteDuplex,
+    tcp: Deno.TcpConn,
+    inject: SecretPair[],
+    withhold: SecretPair[],
+    where: string,
+  ): Promise<void> {
+    const onWithheld = (placeholder: string) => {
+      const secret = this.#bindings.find((b) => b.pair.placeholder === placeholder)?.name ?? "";
+      const key = `${secret} ${where}`;
+      if (this.#withheldSaid.has(key)) return;
+      this.#withheldSaid.add(key);
+      this.#onError(
+        `shuru: secret ${secret} not sent to ${where}: plain HTTP, so the request carries its ` +
+          `placeholder (use https, or allow_http for this secret)`,
+      );
+    };
+    await relayHttpWithSecrets(guest, tcp, { inject, withhold, onWithheld, scrub: this.#scrub });
   }
 
   async #serveTls(
@@ -150,7 +197,12 @@ export class SecretTerminator {
         alpnProtocols: ALPN,
         ...(this.#upstreamCaCerts ? { caCerts: this.#upstreamCaCerts } : {}),
       }).then(async (conn) => {
-        await conn.handshake();
+        try {
+          await conn.handshake();
+        } catch (err) {
+          closeQuietly(conn);
+          throw err;
+        }
         return conn;
       });
       const [guestReady, upstreamReady] = await Promise.allSettled([
@@ -231,7 +283,10 @@ class NodeSocketStream implements ByteDuplex {
         resolve();
       });
       socket.once("error", reject);
-      socket.once("close", () => reject(new Error("the guest closed the TLS connection")));
+      socket.once("close", () => reject(new GuestLeftError()));
+      // A guest that leaves mid-handshake (its stream ends) gets "end" alone from node:tls:
+      // no "close" or "error" follows while the handshake is pending, so this settles it.
+      socket.once("end", () => reject(new GuestLeftError()));
     });
     this.secured.catch(() => {});
     socket.on("readable", () => this.#notify());
@@ -309,7 +364,8 @@ class NodeSocketStream implements ByteDuplex {
   close(): void {
     const socket = this.#socket;
     if (socket.destroyed) return;
-    if (socket.writableFinished) {
+    // Before the handshake nothing is owed to the guest (and end() would wait for "secure").
+    if (socket.writableFinished || !this.#secure) {
       socket.destroy();
       return;
     }
@@ -317,6 +373,13 @@ class NodeSocketStream implements ByteDuplex {
     socket.once("finish", () => socket.destroy());
     socket.once("close", () => clearTimeout(timer));
     socket.end();
+  }
+}
+
+/** The guest closed its TLS connection before the handshake completed (nothing to report). */
+class GuestLeftError extends Error {
+  constructor() {
+    super("the guest closed the TLS connection during the handshake");
   }
 }
 

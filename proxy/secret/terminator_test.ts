@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import type { DialTarget, HostStream } from "../relay.ts";
 import { CertificateAuthority } from "./ca.ts";
+import type { InjectPlace } from "./inject.ts";
 import { makePlaceholder } from "./placeholder.ts";
 import { type Secret, SecretTerminator } from "./terminator.ts";
 
@@ -26,7 +27,13 @@ interface Fixture extends AsyncDisposable {
 
 /** curl → front listener → terminator → HTTPS upstream on 127.0.0.1. */
 async function fixture(
-  opts: { trustUpstream: boolean; protocol?: "tls" | "http"; slowGuest?: boolean },
+  opts: {
+    trustUpstream: boolean;
+    protocol?: "tls" | "http";
+    slowGuest?: boolean;
+    allowHttp?: boolean;
+    inject?: InjectPlace[];
+  },
 ): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: "shuru-terminator-" });
   const upstreamCa = await CertificateAuthority.create();
@@ -53,6 +60,8 @@ async function fixture(
     value: VALUE,
     placeholder: makePlaceholder(VALUE),
     hosts: ["api.test"],
+    ...(opts.allowHttp ? { allowHttp: true } : {}),
+    ...(opts.inject ? { inject: opts.inject } : {}),
   };
   const errors: string[] = [];
   const terminator = new SecretTerminator({
@@ -88,10 +97,27 @@ async function fixture(
     received,
     async [Symbol.asyncDispose]() {
       front.close();
-      await accepting;
-      await Promise.allSettled(pumps);
-      await server.shutdown();
-      await Deno.remove(dir, { recursive: true });
+      // A relay that never ends a connection fails the test instead of stalling it.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("the terminator left connections open after 20 s")),
+          20_000,
+        );
+      });
+      try {
+        await Promise.race([
+          (async () => {
+            await accepting;
+            await Promise.allSettled(pumps);
+            await server.shutdown();
+          })(),
+          stalled,
+        ]);
+      } finally {
+        clearTimeout(timer);
+        await Deno.remove(dir, { recursive: true });
+      }
     },
   };
 }
@@ -143,7 +169,7 @@ function url(f: Fixture, path: string, scheme = "https"): string[] {
 }
 
 Deno.test("terminator: the guest's TLS ends with a run-CA leaf; the value reaches the host, not the guest", async () => {
-  await using f = await fixture({ trustUpstream: true });
+  await using f = await fixture({ trustUpstream: true, inject: ["header", "body"] });
   const r = await curl([
     "--cacert",
     f.runCaFile,
@@ -185,8 +211,25 @@ Deno.test("terminator: an upstream the host does not trust gets a 502 naming why
   assert(f.errors.length > 0 && !f.errors.join("\n").includes(VALUE), f.errors.join("\n"));
 });
 
-Deno.test("terminator: plain HTTP to a secret host gets the substitution too", async () => {
+Deno.test("terminator: plain HTTP to a secret host carries the placeholder; one line says why", async () => {
   await using f = await fixture({ trustUpstream: true, protocol: "http" });
+  for (let i = 0; i < 2; i++) {
+    const r = await curl([
+      "-H",
+      `Authorization: Bearer ${f.secret.placeholder}`,
+      ...url(f, "/", "http"),
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+  }
+  const auth = `Bearer ${f.secret.placeholder}`;
+  assertEquals(f.received.map((r) => r.auth), [auth, auth], "the value never went out");
+  assertEquals(f.errors.length, 1, f.errors.join("\n"));
+  assert(/secret API_KEY not sent to api\.test:\d+: plain HTTP/.test(f.errors[0]!), f.errors[0]);
+  assert(!f.errors[0]!.includes(VALUE));
+});
+
+Deno.test("terminator: a secret that allows HTTP gets the substitution over plain HTTP", async () => {
+  await using f = await fixture({ trustUpstream: true, protocol: "http", allowHttp: true });
   const r = await curl([
     "-H",
     `Authorization: Bearer ${f.secret.placeholder}`,
@@ -195,6 +238,7 @@ Deno.test("terminator: plain HTTP to a secret host gets the substitution too", a
   assertEquals(r.code, 0, r.stderr);
   assertEquals(f.received[0]?.auth, `Bearer ${VALUE}`);
   assert(!r.stdout.includes(VALUE), r.stdout);
+  assertEquals(f.errors, []);
 });
 
 Deno.test("terminator: the last response arrives whole when the exchange ends the connection", async () => {
@@ -214,4 +258,45 @@ Deno.test("terminator: the last response arrives whole when the exchange ends th
       assertEquals([r.code, r.stdout], [0, String(BIG.length)], `${protocol}: ${r.stderr}`);
     }
   }
+});
+
+/** A real TLS ClientHello for `api.test` (what a client sends first), recorded off a socket. */
+async function clientHello(): Promise<Uint8Array> {
+  const recorder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = Deno.connect({ hostname: "127.0.0.1", port: (recorder.addr as Deno.NetAddr).port })
+    .then((tcp) => Deno.startTls(tcp, { hostname: "api.test" }))
+    .then((tls) => tls.handshake().finally(() => tls.close()))
+    .catch(() => {});
+  const conn = await recorder.accept();
+  const buf = new Uint8Array(16384);
+  const n = await conn.read(buf);
+  conn.close();
+  recorder.close();
+  await client;
+  return buf.slice(0, n ?? 0);
+}
+
+Deno.test("terminator: a guest that leaves during the TLS handshake ends its connection and the upstream's", async () => {
+  await using f = await fixture({ trustUpstream: true });
+  const hello = await clientHello();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: f.frontPort });
+  await conn.write(hello);
+  await conn.closeWrite();
+  // The relay must close the guest's side within a bound, not wait forever for a handshake.
+  const closed = (async () => {
+    const buf = new Uint8Array(65536);
+    try {
+      while (await conn.read(buf) !== null) { /* the server's flight, if any */ }
+    } catch { /* reset: closed too */ }
+    return "closed";
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    closed,
+    new Promise<string>((r) => timer = setTimeout(() => r("still open after 15 s"), 15_000)),
+  ]);
+  clearTimeout(timer);
+  conn.close();
+  assertEquals(outcome, "closed");
+  assertEquals(f.received.length, 0);
 });
