@@ -19,7 +19,6 @@ import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } fro
 import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
 import {
   addShuruFiles,
-  agentRunnerScript,
   DEBIAN_RECIPE,
   DEFAULT_FS_BYTES,
   guestInitScript,
@@ -43,10 +42,21 @@ import {
 import { type AsRoot, asRoot } from "./as_root.ts";
 import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
+import {
+  buildToolsTree,
+  makeToolsImage,
+  TOOLS_MKFS_OPTIONS,
+  toolsAgentRunScript,
+  toolsInitScript,
+} from "./tools.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
+export { runTool, type RunToolOptions } from "./run.ts";
+export { checkInitrd, checkKernel, type CheckKernelOptions, checkRootfs } from "./boot_files.ts";
 export { DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+export { GUEST_AGENT_PATH, TOOLS_BUSYBOX, toolsCommand } from "./tools.ts";
+export { TOOLS_MOUNT } from "./guest_paths.ts";
 export {
   BUNDLE_MANIFEST,
   BundleError,
@@ -60,8 +70,11 @@ export {
   type WrittenBundle,
 } from "./bundle.ts";
 
-/** Bumped when the layout or meaning of the asset files changes. */
-export const ASSET_FORMAT = 1;
+/**
+ * Bumped when the layout or meaning of the asset files changes. 2: the agent, Deno and the
+ * guest's init moved from the root filesystem to the tools disk (`tools.ext4`).
+ */
+export const ASSET_FORMAT = 2;
 
 /** Paths of one complete set of guest assets. */
 export interface GuestAssets {
@@ -75,6 +88,8 @@ export interface GuestAssets {
   initramfs: string;
   /** ext4 root filesystem image (read-only base; runs write to a copy-on-write layer). */
   rootfs: string;
+  /** The tools disk (read-only ext4): agent, Deno and its libraries, busybox, tini. */
+  tools: string;
   /** Size of the root filesystem image in bytes: the smallest disk a VM can use. */
   rootfsBytes: number;
   /** Kernel release the kernel and modules come from. */
@@ -99,6 +114,7 @@ export type AssetStep =
   | "agent"
   | "kernel"
   | "initramfs"
+  | "tools"
   | "debian"
   | "rootfs-tree"
   | "rootfs-image"
@@ -301,15 +317,17 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   if (!agentSha) await bundleNow();
 
   const busybox = findCommand("busybox", path) as string;
+  const tini = findCommand("tini-static", path) as string;
   const versionOf = (sha: string) =>
-    assetVersion(options.assetsDir, { kernel, busybox, denoBinary, agentSha: sha });
-  let { version, dir, recipeKey } = await versionOf(agentSha!);
+    assetVersion(options.assetsDir, { kernel, busybox, tini, denoBinary, agentSha: sha });
+  let { version, dir, recipeKey, rootfsKey } = await versionOf(agentSha!);
   const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
     version,
     dir,
     kernel: join(dir, "vmlinux"),
     initramfs: join(dir, "initramfs.img"),
     rootfs: join(dir, "rootfs.ext4"),
+    tools: join(dir, "tools.ext4"),
     rootfsBytes,
     kernelRelease: kernel.release,
     built,
@@ -327,7 +345,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   if (!agentBundle) {
     // Building: use a fresh bundle (and its version, should the stamp have missed a change).
     await bundleNow();
-    ({ version, dir, recipeKey } = await versionOf(agentSha!));
+    ({ version, dir, recipeKey, rootfsKey } = await versionOf(agentSha!));
   }
   const rootfsBytes = await build({
     ...options,
@@ -335,9 +353,11 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     dir,
     kernel,
     busybox,
+    tini,
     denoBinary,
     agentBundle: agentBundle!,
     recipeKey,
+    rootfsKey,
     timings,
     onProgress,
   });
@@ -348,6 +368,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
 interface VersionInputs {
   kernel: HostKernel;
   busybox: string;
+  tini: string;
   denoBinary: string;
   agentSha: string;
 }
@@ -363,25 +384,41 @@ async function denoIdentity(binary: string): Promise<string> {
 async function assetVersion(
   assetsDir: string,
   inputs: VersionInputs,
-): Promise<{ version: string; dir: string; recipeKey: string }> {
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
-  const versionKey = await sha256Hex(JSON.stringify({
+): Promise<{ version: string; dir: string; recipeKey: string; rootfsKey: string }> {
+  const recipeKey = await recipeKeyOf();
+  // The Debian image depends on the recipe and a few files only (not on the agent), so every
+  // version with the same key shares one rootfs.ext4 (a hard link: one inode, one base cache).
+  const rootfsKey = (await sha256Hex(JSON.stringify({
     format: ASSET_FORMAT,
     recipeKey,
+    init: guestInitScript(),
+    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
+  }))).slice(0, 16);
+  const loader = await Deno.realPath("/lib64/ld-linux-x86-64.so.2").catch(() => "");
+  const versionKey = await sha256Hex(JSON.stringify({
+    format: ASSET_FORMAT,
+    rootfsKey,
     modules: MODULE_GROUPS,
     kernel: await fileStamp(inputs.kernel.vmlinuz),
     modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
     busybox: await fileStamp(inputs.busybox),
+    tini: await fileStamp(inputs.tini),
+    // The tools disk copies the host's loader and libc (and setpriv, resize2fs).
+    libc: loader ? await fileStamp(loader) : "",
     // The Deno binary by content, not path: each checkout (a CI clone) has its own copy.
     deno: await denoIdentity(inputs.denoBinary),
     agent: inputs.agentSha,
-    scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+    scripts: await sha256Hex(initScript([]) + toolsInitScript() + toolsAgentRunScript()),
     agentCache: PRIMING_VERSION,
     // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
-    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
+    tools: TOOLS_MKFS_OPTIONS,
   }));
   const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
-  return { version, dir: join(assetsDir, version), recipeKey };
+  return { version, dir: join(assetsDir, version), recipeKey, rootfsKey };
+}
+
+async function recipeKeyOf(): Promise<string> {
+  return (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
 }
 
 /** What {@linkcode pruneAssets} removed. */
@@ -425,12 +462,18 @@ export async function pruneAssets(
     }
   }
   const cache = join(assetsDir, "cache");
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const recipeKey = await recipeKeyOf();
+  // Shared root filesystems that no kept version links to any more (one link: the cache's).
   const cached = await Array.fromAsync(Deno.readDir(cache)).catch(() => [] as Deno.DirEntry[]);
   for (const e of cached) {
     const path = join(cache, e.name);
     const oldRecipe = e.name.endsWith(".tar") && !e.name.includes(recipeKey);
-    if (oldRecipe || (e.name.includes(".partial-") && stale(await Deno.stat(path)))) {
+    const unusedRootfs = /^rootfs-[0-9a-f]+\.ext4$/.test(e.name) &&
+      (await Deno.stat(path)).nlink === 1;
+    if (
+      oldRecipe || unusedRootfs ||
+      (e.name.includes(".partial-") && stale(await Deno.stat(path)))
+    ) {
       await remove(path, `cache/${e.name}`);
     }
   }
@@ -461,9 +504,11 @@ interface BuildInputs extends EnsureAssetsOptions {
   dir: string;
   kernel: HostKernel;
   busybox: string;
+  tini: string;
   denoBinary: string;
   agentBundle: Uint8Array;
   recipeKey: string;
+  rootfsKey: string;
   timings: Record<string, number>;
   onProgress: (event: AssetProgress) => void;
   /** How commands run as root: the real root, or a user namespace (as_root.ts). */
@@ -501,12 +546,50 @@ async function build(inp: BuildInputs): Promise<number> {
           resolved.set(group, await loadModules(inp.kernel.modulesDir, MODULE_GROUPS[group]));
         }
         const groups = groupModules(resolved);
-        const image = await buildInitramfs(await Deno.readFile(inp.busybox), groups);
+        const image = await buildInitramfs(
+          await Deno.readFile(inp.busybox),
+          groups,
+          inp.kernel.release,
+        );
         await Deno.writeFile(join(work, "initramfs.img"), image);
         return { bytes: image.length, modules: groups.reduce((n, g) => n + g.modules.length, 0) };
       },
       (r) => `${r.modules} modules, ${(r.bytes / MIB).toFixed(1)} MiB`,
     );
+
+    await step(
+      "tools",
+      "building the tools disk (agent, Deno, busybox, tini)",
+      timings,
+      onProgress,
+      async () => {
+        const tree = await buildToolsTree(join(work, "tools-root"), {
+          denoBinary: inp.denoBinary,
+          agentBundle: inp.agentBundle,
+          busybox: inp.busybox,
+          tini: inp.tini,
+          ...(inp.path ? { path: inp.path } : {}),
+        });
+        const bytes = await makeToolsImage(tree, join(work, "tools.ext4"), { root });
+        await Deno.remove(join(work, "tools-root"), { recursive: true });
+        return bytes;
+      },
+      (n) => `${(n / MIB).toFixed(0)} MiB image`,
+    );
+
+    // The Debian image is shared by every version with the same rootfs key.
+    const sharedRootfs = join(inp.assetsDir, "cache", `rootfs-${inp.rootfsKey}.ext4`);
+    if (!inp.force) {
+      const reused = await Deno.link(sharedRootfs, join(work, "rootfs.ext4")).then(
+        () => true,
+        () => false,
+      );
+      if (reused) {
+        const imageBytes = (await Deno.stat(sharedRootfs)).size;
+        await install(inp, work, imageBytes);
+        return imageBytes;
+      }
+    }
 
     const tarball = await step(
       "debian",
@@ -577,7 +660,7 @@ async function build(inp: BuildInputs): Promise<number> {
             }
           },
         });
-        await addShuruFiles(tree, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
+        await addShuruFiles(tree);
         return await treeBytes(tree, root);
       },
       (n) => `${(n / MIB).toFixed(0)} MiB of files`,
@@ -592,39 +675,47 @@ async function build(inp: BuildInputs): Promise<number> {
       async () => {
         await makeExt4(tree, join(work, "rootfs.ext4"), { bytes: imageBytes, root });
         await root.run("rm", ["-rf", tree]);
+        await Deno.mkdir(join(inp.assetsDir, "cache"), { recursive: true });
+        await Deno.remove(sharedRootfs).catch(() => {});
+        await Deno.link(join(work, "rootfs.ext4"), sharedRootfs);
       },
       () => `${(imageBytes / MIB).toFixed(0)} MiB image`,
     );
-
-    await step("install", "installing the assets", timings, onProgress, async () => {
-      const manifest: Manifest = {
-        format: ASSET_FORMAT,
-        rootfsBytes: imageBytes,
-        kernelRelease: inp.kernel.release,
-        builtAt: new Date().toISOString(),
-        timings,
-      };
-      await Deno.writeTextFile(
-        join(work, "manifest.json"),
-        JSON.stringify(manifest, null, 2) + "\n",
-      );
-      // makeTempDir creates 0700; the assets are read by every user of this data home.
-      await Deno.chmod(work, 0o755);
-      // Replace an existing (forced) version: move it aside first, then rename ours in.
-      const old = `${inp.dir}.old-${Deno.pid}`;
-      const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);
-      try {
-        await Deno.rename(work, inp.dir);
-      } catch (err) {
-        // Another build finished first with the same version: theirs is as good as ours.
-        if (!(await readManifest(inp.dir))) throw err;
-      }
-      if (hadOld) await Deno.remove(old, { recursive: true });
-    });
+    await install(inp, work, imageBytes);
     return imageBytes;
   } finally {
     // The tree holds files of other owners (the namespace's): remove it as their root.
     await root.run("rm", ["-rf", work]).catch(() => {});
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/** Writes the manifest and renames the build folder into place. */
+async function install(inp: BuildInputs, work: string, imageBytes: number): Promise<void> {
+  const { timings, onProgress } = inp;
+  await step("install", "installing the assets", timings, onProgress, async () => {
+    const manifest: Manifest = {
+      format: ASSET_FORMAT,
+      rootfsBytes: imageBytes,
+      kernelRelease: inp.kernel.release,
+      builtAt: new Date().toISOString(),
+      timings,
+    };
+    await Deno.writeTextFile(
+      join(work, "manifest.json"),
+      JSON.stringify(manifest, null, 2) + "\n",
+    );
+    // makeTempDir creates 0700; the assets are read by every user of this data home.
+    await Deno.chmod(work, 0o755);
+    // Replace an existing (forced) version: move it aside first, then rename ours in.
+    const old = `${inp.dir}.old-${Deno.pid}`;
+    const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);
+    try {
+      await Deno.rename(work, inp.dir);
+    } catch (err) {
+      // Another build finished first with the same version: theirs is as good as ours.
+      if (!(await readManifest(inp.dir))) throw err;
+    }
+    if (hadOld) await Deno.remove(old, { recursive: true });
+  });
 }

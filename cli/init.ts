@@ -142,7 +142,7 @@ export function initCommand() {
   return new Command("init")
     .summary("build or check the guest assets (kernel, initramfs, root filesystem)")
     .description(
-      "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
+      "Build the guest assets (kernel, initramfs, Debian root filesystem, and the tools disk with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
     )
     .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
     .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")

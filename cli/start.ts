@@ -20,7 +20,14 @@ import {
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "../host/mod.ts";
-import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { prepareImage } from "../runner/mod.ts";
+import {
+  imageProgressPrinter,
+  progressPrinter,
+  resolveRunSettings,
+  type RunFlags,
+  withRunFlags,
+} from "./run.ts";
 import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
@@ -78,12 +85,16 @@ export function startCommand(): Command {
       } else {
         name = generateSandboxName(live);
       }
-      // Build missing guest assets here, with progress on this terminal, not in the log.
+      // Build missing guest assets (and convert the image) here, with progress on this
+      // terminal, not in the log.
       await ensureAssets({
         assetsDir: homeLayout().assets,
         ...(opts.installDeps ? { installDeps: true } : {}),
         onProgress: progressPrinter(),
       });
+      if (spec.image !== undefined) {
+        await prepareImage(homeLayout(), spec, { onProgress: imageProgressPrinter() });
+      }
       const record = await launchSupervisor({
         ...spec,
         name,

@@ -24,6 +24,9 @@ export const ASSET_TOOLS: readonly HostTool[] = [
   { command: "mmdebstrap", package: "mmdebstrap", purpose: "builds the Debian root filesystem" },
   { command: "busybox", package: "busybox-static", purpose: "runs the initramfs", static: true },
   { command: "mkfs.ext4", package: "e2fsprogs", purpose: "writes the root filesystem image" },
+  { command: "tini-static", package: "tini", purpose: "is PID 1 in the guest", static: true },
+  { command: "setpriv", package: "util-linux", purpose: "runs an image's commands as its user" },
+  { command: "resize2fs", package: "e2fsprogs", purpose: "grows the guest's filesystem" },
   { command: "xz", package: "xz-utils", purpose: "decompresses the kernel" },
   { command: "tar", package: "tar", purpose: "unpacks the Debian base" },
 ];

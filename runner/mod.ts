@@ -10,7 +10,20 @@
  */
 
 import { resolve } from "node:path";
-import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  checkInitrd,
+  checkKernel,
+  checkRootfs,
+  ensureAssets,
+  type GuestAssets,
+  TOOLS_BUSYBOX,
+} from "../assets/mod.ts";
+import {
+  ensureImage,
+  type ImageProgress,
+  type PreparedImage,
+  registryResolver,
+} from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
@@ -24,7 +37,7 @@ import {
   Store,
   StoreError,
 } from "../store/mod.ts";
-import type { SaveResult } from "../store/mod.ts";
+import type { ImageMeta, SaveResult } from "../store/mod.ts";
 import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
   createBackend,
@@ -40,8 +53,16 @@ import {
 import { RunnerError } from "./errors.ts";
 import { GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
 import { RunSecrets } from "./secrets.ts";
+import {
+  defaultsFromMeta,
+  imageMeta,
+  NO_DEFAULTS,
+  type RunDefaults,
+  spawnDefaults,
+} from "./image.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export { NO_DEFAULTS, type RunDefaults } from "./image.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
 export {
   buildPolicy,
@@ -66,6 +87,8 @@ export interface RemoteStart {
 export interface BootOptions {
   /** The data home layout (`homeLayout()`). */
   home: HomeLayout;
+  /** Progress of an image's pull and conversion (`spec.image`). */
+  onImageProgress?: (p: ImageProgress) => void;
   /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
   onRemote?: (remote: RemoteStart) => void;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
@@ -138,10 +161,16 @@ const FREEZE_PY = [
   "sys.stdout.write('thawed %d\\n' % ((time.monotonic() - t0) * 1e6)); sys.stdout.flush()",
 ].join("\n");
 
+/**
+ * Run by the tools disk's busybox, so it works in any root (an image may have no /bin/sh, no
+ * fsfreeze): the image's python3 when it has one (freeze and thaw in one process), else the
+ * busybox applets; the frozen time from /proc/uptime (hundredths of a second).
+ */
 const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
-  "sync; fsfreeze -f / || exit 3; t0=$(date +%s%N); echo frozen; " +
-  "timeout 30 head -n 1 >/dev/null; fsfreeze -u / || exit 4; " +
-  'echo "thawed $(( ($(date +%s%N) - t0) / 1000 ))"';
+  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze --freeze / || exit 3; read -r a _ < /proc/uptime; ` +
+  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze --unfreeze / || exit 4; " +
+  "read -r b _ < /proc/uptime; " +
+  'echo "thawed $(( (${b%.*}${b#*.} - ${a%.*}${a#*.}) * 10000 ))"';
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
@@ -155,6 +184,10 @@ export class BootedSandbox implements AsyncDisposable {
   readonly assets: GuestAssets;
   /** Phase timings. */
   readonly timings: BootTimings;
+  /** What the image (`--image`, or the checkpoint's image) gives user commands. */
+  readonly defaults: RunDefaults;
+  /** The image the disk descends from, recorded in checkpoints saved from it. */
+  readonly image: ImageMeta | undefined;
   #device: CowDevice;
   #server: NbdServer;
   #store: Store;
@@ -175,12 +208,16 @@ export class BootedSandbox implements AsyncDisposable {
     store: Store;
     network?: GuestNetwork;
     netLog?: NetLog;
+    defaults?: RunDefaults;
+    image?: ImageMeta;
   }) {
     this.agent = parts.agent;
     this.vm = parts.vm;
     this.instance = parts.instance;
     this.assets = parts.assets;
     this.timings = parts.timings;
+    this.defaults = parts.defaults ?? NO_DEFAULTS;
+    this.image = parts.image;
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
@@ -221,9 +258,10 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs).catch((err) => {
-          throw storeFailure(err, "save_failed");
-        });
+        saved = await this.#device.save(options.saveAs, this.image ? { image: this.image } : {})
+          .catch((err) => {
+            throw storeFailure(err, "save_failed");
+          });
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
@@ -271,7 +309,7 @@ export class BootedSandbox implements AsyncDisposable {
     const t0 = performance.now();
     const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
     const pauseMs = snapshot.pauseMs;
-    const saved = await snapshot.value.save(name);
+    const saved = await snapshot.value.save(name, this.image ? { image: this.image } : {});
     return { saved, pauseMs, totalMs: performance.now() - t0 };
   }
 
@@ -283,8 +321,8 @@ export class BootedSandbox implements AsyncDisposable {
     // One guest process freezes, reports, waits for our word (or 30 s), then thaws, so a host
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
-    // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.agent.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    // emulation); without python3, the tools disk's busybox does it.
+    const proc = this.agent.spawn([TOOLS_BUSYBOX, "sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -317,7 +355,9 @@ export class BootedSandbox implements AsyncDisposable {
     };
     try {
       if (!(await readUntil(/frozen\n/))) {
-        throw await failure("the guest could not freeze its filesystem (needs fsfreeze)");
+        throw await failure(
+          "the guest could not freeze its filesystem (needs python3 or the tools disk's fsfreeze)",
+        );
       }
       const frozenAt = performance.now();
       const value = await fn();
@@ -418,17 +458,48 @@ async function boot(
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const tAssets = since();
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
-  if (diskBytes < assets.rootfsBytes) {
+  // The user's boot files, checked before anything starts (one line each when wrong).
+  const bootFiles = { kernel: assets.kernel, initramfs: assets.initramfs, tools: assets.tools };
+  if (spec.kernel !== undefined) {
+    bootFiles.kernel = await checkKernel(spec.kernel, {
+      cacheDir: resolve(options.home.assets, "cache", "kernels"),
+    });
+  }
+  if (spec.initrd !== undefined) {
+    await checkInitrd(spec.initrd);
+    bootFiles.initramfs = spec.initrd;
+  }
+  const store = await Store.open(options.home.store);
+  let source: DeviceSource = { base: assets.rootfs };
+  let image: ImageMeta | undefined;
+  let defaults = NO_DEFAULTS;
+  if (spec.image !== undefined) {
+    const prepared = await prepareImage(options.home, spec, {
+      onRetry: notice,
+      ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
+    });
+    source = { base: prepared.rootfs };
+    image = imageMeta(prepared);
+    defaults = spawnDefaults(prepared.defaults, spec.image);
+  } else if (spec.rootfs !== undefined) {
+    const bytes = await checkRootfs(spec.rootfs);
+    if (diskBytes < bytes) {
+      throw new RunnerError(
+        "invalid_config",
+        `Cannot use a ${spec.diskSizeMiB} MiB disk: ${spec.rootfs} is ` +
+          `${Math.ceil(bytes / 1048576)} MiB (--disk-size ${Math.ceil(bytes / 1048576)} or more)`,
+      );
+    }
+    source = { base: spec.rootfs };
+  } else if (spec.from === undefined && diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
       `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
-  const store = await Store.open(options.home.store);
-  let source: DeviceSource = { base: assets.rootfs };
+  const tAssets = since();
   if (spec.from !== undefined && looksLikeReference(spec.from)) {
     // Resolves and validates the artifact (small blobs only) before booting.
     const opened = await openRemoteCheckpoint(store, spec.from, {
@@ -443,8 +514,14 @@ async function boot(
     });
   } else if (spec.from !== undefined) {
     // Fail before booting when the checkpoint does not exist.
-    await store.inspect(spec.from);
+    const info = await store.inspect(spec.from);
     source = { checkpoint: spec.from };
+    if (info.image) {
+      // A checkpoint of an image keeps the image's settings.
+      const settings = defaultsFromMeta(info.image);
+      image = info.image;
+      if (settings) defaults = spawnDefaults(settings, info.image.ref);
+    }
   }
   options.signal?.throwIfAborted();
   const instance = await createInstance(
@@ -470,8 +547,8 @@ async function boot(
     const decision = spec.backend === "vz"
       ? { accel: "hvf" as const, notice: "" }
       : await resolveAccel(spec.accel, {
-        kernel: assets.kernel,
-        initrd: assets.initramfs,
+        kernel: bootFiles.kernel,
+        initrd: bootFiles.initramfs,
         cacheFile: resolve(options.home.root, "kvm-probe.json"),
         workDir: instance.dir,
         ...(tsc ? { tscKhz: tsc.khz } : {}),
@@ -513,7 +590,7 @@ async function boot(
       cleanup.push(() => n.close());
     }
     const vm = await launchGuest({
-      assets,
+      assets: bootFiles,
       instance,
       cpus: spec.cpus,
       memoryMiB: spec.memoryMiB,
@@ -568,6 +645,8 @@ async function boot(
       store,
       ...(network ? { network } : {}),
       ...(netLog ? { netLog } : {}),
+      defaults,
+      ...(image ? { image } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,
@@ -580,6 +659,38 @@ async function boot(
     await unwind();
     throw err;
   }
+}
+
+/** Options of {@linkcode prepareImage}. */
+export interface PrepareImageOptions {
+  /** Progress lines. */
+  onProgress?: (p: ImageProgress) => void;
+  /** Called before a registry request is retried. */
+  onRetry?: (line: string) => void;
+}
+
+/**
+ * Converts the spec's image for its disk size (or finds it cached): what `bootSandbox` does for
+ * `image`, callable ahead of time (`shuru start` shows the progress on its terminal before the
+ * supervisor boots). Like shuru's own base image, the result is ingested into the store by the
+ * first checkpoint saved from it (once: later saves reuse its cached table), not here: a run
+ * that saves nothing should not pay for hashing and writing every block.
+ */
+export async function prepareImage(
+  home: HomeLayout,
+  spec: Pick<SandboxSpec, "image" | "diskSizeMiB" | "insecureRegistries">,
+  options: PrepareImageOptions = {},
+): Promise<PreparedImage> {
+  if (spec.image === undefined) throw new TypeError("prepareImage: the spec names no image");
+  return await ensureImage(spec.image, {
+    imagesDir: home.images,
+    diskBytes: spec.diskSizeMiB * 1048576,
+    registry: registryResolver({
+      insecureRegistries: spec.insecureRegistries ?? [],
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    }),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */

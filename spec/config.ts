@@ -27,6 +27,10 @@ export interface ShuruConfig {
   mounts?: string[];
   command?: string[];
   from?: string;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   insecure_registries?: string[];
   expose_host?: string[];
   secrets?: Record<string, unknown>;
@@ -56,6 +60,10 @@ const FIELDS: Record<keyof ShuruConfig, FieldKind> = {
   mounts: "strings",
   command: "strings",
   from: "string",
+  image: "string",
+  kernel: "string",
+  initrd: "string",
+  rootfs: "string",
   insecure_registries: "strings",
   expose_host: "strings",
   secrets: "object",
@@ -183,6 +191,10 @@ export function configLayer(config: ShuruConfig): SpecLayer {
   if (config.accel !== undefined) layer.accel = config.accel;
   if (config.backend !== undefined) layer.backend = config.backend;
   if (config.from !== undefined) layer.from = config.from;
+  if (config.image !== undefined) layer.image = config.image;
+  if (config.kernel !== undefined) layer.kernel = config.kernel;
+  if (config.initrd !== undefined) layer.initrd = config.initrd;
+  if (config.rootfs !== undefined) layer.rootfs = config.rootfs;
   if (config.insecure_registries) layer.insecureRegistries = config.insecure_registries;
   if (config.command !== undefined) layer.command = config.command;
   if (config.mounts) layer.mounts = config.mounts.map(parseMountSpec);

@@ -79,6 +79,18 @@ export interface ManifestMeta {
   base?: string;
   /** Where a pulled checkpoint came from: the registry reference and manifest digest. */
   origin?: { ref: string; digest: string };
+  /** The OCI image the lineage started from, with its settings (env, cwd, user, command). */
+  image?: ImageMeta;
+}
+
+/** The image a checkpoint descends from (`shuru run --image`); settings are the runner's. */
+export interface ImageMeta {
+  /** The reference as given. */
+  ref: string;
+  /** The image config's digest. */
+  config: string;
+  /** The sandbox settings the image gives (a JSON object the runner reads back). */
+  settings: Record<string, unknown>;
 }
 
 /** The decoded fixed header. */
@@ -356,6 +368,14 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
     const o = parsed.origin;
     if (o && typeof o === "object" && typeof o.ref === "string" && typeof o.digest === "string") {
       meta.origin = { ref: o.ref, digest: o.digest };
+    }
+    const im = parsed.image;
+    if (
+      im && typeof im === "object" && typeof im.ref === "string" &&
+      typeof im.config === "string" && im.settings && typeof im.settings === "object" &&
+      !Array.isArray(im.settings)
+    ) {
+      meta.image = { ref: im.ref, config: im.config, settings: im.settings };
     }
   } catch (err) {
     throw bad(`metadata is not a JSON object (${(err as Error).message})`);

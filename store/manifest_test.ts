@@ -111,3 +111,16 @@ Deno.test("BlockTable - rejects bad geometry", () => {
   assertThrows(() => new BlockTable(1000, 10), "power of two");
   assertThrows(() => new BlockTable(65536, -1), "disk size");
 });
+
+Deno.test("decodeManifest - keeps the image meta of a run --image lineage, drops a malformed one", () => {
+  const table = new BlockTable(4096, 4096 * 4);
+  const image = { ref: "oci:/x:1", config: "sha256:" + "a".repeat(64), settings: { env: ["A=1"] } };
+  const back = decodeManifest(encodeManifest(table, { image }));
+  assertEquals(back.meta.image, image);
+  const bad = decodeManifest(
+    encodeManifest(table, {
+      image: { ref: 1, config: "x", settings: [] } as unknown as typeof image,
+    }),
+  );
+  assertEquals(bad.meta.image, undefined);
+});

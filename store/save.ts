@@ -158,6 +158,7 @@ export async function saveSnapshot(
       (opened.lower.kind === "checkpoint" ? opened.lower.checkpoint.name : undefined);
     if (parent !== undefined) meta.parent = parent;
     if (baseId !== undefined) meta.base = baseId;
+    if (options.image !== undefined) meta.image = options.image;
     const bytes = encodeManifest(table, meta);
     const path = dir.checkpointPath(name);
     try {

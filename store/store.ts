@@ -25,7 +25,7 @@ import { BaseLower, CheckpointLower, CowDevice, type LowerLayer } from "./device
 import { StoreError } from "./errors.ts";
 import { collectGarbage, type GcOptions, type GcReport, hashSet, takeLease } from "./gc.ts";
 import { initHasher, toHex } from "./hash.ts";
-import { BlockTable, decodeManifest } from "./manifest.ts";
+import { BlockTable, decodeManifest, type ImageMeta } from "./manifest.ts";
 import { type OpenedDevice, saveSnapshot } from "./save.ts";
 import { StoreDir, validateName } from "./store_dir.ts";
 
@@ -87,6 +87,8 @@ export interface CheckpointInfo {
   parent?: string;
   /** The registry reference and manifest digest it was pulled from, if it was. */
   origin?: { ref: string; digest: string };
+  /** The OCI image it descends from, with that image's sandbox settings. */
+  image?: ImageMeta;
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -163,6 +165,7 @@ export class Store {
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
         if (m.meta.origin !== undefined) info.origin = m.meta.origin;
+        if (m.meta.image !== undefined) info.image = m.meta.image;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -224,6 +227,7 @@ export class Store {
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
     if (m.meta.origin !== undefined) details.origin = m.meta.origin;
+    if (m.meta.image !== undefined) details.image = m.meta.image;
     return details;
   }
 

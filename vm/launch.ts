@@ -13,8 +13,8 @@ import type { Accel, DiskConfig, MountConfig, NetConfig, Vm, VmBackend } from ".
 
 /** Options of {@linkcode launchGuest}. */
 export interface LaunchOptions {
-  /** Kernel and initramfs, e.g. from `ensureAssets()`. */
-  assets: { kernel: string; initramfs: string };
+  /** Kernel, initramfs and the tools disk, e.g. from `ensureAssets()`. */
+  assets: { kernel: string; initramfs: string; tools?: string };
   /** The run's instance folder (`createInstance()`): sockets and console log go there. */
   instance: Instance;
   /** Virtual CPUs. */
@@ -61,6 +61,7 @@ export async function launchGuest(options: LaunchOptions): Promise<Vm> {
     memoryMiB: options.memoryMiB,
     accel: options.accel,
     disk: options.disk,
+    ...(options.assets.tools !== undefined ? { tools: options.assets.tools } : {}),
     agentSocket: options.instance.agentSocket,
     consoleLog: options.instance.consoleLog,
     mounts,

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { ROOT_SERIAL, TOOLS_SERIAL } from "../proto/mod.ts";
 import { VmError } from "./errors.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -99,7 +100,16 @@ export function qemuArgs(config: VmConfig): string[] {
       ].join(","),
     );
   }
-  if (disk) args.push("-device", "virtio-blk-device,drive=root");
+  if (disk) args.push("-device", `virtio-blk-device,drive=root,serial=${ROOT_SERIAL}`);
+  if (config.tools !== undefined) {
+    check(config.tools.startsWith("/"), `tools disk ${config.tools} is not an absolute path`);
+    args.push(
+      "-drive",
+      `file=${optValue(config.tools)},format=raw,if=none,id=tools,read-only=on,cache=none`,
+      "-device",
+      `virtio-blk-device,drive=tools,serial=${TOOLS_SERIAL}`,
+    );
+  }
 
   // Agent channel. We listen and QEMU connects at startup (server=off): nothing the guest
   // writes can be lost before we attach, and no polling for QEMU's socket to appear.

@@ -47,8 +47,13 @@ export interface VmConfig {
   memoryMiB: number;
   /** Execution engine (resolve `auto` with `resolveAccel` first). */
   accel: Accel;
-  /** Root disk (`/dev/vda` in the guest); none for the KVM probe boot. */
+  /** Root disk (virtio serial `shuru-root`); none for the KVM probe boot. */
   disk?: DiskConfig;
+  /**
+   * The tools disk: a read-only raw ext4 image file (virtio serial `shuru-tools`) holding the
+   * agent and everything it runs on; shuru's initramfs mounts it. Shared by every VM.
+   */
+  tools?: string;
   /** Socket path the backend listens on for the agent channel (virtio-serial `shuru.agent`). */
   agentSocket: string;
   /** Host folders. */
