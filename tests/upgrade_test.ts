@@ -93,7 +93,7 @@ Deno.test("shuru upgrade: check, fast-forward, assets rebuilt only when their ve
     });
 
     await pushCommit(dev, "version 9.9.9", async () => {
-      await replaceIn(join(dev, "cli", "version.ts"), /VERSION = "[^"]+"/, 'VERSION = "9.9.9"');
+      await replaceIn(join(dev, "host", "version.ts"), /VERSION = "[^"]+"/, 'VERSION = "9.9.9"');
       await Deno.writeTextFile(join(dev, "README.md"), "\nA line from upstream.\n", {
         append: true,
       });
