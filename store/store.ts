@@ -67,6 +67,11 @@ export interface OpenDeviceOptions {
   overlayDir: string;
   /** Refuse writes. */
   readOnly?: boolean;
+  /**
+   * The guest architecture using the device, recorded in every checkpoint saved from it
+   * (default: the checkpoint's it was opened from, if it recorded one).
+   */
+  arch?: string;
 }
 
 /** One checkpoint as listed. */
@@ -85,6 +90,8 @@ export interface CheckpointInfo {
   createdAt?: number;
   /** The checkpoint it was saved from, if any (informational). */
   parent?: string;
+  /** The guest architecture it was saved from, if recorded (see `ManifestMeta.arch`). */
+  arch?: string;
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -237,6 +244,7 @@ export class Store {
         };
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
+        if (m.meta.arch !== undefined) info.arch = m.meta.arch;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -295,6 +303,7 @@ export class Store {
     };
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
+    if (m.meta.arch !== undefined) details.arch = m.meta.arch;
     return details;
   }
 
@@ -397,6 +406,7 @@ export class Store {
   async openDevice(source: DeviceSource, options: OpenDeviceOptions): Promise<CowDevice> {
     let lower: LowerLayer;
     let blockSize = this.blockSize;
+    let arch = options.arch;
     const lease: { lower?: string; saved?: string } = {};
     if ("base" in source) {
       try {
@@ -422,6 +432,7 @@ export class Store {
       try {
         const m = await this.#readManifest(leasePath);
         blockSize = m.header.blockSize;
+        arch ??= m.meta.arch;
         lower = new CheckpointLower(source.checkpoint, m.table, this.chunks, { log: this.#log });
       } catch (err) {
         await Deno.remove(leasePath).catch(() => {});
@@ -442,7 +453,7 @@ export class Store {
         blockSize,
         overlayDir: options.overlayDir,
         readOnly: options.readOnly ?? false,
-        saver: (dev, frozen, name, opts) => this.#save(dev, frozen, name, opts),
+        saver: (dev, frozen, name, opts) => this.#save(dev, frozen, name, opts, arch),
         onClose: async () => {
           const l = this.#leases.get(device);
           for (const p of [l?.lower, l?.saved]) if (p) await Deno.remove(p).catch(() => {});
@@ -610,6 +621,7 @@ export class Store {
     frozen: FrozenState,
     name: string,
     options: SaveOptions,
+    arch: string | undefined,
   ): Promise<SaveResult> {
     validateName(name);
     const t0 = performance.now();
@@ -708,6 +720,7 @@ export class Store {
       const parent = prev?.name ?? (lower.kind === "checkpoint" ? lower.name : undefined);
       if (parent !== undefined) meta.parent = parent;
       if (baseId !== undefined) meta.base = baseId;
+      if (arch !== undefined) meta.arch = arch;
       const bytes = encodeManifest(table, meta);
       const path = this.#checkpointPath(name);
       try {
