@@ -12,7 +12,9 @@ export type AssetErrorCode =
   | "module_not_found"
   | "agent_not_found"
   | "command_failed"
-  | "install_refused";
+  | "install_refused"
+  | "unsupported_arch"
+  | "download_failed";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

@@ -5,6 +5,7 @@
  */
 
 import { delimiter, join } from "node:path";
+import { ARCH_SPECS, type GuestArch } from "./arch.ts";
 import { AssetError } from "./errors.ts";
 
 /** A program shuru runs on the host. */
@@ -28,14 +29,32 @@ export const ASSET_TOOLS: readonly HostTool[] = [
   { command: "tar", package: "tar", purpose: "unpacks the Debian base" },
 ];
 
-/** Tools `shuru run` needs to boot a guest. */
-export const VM_TOOLS: readonly HostTool[] = [
-  {
-    command: "qemu-system-x86_64",
-    package: "qemu-system-x86",
-    purpose: "runs the virtual machine",
-  },
-];
+/** Tools `shuru run` needs to boot a guest of `arch`. */
+export function vmTools(arch: GuestArch): HostTool[] {
+  const qemu = ARCH_SPECS[arch].qemuSystem;
+  return [{
+    command: qemu.program,
+    package: qemu.package,
+    purpose: `runs ${arch} virtual machines`,
+  }];
+}
+
+/** Tools `shuru run` needs to boot a guest of the host's architecture (x86_64 hosts). */
+export const VM_TOOLS: readonly HostTool[] = vmTools("x86_64");
+
+/** Extra tools a build for a foreign architecture needs (its packages are downloaded). */
+export function foreignAssetTools(arch: GuestArch): HostTool[] {
+  return [
+    { command: "dpkg-deb", package: "dpkg", purpose: "unpacks the downloaded packages" },
+    { command: "depmod", package: "kmod", purpose: "indexes the kernel's modules" },
+    { command: "npm", package: "npm", purpose: `fetches Deno for ${arch}` },
+    {
+      command: ARCH_SPECS[arch].qemuUser,
+      package: "qemu-user-static",
+      purpose: `runs ${arch} programs while building`,
+    },
+  ];
+}
 
 /** Folders searched besides PATH (sbin is often missing from a user's PATH). */
 const EXTRA_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];

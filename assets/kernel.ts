@@ -191,3 +191,51 @@ export async function findHostKernel(
     { packages: ["linux-image-amd64"] },
   );
 }
+
+/** Offset and value of the arm64 `Image` header's magic ("ARM\x64", little-endian). */
+const ARM64_MAGIC_OFFSET = 0x38;
+const ARM64_MAGIC = 0x644d5241;
+
+/** `true` when `image` is an arm64 Linux `Image` (its header's magic at offset 0x38). */
+export function isArm64Image(image: Uint8Array): boolean {
+  if (image.length < ARM64_MAGIC_OFFSET + 4) return false;
+  const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  return view.getUint32(ARM64_MAGIC_OFFSET, true) === ARM64_MAGIC;
+}
+
+/**
+ * Returns the arm64 `Image` in `vmlinuz`: Debian ships it uncompressed; a gzip'd one (other
+ * distributions) is decompressed. Throws {@linkcode AssetError} `kernel_invalid` otherwise.
+ */
+export async function arm64Image(vmlinuz: Uint8Array): Promise<Uint8Array> {
+  let image = vmlinuz;
+  if (vmlinuz[0] === 0x1f && vmlinuz[1] === 0x8b) {
+    const stream = new Blob([vmlinuz as Uint8Array<ArrayBuffer>]).stream()
+      .pipeThrough(new DecompressionStream("gzip"));
+    image = await new Response(stream).bytes();
+  }
+  if (!isArm64Image(image)) {
+    throw new AssetError(
+      "kernel_invalid",
+      "Cannot use the kernel: not an arm64 Image (no ARM\\x64 magic at offset 0x38)",
+    );
+  }
+  return image;
+}
+
+/**
+ * Unpacks kernel package `deb` under `dest` and indexes its modules (`depmod -b`, which the
+ * package's own scripts would do on a real install), so {@linkcode findHostKernel} finds it there.
+ */
+export async function unpackKernelPackage(deb: string, dest: string): Promise<HostKernel> {
+  await runTool("dpkg-deb", ["-x", deb, dest]);
+  const boot = join(dest, "boot");
+  const modulesRoot = join(dest, "lib", "modules");
+  const releases = (await readdir(modulesRoot).catch(() => [] as string[])).sort(compareReleases);
+  const release = releases.at(-1);
+  if (!release) {
+    throw new AssetError("kernel_invalid", `Cannot find kernel modules in ${deb}`);
+  }
+  await runTool("depmod", ["-b", dest, release]);
+  return await findHostKernel(boot, modulesRoot);
+}

@@ -1,12 +1,15 @@
 /**
  * Guest assets: the kernel, the initramfs and the root filesystem image a shuru VM boots.
  *
- * {@linkcode ensureAssets} returns the current assets, building them when missing or stale.
- * They live in `<assets>/<version>/`, where the version hashes everything that goes in: the
- * Debian recipe, the host kernel, busybox, Deno, the agent bundle and the init scripts. A
- * build happens in a temporary folder renamed into place at the end, so a folder that exists
- * is complete. The mmdebstrap tarball is cached separately (`<assets>/cache/`), keyed by the
- * recipe alone, so an agent change only re-runs the quick steps.
+ * {@linkcode ensureAssets} returns the current assets of one guest architecture, building them
+ * when missing or stale. They live in `<assets>/v<format>-<arch>-<hash>/`, where the hash covers
+ * everything that goes in: the Debian recipe, the kernel, busybox, Deno, the agent bundle and the
+ * init scripts. A build happens in a temporary folder renamed into place at the end, so a folder
+ * that exists is complete. The mmdebstrap tarball is cached separately (`<assets>/cache/`), keyed
+ * by the recipe and architecture alone, so an agent change only re-runs the quick steps.
+ *
+ * The host's own architecture is built from the host's packages; a foreign one from packages of
+ * that architecture fetched into the cache (`packages.ts`, `foreign.ts`).
  *
  * @module
  */
@@ -14,8 +17,9 @@
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AssetError } from "./errors.ts";
-import { extractKernel, findHostKernel, type HostKernel } from "./kernel.ts";
-import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+import { ARCH_SPECS, type ArchSpec, GUEST_ARCHES, type GuestArch, hostArch } from "./arch.ts";
+import { arm64Image, extractKernel, findHostKernel, unpackKernelPackage } from "./kernel.ts";
+import { type LoadableModule, loadModules, type ModuleGroup, moduleGroupsFor } from "./modules.ts";
 import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
 import {
   addShuruFiles,
@@ -33,38 +37,61 @@ import {
   ASSET_TOOLS,
   findCommand,
   findMissingTools,
+  foreignAssetTools,
   installPackages,
   missingToolsError,
-  VM_TOOLS,
+  vmTools,
 } from "./host_tools.ts";
 import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
+import { type DebFile, debMember, ForeignPackages } from "./packages.ts";
+import {
+  foreignDeno,
+  foreignDenoPath,
+  foreignExec,
+  qemuUserProgram,
+  runWithForeignExec,
+} from "./foreign.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
+export {
+  ARCH_SPECS,
+  archFromUname,
+  type ArchSpec,
+  GUEST_ARCHES,
+  type GuestArch,
+  hostArch,
+  parseArch,
+  type VirtioTransport,
+} from "./arch.ts";
 export {
   aptInstallLine,
   ASSET_TOOLS,
   findMissingTools,
+  foreignAssetTools,
   type HostTool,
   installPackages,
   type MissingTool,
   missingToolsError,
   VM_TOOLS,
+  vmTools,
 } from "./host_tools.ts";
 export { AGENT_START_MARKER, DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { INITRAMFS_MARKER, PROBE_MARKER } from "./initramfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 
 /** Bumped when the layout or meaning of the asset files changes. */
-export const ASSET_FORMAT = 1;
+export const ASSET_FORMAT = 2;
 
 /** Paths of one complete set of guest assets. */
 export interface GuestAssets {
-  /** Version folder name (format and content hash). */
+  /** The guest architecture. */
+  arch: GuestArch;
+  /** Version folder name (format, architecture and content hash). */
   version: string;
   /** The version folder. */
   dir: string;
-  /** Uncompressed kernel ELF (PVH entry). */
+  /** The kernel: an uncompressed ELF (x86_64, PVH entry) or an arm64 `Image`. */
   kernel: string;
   /** gzip-compressed newc initramfs. */
   initramfs: string;
@@ -91,6 +118,7 @@ export type AssetProgress =
 /** The steps of a build, in order. */
 export type AssetStep =
   | "host-tools"
+  | "packages"
   | "agent"
   | "kernel"
   | "initramfs"
@@ -103,7 +131,12 @@ export type AssetStep =
 export interface EnsureAssetsOptions {
   /** The assets folder, e.g. `homeLayout().assets`. */
   assetsDir: string;
-  /** Rebuild even when current (the Debian tarball cache is rebuilt too). */
+  /** The guest architecture (default: the host's). */
+  arch?: GuestArch;
+  /**
+   * Rebuild even when current (the Debian tarball cache is rebuilt too, and a foreign
+   * architecture's packages are looked up again).
+   */
   force?: boolean;
   /** Install missing host tools with apt-get (root on Debian/Ubuntu only). */
   installDeps?: boolean;
@@ -111,7 +144,10 @@ export interface EnsureAssetsOptions {
   onProgress?: (event: AssetProgress) => void;
   /** The guest agent's entry module (default: `guest/main.ts` of this checkout). */
   agentEntry?: string;
-  /** The Deno binary copied into the guest (default: the running one). */
+  /**
+   * The Deno binary copied into a guest of the host's architecture (default: the running one);
+   * a foreign architecture gets the same Deno version from npm.
+   */
   denoBinary?: string;
   /** PATH to find host tools in (default: empty, meaning the standard folders only). */
   path?: string;
@@ -119,7 +155,7 @@ export interface EnsureAssetsOptions {
   bootDir?: string;
   /** Folder with module trees (default `/lib/modules`). */
   modulesRoot?: string;
-  /** Only compute the current version and whether it is built; never build. */
+  /** Only compute the current version and whether it is built; never build nor download. */
   checkOnly?: boolean;
 }
 
@@ -151,7 +187,7 @@ async function step<T>(
     onProgress({ kind: "detail", step: name, text, fraction })
   );
   const elapsedMs = Math.round(performance.now() - started);
-  timings[name] = elapsedMs;
+  timings[name] = (timings[name] ?? 0) + elapsedMs;
   onProgress({ kind: "done", step: name, elapsedMs, note: note?.(result) });
   return result;
 }
@@ -244,6 +280,144 @@ async function writeAgentStamp(
 }
 
 /**
+ * Where a build's inputs come from: the host's packages for its own architecture, packages of
+ * the guest's architecture in the assets cache otherwise.
+ */
+interface Sources {
+  spec: ArchSpec;
+  /** Kernel release. */
+  release: string;
+  /** Identity of the kernel and its modules, for the version. */
+  kernelId: string;
+  /** Identity of busybox, for the version. */
+  busyboxId: string;
+  /** The Deno binary that goes into the guest. */
+  guestDeno: string;
+  /** Unpacks what the build reads into `work` (a foreign kernel package). */
+  prepare(work: string): Promise<{ vmlinuz: string; modulesDir: string; busybox: Uint8Array }>;
+  /** The program prefix that runs the guest's Deno here (qemu-user for a foreign one). */
+  denoRunner(root: string): string[];
+  /** mmdebstrap's extra arguments and how to run it. */
+  mmdebstrap(args: string[], onStderr: (text: string) => void): Promise<void>;
+}
+
+/** The packages a foreign build downloads: the kernel (through its metapackage) and busybox. */
+function foreignRequests(spec: ArchSpec): string[] {
+  return [spec.kernelPackage, "busybox-static"];
+}
+
+async function nativeSources(
+  spec: ArchSpec,
+  options: EnsureAssetsOptions,
+  path: string,
+  guestDeno: string,
+): Promise<Sources> {
+  const kernel = await findHostKernel(options.bootDir, options.modulesRoot).catch(async (err) => {
+    if (!(err instanceof AssetError) || !options.installDeps) throw err;
+    await installPackages(err.packages, {
+      onOutput: (line) => options.onProgress?.({ kind: "detail", step: "host-tools", text: line }),
+    });
+    return await findHostKernel(options.bootDir, options.modulesRoot);
+  });
+  const busybox = findCommand("busybox", path) as string;
+  return {
+    spec,
+    release: kernel.release,
+    kernelId: `${await fileStamp(kernel.vmlinuz)}|${await fileStamp(
+      join(kernel.modulesDir, "modules.dep"),
+    )}`,
+    busyboxId: await fileStamp(busybox),
+    guestDeno,
+    prepare: async () => ({
+      vmlinuz: kernel.vmlinuz,
+      modulesDir: kernel.modulesDir,
+      busybox: await Deno.readFile(busybox),
+    }),
+    denoRunner: () => [],
+    mmdebstrap: async (args, onStderr) => {
+      await runTool("mmdebstrap", args, { onStderr });
+    },
+  };
+}
+
+/** The sources of a foreign build; `undefined` with `checkOnly` when not downloaded yet. */
+async function foreignSources(
+  spec: ArchSpec,
+  options: EnsureAssetsOptions,
+  path: string,
+  timings: Record<string, number>,
+  onProgress: (e: AssetProgress) => void,
+): Promise<Sources | undefined> {
+  const cache = join(options.assetsDir, "cache");
+  const packages = new ForeignPackages({
+    debianArch: spec.debian,
+    dir: join(cache, `apt-${spec.arch}`),
+  });
+  const denoVersion = Deno.version.deno;
+  let debs: DebFile[] | undefined;
+  let guestDeno: string | undefined = options.denoBinary;
+  if (options.checkOnly) {
+    debs = await packages.recorded(foreignRequests(spec));
+    guestDeno ??= foreignDenoPath(cache, spec, denoVersion);
+    if (!debs || !(await Deno.stat(guestDeno).then(() => true, () => false))) return undefined;
+  } else {
+    const recorded = options.force ? undefined : await packages.recorded(foreignRequests(spec));
+    const cachedDeno = guestDeno ?? foreignDenoPath(cache, spec, denoVersion);
+    if (recorded && await Deno.stat(cachedDeno).then(() => true, () => false)) {
+      debs = recorded;
+      guestDeno = cachedDeno;
+    } else {
+      ({ debs, guestDeno } = await step(
+        "packages",
+        `fetching ${spec.arch} packages (kernel, busybox: apt; Deno ${denoVersion}: npm)`,
+        timings,
+        onProgress,
+        async (detail) => ({
+          debs: await packages.fetch(foreignRequests(spec), {
+            refresh: options.force ?? false,
+            onLine: (l) => detail(l),
+          }),
+          guestDeno: guestDeno ??
+            await foreignDeno(cache, spec, { version: denoVersion, onLine: (l) => detail(l) }),
+        }),
+        (r) => r.debs.map((d) => basename(d.path)).join(", "),
+      ));
+    }
+  }
+  const [kernelDeb, busyboxDeb] = debs as [DebFile, DebFile];
+  const release = kernelDeb.name.replace(/^linux-image-/, "");
+  const qemuUser = () => qemuUserProgram(spec, path);
+  return {
+    spec,
+    release,
+    kernelId: `${basename(kernelDeb.path)}:${kernelDeb.size}`,
+    busyboxId: `${basename(busyboxDeb.path)}:${busyboxDeb.size}`,
+    guestDeno: guestDeno!,
+    prepare: async (work) => {
+      const unpacked = await unpackKernelPackage(kernelDeb.path, join(work, "kernel-package"));
+      return {
+        vmlinuz: unpacked.vmlinuz,
+        modulesDir: unpacked.modulesDir,
+        busybox: await debMember(busyboxDeb.path, "./bin/busybox"),
+      };
+    },
+    denoRunner: (root) => [qemuUser(), "-L", root],
+    mmdebstrap: async (args, onStderr) => {
+      qemuUser();
+      const exec = await foreignExec(spec);
+      onStderr(
+        exec.kind === "host-binfmt"
+          ? `running ${spec.arch} maintainer scripts through the host's binfmt_misc\n`
+          : `running ${spec.arch} maintainer scripts through a private binfmt_misc\n`,
+      );
+      await runWithForeignExec(exec, ["mmdebstrap", `--architectures=${spec.debian}`, ...args], {
+        onStderr,
+      });
+    },
+  };
+}
+
+/**
  * Returns the current guest assets, building them first when missing, stale or `force`d.
  * Throws {@linkcode AssetError}: `missing_host_tools` names the apt-get line to run.
  */
@@ -251,59 +425,73 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const onProgress = options.onProgress ?? (() => {});
   const timings: Record<string, number> = {};
   const path = options.path ?? "";
-  const denoBinary = options.denoBinary ?? Deno.execPath();
+  const arch = options.arch ?? hostArch();
+  const spec = ARCH_SPECS[arch];
+  const native = arch === hostArch();
+  // The bundler is the Deno running shuru (or the given one, for a guest of our architecture).
+  const bundler = native ? options.denoBinary ?? Deno.execPath() : Deno.execPath();
   const agentEntry = options.agentEntry ?? DEFAULT_AGENT_ENTRY;
 
   await step("host-tools", "checking host tools", timings, onProgress, async (detail) => {
     if (options.checkOnly) return;
-    let missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
+    const tools = [...ASSET_TOOLS, ...vmTools(arch), ...(native ? [] : foreignAssetTools(arch))];
+    let missing = await findMissingTools(tools, path);
     if (missing.length === 0) return;
     if (!options.installDeps) throw missingToolsError(missing);
     const packages = [...new Set(missing.map((m) => m.tool.package))];
     detail(`installing ${packages.join(" ")}`);
     await installPackages(packages, { onOutput: (line) => detail(line) });
-    missing = await findMissingTools([...ASSET_TOOLS, ...VM_TOOLS], path);
+    missing = await findMissingTools(tools, path);
     if (missing.length > 0) throw missingToolsError(missing);
   });
-  const kernel = await findHostKernel(options.bootDir, options.modulesRoot).catch(async (err) => {
-    if (!(err instanceof AssetError) || !options.installDeps) throw err;
-    await installPackages(err.packages, {
-      onOutput: (line) => onProgress({ kind: "detail", step: "host-tools", text: line }),
-    });
-    return await findHostKernel(options.bootDir, options.modulesRoot);
+  const sources = native
+    ? await nativeSources(spec, options, path, options.denoBinary ?? Deno.execPath())
+    : await foreignSources(spec, options, path, timings, onProgress);
+  const absent = (): GuestAssets => ({
+    arch,
+    version: "",
+    dir: "",
+    kernel: "",
+    initramfs: "",
+    rootfs: "",
+    rootfsBytes: 0,
+    kernelRelease: "",
+    built: false,
+    present: false,
+    timings,
   });
+  if (!sources) return absent();
   // The agent's sources are stamped (sizes and mtimes of every module it imports), so a
   // current set of assets is found without running `deno bundle` (which costs 50-150 ms).
   let agentBundle: Uint8Array | undefined;
   let agentSha = options.force
     ? undefined
-    : await readAgentStamp(options.assetsDir, agentEntry, denoBinary);
+    : await readAgentStamp(options.assetsDir, agentEntry, bundler);
   const bundleNow = async () => {
     agentBundle = await step(
       "agent",
       "bundling the guest agent",
       timings,
       onProgress,
-      () => bundleAgent(denoBinary, agentEntry),
+      () => bundleAgent(bundler, agentEntry),
       (b) => `${(b.length / 1024).toFixed(0)} KiB`,
     );
     agentSha = await sha256Hex(agentBundle);
-    await writeAgentStamp(options.assetsDir, agentEntry, denoBinary, agentSha).catch(() => {});
+    await writeAgentStamp(options.assetsDir, agentEntry, bundler, agentSha).catch(() => {});
   };
   if (!agentSha) await bundleNow();
 
-  const busybox = findCommand("busybox", path) as string;
-  const versionOf = (sha: string) =>
-    assetVersion(options.assetsDir, { kernel, busybox, denoBinary, agentSha: sha });
+  const versionOf = (sha: string) => assetVersion(options.assetsDir, sources, sha);
   let { version, dir, recipeKey } = await versionOf(agentSha!);
   const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
+    arch,
     version,
     dir,
-    kernel: join(dir, "vmlinux"),
+    kernel: join(dir, spec.kernelFile),
     initramfs: join(dir, "initramfs.img"),
     rootfs: join(dir, "rootfs.ext4"),
     rootfsBytes,
-    kernelRelease: kernel.release,
+    kernelRelease: sources.release,
     built,
     present,
     timings,
@@ -322,9 +510,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const rootfsBytes = await build({
     ...options,
     dir,
-    kernel,
-    busybox,
-    denoBinary,
+    sources,
     agentBundle: agentBundle!,
     recipeKey,
     timings,
@@ -333,43 +519,55 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   return assets(true, rootfsBytes);
 }
 
-/** The inputs that decide the asset version. */
-interface VersionInputs {
-  kernel: HostKernel;
-  busybox: string;
-  denoBinary: string;
-  agentSha: string;
-}
-
 /** Size and version of a Deno binary: the same release gives the same identity anywhere. */
-async function denoIdentity(binary: string): Promise<string> {
+async function denoIdentity(binary: string, spec: ArchSpec): Promise<string> {
   const { size } = await Deno.stat(binary);
   if (binary === Deno.execPath()) return `${size}:${Deno.version.deno}`;
+  if (spec.arch !== hostArch()) return `${size}:${basename(dirname(binary))}`;
   const out = await runTool(binary, ["--version"], {});
   return `${size}:${new TextDecoder().decode(out).split("\n")[0]}`;
 }
 
+/**
+ * The key of the Debian tarball for `arch`. x86_64's is the recipe's hash alone, as before other
+ * architectures existed, so its cached tarball stays valid.
+ */
+async function recipeKeyOf(arch: GuestArch): Promise<string> {
+  const recipe = arch === "x86_64"
+    ? DEBIAN_RECIPE
+    : { ...DEBIAN_RECIPE, architecture: ARCH_SPECS[arch].debian };
+  return (await sha256Hex(JSON.stringify(recipe))).slice(0, 16);
+}
+
+/** The Debian tarball's file name for `arch`. */
+function tarballName(arch: GuestArch, recipeKey: string): string {
+  const tag = arch === "x86_64" ? "" : `${ARCH_SPECS[arch].debian}-`;
+  return `debian-${DEBIAN_RECIPE.suite}-${tag}${recipeKey}.tar`;
+}
+
 async function assetVersion(
   assetsDir: string,
-  inputs: VersionInputs,
+  sources: Sources,
+  agentSha: string,
 ): Promise<{ version: string; dir: string; recipeKey: string }> {
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const { spec } = sources;
+  const recipeKey = await recipeKeyOf(spec.arch);
   const versionKey = await sha256Hex(JSON.stringify({
     format: ASSET_FORMAT,
+    arch: spec.arch,
     recipeKey,
-    modules: MODULE_GROUPS,
-    kernel: await fileStamp(inputs.kernel.vmlinuz),
-    modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
-    busybox: await fileStamp(inputs.busybox),
+    modules: moduleGroupsFor(spec.virtio),
+    kernel: sources.kernelId,
+    busybox: sources.busyboxId,
     // The Deno binary by content, not path: each checkout (a CI clone) has its own copy.
-    deno: await denoIdentity(inputs.denoBinary),
-    agent: inputs.agentSha,
+    deno: await denoIdentity(sources.guestDeno, spec),
+    agent: agentSha,
     scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
     agentCache: PRIMING_VERSION,
     // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
     image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
   }));
-  const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
+  const version = `v${ASSET_FORMAT}-${spec.arch}-${versionKey.slice(0, 16)}`;
   return { version, dir: join(assetsDir, version), recipeKey };
 }
 
@@ -385,12 +583,14 @@ export interface AssetPruneResult {
 const STALE_BUILD_MS = 6 * 3600_000;
 
 /**
- * Removes asset versions other than `keepVersion`, and abandoned partial builds. A running VM
- * keeps its open files, so removing a version in use does not disturb it.
+ * Removes asset versions other than those in `keepVersions` (the current one of each
+ * architecture), abandoned partial builds, Debian tarballs of older recipes and Deno binaries of
+ * other versions. A running VM keeps its open files, so removing a version in use does not
+ * disturb it.
  */
 export async function pruneAssets(
   assetsDir: string,
-  keepVersion: string,
+  keepVersions: readonly string[],
 ): Promise<AssetPruneResult> {
   const result: AssetPruneResult = { removed: [], bytes: 0 };
   const remove = async (path: string, name: string) => {
@@ -405,21 +605,27 @@ export async function pruneAssets(
   } catch {
     return result;
   }
+  const keep = new Set(keepVersions);
   for (const e of entries) {
     const path = join(assetsDir, e.name);
-    if (e.isDirectory && /^v\d+-[0-9a-f]+$/.test(e.name) && e.name !== keepVersion) {
+    if (e.isDirectory && /^v\d+-([a-z0-9_]+-)?[0-9a-f]+$/.test(e.name) && !keep.has(e.name)) {
       await remove(path, e.name);
     } else if (e.name.startsWith(".build-") && stale(await Deno.stat(path))) {
       await remove(path, e.name);
     }
   }
   const cache = join(assetsDir, "cache");
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const tarballs = new Set<string>();
+  for (const arch of GUEST_ARCHES) tarballs.add(tarballName(arch, await recipeKeyOf(arch)));
   const cached = await Array.fromAsync(Deno.readDir(cache)).catch(() => [] as Deno.DirEntry[]);
   for (const e of cached) {
     const path = join(cache, e.name);
-    const oldRecipe = e.name.endsWith(".tar") && !e.name.includes(recipeKey);
-    if (oldRecipe || (e.name.includes(".partial-") && stale(await Deno.stat(path)))) {
+    const oldRecipe = e.name.endsWith(".tar") && !tarballs.has(e.name);
+    const oldDeno = e.name.startsWith("deno-") && !e.name.endsWith(`-${Deno.version.deno}`);
+    if (
+      oldRecipe || oldDeno ||
+      (e.name.includes(".partial-") && stale(await Deno.stat(path)))
+    ) {
       await remove(path, `cache/${e.name}`);
     }
   }
@@ -428,6 +634,7 @@ export async function pruneAssets(
 
 interface Manifest {
   format: number;
+  arch: GuestArch;
   rootfsBytes: number;
   kernelRelease: string;
   builtAt: string;
@@ -448,9 +655,7 @@ async function readManifest(dir: string): Promise<Manifest | undefined> {
 
 interface BuildInputs extends EnsureAssetsOptions {
   dir: string;
-  kernel: HostKernel;
-  busybox: string;
-  denoBinary: string;
+  sources: Sources;
   agentBundle: Uint8Array;
   recipeKey: string;
   timings: Record<string, number>;
@@ -459,31 +664,40 @@ interface BuildInputs extends EnsureAssetsOptions {
 
 const MIB = 1024 * 1024;
 
+/** The kernel file a guest boots, from the package's `vmlinuz`. */
+async function bootableKernel(spec: ArchSpec, vmlinuz: string): Promise<Uint8Array> {
+  const bytes = await Deno.readFile(vmlinuz);
+  return spec.kernelFormat === "image" ? await arm64Image(bytes) : await extractKernel(bytes);
+}
+
 async function build(inp: BuildInputs): Promise<number> {
-  const { timings, onProgress } = inp;
+  const { timings, onProgress, sources } = inp;
+  const { spec } = sources;
   if (Deno.uid() !== 0) {
     throw new AssetError(
       "command_failed",
       "Cannot build the guest assets: unpacking the root filesystem with its file owners needs " +
         `root. Build them once as root into this data home: sudo env SHURU_HOME=${
           dirname(inp.assetsDir)
-        } shuru init`,
+        } shuru init${spec.arch === hostArch() ? "" : ` --arch ${spec.arch}`}`,
     );
   }
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
+    let prepared: Awaited<ReturnType<Sources["prepare"]>> | undefined;
     await step(
       "kernel",
-      `extracting the kernel from ${inp.kernel.vmlinuz}`,
+      `preparing the ${spec.arch} kernel (${sources.release})`,
       timings,
       onProgress,
       async () => {
-        const elf = await extractKernel(await Deno.readFile(inp.kernel.vmlinuz));
-        await Deno.writeFile(join(work, "vmlinux"), elf);
-        return elf.length;
+        prepared = await sources.prepare(work);
+        const kernel = await bootableKernel(spec, prepared.vmlinuz);
+        await Deno.writeFile(join(work, spec.kernelFile), kernel);
+        return kernel.length;
       },
-      (n) => `${(n / MIB).toFixed(1)} MiB ELF`,
+      (n) => `${(n / MIB).toFixed(1)} MiB ${spec.kernelFormat === "image" ? "Image" : "ELF"}`,
     );
 
     await step(
@@ -493,12 +707,14 @@ async function build(inp: BuildInputs): Promise<number> {
       onProgress,
       async () => {
         const resolved = new Map<ModuleGroup, LoadableModule[]>();
-        for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
-          resolved.set(group, await loadModules(inp.kernel.modulesDir, MODULE_GROUPS[group]));
+        const wanted = moduleGroupsFor(spec.virtio);
+        for (const group of Object.keys(wanted) as ModuleGroup[]) {
+          resolved.set(group, await loadModules(prepared!.modulesDir, wanted[group]));
         }
         const groups = groupModules(resolved);
-        const image = await buildInitramfs(await Deno.readFile(inp.busybox), groups);
+        const image = await buildInitramfs(prepared!.busybox, groups);
         await Deno.writeFile(join(work, "initramfs.img"), image);
+        await Deno.remove(join(work, "kernel-package"), { recursive: true }).catch(() => {});
         return { bytes: image.length, modules: groups.reduce((n, g) => n + g.modules.length, 0) };
       },
       (r) => `${r.modules} modules, ${(r.bytes / MIB).toFixed(1)} MiB`,
@@ -506,12 +722,12 @@ async function build(inp: BuildInputs): Promise<number> {
 
     const tarball = await step(
       "debian",
-      "Debian base (mmdebstrap)",
+      `Debian base for ${spec.arch} (mmdebstrap)`,
       timings,
       onProgress,
       async (detail) => {
         const cacheDir = join(inp.assetsDir, "cache");
-        const tar = join(cacheDir, `debian-${DEBIAN_RECIPE.suite}-${inp.recipeKey}.tar`);
+        const tar = join(cacheDir, tarballName(spec.arch, inp.recipeKey));
         if (!inp.force) {
           try {
             await Deno.stat(tar);
@@ -523,13 +739,11 @@ async function build(inp: BuildInputs): Promise<number> {
         const partial = `${tar}.partial-${Deno.pid}`;
         try {
           let lastLine = "";
-          await runTool("mmdebstrap", mmdebstrapArgs(DEBIAN_RECIPE, partial), {
-            onStderr: (text) => {
-              for (const line of (lastLine + text).split("\n").slice(0, -1)) {
-                if (line.trim()) detail(line.trim());
-              }
-              lastLine = (lastLine + text).split("\n").pop() ?? "";
-            },
+          await sources.mmdebstrap(mmdebstrapArgs(DEBIAN_RECIPE, partial), (text) => {
+            for (const line of (lastLine + text).split("\n").slice(0, -1)) {
+              if (line.trim()) detail(line.trim());
+            }
+            lastLine = (lastLine + text).split("\n").pop() ?? "";
           });
           await Deno.rename(partial, tar);
         } finally {
@@ -569,7 +783,12 @@ async function build(inp: BuildInputs): Promise<number> {
             }
           },
         });
-        await addShuruFiles(root, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
+        if (spec.arch !== hostArch()) detail(`filling the agent's Deno cache (${spec.qemuUser})`);
+        await addShuruFiles(root, {
+          denoBinary: sources.guestDeno,
+          agentBundle: inp.agentBundle,
+          denoRunner: sources.denoRunner(root),
+        });
         return await treeBytes(root);
       },
       (n) => `${(n / MIB).toFixed(0)} MiB of files`,
@@ -591,8 +810,9 @@ async function build(inp: BuildInputs): Promise<number> {
     await step("install", "installing the assets", timings, onProgress, async () => {
       const manifest: Manifest = {
         format: ASSET_FORMAT,
+        arch: spec.arch,
         rootfsBytes: imageBytes,
-        kernelRelease: inp.kernel.release,
+        kernelRelease: sources.release,
         builtAt: new Date().toISOString(),
         timings,
       };

@@ -149,6 +149,8 @@ export interface RootfsAdditions {
   denoBinary: string;
   /** The bundled agent JavaScript. */
   agentBundle: Uint8Array;
+  /** Program prefix that runs that Deno here (qemu-user for a foreign one; default: none). */
+  denoRunner?: readonly string[];
 }
 
 /** Writes shuru's files into the unpacked Debian tree at `root`. */
@@ -166,6 +168,7 @@ export async function addShuruFiles(root: string, add: RootfsAdditions): Promise
   await write(GUEST_AGENT_PATH, add.agentBundle, 0o644);
   await primeAgentCache(root, {
     denoBinary: add.denoBinary,
+    ...(add.denoRunner ? { runner: add.denoRunner } : {}),
     agentPath: GUEST_AGENT_PATH,
     cacheDir: GUEST_AGENT_DENO_DIR,
   });

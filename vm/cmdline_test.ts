@@ -16,3 +16,14 @@ Deno.test("kernelCmdline: console, panic power-off, TSC rate, module groups, pro
   assertEquals(kernelCmdline({ extra: ["a=b"] }).split(" ").at(-1), "a=b");
   assertThrows(() => kernelCmdline({ tscKhz: 0 }), "tscKhz");
 });
+
+Deno.test("kernelCmdline: each machine's console and words; no TSC words for arm64", () => {
+  const x86 = kernelCmdline({ arch: "x86_64", tscKhz: 2000000 }).split(" ");
+  for (const w of ["console=ttyS0", "pci=off", "tsc=reliable", "tsc_early_khz=2000000"]) {
+    assert(x86.includes(w), w);
+  }
+  const arm = kernelCmdline({ arch: "arm64", tscKhz: 2000000, moduleGroups: ["net"] }).split(" ");
+  assert(arm.includes("console=ttyAMA0"), arm.join(" "));
+  assert(arm.includes("shuru.modules=net"));
+  for (const w of arm) assert(!/^(tsc|pci=|console=ttyS0)/.test(w), w);
+});

@@ -10,11 +10,12 @@ import { type Instance, recordVmProcess } from "./instance.ts";
 import { QemuBackend } from "./qemu.ts";
 import { hostTscRate } from "./tsc.ts";
 import type { Accel, DiskConfig, MountConfig, NetConfig, Vm, VmBackend } from "./types.ts";
+import { type GuestArch, hostArch } from "../assets/mod.ts";
 
 /** Options of {@linkcode launchGuest}. */
 export interface LaunchOptions {
-  /** Kernel and initramfs, e.g. from `ensureAssets()`. */
-  assets: { kernel: string; initramfs: string };
+  /** Kernel and initramfs, e.g. from `ensureAssets()`, and their architecture (default: host's). */
+  assets: { kernel: string; initramfs: string; arch?: GuestArch };
   /** The run's instance folder (`createInstance()`): sockets and console log go there. */
   instance: Instance;
   /** Virtual CPUs. */
@@ -33,7 +34,7 @@ export interface LaunchOptions {
   interactiveConsole?: boolean;
   /** Kernel messages on the console. */
   verbose?: boolean;
-  /** Host TSC rate in kHz (default: measured). */
+  /** Host TSC rate in kHz (default: measured; x86_64 guests only). */
   tscKhz?: number;
   /** Backend (default: a new {@linkcode QemuBackend}). */
   backend?: VmBackend;
@@ -46,12 +47,19 @@ export async function launchGuest(options: LaunchOptions): Promise<Vm> {
   // Only the module groups this run needs: each insmod costs time under TCG.
   if (mounts.length > 0) groups.push("9p", "overlay");
   if (options.net) groups.push("net");
-  const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
+  const arch = options.assets.arch ?? hostArch();
+  const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
   const backend = options.backend ?? new QemuBackend();
   const vm = await backend.start({
+    arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
-    cmdline: kernelCmdline({ tscKhz, moduleGroups: groups, verbose: options.verbose }),
+    cmdline: kernelCmdline({
+      arch,
+      ...(tscKhz !== undefined ? { tscKhz } : {}),
+      moduleGroups: groups,
+      ...(options.verbose ? { verbose: true } : {}),
+    }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,
     accel: options.accel,
