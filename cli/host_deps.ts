@@ -9,9 +9,12 @@ import {
   ASSET_TOOLS,
   AssetError,
   findMissingTools,
+  foreignAssetTools,
+  type GuestArch,
+  hostArch,
   installPackages,
   missingToolsError,
-  VM_TOOLS,
+  vmTools,
 } from "../assets/mod.ts";
 import { UserError } from "./errors.ts";
 
@@ -21,13 +24,19 @@ export interface HostDepsOptions {
   installDeps?: boolean;
   /** Also require the asset build tools (for `shuru init`), not only QEMU. */
   forAssets?: boolean;
+  /** The guest architecture (default: the host's). */
+  arch?: GuestArch;
   /** Where apt's output goes (default: stderr). */
   onOutput?: (line: string) => void;
 }
 
 /** Ensures the host programs are present; throws {@linkcode UserError} naming the fix. */
 export async function ensureHostDeps(options: HostDepsOptions = {}): Promise<void> {
-  const tools = options.forAssets ? [...ASSET_TOOLS, ...VM_TOOLS] : [...VM_TOOLS];
+  const arch = options.arch ?? hostArch();
+  const foreign = arch === hostArch() ? [] : foreignAssetTools(arch);
+  const tools = options.forAssets
+    ? [...ASSET_TOOLS, ...vmTools(arch), ...foreign]
+    : [...vmTools(arch)];
   const path = Deno.env.get("PATH") ?? "";
   const missing = await findMissingTools(tools, path);
   if (missing.length === 0) return;

@@ -6,7 +6,13 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { join } from "node:path";
-import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  type AssetProgress,
+  ensureAssets,
+  type GuestAssets,
+  hostArch,
+  parseArch,
+} from "../assets/mod.ts";
 import { hostTscRate, parseAccel, resolveAccel, VmError } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout } from "./home.ts";
@@ -120,6 +126,11 @@ export function initCommand() {
     .description(
       "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works.",
     )
+    .option(
+      "--arch <arch>",
+      `guest architecture: x86_64 or arm64 (default: the host's, ${hostArch()}); a foreign one ` +
+        "is built from downloaded packages and runs emulated",
+    )
     .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
     .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")
     .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
@@ -129,10 +140,13 @@ export function initCommand() {
       const layout = homeLayout();
       const printer = new ProgressPrinter();
       let assets: GuestAssets;
+      let arch;
       try {
-        await ensureHostDeps({ installDeps: options.installDeps, forAssets: true });
+        arch = parseArch(options.arch ?? hostArch());
+        await ensureHostDeps({ installDeps: options.installDeps, forAssets: true, arch });
         assets = await ensureAssets({
           assetsDir: layout.assets,
+          arch,
           force: options.force,
           agentEntry: options.agent,
           installDeps: options.installDeps,
@@ -147,6 +161,7 @@ export function initCommand() {
       try {
         const choice = parseAccel(options.accel ?? Deno.env.get("SHURU_ACCEL") ?? "auto");
         accel = await resolveAccel(choice, {
+          arch,
           kernel: assets.kernel,
           initrd: assets.initramfs,
           cacheFile: join(layout.assets, "kvm-probe.json"),

@@ -5,7 +5,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { ensureAssets, pruneAssets } from "../assets/mod.ts";
+import { ensureAssets, GUEST_ARCHES, pruneAssets } from "../assets/mod.ts";
 import { pruneRegistry, registryDir } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
 import { homeLayout } from "./home.ts";
@@ -28,8 +28,14 @@ export function pruneCommand() {
       let assets: { removed: string[]; bytes: number } | undefined;
       if (options.assets) {
         try {
-          const current = await ensureAssets({ assetsDir: layout.assets, checkOnly: true });
-          assets = await pruneAssets(layout.assets, current.version);
+          // Keep the current version of every architecture (a foreign one only when its
+          // packages are still in the cache).
+          const keep: string[] = [];
+          for (const arch of GUEST_ARCHES) {
+            const current = await ensureAssets({ assetsDir: layout.assets, arch, checkOnly: true });
+            if (current.version) keep.push(current.version);
+          }
+          assets = await pruneAssets(layout.assets, keep);
         } catch (err) {
           throw asUserError(err);
         }

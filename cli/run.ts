@@ -8,7 +8,7 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { resolve } from "node:path";
-import type { AssetProgress } from "../assets/mod.ts";
+import { AssetError, type AssetProgress, type GuestArch, parseArch } from "../assets/mod.ts";
 import {
   type BootedSandbox,
   bootSandbox,
@@ -20,7 +20,7 @@ import {
 } from "../runner/mod.ts";
 import { ConnectionError } from "../sandbox/mod.ts";
 import { StoreError, validateName } from "../store/mod.ts";
-import { parseAccel, VmError } from "../vm/mod.ts";
+import { type AccelChoice, parseAccel, VmError } from "../vm/mod.ts";
 import {
   checkMount,
   loadConfig,
@@ -138,8 +138,14 @@ export function withRunFlags(cmd: Command) {
     )
     .option("--config <file>", "config file (default ./shuru.json if it exists)")
     .option(
-      "--accel <kvm|tcg|auto>",
-      "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
+      "--accel <kvm|hvf|tcg|auto>",
+      "CPU virtualization: kvm, hvf (macOS), tcg (emulation) or auto (KVM when it works; env " +
+        "SHURU_ACCEL)",
+    )
+    .option(
+      "--arch <x86_64|arm64>",
+      "guest architecture (default: the checkpoint's with --from, else the host's); another " +
+        "architecture than the host's runs emulated (slow), its guest image is built on first use",
     )
     .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
@@ -181,6 +187,7 @@ export type RunFlags = {
   netLog?: string;
   config?: string;
   accel?: string;
+  arch?: string;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -193,7 +200,9 @@ export interface RunSettings {
   cpus: number;
   memoryMiB: number;
   diskSizeMiB: number;
-  accel: "kvm" | "tcg" | "auto";
+  accel: AccelChoice;
+  /** Guest architecture; absent: the checkpoint's (with `from`), else the host's. */
+  arch?: GuestArch;
   from?: string;
   mounts: MountSpec[];
   ports: PortMapping[];
@@ -285,6 +294,13 @@ export async function resolveRunSettings(
   } catch (err) {
     throw new UserError((err as Error).message);
   }
+  let arch: GuestArch | undefined;
+  try {
+    if (flags.arch !== undefined) arch = parseArch(flags.arch);
+  } catch (err) {
+    if (err instanceof AssetError) throw new UserError(err.message);
+    throw err;
+  }
   const allowHostWrites = flags.allowHostWrites ?? config.allow_host_writes ?? false;
   const mounts = [...(config.mounts ?? []), ...(flags.mount ?? [])].map(parseMountSpec);
   for (const m of mounts) checkMount(m, allowHostWrites);
@@ -310,6 +326,7 @@ export async function resolveRunSettings(
     memoryMiB: pick(flags.memory, config.memory, DEFAULTS.memory),
     diskSizeMiB: pick(flags.diskSize, config.disk_size, DEFAULTS.diskSize),
     accel,
+    ...(arch !== undefined ? { arch } : {}),
     ...(from !== undefined ? { from } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
     ports,
@@ -386,6 +403,7 @@ async function runOnce(
       const file = netLog;
       network = {
         ...policy,
+        ...netLinkFromEnv(),
         onBlocked: log,
         ...(file ? { onConnection: (r) => file.write(r) } : {}),
       };
@@ -396,6 +414,7 @@ async function runOnce(
       memoryMiB: settings.memoryMiB,
       diskSizeMiB: settings.diskSizeMiB,
       accel: settings.accel,
+      ...(settings.arch !== undefined ? { arch: settings.arch } : {}),
       ...(settings.from !== undefined ? { from: settings.from } : {}),
       mounts: settings.mounts,
       ...(network ? { network } : {}),
@@ -414,6 +433,10 @@ async function runOnce(
       );
       const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
+      const net = booted.network?.net;
+      if (net) {
+        log(`shuru: guest network over the ${net.transport ?? "stream"} link, MTU ${net.mtu}`);
+      }
     }
     for (const p of settings.ports) {
       try {
@@ -470,6 +493,17 @@ async function runOnce(
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }
+}
+
+/**
+ * `SHURU_NET_LINK=datagram`: the guest NIC's frames travel as datagrams (the link a macOS host
+ * uses) instead of the default stream; for tests and benchmarks (docs/network.md).
+ */
+function netLinkFromEnv(): { link?: "stream" | "datagram" } {
+  const value = Deno.env.get("SHURU_NET_LINK");
+  if (value === undefined || value === "") return {};
+  if (value === "stream" || value === "datagram") return { link: value };
+  throw new UserError(`Invalid SHURU_NET_LINK "${value}": expected stream or datagram`);
 }
 
 /** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */

@@ -6,7 +6,8 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { ensureAssets } from "../assets/mod.ts";
+import { ensureAssets, hostArch } from "../assets/mod.ts";
+import { checkpointArch, RunnerError } from "../runner/mod.ts";
 import {
   checkSandboxName,
   decodeSpec,
@@ -23,6 +24,7 @@ import { homeLayout } from "./home.ts";
 import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
 import { asUserError } from "./host_deps.ts";
 import { asSandboxUserError, homeRegistry, shuruSelfCommand } from "./sandboxes.ts";
+import { openHomeStore, withStoreErrors } from "./store.ts";
 
 function duration(flag: string) {
   return (value: string): number => {
@@ -76,10 +78,25 @@ export function startCommand(): Command {
       } else {
         name = generateSandboxName(live);
       }
+      // The architecture: the checkpoint's (a different --arch is refused here, in one line).
+      let arch = settings.arch ?? hostArch();
+      if (settings.from !== undefined) {
+        const from = settings.from;
+        const recorded = (await withStoreErrors(async () =>
+          (await openHomeStore()).inspect(from)
+        )).arch;
+        try {
+          arch = checkpointArch(from, recorded, settings.arch);
+        } catch (err) {
+          if (err instanceof RunnerError) throw new UserError(err.message);
+          throw err;
+        }
+      }
       // Build missing guest assets here, with progress on this terminal, not in the log.
       try {
         await ensureAssets({
           assetsDir: homeLayout().assets,
+          arch,
           ...(opts.installDeps ? { installDeps: true } : {}),
           onProgress: progressPrinter(),
         });
@@ -94,6 +111,7 @@ export function startCommand(): Command {
           memoryMiB: settings.memoryMiB,
           diskSizeMiB: settings.diskSizeMiB,
           accel: settings.accel,
+          arch,
           ...(settings.from !== undefined ? { from: settings.from } : {}),
           mounts: settings.mounts.map((m) => ({
             host: m.host,
@@ -105,7 +123,11 @@ export function startCommand(): Command {
           ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
           ...(flags.timeout !== undefined ? { timeoutMs: flags.timeout } : {}),
           ...(opts.verbose ? { verbose: true } : {}),
-        }, { shuru: shuruSelfCommand() });
+        }, {
+          shuru: shuruSelfCommand(),
+          // An emulated guest of another architecture starts several times slower.
+          ...(arch !== hostArch() ? { timeoutMs: 900_000 } : {}),
+        });
         console.log(flags.json ? JSON.stringify(record) : record.name);
       } catch (err) {
         throw asSandboxUserError(err);

@@ -10,7 +10,7 @@
  */
 
 import { resolve } from "node:path";
-import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import { ensureAssets, type GuestArch, type GuestAssets, hostArch } from "../assets/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { HomeLayout } from "../cli/home.ts";
 import { NbdServer } from "../nbd/mod.ts";
@@ -67,6 +67,11 @@ export interface BootOptions {
   diskSizeMiB: number;
   /** `kvm`, `tcg` or `auto` (KVM only when it works). */
   accel: AccelChoice;
+  /**
+   * Guest architecture. Default: the checkpoint's with `from` (a different one is refused),
+   * else the host's.
+   */
+  arch?: GuestArch;
   /** Start from this checkpoint instead of the base image. */
   from?: string;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
@@ -88,7 +93,10 @@ export interface BootOptions {
   onNotice?: (line: string) => void;
   /** Called with each console line (for `-v`). */
   onConsoleLine?: (line: string) => void;
-  /** Milliseconds to wait for the agent after QEMU starts. @default 120000 */
+  /**
+   * Milliseconds to wait for the agent after QEMU starts. @default 120000, or 600000 for a guest
+   * of another architecture (emulated: several times slower)
+   */
   agentTimeoutMs?: number;
   /** Aborting stops the boot and removes everything it made (Ctrl-C). */
   signal?: AbortSignal;
@@ -357,8 +365,14 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   const t0 = performance.now();
   const since = () => Math.round(performance.now() - t0);
   const notice = options.onNotice ?? (() => {});
+  const store = await Store.open(options.home.store);
+  // Fail before booting when the checkpoint does not exist; it decides the architecture.
+  const arch = options.from !== undefined
+    ? checkpointArch(options.from, (await store.inspect(options.from)).arch, options.arch)
+    : options.arch ?? hostArch();
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
+    arch,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
@@ -371,9 +385,6 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
-  const store = await Store.open(options.home.store);
-  // Fail before booting when the checkpoint does not exist.
-  if (options.from !== undefined) await store.inspect(options.from);
   options.signal?.throwIfAborted();
   const instance = await createInstance(
     options.home.instances,
@@ -386,7 +397,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
   try {
     const device = await store.openDevice(
       options.from !== undefined ? { checkpoint: options.from } : { base: assets.rootfs },
-      { size: diskBytes, overlayDir: instance.dir },
+      { size: diskBytes, overlayDir: instance.dir, arch },
     );
     cleanup.push(() => device.close());
     const server = await NbdServer.listen(device, {
@@ -398,6 +409,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
 
     const tsc = await hostTscRate();
     const decision = await resolveAccel(options.accel, {
+      arch,
       kernel: assets.kernel,
       initrd: assets.initramfs,
       cacheFile: resolve(options.home.root, "kvm-probe.json"),
@@ -422,6 +434,7 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
       const terminator = secrets?.terminator;
       network = GuestNetwork.listen(instance.netSocket, {
         ...settings,
+        vmSocket: instance.netVmSocket,
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -451,7 +464,9 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     });
     const tVm = since();
 
-    const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
+    const timeout = AbortSignal.timeout(
+      options.agentTimeoutMs ?? (arch === hostArch() ? 120_000 : 600_000),
+    );
     const sandbox = await connectAgent(
       vm,
       options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
@@ -484,6 +499,33 @@ export async function bootSandbox(options: BootOptions): Promise<BootedSandbox> 
     await unwind();
     throw err;
   }
+}
+
+/**
+ * The architecture to boot checkpoint `name` on: the one it recorded (x86_64 when it recorded
+ * none: it predates arm64 guests). A different `asked` one is refused: the disk holds that
+ * architecture's programs.
+ */
+export function checkpointArch(
+  name: string,
+  recorded: string | undefined,
+  asked: GuestArch | undefined,
+): GuestArch {
+  const saved = recorded ?? "x86_64";
+  if (saved !== "x86_64" && saved !== "arm64") {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name}: it was saved from an unknown architecture ${saved}`,
+    );
+  }
+  if (asked !== undefined && asked !== saved) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name} as ${asked}: it holds an ${saved} guest's disk ` +
+        `(drop --arch or use --arch ${saved})`,
+    );
+  }
+  return saved;
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */

@@ -22,6 +22,7 @@ import {
   type SandboxMount,
 } from "../runner/mod.ts";
 import type { AccelChoice } from "../vm/mod.ts";
+import type { GuestArch } from "../assets/mod.ts";
 import { StopClock } from "./idle.ts";
 import {
   claimName,
@@ -47,6 +48,8 @@ export interface SuperviseSpec {
   diskSizeMiB: number;
   /** Accelerator choice. */
   accel: AccelChoice;
+  /** Guest architecture (default: the checkpoint's, else the host's). */
+  arch?: GuestArch;
   /** Start from this checkpoint. */
   from?: string;
   /** Host folders to share. */
@@ -173,6 +176,7 @@ export async function supervise(
       memoryMiB: spec.memoryMiB,
       diskSizeMiB: spec.diskSizeMiB,
       accel: spec.accel,
+      ...(spec.arch !== undefined ? { arch: spec.arch } : {}),
       ...(spec.from !== undefined ? { from: spec.from } : {}),
       mounts: spec.mounts,
       instanceId: spec.name,
