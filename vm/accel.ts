@@ -172,7 +172,12 @@ export async function resolveAccel(
 ): Promise<AccelDecision> {
   const machine = machineFor(options.arch);
   const native = machine.nativeAccel({ os: Deno.build.os, arch: Deno.build.arch });
-  if (choice === "tcg") return { accel: "tcg", notice: "", cached: false };
+  // Said even when TCG was asked for: the user asked for an architecture, and it will be slow.
+  const emulated = native === undefined
+    ? `shuru: running an ${machine.arch} guest on this ${hostArch()} host by emulation ` +
+      "(TCG, slow)"
+    : "";
+  if (choice === "tcg") return { accel: "tcg", notice: emulated, cached: false };
   if (choice !== "auto") {
     if (choice !== native) {
       throw new VmError(
@@ -185,14 +190,7 @@ export async function resolveAccel(
     }
     return { accel: choice, notice: "", cached: false };
   }
-  if (native === undefined) {
-    return {
-      accel: "tcg",
-      notice: `shuru: running an ${machine.arch} guest on this ${hostArch()} host by emulation ` +
-        "(TCG, slow)",
-      cached: false,
-    };
-  }
+  if (native === undefined) return { accel: "tcg", notice: emulated, cached: false };
   if (native === "hvf") return { accel: "hvf", notice: "", cached: false };
   const device = options.kvmDevice ?? "/dev/kvm";
   const problem = kvmDeviceProblem(device);

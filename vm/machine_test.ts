@@ -71,5 +71,8 @@ Deno.test("resolveAccel: another architecture runs under TCG with a notice; kvm 
   assert(auto.notice.includes("arm64 guest") && auto.notice.includes("emulation"), auto.notice);
   const err = await assertRejects(() => resolveAccel("kvm", options), "another architecture");
   assert(err instanceof VmError && err.code === "invalid_config");
-  assertEquals((await resolveAccel("tcg", options)).accel, "tcg");
+  const tcg = await resolveAccel("tcg", options);
+  assertEquals(tcg.accel, "tcg");
+  assert(tcg.notice.includes("by emulation"), tcg.notice);
+  assertEquals((await resolveAccel("tcg", { ...options, arch: "x86_64" })).notice, "");
 });
