@@ -1,7 +1,8 @@
 /**
- * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend, accelerator choice (KVM/TCG), kernel command line, host TSC rate and instance
- * folders.
+ * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU backend with one
+ * machine description per guest architecture (`microvm` for x86_64, `virt` for arm64;
+ * `machine.ts`), accelerator choice (KVM/HVF/TCG), kernel command line, host TSC rate and
+ * instance folders.
  *
  * A run looks like:
  * ```ts
@@ -40,6 +41,14 @@ export { QemuBackend, type QemuBackendOptions } from "./qemu.ts";
 export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
+export {
+  ARM64_TCG_CPU,
+  deviceModel,
+  type Machine,
+  machineFor,
+  MACHINES,
+  type VirtioDevice,
+} from "./machine.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";
 export {
   type AccelChoice,
