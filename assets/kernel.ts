@@ -10,6 +10,7 @@
 
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
+import { ARCH_SPECS, hostArch } from "./arch.ts";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
 
@@ -163,7 +164,7 @@ export function compareReleases(a: string, b: string): number {
 
 /**
  * Finds the newest `vmlinuz-*` in `bootDir` that has a matching module folder under
- * `modulesRoot` (from Debian's `linux-image-amd64`).
+ * `modulesRoot` (from Debian's `linux-image-amd64` or `linux-image-arm64`, or an unpacked one).
  */
 export async function findHostKernel(
   bootDir = "/boot",
@@ -184,11 +185,12 @@ export async function findHostKernel(
     }
     return { release, vmlinuz: join(bootDir, `vmlinuz-${release}`), modulesDir };
   }
+  const pkg = ARCH_SPECS[hostArch()].kernelPackage;
   throw new AssetError(
     "kernel_not_found",
     `Cannot find a kernel: no ${bootDir}/vmlinuz-* with modules in ${modulesRoot}; ` +
-      "install one with: apt-get install linux-image-amd64",
-    { packages: ["linux-image-amd64"] },
+      `install one with: apt-get install ${pkg}`,
+    { packages: [pkg] },
   );
 }
 
