@@ -2,9 +2,10 @@
  * A user's own boot files (`--kernel`, `--initrd`, `--rootfs`), checked before anything boots,
  * each failure one line naming the file and what it should be:
  *
- * - kernel: an x86-64 ELF with a Xen PVH entry note (what QEMU's `microvm` boots), or a bzImage
- *   (`HdrS` at 0x202) with an xz payload, whose ELF is extracted once and cached by the
- *   bzImage's SHA-256;
+ * - kernel: for an x86_64 guest, an x86-64 ELF with a Xen PVH entry note (what QEMU's `microvm`
+ *   boots), or a bzImage (`HdrS` at 0x202) with an xz payload, whose ELF is extracted once and
+ *   cached by the bzImage's SHA-256; for an arm64 guest, an arm64 `Image` (`ARM\x64` at 0x38),
+ *   or a gzip'd one, decompressed once and cached the same way;
  * - initramfs: a cpio archive (`070701`/`070702`), plain or gzip/xz/zstd/lz4/bzip2-compressed;
  * - root filesystem: ext2/3/4 (magic `0xEF53` at byte 1080); it needs nothing of shuru's, since
  *   the agent comes from the tools disk.
@@ -15,7 +16,8 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { AssetError } from "./errors.ts";
-import { extractKernel, inspectElf } from "./kernel.ts";
+import type { GuestArch } from "../host/mod.ts";
+import { arm64Image, extractKernel, inspectElf, isArm64Image } from "./kernel.ts";
 
 function invalid(what: string, path: string, why: string): AssetError {
   return new AssetError("boot_file_invalid", `Cannot use ${path} as the ${what}: ${why}`);
@@ -51,6 +53,38 @@ async function head(file: Deno.FsFile, n: number): Promise<Uint8Array> {
 export interface CheckKernelOptions {
   /** Where extracted kernels are cached (`<assets>/cache/kernels`). */
   cacheDir: string;
+  /** The guest's architecture (default `x86_64`): the kernel must be of it. */
+  arch?: GuestArch;
+}
+
+/** Writes `bytes` to `cached` (atomically) and returns that path. */
+async function cache(cached: string, bytes: Uint8Array): Promise<string> {
+  await Deno.mkdir(join(cached, ".."), { recursive: true });
+  const tmp = `${cached}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeFile(tmp, bytes);
+  await Deno.rename(tmp, cached);
+  return cached;
+}
+
+/** An arm64 kernel: an `Image` as is, a gzip'd one decompressed (and cached). */
+async function checkArm64Kernel(
+  path: string,
+  bytes: Uint8Array,
+  cacheDir: string,
+): Promise<string> {
+  if (isArm64Image(bytes)) return path;
+  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) {
+    throw invalid("kernel", path, "it is not an arm64 Image (no ARM\\x64 magic at 0x38)");
+  }
+  const cached = join(cacheDir, `${createHash("sha256").update(bytes).digest("hex")}.Image`);
+  if (await Deno.stat(cached).then(() => true, () => false)) return cached;
+  let image: Uint8Array;
+  try {
+    image = await arm64Image(bytes);
+  } catch {
+    throw invalid("kernel", path, "it is gzip'd but not an arm64 Image inside");
+  }
+  return await cache(cached, image);
 }
 
 /**
@@ -68,6 +102,7 @@ export async function checkKernel(path: string, options: CheckKernelOptions): Pr
   } catch (err) {
     throw invalid(what, path, (err as Error).message);
   }
+  if (options.arch === "arm64") return await checkArm64Kernel(path, bytes, options.cacheDir);
   if (bytes[0] === 0x7f && bytes[1] === 0x45 && bytes[2] === 0x4c && bytes[3] === 0x46) {
     const info = inspectElf(bytes);
     if (!info.x86_64) throw invalid(what, path, "it is an ELF file but not an x86-64 kernel");
@@ -103,11 +138,7 @@ export async function checkKernel(path: string, options: CheckKernelOptions): Pr
       `it is a bzImage without an xz-compressed PVH kernel inside (${(err as Error).message})`,
     );
   }
-  await Deno.mkdir(options.cacheDir, { recursive: true });
-  const tmp = `${cached}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeFile(tmp, elf);
-  await Deno.rename(tmp, cached);
-  return cached;
+  return await cache(cached, elf);
 }
 
 const CPIO_MAGICS = ["070701", "070702", "070707"];

@@ -36,6 +36,31 @@ Deno.test("checkKernel - a bzImage is extracted once and cached; other files are
   }
 });
 
+Deno.test("checkKernel - an arm64 guest takes an Image, raw or gzip'd; an x86 kernel is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cacheDir = `${dir}/kernels`;
+    const image = new Uint8Array(8192);
+    image.set([0x41, 0x52, 0x4d, 0x64], 0x38); // "ARM\x64"
+    await Deno.writeFile(`${dir}/Image`, image);
+    assertEquals(await checkKernel(`${dir}/Image`, { cacheDir, arch: "arm64" }), `${dir}/Image`);
+    const gz = await new Response(
+      new Blob([image]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).bytes();
+    await Deno.writeFile(`${dir}/Image.gz`, gz);
+    const unpacked = await checkKernel(`${dir}/Image.gz`, { cacheDir, arch: "arm64" });
+    assert(unpacked.startsWith(cacheDir) && unpacked.endsWith(".Image"), unpacked);
+    assertEquals(await Deno.readFile(unpacked), image);
+    const host = await findHostKernel();
+    await refused(
+      () => checkKernel(host.vmlinuz, { cacheDir, arch: "arm64" }),
+      /not an arm64 Image/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("checkInitrd and checkRootfs - cpio and ext4 by their magic", async () => {
   const dir = await Deno.makeTempDir();
   try {

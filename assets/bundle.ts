@@ -17,6 +17,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { GUEST_ARCHES, type GuestArch } from "../host/mod.ts";
 import { join } from "node:path";
 import {
   concatBytes,
@@ -54,7 +55,7 @@ export interface BundleManifest {
   format: typeof BUNDLE_FORMAT;
   formatVersion: number;
   /** Guest architecture. */
-  arch: "arm64" | "x86_64";
+  arch: GuestArch;
   /** The assets version folder name the files form. */
   assetsVersion: string;
   /** Every file, in archive order. */
@@ -104,7 +105,8 @@ export function parseBundleManifest(text: string, source = "the bundle"): Bundle
     throw bad(`is version ${m.formatVersion}, made by a newer shuru (this one reads 1)`);
   }
   if (m.formatVersion < 1) throw bad(`has formatVersion ${m.formatVersion}`);
-  if (m.arch !== "arm64" && m.arch !== "x86_64") throw bad(`has arch ${JSON.stringify(m.arch)}`);
+  const arch = GUEST_ARCHES.find((a) => a === m.arch);
+  if (arch === undefined) throw bad(`has arch ${JSON.stringify(m.arch)}`);
   if (typeof m.assetsVersion !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(m.assetsVersion)) {
     throw bad(`has assetsVersion ${JSON.stringify(m.assetsVersion)}`);
   }
@@ -135,7 +137,7 @@ export function parseBundleManifest(text: string, source = "the bundle"): Bundle
   return {
     format: BUNDLE_FORMAT,
     formatVersion: m.formatVersion,
-    arch: m.arch,
+    arch,
     assetsVersion: m.assetsVersion,
     files,
   };

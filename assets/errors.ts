@@ -13,7 +13,9 @@ export type AssetErrorCode =
   | "command_failed"
   | "no_user_namespace"
   /** A user's `--kernel`, `--initrd` or `--rootfs` is missing, unreadable or of the wrong kind. */
-  | "boot_file_invalid";
+  | "boot_file_invalid"
+  /** A foreign architecture's packages (apt) or Deno (npm) could not be fetched. */
+  | "download_failed";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

@@ -11,21 +11,28 @@
  *   agent.js          the agent bundle
  *   deno-cache/       the agent's Deno cache, filled on the host (copied to tmpfs at boot)
  *   bin/busybox, bin/sh -> busybox, bin/tini (static)
- *   bin/deno          the host's Deno binary
- *   libexec/setpriv, libexec/resize2fs    dynamic programs of the host
- *   lib/              ld-linux-x86-64.so.2 and every library the above need, from the host
+ *   bin/deno          the guest architecture's Deno binary
+ *   libexec/setpriv, libexec/resize2fs    dynamic programs
+ *   lib/              the loader (also as lib/ld.so) and every library the above need
  * ```
  *
+ * One disk per guest architecture, of that architecture's programs (see {@linkcode ToolsRoot}):
+ * for the host's own, its Deno, busybox, tini, setpriv, resize2fs and libraries; for a foreign
+ * one (arm64 on an x86_64 host), npm's Deno for it, busybox from its Debian package, and tini,
+ * setpriv, resize2fs and every library from its Debian base (the tarball its root filesystem is
+ * made from), their libraries found by that architecture's loader run under qemu-user.
+ *
  * Dynamic programs run through the disk's own loader, never the root's:
- * `lib/ld-linux-x86-64.so.2 --library-path lib --inhibit-cache PROGRAM` ({@linkcode toolsCommand}).
- * The path is not exported to the environment, so the agent's children use the image's own
- * libraries as usual.
+ * `lib/ld.so --library-path lib --inhibit-cache PROGRAM` ({@linkcode toolsCommand}), the same
+ * words for every architecture. The path is not exported to the environment, so the agent's
+ * children use the image's own libraries as usual.
  *
  * @module
  */
 
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ASSET_TOOLS, findCommand, missingToolsError } from "../host/mod.ts";
+import type { ArchSpec } from "./arch.ts";
 import { AGENT_START_MARKER } from "../proto/mod.ts";
 import type { AsRoot } from "./as_root.ts";
 import { AssetError } from "./errors.ts";
@@ -38,16 +45,14 @@ import { ROOT_DEVICE_FILE, TOOLS_MOUNT } from "./guest_paths.ts";
 export const GUEST_AGENT_DENO_DIR = "/run/shuru/deno";
 /** The agent bundle in the guest. */
 export const GUEST_AGENT_PATH = `${TOOLS_MOUNT}/agent.js`;
-/** The loader of the tools disk. */
-const LOADER = "ld-linux-x86-64.so.2";
-/** Dynamic programs on the disk besides Deno, by name, and where they are on the host. */
-const HOST_PROGRAMS = ["setpriv", "resize2fs"] as const;
+/** The tools disk's loader under one name for every architecture (a link to its own name). */
+const LOADER_LINK = "ld.so";
 
 /** A program of the tools disk as an argv prefix the guest agent can run in any root. */
 export function toolsCommand(program: "setpriv" | "resize2fs" | "deno"): string[] {
   const dir = program === "deno" ? "bin" : "libexec";
   return [
-    `${TOOLS_MOUNT}/lib/${LOADER}`,
+    `${TOOLS_MOUNT}/lib/${LOADER_LINK}`,
     "--library-path",
     `${TOOLS_MOUNT}/lib`,
     "--inhibit-cache",
@@ -122,43 +127,141 @@ read -r _ < /dev/console
 `;
 }
 
+/**
+ * Where the tools disk's programs and libraries come from: a root whose library folders the
+ * architecture's loader searches (`/` for the host's own architecture, an unpacked Debian base
+ * for a foreign one), and how to run that architecture's programs here.
+ */
+export interface ToolsRoot {
+  /** The root the programs' libraries are found in (`/`: the host). */
+  root: string;
+  /** Runs a program of the architecture here: none natively, `qemu-user -L root` otherwise. */
+  runner: string[];
+  /** The loader's path as its programs name it (`/lib64/ld-linux-x86-64.so.2`). */
+  loader: string;
+  /** Host paths of the programs: a static tini, setpriv and resize2fs. */
+  programs: { tini: string; setpriv: string; resize2fs: string };
+}
+
 /** What goes on the tools disk. */
 export interface ToolsInputs {
-  /** The Deno binary (the host's). */
+  /** The Deno binary of the guest's architecture. */
   denoBinary: string;
   /** The agent bundle. */
   agentBundle: Uint8Array;
-  /** A static busybox. */
-  busybox: string;
-  /** A static tini (`tini-static` of Debian's `tini`). */
-  tini: string;
-  /** PATH to find setpriv and resize2fs in (default: the standard folders). */
-  path?: string;
+  /** A static busybox of the guest's architecture. */
+  busybox: Uint8Array;
+  /** Where tini, setpriv, resize2fs and the libraries come from. */
+  from: ToolsRoot;
 }
 
-/** The shared libraries `program` loads, as `[soname, host path]`, the loader included. */
-export async function sharedLibraries(program: string): Promise<[string, string][]> {
-  const out = new TextDecoder().decode(await runTool("ldd", [program]));
+/** The host programs the tools disk takes for the host's own architecture, by role. */
+export const HOST_TOOLS_PROGRAMS = {
+  tini: "tini-static",
+  setpriv: "setpriv",
+  resize2fs: "resize2fs",
+} as const;
+
+/**
+ * The host's own programs for the tools disk, found in `path` and the standard folders.
+ *
+ * @throws {HostError} `missing_host_tools` naming the packages of missing ones.
+ */
+export function hostToolsRoot(spec: ArchSpec, path = ""): ToolsRoot {
+  const found = (role: keyof typeof HOST_TOOLS_PROGRAMS) =>
+    findCommand(HOST_TOOLS_PROGRAMS[role], path);
+  const missing = ASSET_TOOLS.filter((t) =>
+    Object.values(HOST_TOOLS_PROGRAMS).some((c) => c === t.command) && !findCommand(t.command, path)
+  );
+  if (missing.length > 0) {
+    throw missingToolsError(missing.map((tool) => ({ tool, reason: "not found" })));
+  }
+  return {
+    root: "/",
+    runner: [],
+    loader: spec.loader,
+    programs: { tini: found("tini")!, setpriv: found("setpriv")!, resize2fs: found("resize2fs")! },
+  };
+}
+
+/**
+ * A foreign architecture's programs for the tools disk: tini, setpriv, resize2fs, the loader
+ * and the multiarch library folder of the Debian base `tarball`, unpacked into `dir`; run here
+ * through `options.qemuUser` with `dir` as its library prefix.
+ */
+export async function debianToolsRoot(
+  spec: ArchSpec,
+  tarball: string,
+  dir: string,
+  options: { qemuUser: string },
+): Promise<ToolsRoot> {
+  const programs = {
+    tini: "usr/bin/tini-static",
+    setpriv: "usr/bin/setpriv",
+    resize2fs: "usr/sbin/resize2fs",
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  // Debian's root is merged-/usr: /lib (/lib64) is a link to usr/lib (usr/lib64).
+  await runTool("tar", [
+    "-xf",
+    tarball,
+    "-C",
+    dir,
+    `.${dirname(spec.loader)}`,
+    `./usr${spec.loader}`,
+    `./usr/lib/${spec.triplet}`,
+    ...Object.values(programs).map((p) => `./${p}`),
+  ]);
+  return {
+    root: dir,
+    runner: [options.qemuUser, "-L", dir],
+    loader: spec.loader,
+    programs: {
+      tini: join(dir, programs.tini),
+      setpriv: join(dir, programs.setpriv),
+      resize2fs: join(dir, programs.resize2fs),
+    },
+  };
+}
+
+/**
+ * Parses the loader's `--list` output (what `ldd` prints): the libraries as `[soname, path in
+ * the root]`; the loader's own line and the vDSO are left out. A library the loader cannot find
+ * fails, naming it.
+ */
+export function parseLibraryList(program: string, out: string): [string, string][] {
   const libs: [string, string][] = [];
   for (const line of out.split("\n")) {
-    const arrow = /^\s*(\S+) => (\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
-    const loader = /^\s*(\/\S+\/(ld-linux[^/\s]*\.so\.\d+)) \(0x[0-9a-f]+\)$/.exec(line);
+    const arrow = /^\s*([^\s/]\S*) => (\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
     if (arrow) libs.push([arrow[1]!, arrow[2]!]);
-    else if (loader) libs.push([loader[2]!, loader[1]!]);
     else if (/not found/.test(line)) {
       throw new AssetError(
         "command_failed",
-        `Cannot build the tools disk: ${program} needs a library the host lacks: ${line.trim()}`,
+        `Cannot build the tools disk: ${program} needs a library its root lacks: ${line.trim()}`,
       );
     }
   }
-  if (!libs.some(([name]) => name === LOADER)) {
-    throw new AssetError(
-      "command_failed",
-      `Cannot build the tools disk: ${program} does not use ${LOADER} (ldd: ${out.trim()})`,
-    );
-  }
   return libs;
+}
+
+/**
+ * The shared libraries `program` loads, as `[soname, host path]`, the loader included: its
+ * loader in `--list` mode (what `ldd` runs), through `from.runner` for a foreign architecture.
+ */
+export async function sharedLibraries(
+  program: string,
+  from: ToolsRoot,
+): Promise<[string, string][]> {
+  const loader = join(from.root, from.loader);
+  const argv = [...from.runner, loader, "--list", program];
+  const out = new TextDecoder().decode(await runTool(argv[0]!, argv.slice(1)));
+  return [
+    [basename(from.loader), loader],
+    ...parseLibraryList(program, out).map(([name, path]): [string, string] => [
+      name,
+      join(from.root, path),
+    ]),
+  ];
 }
 
 /**
@@ -170,35 +273,33 @@ export async function buildToolsTree(root: string, inputs: ToolsInputs): Promise
   for (const sub of ["bin", "lib", "libexec"]) {
     await Deno.mkdir(join(dir, sub), { recursive: true });
   }
-  const copy = async (from: string, to: string, mode: number) => {
-    await Deno.copyFile(from, join(dir, to));
+  const { from } = inputs;
+  const copy = async (source: string, to: string, mode: number) => {
+    await Deno.copyFile(source, join(dir, to));
     await Deno.chmod(join(dir, to), mode);
   };
-  await copy(inputs.busybox, "bin/busybox", 0o755);
+  await Deno.writeFile(join(dir, "bin/busybox"), inputs.busybox, { mode: 0o755 });
+  await Deno.chmod(join(dir, "bin/busybox"), 0o755);
   await Deno.symlink("busybox", join(dir, "bin/sh"));
-  await copy(inputs.tini, "bin/tini", 0o755);
+  await copy(from.programs.tini, "bin/tini", 0o755);
   await copy(inputs.denoBinary, "bin/deno", 0o755);
-  const libraries = new Map<string, string>(await sharedLibraries(inputs.denoBinary));
-  for (const name of HOST_PROGRAMS) {
-    const host = findCommand(name, inputs.path);
-    if (host === undefined) {
-      throw missingToolsError(
-        ASSET_TOOLS.filter((t) => t.command === name).map((tool) => ({
-          tool,
-          reason: "not found",
-        })),
-      );
+  const libraries = new Map<string, string>(await sharedLibraries(inputs.denoBinary, from));
+  for (const name of ["setpriv", "resize2fs"] as const) {
+    await copy(from.programs[name], `libexec/${name}`, 0o755);
+    for (const [soname, path] of await sharedLibraries(from.programs[name], from)) {
+      libraries.set(soname, path);
     }
-    await copy(host, `libexec/${name}`, 0o755);
-    for (const [soname, path] of await sharedLibraries(host)) libraries.set(soname, path);
   }
   for (const [soname, path] of libraries) {
     // Copy the file behind the symlinks, under the name the loader looks for.
     await copy(await Deno.realPath(path), `lib/${basename(soname)}`, 0o755);
   }
+  await Deno.symlink(basename(from.loader), join(dir, "lib", LOADER_LINK));
   await Deno.writeFile(join(dir, "agent.js"), inputs.agentBundle);
+  // The code cache is the architecture's: a foreign Deno fills it under qemu-user.
   await primeAgentCache(root, {
     denoBinary: inputs.denoBinary,
+    ...(from.runner.length > 0 ? { runner: from.runner } : {}),
     agentPath: GUEST_AGENT_PATH,
     cacheDir: `${TOOLS_MOUNT}/deno-cache`,
   });

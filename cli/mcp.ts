@@ -144,6 +144,9 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         "OCI image as the root filesystem: python:3.12-slim, registry/repo:tag, oci:DIR[:TAG] " +
           "or docker-archive:FILE (its Env, WorkingDir and User apply to commands)",
       ),
+      arch: z.enum(["x86_64", "arm64"]).optional().describe(
+        "Guest architecture (default: the checkpoint's, else the host's; another one is emulated)",
+      ),
       cpus: z.number().int().positive().optional(),
       memory_mib: z.number().int().positive().optional(),
       allow_net: z.boolean().optional(),
@@ -156,6 +159,7 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         ...(a.name ? { name: a.name } : {}),
         ...(a.from ? { from: a.from } : {}),
         ...(a.image ? { image: a.image } : {}),
+        ...(a.arch ? { arch: a.arch } : {}),
         ...(a.cpus ? { cpus: a.cpus } : {}),
         ...(a.memory_mib ? { memoryMiB: a.memory_mib } : {}),
         ...(a.allow_net ? { network: { allowNet: true } } : {}),

@@ -9,7 +9,7 @@ import { ensureAssets, pruneAssets } from "../assets/mod.ts";
 import { pruneRegistry } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
 import { pruneImages } from "../image/mod.ts";
-import { homeLayout } from "../host/mod.ts";
+import { GUEST_ARCHES, homeLayout } from "../host/mod.ts";
 
 /** Builds the `prune` subcommand. */
 export function pruneCommand() {
@@ -28,8 +28,14 @@ export function pruneCommand() {
       const instances = await pruneInstances(layout.instances);
       let assets: { removed: string[]; bytes: number } | undefined;
       if (options.assets) {
-        const current = await ensureAssets({ assetsDir: layout.assets, checkOnly: true });
-        assets = await pruneAssets(layout.assets, current.version);
+        // Keep the current version of every architecture (a foreign one only when its
+        // packages are still in the cache).
+        const keep: string[] = [];
+        for (const arch of GUEST_ARCHES) {
+          const current = await ensureAssets({ assetsDir: layout.assets, arch, checkOnly: true });
+          if (current.version) keep.push(current.version);
+        }
+        assets = await pruneAssets(layout.assets, keep);
       }
       const images = options.images ? await pruneImages(layout.images) : undefined;
       if (options.json) {

@@ -9,7 +9,12 @@
 import { Command } from "@commander-js/extra-typings";
 import type { AssetProgress } from "../assets/mod.ts";
 import type { ImageProgress } from "../image/mod.ts";
-import { type BootedSandbox, bootSandbox, type RemoteStart } from "../runner/mod.ts";
+import {
+  type BootedSandbox,
+  bootSandbox,
+  type LinkTransport,
+  type RemoteStart,
+} from "../runner/mod.ts";
 import { applySpawnDefaults, ConnectionError } from "../agent/mod.ts";
 import {
   configLayer,
@@ -159,6 +164,11 @@ export function withRunFlags(cmd: Command) {
       "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
     )
     .option(
+      "--arch <x86_64|arm64>",
+      "guest architecture (default: the checkpoint's with --from, else the host's); another " +
+        "architecture than the host's runs emulated (slow), its guest image is built on first use",
+    )
+    .option(
       "--backend <vz|qemu>",
       "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
         "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
@@ -210,6 +220,7 @@ export type RunFlags = {
   spec?: string;
   accel?: string;
   backend?: string;
+  arch?: string;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -232,6 +243,7 @@ function flagsLayer(argv: string[], flags: RunFlags): SpecLayer {
     ...(flags.diskSize !== undefined ? { diskSizeMiB: flags.diskSize } : {}),
     ...(flags.accel !== undefined ? { accel: flags.accel as SandboxSpec["accel"] } : {}),
     ...(flags.backend !== undefined ? { backend: flags.backend as SandboxSpec["backend"] } : {}),
+    ...(flags.arch !== undefined ? { arch: flags.arch as SandboxSpec["arch"] } : {}),
     ...(flags.from !== undefined ? { from: flags.from } : {}),
     ...(flags.image !== undefined ? { image: flags.image } : {}),
     ...(flags.kernel !== undefined ? { kernel: flags.kernel } : {}),
@@ -356,7 +368,7 @@ async function runOnce(
   try {
     booted = await bootSandbox(spec, {
       home,
-      net: { onBlocked: log },
+      net: { onBlocked: log, ...netLinkFromEnv() },
       onRemote: (r) => remote = r,
       onImageProgress: imageProgressPrinter(),
       ...(flags.installDeps ? { installDeps: true } : {}),
@@ -375,6 +387,10 @@ async function runOnce(
       const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
       if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
+      const net = booted.network?.net;
+      if (net) {
+        log(`shuru: guest network over the ${net.transport ?? "stream"} link, MTU ${net.mtu}`);
+      }
     }
     const started = performance.now();
     let code: number;
@@ -446,6 +462,17 @@ async function attachUserCommand(booted: BootedSandbox, spec: SandboxSpec): Prom
 /** Image pull and conversion progress on stderr, one line each. */
 export function imageProgressPrinter(): (p: ImageProgress) => void {
   return (p) => console.error(`shuru: image: ${p.text}`);
+}
+
+/**
+ * `SHURU_NET_LINK=datagram`: the guest NIC's frames travel as datagrams (the link a macOS host
+ * uses) instead of the default stream; for tests and benchmarks (docs/network.md).
+ */
+function netLinkFromEnv(): { link?: LinkTransport } {
+  const value = Deno.env.get("SHURU_NET_LINK");
+  if (value === undefined || value === "") return {};
+  if (value === "stream" || value === "datagram") return { link: value };
+  throw new UserError(`Invalid SHURU_NET_LINK "${value}": expected stream or datagram`);
 }
 
 /** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */

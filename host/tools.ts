@@ -5,6 +5,7 @@
  */
 
 import { delimiter, join } from "node:path";
+import type { GuestArch } from "./arch.ts";
 import { HostError } from "./errors.ts";
 
 /** A program shuru runs on the host. */
@@ -31,14 +32,21 @@ export const ASSET_TOOLS: readonly HostTool[] = [
   { command: "tar", package: "tar", purpose: "unpacks the Debian base" },
 ];
 
-/** Tools `shuru run` needs to boot a guest. */
-export const VM_TOOLS: readonly HostTool[] = [
-  {
-    command: "qemu-system-x86_64",
-    package: "qemu-system-x86",
-    purpose: "runs the virtual machine",
-  },
-];
+/** The QEMU system emulator of each guest architecture, and its Debian package. */
+const QEMU_SYSTEM: Readonly<Record<GuestArch, { command: string; package: string }>> = {
+  x86_64: { command: "qemu-system-x86_64", package: "qemu-system-x86" },
+  arm64: { command: "qemu-system-aarch64", package: "qemu-system-arm" },
+};
+
+/** The QEMU program that runs guests of `arch`. */
+export function qemuSystemTool(arch: GuestArch): HostTool {
+  return { ...QEMU_SYSTEM[arch], purpose: `runs ${arch} virtual machines` };
+}
+
+/** Tools `shuru run` needs to boot a guest of `arch`. */
+export function vmTools(arch: GuestArch): HostTool[] {
+  return [qemuSystemTool(arch)];
+}
 
 /**
  * Tools a user who is not root needs besides {@linkcode ASSET_TOOLS}: the root filesystem is

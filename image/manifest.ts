@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type GuestArch, hostArch, ociArch } from "../host/mod.ts";
 import { ImageError } from "./errors.ts";
 
 /** Media types this pipeline reads. */
@@ -214,10 +215,17 @@ export function parseIndex(doc: Obj, what: string): Descriptor[] {
   return doc.manifests.map((m) => parseDescriptor(m, what));
 }
 
-/** The host's platform in OCI terms. */
-export function hostPlatform(): { os: string; architecture: string } {
-  const arch = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
-  return { os: "linux", architecture: arch };
+/** A platform in OCI terms (`linux`/`amd64`). */
+export interface ImagePlatform {
+  /** `linux`. */
+  os: string;
+  /** `amd64`, `arm64`. */
+  architecture: string;
+}
+
+/** The platform of a guest of `arch` in OCI terms. */
+export function guestPlatform(arch: GuestArch = hostArch()): ImagePlatform {
+  return { os: "linux", architecture: ociArch(arch) };
 }
 
 /**
@@ -227,7 +235,7 @@ export function hostPlatform(): { os: string; architecture: string } {
 export function selectPlatform(
   entries: readonly Descriptor[],
   what: string,
-  platform = hostPlatform(),
+  platform = guestPlatform(),
 ): Descriptor {
   const usable = entries.filter((e) => isIndex(e.mediaType) || isManifest(e.mediaType));
   const match = usable.find((e) =>

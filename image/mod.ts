@@ -20,7 +20,8 @@
 
 import { join } from "node:path";
 import { ImageError } from "./errors.ts";
-import type { ImageConfig } from "./manifest.ts";
+import { guestPlatform, type ImageConfig } from "./manifest.ts";
+import type { GuestArch } from "../host/mod.ts";
 import {
   corruptBlobError,
   type ExpansionBudget,
@@ -94,6 +95,8 @@ export interface EnsureImageOptions {
   imagesDir: string;
   /** Disk size in bytes: the filesystem's size (whole MiB). */
   diskBytes: number;
+  /** The guest's architecture (default: the host's): the image's platform must be its. */
+  arch?: GuestArch;
   /** The block store to ingest the result into (`Store.prepareBase`). */
   store?: { prepareBase(path: string): Promise<number> };
   /** Resolves registry references; without it they are refused. */
@@ -142,13 +145,14 @@ async function readRecord(dir: string): Promise<CacheRecord | undefined> {
 /** Resolves a reference to its manifest, config and layers (reads no layer). */
 export async function resolveImage(
   text: string,
-  options: Pick<EnsureImageOptions, "imagesDir" | "registry" | "onProgress"> = {
+  options: Pick<EnsureImageOptions, "imagesDir" | "registry" | "onProgress" | "arch"> = {
     imagesDir: "",
   },
 ): Promise<ResolvedImage> {
   const ref = parseImageReference(text);
-  if (ref.kind === "oci") return await resolveOciLayout(ref);
-  if (ref.kind === "docker-archive") return await resolveDockerArchive(ref);
+  const platform = guestPlatform(options.arch);
+  if (ref.kind === "oci") return await resolveOciLayout(ref, platform);
+  if (ref.kind === "docker-archive") return await resolveDockerArchive(ref, platform);
   if (!options.registry) {
     throw new ImageError(
       "invalid_reference",
@@ -158,6 +162,7 @@ export async function resolveImage(
   return await options.registry(ref.ref, {
     blobsDir: join(options.imagesDir, "blobs"),
     onProgress: options.onProgress ?? (() => {}),
+    platform,
   });
 }
 

@@ -46,9 +46,9 @@ function asImageError(err: unknown): never {
 
 /** A {@linkcode RegistryResolver} over `oci/`'s client. */
 export function registryResolver(options: RegistryImageOptions = {}): RegistryResolver {
-  return async (text, { blobsDir, onProgress }) => {
+  return async (text, where) => {
     try {
-      return await resolveRegistryImage(text, blobsDir, onProgress, options);
+      return await resolveRegistryImage(text, where, options);
     } catch (err) {
       asImageError(err);
     }
@@ -57,16 +57,17 @@ export function registryResolver(options: RegistryImageOptions = {}): RegistryRe
 
 async function resolveRegistryImage(
   text: string,
-  blobsDir: string,
-  onProgress: (p: ImageProgress) => void,
+  where: Parameters<RegistryResolver>[1],
   options: RegistryImageOptions,
 ): Promise<ResolvedImage> {
+  const { blobsDir, onProgress, platform } = where;
   const ref = parseReference(text);
   const client = openRegistryClient(ref, options);
   const repo = ref.repository;
   const fetched = await client.getManifest(repo, ref.digest ?? ref.tag ?? "latest");
   const source: BlobSource = {
     name: text,
+    platform,
     async open(d: Descriptor, what: string) {
       try {
         if (layerCompression(d.mediaType) === undefined) {

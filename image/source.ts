@@ -27,6 +27,7 @@ import {
   documentMediaType,
   type ImageConfig,
   type ImageManifest,
+  type ImagePlatform,
   isIndex,
   isManifest,
   type LayerCompression,
@@ -52,7 +53,12 @@ export interface ImageProgress {
 /** Where a registry reference is resolved (`registry.ts` over `oci/`'s client). */
 export type RegistryResolver = (
   ref: string,
-  options: { blobsDir: string; onProgress: (p: ImageProgress) => void },
+  options: {
+    blobsDir: string;
+    onProgress: (p: ImageProgress) => void;
+    /** The guest's platform: an index is followed to it, a config must be it. */
+    platform: ImagePlatform;
+  },
 ) => Promise<ResolvedImage>;
 
 /** A parsed image reference. */
@@ -396,13 +402,15 @@ async function sha256Of(bytes: Uint8Array): Promise<string> {
 export interface BlobSource {
   /** The source, for messages (`oci:./img:v1`). */
   name: string;
+  /** The guest's platform: an index is followed to it, a config must be it. */
+  platform: ImagePlatform;
   /** Opens blob `d` (its bytes are verified by the caller). */
   open(d: Descriptor, what: string): Promise<ReadableStream<Uint8Array>>;
 }
 
 /**
  * From a manifest or index document (digest and media type known) to the resolved image:
- * indexes are followed to this host's platform, the manifest's layers and config are checked.
+ * indexes are followed to the guest's platform, the manifest's layers and config are checked.
  */
 export async function resolveFromManifest(
   source: BlobSource,
@@ -421,7 +429,7 @@ export async function resolveFromManifest(
     if (!isIndex(mediaType) || depth >= 4) {
       throw new ImageError("bad_manifest", `Cannot read ${what}: indexes nested too deep`);
     }
-    const entry = selectPlatform(parseIndex(json, what), source.name);
+    const entry = selectPlatform(parseIndex(json, what), source.name, source.platform);
     bytes = await readBlob(() => source.open(entry, what), entry, `${source.name} manifest`);
     digest = entry.digest;
     declared = entry.mediaType;
@@ -440,7 +448,7 @@ async function resolveImage(
     what,
   );
   const config = parseConfig(parseJsonObject(configBytes, what), what);
-  checkPlatform(config, source.name);
+  checkPlatform(config, source.name, source.platform);
   if (config.diffIds.length !== manifest.layers.length) {
     throw new ImageError(
       "bad_manifest",
@@ -464,19 +472,24 @@ async function resolveImage(
   };
 }
 
-function checkPlatform(config: ImageConfig, name: string): void {
-  const want = Deno.build.arch === "aarch64" ? "arm64" : "amd64";
+/** Refuses an image of another platform than the guest's, in one line that says what to do. */
+function checkPlatform(config: ImageConfig, name: string, platform: ImagePlatform): void {
+  const want = platform.architecture;
   if (config.os !== "linux" || (config.architecture && config.architecture !== want)) {
+    const arch = { amd64: "x86_64", arm64: "arm64" }[config.architecture ?? ""];
     throw new ImageError(
       "no_platform",
-      `Cannot use ${name}: it is a ${config.os}/${config.architecture} image and this host runs ` +
-        `linux/${want} guests`,
+      `Cannot use ${name}: it is a ${config.os}/${config.architecture} image and the guest is ` +
+        `linux/${want}` + (config.os === "linux" && arch ? ` (boot it with --arch ${arch})` : ""),
     );
   }
 }
 
 /** Opens an OCI image layout (`oci:DIR[:TAG]`). */
-export async function resolveOciLayout(ref: { dir: string; tag?: string; text: string }) {
+export async function resolveOciLayout(
+  ref: { dir: string; tag?: string; text: string },
+  platform: ImagePlatform,
+): Promise<ResolvedImage> {
   const name = ref.text;
   const layout = parseJsonObject(await readSmall(join(ref.dir, "oci-layout"), name), name);
   if (
@@ -509,6 +522,7 @@ export async function resolveOciLayout(ref: { dir: string; tag?: string; text: s
   }
   const source: BlobSource = {
     name,
+    platform,
     open(d, what) {
       return openFile(join(ref.dir, "blobs", "sha256", checkDigest(d.digest, what).slice(7)), what);
     },
@@ -567,6 +581,7 @@ async function openRange(
 /** Opens a `docker save` tarball (`docker-archive:FILE[:NAME:TAG]`). */
 export async function resolveDockerArchive(
   ref: { file: string; name?: string; text: string },
+  platform: ImagePlatform,
 ): Promise<ResolvedImage> {
   const name = ref.text;
   // One pass over the archive's headers: where each member's bytes are.
@@ -644,7 +659,7 @@ export async function resolveDockerArchive(
     );
   }
   const config = parseConfig(parseJsonObject(configBytes, `${name} config`), `${name} config`);
-  checkPlatform(config, name);
+  checkPlatform(config, name, platform);
   if (config.diffIds.length !== image.layers.length) {
     throw new ImageError(
       "bad_manifest",

@@ -25,19 +25,20 @@ import {
   registryResolver,
 } from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
-import type { HomeLayout } from "../host/mod.ts";
+import { type GuestArch, type HomeLayout, hostArch } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { AgentConnection } from "../agent/mod.ts";
 import {
   type CowDevice,
+  decodeManifest,
   type DeviceSource,
   openRemoteCheckpoint,
   type RemoteSourceStats,
   Store,
   StoreError,
 } from "../store/mod.ts";
-import type { ImageMeta, SaveResult } from "../store/mod.ts";
+import type { ImageMeta, ManifestMeta, SaveResult } from "../store/mod.ts";
 import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
   createBackend,
@@ -69,6 +70,7 @@ export {
   DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
+  type LinkTransport,
   NetLog,
   type NetworkHooks,
 } from "./network.ts";
@@ -105,7 +107,10 @@ export interface BootOptions {
   onNotice?: (line: string) => void;
   /** Called with each console line (for `-v`). */
   onConsoleLine?: (line: string) => void;
-  /** Milliseconds to wait for the agent after QEMU starts. @default 120000 */
+  /**
+   * Milliseconds to wait for the agent after QEMU starts. @default 120000, or 600000 for a guest
+   * of another architecture (emulated: several times slower)
+   */
   agentTimeoutMs?: number;
   /** Aborting stops the boot and removes everything it made (Ctrl-C). */
   signal?: AbortSignal;
@@ -453,16 +458,29 @@ async function boot(
   },
 ): Promise<BootedSandbox> {
   const { since, notice, netLog } = ctx;
+  const store = await Store.open(options.home.store);
+  // The checkpoint first: it must exist, and it decides the architecture and the image's settings.
+  const from = spec.from !== undefined ? await openFrom(store, spec, options, notice) : undefined;
+  const arch = from
+    ? checkpointArch(spec.from!, from.meta.arch, spec.arch)
+    : spec.arch ?? hostArch();
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
+    arch,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
   // The user's boot files, checked before anything starts (one line each when wrong).
-  const bootFiles = { kernel: assets.kernel, initramfs: assets.initramfs, tools: assets.tools };
+  const bootFiles = {
+    kernel: assets.kernel,
+    initramfs: assets.initramfs,
+    tools: assets.tools,
+    arch,
+  };
   if (spec.kernel !== undefined) {
     bootFiles.kernel = await checkKernel(spec.kernel, {
+      arch,
       cacheDir: resolve(options.home.assets, "cache", "kernels"),
     });
   }
@@ -470,12 +488,16 @@ async function boot(
     await checkInitrd(spec.initrd);
     bootFiles.initramfs = spec.initrd;
   }
-  const store = await Store.open(options.home.store);
-  let source: DeviceSource = { base: assets.rootfs };
-  let image: ImageMeta | undefined;
+  let source: DeviceSource = from?.source ?? { base: assets.rootfs };
+  let image = from?.meta.image;
   let defaults = NO_DEFAULTS;
+  if (image) {
+    // A checkpoint of an image keeps the image's settings.
+    const settings = defaultsFromMeta(image);
+    if (settings) defaults = spawnDefaults(settings, image.ref);
+  }
   if (spec.image !== undefined) {
-    const prepared = await prepareImage(options.home, spec, {
+    const prepared = await prepareImage(options.home, { ...spec, arch }, {
       onRetry: notice,
       ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
     });
@@ -492,7 +514,7 @@ async function boot(
       );
     }
     source = { base: spec.rootfs };
-  } else if (spec.from === undefined && diskBytes < assets.rootfsBytes) {
+  } else if (!from && diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
       `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
@@ -500,29 +522,6 @@ async function boot(
     );
   }
   const tAssets = since();
-  if (spec.from !== undefined && looksLikeReference(spec.from)) {
-    // Resolves and validates the artifact (small blobs only) before booting.
-    const opened = await openRemoteCheckpoint(store, spec.from, {
-      insecureRegistries: spec.insecureRegistries ?? [],
-      log: notice,
-    });
-    source = opened.source;
-    options.onRemote?.({
-      ref: opened.remote.refText,
-      digest: opened.remote.digest,
-      stats: opened.chunks.stats,
-    });
-  } else if (spec.from !== undefined) {
-    // Fail before booting when the checkpoint does not exist.
-    const info = await store.inspect(spec.from);
-    source = { checkpoint: spec.from };
-    if (info.image) {
-      // A checkpoint of an image keeps the image's settings.
-      const settings = defaultsFromMeta(info.image);
-      image = info.image;
-      if (settings) defaults = spawnDefaults(settings, info.image.ref);
-    }
-  }
   options.signal?.throwIfAborted();
   const instance = await createInstance(
     options.home.instances,
@@ -533,7 +532,11 @@ async function boot(
     for (const fn of cleanup.reverse()) await fn().catch(() => {});
   };
   try {
-    const device = await store.openDevice(source, { size: diskBytes, overlayDir: instance.dir });
+    const device = await store.openDevice(source, {
+      size: diskBytes,
+      overlayDir: instance.dir,
+      arch,
+    });
     cleanup.push(() => device.close());
     const server = await NbdServer.listen(device, {
       socketPath: instance.nbdSocket,
@@ -547,6 +550,7 @@ async function boot(
     const decision = spec.backend === "vz"
       ? { accel: "hvf" as const, notice: "" }
       : await resolveAccel(spec.accel, {
+        arch,
         kernel: bootFiles.kernel,
         initrd: bootFiles.initramfs,
         cacheFile: resolve(options.home.root, "kvm-probe.json"),
@@ -581,6 +585,7 @@ async function boot(
             },
           }
           : {}),
+        vmSocket: instance.netVmSocket,
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -611,7 +616,9 @@ async function boot(
     });
     const tVm = since();
 
-    const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
+    const timeout = AbortSignal.timeout(
+      options.agentTimeoutMs ?? (arch === hostArch() ? 120_000 : 600_000),
+    );
     const agent = await connectAgent(
       vm,
       options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
@@ -670,7 +677,7 @@ export interface PrepareImageOptions {
 }
 
 /**
- * Converts the spec's image for its disk size (or finds it cached): what `bootSandbox` does for
+ * Converts the spec's image for its disk size and architecture (or finds it cached): what `bootSandbox` does for
  * `image`, callable ahead of time (`shuru start` shows the progress on its terminal before the
  * supervisor boots). Like shuru's own base image, the result is ingested into the store by the
  * first checkpoint saved from it (once: later saves reuse its cached table), not here: a run
@@ -678,19 +685,100 @@ export interface PrepareImageOptions {
  */
 export async function prepareImage(
   home: HomeLayout,
-  spec: Pick<SandboxSpec, "image" | "diskSizeMiB" | "insecureRegistries">,
+  spec: Pick<SandboxSpec, "image" | "diskSizeMiB" | "insecureRegistries" | "arch">,
   options: PrepareImageOptions = {},
 ): Promise<PreparedImage> {
   if (spec.image === undefined) throw new TypeError("prepareImage: the spec names no image");
   return await ensureImage(spec.image, {
     imagesDir: home.images,
     diskBytes: spec.diskSizeMiB * 1048576,
+    arch: spec.arch ?? hostArch(),
     registry: registryResolver({
       insecureRegistries: spec.insecureRegistries ?? [],
       ...(options.onRetry ? { onRetry: options.onRetry } : {}),
     }),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
+}
+
+/**
+ * The architecture `spec` boots on, as far as it is known before booting: a local checkpoint's
+ * (a different `spec.arch` is refused), else `spec.arch`, else the host's. (A registry
+ * checkpoint's is read once it is opened, by {@linkcode bootSandbox}.) `shuru start` builds
+ * that architecture's assets with progress on its terminal first.
+ *
+ * @throws {RunnerError} `invalid_config` when the checkpoint holds another architecture.
+ */
+export async function specArch(home: HomeLayout, spec: SandboxSpec): Promise<GuestArch> {
+  if (spec.from === undefined || looksLikeReference(spec.from)) return spec.arch ?? hostArch();
+  const store = await Store.open(home.store);
+  return checkpointArch(spec.from, (await store.inspect(spec.from)).arch, spec.arch);
+}
+
+/**
+ * The architecture to boot checkpoint `name` on: the one it recorded (x86_64 when it recorded
+ * none: it predates arm64 guests). A different `asked` one is refused: the disk holds that
+ * architecture's programs.
+ */
+export function checkpointArch(
+  name: string,
+  recorded: string | undefined,
+  asked: GuestArch | undefined,
+): GuestArch {
+  const saved = recorded ?? "x86_64";
+  if (saved !== "x86_64" && saved !== "arm64") {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name}: it was saved from an unknown architecture ${saved}`,
+    );
+  }
+  if (asked !== undefined && asked !== saved) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name} as ${asked}: it holds an ${saved} guest's disk ` +
+        `(drop --arch or use --arch ${saved})`,
+    );
+  }
+  return saved;
+}
+
+/** A checkpoint to boot from, opened: its device source and what its manifest records. */
+interface OpenedFrom {
+  source: DeviceSource;
+  meta: ManifestMeta;
+}
+
+/**
+ * Opens `spec.from`: a registry reference lazily (its artifact resolved and validated, small
+ * blobs only), a local checkpoint by reading its manifest (it must exist). Nothing is booted yet.
+ */
+async function openFrom(
+  store: Store,
+  spec: SandboxSpec,
+  options: BootOptions,
+  notice: (line: string) => void,
+): Promise<OpenedFrom> {
+  const from = spec.from!;
+  if (looksLikeReference(from)) {
+    const opened = await openRemoteCheckpoint(store, from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
+      log: notice,
+    });
+    options.onRemote?.({
+      ref: opened.remote.refText,
+      digest: opened.remote.digest,
+      stats: opened.chunks.stats,
+    });
+    return { source: opened.source, meta: decodeManifest(opened.remote.idxBytes).meta };
+  }
+  const info = await store.inspect(from);
+  return {
+    source: { checkpoint: from },
+    meta: {
+      ...(info.arch !== undefined ? { arch: info.arch } : {}),
+      ...(info.image !== undefined ? { image: info.image } : {}),
+    },
+  };
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */

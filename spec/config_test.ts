@@ -130,3 +130,8 @@ Deno.test("configLayer - image, kernel, initrd and rootfs become spec fields", (
   );
   assertThrows(() => validateConfig({ image: "" }, "shuru.json"), '"image" must be');
 });
+
+Deno.test("configLayer - arch is a spec field (checked by resolveSpec)", () => {
+  assertEquals(configLayer(validateConfig({ arch: "arm64" }, "shuru.json")).arch, "arm64");
+  assertThrows(() => validateConfig({ arch: 64 }, "shuru.json"), '"arch" must be');
+});

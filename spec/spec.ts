@@ -12,7 +12,7 @@
  */
 
 import { resolve } from "node:path";
-import { nameProblem } from "../host/mod.ts";
+import { type GuestArch, nameProblem, parseArch } from "../host/mod.ts";
 import { parseImageReference } from "../image/mod.ts";
 import { looksLikeReference, parseReference } from "../oci/mod.ts";
 import { type ExposedPort, INJECT_PLACES, type InjectPlace, NetworkPolicy } from "../proxy/mod.ts";
@@ -86,6 +86,11 @@ export interface SandboxSpec {
   accel: AccelChoice;
   /** The VM backend: `vz` (macOS only) or `qemu`; default `vz` on macOS, `qemu` elsewhere. */
   backend: BackendName;
+  /**
+   * The guest's CPU architecture (`--arch`); absent: the checkpoint's with `from` (another one is
+   * refused at boot), else the host's. Another architecture than the host's runs emulated.
+   */
+  arch?: GuestArch;
   /**
    * Start from this checkpoint instead of the base image: a local name, or a registry
    * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
@@ -168,6 +173,7 @@ const FIELDS: Record<keyof SandboxSpec, FieldCheck> = {
   diskSizeMiB: (v) => positiveInt(v) ? undefined : "a positive whole number of MiB",
   accel: (v) => v === "kvm" || v === "tcg" || v === "auto" ? undefined : '"kvm", "tcg" or "auto"',
   backend: (v) => v === "qemu" || v === "vz" ? undefined : '"vz" or "qemu"',
+  arch: (v) => v === "x86_64" || v === "arm64" ? undefined : '"x86_64" or "arm64"',
   from: (v) =>
     typeof v === "string" && v !== "" ? undefined : "a checkpoint name or registry reference",
   image: (v) =>
@@ -437,6 +443,11 @@ export function resolveSpec(
     throw invalid((err as Error).message);
   }
   const root = resolveRoot(layers);
+  const archText = first(layers, "arch");
+  const arch = archText !== undefined ? parseArch(archText) : undefined;
+  if (archText !== undefined && arch === undefined) {
+    throw invalid(`Invalid --arch ${JSON.stringify(archText)}: use x86_64 or arm64`);
+  }
   const kernel = first(layers, "kernel");
   const initrd = first(layers, "initrd");
   const insecureRegistries = [...new Set(all(layers, (l) => l.insecureRegistries))];
@@ -450,6 +461,7 @@ export function resolveSpec(
     diskSizeMiB: first(layers, "diskSizeMiB") ?? SPEC_DEFAULTS.diskSizeMiB,
     accel,
     backend,
+    ...(arch !== undefined ? { arch } : {}),
     ...root,
     ...(kernel !== undefined ? { kernel: resolve(kernel) } : {}),
     ...(initrd !== undefined ? { initrd: resolve(initrd) } : {}),

@@ -149,3 +149,13 @@ Deno.test("resolveSpec - one root filesystem: --image, --rootfs or --from; local
   assertThrows(() => parseSpecLayer({ image: 1 }, "--spec"), '"image" must be');
   assertThrows(() => parseSpecLayer({ kernel: "" }, "--spec"), '"kernel" must be');
 });
+
+Deno.test("resolveSpec - --arch: the names people use, normalised; absent unless asked", () => {
+  assertEquals(resolveSpec([{}]).arch, undefined);
+  assertEquals(resolveSpec([{ arch: "aarch64" as "arm64" }]).arch, "arm64");
+  assertEquals(resolveSpec([{ arch: "amd64" as "x86_64" }, { arch: "arm64" }]).arch, "x86_64");
+  const err = assertThrows(() => resolveSpec([{ arch: "riscv64" as "arm64" }]), "Invalid --arch");
+  assert(err instanceof SpecError, String(err));
+  assertEquals(parseSpecLayer({ arch: "arm64" }, "--spec"), { arch: "arm64" });
+  assertThrows(() => parseSpecLayer({ arch: "aarch64" }, "--spec"), '"arch" must be');
+});

@@ -33,6 +33,12 @@ Deno.test("encodeManifest - round trip keeps table and metadata", () => {
   assertEquals(m.table.get(3), t.get(3));
 });
 
+Deno.test("encodeManifest - the guest architecture round-trips; a malformed one is refused", () => {
+  const m = decodeManifest(encodeManifest(sample(), { arch: "arm64" }));
+  assertEquals(m.meta, { arch: "arm64" });
+  assertThrows(() => decodeManifest(encodeManifest(sample(), { arch: "../x" })), "arch");
+});
+
 Deno.test("encodeManifest - sparse table costs bitmap plus used hashes only", () => {
   const t = new BlockTable(65536, 16 * 2 ** 30);
   t.set(7, blake3(new Uint8Array([9])));

@@ -54,7 +54,13 @@ export {
 } from "./device.ts";
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
-export { type BlockTable, decodeManifest, type ImageMeta, type Manifest } from "./manifest.ts";
+export {
+  type BlockTable,
+  decodeManifest,
+  type ImageMeta,
+  type Manifest,
+  type ManifestMeta,
+} from "./manifest.ts";
 export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";

@@ -67,6 +67,11 @@ export interface OpenDeviceOptions {
   overlayDir: string;
   /** Refuse writes. */
   readOnly?: boolean;
+  /**
+   * The guest architecture using the device, recorded in every checkpoint saved from it
+   * (default: the checkpoint's it was opened from, if it recorded one).
+   */
+  arch?: string;
 }
 
 /** One checkpoint as listed. */
@@ -89,6 +94,8 @@ export interface CheckpointInfo {
   origin?: { ref: string; digest: string };
   /** The OCI image it descends from, with that image's sandbox settings. */
   image?: ImageMeta;
+  /** The guest architecture it was saved from, if recorded (see `ManifestMeta.arch`). */
+  arch?: string;
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -166,6 +173,7 @@ export class Store {
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
         if (m.meta.origin !== undefined) info.origin = m.meta.origin;
         if (m.meta.image !== undefined) info.image = m.meta.image;
+        if (m.meta.arch !== undefined) info.arch = m.meta.arch;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -228,6 +236,7 @@ export class Store {
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
     if (m.meta.origin !== undefined) details.origin = m.meta.origin;
     if (m.meta.image !== undefined) details.image = m.meta.image;
+    if (m.meta.arch !== undefined) details.arch = m.meta.arch;
     return details;
   }
 
@@ -276,6 +285,7 @@ export class Store {
     let opened: OpenedDevice;
     let blockSize = this.blockSize;
     const leases: OpenedDevice["leases"] = {};
+    let arch = options.arch;
     if ("base" in source) {
       try {
         const base = await BaseLower.open(source.base);
@@ -303,6 +313,7 @@ export class Store {
       try {
         const m = await this.#dir.readManifest(leasePath);
         blockSize = m.header.blockSize;
+        arch ??= m.meta.arch;
         const checkpoint = new CheckpointLower(name, m.table, chunks, { log: this.#log });
         lower = checkpoint;
         opened = { lower: { kind: "checkpoint", checkpoint }, leases };
@@ -311,6 +322,7 @@ export class Store {
         throw err;
       }
     }
+    if (arch !== undefined) opened.arch = arch;
     const size = options.size ?? lower.size;
     let device: CowDevice;
     try {

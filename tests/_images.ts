@@ -63,10 +63,15 @@ export const BUSYBOX_CONFIG = {
  * Builds the busybox image in the OCI layout `<dir>` with tag `bb`; returns `oci:<dir>:bb`.
  * Layer 1: busybox, /etc/passwd and /etc/group with `app` (1000), `/home/app` (0700, app's),
  * `/gone`, `/opaque/old`, `/hard` and `/hard2` (hard links), an xattr. Layer 2: deletes `/gone`,
- * replaces `/opaque`, adds `/layer2`.
+ * replaces `/opaque`, adds `/layer2`. `options.busybox` and `options.architecture` make an
+ * image of another architecture (default: the host's busybox, umoci's default architecture).
  */
-export async function busyboxImage(dir: string): Promise<string> {
-  const busybox = (await run("sh", ["-c", "command -v busybox"]).catch(() => "")).trim();
+export async function busyboxImage(
+  dir: string,
+  options: { busybox?: string; architecture?: string } = {},
+): Promise<string> {
+  const busybox = options.busybox ??
+    (await run("sh", ["-c", "command -v busybox"]).catch(() => "")).trim();
   if (!busybox) {
     throw new Error("busybox is required for this test: apt-get install busybox-static");
   }
@@ -121,6 +126,7 @@ export async function busyboxImage(dir: string): Promise<string> {
     `--config.user=${c.user}`,
     `--config.exposedports=${c.exposed}`,
     ...c.cmd.map((a) => `--config.cmd=${a}`),
+    ...(options.architecture ? [`--architecture=${options.architecture}`] : []),
   ]);
   await Deno.remove(bundle, { recursive: true });
   return `oci:${layout}:bb`;

@@ -134,7 +134,7 @@ Deno.test("shuru upgrade: check, fast-forward, assets rebuilt only when their ve
     await t.step("an agent change: the new assets are built, old → new printed", async () => {
       const r = await shuru(["upgrade"]);
       assertEquals(r.code, 0, r.stderr);
-      const m = /guest assets: rebuilt, (v\d+-[0-9a-f]+) → (v\d+-[0-9a-f]+)/.exec(r.stdout);
+      const m = /guest assets: rebuilt, (v\d+-\w+-[0-9a-f]+) → (v\d+-\w+-[0-9a-f]+)/.exec(r.stdout);
       assert(m && m[1] === built.version && m[2] !== built.version, r.stdout);
       assert(
         /shuru 9\.9\.9 \([0-9a-f]+\) → 9\.9\.9 \([0-9a-f]+\): 1 commits from origin\//.test(
