@@ -19,9 +19,15 @@ import {
   withSecretsFrom,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "../host/mod.ts";
-import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
-import { prepareReady } from "../runner/mod.ts";
+import { homeLayout, hostArch } from "../host/mod.ts";
+import { prepareImage, prepareReady, specArch } from "../runner/mod.ts";
+import {
+  imageProgressPrinter,
+  progressPrinter,
+  resolveRunSettings,
+  type RunFlags,
+  withRunFlags,
+} from "./run.ts";
 import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
@@ -93,13 +99,21 @@ export function startCommand(): Command {
           );
         }
       }
-      // Build missing guest assets (and the ready snapshot) here, with progress on this
-      // terminal, not in the log.
+      // The architecture: a checkpoint's (a different --arch is refused here, in one line).
+      const arch = await specArch(homeLayout(), spec);
+      // Build missing guest assets, convert the image and make the ready snapshot here, with
+      // progress on this terminal, not in the log.
       await ensureAssets({
         assetsDir: homeLayout().assets,
+        arch,
         ...(opts.installDeps ? { installDeps: true } : {}),
         onProgress: progressPrinter(),
       });
+      if (spec.image !== undefined) {
+        await prepareImage(homeLayout(), { ...spec, arch }, {
+          onProgress: imageProgressPrinter(),
+        });
+      }
       await prepareReady(spec, { home: homeLayout(), onNotice: (l) => console.error(l) });
       const started = await Promise.allSettled(names.map((name) =>
         launchSupervisor({
@@ -107,7 +121,11 @@ export function startCommand(): Command {
           name,
           home: homeLayout(),
           ...(opts.verbose ? { verbose: true } : {}),
-        }, { shuru: shuruSelfCommand() })
+        }, {
+          shuru: shuruSelfCommand(),
+          // An emulated guest of another architecture starts several times slower.
+          ...(arch !== hostArch() ? { timeoutMs: 900_000 } : {}),
+        })
       ));
       const failed = started.filter((r) => r.status === "rejected");
       for (const r of started) {

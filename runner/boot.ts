@@ -8,13 +8,12 @@
  * - **checkpoint**: the same from a memory checkpoint (`--from NAME` of one saved with
  *   `--memory`): its disk, its verified RAM image, its state; its processes go on.
  * - **cold**: the kernel boots (`--cold`, the VZ backend, a disk-only or registry checkpoint, more
- *   mounts than slots).
+ *   mounts than slots, a kernel, initramfs or root filesystem of the user's own).
  *
  * @module
  */
 
 import { resolve } from "node:path";
-import type { GuestAssets } from "../assets/mod.ts";
 import { AgentConnection } from "../agent/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
@@ -42,6 +41,7 @@ import { RunnerError } from "./errors.ts";
 import { DEFAULT_GUEST_MTU, GuestNetwork, type NetLog, type NetworkHooks } from "./network.ts";
 import {
   acquireReady,
+  type BootFiles,
   EXPORT_NAME,
   GUEST_NET,
   MOUNT_SLOTS,
@@ -87,8 +87,10 @@ export interface BootPlan {
   spec: SandboxSpec;
   /** The data home. */
   home: HomeLayout;
-  /** The guest assets. */
-  assets: GuestAssets;
+  /** The boot files (kernel, initramfs, tools disk) and their architecture. */
+  boot: BootFiles;
+  /** The folder of the ready snapshots of the disk's base image (path "ready"). */
+  readyDir: string;
   /** The store. */
   store: Store;
   /** The disk's source. */
@@ -159,9 +161,12 @@ export async function bootGuest(
   const phases: Record<string, number> = {};
   let lease: ReadyLease | undefined;
   if (path === "ready") {
+    if (!("base" in plan.source)) throw new TypeError("a warm start needs a base image");
     lease = await acquireReady({
       home: plan.home,
-      assets: plan.assets,
+      root: plan.readyDir,
+      boot: plan.boot,
+      rootfs: plan.source.base,
       shape: {
         cpus: plan.spec.cpus,
         memoryMiB: plan.spec.memoryMiB,
@@ -171,6 +176,8 @@ export async function bootGuest(
       ...(plan.tscKhz ? { tscKhz: plan.tscKhz } : {}),
       onNotice: plan.notice,
       ...(options.rebuild ? { rebuild: options.rebuild } : {}),
+      // A guest of another architecture boots emulated, several times slower.
+      ...(plan.agentTimeoutMs ? { agentTimeoutMs: Math.max(plan.agentTimeoutMs, 180_000) } : {}),
     });
     phases.ready = since();
   }
@@ -188,8 +195,8 @@ export async function bootGuest(
     const device = await plan.store.openDevice(
       plan.source,
       path === "checkpoint"
-        ? { overlayDir: instance.dir }
-        : { size: plan.diskBytes, overlayDir: instance.dir },
+        ? { overlayDir: instance.dir, arch: plan.boot.arch }
+        : { size: plan.diskBytes, overlayDir: instance.dir, arch: plan.boot.arch },
     );
     cleanup.push(() => device.close());
     if (lease) {
@@ -216,7 +223,7 @@ export async function bootGuest(
       readOnly: m.readOnly,
     }));
     const launch: LaunchOptions = {
-      assets: plan.assets,
+      assets: plan.boot,
       instance,
       cpus: plan.spec.cpus,
       memoryMiB: plan.spec.memoryMiB,
@@ -240,7 +247,7 @@ export async function bootGuest(
       await Deno.mkdir(empty, { mode: 0o700 });
       launch.mounts = slotMounts(mounts, empty);
       // The snapshot's NIC has the default MTU; the run's own is set with net_config.
-      launch.net = { socket: instance.netSocket, mtu: DEFAULT_GUEST_MTU };
+      launch.net = { ...network!.net, mtu: DEFAULT_GUEST_MTU };
       if (lease) {
         const ready = lease.snapshot;
         if (ready.record.tscKhz) launch.tscKhz = ready.record.tscKhz;
@@ -336,6 +343,8 @@ async function startNetwork(
       network: GuestNetwork.listen(instance.netSocket, {
         allowNet: false,
         ...(plan.net?.mtu ? { mtu: plan.net.mtu } : {}),
+        ...(plan.net?.link ? { link: plan.net.link } : {}),
+        vmSocket: instance.netVmSocket,
         onError: plan.notice,
       }),
     };
@@ -357,6 +366,7 @@ async function startNetwork(
         },
       }
       : {}),
+    vmSocket: instance.netVmSocket,
     onError: plan.notice,
     ...(terminator
       ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }

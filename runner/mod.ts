@@ -10,15 +10,29 @@
  */
 
 import { resolve } from "node:path";
-import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  checkInitrd,
+  checkKernel,
+  checkRootfs,
+  ensureAssets,
+  type GuestAssets,
+  TOOLS_BUSYBOX,
+} from "../assets/mod.ts";
+import {
+  ensureImage,
+  type ImageProgress,
+  type PreparedImage,
+  registryResolver,
+} from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
-import type { HomeLayout } from "../host/mod.ts";
+import { type GuestArch, type HomeLayout, hostArch } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import type { NbdServer } from "../nbd/mod.ts";
 import type { AgentConnection } from "../agent/mod.ts";
 import {
   type BlockTable,
   type CowDevice,
+  decodeManifest,
   type DeviceSource,
   type MemoryImage,
   openRemoteCheckpoint,
@@ -26,7 +40,7 @@ import {
   Store,
   StoreError,
 } from "../store/mod.ts";
-import type { SaveResult } from "../store/mod.ts";
+import type { ImageMeta, ManifestMeta, SaveResult } from "../store/mod.ts";
 import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
   hostTscRate,
@@ -46,15 +60,25 @@ import {
   choosePath,
   isRestoreFailure,
 } from "./boot.ts";
-import { acquireReady, mountTag } from "./ready.ts";
+import { acquireReady, imageReadyRoot, mountTag, readyRoot } from "./ready.ts";
 import { saveMemoryCheckpoint } from "./memory.ts";
+import {
+  defaultsFromMeta,
+  imageMeta,
+  NO_DEFAULTS,
+  type RunDefaults,
+  spawnDefaults,
+} from "./image.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export { NO_DEFAULTS, type RunDefaults } from "./image.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
 export { type BootPath, choosePath, type PathChoice } from "./boot.ts";
 export {
   acquireReady,
+  type BootFiles,
   GUEST_NET,
+  imageReadyRoot,
   MOUNT_SLOTS,
   READY_FORMAT,
   type ReadyLease,
@@ -68,6 +92,7 @@ export {
   DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
+  type LinkTransport,
   NetLog,
   type NetworkHooks,
 } from "./network.ts";
@@ -86,6 +111,8 @@ export interface RemoteStart {
 export interface BootOptions {
   /** The data home layout (`homeLayout()`). */
   home: HomeLayout;
+  /** Progress of an image's pull and conversion (`spec.image`). */
+  onImageProgress?: (p: ImageProgress) => void;
   /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
   onRemote?: (remote: RemoteStart) => void;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
@@ -102,7 +129,10 @@ export interface BootOptions {
   onNotice?: (line: string) => void;
   /** Called with each console line (for `-v`). */
   onConsoleLine?: (line: string) => void;
-  /** Milliseconds to wait for the agent after QEMU starts. @default 120000 */
+  /**
+   * Milliseconds to wait for the agent after QEMU starts. @default 120000, or 600000 for a guest
+   * of another architecture (emulated: several times slower)
+   */
   agentTimeoutMs?: number;
   /** Aborting stops the boot and removes everything it made (Ctrl-C). */
   signal?: AbortSignal;
@@ -174,10 +204,16 @@ const FREEZE_PY = [
   "sys.stdout.write('thawed %d\\n' % ((time.monotonic() - t0) * 1e6)); sys.stdout.flush()",
 ].join("\n");
 
+/**
+ * Run by the tools disk's busybox, so it works in any root (an image may have no /bin/sh, no
+ * fsfreeze): the image's python3 when it has one (freeze and thaw in one process), else the
+ * busybox applets; the frozen time from /proc/uptime (hundredths of a second).
+ */
 const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
-  "sync; fsfreeze -f / || exit 3; t0=$(date +%s%N); echo frozen; " +
-  "timeout 30 head -n 1 >/dev/null; fsfreeze -u / || exit 4; " +
-  'echo "thawed $(( ($(date +%s%N) - t0) / 1000 ))"';
+  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze --freeze / || exit 3; read -r a _ < /proc/uptime; ` +
+  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze --unfreeze / || exit 4; " +
+  "read -r b _ < /proc/uptime; " +
+  'echo "thawed $(( (${b%.*}${b#*.} - ${a%.*}${a#*.}) * 10000 ))"';
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
@@ -195,6 +231,10 @@ export class BootedSandbox implements AsyncDisposable {
   readonly path: BootPath;
   /** Why it booted cold, when it did. */
   readonly coldReason: string | undefined;
+  /** What the image (`--image`, or the checkpoint's image) gives user commands. */
+  readonly defaults: RunDefaults;
+  /** The image the disk descends from, recorded in checkpoints saved from it. */
+  readonly image: ImageMeta | undefined;
   #device: CowDevice;
   #mountCount: number;
   #ramBase: { file: string; table?: BlockTable } | undefined;
@@ -221,6 +261,8 @@ export class BootedSandbox implements AsyncDisposable {
     ramBase?: { file: string; table?: BlockTable };
     network?: GuestNetwork;
     netLog?: NetLog;
+    defaults?: RunDefaults;
+    image?: ImageMeta;
   }) {
     this.agent = parts.agent;
     this.vm = parts.vm;
@@ -231,6 +273,8 @@ export class BootedSandbox implements AsyncDisposable {
     this.coldReason = parts.coldReason;
     this.#mountCount = parts.mountCount;
     this.#ramBase = parts.ramBase;
+    this.defaults = parts.defaults ?? NO_DEFAULTS;
+    this.image = parts.image;
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
@@ -271,9 +315,10 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs).catch((err) => {
-          throw storeFailure(err, "save_failed");
-        });
+        saved = await this.#device.save(options.saveAs, this.image ? { image: this.image } : {})
+          .catch((err) => {
+            throw storeFailure(err, "save_failed");
+          });
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
@@ -359,7 +404,7 @@ export class BootedSandbox implements AsyncDisposable {
     const t0 = performance.now();
     const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
     const pauseMs = snapshot.pauseMs;
-    const saved = await snapshot.value.save(name);
+    const saved = await snapshot.value.save(name, this.image ? { image: this.image } : {});
     return { saved, pauseMs, totalMs: performance.now() - t0 };
   }
 
@@ -371,8 +416,8 @@ export class BootedSandbox implements AsyncDisposable {
     // One guest process freezes, reports, waits for our word (or 30 s), then thaws, so a host
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
-    // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.agent.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    // emulation); without python3, the tools disk's busybox does it.
+    const proc = this.agent.spawn([TOOLS_BUSYBOX, "sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -405,7 +450,9 @@ export class BootedSandbox implements AsyncDisposable {
     };
     try {
       if (!(await readUntil(/frozen\n/))) {
-        throw await failure("the guest could not freeze its filesystem (needs fsfreeze)");
+        throw await failure(
+          "the guest could not freeze its filesystem (needs python3 or the tools disk's fsfreeze)",
+        );
       }
       const frozenAt = performance.now();
       const value = await fn();
@@ -504,14 +551,27 @@ export async function prepareReady(
   spec: SandboxSpec,
   options: PrepareReadyOptions,
 ): Promise<"made" | "current" | "cold"> {
+  const own = ownBootFiles(spec);
   const choice = choosePath(spec, {
     memory: false,
-    ...(spec.from !== undefined ? { coldReason: "from a checkpoint" } : {}),
+    ...(spec.from !== undefined
+      ? { coldReason: "from a checkpoint" }
+      : own !== undefined
+      ? { coldReason: own }
+      : {}),
   });
   if (choice.path !== "ready") return "cold";
-  const assets = await ensureAssets({ assetsDir: options.home.assets });
+  const arch = spec.arch ?? hostArch();
+  const assets = await ensureAssets({ assetsDir: options.home.assets, arch });
+  let rootfs = assets.rootfs;
+  let root = readyRoot(options.home);
+  if (spec.image !== undefined) {
+    rootfs = (await prepareImage(options.home, { ...spec, arch })).rootfs;
+    root = imageReadyRoot(rootfs);
+  }
   const tsc = await hostTscRate();
   const decision = await resolveAccel(spec.accel, {
+    arch,
     kernel: assets.kernel,
     initrd: assets.initramfs,
     cacheFile: resolve(options.home.root, "kvm-probe.json"),
@@ -520,7 +580,9 @@ export async function prepareReady(
   });
   const lease = await acquireReady({
     home: options.home,
-    assets,
+    root,
+    boot: { kernel: assets.kernel, initramfs: assets.initramfs, tools: assets.tools, arch },
+    rootfs,
     shape: {
       cpus: spec.cpus,
       memoryMiB: spec.memoryMiB,
@@ -529,6 +591,8 @@ export async function prepareReady(
     },
     ...(tsc ? { tscKhz: tsc.khz } : {}),
     ...(options.onNotice ? { onNotice: options.onNotice } : {}),
+    // A guest of another architecture boots emulated, several times slower.
+    ...(arch !== hostArch() ? { agentTimeoutMs: 600_000 } : {}),
   });
   lease.release();
   return lease.built ? "made" : "current";
@@ -544,52 +608,87 @@ async function boot(
   },
 ): Promise<BootedSandbox> {
   const { since, notice, netLog } = ctx;
+  const store = await Store.open(options.home.store);
+  // The checkpoint first: it must exist, and it decides the architecture and the image's settings.
+  const from = spec.from !== undefined ? await openFrom(store, spec, options, notice) : undefined;
+  const arch = from
+    ? checkpointArch(spec.from!, from.meta.arch, spec.arch)
+    : spec.arch ?? hostArch();
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
+    arch,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const tAssets = since();
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
-  if (diskBytes < assets.rootfsBytes) {
+  // The user's boot files, checked before anything starts (one line each when wrong).
+  const bootFiles = {
+    kernel: assets.kernel,
+    initramfs: assets.initramfs,
+    tools: assets.tools,
+    arch,
+  };
+  if (spec.kernel !== undefined) {
+    bootFiles.kernel = await checkKernel(spec.kernel, {
+      arch,
+      cacheDir: resolve(options.home.assets, "cache", "kernels"),
+    });
+  }
+  if (spec.initrd !== undefined) {
+    await checkInitrd(spec.initrd);
+    bootFiles.initramfs = spec.initrd;
+  }
+  let source: DeviceSource = from?.source ?? { base: assets.rootfs };
+  let image = from?.meta.image;
+  let defaults = NO_DEFAULTS;
+  if (image) {
+    // A checkpoint of an image keeps the image's settings.
+    const settings = defaultsFromMeta(image);
+    if (settings) defaults = spawnDefaults(settings, image.ref);
+  }
+  // Where the ready snapshots of this root filesystem live: beside it.
+  let readyDir = readyRoot(options.home);
+  if (spec.image !== undefined) {
+    const prepared = await prepareImage(options.home, { ...spec, arch }, {
+      onRetry: notice,
+      ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
+    });
+    source = { base: prepared.rootfs };
+    image = imageMeta(prepared);
+    defaults = spawnDefaults(prepared.defaults, spec.image);
+    readyDir = imageReadyRoot(prepared.rootfs);
+  } else if (spec.rootfs !== undefined) {
+    const bytes = await checkRootfs(spec.rootfs);
+    if (diskBytes < bytes) {
+      throw new RunnerError(
+        "invalid_config",
+        `Cannot use a ${spec.diskSizeMiB} MiB disk: ${spec.rootfs} is ` +
+          `${Math.ceil(bytes / 1048576)} MiB (--disk-size ${Math.ceil(bytes / 1048576)} or more)`,
+      );
+    }
+    source = { base: spec.rootfs };
+  } else if (!from && diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
       `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
-  const store = await Store.open(options.home.store);
-  let source: DeviceSource = { base: assets.rootfs };
   let memory: MemoryImage | undefined;
-  let coldReason: string | undefined;
-  if (spec.from !== undefined && looksLikeReference(spec.from)) {
-    // Resolves and validates the artifact (small blobs only) before booting.
-    const opened = await openRemoteCheckpoint(store, spec.from, {
-      insecureRegistries: spec.insecureRegistries ?? [],
-      log: notice,
-    });
-    source = opened.source;
-    coldReason = "a registry checkpoint (its disk only)";
-    options.onRemote?.({
-      ref: opened.remote.refText,
-      digest: opened.remote.digest,
-      stats: opened.chunks.stats,
-    });
-  } else if (spec.from !== undefined) {
-    // Fail before booting when the checkpoint does not exist.
-    const info = await store.inspect(spec.from);
-    source = { checkpoint: spec.from };
-    if (info.memory && !spec.cold) memory = await store.readMemory(spec.from);
-    else if (!info.memory) coldReason = `checkpoint ${spec.from} has no memory (disk only)`;
-  }
+  let coldReason = ownBootFiles(spec);
+  if (from?.remote) coldReason ??= "a registry checkpoint (its disk only)";
+  else if (from && !from.memory) coldReason ??= `checkpoint ${spec.from} has no memory (disk only)`;
+  else if (from?.memory && !spec.cold) memory = await store.readMemory(spec.from!);
+  const tAssets = since();
   options.signal?.throwIfAborted();
   const tsc = spec.backend === "qemu" ? await hostTscRate() : undefined;
   // VZ runs on Apple's Hypervisor.framework; there is nothing to choose or probe.
   const decision = spec.backend === "vz"
     ? { accel: "hvf" as const, notice: "" }
     : await resolveAccel(spec.accel, {
-      kernel: assets.kernel,
-      initrd: assets.initramfs,
+      arch,
+      kernel: bootFiles.kernel,
+      initrd: bootFiles.initramfs,
       cacheFile: resolve(options.home.root, "kvm-probe.json"),
       workDir: options.home.instances,
       ...(tsc ? { tscKhz: tsc.khz } : {}),
@@ -603,7 +702,8 @@ async function boot(
   const plan: BootPlan = {
     spec,
     home: options.home,
-    assets,
+    boot: bootFiles,
+    readyDir,
     store,
     source,
     diskBytes,
@@ -616,7 +716,7 @@ async function boot(
     ...(options.verbose ? { verbose: true } : {}),
     ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
     notice,
-    ...(options.agentTimeoutMs ? { agentTimeoutMs: options.agentTimeoutMs } : {}),
+    agentTimeoutMs: options.agentTimeoutMs ?? (arch === hostArch() ? 120_000 : 600_000),
     ...(options.signal ? { signal: options.signal } : {}),
   };
   let parts: BootParts;
@@ -660,6 +760,8 @@ async function boot(
       ...(parts.ramBase ? { ramBase: parts.ramBase } : {}),
       ...(network ? { network } : {}),
       ...(netLog ? { netLog } : {}),
+      defaults,
+      ...(image ? { image } : {}),
       timings: {
         assets: tAssets,
         device: parts.phases.device ?? 0,
@@ -673,4 +775,136 @@ async function boot(
     await parts.unwind();
     throw err;
   }
+}
+
+/** Why `spec` boots cold because of boot files of the user's own, if it does. */
+function ownBootFiles(spec: SandboxSpec): string | undefined {
+  if (spec.kernel !== undefined) return "a kernel of your own (--kernel)";
+  if (spec.initrd !== undefined) return "an initramfs of your own (--initrd)";
+  if (spec.rootfs !== undefined) return "a root filesystem of your own (--rootfs)";
+  return undefined;
+}
+
+/** Options of {@linkcode prepareImage}. */
+export interface PrepareImageOptions {
+  /** Progress lines. */
+  onProgress?: (p: ImageProgress) => void;
+  /** Called before a registry request is retried. */
+  onRetry?: (line: string) => void;
+}
+
+/**
+ * Converts the spec's image for its disk size and architecture (or finds it cached): what `bootSandbox` does for
+ * `image`, callable ahead of time (`shuru start` shows the progress on its terminal before the
+ * supervisor boots). Like shuru's own base image, the result is ingested into the store by the
+ * first checkpoint saved from it (once: later saves reuse its cached table), not here: a run
+ * that saves nothing should not pay for hashing and writing every block.
+ */
+export async function prepareImage(
+  home: HomeLayout,
+  spec: Pick<SandboxSpec, "image" | "diskSizeMiB" | "insecureRegistries" | "arch">,
+  options: PrepareImageOptions = {},
+): Promise<PreparedImage> {
+  if (spec.image === undefined) throw new TypeError("prepareImage: the spec names no image");
+  return await ensureImage(spec.image, {
+    imagesDir: home.images,
+    diskBytes: spec.diskSizeMiB * 1048576,
+    arch: spec.arch ?? hostArch(),
+    registry: registryResolver({
+      insecureRegistries: spec.insecureRegistries ?? [],
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    }),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+}
+
+/**
+ * The architecture `spec` boots on, as far as it is known before booting: a local checkpoint's
+ * (a different `spec.arch` is refused), else `spec.arch`, else the host's. (A registry
+ * checkpoint's is read once it is opened, by {@linkcode bootSandbox}.) `shuru start` builds
+ * that architecture's assets with progress on its terminal first.
+ *
+ * @throws {RunnerError} `invalid_config` when the checkpoint holds another architecture.
+ */
+export async function specArch(home: HomeLayout, spec: SandboxSpec): Promise<GuestArch> {
+  if (spec.from === undefined || looksLikeReference(spec.from)) return spec.arch ?? hostArch();
+  const store = await Store.open(home.store);
+  return checkpointArch(spec.from, (await store.inspect(spec.from)).arch, spec.arch);
+}
+
+/**
+ * The architecture to boot checkpoint `name` on: the one it recorded (x86_64 when it recorded
+ * none: it predates arm64 guests). A different `asked` one is refused: the disk holds that
+ * architecture's programs.
+ */
+export function checkpointArch(
+  name: string,
+  recorded: string | undefined,
+  asked: GuestArch | undefined,
+): GuestArch {
+  const saved = recorded ?? "x86_64";
+  if (saved !== "x86_64" && saved !== "arm64") {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name}: it was saved from an unknown architecture ${saved}`,
+    );
+  }
+  if (asked !== undefined && asked !== saved) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name} as ${asked}: it holds an ${saved} guest's disk ` +
+        `(drop --arch or use --arch ${saved})`,
+    );
+  }
+  return saved;
+}
+
+/** A checkpoint to boot from, opened: its device source and what its manifest records. */
+interface OpenedFrom {
+  source: DeviceSource;
+  meta: ManifestMeta;
+  /** A registry checkpoint (booted from its disk only). */
+  remote: boolean;
+  /** It holds memory (a local memory checkpoint). */
+  memory: boolean;
+}
+
+/**
+ * Opens `spec.from`: a registry reference lazily (its artifact resolved and validated, small
+ * blobs only), a local checkpoint by reading its manifest (it must exist). Nothing is booted yet.
+ */
+async function openFrom(
+  store: Store,
+  spec: SandboxSpec,
+  options: BootOptions,
+  notice: (line: string) => void,
+): Promise<OpenedFrom> {
+  const from = spec.from!;
+  if (looksLikeReference(from)) {
+    const opened = await openRemoteCheckpoint(store, from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
+      log: notice,
+    });
+    options.onRemote?.({
+      ref: opened.remote.refText,
+      digest: opened.remote.digest,
+      stats: opened.chunks.stats,
+    });
+    return {
+      source: opened.source,
+      meta: decodeManifest(opened.remote.idxBytes).meta,
+      remote: true,
+      memory: false,
+    };
+  }
+  const info = await store.inspect(from);
+  return {
+    source: { checkpoint: from },
+    meta: {
+      ...(info.arch !== undefined ? { arch: info.arch } : {}),
+      ...(info.image !== undefined ? { image: info.image } : {}),
+    },
+    remote: false,
+    memory: info.memory !== undefined,
+  };
 }

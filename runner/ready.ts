@@ -1,12 +1,15 @@
 /**
  * Ready snapshots: a guest booted once to a ready agent and saved whole (RAM, device state, the
  * disk blocks its boot changed), so every later start resumes it instead of booting
- * (docs/snapshots.md). One exists per machine shape: the guest assets, the QEMU build, the
- * accelerator, CPUs, memory, disk size and the device set (root disk, agent channel,
- * {@linkcode MOUNT_SLOTS} 9p slots, a NIC); a change to any of them names another one.
+ * (docs/snapshots.md). One exists per machine shape: the guest architecture, the boot files
+ * (kernel, initramfs, tools disk), the root filesystem it boots (shuru's image or an `--image`),
+ * the QEMU build, the accelerator, CPUs, memory, disk size and the device set (root disk, tools
+ * disk, agent channel, {@linkcode MOUNT_SLOTS} 9p slots, a NIC) and the machine description's
+ * format; a change to any of them names another one.
  *
- * Where: `<assets>/ready/<key>/` (beside the assets it is made of, so data homes that share
- * assets share it), with `<key>.lock`:
+ * Where: beside the root filesystem it is made of, so data homes that share it share the
+ * snapshot: `<assets>/ready/<key>/` for shuru's image, `<image folder>/ready/<key>/` for an
+ * `--image` (removed with it by `shuru prune --images`), with `<key>.lock`:
  *
  * ```
  * ready/<key>/ready.json   what it was made from, the machine, the files' identities and hashes
@@ -23,10 +26,9 @@
  * @module
  */
 
-import { join } from "node:path";
-import type { GuestAssets } from "../assets/mod.ts";
+import { dirname, join } from "node:path";
 import { AgentConnection } from "../agent/mod.ts";
-import { findCommand, type HomeLayout } from "../host/mod.ts";
+import { findCommand, type GuestArch, type HomeLayout } from "../host/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { blake3, type DiskDelta, initHasher, Store, toHex } from "../store/mod.ts";
 import {
@@ -34,6 +36,8 @@ import {
   createInstance,
   type Instance,
   launchGuest,
+  MACHINE_FORMAT,
+  machineFor,
   type MountConfig,
   removeInstance,
   type Vm,
@@ -45,7 +49,7 @@ import { DEFAULT_GUEST_MTU, GuestNetwork } from "./network.ts";
 export const GUEST_NET = { address: "10.0.2.15", prefix: 24, gateway: "10.0.2.2" } as const;
 
 /** Version of the ready snapshot layout and recipe (bumped when either changes). */
-export const READY_FORMAT = 2;
+export const READY_FORMAT = 3;
 
 /**
  * 9p device slots every ready snapshot has: a run mounts its folders into the first ones after
@@ -74,6 +78,18 @@ export interface ReadyShape {
   accel: Accel;
 }
 
+/** The boot files of a guest (`LaunchOptions.assets`). */
+export interface BootFiles {
+  /** The kernel. */
+  kernel: string;
+  /** The initramfs. */
+  initramfs: string;
+  /** The tools disk. */
+  tools?: string;
+  /** Their architecture. */
+  arch: GuestArch;
+}
+
 /** A file's identity: it changed if any of these did. */
 interface FileIdentity {
   path: string;
@@ -86,9 +102,14 @@ interface FileIdentity {
 export interface ReadyInputs extends ReadyShape {
   /** {@linkcode READY_FORMAT}. */
   format: number;
-  /** The guest kernel, initramfs and base image. */
+  /** The machine description's format (`MACHINE_FORMAT`). */
+  machineFormat: number;
+  /** The guest architecture. */
+  arch: GuestArch;
+  /** The guest kernel, initramfs, tools disk and base image. */
   kernel: FileIdentity;
   initrd: FileIdentity;
+  tools: FileIdentity | null;
   rootfs: FileIdentity;
   /** The QEMU program. */
   qemu: FileIdentity;
@@ -146,10 +167,14 @@ export interface ReadyLease {
 
 /** Options of {@linkcode acquireReady}. */
 export interface ReadyOptions {
-  /** The data home (instances go there; the snapshot goes beside the assets). */
+  /** The data home (instances go there). */
   home: HomeLayout;
-  /** The guest assets. */
-  assets: GuestAssets;
+  /** The folder of ready snapshots ({@linkcode readyRoot}, {@linkcode imageReadyRoot}). */
+  root: string;
+  /** The boot files. */
+  boot: BootFiles;
+  /** The root filesystem it boots (the base image of its disk). */
+  rootfs: string;
   /** The machine. */
   shape: ReadyShape;
   /** Host TSC rate in kHz for the boot (default: measured by the VM layer). */
@@ -162,9 +187,14 @@ export interface ReadyOptions {
   rebuild?: string;
 }
 
-/** The folder of ready snapshots for `home`. */
+/** The folder of ready snapshots of shuru's own image for `home` (beside the assets). */
 export function readyRoot(home: HomeLayout): string {
   return join(home.assets, "ready");
+}
+
+/** The folder of ready snapshots of a converted `--image` whose root filesystem is `rootfs`. */
+export function imageReadyRoot(rootfs: string): string {
+  return join(dirname(rootfs), "ready");
 }
 
 async function identity(path: string): Promise<FileIdentity> {
@@ -172,24 +202,36 @@ async function identity(path: string): Promise<FileIdentity> {
   return { path, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0, ino: st.ino ?? 0 };
 }
 
-/** The inputs of the ready snapshot for `shape` over `assets` (stats of the files involved). */
-export async function readyInputs(assets: GuestAssets, shape: ReadyShape): Promise<ReadyInputs> {
-  const qemu = findCommand("qemu-system-x86_64");
+/**
+ * The inputs of the ready snapshot for `shape` with `boot` over `rootfs` (stats of the files
+ * involved).
+ */
+export async function readyInputs(
+  boot: BootFiles,
+  rootfs: string,
+  shape: ReadyShape,
+): Promise<ReadyInputs> {
+  const machine = machineFor(boot.arch);
+  const qemu = findCommand(machine.qemu);
   if (!qemu) {
     throw new RunnerError(
       "boot_failed",
-      "Cannot start the VM: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86",
+      `Cannot start the ${boot.arch} VM: ${machine.qemu} not found; install it with: ` +
+        `apt-get install ${machine.qemuPackage}`,
     );
   }
   return {
     format: READY_FORMAT,
+    machineFormat: MACHINE_FORMAT,
+    arch: boot.arch,
     cpus: shape.cpus,
     memoryMiB: shape.memoryMiB,
     diskSizeMiB: shape.diskSizeMiB,
     accel: shape.accel,
-    kernel: await identity(assets.kernel),
-    initrd: await identity(assets.initramfs),
-    rootfs: await identity(assets.rootfs),
+    kernel: await identity(boot.kernel),
+    initrd: await identity(boot.initramfs),
+    tools: boot.tools !== undefined ? await identity(boot.tools) : null,
+    rootfs: await identity(rootfs),
     qemu: await identity(qemu),
     slots: MOUNT_SLOTS,
     mtu: DEFAULT_GUEST_MTU,
@@ -261,9 +303,9 @@ function snapshotOf(dir: string, key: string, record: ReadyRecord): ReadySnapsho
  * from it has loaded its state.
  */
 export async function acquireReady(options: ReadyOptions): Promise<ReadyLease> {
-  const root = readyRoot(options.home);
+  const root = options.root;
   await Deno.mkdir(root, { recursive: true, mode: 0o700 });
-  const inputs = await readyInputs(options.assets, options.shape);
+  const inputs = await readyInputs(options.boot, options.rootfs, options.shape);
   const key = await readyKey(inputs);
   const dir = join(root, key);
   const lockFile = await Deno.open(join(root, `${key}.lock`), {
@@ -340,7 +382,7 @@ export function slotMounts(
 /** Boots the guest, lets it settle to a ready agent, saves it, and publishes it in `dir`. */
 async function build(dir: string, inputs: ReadyInputs, options: ReadyOptions): Promise<void> {
   const t0 = performance.now();
-  const root = readyRoot(options.home);
+  const root = options.root;
   const tmp = join(root, `tmp-${crypto.randomUUID().slice(0, 8)}`);
   await Deno.mkdir(tmp, { mode: 0o700 });
   const cleanup: (() => Promise<unknown>)[] = [() => Deno.remove(tmp, { recursive: true })];
@@ -354,7 +396,7 @@ async function build(dir: string, inputs: ReadyInputs, options: ReadyOptions): P
     const empty = join(inst.dir, "empty");
     await Deno.mkdir(empty, { mode: 0o700 });
     const store = await Store.open(join(tmp, "store"), { log: () => {} });
-    const device = await store.openDevice({ base: options.assets.rootfs }, {
+    const device = await store.openDevice({ base: options.rootfs }, {
       size: inputs.diskSizeMiB * 1024 * 1024,
       overlayDir: inst.dir,
     });
@@ -370,7 +412,7 @@ async function build(dir: string, inputs: ReadyInputs, options: ReadyOptions): P
     cleanup.push(() => network.close());
     const ramFile = join(tmp, "ram");
     const vm = await launchGuest({
-      assets: options.assets,
+      assets: options.boot,
       instance: inst,
       cpus: inputs.cpus,
       memoryMiB: inputs.memoryMiB,

@@ -19,6 +19,7 @@
  */
 
 import { join } from "node:path";
+import type { ImageMeta } from "./manifest.ts";
 import type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 import type { BlockTable } from "./manifest.ts";
 import type { ChunkSource } from "./chunk_source.ts";
@@ -280,6 +281,8 @@ export interface SaveOptions {
   overwrite?: boolean;
   /** Save a memory checkpoint: the disk plus this RAM image, state and machine. */
   memory?: MemoryAttachment;
+  /** The image the disk descends from, recorded in the manifest (`run --image`). */
+  image?: ImageMeta;
 }
 
 /** What a save did. */

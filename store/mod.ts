@@ -57,7 +57,13 @@ export {
 } from "./device.ts";
 export type { ChunkStore, PutOptions } from "./chunk_store.ts";
 export type { PositionalFile } from "./file_io.ts";
-export { type BlockTable, decodeManifest, type Manifest } from "./manifest.ts";
+export {
+  type BlockTable,
+  decodeManifest,
+  type ImageMeta,
+  type Manifest,
+  type ManifestMeta,
+} from "./manifest.ts";
 export { memoryImageId, type MemorySource } from "./memory.ts";
 export { applyDelta, DELTA_FORMAT, type DeltaRun, type DiskDelta } from "./delta.ts";
 export { blake3, initHasher, toHex } from "./hash.ts";

@@ -16,12 +16,12 @@
 import { join } from "node:path";
 import {
   formatReference,
-  lookupCredentials,
   manifestTarget,
+  openRegistryClient,
   parseReference,
   type Reference,
-  RegistryClient,
-  type RetryPolicy,
+  type RegistryAccess,
+  type RegistryClient,
   sha256Digest,
 } from "../oci/mod.ts";
 import { STORE_DIR_MODE, STORE_FILE_MODE } from "./chunk_store.ts";
@@ -40,30 +40,10 @@ import { toHex } from "./hash.ts";
 import type { Store } from "./store.ts";
 
 /** How to reach registries: what `--insecure-registry` and friends set. */
-export interface RemoteOptions {
-  /** Hosts that may be reached over plain HTTP besides loopback. */
-  insecureRegistries?: readonly string[];
-  /** docker's config file (default: `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`). */
-  dockerConfig?: string;
-  /** Retry settings (default: 5 attempts over about 4 s). */
-  retry?: RetryPolicy;
-  /** Called with a line before each retry. */
-  onRetry?: (line: string) => void;
-}
+export type RemoteOptions = RegistryAccess;
 
 /** A client for `ref`'s registry with the user's docker credentials. */
-export function openClient(ref: Reference, options: RemoteOptions = {}): RegistryClient {
-  return new RegistryClient(ref.registry, {
-    credentials: () =>
-      lookupCredentials(
-        ref.registry,
-        options.dockerConfig !== undefined ? { configPath: options.dockerConfig } : {},
-      ),
-    ...(options.insecureRegistries ? { insecureRegistries: options.insecureRegistries } : {}),
-    ...(options.retry ? { retry: options.retry } : {}),
-    ...(options.onRetry ? { onRetry: options.onRetry } : {}),
-  });
-}
+export const openClient = openRegistryClient;
 
 /** Small immutable blobs by digest under `<store>/remote/blobs/`. */
 export class BlobCache {

@@ -32,6 +32,8 @@ export interface TestHomeOptions {
    * ready snapshots (`<assets>/ready/`) are its own: tests of making them.
    */
   privateAssets?: boolean;
+  /** Added to every run's environment (e.g. `SHURU_NET_LINK`). */
+  env?: Record<string, string>;
 }
 
 /** A private data home for one test; remove with `await using`. */
@@ -39,20 +41,23 @@ export class TestHome implements AsyncDisposable {
   readonly dir: string;
   /** The assets folder its runs use. */
   readonly assets: string;
-  private constructor(dir: string, assets: string) {
+  readonly #env: Record<string, string>;
+  private constructor(dir: string, assets: string, env: Record<string, string>) {
     this.dir = dir;
     this.assets = assets;
+    this.#env = env;
   }
   static async create(options: TestHomeOptions = {}): Promise<TestHome> {
     const dir = await Deno.makeTempDir({ prefix: "shuru-test-home-" });
-    if (!options.privateAssets) return new TestHome(dir, sharedAssets());
+    const env = options.env ?? {};
+    if (!options.privateAssets) return new TestHome(dir, sharedAssets(), env);
     const assets = join(dir, "assets");
     await Deno.mkdir(assets, { mode: 0o700 });
     for await (const e of Deno.readDir(sharedAssets())) {
       if (e.name === "ready" || e.name.startsWith(".")) continue;
       await Deno.symlink(join(sharedAssets(), e.name), join(assets, e.name));
     }
-    return new TestHome(dir, assets);
+    return new TestHome(dir, assets, env);
   }
   /** Environment for a CLI run against this home. */
   env(extra: Record<string, string> = {}): Record<string, string> {
@@ -61,6 +66,7 @@ export class TestHome implements AsyncDisposable {
       SHURU_ASSETS: this.assets,
       // KVM fails mid-boot on these (nested) hosts: see FINDINGS.md.
       SHURU_ACCEL: Deno.env.get("SHURU_ACCEL") ?? "tcg",
+      ...this.#env,
       ...extra,
     };
   }

@@ -20,11 +20,15 @@ import type {
   VmConfig,
   VmSnapshotFiles,
 } from "./types.ts";
+import { type GuestArch, hostArch } from "../host/mod.ts";
 
 /** Options of {@linkcode launchGuest}. */
 export interface LaunchOptions {
-  /** Kernel and initramfs, e.g. from `ensureAssets()`. */
-  assets: { kernel: string; initramfs: string };
+  /**
+   * Kernel, initramfs and the tools disk, e.g. from `ensureAssets()`, and their architecture
+   * (default: the host's).
+   */
+  assets: { kernel: string; initramfs: string; tools?: string; arch?: GuestArch };
   /** The run's instance folder (`createInstance()`): sockets and console log go there. */
   instance: Instance;
   /** Virtual CPUs. */
@@ -43,7 +47,7 @@ export interface LaunchOptions {
   interactiveConsole?: boolean;
   /** Kernel messages on the console. */
   verbose?: boolean;
-  /** Host TSC rate in kHz (default: measured). */
+  /** Host TSC rate in kHz (default: measured; x86_64 guests only). */
   tscKhz?: number;
   /** Backend (default: a new {@linkcode QemuBackend}). */
   backend?: VmBackend;
@@ -68,21 +72,25 @@ export function moduleGroupsFor(options: { mounts?: unknown[]; net?: unknown }):
  */
 export async function guestConfig(options: LaunchOptions, backend?: VmBackend): Promise<VmConfig> {
   const mounts = options.mounts ?? [];
-  const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
+  const arch = options.assets.arch ?? hostArch();
+  const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
   const cmdlineExtra = (backend ?? options.backend)?.cmdline;
   return {
+    arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
     cmdline: kernelCmdline({
-      tscKhz,
+      arch,
+      ...(tscKhz !== undefined ? { tscKhz } : {}),
       moduleGroups: moduleGroupsFor(options),
-      verbose: options.verbose,
+      ...(options.verbose ? { verbose: true } : {}),
       ...cmdlineExtra,
     }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,
     accel: options.accel,
     disk: options.disk,
+    ...(options.assets.tools !== undefined ? { tools: options.assets.tools } : {}),
     agentSocket: options.instance.agentSocket,
     controlSocket: options.instance.controlSocket,
     consoleLog: options.instance.consoleLog,

@@ -1,111 +1,127 @@
 /**
- * The description of a machine that a memory snapshot belongs to. A machine state only loads
- * into the same machine: same QEMU build, machine type, CPUs, memory, devices in the same
- * order, and the same guest (kernel, initramfs, and the kernel modules it loaded at boot). A
- * snapshot records this description; a restore compares it with the machine it would start
- * ({@linkcode machineMismatch}) and refuses, with the first difference, rather than letting
- * QEMU fail half-way or, worse, load into a different guest.
+ * The QEMU machine of each guest architecture: everything that differs between an x86_64 and an
+ * arm64 guest on the QEMU side is in this one table (program, machine type, CPU model per
+ * accelerator, serial console, kernel command line words, virtio device names, which
+ * accelerator runs it natively). The rest of `vm/` is the same for every architecture: the same
+ * devices (NBD root on virtio-blk, the agent's virtio-serial port, 9p, virtio-net), the same
+ * console markers.
+ *
+ * - x86_64: `microvm` (no PCI, no firmware; virtio-mmio devices described in ACPI), the kernel ELF
+ *   booted through its PVH entry.
+ * - arm64: `virt` (devices described in the device tree QEMU generates), the `Image` booted
+ *   directly; console on the PL011 UART (`ttyAMA0`). Under TCG the CPU model matters: `-cpu max`
+ *   emulates pointer authentication with the architected QARMA cipher, which made a boot to the
+ *   initramfs about 5 times slower than a named core (docs/guest_image.md, "arm64").
  *
  * @module
  */
 
-import type { QmpVersion } from "./qmp.ts";
-import type { VmConfig } from "./types.ts";
-import { AGENT_PORT_NAME } from "./qemu_args.ts";
+import { type GuestArch, hostArch, qemuSystemTool } from "../host/mod.ts";
+import type { Accel } from "./types.ts";
 
-/** Version of the description format (and of how the state is saved; see `migration.ts`). */
-export const MACHINE_FORMAT = 2;
+/** How virtio devices reach the guest: memory-mapped (no PCI) or on a PCI bus. */
+export type VirtioTransport = "mmio" | "pci";
 
-/** What a memory snapshot's machine state needs to load. JSON-serializable. */
-export interface MachineDescription {
-  /** {@linkcode MACHINE_FORMAT}. */
-  format: number;
-  /** How the state was written: `qemu-device-state` (`xen-save-devices-state`, no RAM). */
-  stateFormat: string;
-  /** The hypervisor and its build, e.g. `qemu 7.2.22 Debian 1:7.2+dfsg-7+deb12u18+b3`. */
-  hypervisor: string;
-  /** Machine type and options. */
+/** A virtio device kind shuru attaches. */
+export type VirtioDevice = "blk" | "serial" | "9p" | "net";
+
+/** How QEMU runs guests of one architecture. */
+export interface Machine {
+  /** The guest architecture. */
+  arch: GuestArch;
+  /** QEMU system emulator (found in PATH and the sbin folders). */
+  qemu: string;
+  /** Its Debian package, for the install hint. */
+  qemuPackage: string;
+  /** The `-M` value. */
   machine: string;
-  /** Accelerator. */
-  accel: string;
-  /** Virtual CPUs. */
-  cpus: number;
-  /** Memory in MiB. */
-  memoryMiB: number;
-  /** Devices in creation order (their state is matched by position and name). */
-  devices: string[];
-  /** Kernel image path (inside the content-addressed assets folder). */
-  kernel: string;
-  /** Initramfs path. */
-  initrd: string;
-  /** Kernel module groups the initramfs loaded (`shuru.modules=`); "all" when not limited. */
-  modules: string[];
+  /** The `-cpu` value under `accel`. */
+  cpu(accel: Accel): string;
+  /** The guest's serial console device (`console=`). */
+  console: string;
+  /**
+   * Kernel command line words this machine needs besides the common ones (`pci`: the devices
+   * are on PCI, so probing stays on: macOS's framework).
+   */
+  cmdline(options: { tscKhz?: number; pci?: boolean }): string[];
+  /** How virtio devices are attached. */
+  transport: VirtioTransport;
+  /** The accelerator that runs this architecture natively on a host, or none (TCG only). */
+  nativeAccel(host: { os: string; arch: string }): Exclude<Accel, "tcg"> | undefined;
 }
 
-/** The module groups a kernel command line asks the initramfs for. */
-export function modulesOf(cmdline: string): string[] {
-  const word = cmdline.split(" ").find((w) => w.startsWith("shuru.modules="));
-  if (!word) return ["all"];
-  const list = word.slice("shuru.modules=".length);
-  return list === "none" ? [] : list.split(",").filter((g) => g !== "").sort();
+/** virtio device model names per transport. */
+const DEVICE_MODELS: Record<VirtioTransport, Record<VirtioDevice, string>> = {
+  mmio: {
+    blk: "virtio-blk-device",
+    serial: "virtio-serial-device",
+    "9p": "virtio-9p-device",
+    net: "virtio-net-device",
+  },
+  pci: {
+    blk: "virtio-blk-pci",
+    serial: "virtio-serial-pci",
+    "9p": "virtio-9p-pci",
+    net: "virtio-net-pci",
+  },
+};
+
+/** The QEMU device model of `kind` on `machine`. */
+export function deviceModel(machine: Machine, kind: VirtioDevice): string {
+  return DEVICE_MODELS[machine.transport][kind];
 }
 
-/** Describes the machine `config` starts under QEMU `qemu` (from the monitor's greeting). */
-export function describeMachine(config: VmConfig, qemu: QmpVersion): MachineDescription {
-  const devices: string[] = [];
-  if (config.disk) devices.push(`virtio-blk${config.disk.readOnly ? ":ro" : ""}`);
-  devices.push(`virtio-serial:${AGENT_PORT_NAME}`);
-  // Read-only is the host side's (-fsdev readonly=on), not the device's: a snapshot's 9p slot
-  // may be given any folder, read-only or not, when it is restored.
-  for (const m of config.mounts ?? []) devices.push(`virtio-9p:${m.tag}`);
-  if (config.net) devices.push(`virtio-net${config.net.mtu ? `:mtu=${config.net.mtu}` : ""}`);
-  if (config.vmGenerationId) devices.push("vmgenid");
-  return {
-    format: MACHINE_FORMAT,
-    stateFormat: "qemu-device-state",
-    hypervisor: `qemu ${qemu.major}.${qemu.minor}.${qemu.micro}` +
-      (qemu.package ? ` ${qemu.package}` : ""),
+/** The table. */
+export const MACHINES: Readonly<Record<GuestArch, Machine>> = {
+  x86_64: {
+    arch: "x86_64",
+    qemu: qemuSystemTool("x86_64").command,
+    qemuPackage: qemuSystemTool("x86_64").package,
     machine: "microvm,acpi=on,pit=on",
-    accel: config.accel,
-    cpus: config.cpus,
-    memoryMiB: config.memoryMiB,
-    devices,
-    kernel: config.kernel,
-    initrd: config.initrd,
-    modules: modulesOf(config.cmdline),
-  };
-}
+    // TCG: every feature QEMU can emulate. KVM/HVF: the host CPU as is.
+    cpu: (accel) => (accel === "tcg" ? "max" : "host"),
+    console: "ttyS0",
+    cmdline: ({ tscKhz, pci }) => {
+      // The guest's TSC runs at the host's rate; the kernel is told so and skips calibrating it
+      // (which hangs or goes wrong on a busy host), and its clocksource watchdog. No PCI on
+      // microvm.
+      const words = [
+        "tsc=reliable",
+        "no_timer_check",
+        ...(pci ? [] : ["pci=off"]),
+        "random.trust_cpu=on",
+      ];
+      if (tscKhz !== undefined) {
+        if (!Number.isInteger(tscKhz) || tscKhz <= 0) {
+          throw new RangeError(`tscKhz must be a positive integer, got ${tscKhz}`);
+        }
+        words.push(`tsc_early_khz=${tscKhz}`);
+      }
+      return words;
+    },
+    transport: "mmio",
+    nativeAccel: (host) =>
+      host.arch !== "x86_64" ? undefined : host.os === "darwin" ? "hvf" : "kvm",
+  },
+  arm64: {
+    arch: "arm64",
+    qemu: qemuSystemTool("arm64").command,
+    qemuPackage: qemuSystemTool("arm64").package,
+    // The best interrupt controller the accelerator offers (GICv3 beyond 8 vCPUs).
+    machine: "virt,gic-version=max",
+    cpu: (accel) => (accel === "tcg" ? ARM64_TCG_CPU : "host"),
+    console: "ttyAMA0",
+    cmdline: () => [],
+    transport: "mmio",
+    nativeAccel: (host) =>
+      host.arch !== "aarch64" ? undefined : host.os === "darwin" ? "hvf" : "kvm",
+  },
+};
 
-/**
- * The first difference that keeps a snapshot of `saved` from loading into `wanted`, as a phrase
- * for "Cannot restore ...: <difference>", or `undefined` when they match. `saved` is untrusted
- * JSON from a manifest.
- */
-export function machineMismatch(
-  saved: Record<string, unknown>,
-  wanted: MachineDescription,
-): string | undefined {
-  if (saved.format !== wanted.format) {
-    return `it was saved in machine format ${
-      JSON.stringify(saved.format)
-    }, this shuru uses ${wanted.format}`;
-  }
-  const fields: [keyof MachineDescription, string][] = [
-    ["stateFormat", "state format"],
-    ["hypervisor", "hypervisor"],
-    ["machine", "machine type"],
-    ["accel", "accelerator"],
-    ["cpus", "CPU count"],
-    ["memoryMiB", "memory (MiB)"],
-    ["devices", "devices"],
-    ["kernel", "guest kernel"],
-    ["initrd", "guest initramfs"],
-    ["modules", "kernel modules"],
-  ];
-  for (const [key, label] of fields) {
-    const a = JSON.stringify(saved[key]);
-    const b = JSON.stringify(wanted[key]);
-    if (a !== b) return `its ${label} was ${a}, this machine has ${b}`;
-  }
-  return undefined;
+/** The arm64 CPU model under TCG (see the module doc and docs/guest_image.md). */
+export const ARM64_TCG_CPU = "max,pauth=off";
+
+/** The machine of `arch` (default: the host's architecture). */
+export function machineFor(arch: GuestArch = hostArch()): Machine {
+  return MACHINES[arch];
 }

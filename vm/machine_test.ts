@@ -1,60 +1,80 @@
-import { assertEquals } from "../tests/_assert.ts";
-import { describeMachine, machineMismatch, modulesOf } from "./machine.ts";
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
+import { resolveAccel } from "./accel.ts";
+import { VmError } from "./errors.ts";
+import { deviceModel, MACHINES } from "./machine.ts";
+import { qemuArgs } from "./qemu_args.ts";
 import type { VmConfig } from "./types.ts";
 
-const config: VmConfig = {
-  kernel: "/a/v1-x/vmlinux",
-  initrd: "/a/v1-x/initramfs.img",
-  cmdline: "console=ttyS0 quiet shuru.modules=overlay,9p",
+const arm: VmConfig = {
+  arch: "arm64",
+  kernel: "/a/Image",
+  initrd: "/a/initramfs.img",
+  cmdline: "console=ttyAMA0 quiet",
   cpus: 2,
-  memoryMiB: 2048,
+  memoryMiB: 1024,
   accel: "tcg",
   disk: { kind: "nbd", socket: "/i/nbd.sock", exportName: "root" },
   agentSocket: "/i/agent.sock",
   consoleLog: "/i/console.log",
-  mounts: [{ tag: "shuru0", hostPath: "/h", readOnly: true }],
+  tools: "/a/tools.ext4",
+  mounts: [{ tag: "src", hostPath: "/src", readOnly: true }],
+  net: { transport: "dgram", socket: "/i/net.sock", vmSocket: "/i/netvm.sock", mtu: 1500 },
 };
-const qemu = { major: 7, minor: 2, micro: 22, package: "Debian 1:7.2+dfsg-7" };
 
-Deno.test("describeMachine - what a state needs: QEMU, CPUs, memory, devices in order, guest", () => {
-  assertEquals(describeMachine(config, qemu), {
-    format: 2,
-    stateFormat: "qemu-device-state",
-    hypervisor: "qemu 7.2.22 Debian 1:7.2+dfsg-7",
-    machine: "microvm,acpi=on,pit=on",
-    accel: "tcg",
-    cpus: 2,
-    memoryMiB: 2048,
-    devices: ["virtio-blk", "virtio-serial:shuru.agent", "virtio-9p:shuru0"],
-    kernel: "/a/v1-x/vmlinux",
-    initrd: "/a/v1-x/initramfs.img",
-    modules: ["9p", "overlay"],
-  });
-  // A 9p slot restores with any folder, read-only or not: the flag is the host's.
-  const rw = { ...config, mounts: [{ tag: "shuru0", hostPath: "/o", readOnly: false }] };
-  assertEquals(describeMachine(rw, qemu).devices, describeMachine(config, qemu).devices);
-  assertEquals(modulesOf("quiet"), ["all"]);
-  assertEquals(modulesOf("shuru.modules=none"), []);
+function values(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+}
+
+Deno.test("qemuArgs: an arm64 guest gets virt, a fast TCG CPU, the same virtio-mmio devices", () => {
+  const args = qemuArgs(arm);
+  assertEquals(values(args, "-M"), ["virt,gic-version=max"]);
+  assertEquals(values(args, "-cpu"), ["max,pauth=off"]);
+  assertEquals(values(qemuArgs({ ...arm, accel: "kvm" }), "-cpu"), ["host"]);
+  const devices = values(args, "-device");
+  for (
+    const d of [
+      "virtio-blk-device,drive=root,serial=shuru-root",
+      "virtio-blk-device,drive=tools,serial=shuru-tools",
+      "virtio-serial-device,max_ports=2",
+      "virtio-9p-device,fsdev=fs0,mount_tag=src",
+      "virtio-net-device,netdev=net0,host_mtu=1500",
+    ]
+  ) assert(devices.includes(d), `${d} in ${devices.join(" ")}`);
+  assertEquals(values(args, "-netdev"), [
+    "dgram,id=net0,local.type=unix,local.path=/i/netvm.sock,remote.type=unix,remote.path=/i/net.sock",
+  ]);
 });
 
-Deno.test("machineMismatch - names the first difference; a JSON round trip matches", () => {
-  const m = describeMachine(config, qemu);
-  assertEquals(machineMismatch(JSON.parse(JSON.stringify(m)), m), undefined);
-  assertEquals(
-    machineMismatch({ ...m, memoryMiB: 1024 }, m),
-    "its memory (MiB) was 1024, this machine has 2048",
-  );
-  assertEquals(
-    machineMismatch({ ...m, hypervisor: "qemu 8.2.0" }, m),
-    'its hypervisor was "qemu 8.2.0", this machine has "qemu 7.2.22 Debian 1:7.2+dfsg-7"',
-  );
-  const net = describeMachine({ ...config, net: { socket: "/i/net.sock" } }, qemu);
-  assertEquals(
-    machineMismatch(m as unknown as Record<string, unknown>, net)?.startsWith("its devices"),
-    true,
-  );
-  assertEquals(
-    machineMismatch({ format: 9 }, m),
-    "it was saved in machine format 9, this shuru uses 2",
-  );
+Deno.test("machines: each knows its program, console and native accelerator", () => {
+  assertEquals(MACHINES.x86_64.qemu, "qemu-system-x86_64");
+  assertEquals(MACHINES.arm64.qemu, "qemu-system-aarch64");
+  assertEquals([MACHINES.x86_64.console, MACHINES.arm64.console], ["ttyS0", "ttyAMA0"]);
+  const linuxX86 = { os: "linux", arch: "x86_64" };
+  const macArm = { os: "darwin", arch: "aarch64" };
+  const linuxArm = { os: "linux", arch: "aarch64" };
+  assertEquals(MACHINES.x86_64.nativeAccel(linuxX86), "kvm");
+  assertEquals(MACHINES.arm64.nativeAccel(linuxX86), undefined);
+  assertEquals(MACHINES.arm64.nativeAccel(linuxArm), "kvm");
+  assertEquals(MACHINES.arm64.nativeAccel(macArm), "hvf");
+  assertEquals(deviceModel({ ...MACHINES.arm64, transport: "pci" }, "net"), "virtio-net-pci");
+});
+
+Deno.test("resolveAccel: another architecture runs under TCG with a notice; kvm is refused", async () => {
+  if (Deno.build.arch !== "x86_64") return; // the table above covers other hosts
+  const options = {
+    arch: "arm64" as const,
+    kernel: "/k",
+    initrd: "/i",
+    cacheFile: "/c",
+    workDir: "/w",
+  };
+  const auto = await resolveAccel("auto", options);
+  assertEquals(auto.accel, "tcg");
+  assert(auto.notice.includes("arm64 guest") && auto.notice.includes("emulation"), auto.notice);
+  const err = await assertRejects(() => resolveAccel("kvm", options), "another architecture");
+  assert(err instanceof VmError && err.code === "invalid_config");
+  const tcg = await resolveAccel("tcg", options);
+  assertEquals(tcg.accel, "tcg");
+  assert(tcg.notice.includes("by emulation"), tcg.notice);
+  assertEquals((await resolveAccel("tcg", { ...options, arch: "x86_64" })).notice, "");
 });

@@ -1,9 +1,10 @@
 /**
- * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend and its monitor ({@linkcode QmpClient}), memory snapshots (pause, machine state,
- * guest RAM, restore: `docs/snapshots.md`), the Virtualization.framework backend on macOS
- * (`vz*.ts`, docs/macos.md), accelerator choice (KVM/TCG), kernel command line, host TSC rate
- * and instance folders.
+ * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU backend with one
+ * machine per guest architecture (`microvm` for x86_64, `virt` for arm64; `machine.ts`) and its
+ * monitor ({@linkcode QmpClient}), memory snapshots (pause, machine state, guest RAM, restore:
+ * `docs/snapshots.md`; the description a snapshot belongs to: `machine_description.ts`), the
+ * Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md), accelerator choice
+ * (KVM/HVF/TCG), kernel command line, host TSC rate and instance folders.
  *
  * A run looks like this (it boots a VM, so `deno test --doc` does not run it):
  * ```ts ignore
@@ -103,7 +104,7 @@ export {
   type MachineDescription,
   machineMismatch,
   modulesOf,
-} from "./machine.ts";
+} from "./machine_description.ts";
 export {
   QmpClient,
   type QmpConnectOptions,
@@ -114,6 +115,15 @@ export {
   type QmpVersion,
 } from "./qmp.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
+export {
+  ARM64_TCG_CPU,
+  deviceModel,
+  type Machine,
+  machineFor,
+  MACHINES,
+  type VirtioDevice,
+  type VirtioTransport,
+} from "./machine.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";
 export {
   type AccelChoice,

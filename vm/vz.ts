@@ -18,7 +18,7 @@ import { writeAll } from "../io/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import type { GuestRam } from "./guest_ram.ts";
-import type { MachineDescription } from "./machine.ts";
+import type { MachineDescription } from "./machine_description.ts";
 import type {
   BootPhase,
   SaveStateResult,
