@@ -10,13 +10,14 @@ import { pruneRegistry } from "../supervisor/mod.ts";
 import { pruneInstances } from "../vm/mod.ts";
 import { pruneImages } from "../image/mod.ts";
 import { GUEST_ARCHES, homeLayout } from "../host/mod.ts";
+import { pruneReady, readyRoot } from "../runner/mod.ts";
 
 /** Builds the `prune` subcommand. */
 export function pruneCommand() {
   return new Command("prune")
     .summary("remove leftovers of crashed runs")
     .description(
-      "Remove records of sandboxes whose supervisor is gone and instance folders whose shuru process is gone (a crashed or killed run), killing any VM they left running. With --assets, also remove guest asset versions other than the current one and abandoned partial builds. With --images, also remove converted --image root filesystems and pulled image layers (the next --image converts again; checkpoints keep their data).",
+      "Remove records of sandboxes whose supervisor is gone and instance folders whose shuru process is gone (a crashed or killed run), killing any VM they left running. With --assets, also remove guest asset versions other than the current one, abandoned partial builds, and ready snapshots (of warm starts) whose boot files or QEMU changed. With --images, also remove converted --image root filesystems and pulled image layers (the next --image converts again; checkpoints keep their data).",
     )
     .option("--assets", "also remove old guest asset versions")
     .option("--images", "also remove converted images and pulled image layers")
@@ -36,6 +37,9 @@ export function pruneCommand() {
           if (current.version) keep.push(current.version);
         }
         assets = await pruneAssets(layout.assets, keep);
+        const ready = await pruneReady(readyRoot(layout));
+        assets.removed.push(...ready.removed.map((n) => `ready/${n}`));
+        assets.bytes += ready.bytes;
       }
       const images = options.images ? await pruneImages(layout.images) : undefined;
       if (options.json) {

@@ -392,7 +392,8 @@ async function runOnce(
       for (const line of bootReport(booted)) log(line);
       if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
       const net = booted.network?.net;
-      if (net) {
+      // (A warm start without --allow-net has a NIC too, down: no network to speak of.)
+      if (net && spec.network) {
         log(`shuru: guest network over the ${net.transport ?? "stream"} link, MTU ${net.mtu}`);
       }
     }

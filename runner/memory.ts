@@ -17,7 +17,7 @@
 
 import { join } from "node:path";
 import type { AgentConnection } from "../agent/mod.ts";
-import type { BlockTable, CowDevice, DeviceSnapshot, SaveResult } from "../store/mod.ts";
+import type { BlockTable, CowDevice, DeviceSnapshot, ImageMeta, SaveResult } from "../store/mod.ts";
 import { captureChangedRam, type Instance, type RamCapture, type Vm } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
 
@@ -43,6 +43,8 @@ export interface MemorySaveParts {
   device: CowDevice;
   /** The instance folder (temporary files go there). */
   instance: Instance;
+  /** The image the disk descends from, recorded in the manifest. */
+  image?: ImageMeta;
   /** The RAM file the VM maps, and its table when the store already has its chunks. */
   ramBase: { file: string; table?: BlockTable };
 }
@@ -89,6 +91,7 @@ export async function saveMemoryCheckpoint(parts: MemorySaveParts): Promise<Memo
         state,
         machine: vm.describe() as unknown as Record<string, unknown>,
       },
+      ...(parts.image ? { image: parts.image } : {}),
     });
     snapshot = undefined;
     return { saved, pauseMs, totalMs: performance.now() - t0 };

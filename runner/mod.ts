@@ -80,9 +80,11 @@ export {
   GUEST_NET,
   imageReadyRoot,
   MOUNT_SLOTS,
+  pruneReady,
   READY_FORMAT,
   type ReadyLease,
   type ReadyOptions,
+  type ReadyPruneResult,
   type ReadyRecord,
   readyRoot,
   type ReadyShape,
@@ -386,6 +388,7 @@ export class BootedSandbox implements AsyncDisposable {
       device: this.#device,
       instance: this.instance,
       ramBase: this.#ramBase,
+      ...(this.image ? { image: this.image } : {}),
     });
   }
 

@@ -480,6 +480,8 @@ async function build(dir: string, inputs: ReadyInputs, options: ReadyOptions): P
       mode: 0o600,
     });
     await publish(tmp, dir);
+    // Snapshots of boot files that are gone (an older asset version) go now.
+    await pruneReady(root, { keepOtherFormats: true }).catch(() => {});
   } catch (err) {
     throw new RunnerError(
       "boot_failed",
@@ -507,6 +509,83 @@ async function readyAgent(vm: Vm, timeoutMs: number): Promise<AgentConnection> {
     died,
   ]);
   return agent;
+}
+
+/** What {@linkcode pruneReady} removed. */
+export interface ReadyPruneResult {
+  /** Folder names under the root (snapshots and leftovers). */
+  removed: string[];
+  /** Bytes freed (allocated blocks: the RAM files are sparse). */
+  bytes: number;
+}
+
+/** Leftovers of a build that died (a `tmp-` or `.old-` folder) older than this are removed. */
+const STALE_LEFTOVER_MS = 60 * 60 * 1000;
+
+/**
+ * Removes the ready snapshots in `root` that no start can use again: those whose boot files,
+ * root filesystem or QEMU changed or are gone (their key is never computed again), those of an
+ * older format (unless `keepOtherFormats`: another shuru sharing the assets may use them), and
+ * leftovers of builds that died. A snapshot in use keeps working: its QEMU has its files open.
+ */
+export async function pruneReady(
+  root: string,
+  options: { keepOtherFormats?: boolean } = {},
+): Promise<ReadyPruneResult> {
+  const result: ReadyPruneResult = { removed: [], bytes: 0 };
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(root));
+  } catch {
+    return result;
+  }
+  const remove = async (name: string) => {
+    const path = join(root, name);
+    result.bytes += await allocatedBytes(path).catch(() => 0);
+    await Deno.remove(path, { recursive: true }).catch(() => {});
+    await Deno.remove(join(root, `${name}.lock`)).catch(() => {});
+    result.removed.push(name);
+  };
+  for (const e of entries) {
+    if (!e.isDirectory) continue;
+    const path = join(root, e.name);
+    if (e.name.startsWith("tmp-") || e.name.includes(".old-")) {
+      const st = await Deno.stat(path).catch(() => undefined);
+      if (st && Date.now() - (st.mtime?.getTime() ?? 0) > STALE_LEFTOVER_MS) await remove(e.name);
+      continue;
+    }
+    let inputs: ReadyInputs | undefined;
+    try {
+      inputs = (JSON.parse(await Deno.readTextFile(join(path, "ready.json"))) as ReadyRecord)
+        .inputs;
+    } catch {
+      // Being made right now (under its lock) or broken: a build replaces a broken one.
+      continue;
+    }
+    const otherFormat = inputs.format !== READY_FORMAT;
+    if (otherFormat && options.keepOtherFormats) continue;
+    if (otherFormat || !(await inputsCurrent(inputs))) await remove(e.name);
+  }
+  return result;
+}
+
+async function inputsCurrent(inputs: ReadyInputs): Promise<boolean> {
+  const files = [inputs.kernel, inputs.initrd, inputs.rootfs, inputs.qemu, inputs.tools];
+  for (const f of files) {
+    if (f === null) continue;
+    if (!f || typeof f.path !== "string") return false;
+    const now = await identity(f.path).catch(() => undefined);
+    if (!now || JSON.stringify(now) !== JSON.stringify(f)) return false;
+  }
+  return true;
+}
+
+async function allocatedBytes(path: string): Promise<number> {
+  const st = await Deno.lstat(path);
+  if (!st.isDirectory) return (st.blocks ?? 0) * 512;
+  let total = 0;
+  for await (const e of Deno.readDir(path)) total += await allocatedBytes(join(path, e.name));
+  return total;
 }
 
 /** Renames `tmp` to `dir`, replacing what is there (readers keep their open files). */

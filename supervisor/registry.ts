@@ -36,6 +36,11 @@ export interface SandboxRecord {
   startedAt: string;
   /** ISO time the agent answered. */
   readyAt?: string;
+  /**
+   * How it started, once running: resumed the ready snapshot (`ready`, a warm start), resumed a
+   * memory checkpoint (`checkpoint`), or booted its kernel (`cold`).
+   */
+  boot?: "ready" | "checkpoint" | "cold";
   /** Virtual CPUs. */
   cpus: number;
   /** Memory in MiB. */

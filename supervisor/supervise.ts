@@ -150,12 +150,14 @@ export async function supervise(
         image: b.defaults.image ?? null,
         exposed_ports: b.defaults.exposedPorts,
         started_at: new Date(startedAt).toISOString(),
+        boot: b.path,
       }),
     });
     record = {
       ...record,
       state: "running",
       readyAt: new Date().toISOString(),
+      boot: b.path,
       image: b.defaults.image ?? null,
       exposedPorts: b.defaults.exposedPorts,
     };

@@ -62,8 +62,8 @@ Deno.test("run (warm) without --allow-net: the resumed guest's NIC is down, no r
 });
 
 Deno.test(
-  "run --allow-net --add-host: DHCP, a host server on 127.0.0.1, 16 MiB both ways, " +
-    "private and metadata addresses refused at once",
+  "run --allow-net --add-host: the address, a host server on 127.0.0.1 right after a warm " +
+    "start, 16 MiB both ways, private and metadata addresses refused at once",
   async () => {
     await requireTool("curl", "curl");
     await using home = await TestHome.create();
@@ -90,6 +90,7 @@ Deno.test(
     ].join("\n");
     const r = await runShuru(home, ns, [
       "run",
+      "-v",
       "--allow-net",
       "--add-host",
       "api.test:127.0.0.1",
@@ -102,6 +103,8 @@ Deno.test(
     ]);
     const all = describe(r);
     assertEquals(r.code, 0, all);
+    // Resumed, then the network set (net_config): the first TCP connection is the test's.
+    assert(r.stderr.includes("shuru: warm start"), all);
     const f = fields(r.stdout);
     assertEquals(f.addr, "10.0.2.15/24", all);
     assertEquals(f.route, "10.0.2.2", all);

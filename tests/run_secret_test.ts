@@ -244,6 +244,7 @@ Deno.test(
     // API_KEY's value comes from shuru's environment (NAME@HOSTS), so QEMU could inherit it.
     const child = world.spawn([
       "run",
+      "-v",
       "--secret",
       "API_KEY@api.test",
       "--secret",
@@ -280,6 +281,8 @@ Deno.test(
     const r = { code: status.code, stdout: out.join("\n"), stderr: await stderr };
     const all = `${r.stdout}\n${r.stderr}`;
     assertEquals(r.code, 0, all);
+    // The run's CA and placeholders went into a guest resumed from the ready snapshot.
+    assert(r.stderr.includes("shuru: warm start"), all);
     for (const v of [value, opt]) {
       assert(!all.includes(v), `a value reached the guest's output or shuru's stderr:\n${all}`);
     }

@@ -128,12 +128,13 @@ Deno.test("run --mount - read-only mounts are readable and guest writes never re
   }
 });
 
-Deno.test("run -p - a guest http.server is reachable from the host; SIGINT leaves nothing behind", async () => {
+Deno.test("run -p - a guest http.server is reachable from the host (forwarded after a warm start); SIGINT leaves nothing behind", async () => {
   await requireTool("curl", "curl");
   await using home = await TestHome.create();
   const port = freePort();
   const child = home.spawn([
     "run",
+    "-v",
     "-p",
     `${port}:8000`,
     "--",
@@ -167,6 +168,7 @@ Deno.test("run -p - a guest http.server is reachable from the host; SIGINT leave
   const status = await child.status;
   const err = await stderrText;
   assertEquals(body, "served-by-guest\n", err);
+  assert(err.includes("shuru: warm start"), err);
   assertEquals(instances.length, 1, "one instance while running");
   assertEquals(status.code, 130, err);
   assertEquals(await instanceDirs(home), [], "instance folder removed after Ctrl-C");

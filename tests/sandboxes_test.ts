@@ -57,6 +57,7 @@ interface PsRow {
   controlSocket: string;
   cpus: number;
   memoryMiB: number;
+  boot?: string;
 }
 
 async function ps(home: TestHome): Promise<PsRow[]> {
@@ -342,11 +343,11 @@ Deno.test("sandboxes - --idle-timeout stops a sandbox nobody uses, leaving nothi
   }
 });
 
-Deno.test("run --stdio - the reference's messages; checkpoint does not end the session", async () => {
+Deno.test("run --stdio - a warm start; the reference's messages; checkpoint does not end the session", async () => {
   await using home = await TestHome.create();
   const [exe, ...args] = shuruCommandLine();
   const child = new Deno.Command(exe!, {
-    args: [...args, "run", "--stdio", "--memory", "512"],
+    args: [...args, "run", "--stdio", "-v", "--memory", "512"],
     env: home.env(),
     stdin: "piped",
     stdout: "piped",
@@ -387,7 +388,9 @@ Deno.test("run --stdio - the reference's messages; checkpoint does not end the s
     assertEquals(((await response(5)).error as { code: number }).code, -32601);
     await writer.close();
     const status = await child.status;
-    assertEquals(status.code, 0, await stderr);
+    const err = await stderr;
+    assertEquals(status.code, 0, err);
+    assert(err.includes("shuru: warm start"), err);
     const list = JSON.parse(ok(await home.run(["checkpoint", "list", "--json"]), "list").stdout);
     assert(list.some((c: { name: string }) => c.name === "viastdio"), JSON.stringify(list));
   } finally {
@@ -399,7 +402,7 @@ Deno.test("run --stdio - the reference's messages; checkpoint does not end the s
   }
 });
 
-Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkpoint; dispose stops it", async () => {
+Deno.test("SDK - Sandbox.create starts a named sandbox (warm); exec, files, live checkpoint; dispose stops it", async () => {
   await using home = await TestHome.create();
   const { Sandbox } = await import("../mod.ts");
   const env = home.env();
@@ -420,6 +423,8 @@ Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkp
     });
     const [row] = await ps(home);
     assertEquals(row?.name, "sdkbox");
+    assertEquals(row?.boot, "ready", "resumed the ready snapshot");
+    assertEquals((sb.info.sandbox as Record<string, unknown>).boot, "ready");
     supervisorPid = row!.supervisor.pid;
     const r = await sb.exec("echo hi; echo oops >&2; exit 4", { stdin: "ignored" });
     assertEquals([r.stdout, r.stderr, r.exitCode, r.timedOut], ["hi\n", "oops\n", 4, false]);
@@ -438,7 +443,7 @@ Deno.test("SDK - Sandbox.create starts a named sandbox; exec, files, live checkp
   assert(list.some((c: { name: string }) => c.name === "sdkck"), JSON.stringify(list));
 });
 
-Deno.test("shuru mcp - sandbox_create boots a real guest; exec in it; it stops when mcp exits", async () => {
+Deno.test("shuru mcp - sandbox_create starts a real guest (warm); exec in it; it stops when mcp exits", async () => {
   await using home = await TestHome.create();
   const [exe, ...args] = shuruCommandLine();
   const transport = new StdioClientTransport({
@@ -459,6 +464,7 @@ Deno.test("shuru mcp - sandbox_create boots a real guest; exec in it; it stops w
     const id = created.structuredContent?.sandbox_id as string;
     const [row] = await ps(home);
     assertEquals(row?.name, id);
+    assertEquals(row?.boot, "ready", "resumed the ready snapshot");
     supervisorPid = row!.supervisor.pid;
     const r = await call("exec", { command: "uname -m; exit 3", sandbox_id: id });
     assertEquals([r.structuredContent?.stdout, r.structuredContent?.exit_code], ["x86_64\n", 3]);
