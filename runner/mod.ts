@@ -900,7 +900,22 @@ async function openFrom(
       memory: false,
     };
   }
-  const info = await store.inspect(from);
+  let info;
+  try {
+    info = await store.inspect(from);
+  } catch (err) {
+    // A damaged manifest names the checkpoint (a missing one already does).
+    if (err instanceof StoreError && err.code === "bad_manifest") {
+      throw new StoreError(
+        "bad_manifest",
+        `Cannot start from checkpoint ${from}: ${
+          err.message.replace(/^Cannot read/, "cannot read")
+        }`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
   return {
     source: { checkpoint: from },
     meta: {
