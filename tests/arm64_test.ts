@@ -12,6 +12,8 @@
  *    tools disk (the image has no libc, no agent), the command runs as the image's User (the
  *    tools disk's arm64 setpriv) with its Env and WorkingDir; the same image without
  *    `--arch arm64` is refused in one line before anything boots.
+ * 4. Warm starts: two `run --arch arm64` at once resume the arm64 ready snapshot, each with its
+ *    own RNG bytes and the host's clock; a memory checkpoint of an arm64 sandbox resumes.
  *
  * The arm64 guest image must be built (`./shuru init --arch arm64`; run-tests does it).
  */
@@ -256,4 +258,56 @@ Deno.test("arm64 guests (emulated): checkpoint create with net, mount, -p; start
       }
     },
   );
+});
+
+Deno.test("arm64 guests (emulated): warm starts are unique and current; a memory checkpoint resumes", async () => {
+  await requireTool("qemu-system-aarch64", "qemu-system-arm");
+  await using home = await TestHome.create();
+  const script = 'echo "urandom=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n")"; ' +
+    'echo "date=$(date +%s)"; echo "arch=$(uname -m)"';
+  const before = Math.floor(Date.now() / 1000);
+  const runs = await within(
+    Promise.all(
+      [0, 1].map(() => home.run(["run", "-v", "--arch", "arm64", "--", "sh", "-c", script])),
+    ),
+    BOOT_MS,
+    "two warm starts",
+  );
+  const after = Math.ceil(Date.now() / 1000);
+  const seen = runs.map((r) => {
+    ok(r, "run --arch arm64");
+    assert(r.stderr.includes("shuru: warm start (resumed the ready snapshot)"), describe(r));
+    const f = fields(r.stdout);
+    assertEquals(f.arch, "aarch64", describe(r));
+    const t = Number(f.date);
+    assert(t >= before - 2 && t <= after + 2, `guest clock ${t}, host ${before}..${after}`);
+    return f.urandom;
+  });
+  assert(seen[0] && seen[0].length === 32 && seen[0] !== seen[1], JSON.stringify(seen));
+
+  ok(await home.run(["start", "--arch", "arm64", "--name", "arm"]), "start");
+  try {
+    ok(
+      await home.run(["exec", "arm", "--", "sh", "-c", "echo kept-on-arm64 > /dev/shm/mark"]),
+      "exec",
+    );
+    ok(await home.run(["checkpoint", "save", "armmem", "--memory", "--sandbox", "arm"]), "save");
+  } finally {
+    await home.run(["stop", "arm"]);
+  }
+  const r = ok(
+    await home.run([
+      "run",
+      "-v",
+      "--from",
+      "armmem",
+      "--",
+      "sh",
+      "-c",
+      "uname -m; cat /dev/shm/mark",
+    ]),
+    "run --from",
+  );
+  assert(r.stderr.includes("shuru: resumed a memory checkpoint"), describe(r));
+  assertEquals(r.stdout, "aarch64\nkept-on-arm64\n", describe(r));
 });
