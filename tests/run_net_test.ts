@@ -54,7 +54,7 @@ Deno.test("run (warm) without --allow-net: the resumed guest's NIC is down, no r
   assertEquals(r.code, 0, all);
   assert(r.stderr.includes("shuru: warm start"), all);
   const f = fields(r.stdout);
-  assertEquals(f.links, "eth0 lo ", all);
+  assertEquals(f.links, "eth0 lo", all);
   assertEquals(f.state, "down", all);
   assertEquals(f.route, "0", all);
   // "Network is unreachable": curl's 7, at once (never a timeout).

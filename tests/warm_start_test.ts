@@ -32,7 +32,7 @@ async function readyDirs(home: TestHome): Promise<string[]> {
   return out;
 }
 
-Deno.test("warm start - concurrent first starts make the ready snapshot once; later runs resume it; --cold boots", async () => {
+Deno.test("warm start - concurrent first starts make the ready snapshot once; later runs resume it; --cold boots; another CPU count has its own", async () => {
   await using home = await TestHome.create({ privateAssets: true });
   const [a, b] = await Promise.all([
     home.run(["run", "-v", "--", "echo", "one"]),
@@ -56,6 +56,13 @@ Deno.test("warm start - concurrent first starts make the ready snapshot once; la
   assertEquals(cold.stdout, "cold\n");
   assert(cold.stderr.includes("shuru: cold boot (--cold)"), describe(cold));
   assert(cold.stderr.includes("guest phases"), describe(cold));
+  // Another machine (fewer CPUs) has a ready snapshot of its own, made once; the first stays.
+  const one = ok(await home.run(["run", "-v", "--cpus", "1", "--", "nproc"]), "--cpus 1");
+  assertEquals(one.stdout, "1\n");
+  assertEquals(count(one.stderr, "making the ready snapshot for 1 CPUs"), 1, describe(one));
+  const again1 = ok(await home.run(["run", "--cpus", "1", "--", "nproc"]), "--cpus 1 again");
+  assertEquals(count(again1.stderr, "ready snapshot"), 0, describe(again1));
+  assertEquals((await readyDirs(home)).length, 2);
 });
 
 Deno.test("warm start - a damaged ready snapshot is made again with one notice", async () => {
