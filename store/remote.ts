@@ -26,7 +26,7 @@ import {
 } from "../oci/mod.ts";
 import { STORE_DIR_MODE, STORE_FILE_MODE } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
-import { decodeManifest, type Manifest } from "./manifest.ts";
+import { decodeManifest, type Manifest, type ManifestMeta } from "./manifest.ts";
 import {
   type CheckpointConfig,
   type ChunkEntry,
@@ -171,6 +171,13 @@ export async function resolveRemote(
       `Cannot use ${text} as a checkpoint: its config and .idx disagree on the geometry`,
     );
   }
+  if (config.arch !== undefined && config.arch !== (idx.meta.arch ?? "x86_64")) {
+    throw new StoreError(
+      "bad_manifest",
+      `Cannot use ${text} as a checkpoint: its config says ${config.arch}, its .idx ` +
+        `${idx.meta.arch ?? "x86_64"}`,
+    );
+  }
   const entries = decodeChunkIndex(
     await cache.fetch(client, repo, artifact.chunks.digest, artifact.chunks.size),
     artifact.packs.map((p) => p.size),
@@ -198,6 +205,38 @@ export async function resolveRemote(
     idx,
     entries,
     byHash,
+  };
+}
+
+/** What a registry checkpoint records, read without its chunks. */
+export interface RemoteCheckpointInfo {
+  /** The reference as text. */
+  ref: string;
+  /** The manifest's digest. */
+  digest: string;
+  /** The artifact's config. */
+  config: CheckpointConfig;
+  /** The `.idx`'s metadata: the architecture, the image and its settings, the parent. */
+  meta: ManifestMeta;
+}
+
+/**
+ * Resolves `refText` (manifest, config, `.idx`, chunk index: small blobs, cached by digest) and
+ * returns what it records, for a caller that must know the guest architecture or the image
+ * before it boots (`shuru start` builds that architecture's assets first). Fetches no chunk.
+ */
+export async function inspectRemoteCheckpoint(
+  store: Store,
+  refText: string,
+  options: RemoteOptions = {},
+): Promise<RemoteCheckpointInfo> {
+  const client = openClient(parseReference(refText), options);
+  const remote = await resolveRemote(store, client, refText);
+  return {
+    ref: remote.refText,
+    digest: remote.digest,
+    config: remote.config,
+    meta: remote.idx.meta,
   };
 }
 

@@ -374,6 +374,9 @@ export async function pushCheckpoint(
     hash: "blake3-256",
     ...(manifest.meta.createdAt !== undefined ? { createdAt: manifest.meta.createdAt } : {}),
     ...(manifest.meta.parent !== undefined ? { parent: manifest.meta.parent } : {}),
+    // Manifests from before arm64 guests record no architecture: theirs is x86_64.
+    arch: manifest.meta.arch ?? "x86_64",
+    ...(manifest.meta.image !== undefined ? { image: manifest.meta.image.ref } : {}),
   };
   const artifact = {
     config: await sendSmall(MEDIA.config, new TextEncoder().encode(JSON.stringify(config))),
