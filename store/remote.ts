@@ -92,6 +92,27 @@ export class BlobCache {
   }
 }
 
+/**
+ * The distinct chunks a checkpoint's `.idx` references, in block order of first use (the order
+ * new packs keep, so a pack holds neighbouring blocks): what a push sends, a pull fetches and a
+ * resolve checks the chunk index for. The one place that knows which tables an `.idx` has: a
+ * memory checkpoint's RAM table joins here (`docs/remote.md`, "Memory checkpoints").
+ */
+export function referencedChunks(idx: Manifest): Uint8Array[] {
+  const order: Uint8Array[] = [];
+  const seen = new Set<string>();
+  const table = idx.table;
+  for (let i = 0; i < table.entryCount; i++) {
+    const h = table.get(i);
+    if (!h) continue;
+    const hex = toHex(h);
+    if (seen.has(hex)) continue;
+    seen.add(hex);
+    order.push(h.slice());
+  }
+  return order;
+}
+
 /** A checkpoint in a registry, validated and ready to read. */
 export interface RemoteCheckpoint {
   /** The parsed reference. */
@@ -185,12 +206,11 @@ export async function resolveRemote(
   );
   const byHash = new Map<string, ChunkEntry>();
   for (const e of entries) byHash.set(toHex(e.hash), e);
-  for (let i = 0; i < idx.table.entryCount; i++) {
-    const h = idx.table.get(i);
-    if (h && !byHash.has(toHex(h))) {
+  for (const h of referencedChunks(idx)) {
+    if (!byHash.has(toHex(h))) {
       throw new StoreError(
         "bad_manifest",
-        `Cannot use ${text} as a checkpoint: block ${i}'s chunk ${toHex(h)} is in no pack`,
+        `Cannot use ${text} as a checkpoint: its chunk ${toHex(h)} is in no pack`,
       );
     }
   }
