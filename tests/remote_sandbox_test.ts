@@ -9,6 +9,9 @@
  * - the SDK: `Sandbox.fromCheckpoint(REF)`, exec, dispose;
  * - `checkpoint pull` keeps the image and the architecture; the artifact's config names the
  *   architecture for clients that only read the config (`skopeo inspect --config`).
+ *
+ * And, without a boot, an arm64 checkpoint (made through the store API) pushed: the
+ * architecture `start` builds assets for is arm64, and `--arch x86_64` is refused in one line.
  */
 
 import { join } from "node:path";
@@ -17,6 +20,10 @@ import { testDeadline } from "./_deadline.ts";
 import { BUSYBOX_CONFIG, busyboxImage } from "./_images.ts";
 import { skopeo, TestRegistry } from "./_registry.ts";
 import { type CliResult, shuruCommandLine, TestHome } from "./_shuru.ts";
+import { homeLayout } from "../host/mod.ts";
+import { RunnerError, specArch } from "../runner/mod.ts";
+import { resolveSpec } from "../spec/mod.ts";
+import { pushCheckpoint, Store } from "../store/mod.ts";
 
 function ok(r: CliResult, what: string): CliResult {
   assertEquals(r.code, 0, `${what} failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
@@ -170,6 +177,40 @@ Deno.test(NAME, async (t) => {
       assertEquals(config.arch, "x86_64");
       assertEquals(config.image, image);
     });
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("an arm64 checkpoint through a registry: start knows its arch before booting; --arch x86_64 is refused", async () => {
+  await using reg = await TestRegistry.start();
+  await using home = await TestHome.create();
+  const dir = await Deno.makeTempDir({ prefix: "shuru-remote-arch-" });
+  try {
+    const store = await Store.open(join(dir, "pusher"), { log: () => {} });
+    await Deno.writeFile(join(dir, "disk.img"), new Uint8Array(1 << 20).fill(9));
+    const device = await store.openDevice({ base: join(dir, "disk.img") }, {
+      overlayDir: join(dir, "ov"),
+      arch: "arm64",
+    });
+    try {
+      await device.save("arm");
+    } finally {
+      await device.close();
+    }
+    const ref = reg.ref("team/arm:1");
+    await pushCheckpoint(store, "arm", ref);
+    const layout = homeLayout(home.dir);
+    assertEquals(await specArch(layout, resolveSpec([{ from: ref }])), "arm64");
+    const err = await specArch(layout, resolveSpec([{ from: ref, arch: "x86_64" }])).then(
+      () => null,
+      (e) => e,
+    );
+    assert(err instanceof RunnerError && err.code === "invalid_config", String(err));
+    const msg = "it holds an arm64 guest's disk";
+    oneLine(await home.run(["run", "--from", ref, "--arch", "x86_64", "--", "true"]), msg);
+    oneLine(await home.run(["start", "--from", ref, "--arch", "x86_64"]), msg);
+    assertEquals(await sandboxes(home), []);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
