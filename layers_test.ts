@@ -31,6 +31,7 @@ export const LAYERS = [
   "proxy",
   "vm",
   "assets",
+  "image",
   "spec",
   "agent",
   "runner",

@@ -30,6 +30,7 @@ export {
   type TtyOptions,
 } from "./process.ts";
 export { PortForward } from "./forward.ts";
+export { applySpawnDefaults, type SpawnDefaults } from "./spawn_defaults.ts";
 export {
   AgentAlreadyExistsError,
   AgentError,

@@ -17,8 +17,16 @@
  */
 
 import { createHash } from "node:crypto";
+import { GUEST_ARCHES, type GuestArch } from "../host/mod.ts";
 import { join } from "node:path";
-import { BLOCK, encodeHeader, isZeroBlock, padding, parseHeader, TarError } from "./tar.ts";
+import {
+  concatBytes,
+  encodeTarHeader as encodeHeader,
+  TAR_BLOCK as BLOCK,
+  tarPadding as padding,
+  TarReader,
+  writeAll,
+} from "../io/mod.ts";
 
 /** Name of the manifest, the first entry of every bundle. */
 export const BUNDLE_MANIFEST = "shuru-bundle.json";
@@ -47,7 +55,7 @@ export interface BundleManifest {
   format: typeof BUNDLE_FORMAT;
   formatVersion: number;
   /** Guest architecture. */
-  arch: "arm64" | "x86_64";
+  arch: GuestArch;
   /** The assets version folder name the files form. */
   assetsVersion: string;
   /** Every file, in archive order. */
@@ -97,7 +105,8 @@ export function parseBundleManifest(text: string, source = "the bundle"): Bundle
     throw bad(`is version ${m.formatVersion}, made by a newer shuru (this one reads 1)`);
   }
   if (m.formatVersion < 1) throw bad(`has formatVersion ${m.formatVersion}`);
-  if (m.arch !== "arm64" && m.arch !== "x86_64") throw bad(`has arch ${JSON.stringify(m.arch)}`);
+  const arch = GUEST_ARCHES.find((a) => a === m.arch);
+  if (arch === undefined) throw bad(`has arch ${JSON.stringify(m.arch)}`);
   if (typeof m.assetsVersion !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(m.assetsVersion)) {
     throw bad(`has assetsVersion ${JSON.stringify(m.assetsVersion)}`);
   }
@@ -128,7 +137,7 @@ export function parseBundleManifest(text: string, source = "the bundle"): Bundle
   return {
     format: BUNDLE_FORMAT,
     formatVersion: m.formatVersion,
-    arch: m.arch,
+    arch,
     assetsVersion: m.assetsVersion,
     files,
   };
@@ -140,48 +149,6 @@ export async function sha256File(path: string): Promise<string> {
   using file = await Deno.open(path);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest("hex");
-}
-
-/** Reads exact byte counts from a stream. */
-class ExactReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buf: Uint8Array = new Uint8Array(0);
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.getReader();
-  }
-
-  /** The next chunk of at most `max` bytes, or null at the end. */
-  async next(max: number): Promise<Uint8Array | null> {
-    if (this.#buf.length === 0) {
-      const { value, done } = await this.#reader.read();
-      if (done) return null;
-      this.#buf = value;
-    }
-    const out = this.#buf.subarray(0, max);
-    this.#buf = this.#buf.subarray(out.length);
-    return out;
-  }
-
-  /** Exactly `n` bytes; null when the stream ends before the first one. */
-  async exact(n: number): Promise<Uint8Array | null> {
-    const out = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const chunk = await this.next(n - got);
-      if (chunk === null) {
-        if (got === 0) return null;
-        throw new BundleError("malformed", `Cannot read the bundle: it ends inside a block`);
-      }
-      out.set(chunk, got);
-      got += chunk.length;
-    }
-    return out;
-  }
-
-  async cancel(): Promise<void> {
-    await this.#reader.cancel().catch(() => {});
-  }
 }
 
 /** Options of {@linkcode unpackBundle}. */
@@ -214,64 +181,49 @@ export async function unpackBundle(
   }
   const written: string[] = [];
   using file = await Deno.open(path);
-  const reader = new ExactReader(file.readable.pipeThrough(new DecompressionStream("gzip")));
   const malformed = (why: string) => new BundleError("malformed", `Cannot use ${source}: ${why}`);
+  const tar = new TarReader(file.readable.pipeThrough(new DecompressionStream("gzip")), {
+    what: source,
+    error: (message) => new BundleError("malformed", message),
+  });
   try {
-    const header = async () => {
-      const block = await reader.exact(BLOCK);
-      if (block === null) throw malformed("it ends without the two zero blocks");
-      if (isZeroBlock(block)) return null;
-      try {
-        return parseHeader(block);
-      } catch (err) {
-        if (err instanceof TarError) throw malformed(err.message);
-        throw err;
-      }
-    };
-    const first = await header();
-    if (first?.name !== BUNDLE_MANIFEST || first.type !== "file") {
+    const first = await tar.next();
+    if (first?.path !== BUNDLE_MANIFEST || first.type !== "file") {
       throw malformed(`its first entry is not ${BUNDLE_MANIFEST}`);
     }
     if (first.size > MANIFEST_MAX_BYTES) throw malformed("its manifest is larger than 64 KiB");
-    const manifestBytes = await reader.exact(first.size + padding(first.size));
-    if (manifestBytes === null) throw malformed("it ends inside the manifest");
-    const manifest = parseBundleManifest(
-      new TextDecoder().decode(manifestBytes.subarray(0, first.size)),
-      source,
-    );
+    const parts: Uint8Array[] = [];
+    await tar.readData((chunk) => void parts.push(chunk.slice()));
+    const manifest = parseBundleManifest(new TextDecoder().decode(concatBytes(parts)), source);
     const expected = new Map(manifest.files.map((f) => [f.name, f]));
     const seen = new Set<string>();
-    for (;;) {
-      const entry = await header();
-      if (entry === null) break;
-      if (entry.type !== "file") throw malformed(`entry ${entry.name} is a ${entry.type}`);
-      const want = expected.get(entry.name);
-      if (!want) throw malformed(`entry ${entry.name} is not in its manifest`);
-      if (seen.has(entry.name)) throw malformed(`entry ${entry.name} appears twice`);
-      seen.add(entry.name);
+    for (let entry = await tar.next(); entry; entry = await tar.next()) {
+      if (entry.type !== "file") throw malformed(`entry ${entry.path} is a ${entry.type}`);
+      const want = expected.get(entry.path);
+      if (!want) throw malformed(`entry ${entry.path} is not in its manifest`);
+      if (seen.has(entry.path)) throw malformed(`entry ${entry.path} appears twice`);
+      seen.add(entry.path);
       if (entry.size !== want.size) {
         throw new BundleError(
           "file_mismatch",
-          `Cannot use ${source}: ${entry.name} is ${entry.size} bytes, its manifest says ${want.size}`,
+          `Cannot use ${source}: ${entry.path} is ${entry.size} bytes, its manifest says ${want.size}`,
         );
       }
-      const target = join(into, entry.name);
+      const target = join(into, entry.path);
       written.push(target);
-      const digest = await writeSparse(reader, target, entry.size);
+      const digest = await writeSparse(tar, target, entry.size);
       if (digest !== want.sha256) {
         throw new BundleError(
           "file_mismatch",
-          `Cannot use ${source}: ${entry.name} has SHA-256 ${digest}, its manifest says ${want.sha256}`,
+          `Cannot use ${source}: ${entry.path} has SHA-256 ${digest}, its manifest says ${want.sha256}`,
         );
       }
-      const pad = await reader.exact(padding(entry.size));
-      if (padding(entry.size) > 0 && pad === null) throw malformed(`it ends inside ${entry.name}`);
     }
     const missing = manifest.files.filter((f) => !seen.has(f.name)).map((f) => f.name);
     if (missing.length > 0) throw malformed(`it lacks ${missing.join(", ")}`);
     return manifest;
   } catch (err) {
-    await reader.cancel();
+    await tar.cancel();
     for (const p of written) await Deno.remove(p).catch(() => {});
     if (err instanceof BundleError) throw err;
     throw new BundleError("malformed", `Cannot use ${source}: ${(err as Error).message}`, {
@@ -280,26 +232,29 @@ export async function unpackBundle(
   }
 }
 
-/** Writes `size` bytes from `reader` to a new file, skipping zero chunks; returns the SHA-256. */
-async function writeSparse(reader: ExactReader, path: string, size: number): Promise<string> {
+/** The size of the runs of zeros {@linkcode writeSparse} leaves unwritten. */
+const SPARSE_RUN = 1 << 20;
+
+/**
+ * Writes the current entry's `size` bytes from `tar` to a new file, skipping zero chunks;
+ * returns the SHA-256.
+ */
+async function writeSparse(tar: TarReader, path: string, size: number): Promise<string> {
   const hash = createHash("sha256");
   using out = await Deno.open(path, { write: true, createNew: true, mode: 0o644 });
-  let left = size;
   let position = 0;
-  while (left > 0) {
-    const chunk = await reader.next(Math.min(left, 1 << 20));
-    if (chunk === null) {
-      throw new BundleError("malformed", `Cannot unpack ${path}: the bundle ends inside it`);
-    }
+  await tar.readData(async (chunk) => {
     hash.update(chunk);
-    if (!isAllZero(chunk)) {
-      await out.seek(position, Deno.SeekMode.Start);
-      let done = 0;
-      while (done < chunk.length) done += await out.write(chunk.subarray(done));
+    // A decompressed chunk may be many MiB; runs of zeros are found per MiB.
+    for (let at = 0; at < chunk.length; at += SPARSE_RUN) {
+      const run = chunk.subarray(at, at + SPARSE_RUN);
+      if (!isAllZero(run)) {
+        await out.seek(position, Deno.SeekMode.Start);
+        await writeAll(out, run);
+      }
+      position += run.length;
     }
-    position += chunk.length;
-    left -= chunk.length;
-  }
+  });
   await out.truncate(size);
   return hash.digest("hex");
 }

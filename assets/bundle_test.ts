@@ -13,7 +13,11 @@ import {
   unpackBundle,
   writeBundle,
 } from "./bundle.ts";
-import { BLOCK, encodeHeader, padding } from "./tar.ts";
+import {
+  encodeTarHeader as encodeHeader,
+  TAR_BLOCK as BLOCK,
+  tarPadding as padding,
+} from "../io/mod.ts";
 
 const MIB = 1024 * 1024;
 

@@ -40,6 +40,11 @@ const LAZY_MODULES_SCRIPT = "new ReadableStream();\nstructuredClone(0);\n";
 export interface PrimeAgentCacheOptions {
   /** The Deno binary the guest runs (the host's copy of it). */
   denoBinary: string;
+  /**
+   * A program prefix that runs it, e.g. `["qemu-aarch64-static", "-L", root]` for a foreign
+   * architecture (default: none, run directly).
+   */
+  runner?: readonly string[];
   /** The agent bundle's path inside the guest, e.g. `/opt/shuru/agent.js`. */
   agentPath: string;
   /** The cache folder's path inside the guest, e.g. `/var/cache/shuru/deno`. */
@@ -60,14 +65,16 @@ export async function primeAgentCache(
   await Deno.mkdir(dir, { recursive: true });
   const env = { DENO_DIR: dir, DENO_NO_UPDATE_CHECK: "1", DENO_NO_PROMPT: "1" };
   const hostAgent = join(root, options.agentPath);
+  const argv = [...(options.runner ?? []), options.denoBinary];
+  const deno = (args: string[]) => runTool(argv[0]!, [...argv.slice(1), ...args], { env });
   // `--version` prints and returns before the agent touches anything; Deno has scanned the bundle
   // for imports and, as the module's evaluation ends normally, stores its compiled code.
-  await runTool(options.denoBinary, ["run", "-A", "--no-check", hostAgent, "--version"], { env });
+  await deno(["run", "-A", "--no-check", hostAgent, "--version"]);
   const scratch = await Deno.makeTempDir({ prefix: "shuru-prime-" });
   try {
     const script = join(scratch, "lazy_modules.js");
     await Deno.writeTextFile(script, LAZY_MODULES_SCRIPT);
-    await runTool(options.denoBinary, ["run", "-A", "--no-check", script], { env });
+    await deno(["run", "-A", "--no-check", script]);
   } finally {
     await Deno.remove(scratch, { recursive: true });
   }

@@ -11,7 +11,11 @@ export type AssetErrorCode =
   | "module_not_found"
   | "agent_not_found"
   | "command_failed"
-  | "no_user_namespace";
+  | "no_user_namespace"
+  /** A user's `--kernel`, `--initrd` or `--rootfs` is missing, unreadable or of the wrong kind. */
+  | "boot_file_invalid"
+  /** A foreign architecture's packages (apt) or Deno (npm) could not be fetched. */
+  | "download_failed";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

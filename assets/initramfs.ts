@@ -1,6 +1,7 @@
 /**
  * The initramfs: busybox, the kernel modules in load order, and an `/init` that mounts the
- * root disk and hands over to the root filesystem's init.
+ * root disk and the tools disk (found by their virtio serial numbers), and hands over to the
+ * tools disk's init, so the root filesystem needs nothing of shuru's.
  *
  * Kernel cmdline words it reads:
  * - `shuru.modules=9p,overlay,net`: optional module groups to load (default: all).
@@ -12,10 +13,14 @@
 import { INITRAMFS_MARKER, PROBE_MARKER } from "../proto/mod.ts";
 import { type CpioEntry, writeCpio } from "./cpio.ts";
 import { type LoadableModule, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+import { findDisksShell, ROOT_DEVICE_FILE, TOOLS_INIT, TOOLS_MOUNT } from "./guest_paths.ts";
 
 /** Created by the initramfs once it has mounted everything the guest needs. */
 export const PREPARED_MARKER = "/run/shuru-prepared";
-/** The root filesystem's init, started by `switch_root`. */
+/**
+ * shuru's Debian root filesystem keeps an init here for boots without shuru's initramfs (a
+ * user's `--initrd` that mounts the root and runs `init=`): it mounts the tools disk itself.
+ */
 export const ROOTFS_INIT = "/sbin/shuru-init";
 
 /** Modules of one group, in load order, excluding those an earlier group already loads. */
@@ -26,15 +31,19 @@ export interface GroupModules {
   modules: LoadableModule[];
 }
 
-/** Returns the `/init` script for the given module groups. */
-export function initScript(groups: readonly GroupModules[]): string {
+/**
+ * Returns the `/init` script for the given module groups, built for kernel `release` (the
+ * modules are skipped, with a line, when the running kernel is another one: a user's
+ * `--kernel` must then have virtio-blk and ext4 built in).
+ */
+export function initScript(groups: readonly GroupModules[], release = ""): string {
   const loads = groups.map(({ group, modules }) => {
     const names = modules.map((m) => m.name).join(" ");
     if (group === "base") return `load ${names}`;
     return `want ${group} && load ${names}`;
   });
   return `#!/bin/busybox sh
-# shuru initramfs: load modules, mount /dev/vda, switch_root into ${ROOTFS_INIT}.
+# shuru initramfs: load modules, mount the root and tools disks, switch_root into ${TOOLS_INIT}.
 bb=/bin/busybox
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
@@ -57,26 +66,45 @@ load() {
     $bb insmod /lib/modules/$m.ko || fail "cannot load kernel module $m"
   done
 }
+if [ -z "${release}" ] || [ "$($bb uname -r)" = "${release}" ]; then
 ${loads.join("\n")}
+else
+  echo "${INITRAMFS_MARKER} kernel $($bb uname -r) is not ${release}: its own drivers are used"
+fi
+# The root disk and the tools disk, told apart by their virtio serial numbers.
 read -r up _ < /proc/uptime
 deadline=$((\${up%.*} + 5))
-while [ ! -b /dev/vda ]; do
+root=
+tools=
+while :; do
+${findDisksShell()}
+  [ -n "$root" ] && [ -n "$tools" ] && break
   read -r up _ < /proc/uptime
-  [ "\${up%.*}" -ge $deadline ] && fail "no root disk /dev/vda after 5 s"
+  if [ "\${up%.*}" -ge $deadline ]; then
+    missing=root
+    [ -n "$root" ] && missing=tools
+    fail "no $missing disk after 5 s (block devices: $($bb ls /sys/block | $bb tr '\\n' ' '))"
+  fi
   $bb usleep 10000
 done
 $bb mkdir -p /newroot
 # noinit_itable: no background zeroing of inode tables (writes on every boot after a grow).
-$bb mount -t ext4 -o noatime,noinit_itable /dev/vda /newroot || fail "cannot mount /dev/vda as ext4"
-[ -x /newroot${ROOTFS_INIT} ] || fail "the root disk has no ${ROOTFS_INIT}"
+$bb mount -t ext4 -o noatime,noinit_itable /dev/$root /newroot || fail "cannot mount /dev/$root as ext4"
+# Mount points an image may lack (written to the run's copy-on-write layer, never the image).
+for d in dev proc sys tmp run etc; do
+  [ -d /newroot/$d ] || $bb mkdir -p /newroot/$d || fail "cannot make /$d in the root filesystem"
+done
 for fs in dev proc sys; do $bb mount --move /$fs /newroot/$fs; done
-# Prepare the rest of the guest's mounts here: busybox is in RAM, while the root filesystem's
+# Prepare the rest of the guest's mounts here: busybox is in RAM, while a root filesystem's
 # mount (util-linux, several shared libraries) costs much more to start under TCG.
 $bb mkdir -p /newroot/dev/pts /newroot/dev/shm
 $bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/dev/shm
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp
 $bb mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /newroot/run
+$bb mkdir -p /newroot${TOOLS_MOUNT}
+$bb mount -t ext4 -o ro,noatime /newroot/dev/$tools /newroot${TOOLS_MOUNT} || fail "cannot mount the tools disk /dev/$tools"
+echo "$root" > /newroot${ROOT_DEVICE_FILE}
 $bb ln -s /proc/self/fd /newroot/dev/fd
 $bb ln -s /proc/self/fd/0 /newroot/dev/stdin
 $bb ln -s /proc/self/fd/1 /newroot/dev/stdout
@@ -122,14 +150,18 @@ fi
 : > /newroot${PREPARED_MARKER}
 read -r up _ < /newroot/proc/uptime
 echo "${INITRAMFS_MARKER} root mounted $up"
-exec $bb switch_root /newroot ${ROOTFS_INIT}
+exec $bb switch_root /newroot ${TOOLS_INIT}
 `;
 }
 
-/** Returns the initramfs entries (uncompressed) for `busybox` and the module groups. */
+/**
+ * Returns the initramfs entries (uncompressed) for `busybox` and the module groups, built for
+ * kernel `release`.
+ */
 export function initramfsEntries(
   busybox: Uint8Array,
   groups: readonly GroupModules[],
+  release = "",
 ): CpioEntry[] {
   const entries: CpioEntry[] = [
     { kind: "dir", path: "bin" },
@@ -153,7 +185,7 @@ export function initramfsEntries(
   entries.push({
     kind: "file",
     path: "init",
-    data: new TextEncoder().encode(initScript(groups)),
+    data: new TextEncoder().encode(initScript(groups, release)),
     mode: 0o755,
   });
   return entries;
@@ -163,8 +195,9 @@ export function initramfsEntries(
 export async function buildInitramfs(
   busybox: Uint8Array,
   groups: readonly GroupModules[],
+  release = "",
 ): Promise<Uint8Array> {
-  const cpio = writeCpio(initramfsEntries(busybox, groups));
+  const cpio = writeCpio(initramfsEntries(busybox, groups, release));
   const stream = new Blob([cpio]).stream().pipeThrough(new CompressionStream("gzip"));
   return await new Response(stream).bytes();
 }

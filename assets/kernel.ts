@@ -10,6 +10,8 @@
 
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
+import { hostArch } from "../host/mod.ts";
+import { ARCH_SPECS } from "./arch.ts";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
 
@@ -163,7 +165,7 @@ export function compareReleases(a: string, b: string): number {
 
 /**
  * Finds the newest `vmlinuz-*` in `bootDir` that has a matching module folder under
- * `modulesRoot` (from Debian's `linux-image-amd64`).
+ * `modulesRoot` (from Debian's `linux-image-amd64` or `linux-image-arm64`, or an unpacked one).
  */
 export async function findHostKernel(
   bootDir = "/boot",
@@ -184,10 +186,59 @@ export async function findHostKernel(
     }
     return { release, vmlinuz: join(bootDir, `vmlinuz-${release}`), modulesDir };
   }
+  const pkg = ARCH_SPECS[hostArch()].kernelPackage;
   throw new AssetError(
     "kernel_not_found",
     `Cannot find a kernel: no ${bootDir}/vmlinuz-* with modules in ${modulesRoot}; ` +
-      "install one with: apt-get install linux-image-amd64",
-    { packages: ["linux-image-amd64"] },
+      `install one with: apt-get install ${pkg}`,
+    { packages: [pkg] },
   );
+}
+
+/** Offset and value of the arm64 `Image` header's magic ("ARM\x64", little-endian). */
+const ARM64_MAGIC_OFFSET = 0x38;
+const ARM64_MAGIC = 0x644d5241;
+
+/** `true` when `image` is an arm64 Linux `Image` (its header's magic at offset 0x38). */
+export function isArm64Image(image: Uint8Array): boolean {
+  if (image.length < ARM64_MAGIC_OFFSET + 4) return false;
+  const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  return view.getUint32(ARM64_MAGIC_OFFSET, true) === ARM64_MAGIC;
+}
+
+/**
+ * Returns the arm64 `Image` in `vmlinuz`: Debian ships it uncompressed; a gzip'd one (other
+ * distributions) is decompressed. Throws {@linkcode AssetError} `kernel_invalid` otherwise.
+ */
+export async function arm64Image(vmlinuz: Uint8Array): Promise<Uint8Array> {
+  let image = vmlinuz;
+  if (vmlinuz[0] === 0x1f && vmlinuz[1] === 0x8b) {
+    const stream = new Blob([vmlinuz as Uint8Array<ArrayBuffer>]).stream()
+      .pipeThrough(new DecompressionStream("gzip"));
+    image = await new Response(stream).bytes();
+  }
+  if (!isArm64Image(image)) {
+    throw new AssetError(
+      "kernel_invalid",
+      "Cannot use the kernel: not an arm64 Image (no ARM\\x64 magic at offset 0x38)",
+    );
+  }
+  return image;
+}
+
+/**
+ * Unpacks kernel package `deb` under `dest` and indexes its modules (`depmod -b`, which the
+ * package's own scripts would do on a real install), so {@linkcode findHostKernel} finds it there.
+ */
+export async function unpackKernelPackage(deb: string, dest: string): Promise<HostKernel> {
+  await runTool("dpkg-deb", ["-x", deb, dest]);
+  const boot = join(dest, "boot");
+  const modulesRoot = join(dest, "lib", "modules");
+  const releases = (await readdir(modulesRoot).catch(() => [] as string[])).sort(compareReleases);
+  const release = releases.at(-1);
+  if (!release) {
+    throw new AssetError("kernel_invalid", `Cannot find kernel modules in ${deb}`);
+  }
+  await runTool("depmod", ["-b", dest, release]);
+  return await findHostKernel(boot, modulesRoot);
 }

@@ -1,11 +1,13 @@
 import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
 import { AssetError } from "./errors.ts";
 import {
+  arm64Image,
   compareReleases,
   extractKernel,
   findAll,
   findHostKernel,
   inspectElf,
+  isArm64Image,
   XZ_MAGIC,
 } from "./kernel.ts";
 
@@ -97,4 +99,17 @@ Deno.test("findHostKernel names the package to install when there is none", asyn
   } finally {
     await Deno.remove(empty, { recursive: true });
   }
+});
+
+Deno.test("arm64Image: accepts an Image (raw or gzip'd), refuses anything else", async () => {
+  const image = new Uint8Array(4096);
+  image.set([0x41, 0x52, 0x4d, 0x64], 0x38); // "ARM\x64"
+  assert(isArm64Image(image));
+  assertEquals(await arm64Image(image), image);
+  const gz = await new Response(
+    new Blob([image]).stream().pipeThrough(new CompressionStream("gzip")),
+  ).bytes();
+  assertEquals(await arm64Image(gz), image);
+  const err = await assertRejects(() => arm64Image(new Uint8Array(4096)), "not an arm64 Image");
+  assert(err instanceof AssetError && err.code === "kernel_invalid");
 });

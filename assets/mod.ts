@@ -1,12 +1,19 @@
 /**
- * Guest assets: the kernel, the initramfs and the root filesystem image a shuru VM boots.
+ * Guest assets: the kernel, the initramfs, the root filesystem image and the tools disk a shuru
+ * VM boots.
  *
- * {@linkcode ensureAssets} returns the current assets, building them when missing or stale.
- * They live in `<assets>/<version>/`, where the version hashes everything that goes in: the
- * Debian recipe, the host kernel, busybox, Deno, the agent bundle and the init scripts. A
- * build happens in a temporary folder renamed into place at the end, so a folder that exists
- * is complete. The mmdebstrap tarball is cached separately (`<assets>/cache/`), keyed by the
- * recipe alone, so an agent change only re-runs the quick steps.
+ * {@linkcode ensureAssets} returns the current assets of one guest architecture, building them
+ * when missing or stale. They live in `<assets>/v<format>-<arch>-<hash>/`, where the hash covers
+ * everything that goes in: the Debian recipe, the kernel, busybox, Deno, the agent bundle, the
+ * tools disk's programs and the init scripts. A build happens in a temporary folder renamed into
+ * place at the end, so a folder that exists is complete. The mmdebstrap tarball is cached
+ * separately (`<assets>/cache/`), keyed by the recipe and architecture alone, and so is the
+ * root filesystem made from it (shared by every version with the same recipe), so an agent
+ * change only re-runs the quick steps.
+ *
+ * The host's own architecture is built from the host's packages; a foreign one from packages of
+ * that architecture fetched into the cache (`packages.ts`, `foreign.ts`), its tools disk from
+ * its own Debian root filesystem's programs and libraries (`tools.ts`).
  *
  * @module
  */
@@ -14,12 +21,11 @@
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AssetError } from "./errors.ts";
-import { extractKernel, findHostKernel, type HostKernel } from "./kernel.ts";
-import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+import { arm64Image, extractKernel, findHostKernel, unpackKernelPackage } from "./kernel.ts";
+import { type LoadableModule, loadModules, type ModuleGroup, moduleGroupsFor } from "./modules.ts";
 import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
 import {
   addShuruFiles,
-  agentRunnerScript,
   DEBIAN_RECIPE,
   DEFAULT_FS_BYTES,
   guestInitScript,
@@ -33,20 +39,49 @@ import {
   ASSET_TOOLS,
   findCommand,
   findMissingTools,
+  GUEST_ARCHES,
+  type GuestArch,
+  hostArch,
   installPackages,
   type MissingPackage,
   missingPackagesError,
   NON_ROOT_TOOLS,
   packagesOf,
-  VM_TOOLS,
+  vmTools,
 } from "../host/mod.ts";
+import { machineFor } from "../vm/mod.ts";
+import { ARCH_SPECS, type ArchSpec, foreignAssetTools } from "./arch.ts";
+import { type DebFile, debMember, ForeignPackages } from "./packages.ts";
+import {
+  foreignDeno,
+  foreignDenoPath,
+  foreignExec,
+  qemuUserProgram,
+  runWithForeignExec,
+} from "./foreign.ts";
 import { type AsRoot, asRoot } from "./as_root.ts";
 import { PRIMING_VERSION } from "./deno_cache.ts";
 import { runTool } from "./run.ts";
+import {
+  buildToolsTree,
+  debianToolsRoot,
+  HOST_TOOLS_PROGRAMS,
+  hostToolsRoot,
+  makeToolsImage,
+  TOOLS_MKFS_OPTIONS,
+  toolsAgentRunScript,
+  toolsInitScript,
+  type ToolsRoot,
+} from "./tools.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
+export { runTool, type RunToolOptions } from "./run.ts";
+export { checkInitrd, checkKernel, type CheckKernelOptions, checkRootfs } from "./boot_files.ts";
 export { DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
 export { MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
+export { ARCH_SPECS, type ArchSpec, foreignAssetTools } from "./arch.ts";
+export { GUEST_AGENT_PATH, TOOLS_BUSYBOX, toolsCommand } from "./tools.ts";
+export { TOOLS_MOUNT } from "./guest_paths.ts";
 export {
   BUNDLE_MANIFEST,
   BundleError,
@@ -60,21 +95,30 @@ export {
   type WrittenBundle,
 } from "./bundle.ts";
 
-/** Bumped when the layout or meaning of the asset files changes. */
-export const ASSET_FORMAT = 1;
+/**
+ * Bumped when the layout or meaning of the asset files changes. 2: the agent, Deno and the
+ * guest's init moved from the root filesystem to the tools disk (`tools.ext4`). 3: one set per
+ * guest architecture (`v3-<arch>-<hash>`, the arch in the manifest; arm64's kernel is `Image`),
+ * the tools disk's loader also as `lib/ld.so`.
+ */
+export const ASSET_FORMAT = 3;
 
 /** Paths of one complete set of guest assets. */
 export interface GuestAssets {
-  /** Version folder name (format and content hash). */
+  /** The guest architecture. */
+  arch: GuestArch;
+  /** Version folder name (format, architecture and content hash). */
   version: string;
   /** The version folder. */
   dir: string;
-  /** Uncompressed kernel ELF (PVH entry). */
+  /** The kernel: an uncompressed ELF (x86_64, PVH entry) or an arm64 `Image`. */
   kernel: string;
   /** gzip-compressed newc initramfs. */
   initramfs: string;
   /** ext4 root filesystem image (read-only base; runs write to a copy-on-write layer). */
   rootfs: string;
+  /** The tools disk (read-only ext4): agent, Deno and its libraries, busybox, tini. */
+  tools: string;
   /** Size of the root filesystem image in bytes: the smallest disk a VM can use. */
   rootfsBytes: number;
   /** Kernel release the kernel and modules come from. */
@@ -96,9 +140,11 @@ export type AssetProgress =
 /** The steps of a build, in order. */
 export type AssetStep =
   | "host-tools"
+  | "packages"
   | "agent"
   | "kernel"
   | "initramfs"
+  | "tools"
   | "debian"
   | "rootfs-tree"
   | "rootfs-image"
@@ -108,7 +154,12 @@ export type AssetStep =
 export interface EnsureAssetsOptions {
   /** The assets folder, e.g. `homeLayout().assets`. */
   assetsDir: string;
-  /** Rebuild even when current (the Debian tarball cache is rebuilt too). */
+  /** The guest architecture (default: the host's). */
+  arch?: GuestArch;
+  /**
+   * Rebuild even when current (the Debian tarball cache is rebuilt too, and a foreign
+   * architecture's packages are looked up again).
+   */
   force?: boolean;
   /** Install missing host tools with apt-get (root on Debian/Ubuntu only). */
   installDeps?: boolean;
@@ -116,7 +167,10 @@ export interface EnsureAssetsOptions {
   onProgress?: (event: AssetProgress) => void;
   /** The guest agent's entry module (default: `guest/main.ts` of this checkout). */
   agentEntry?: string;
-  /** The Deno binary copied into the guest (default: the running one). */
+  /**
+   * The Deno binary copied into a guest of the host's architecture (default: the running one);
+   * a foreign architecture gets the same Deno version from npm.
+   */
   denoBinary?: string;
   /** PATH to find host tools in (default: empty, meaning the standard folders only). */
   path?: string;
@@ -124,7 +178,7 @@ export interface EnsureAssetsOptions {
   bootDir?: string;
   /** Folder with module trees (default `/lib/modules`). */
   modulesRoot?: string;
-  /** Only compute the current version and whether it is built; never build. */
+  /** Only compute the current version and whether it is built; never build nor download. */
   checkOnly?: boolean;
 }
 
@@ -156,7 +210,7 @@ async function step<T>(
     onProgress({ kind: "detail", step: name, text, fraction })
   );
   const elapsedMs = Math.round(performance.now() - started);
-  timings[name] = elapsedMs;
+  timings[name] = (timings[name] ?? 0) + elapsedMs;
   onProgress({ kind: "done", step: name, elapsedMs, note: note?.(result) });
   return result;
 }
@@ -249,20 +303,187 @@ async function writeAgentStamp(
 }
 
 /**
- * Returns the current guest assets, building them first when missing, stale or `force`d.
- * Throws {@linkcode AssetError}: `missing_host_tools` names the apt-get line to run.
+ * Where a build's inputs come from: the host's packages for its own architecture, packages of
+ * the guest's architecture in the assets cache otherwise.
+ */
+interface Sources {
+  spec: ArchSpec;
+  /** Kernel release. */
+  release: string;
+  /** Identity of the kernel and its modules, for the version. */
+  kernelId: string;
+  /** Identity of busybox, for the version. */
+  busyboxId: string;
+  /** Identity of the tools disk's programs and libraries, for the version. */
+  toolsId: string;
+  /** The Deno binary that goes into the guest. */
+  guestDeno: string;
+  /** Unpacks what the build reads into `work` (a foreign kernel package). */
+  prepare(work: string): Promise<{ vmlinuz: string; modulesDir: string; busybox: Uint8Array }>;
+  /** `true` when the tools disk is made from the Debian base (a foreign architecture). */
+  toolsFromDebian: boolean;
+  /**
+   * Where the tools disk's programs and libraries come from: the host, or the guest
+   * architecture's Debian base (`tarball` gives it, built or cached), unpacked under `work`.
+   */
+  toolsRoot(work: string, tarball: () => Promise<string>): Promise<ToolsRoot>;
+  /** Runs mmdebstrap with `args` (through qemu-user's binfmt for a foreign architecture). */
+  mmdebstrap(args: string[], onStderr: (text: string) => void): Promise<void>;
+}
+
+/** The packages a foreign build downloads: the kernel (through its metapackage) and busybox. */
+function foreignRequests(spec: ArchSpec): string[] {
+  return [spec.kernelPackage, "busybox-static"];
+}
+
+async function nativeSources(
+  spec: ArchSpec,
+  options: EnsureAssetsOptions,
+  path: string,
+  guestDeno: string,
+): Promise<Sources> {
+  const kernel = await findHostKernel(options.bootDir, options.modulesRoot);
+  const busybox = findCommand("busybox", path) as string;
+  const tools = [
+    spec.loader,
+    ...Object.values(HOST_TOOLS_PROGRAMS).map((c) => findCommand(c, path)),
+  ];
+  const stamps = tools.map(async (p) =>
+    p === undefined ? "" : await fileStamp(await Deno.realPath(p)).catch(() => "")
+  );
+  return {
+    spec,
+    release: kernel.release,
+    kernelId: `${await fileStamp(kernel.vmlinuz)}|${await fileStamp(
+      join(kernel.modulesDir, "modules.dep"),
+    )}`,
+    busyboxId: await fileStamp(busybox),
+    // The tools disk copies the host's loader and libc, tini, setpriv and resize2fs.
+    toolsId: (await Promise.all(stamps)).join("|"),
+    guestDeno,
+    prepare: async () => ({
+      vmlinuz: kernel.vmlinuz,
+      modulesDir: kernel.modulesDir,
+      busybox: await Deno.readFile(busybox),
+    }),
+    toolsFromDebian: false,
+    toolsRoot: () => Promise.resolve(hostToolsRoot(spec, path)),
+    mmdebstrap: async (args, onStderr) => {
+      await runTool("mmdebstrap", args, { onStderr });
+    },
+  };
+}
+
+/** The sources of a foreign build; `undefined` with `checkOnly` when not downloaded yet. */
+async function foreignSources(
+  spec: ArchSpec,
+  options: EnsureAssetsOptions,
+  path: string,
+  timings: Record<string, number>,
+  onProgress: (e: AssetProgress) => void,
+): Promise<Sources | undefined> {
+  const cache = join(options.assetsDir, "cache");
+  const packages = new ForeignPackages({
+    debianArch: spec.debian,
+    dir: join(cache, `apt-${spec.arch}`),
+  });
+  const denoVersion = Deno.version.deno;
+  let debs: DebFile[] | undefined;
+  let guestDeno: string | undefined = options.denoBinary;
+  if (options.checkOnly) {
+    debs = await packages.recorded(foreignRequests(spec));
+    guestDeno ??= foreignDenoPath(cache, spec, denoVersion);
+    if (!debs || !(await Deno.stat(guestDeno).then(() => true, () => false))) return undefined;
+  } else {
+    const recorded = options.force ? undefined : await packages.recorded(foreignRequests(spec));
+    const cachedDeno = guestDeno ?? foreignDenoPath(cache, spec, denoVersion);
+    if (recorded && await Deno.stat(cachedDeno).then(() => true, () => false)) {
+      debs = recorded;
+      guestDeno = cachedDeno;
+    } else {
+      ({ debs, guestDeno } = await step(
+        "packages",
+        `fetching ${spec.arch} packages (kernel, busybox: apt; Deno ${denoVersion}: npm)`,
+        timings,
+        onProgress,
+        async (detail) => ({
+          debs: await packages.fetch(foreignRequests(spec), {
+            refresh: options.force ?? false,
+            onLine: (l) => detail(l),
+          }),
+          guestDeno: guestDeno ??
+            await foreignDeno(cache, spec, { version: denoVersion, onLine: (l) => detail(l) }),
+        }),
+        (r) => r.debs.map((d) => basename(d.path)).join(", "),
+      ));
+    }
+  }
+  const [kernelDeb, busyboxDeb] = debs as [DebFile, DebFile];
+  const release = kernelDeb.name.replace(/^linux-image-/, "");
+  return {
+    spec,
+    release,
+    kernelId: `${basename(kernelDeb.path)}:${kernelDeb.size}`,
+    busyboxId: `${basename(busyboxDeb.path)}:${busyboxDeb.size}`,
+    // The tools disk's programs and libraries come from the Debian base (the recipe's key).
+    toolsId: `debian:${await recipeKeyOf(spec.arch)}`,
+    guestDeno: guestDeno!,
+    prepare: async (work) => {
+      const unpacked = await unpackKernelPackage(kernelDeb.path, join(work, "kernel-package"));
+      return {
+        vmlinuz: unpacked.vmlinuz,
+        modulesDir: unpacked.modulesDir,
+        busybox: await debMember(busyboxDeb.path, "./bin/busybox"),
+      };
+    },
+    toolsFromDebian: true,
+    toolsRoot: async (work, tarball) =>
+      debianToolsRoot(spec, await tarball(), join(work, "tools-source"), {
+        qemuUser: qemuUserProgram(spec, path),
+      }),
+    mmdebstrap: async (args, onStderr) => {
+      qemuUserProgram(spec, path);
+      const exec = await foreignExec(spec);
+      onStderr(
+        exec.kind === "host-binfmt"
+          ? `running ${spec.arch} maintainer scripts through the host's binfmt_misc\n`
+          : `running ${spec.arch} maintainer scripts through a private binfmt_misc\n`,
+      );
+      await runWithForeignExec(exec, ["mmdebstrap", `--architectures=${spec.debian}`, ...args], {
+        onStderr,
+      });
+    },
+  };
+}
+
+/**
+ * Returns the current guest assets of `options.arch` (default: the host's), building them first
+ * when missing, stale or `force`d.
+ *
+ * @throws {HostError} `missing_host_tools` naming the one install line to run.
+ * @throws {AssetError} when a build step fails.
  */
 export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestAssets> {
   const onProgress = options.onProgress ?? (() => {});
   const timings: Record<string, number> = {};
   const path = options.path ?? "";
-  const denoBinary = options.denoBinary ?? Deno.execPath();
+  const arch = options.arch ?? hostArch();
+  const spec = ARCH_SPECS[arch];
+  const native = arch === hostArch();
+  // The bundler is the Deno running shuru (or the given one, for a guest of our architecture).
+  const bundler = native ? options.denoBinary ?? Deno.execPath() : Deno.execPath();
   const agentEntry = options.agentEntry ?? DEFAULT_AGENT_ENTRY;
 
   // Everything the host lacks (programs, the kernel) at once, so one command installs it all.
   const missingPackages = async (): Promise<MissingPackage[]> => {
-    const tools = [...ASSET_TOOLS, ...VM_TOOLS, ...(Deno.uid() === 0 ? [] : NON_ROOT_TOOLS)];
+    const tools = [
+      ...ASSET_TOOLS,
+      ...vmTools(arch),
+      ...(native ? [] : foreignAssetTools(arch)),
+      ...(Deno.uid() === 0 ? [] : NON_ROOT_TOOLS),
+    ];
     const missing = packagesOf(await findMissingTools(tools, path));
+    if (!native) return missing;
     await findHostKernel(options.bootDir, options.modulesRoot).catch((err) => {
       if (!(err instanceof AssetError) || err.code !== "kernel_not_found") throw err;
       for (const p of err.packages) missing.push({ package: p, what: `a kernel (${p})` });
@@ -279,39 +500,57 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     if (missing.length > 0) throw missingPackagesError(missing);
     detail(`installed (apt's log: ${log})`);
   });
-  const kernel = await findHostKernel(options.bootDir, options.modulesRoot);
+  const sources = native
+    ? await nativeSources(spec, options, path, options.denoBinary ?? Deno.execPath())
+    : await foreignSources(spec, options, path, timings, onProgress);
+  if (!sources) {
+    return {
+      arch,
+      version: "",
+      dir: "",
+      kernel: "",
+      initramfs: "",
+      rootfs: "",
+      tools: "",
+      rootfsBytes: 0,
+      kernelRelease: "",
+      built: false,
+      present: false,
+      timings,
+    };
+  }
   // The agent's sources are stamped (sizes and mtimes of every module it imports), so a
   // current set of assets is found without running `deno bundle` (which costs 50-150 ms).
   let agentBundle: Uint8Array | undefined;
   let agentSha = options.force
     ? undefined
-    : await readAgentStamp(options.assetsDir, agentEntry, denoBinary);
+    : await readAgentStamp(options.assetsDir, agentEntry, bundler);
   const bundleNow = async () => {
     agentBundle = await step(
       "agent",
       "bundling the guest agent",
       timings,
       onProgress,
-      () => bundleAgent(denoBinary, agentEntry),
+      () => bundleAgent(bundler, agentEntry),
       (b) => `${(b.length / 1024).toFixed(0)} KiB`,
     );
     agentSha = await sha256Hex(agentBundle);
-    await writeAgentStamp(options.assetsDir, agentEntry, denoBinary, agentSha).catch(() => {});
+    await writeAgentStamp(options.assetsDir, agentEntry, bundler, agentSha).catch(() => {});
   };
   if (!agentSha) await bundleNow();
 
-  const busybox = findCommand("busybox", path) as string;
-  const versionOf = (sha: string) =>
-    assetVersion(options.assetsDir, { kernel, busybox, denoBinary, agentSha: sha });
-  let { version, dir, recipeKey } = await versionOf(agentSha!);
+  const versionOf = (sha: string) => assetVersion(options.assetsDir, sources, sha);
+  let { version, dir, recipeKey, rootfsKey } = await versionOf(agentSha!);
   const assets = (built: boolean, rootfsBytes: number, present = true): GuestAssets => ({
+    arch,
     version,
     dir,
-    kernel: join(dir, "vmlinux"),
+    kernel: join(dir, spec.kernelFile),
     initramfs: join(dir, "initramfs.img"),
     rootfs: join(dir, "rootfs.ext4"),
+    tools: join(dir, "tools.ext4"),
     rootfsBytes,
-    kernelRelease: kernel.release,
+    kernelRelease: sources.release,
     built,
     present,
     timings,
@@ -327,61 +566,81 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   if (!agentBundle) {
     // Building: use a fresh bundle (and its version, should the stamp have missed a change).
     await bundleNow();
-    ({ version, dir, recipeKey } = await versionOf(agentSha!));
+    ({ version, dir, recipeKey, rootfsKey } = await versionOf(agentSha!));
   }
   const rootfsBytes = await build({
     ...options,
     root,
     dir,
-    kernel,
-    busybox,
-    denoBinary,
+    sources,
     agentBundle: agentBundle!,
     recipeKey,
+    rootfsKey,
     timings,
     onProgress,
   });
   return assets(true, rootfsBytes);
 }
 
-/** The inputs that decide the asset version. */
-interface VersionInputs {
-  kernel: HostKernel;
-  busybox: string;
-  denoBinary: string;
-  agentSha: string;
-}
-
 /** Size and version of a Deno binary: the same release gives the same identity anywhere. */
-async function denoIdentity(binary: string): Promise<string> {
+async function denoIdentity(binary: string, spec: ArchSpec): Promise<string> {
   const { size } = await Deno.stat(binary);
   if (binary === Deno.execPath()) return `${size}:${Deno.version.deno}`;
+  if (spec.arch !== hostArch()) return `${size}:${basename(dirname(binary))}`;
   const out = await runTool(binary, ["--version"], {});
   return `${size}:${new TextDecoder().decode(out).split("\n")[0]}`;
 }
 
+/**
+ * The key of the Debian tarball for `arch`. x86_64's is the recipe's hash alone, as before other
+ * architectures existed, so its cached tarball stays valid.
+ */
+async function recipeKeyOf(arch: GuestArch): Promise<string> {
+  const recipe = arch === "x86_64"
+    ? DEBIAN_RECIPE
+    : { ...DEBIAN_RECIPE, architecture: ARCH_SPECS[arch].debian };
+  return (await sha256Hex(JSON.stringify(recipe))).slice(0, 16);
+}
+
+/** The Debian tarball's file name for `arch`. */
+function tarballName(arch: GuestArch, recipeKey: string): string {
+  const tag = arch === "x86_64" ? "" : `${ARCH_SPECS[arch].debian}-`;
+  return `debian-${DEBIAN_RECIPE.suite}-${tag}${recipeKey}.tar`;
+}
+
 async function assetVersion(
   assetsDir: string,
-  inputs: VersionInputs,
-): Promise<{ version: string; dir: string; recipeKey: string }> {
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
-  const versionKey = await sha256Hex(JSON.stringify({
+  sources: Sources,
+  agentSha: string,
+): Promise<{ version: string; dir: string; recipeKey: string; rootfsKey: string }> {
+  const { spec } = sources;
+  const recipeKey = await recipeKeyOf(spec.arch);
+  // The Debian image depends on the recipe and a few files only (not on the agent), so every
+  // version with the same key shares one rootfs.ext4 (a hard link: one inode, one base cache).
+  const rootfsKey = (await sha256Hex(JSON.stringify({
     format: ASSET_FORMAT,
     recipeKey,
-    modules: MODULE_GROUPS,
-    kernel: await fileStamp(inputs.kernel.vmlinuz),
-    modulesDep: await fileStamp(join(inputs.kernel.modulesDir, "modules.dep")),
-    busybox: await fileStamp(inputs.busybox),
+    init: guestInitScript(),
+    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
+  }))).slice(0, 16);
+  const versionKey = await sha256Hex(JSON.stringify({
+    format: ASSET_FORMAT,
+    arch: spec.arch,
+    rootfsKey,
+    modules: moduleGroupsFor(machineFor(spec.arch).transport),
+    kernel: sources.kernelId,
+    busybox: sources.busyboxId,
+    tools: sources.toolsId,
     // The Deno binary by content, not path: each checkout (a CI clone) has its own copy.
-    deno: await denoIdentity(inputs.denoBinary),
-    agent: inputs.agentSha,
-    scripts: await sha256Hex(initScript([]) + guestInitScript() + agentRunnerScript()),
+    deno: await denoIdentity(sources.guestDeno, spec),
+    agent: agentSha,
+    scripts: await sha256Hex(initScript([]) + toolsInitScript() + toolsAgentRunScript()),
     agentCache: PRIMING_VERSION,
     // Builder choices that change the files; code changes beyond these bump ASSET_FORMAT.
-    image: { minBytes: DEFAULT_FS_BYTES, mkfs: MKFS_OPTIONS },
+    toolsImage: TOOLS_MKFS_OPTIONS,
   }));
-  const version = `v${ASSET_FORMAT}-${versionKey.slice(0, 16)}`;
-  return { version, dir: join(assetsDir, version), recipeKey };
+  const version = `v${ASSET_FORMAT}-${spec.arch}-${versionKey.slice(0, 16)}`;
+  return { version, dir: join(assetsDir, version), recipeKey, rootfsKey };
 }
 
 /** What {@linkcode pruneAssets} removed. */
@@ -396,12 +655,14 @@ export interface AssetPruneResult {
 const STALE_BUILD_MS = 6 * 3600_000;
 
 /**
- * Removes asset versions other than `keepVersion`, and abandoned partial builds. A running VM
- * keeps its open files, so removing a version in use does not disturb it.
+ * Removes asset versions other than those in `keepVersions` (the current one of each
+ * architecture), abandoned partial builds, Debian tarballs of older recipes, shared root
+ * filesystems no kept version uses and Deno binaries of other versions. A running VM keeps its
+ * open files, so removing a version in use does not disturb it.
  */
 export async function pruneAssets(
   assetsDir: string,
-  keepVersion: string,
+  keepVersions: readonly string[],
 ): Promise<AssetPruneResult> {
   const result: AssetPruneResult = { removed: [], bytes: 0 };
   const remove = async (path: string, name: string) => {
@@ -416,21 +677,30 @@ export async function pruneAssets(
   } catch {
     return result;
   }
+  const keep = new Set(keepVersions);
   for (const e of entries) {
     const path = join(assetsDir, e.name);
-    if (e.isDirectory && /^v\d+-[0-9a-f]+$/.test(e.name) && e.name !== keepVersion) {
+    if (e.isDirectory && /^v\d+-([a-z0-9_]+-)?[0-9a-f]+$/.test(e.name) && !keep.has(e.name)) {
       await remove(path, e.name);
     } else if (e.name.startsWith(".build-") && stale(await Deno.stat(path))) {
       await remove(path, e.name);
     }
   }
   const cache = join(assetsDir, "cache");
-  const recipeKey = (await sha256Hex(JSON.stringify(DEBIAN_RECIPE))).slice(0, 16);
+  const tarballs = new Set<string>();
+  for (const arch of GUEST_ARCHES) tarballs.add(tarballName(arch, await recipeKeyOf(arch)));
   const cached = await Array.fromAsync(Deno.readDir(cache)).catch(() => [] as Deno.DirEntry[]);
   for (const e of cached) {
     const path = join(cache, e.name);
-    const oldRecipe = e.name.endsWith(".tar") && !e.name.includes(recipeKey);
-    if (oldRecipe || (e.name.includes(".partial-") && stale(await Deno.stat(path)))) {
+    const oldRecipe = e.name.endsWith(".tar") && !tarballs.has(e.name);
+    const oldDeno = e.name.startsWith("deno-") && !e.name.endsWith(`-${Deno.version.deno}`);
+    // Shared root filesystems that no kept version links to any more (one link: the cache's).
+    const unusedRootfs = /^rootfs-[0-9a-f]+\.ext4$/.test(e.name) &&
+      (await Deno.stat(path)).nlink === 1;
+    if (
+      oldRecipe || oldDeno || unusedRootfs ||
+      (e.name.includes(".partial-") && stale(await Deno.stat(path)))
+    ) {
       await remove(path, `cache/${e.name}`);
     }
   }
@@ -439,6 +709,7 @@ export async function pruneAssets(
 
 interface Manifest {
   format: number;
+  arch: GuestArch;
   rootfsBytes: number;
   kernelRelease: string;
   builtAt: string;
@@ -459,11 +730,10 @@ async function readManifest(dir: string): Promise<Manifest | undefined> {
 
 interface BuildInputs extends EnsureAssetsOptions {
   dir: string;
-  kernel: HostKernel;
-  busybox: string;
-  denoBinary: string;
+  sources: Sources;
   agentBundle: Uint8Array;
   recipeKey: string;
+  rootfsKey: string;
   timings: Record<string, number>;
   onProgress: (event: AssetProgress) => void;
   /** How commands run as root: the real root, or a user namespace (as_root.ts). */
@@ -472,22 +742,31 @@ interface BuildInputs extends EnsureAssetsOptions {
 
 const MIB = 1024 * 1024;
 
+/** The kernel file a guest boots, from the package's `vmlinuz`. */
+async function bootableKernel(spec: ArchSpec, vmlinuz: string): Promise<Uint8Array> {
+  const bytes = await Deno.readFile(vmlinuz);
+  return spec.kernelFormat === "image" ? await arm64Image(bytes) : await extractKernel(bytes);
+}
+
 async function build(inp: BuildInputs): Promise<number> {
-  const { timings, onProgress, root } = inp;
+  const { timings, onProgress, root, sources } = inp;
+  const { spec } = sources;
   await Deno.mkdir(inp.assetsDir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: inp.assetsDir, prefix: ".build-" });
   try {
+    let prepared: Awaited<ReturnType<Sources["prepare"]>> | undefined;
     await step(
       "kernel",
-      `extracting the kernel from ${inp.kernel.vmlinuz}`,
+      `preparing the ${spec.arch} kernel (${sources.release})`,
       timings,
       onProgress,
       async () => {
-        const elf = await extractKernel(await Deno.readFile(inp.kernel.vmlinuz));
-        await Deno.writeFile(join(work, "vmlinux"), elf);
-        return elf.length;
+        prepared = await sources.prepare(work);
+        const kernel = await bootableKernel(spec, prepared.vmlinuz);
+        await Deno.writeFile(join(work, spec.kernelFile), kernel);
+        return kernel.length;
       },
-      (n) => `${(n / MIB).toFixed(1)} MiB ELF`,
+      (n) => `${(n / MIB).toFixed(1)} MiB ${spec.kernelFormat === "image" ? "Image" : "ELF"}`,
     );
 
     await step(
@@ -497,55 +776,63 @@ async function build(inp: BuildInputs): Promise<number> {
       onProgress,
       async () => {
         const resolved = new Map<ModuleGroup, LoadableModule[]>();
-        for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
-          resolved.set(group, await loadModules(inp.kernel.modulesDir, MODULE_GROUPS[group]));
+        const wanted = moduleGroupsFor(machineFor(spec.arch).transport);
+        for (const group of Object.keys(wanted) as ModuleGroup[]) {
+          resolved.set(group, await loadModules(prepared!.modulesDir, wanted[group]));
         }
         const groups = groupModules(resolved);
-        const image = await buildInitramfs(await Deno.readFile(inp.busybox), groups);
+        const image = await buildInitramfs(prepared!.busybox, groups, sources.release);
         await Deno.writeFile(join(work, "initramfs.img"), image);
+        await Deno.remove(join(work, "kernel-package"), { recursive: true }).catch(() => {});
         return { bytes: image.length, modules: groups.reduce((n, g) => n + g.modules.length, 0) };
       },
       (r) => `${r.modules} modules, ${(r.bytes / MIB).toFixed(1)} MiB`,
     );
 
-    const tarball = await step(
-      "debian",
-      "Debian base (mmdebstrap)",
+    // The Debian base, made (or found cached) when a step needs it: a foreign tools disk, or a
+    // root filesystem not shared yet.
+    let tarball: Promise<string> | undefined;
+    const debianTarball = () => tarball ??= debianBase(inp);
+    // Made before the tools step, so the two steps' progress does not interleave.
+    if (sources.toolsFromDebian) await debianTarball();
+
+    await step(
+      "tools",
+      `building the ${spec.arch} tools disk (agent, Deno, busybox, tini, setpriv, resize2fs)`,
       timings,
       onProgress,
       async (detail) => {
-        const cacheDir = join(inp.assetsDir, "cache");
-        const tar = join(cacheDir, `debian-${DEBIAN_RECIPE.suite}-${inp.recipeKey}.tar`);
-        if (!inp.force) {
-          try {
-            await Deno.stat(tar);
-            detail("cached");
-            return { tar, cached: true };
-          } catch { /* build it */ }
-        }
-        await Deno.mkdir(cacheDir, { recursive: true });
-        const partial = `${tar}.partial-${Deno.pid}`;
-        try {
-          let lastLine = "";
-          // Without root, mmdebstrap builds in a user namespace of its own (--mode=unshare).
-          const mode = root.real ? [] : ["--mode=unshare"];
-          await runTool("mmdebstrap", [...mode, ...mmdebstrapArgs(DEBIAN_RECIPE, partial)], {
-            onStderr: (text) => {
-              for (const line of (lastLine + text).split("\n").slice(0, -1)) {
-                if (line.trim()) detail(line.trim());
-              }
-              lastLine = (lastLine + text).split("\n").pop() ?? "";
-            },
-          });
-          await Deno.rename(partial, tar);
-        } finally {
-          await Deno.remove(partial).catch(() => {});
-        }
-        return { tar, cached: false };
+        const from = await sources.toolsRoot(work, debianTarball);
+        if (from.runner.length > 0) detail(`filling the agent's Deno cache (${spec.qemuUser})`);
+        const tree = await buildToolsTree(join(work, "tools-root"), {
+          denoBinary: sources.guestDeno,
+          agentBundle: inp.agentBundle,
+          busybox: prepared!.busybox,
+          from,
+        });
+        const bytes = await makeToolsImage(tree, join(work, "tools.ext4"), { root });
+        await Deno.remove(join(work, "tools-root"), { recursive: true });
+        await Deno.remove(join(work, "tools-source"), { recursive: true }).catch(() => {});
+        return bytes;
       },
-      (r) => (r.cached ? "cached " : "") + basename(r.tar),
+      (n) => `${(n / MIB).toFixed(0)} MiB image`,
     );
 
+    // The Debian image is shared by every version with the same rootfs key.
+    const sharedRootfs = join(inp.assetsDir, "cache", `rootfs-${inp.rootfsKey}.ext4`);
+    if (!inp.force) {
+      const reused = await Deno.link(sharedRootfs, join(work, "rootfs.ext4")).then(
+        () => true,
+        () => false,
+      );
+      if (reused) {
+        const imageBytes = (await Deno.stat(sharedRootfs)).size;
+        await install(inp, work, imageBytes);
+        return imageBytes;
+      }
+    }
+
+    const tar = await debianTarball();
     const tree = join(work, "root");
     const contentBytes = await step(
       "rootfs-tree",
@@ -555,10 +842,10 @@ async function build(inp: BuildInputs): Promise<number> {
       async (detail) => {
         await Deno.mkdir(tree);
         // tar reports every 1000 records (10 KiB each); the tarball's size gives the fraction.
-        const tarBytes = (await Deno.stat(tarball.tar)).size;
+        const tarBytes = (await Deno.stat(tar)).size;
         await root.run("tar", [
           "-xpf",
-          tarball.tar,
+          tar,
           "-C",
           tree,
           "--numeric-owner",
@@ -577,7 +864,7 @@ async function build(inp: BuildInputs): Promise<number> {
             }
           },
         });
-        await addShuruFiles(tree, { denoBinary: inp.denoBinary, agentBundle: inp.agentBundle });
+        await addShuruFiles(tree);
         return await treeBytes(tree, root);
       },
       (n) => `${(n / MIB).toFixed(0)} MiB of files`,
@@ -592,39 +879,89 @@ async function build(inp: BuildInputs): Promise<number> {
       async () => {
         await makeExt4(tree, join(work, "rootfs.ext4"), { bytes: imageBytes, root });
         await root.run("rm", ["-rf", tree]);
+        await Deno.mkdir(join(inp.assetsDir, "cache"), { recursive: true });
+        await Deno.remove(sharedRootfs).catch(() => {});
+        await Deno.link(join(work, "rootfs.ext4"), sharedRootfs);
       },
       () => `${(imageBytes / MIB).toFixed(0)} MiB image`,
     );
-
-    await step("install", "installing the assets", timings, onProgress, async () => {
-      const manifest: Manifest = {
-        format: ASSET_FORMAT,
-        rootfsBytes: imageBytes,
-        kernelRelease: inp.kernel.release,
-        builtAt: new Date().toISOString(),
-        timings,
-      };
-      await Deno.writeTextFile(
-        join(work, "manifest.json"),
-        JSON.stringify(manifest, null, 2) + "\n",
-      );
-      // makeTempDir creates 0700; the assets are read by every user of this data home.
-      await Deno.chmod(work, 0o755);
-      // Replace an existing (forced) version: move it aside first, then rename ours in.
-      const old = `${inp.dir}.old-${Deno.pid}`;
-      const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);
-      try {
-        await Deno.rename(work, inp.dir);
-      } catch (err) {
-        // Another build finished first with the same version: theirs is as good as ours.
-        if (!(await readManifest(inp.dir))) throw err;
-      }
-      if (hadOld) await Deno.remove(old, { recursive: true });
-    });
+    await install(inp, work, imageBytes);
     return imageBytes;
   } finally {
     // The tree holds files of other owners (the namespace's): remove it as their root.
     await root.run("rm", ["-rf", work]).catch(() => {});
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/** The Debian base tarball of the build's architecture: cached by its recipe, else mmdebstrap. */
+function debianBase(inp: BuildInputs): Promise<string> {
+  const { timings, onProgress, root, sources } = inp;
+  const { spec } = sources;
+  return step(
+    "debian",
+    `Debian base for ${spec.arch} (mmdebstrap)`,
+    timings,
+    onProgress,
+    async (detail) => {
+      const cacheDir = join(inp.assetsDir, "cache");
+      const tar = join(cacheDir, tarballName(spec.arch, inp.recipeKey));
+      if (!inp.force) {
+        try {
+          await Deno.stat(tar);
+          detail("cached");
+          return { tar, cached: true };
+        } catch { /* build it */ }
+      }
+      await Deno.mkdir(cacheDir, { recursive: true });
+      const partial = `${tar}.partial-${Deno.pid}`;
+      try {
+        let lastLine = "";
+        // Without root, mmdebstrap builds in a user namespace of its own (--mode=unshare).
+        const mode = root.real ? [] : ["--mode=unshare"];
+        await sources.mmdebstrap([...mode, ...mmdebstrapArgs(DEBIAN_RECIPE, partial)], (text) => {
+          for (const line of (lastLine + text).split("\n").slice(0, -1)) {
+            if (line.trim()) detail(line.trim());
+          }
+          lastLine = (lastLine + text).split("\n").pop() ?? "";
+        });
+        await Deno.rename(partial, tar);
+      } finally {
+        await Deno.remove(partial).catch(() => {});
+      }
+      return { tar, cached: false };
+    },
+    (r) => (r.cached ? "cached " : "") + basename(r.tar),
+  ).then((r) => r.tar);
+}
+
+/** Writes the manifest and renames the build folder into place. */
+async function install(inp: BuildInputs, work: string, imageBytes: number): Promise<void> {
+  const { timings, onProgress, sources } = inp;
+  await step("install", "installing the assets", timings, onProgress, async () => {
+    const manifest: Manifest = {
+      format: ASSET_FORMAT,
+      arch: sources.spec.arch,
+      rootfsBytes: imageBytes,
+      kernelRelease: sources.release,
+      builtAt: new Date().toISOString(),
+      timings,
+    };
+    await Deno.writeTextFile(
+      join(work, "manifest.json"),
+      JSON.stringify(manifest, null, 2) + "\n",
+    );
+    // makeTempDir creates 0700; the assets are read by every user of this data home.
+    await Deno.chmod(work, 0o755);
+    // Replace an existing (forced) version: move it aside first, then rename ours in.
+    const old = `${inp.dir}.old-${Deno.pid}`;
+    const hadOld = await Deno.rename(inp.dir, old).then(() => true, () => false);
+    try {
+      await Deno.rename(work, inp.dir);
+    } catch (err) {
+      // Another build finished first with the same version: theirs is as good as ours.
+      if (!(await readManifest(inp.dir))) throw err;
+    }
+    if (hadOld) await Deno.remove(old, { recursive: true });
+  });
 }

@@ -9,6 +9,7 @@
  */
 
 import { basename, join } from "node:path";
+import type { VirtioTransport } from "../vm/mod.ts";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
 
@@ -27,6 +28,18 @@ export const MODULE_GROUPS: Readonly<Record<ModuleGroup, readonly string[]>> = {
 
 /** A named set of modules the guest can be asked to load (kernel cmdline `shuru.modules=`). */
 export type ModuleGroup = "base" | "9p" | "overlay" | "net";
+
+/**
+ * The module groups for a machine whose virtio devices sit on `transport`: {@linkcode
+ * MODULE_GROUPS} (virtio-mmio, what every machine uses now), or with `virtio_pci` instead.
+ */
+export function moduleGroupsFor(
+  transport: VirtioTransport,
+): Readonly<Record<ModuleGroup, readonly string[]>> {
+  if (transport === "mmio") return MODULE_GROUPS;
+  const base = MODULE_GROUPS.base.map((m) => (m === "virtio_mmio" ? "virtio_pci" : m));
+  return { ...MODULE_GROUPS, base };
+}
 
 /** Module name of a path: `kernel/fs/ext4/ext4.ko.xz` → `ext4`; dashes become underscores. */
 export function moduleName(path: string): string {

@@ -1,7 +1,7 @@
 /**
  * The root filesystem image: a Debian base made by mmdebstrap (cached as a tarball keyed by
- * its recipe), plus Deno, the guest agent bundle and shuru's init scripts, written into an
- * ext4 image with `mkfs.ext4 -d` (no mounting, no loop devices).
+ * its recipe), plus a fallback init and a `deno` link, written into an ext4 image with
+ * `mkfs.ext4 -d` (no mounting, no loop devices). The agent and Deno are on the tools disk.
  *
  * @module
  */
@@ -9,9 +9,9 @@
 import { join } from "node:path";
 import type { AsRoot } from "./as_root.ts";
 import { runTool } from "./run.ts";
-import { primeAgentCache } from "./deno_cache.ts";
-import { AGENT_START_MARKER } from "../proto/mod.ts";
+import { TOOLS_SERIAL } from "../proto/mod.ts";
 import { PREPARED_MARKER, ROOTFS_INIT } from "./initramfs.ts";
+import { findDisksShell, ROOT_DEVICE_FILE, TOOLS_INIT, TOOLS_MOUNT } from "./guest_paths.ts";
 
 /** What goes into the Debian base. Changing it changes the tarball's cache key. */
 export interface DebianRecipe {
@@ -49,19 +49,8 @@ export const DEBIAN_RECIPE: DebianRecipe = {
   ],
 };
 
-/** Where the agent bundle lives in the guest. */
-export const GUEST_AGENT_PATH = "/opt/shuru/agent.js";
-/** Where Deno lives in the guest. */
+/** `deno` in shuru's Debian guest: a link to the tools disk's (the guest has its libc). */
 export const GUEST_DENO_PATH = "/usr/local/bin/deno";
-/**
- * The agent's own Deno cache (DENO_DIR), filled at build time (see `deno_cache.ts`); not the
- * user's `~/.cache/deno`, and not passed on to the processes the agent starts.
- */
-export const GUEST_AGENT_DENO_DIR = "/var/cache/shuru/deno";
-/** The script tini runs: the agent, then sync and power off. */
-export const GUEST_AGENT_RUNNER = "/usr/local/lib/shuru/agent-run";
-/** File holding the filesystem size in bytes, so init can tell when the disk grew. */
-export const GUEST_FS_BYTES_PATH = "/etc/shuru/fs-bytes";
 
 /** Arguments of mmdebstrap for `recipe`, writing a tarball to `outTar`. */
 export function mmdebstrapArgs(recipe: DebianRecipe, outTar: string): string[] {
@@ -77,82 +66,53 @@ export function mmdebstrapArgs(recipe: DebianRecipe, outTar: string): string[] {
 }
 
 /**
- * The root filesystem's init (PID 1 until it execs tini): mounts the pseudo filesystems,
- * grows the filesystem when the disk is larger than it, then `exec tini` → the agent.
+ * `/sbin/shuru-init` of shuru's Debian image, for boots without shuru's initramfs (a user's
+ * `--initrd` that mounts the root disk and runs `init=/sbin/shuru-init`): mounts what shuru's
+ * initramfs would, finds the tools disk by its serial number, mounts it and runs its init.
+ * shuru's own initramfs starts the tools disk's init directly.
  */
 export function guestInitScript(): string {
   return `#!/bin/sh
-# shuru guest init: PID 1 after switch_root. Replaced by tini, which runs the agent.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
-read -r up _ < /proc/uptime
-echo "shuru-init: start $up"
-# shuru's initramfs mounts everything below (busybox in RAM is cheaper to start than this
-# root's mount); without it (another initramfs, or none), do it here.
-if [ ! -e ${PREPARED_MARKER} ]; then
-  [ -e /proc/self ] || mount -t proc proc /proc
-  [ -d /sys/kernel ] || mount -t sysfs sysfs /sys
-  [ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
-  mkdir -p /dev/pts /dev/shm
-  mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-  mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
-  ln -s /proc/self/fd /dev/fd
-  ln -s /proc/self/fd/0 /dev/stdin
-  ln -s /proc/self/fd/1 /dev/stdout
-  ln -s /proc/self/fd/2 /dev/stderr
-  echo shuru > /proc/sys/kernel/hostname
+# shuru guest init for boots without shuru's initramfs: mount the tools disk, run its init.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+read -r up _ < /proc/uptime 2>/dev/null || up=?
+echo "shuru-init: start without shuru's initramfs $up"
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+echo shuru > /proc/sys/kernel/hostname
+ip link set lo up 2>/dev/null
+mount -o remount,rw / 2>/dev/null
+root=
+tools=
+${findDisksShell()}
+if [ -z "$tools" ]; then
+  echo "shuru-init: error: no tools disk (serial ${TOOLS_SERIAL})"
+  echo o > /proc/sysrq-trigger
 fi
-# Grow the filesystem online when the disk is larger than it (shuru run --disk-size).
-read -r sectors < /sys/block/vda/size
-disk=$((sectors * 512))
-fs=0
-[ -r ${GUEST_FS_BYTES_PATH} ] && read -r fs < ${GUEST_FS_BYTES_PATH}
-if [ "$disk" -gt "$fs" ]; then
-  if resize2fs /dev/vda >/dev/null 2>&1; then
-    echo "$disk" > ${GUEST_FS_BYTES_PATH}
-    read -r up _ < /proc/uptime
-    echo "shuru-init: filesystem grown to $disk bytes $up"
-  else
-    echo "shuru-init: warning: cannot grow the filesystem to $disk bytes"
-  fi
-fi
-read -r up _ < /proc/uptime
-echo "${AGENT_START_MARKER} $up"
-exec tini -s -- ${GUEST_AGENT_RUNNER}
+mkdir -p ${TOOLS_MOUNT}
+mount -t ext4 -o ro /dev/$tools ${TOOLS_MOUNT}
+echo "$root" > ${ROOT_DEVICE_FILE}
+: > ${PREPARED_MARKER}
+exec ${TOOLS_INIT}
 `;
 }
 
 /**
- * The agent runner: runs the agent; when it exits, stops what is left, flushes the disk,
- * and powers the VM off so QEMU exits (the host then sees the VM end).
+ * Writes shuru's few files into the unpacked Debian tree at `root`: the fallback init, a
+ * `deno` link to the tools disk's, the host name. The agent and Deno themselves are on the tools
+ * disk (`tools.ts`), so an agent change does not change this image.
  */
-export function agentRunnerScript(): string {
-  return `#!/bin/sh
-# Runs the shuru guest agent; when it exits, flush the disk and power off.
-export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
-DENO_DIR=${GUEST_AGENT_DENO_DIR} ${GUEST_DENO_PATH} run -A --no-check ${GUEST_AGENT_PATH}
-status=$?
-[ "$status" = 0 ] || echo "shuru-init: agent exited with status $status"
-kill -s KILL -1 2>/dev/null
-sync
-mount -o remount,ro / 2>/dev/null
-echo o > /proc/sysrq-trigger
-# The power-off is asynchronous: wait without touching the disk (it is going away).
-read -r _ < /dev/console
-`;
-}
-
-/** Files shuru adds to the Debian tree (paths relative to the root). */
-export interface RootfsAdditions {
-  /** The Deno binary's bytes source path on the host. */
-  denoBinary: string;
-  /** The bundled agent JavaScript. */
-  agentBundle: Uint8Array;
-}
-
-/** Writes shuru's files into the unpacked Debian tree at `root`. */
-export async function addShuruFiles(root: string, add: RootfsAdditions): Promise<void> {
+export async function addShuruFiles(root: string): Promise<void> {
   const write = async (path: string, data: string | Uint8Array, mode: number) => {
     const full = join(root, path);
     await Deno.mkdir(join(full, ".."), { recursive: true });
@@ -161,16 +121,8 @@ export async function addShuruFiles(root: string, add: RootfsAdditions): Promise
     await Deno.chmod(full, mode);
   };
   await Deno.mkdir(join(root, "usr/local/bin"), { recursive: true });
-  await Deno.copyFile(add.denoBinary, join(root, GUEST_DENO_PATH));
-  await Deno.chmod(join(root, GUEST_DENO_PATH), 0o755);
-  await write(GUEST_AGENT_PATH, add.agentBundle, 0o644);
-  await primeAgentCache(root, {
-    denoBinary: add.denoBinary,
-    agentPath: GUEST_AGENT_PATH,
-    cacheDir: GUEST_AGENT_DENO_DIR,
-  });
+  await Deno.symlink(`${TOOLS_MOUNT}/bin/deno`, join(root, GUEST_DENO_PATH));
   await write(ROOTFS_INIT, guestInitScript(), 0o755);
-  await write(GUEST_AGENT_RUNNER, agentRunnerScript(), 0o755);
   await write("etc/hostname", "shuru\n", 0o644);
   await write("etc/hosts", "127.0.0.1\tlocalhost shuru\n::1\tlocalhost ip6-localhost\n", 0o644);
 }
@@ -219,9 +171,6 @@ export async function makeExt4(
   options: { bytes: number; root: AsRoot },
 ): Promise<void> {
   const { bytes } = options;
-  const sizeFile = join(root, GUEST_FS_BYTES_PATH.slice(1));
-  await Deno.mkdir(join(sizeFile, ".."), { recursive: true });
-  await Deno.writeTextFile(sizeFile, `${bytes}\n`);
   await options.root.run("mkfs.ext4", [
     "-q",
     "-F",

@@ -1,6 +1,5 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
 import {
-  agentRunnerScript,
   DEBIAN_RECIPE,
   DEFAULT_FS_BYTES,
   guestInitScript,
@@ -13,11 +12,9 @@ async function shSyntaxOk(script: string): Promise<boolean> {
   return (await new Deno.Command("sh", { args: ["-n", "-c", script] }).output()).success;
 }
 
-Deno.test("the guest init and agent runner scripts are valid sh", async () => {
+Deno.test("the fallback init is valid sh and hands over to the tools disk", async () => {
   assert(await shSyntaxOk(guestInitScript()));
-  assert(await shSyntaxOk(agentRunnerScript()));
-  assert(guestInitScript().includes("exec tini -s -- "));
-  assert(agentRunnerScript().includes("deno run -A --no-check /opt/shuru/agent.js"));
+  assert(guestInitScript().includes("exec /run/shuru/tools/init"));
 });
 
 Deno.test("imageBytesFor: at least the default disk, headroom for big trees, whole MiB", () => {

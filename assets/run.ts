@@ -16,6 +16,8 @@ export interface RunToolOptions {
   env?: Record<string, string>;
   /** Called with each chunk of stderr text as it arrives (progress display). */
   onStderr?: (text: string) => void;
+  /** Called with the child's pid once it runs; stdin is written after it resolves. */
+  onSpawn?: (pid: number) => Promise<void>;
 }
 
 /** Keeps at most this many bytes of a tool's stderr for the error message. */
@@ -45,7 +47,19 @@ export async function runTool(
       cause: err,
     });
   }
+  let setupError: unknown;
   const writing = (async () => {
+    if (options.onSpawn) {
+      try {
+        await options.onSpawn(child.pid);
+      } catch (err) {
+        setupError = err;
+        try {
+          child.kill("SIGKILL");
+        } catch { /* exited */ }
+        return;
+      }
+    }
     if (!options.stdin) return;
     const writer = child.stdin.getWriter();
     try {
@@ -64,6 +78,7 @@ export async function runTool(
     stderrTail = (stderrTail + text).slice(-STDERR_TAIL);
   }
   const [status, stdout] = await Promise.all([child.status, stdoutPromise, writing]);
+  if (setupError) throw setupError;
   if (!status.success) {
     throw new AssetError(
       "command_failed",

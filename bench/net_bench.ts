@@ -6,9 +6,10 @@
  *    socket every relayed connection ends in) measured in the same run.
  * 2. A QEMU microvm guest (TCG, busybox wget/nc) on our stack via `-netdev stream`, against the
  *    same guest on QEMU's slirp (`-netdev user`), same host server, same run: 64 MiB download
- *    and upload at MTU 1500, ours also at 9000, 16384 and 65520 (virtio-net `host_mtu`); and,
- *    with a static C helper built by the host's gcc, an upload not bound by busybox and the
- *    p50 of 200 sequential TCP connects, both timed in the guest.
+ *    and upload at MTU 1500, ours also at 9000, 16384 and 65520 (virtio-net `host_mtu`), and
+ *    over the datagram link (`-netdev dgram`, one frame per datagram: a macOS host's link) at
+ *    MTU 1500 and the default; and, with a static C helper built by the host's gcc, an upload
+ *    not bound by busybox and the p50 of 200 sequential TCP connects, both timed in the guest.
  * 3. As root: the Linux kernel's TCP in a namespace behind a TAP device, through the Relay to a
  *    loopback server, against curl talking to the same server directly.
  *
@@ -436,9 +437,14 @@ async function qemuVsSlirp(): Promise<void> {
     console.log(`qemu: skipped (${missing})`);
     return;
   }
-  const { Relay } = await import("../proxy/mod.ts");
-  const { NetworkPolicy } = await import("../proxy/mod.ts");
-  const { StreamLink } = await import("../proxy/mod.ts");
+  const {
+    Relay,
+    NetworkPolicy,
+    StreamLink,
+    DatagramLink,
+    bindDatagramSocket,
+    connectDatagramSocket,
+  } = await import("../proxy/mod.ts");
   const { DEFAULT_GUEST_MTU } = await import("../runner/mod.ts");
   const size = 64 * MIB;
   const dir = await Deno.makeTempDir({ prefix: "shuru-netbench-qemu-" });
@@ -485,13 +491,23 @@ async function qemuVsSlirp(): Promise<void> {
         connect,
       };
     };
-    const ours = async (mtu: number): Promise<Rates> => {
-      const sock = `${dir}/net-${mtu}.sock`;
-      const listener = Deno.listen({ transport: "unix", path: sock });
+    const ours = async (mtu: number, transport: "stream" | "dgram"): Promise<Rates> => {
+      const sock = `${dir}/net-${transport}-${mtu}.sock`;
+      const vmSock = `${dir}/vm-${mtu}.sock`;
+      const listener = transport === "stream"
+        ? Deno.listen({ transport: "unix", path: sock })
+        : undefined;
+      const fd = transport === "dgram" ? bindDatagramSocket(sock) : -1;
+      const datagram = fd >= 0 ? new DatagramLink(fd) : undefined;
+      const abort = new AbortController();
+      const link = async () => {
+        if (listener) return new StreamLink(await listener.accept());
+        await connectDatagramSocket(fd, vmSock, { signal: abort.signal });
+        return datagram!;
+      };
       const serving = (async () => {
-        const conn = await listener.accept();
         await new Relay({
-          link: new StreamLink(conn),
+          link: await link(),
           stack: { mtu },
           // As `shuru run --allow-net --add-host api.test:127.0.0.1` (no allow-list to sniff).
           policy: new NetworkPolicy({
@@ -516,16 +532,21 @@ async function qemuVsSlirp(): Promise<void> {
         expected = now + 10;
       }, 10);
       const run = await q.runGuest(image, {
-        net: { kind: "stream", socketPath: sock, mtu },
+        net: transport === "stream"
+          ? { kind: "stream", socketPath: sock, mtu }
+          : { kind: "dgram", socketPath: sock, vmSocketPath: vmSock, mtu },
         arg: `api.test:${server.port}:${server.rawPort}:transfer`,
       });
       clearInterval(probe);
+      // A datagram peer never says it left: end the link once QEMU has exited.
+      abort.abort();
+      datagram?.close();
       await serving;
-      listener.close();
+      listener?.close();
       lags.sort((a, b) => a - b);
       const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor(lags.length * p))] ?? 0;
       console.log(
-        `  event-loop lag during the MTU ${mtu} run: p50 ${pct(0.5).toFixed(1)} ms, ` +
+        `  event-loop lag during the ${transport} MTU ${mtu} run: p50 ${pct(0.5).toFixed(1)} ms, ` +
           `p99 ${pct(0.99).toFixed(1)} ms, max ${pct(1).toFixed(1)} ms (${lags.length} samples)`,
       );
       return rates(run.results);
@@ -536,8 +557,14 @@ async function qemuVsSlirp(): Promise<void> {
     });
     const slirp = rates(slirpRun.results);
     const mtus = [...new Set([1500, 9000, 16384, 65520, DEFAULT_GUEST_MTU])];
-    const measured: Array<[number, Rates]> = [];
-    for (const mtu of mtus) measured.push([mtu, await ours(mtu)]);
+    const measured: Array<[number, "stream" | "dgram", Rates]> = [];
+    // Stream and datagram interleaved at the MTUs both run, so load changes hit both alike.
+    for (const mtu of mtus) {
+      measured.push([mtu, "stream", await ours(mtu, "stream")]);
+      if (mtu === 1500 || mtu === DEFAULT_GUEST_MTU) {
+        measured.push([mtu, "dgram", await ours(mtu, "dgram")]);
+      }
+    }
     const extraText = (r: Rates) =>
       r.connect && r.upC !== undefined
         ? `, upload (C) ${r.upC.toFixed(1)} MiB/s, connect p50 ${r.connect[0].toFixed(2)} ms ` +
@@ -552,8 +579,9 @@ async function qemuVsSlirp(): Promise<void> {
         slirp.up.toFixed(1)
       } MiB/s${extraText(slirp)}`,
     );
-    for (const [mtu, r] of measured) {
-      const label = `ours MTU ${mtu}${mtu === DEFAULT_GUEST_MTU ? " (default)" : ""}:`;
+    for (const [mtu, transport, r] of measured) {
+      const link = transport === "stream" ? "stream link" : "datagram link";
+      const label = `ours, ${link}, MTU ${mtu}${mtu === DEFAULT_GUEST_MTU ? " (default)" : ""}:`;
       const vs = r.connect && slirp.connect && r.upC !== undefined && slirp.upC !== undefined
         ? ` → upload (C) ${(r.upC / slirp.upC).toFixed(2)}x slirp, connect p50 ${
           (r.connect[0] / slirp.connect[0]).toFixed(2)
@@ -565,6 +593,17 @@ async function qemuVsSlirp(): Promise<void> {
         }x slirp), upload ${r.up.toFixed(1)} MiB/s (${(r.up / slirp.up).toFixed(2)}x slirp)${
           extraText(r)
         }${vs}`,
+      );
+    }
+    for (const [mtu, transport, r] of measured) {
+      if (transport !== "dgram") continue;
+      const s = measured.find(([m, t]) => m === mtu && t === "stream")![2];
+      console.log(
+        `  datagram vs stream link, MTU ${mtu}: download ${(r.down / s.down).toFixed(2)}x, ` +
+          `upload ${(r.up / s.up).toFixed(2)}x` +
+          (r.upC !== undefined && s.upC !== undefined
+            ? `, upload (C) ${(r.upC / s.upC).toFixed(2)}x`
+            : ""),
       );
     }
   } finally {

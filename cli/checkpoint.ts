@@ -69,6 +69,9 @@ export function checkpointCommand(): Command {
       console.log(`created:       ${when(d.createdAt)}`);
       console.log(`parent:        ${d.parent ?? "-"}`);
       console.log(`origin:        ${d.origin ? `${d.origin.ref}@${d.origin.digest}` : "-"}`);
+      console.log(
+        `image:         ${d.image ? `${d.image.ref} (${d.image.config.slice(0, 19)})` : "-"}`,
+      );
     });
   checkpoint
     .command("delete")

@@ -20,6 +20,7 @@ import { AgentError, ConnectionError } from "../agent/mod.ts";
 import { AssetError } from "../assets/mod.ts";
 import { ControlConnectionError, RpcError } from "../control/mod.ts";
 import { HostError } from "../host/mod.ts";
+import { ImageError } from "../image/mod.ts";
 import { RegistryError } from "../oci/mod.ts";
 import { RunnerError } from "../runner/mod.ts";
 import { SandboxError } from "../sdk/mod.ts";
@@ -73,6 +74,11 @@ export function describeError(err: unknown): ErrorReport | undefined {
   }
   if (err instanceof VmError) return report(err.code === "invalid_config" ? 2 : 125);
   if (err instanceof StoreError || err instanceof RegistryError) return report(1);
+  // A registry that refused or lacks the image, like a checkpoint's; any other image problem
+  // (its reference, its content, its platform) is the image's.
+  if (err instanceof ImageError) {
+    return report(err.code === "registry" || err.code === "not_found" ? 1 : 2);
+  }
   if (
     err instanceof RunnerError || err instanceof SandboxError || err instanceof ConnectionError ||
     err instanceof AgentError ||

@@ -3,6 +3,7 @@ import { AgentNotFoundError, ConnectionError } from "../agent/mod.ts";
 import { AssetError } from "../assets/mod.ts";
 import { ControlConnectionError, RpcError, RpcErrorCode } from "../control/mod.ts";
 import { HostError } from "../host/mod.ts";
+import { ImageError } from "../image/mod.ts";
 import { RegistryError } from "../oci/mod.ts";
 import { RunnerError } from "../runner/mod.ts";
 import { NotFoundError, SandboxError } from "../sdk/mod.ts";
@@ -25,6 +26,9 @@ const CASES: Array<[Error, number]> = [
   [new VmError("spawn_failed", "Cannot start QEMU: not found"), 125],
   [new StoreError("not_found", "Cannot open checkpoint x: no such checkpoint"), 1],
   [new RegistryError("unauthorized", "Cannot pull localhost:5000/x:1: unauthorized"), 1],
+  [new ImageError("invalid_reference", 'Cannot use image "a b": it is not a reference'), 2],
+  [new ImageError("no_platform", "Cannot use x: it has no linux/amd64 image"), 2],
+  [new ImageError("registry", "Cannot pull localhost:5000/x:1: unauthorized"), 1],
   [new RunnerError("boot_failed", "Cannot boot the guest: the VM exited"), 125],
   [new SandboxError("CONNECT", "Cannot connect to sandbox dev: refused"), 125],
   [new NotFoundError("Cannot stat /x: no such file"), 125],

@@ -16,7 +16,7 @@ import {
   VmError,
 } from "../vm/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "../host/mod.ts";
+import { homeLayout, hostArch, parseArch } from "../host/mod.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -142,7 +142,12 @@ export function initCommand() {
   return new Command("init")
     .summary("build or check the guest assets (kernel, initramfs, root filesystem)")
     .description(
-      "Build the guest assets (kernel, initramfs, Debian root filesystem with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
+      "Build the guest assets (kernel, initramfs, Debian root filesystem, and the tools disk with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
+    )
+    .option(
+      "--arch <arch>",
+      `guest architecture: x86_64 or arm64 (default: the host's, ${hostArch()}); a foreign one ` +
+        "is built from downloaded packages and runs emulated",
     )
     .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
     .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")
@@ -154,9 +159,17 @@ export function initCommand() {
       if (Deno.build.os === "darwin") await signDeno(layout.root);
       const printer = new ProgressPrinter();
       let assets: GuestAssets;
+      let arch;
       try {
+        arch = parseArch(options.arch ?? hostArch());
+        if (arch === undefined) {
+          throw new UserError(
+            `Invalid --arch ${JSON.stringify(options.arch)}: use x86_64 or arm64`,
+          );
+        }
         assets = await ensureAssets({
           assetsDir: layout.assets,
+          arch,
           force: options.force,
           agentEntry: options.agent,
           installDeps: options.installDeps,
@@ -178,6 +191,7 @@ export function initCommand() {
       try {
         const choice = parseAccel(options.accel ?? Deno.env.get("SHURU_ACCEL") ?? "auto");
         accel = await resolveAccel(choice, {
+          arch,
           kernel: assets.kernel,
           initrd: assets.initramfs,
           cacheFile: join(layout.assets, "kvm-probe.json"),

@@ -140,6 +140,13 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
     inputSchema: {
       name: z.string().optional(),
       from: z.string().optional().describe("Checkpoint to start from"),
+      image: z.string().optional().describe(
+        "OCI image as the root filesystem: python:3.12-slim, registry/repo:tag, oci:DIR[:TAG] " +
+          "or docker-archive:FILE (its Env, WorkingDir and User apply to commands)",
+      ),
+      arch: z.enum(["x86_64", "arm64"]).optional().describe(
+        "Guest architecture (default: the checkpoint's, else the host's; another one is emulated)",
+      ),
       cpus: z.number().int().positive().optional(),
       memory_mib: z.number().int().positive().optional(),
       allow_net: z.boolean().optional(),
@@ -151,6 +158,8 @@ export function createMcpServer(options: McpServerOptions): ShuruMcp {
         ...options.create,
         ...(a.name ? { name: a.name } : {}),
         ...(a.from ? { from: a.from } : {}),
+        ...(a.image ? { image: a.image } : {}),
+        ...(a.arch ? { arch: a.arch } : {}),
         ...(a.cpus ? { cpus: a.cpus } : {}),
         ...(a.memory_mib ? { memoryMiB: a.memory_mib } : {}),
         ...(a.allow_net ? { network: { allowNet: true } } : {}),

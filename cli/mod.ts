@@ -25,6 +25,7 @@ import { startCommand, superviseCommand } from "./start.ts";
 import { stopCommand } from "./stop.ts";
 import { checkpointCreateCommand, runCommand } from "./run.ts";
 import { storeCommand } from "./store.ts";
+import { upgradeCommand } from "./upgrade.ts";
 import { defaultBackend, parseBackend } from "../vm/mod.ts";
 
 /** Builds the `shuru` program with every subcommand registered. */
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
     [loginCommand(), "store registry credentials (as docker login does)"],
     [initCommand(), "build or check the guest image (kernel, initramfs, root filesystem)"],
     [pruneCommand(), "remove what crashed runs left behind"],
+    [upgradeCommand(), "update this git checkout of shuru (fetch, fast-forward, rebuild)"],
     [mcpCommand(), "serve the Model Context Protocol on stdin/stdout"],
     [nbdCommand(), "serve a disk or checkpoint over NBD"],
   ];

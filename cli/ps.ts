@@ -15,7 +15,8 @@ export function psCommand(): Command {
   return new Command("ps")
     .description(
       "List running sandboxes: name, supervisor pid, state, uptime, CPUs, memory, the\n" +
-        "checkpoint it started from, forwarded ports and network access.",
+        "checkpoint or image it started from, forwarded ports, the ports its image exposes\n" +
+        "(forward them with -p) and network access.",
     )
     .option("--json", "print a JSON array of registry records (with uptimeMs)")
     .action(async (opts) => {
@@ -42,8 +43,9 @@ export function psCommand(): Command {
         formatDuration(now - Date.parse(r.startedAt)),
         String(r.cpus),
         `${r.memoryMiB}M`,
-        r.from ?? "-",
+        r.from ?? r.image ?? "-",
         r.ports.map((p) => `${p.host}->${p.guest}`).join(",") || "-",
+        r.exposedPorts?.join(",") || "-",
         r.network,
       ]);
       const header = [
@@ -55,6 +57,7 @@ export function psCommand(): Command {
         "MEMORY",
         "FROM",
         "PORTS",
+        "EXPOSED",
         "NETWORK",
       ];
       const all = [header, ...rows];

@@ -8,8 +8,14 @@
 
 import { Command } from "@commander-js/extra-typings";
 import type { AssetProgress } from "../assets/mod.ts";
-import { type BootedSandbox, bootSandbox, type RemoteStart } from "../runner/mod.ts";
-import { ConnectionError } from "../agent/mod.ts";
+import type { ImageProgress } from "../image/mod.ts";
+import {
+  type BootedSandbox,
+  bootSandbox,
+  type LinkTransport,
+  type RemoteStart,
+} from "../runner/mod.ts";
+import { applySpawnDefaults, ConnectionError } from "../agent/mod.ts";
 import {
   configLayer,
   loadConfig,
@@ -67,6 +73,26 @@ export function withRunFlags(cmd: Command) {
       "--from <checkpoint>",
       "start from this checkpoint instead of the base image; a registry reference " +
         "(registry/repo:tag) boots without downloading it: chunks are fetched on first read",
+    )
+    .option(
+      "--image <REF>",
+      "use an OCI image as the root filesystem: a registry reference (python:3.12-slim, " +
+        "localhost:5000/app:1), oci:DIR[:TAG] or docker-archive:FILE; converted once per disk " +
+        "size and cached; its Env, WorkingDir, User and Entrypoint/Cmd apply (docs/images.md)",
+    )
+    .option(
+      "--kernel <PATH>",
+      "boot this kernel instead of shuru's: a PVH ELF (vmlinux) or a bzImage (env SHURU_KERNEL)",
+    )
+    .option(
+      "--initrd <PATH>",
+      "boot this initramfs instead of shuru's; it must mount the root disk and run " +
+        "/sbin/shuru-init (env SHURU_INITRD)",
+    )
+    .option(
+      "--rootfs <PATH>",
+      "use this ext4 image as the root filesystem (never written; runs see a copy-on-write " +
+        "layer); it needs nothing of shuru's (env SHURU_ROOTFS)",
     )
     .option(
       "--insecure-registry <HOST>",
@@ -138,6 +164,11 @@ export function withRunFlags(cmd: Command) {
       "CPU virtualization: kvm, tcg (emulation) or auto (KVM when it works; env SHURU_ACCEL)",
     )
     .option(
+      "--arch <x86_64|arm64>",
+      "guest architecture (default: the checkpoint's with --from, else the host's); another " +
+        "architecture than the host's runs emulated (slow), its guest image is built on first use",
+    )
+    .option(
       "--backend <vz|qemu>",
       "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
         "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
@@ -170,6 +201,10 @@ export type RunFlags = {
   memory?: number;
   diskSize?: number;
   from?: string;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   insecureRegistry?: string[];
   mount?: string[];
   allowHostWrites?: true;
@@ -185,6 +220,7 @@ export type RunFlags = {
   spec?: string;
   accel?: string;
   backend?: string;
+  arch?: string;
   installDeps?: true;
   console?: true;
   verbose?: true;
@@ -207,7 +243,12 @@ function flagsLayer(argv: string[], flags: RunFlags): SpecLayer {
     ...(flags.diskSize !== undefined ? { diskSizeMiB: flags.diskSize } : {}),
     ...(flags.accel !== undefined ? { accel: flags.accel as SandboxSpec["accel"] } : {}),
     ...(flags.backend !== undefined ? { backend: flags.backend as SandboxSpec["backend"] } : {}),
+    ...(flags.arch !== undefined ? { arch: flags.arch as SandboxSpec["arch"] } : {}),
     ...(flags.from !== undefined ? { from: flags.from } : {}),
+    ...(flags.image !== undefined ? { image: flags.image } : {}),
+    ...(flags.kernel !== undefined ? { kernel: flags.kernel } : {}),
+    ...(flags.initrd !== undefined ? { initrd: flags.initrd } : {}),
+    ...(flags.rootfs !== undefined ? { rootfs: flags.rootfs } : {}),
     ...(flags.insecureRegistry ? { insecureRegistries: flags.insecureRegistry } : {}),
     ...(argv.length > 0 ? { command: argv } : {}),
     mounts: (flags.mount ?? []).map(parseMountSpec),
@@ -237,18 +278,24 @@ function specFlagLayer(text: string | undefined): SpecLayer {
   return parseSpecLayer(value, "--spec");
 }
 
-/** `$SHURU_ACCEL` and `$SHURU_BACKEND` as a spec layer. */
+/** `$SHURU_ACCEL`, `$SHURU_BACKEND` and the boot files' variables as a spec layer. */
 function envLayer(): SpecLayer {
   const accel = Deno.env.get("SHURU_ACCEL");
   const backend = Deno.env.get("SHURU_BACKEND");
+  const kernel = Deno.env.get("SHURU_KERNEL");
+  const initrd = Deno.env.get("SHURU_INITRD");
+  const rootfs = Deno.env.get("SHURU_ROOTFS");
   return {
     ...(accel !== undefined ? { accel: accel as SandboxSpec["accel"] } : {}),
     ...(backend ? { backend: backend as SandboxSpec["backend"] } : {}),
+    ...(kernel ? { kernel } : {}),
+    ...(initrd ? { initrd } : {}),
+    ...(rootfs ? { rootfs } : {}),
   };
 }
 
 /**
- * The sandbox the flags, `--spec`, `$SHURU_ACCEL`/`$SHURU_BACKEND` and the config file describe
+ * The sandbox the flags, `--spec`, the `$SHURU_*` variables and the config file describe
  * (in that order of precedence), with the secrets resolved and every setting checked.
  */
 export async function resolveRunSettings(
@@ -289,6 +336,7 @@ async function serveControlOnStdio(booted: BootedSandbox): Promise<number> {
     stdio: true,
     checkpoint: (name) => booted.checkpoint(name),
     shutdown: () => Promise.resolve(),
+    spawnDefaults: booted.defaults,
   });
   await service.done;
   return 0;
@@ -320,8 +368,9 @@ async function runOnce(
   try {
     booted = await bootSandbox(spec, {
       home,
-      net: { onBlocked: log },
+      net: { onBlocked: log, ...netLinkFromEnv() },
       onRemote: (r) => remote = r,
+      onImageProgress: imageProgressPrinter(),
       ...(flags.installDeps ? { installDeps: true } : {}),
       ...(verbose ? { verbose: true } : {}),
       onProgress: progressPrinter(),
@@ -338,19 +387,17 @@ async function runOnce(
       const phases = Object.entries(booted.vm.phases).map(([k, v]) => `${k} ${Math.round(v)}`);
       log(`shuru: guest phases (ms after QEMU start): ${phases.join(", ")}`);
       if (booted.vm.confinement) log(`shuru: ${booted.vm.confinement}`);
+      const net = booted.network?.net;
+      if (net) {
+        log(`shuru: guest network over the ${net.transport ?? "stream"} link, MTU ${net.mtu}`);
+      }
     }
     const started = performance.now();
     let code: number;
     try {
       code = flags.stdio
         ? await serveControlOnStdio(booted)
-        : (await attachAgentProcess(booted.agent, spec.command ?? ["/bin/sh"], {
-          // A terminal gets an interactive PTY session; pipes are streamed.
-          tty: Deno.stdin.isTerminal(),
-          stdin: true,
-          env: spec.env,
-          ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
-        })).exitCode;
+        : await attachUserCommand(booted, spec);
     } catch (err) {
       if (interrupted) return interrupted;
       if (err instanceof ConnectionError) {
@@ -388,6 +435,44 @@ async function runOnce(
     Deno.removeSignalListener("SIGINT", handlers.SIGINT);
     Deno.removeSignalListener("SIGTERM", handlers.SIGTERM);
   }
+}
+
+/**
+ * The command of a run with the image's defaults: the given command, else the image's
+ * Entrypoint + Cmd, else `/bin/sh`; `-e` over the image's Env; `--cwd` over its WorkingDir; as
+ * its User.
+ */
+async function attachUserCommand(booted: BootedSandbox, spec: SandboxSpec): Promise<number> {
+  const d = booted.defaults;
+  const command = spec.command ?? (d.command.length > 0 ? d.command : ["/bin/sh"]);
+  const cmd = applySpawnDefaults(d, command, {
+    env: spec.env,
+    ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
+  });
+  const { exitCode } = await attachAgentProcess(booted.agent, cmd.argv, {
+    // A terminal gets an interactive PTY session; pipes are streamed.
+    tty: Deno.stdin.isTerminal(),
+    stdin: true,
+    env: cmd.env,
+    ...(cmd.cwd !== undefined ? { cwd: cmd.cwd } : {}),
+  });
+  return exitCode;
+}
+
+/** Image pull and conversion progress on stderr, one line each. */
+export function imageProgressPrinter(): (p: ImageProgress) => void {
+  return (p) => console.error(`shuru: image: ${p.text}`);
+}
+
+/**
+ * `SHURU_NET_LINK=datagram`: the guest NIC's frames travel as datagrams (the link a macOS host
+ * uses) instead of the default stream; for tests and benchmarks (docs/network.md).
+ */
+function netLinkFromEnv(): { link?: LinkTransport } {
+  const value = Deno.env.get("SHURU_NET_LINK");
+  if (value === undefined || value === "") return {};
+  if (value === "stream" || value === "datagram") return { link: value };
+  throw new UserError(`Invalid SHURU_NET_LINK "${value}": expected stream or datagram`);
 }
 
 /** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */

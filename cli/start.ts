@@ -19,8 +19,15 @@ import {
   withSecretsFrom,
 } from "../supervisor/mod.ts";
 import { UserError } from "./errors.ts";
-import { homeLayout } from "../host/mod.ts";
-import { progressPrinter, resolveRunSettings, type RunFlags, withRunFlags } from "./run.ts";
+import { homeLayout, hostArch } from "../host/mod.ts";
+import { prepareImage, specArch } from "../runner/mod.ts";
+import {
+  imageProgressPrinter,
+  progressPrinter,
+  resolveRunSettings,
+  type RunFlags,
+  withRunFlags,
+} from "./run.ts";
 import { shuruSelfCommand } from "./sandboxes.ts";
 
 function duration(flag: string) {
@@ -78,18 +85,31 @@ export function startCommand(): Command {
       } else {
         name = generateSandboxName(live);
       }
-      // Build missing guest assets here, with progress on this terminal, not in the log.
+      // The architecture: a checkpoint's (a different --arch is refused here, in one line).
+      const arch = await specArch(homeLayout(), spec);
+      // Build missing guest assets (and convert the image) here, with progress on this
+      // terminal, not in the log.
       await ensureAssets({
         assetsDir: homeLayout().assets,
+        arch,
         ...(opts.installDeps ? { installDeps: true } : {}),
         onProgress: progressPrinter(),
       });
+      if (spec.image !== undefined) {
+        await prepareImage(homeLayout(), { ...spec, arch }, {
+          onProgress: imageProgressPrinter(),
+        });
+      }
       const record = await launchSupervisor({
         ...spec,
         name,
         home: homeLayout(),
         ...(opts.verbose ? { verbose: true } : {}),
-      }, { shuru: shuruSelfCommand() });
+      }, {
+        shuru: shuruSelfCommand(),
+        // An emulated guest of another architecture starts several times slower.
+        ...(arch !== hostArch() ? { timeoutMs: 900_000 } : {}),
+      });
       console.log(flags.json ? JSON.stringify(record) : record.name);
     });
   return cmd as unknown as Command;

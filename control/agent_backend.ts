@@ -6,7 +6,12 @@
  * @module
  */
 
-import type { AgentConnection, AgentProcess } from "../agent/mod.ts";
+import {
+  type AgentConnection,
+  type AgentProcess,
+  applySpawnDefaults,
+  type SpawnDefaults,
+} from "../agent/mod.ts";
 import type {
   BackendDirEntry,
   BackendExit,
@@ -20,8 +25,12 @@ import type {
 import { serverError } from "./errors.ts";
 import { concatBytes } from "../io/mod.ts";
 
+const NO_SPAWN_DEFAULTS: SpawnDefaults = { env: {}, argvPrefix: [] };
+
 /** What a supervisor adds to an agent-backed server. */
 export interface AgentBackendOptions {
+  /** Defaults of every spawn (an image's settings). */
+  spawnDefaults?: SpawnDefaults;
   /** Saves the running sandbox's disk. */
   checkpoint?: (name: string) => Promise<CheckpointReport>;
   /** Stops the sandbox. */
@@ -44,9 +53,10 @@ export function agentBackend(
 ): ControlBackend {
   const backend: ControlBackend = {
     spawn(argv, opts) {
-      const proc = sandbox.spawn(argv, {
-        ...(opts.env ? { env: opts.env } : {}),
-        ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      const cmd = applySpawnDefaults(options.spawnDefaults ?? NO_SPAWN_DEFAULTS, argv, opts);
+      const proc = sandbox.spawn(cmd.argv, {
+        env: cmd.env,
+        ...(cmd.cwd ? { cwd: cmd.cwd } : {}),
         ...(opts.tty ? { tty: opts.tty } : {}),
         stdin: opts.stdin === false && !opts.tty ? "null" : "piped",
       });

@@ -41,6 +41,13 @@ export const LINUX = {
   POSIX_SPAWN_SETSID: 0x80,
   MNT_DETACH: 2,
   RB_POWER_OFF: 0x4321fedc,
+  AF_UNIX: 1,
+  SOCK_DGRAM: 2,
+  SOCK_NONBLOCK: 0o4000,
+  SOCK_CLOEXEC: 0o2000000,
+  SOL_SOCKET: 1,
+  SO_SNDBUF: 7,
+  SO_RCVBUF: 8,
 } as const;
 
 /** errno values the callers act on, with their names for messages. */
@@ -67,6 +74,10 @@ export const ERRNO = {
   ELOOP: 40,
   ENAMETOOLONG: 36,
   ETXTBSY: 26,
+  EMSGSIZE: 90,
+  ENOBUFS: 105,
+  ENOTCONN: 107,
+  ECONNREFUSED: 111,
 } as const;
 
 const ERRNO_NAMES = new Map<number, string>(
@@ -142,6 +153,11 @@ const SYMBOLS = {
   sync: { parameters: [], result: "void" },
   reboot: { parameters: ["i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
 } as const;
 
@@ -473,4 +489,59 @@ export async function pollSetAsync(
 ): Promise<number> {
   const rc = await lib().poll_async(set, BigInt(count), timeoutMs);
   return rc < 0 ? 0 : rc;
+}
+
+/** Largest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL). */
+export const MAX_UNIX_PATH = 107;
+
+/** A `struct sockaddr_un` for `path` (Linux layout: a 2-byte family, then the path). */
+function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(path);
+  if (bytes.length === 0 || bytes.length > MAX_UNIX_PATH) {
+    throw new LibcError("bind", ERRNO.ENAMETOOLONG, path);
+  }
+  const addr = new Uint8Array(2 + bytes.length + 1);
+  new DataView(addr.buffer).setUint16(0, LINUX.AF_UNIX, true);
+  addr.set(bytes, 2);
+  return addr;
+}
+
+/** A non-blocking, close-on-exec Unix datagram socket (`socket(AF_UNIX, SOCK_DGRAM)`). */
+export function unixDatagramSocket(): number {
+  const type = LINUX.SOCK_DGRAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
+  return check("socket AF_UNIX SOCK_DGRAM", lib().socket(LINUX.AF_UNIX, type, 0));
+}
+
+/** A connected pair of non-blocking Unix datagram sockets (`socketpair`). */
+export function unixDatagramPair(): [number, number] {
+  const fds = new Int32Array(2);
+  const type = LINUX.SOCK_DGRAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
+  check(
+    "socketpair AF_UNIX SOCK_DGRAM",
+    lib().socketpair(LINUX.AF_UNIX, type, 0, new Uint8Array(fds.buffer)),
+  );
+  return [fds[0]!, fds[1]!];
+}
+
+/** `bind(fd, path)` for a Unix socket. */
+export function bindUnix(fd: number, path: string): void {
+  const addr = sockaddrUn(path);
+  check("bind", lib().bind(fd, addr, addr.length), path);
+}
+
+/** `connect(fd, path)` for a Unix socket (a datagram socket then sends to and hears only it). */
+export function connectUnix(fd: number, path: string): void {
+  const addr = sockaddrUn(path);
+  check("connect", lib().connect(fd, addr, addr.length), path);
+}
+
+/** Sets a socket's send or receive buffer size (`SO_SNDBUF`/`SO_RCVBUF`, capped by the kernel). */
+export function setSocketBuffer(fd: number, which: "send" | "receive", bytes: number): void {
+  const value = new Int32Array([bytes]);
+  const opt = which === "send" ? LINUX.SO_SNDBUF : LINUX.SO_RCVBUF;
+  check(
+    "setsockopt",
+    lib().setsockopt(fd, LINUX.SOL_SOCKET, opt, new Uint8Array(value.buffer), 4),
+    `fd ${fd}`,
+  );
 }

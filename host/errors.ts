@@ -10,7 +10,9 @@ export type HostErrorCode =
   | "missing_host_tools"
   | "install_refused"
   | "install_failed"
-  | "no_data_home";
+  | "no_data_home"
+  /** The host's CPU architecture is not one shuru runs guests on. */
+  | "unsupported_arch";
 
 /** The host lacks something shuru needs; `message` says what to run about it. */
 export class HostError extends Error {

@@ -37,6 +37,8 @@ export interface HomeLayout {
   instances: string;
   /** The registry of named sandboxes: a record and a log per sandbox. */
   sandboxes: string;
+  /** OCI images converted to root filesystems, and their pulled layers (`--image`). */
+  images: string;
 }
 
 /** File name of a named sandbox's control socket in its instance folder. */
@@ -57,6 +59,7 @@ export function homeLayout(root?: string): HomeLayout {
     assets: assets || join(root, "assets"),
     instances: join(root, "instances"),
     sandboxes: join(root, "sandboxes"),
+    images: join(root, "images"),
   };
 }
 
@@ -88,7 +91,7 @@ export async function makeHomePrivate(
   layout: HomeLayout,
   options: MakeHomePrivateOptions = {},
 ): Promise<string[]> {
-  const dirs = [layout.root, layout.store, layout.instances, layout.sandboxes];
+  const dirs = [layout.root, layout.store, layout.instances, layout.sandboxes, layout.images];
   const rel = relative(layout.root, layout.assets);
   if (rel !== "" && !rel.startsWith("..") && !rel.startsWith("/")) dirs.push(layout.assets);
   const tightened: { dir: string; was: number }[] = [];

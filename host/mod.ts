@@ -1,7 +1,8 @@
 /**
  * The host process's environment, below everything that uses it: where shuru keeps its data
  * (the data home's layout), shuru's version, the host programs shuru runs (and the Debian
- * packages that provide them), and process liveness that survives pid reuse.
+ * packages that provide them), the guest architectures by name and the host's, and process
+ * liveness that survives pid reuse.
  *
  * Nothing here knows about guests, disks or protocols.
  *
@@ -35,6 +36,15 @@ export {
   missingToolsError,
   NON_ROOT_TOOLS,
   packagesOf,
-  VM_TOOLS,
+  qemuSystemTool,
+  vmTools,
 } from "./tools.ts";
+export {
+  archFromUname,
+  GUEST_ARCHES,
+  type GuestArch,
+  hostArch,
+  ociArch,
+  parseArch,
+} from "./arch.ts";
 export { processAlive, type ProcessId, processId } from "./process.ts";

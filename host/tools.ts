@@ -5,6 +5,7 @@
  */
 
 import { delimiter, join } from "node:path";
+import type { GuestArch } from "./arch.ts";
 import { HostError } from "./errors.ts";
 
 /** A program shuru runs on the host. */
@@ -24,18 +25,28 @@ export const ASSET_TOOLS: readonly HostTool[] = [
   { command: "mmdebstrap", package: "mmdebstrap", purpose: "builds the Debian root filesystem" },
   { command: "busybox", package: "busybox-static", purpose: "runs the initramfs", static: true },
   { command: "mkfs.ext4", package: "e2fsprogs", purpose: "writes the root filesystem image" },
+  { command: "tini-static", package: "tini", purpose: "is PID 1 in the guest", static: true },
+  { command: "setpriv", package: "util-linux", purpose: "runs an image's commands as its user" },
+  { command: "resize2fs", package: "e2fsprogs", purpose: "grows the guest's filesystem" },
   { command: "xz", package: "xz-utils", purpose: "decompresses the kernel" },
   { command: "tar", package: "tar", purpose: "unpacks the Debian base" },
 ];
 
-/** Tools `shuru run` needs to boot a guest. */
-export const VM_TOOLS: readonly HostTool[] = [
-  {
-    command: "qemu-system-x86_64",
-    package: "qemu-system-x86",
-    purpose: "runs the virtual machine",
-  },
-];
+/** The QEMU system emulator of each guest architecture, and its Debian package. */
+const QEMU_SYSTEM: Readonly<Record<GuestArch, { command: string; package: string }>> = {
+  x86_64: { command: "qemu-system-x86_64", package: "qemu-system-x86" },
+  arm64: { command: "qemu-system-aarch64", package: "qemu-system-arm" },
+};
+
+/** The QEMU program that runs guests of `arch`. */
+export function qemuSystemTool(arch: GuestArch): HostTool {
+  return { ...QEMU_SYSTEM[arch], purpose: `runs ${arch} virtual machines` };
+}
+
+/** Tools `shuru run` needs to boot a guest of `arch`. */
+export function vmTools(arch: GuestArch): HostTool[] {
+  return [qemuSystemTool(arch)];
+}
 
 /**
  * Tools a user who is not root needs besides {@linkcode ASSET_TOOLS}: the root filesystem is

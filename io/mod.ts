@@ -1,7 +1,7 @@
 /**
  * Bytes and streams, for both sides of the VM (the host's servers and the guest agent): joining
- * byte arrays, writing a whole buffer, a buffered reader, and the newline-delimited framing of
- * the JSON-line protocols. No protocol knowledge, no I/O of its own.
+ * byte arrays, writing a whole buffer, a buffered reader, the newline-delimited framing of the
+ * JSON-line protocols, and tar archives (image layers, asset bundles). No protocol knowledge, no I/O of its own.
  *
  * @module
  */
@@ -15,6 +15,16 @@ export {
   writeAndClose,
 } from "./bytes.ts";
 export { BufferedReader, type BufferedReaderOptions } from "./buffered_reader.ts";
+export {
+  BLOCK as TAR_BLOCK,
+  encodeHeader as encodeTarHeader,
+  padding as tarPadding,
+  type TarEntry,
+  type TarEntryType,
+  TarError,
+  TarReader,
+  type TarReaderOptions,
+} from "./tar.ts";
 export {
   type DecodedLine,
   encodeLine,

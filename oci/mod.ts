@@ -46,6 +46,7 @@ export {
   storeCredentials,
   type StoredIn,
 } from "./docker_config.ts";
+export { openRegistryClient, type RegistryAccess } from "./access.ts";
 export { RegistryTransport, type TransportOptions, type TransportRequest } from "./transport.ts";
 export {
   checkDigest,

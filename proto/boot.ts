@@ -1,7 +1,8 @@
 /**
- * The lines a booting guest prints on its serial console for the host: the initramfs and the
- * root filesystem's init (written by assets/) print them, the VM backend (vm/) scans the console
- * for them to time the boot phases and to read the KVM probe's answer.
+ * What a booting guest and the host agree on: the lines the guest prints on its serial console
+ * (the initramfs and the tools disk's init, written by assets/, print them; the VM backend, vm/,
+ * scans the console for them to time the boot phases and to read the KVM probe's answer), and
+ * the virtio-blk serial numbers by which the initramfs tells the disks the backend attaches apart.
  *
  * @module
  */
@@ -13,5 +14,10 @@ export const PROBE_MARKER = "shuru-probe-ok";
  * `root mounted UPTIME`, `warning: ...`, `error: ...` (uptimes in seconds).
  */
 export const INITRAMFS_MARKER = "shuru-initramfs:";
-/** Printed by the root filesystem's init right before it starts the agent (then the uptime). */
+/** Printed by the guest's init right before it starts the agent (then the uptime). */
 export const AGENT_START_MARKER = "shuru-init: agent start";
+
+/** The virtio-blk serial number of the root disk. */
+export const ROOT_SERIAL = "shuru-root";
+/** The virtio-blk serial number of the tools disk (read-only: the agent and what it runs on). */
+export const TOOLS_SERIAL = "shuru-tools";

@@ -18,7 +18,13 @@
  * @module
  */
 
-export { AGENT_START_MARKER, INITRAMFS_MARKER, PROBE_MARKER } from "./boot.ts";
+export {
+  AGENT_START_MARKER,
+  INITRAMFS_MARKER,
+  PROBE_MARKER,
+  ROOT_SERIAL,
+  TOOLS_SERIAL,
+} from "./boot.ts";
 export * from "./constants.ts";
 export { parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./errors.ts";

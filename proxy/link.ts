@@ -3,9 +3,8 @@
  *
  * - `StreamLink`: QEMU's `-netdev stream` (and `-netdev socket`): each frame is a 4-byte
  *   big-endian length then the frame, over a stream socket (a `Deno.Conn`).
- * - `DatagramLink`: one frame per datagram (macOS `VZFileHandleNetworkDeviceAttachment`, a Unix
- *   datagram socketpair). Deno needs `--unstable-net` for Unix datagram sockets, and a receive
- *   pending on a socket makes a send on the same socket fail ("Busy"), so it takes two sockets.
+ * - `DatagramLink`: one frame per datagram over a connected Unix datagram socket (macOS
+ *   `VZFileHandleNetworkDeviceAttachment`, a socketpair; QEMU's `-netdev dgram`), through FFI.
  * - `TracingLink`: wraps any link and shows every frame to a callback (pcap capture, logs).
  *
  * Sending never blocks the caller: frames queue up to a byte cap and `send` returns false
@@ -14,6 +13,8 @@
  *
  * @module
  */
+
+import { libc, poller } from "../ffi/mod.ts";
 
 /** Largest frame accepted (QEMU's NET_BUFSIZE is 4096 + 65536). */
 export const MAX_FRAME_LEN: number = 4096 + 65536;
@@ -218,64 +219,174 @@ export class StreamLink extends QueuedWriter implements FrameLink {
   }
 }
 
-/** The parts of a Deno datagram socket the link uses (`Deno.DatagramConn`). */
-export interface DatagramSocket {
-  /** Receives one datagram. */
-  receive(p?: Uint8Array): Promise<[Uint8Array, Deno.Addr]>;
-  /** Sends one datagram. */
-  send(p: Uint8Array, addr: Deno.Addr): Promise<number>;
-  /** Closes the socket. */
-  close(): void;
-}
+/** Most frames one {@linkcode DatagramLink.receive} returns (one batch). */
+const MAX_DATAGRAM_BATCH = 64;
+/**
+ * Send buffer asked for a datagram link's socket. A Unix datagram stays charged to the sender
+ * until the peer reads it, so the default (208 KiB) lets only three 64 KiB frames be in flight.
+ * The kernel caps it at `net.core.wmem_max` (4 MiB on Debian).
+ */
+const DATAGRAM_SEND_BUFFER = 4 * 1024 * 1024;
 
-/** One frame per datagram (the macOS shape). */
+/**
+ * One frame per datagram over a connected Unix datagram socket: the shape macOS's
+ * `VZFileHandleNetworkDeviceAttachment` hands over (one end of a `socketpair`), and QEMU's
+ * `-netdev dgram` (a socket bound to a path, connected to QEMU's).
+ *
+ * The socket is a raw fd used through FFI (`ffi/libc.ts`): Deno's own Unix datagram sockets
+ * need `--unstable-net`, cannot `connect`, and fail a send while a receive is pending on the
+ * same socket ("Busy"). Reads and writes are non-blocking system calls; waiting for readiness
+ * goes through the shared poller (`ffi/poller.ts`). A receive returns every datagram ready (up
+ * to 64), so a busy link costs one wait per batch, not per frame. Datagrams are never split or
+ * merged, so there is no framing to get wrong: one shorter than an Ethernet header or longer
+ * than {@linkcode MAX_FRAME_LEN} is dropped (and counted).
+ *
+ * A datagram peer that goes away is not signalled to a reader (no end-of-file): the link learns
+ * it when a send is refused (`ECONNREFUSED`), and then ends like a closed stream.
+ */
 export class DatagramLink extends QueuedWriter implements FrameLink {
-  readonly #rx: DatagramSocket;
-  readonly #tx: DatagramSocket;
-  readonly #peer: Deno.Addr;
+  readonly #fd: number;
+  readonly #buf = new Uint8Array(MAX_FRAME_LEN + 1);
+  readonly #waits = new AbortController();
+  #fdClosed = false;
+  #dropped = 0;
 
-  /** Receives on `sockets.receive`, sends to `sockets.peer` from `sockets.send`. */
-  constructor(
-    sockets: { receive: DatagramSocket; send: DatagramSocket; peer: Deno.Addr },
-    opts: LinkOptions = {},
-  ) {
+  /** Takes ownership of `fd`, a connected Unix datagram socket (made non-blocking here). */
+  constructor(fd: number, opts: LinkOptions = {}) {
     super(opts);
-    this.#rx = sockets.receive;
-    this.#tx = sockets.send;
-    this.#peer = sockets.peer;
+    this.#fd = fd;
+    libc.setNonBlocking(fd, true);
+    try {
+      libc.setSocketBuffer(fd, "send", DATAGRAM_SEND_BUFFER);
+    } catch { /* not a socket we may tune: the default works, slower */ }
   }
 
-  /** Receives one frame (a batch of one). Datagrams outside the frame size bounds are dropped. */
+  /** Datagrams dropped for their size. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Returns the datagrams ready (at least one), waiting for the first; null once closed. */
   async receive(): Promise<Uint8Array[] | null> {
     for (;;) {
       if (this.closed) return null;
-      let data: Uint8Array;
-      try {
-        [data] = await this.#rx.receive(new Uint8Array(MAX_FRAME_LEN));
-      } catch (e) {
-        if (this.closed || e instanceof Deno.errors.BadResource) return null;
-        throw e;
+      const frames: Uint8Array[] = [];
+      while (frames.length < MAX_DATAGRAM_BATCH) {
+        let n: number | null;
+        try {
+          n = libc.readNonBlocking(this.#fd, this.#buf);
+        } catch (e) {
+          if (this.closed) return null;
+          throw new LinkError("closed", `Cannot receive frame: ${(e as Error).message}`, {
+            cause: e,
+          });
+        }
+        if (n === null) break;
+        if (n < MIN_FRAME_LEN || n > MAX_FRAME_LEN) {
+          this.#dropped++;
+          continue;
+        }
+        frames.push(this.#buf.slice(0, n));
       }
-      if (data.length >= MIN_FRAME_LEN && data.length <= MAX_FRAME_LEN) return [data];
+      if (frames.length > 0) return frames;
+      await poller.wait(this.#fd, libc.LINUX.POLLIN, { signal: this.#waits.signal });
     }
   }
 
-  /** Writes one batch of queued frames. */
+  /** Writes one batch of queued frames, one datagram each. */
   protected async writeBatch(frames: Uint8Array[]): Promise<void> {
-    for (const f of frames) await this.#tx.send(f, this.#peer);
-  }
-
-  /** Closes both sockets. */
-  close(): void {
-    if (this.closed) return;
-    this.releaseWriters();
-    for (const s of [this.#rx, this.#tx]) {
-      try {
-        s.close();
-      } catch {
-        // already closed
+    for (const f of frames) {
+      const frame: Uint8Array<ArrayBuffer> = f.buffer instanceof ArrayBuffer
+        ? f as Uint8Array<ArrayBuffer>
+        : new Uint8Array(f);
+      for (;;) {
+        if (this.closed) return;
+        let n: number;
+        try {
+          n = libc.writeNonBlocking(this.#fd, frame);
+        } catch (e) {
+          const errno = e instanceof libc.LibcError ? e.errno : 0;
+          if (errno === libc.ERRNO.EMSGSIZE) {
+            this.#dropped++;
+            break;
+          }
+          if (errno === libc.ERRNO.ECONNREFUSED || errno === libc.ERRNO.ENOTCONN) {
+            // The peer is gone: end the link as a stream's end of file would.
+            this.#end();
+            return;
+          }
+          throw e;
+        }
+        if (n > 0) break;
+        // ENOBUFS on Linux is reported as EAGAIN for Unix datagrams: wait until the peer reads.
+        await poller.wait(this.#fd, libc.LINUX.POLLOUT, { signal: this.#waits.signal });
       }
     }
+  }
+
+  #end(): void {
+    this.releaseWriters();
+    this.#waits.abort();
+  }
+
+  /** Ends the link and closes the socket (once no poll watches it). */
+  close(): void {
+    this.#end();
+    if (this.#fdClosed) return;
+    this.#fdClosed = true;
+    void poller.release(this.#fd).then(() => {
+      try {
+        libc.close(this.#fd);
+      } catch { /* already closed */ }
+    });
+  }
+}
+
+/**
+ * Opens a Unix datagram socket bound at `path` (a stale file there is replaced), for a
+ * {@linkcode DatagramLink} once {@linkcode connectDatagramSocket} has connected it.
+ */
+export function bindDatagramSocket(path: string): number {
+  try {
+    Deno.removeSync(path);
+  } catch { /* not there */ }
+  const fd = libc.unixDatagramSocket();
+  try {
+    libc.bindUnix(fd, path);
+  } catch (err) {
+    libc.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/**
+ * Connects datagram socket `fd` to `peer` as soon as that path is bound (QEMU binds its end
+ * while it starts), retrying every 5 ms. Resolves false if `signal` aborts first.
+ */
+export async function connectDatagramSocket(
+  fd: number,
+  peer: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<boolean> {
+  for (;;) {
+    if (options.signal?.aborted) return false;
+    try {
+      libc.connectUnix(fd, peer);
+      return true;
+    } catch (err) {
+      const errno = err instanceof libc.LibcError ? err.errno : 0;
+      if (errno !== libc.ERRNO.ENOENT && errno !== libc.ERRNO.ECONNREFUSED) throw err;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 5);
+      function done() {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", done);
+        resolve();
+      }
+      options.signal?.addEventListener("abort", done, { once: true });
+    });
   }
 }
 

@@ -59,8 +59,9 @@ export {
 } from "./policy.ts";
 export { DEFAULT_FAKE_POOL, FakeIpPool, type FakeIpPoolOptions } from "./name_map.ts";
 export {
+  bindDatagramSocket,
+  connectDatagramSocket,
   DatagramLink,
-  type DatagramSocket,
   type FrameDirection,
   type FrameLink,
   LinkError,

@@ -10,21 +10,36 @@
  */
 
 import { resolve } from "node:path";
-import { ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  checkInitrd,
+  checkKernel,
+  checkRootfs,
+  ensureAssets,
+  type GuestAssets,
+  TOOLS_BUSYBOX,
+} from "../assets/mod.ts";
+import {
+  ensureImage,
+  type ImageProgress,
+  type PreparedImage,
+  registryResolver,
+} from "../image/mod.ts";
 import type { AssetProgress } from "../assets/mod.ts";
-import type { HomeLayout } from "../host/mod.ts";
+import { type GuestArch, type HomeLayout, hostArch } from "../host/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import { AgentConnection } from "../agent/mod.ts";
 import {
   type CowDevice,
+  decodeManifest,
   type DeviceSource,
+  inspectRemoteCheckpoint,
   openRemoteCheckpoint,
   type RemoteSourceStats,
   Store,
   StoreError,
 } from "../store/mod.ts";
-import type { SaveResult } from "../store/mod.ts";
+import type { ImageMeta, ManifestMeta, SaveResult } from "../store/mod.ts";
 import { looksLikeReference, RegistryError } from "../oci/mod.ts";
 import {
   createBackend,
@@ -40,14 +55,23 @@ import {
 import { RunnerError } from "./errors.ts";
 import { GuestNetwork, NetLog, type NetworkHooks } from "./network.ts";
 import { RunSecrets } from "./secrets.ts";
+import {
+  defaultsFromMeta,
+  imageMeta,
+  NO_DEFAULTS,
+  type RunDefaults,
+  spawnDefaults,
+} from "./image.ts";
 
 export { RunnerError, type RunnerErrorCode } from "./errors.ts";
+export { NO_DEFAULTS, type RunDefaults } from "./image.ts";
 export { GUEST_BUNDLE_FILE, GUEST_CA_FILE } from "./secrets.ts";
 export {
   buildPolicy,
   DEFAULT_GUEST_MTU,
   describeNetwork,
   GuestNetwork,
+  type LinkTransport,
   NetLog,
   type NetworkHooks,
 } from "./network.ts";
@@ -66,6 +90,8 @@ export interface RemoteStart {
 export interface BootOptions {
   /** The data home layout (`homeLayout()`). */
   home: HomeLayout;
+  /** Progress of an image's pull and conversion (`spec.image`). */
+  onImageProgress?: (p: ImageProgress) => void;
   /** Called once a registry checkpoint is opened, with its digest and live fetch counters. */
   onRemote?: (remote: RemoteStart) => void;
   /** Instance folder name (a named sandbox's name); default `<pid>-<random>`. */
@@ -82,7 +108,10 @@ export interface BootOptions {
   onNotice?: (line: string) => void;
   /** Called with each console line (for `-v`). */
   onConsoleLine?: (line: string) => void;
-  /** Milliseconds to wait for the agent after QEMU starts. @default 120000 */
+  /**
+   * Milliseconds to wait for the agent after QEMU starts. @default 120000, or 600000 for a guest
+   * of another architecture (emulated: several times slower)
+   */
   agentTimeoutMs?: number;
   /** Aborting stops the boot and removes everything it made (Ctrl-C). */
   signal?: AbortSignal;
@@ -138,10 +167,16 @@ const FREEZE_PY = [
   "sys.stdout.write('thawed %d\\n' % ((time.monotonic() - t0) * 1e6)); sys.stdout.flush()",
 ].join("\n");
 
+/**
+ * Run by the tools disk's busybox, so it works in any root (an image may have no /bin/sh, no
+ * fsfreeze): the image's python3 when it has one (freeze and thaw in one process), else the
+ * busybox applets; the frozen time from /proc/uptime (hundredths of a second).
+ */
 const FREEZE_SCRIPT = 'if command -v python3 >/dev/null; then exec python3 -c "$0"; fi; ' +
-  "sync; fsfreeze -f / || exit 3; t0=$(date +%s%N); echo frozen; " +
-  "timeout 30 head -n 1 >/dev/null; fsfreeze -u / || exit 4; " +
-  'echo "thawed $(( ($(date +%s%N) - t0) / 1000 ))"';
+  `bb=${TOOLS_BUSYBOX}; $bb sync; $bb fsfreeze --freeze / || exit 3; read -r a _ < /proc/uptime; ` +
+  "echo frozen; $bb timeout 30 $bb head -n 1 >/dev/null; $bb fsfreeze --unfreeze / || exit 4; " +
+  "read -r b _ < /proc/uptime; " +
+  'echo "thawed $(( (${b%.*}${b#*.} - ${a%.*}${a#*.}) * 10000 ))"';
 
 /** A booted sandbox. Dispose (or `stop()`) to end it; nothing stays behind either way. */
 export class BootedSandbox implements AsyncDisposable {
@@ -155,6 +190,10 @@ export class BootedSandbox implements AsyncDisposable {
   readonly assets: GuestAssets;
   /** Phase timings. */
   readonly timings: BootTimings;
+  /** What the image (`--image`, or the checkpoint's image) gives user commands. */
+  readonly defaults: RunDefaults;
+  /** The image the disk descends from, recorded in checkpoints saved from it. */
+  readonly image: ImageMeta | undefined;
   #device: CowDevice;
   #server: NbdServer;
   #store: Store;
@@ -175,12 +214,16 @@ export class BootedSandbox implements AsyncDisposable {
     store: Store;
     network?: GuestNetwork;
     netLog?: NetLog;
+    defaults?: RunDefaults;
+    image?: ImageMeta;
   }) {
     this.agent = parts.agent;
     this.vm = parts.vm;
     this.instance = parts.instance;
     this.assets = parts.assets;
     this.timings = parts.timings;
+    this.defaults = parts.defaults ?? NO_DEFAULTS;
+    this.image = parts.image;
     this.#device = parts.device;
     this.#server = parts.server;
     this.#store = parts.store;
@@ -221,9 +264,10 @@ export class BootedSandbox implements AsyncDisposable {
               "so its disk may be inconsistent",
           );
         }
-        saved = await this.#device.save(options.saveAs).catch((err) => {
-          throw storeFailure(err, "save_failed");
-        });
+        saved = await this.#device.save(options.saveAs, this.image ? { image: this.image } : {})
+          .catch((err) => {
+            throw storeFailure(err, "save_failed");
+          });
       }
       return { exit, ...(saved ? { saved } : {}) };
     } finally {
@@ -271,7 +315,7 @@ export class BootedSandbox implements AsyncDisposable {
     const t0 = performance.now();
     const snapshot = await this.#quiesced(name, () => this.#device.snapshot());
     const pauseMs = snapshot.pauseMs;
-    const saved = await snapshot.value.save(name);
+    const saved = await snapshot.value.save(name, this.image ? { image: this.image } : {});
     return { saved, pauseMs, totalMs: performance.now() - t0 };
   }
 
@@ -283,8 +327,8 @@ export class BootedSandbox implements AsyncDisposable {
     // One guest process freezes, reports, waits for our word (or 30 s), then thaws, so a host
     // that dies mid-way never leaves the guest frozen. Python does it with the FIFREEZE/FITHAW
     // ioctls in one process (no program to start while frozen, which costs ~100s of ms under
-    // emulation); without python3, util-linux's fsfreeze does it from the shell.
-    const proc = this.agent.spawn(["/bin/sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
+    // emulation); without python3, the tools disk's busybox does it.
+    const proc = this.agent.spawn([TOOLS_BUSYBOX, "sh", "-c", FREEZE_SCRIPT, FREEZE_PY], {
       stdin: "piped",
     });
     const errText = new Response(proc.stderr).text();
@@ -317,7 +361,9 @@ export class BootedSandbox implements AsyncDisposable {
     };
     try {
       if (!(await readUntil(/frozen\n/))) {
-        throw await failure("the guest could not freeze its filesystem (needs fsfreeze)");
+        throw await failure(
+          "the guest could not freeze its filesystem (needs python3 or the tools disk's fsfreeze)",
+        );
       }
       const frozenAt = performance.now();
       const value = await fn();
@@ -413,39 +459,70 @@ async function boot(
   },
 ): Promise<BootedSandbox> {
   const { since, notice, netLog } = ctx;
+  const store = await Store.open(options.home.store);
+  // The checkpoint first: it must exist, and it decides the architecture and the image's settings.
+  const from = spec.from !== undefined ? await openFrom(store, spec, options, notice) : undefined;
+  const arch = from
+    ? checkpointArch(spec.from!, from.meta.arch, spec.arch)
+    : spec.arch ?? hostArch();
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
+    arch,
     ...(options.installDeps ? { installDeps: true } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const tAssets = since();
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
-  if (diskBytes < assets.rootfsBytes) {
+  // The user's boot files, checked before anything starts (one line each when wrong).
+  const bootFiles = {
+    kernel: assets.kernel,
+    initramfs: assets.initramfs,
+    tools: assets.tools,
+    arch,
+  };
+  if (spec.kernel !== undefined) {
+    bootFiles.kernel = await checkKernel(spec.kernel, {
+      arch,
+      cacheDir: resolve(options.home.assets, "cache", "kernels"),
+    });
+  }
+  if (spec.initrd !== undefined) {
+    await checkInitrd(spec.initrd);
+    bootFiles.initramfs = spec.initrd;
+  }
+  let source: DeviceSource = from?.source ?? { base: assets.rootfs };
+  let image = from?.meta.image;
+  let defaults = NO_DEFAULTS;
+  if (image) {
+    // A checkpoint of an image keeps the image's settings.
+    const settings = defaultsFromMeta(image);
+    if (settings) defaults = spawnDefaults(settings, image.ref);
+  }
+  if (spec.image !== undefined) {
+    const prepared = await prepareImage(options.home, { ...spec, arch }, {
+      onRetry: notice,
+      ...(options.onImageProgress ? { onProgress: options.onImageProgress } : {}),
+    });
+    source = { base: prepared.rootfs };
+    image = imageMeta(prepared);
+    defaults = spawnDefaults(prepared.defaults, spec.image);
+  } else if (spec.rootfs !== undefined) {
+    const bytes = await checkRootfs(spec.rootfs);
+    if (diskBytes < bytes) {
+      throw new RunnerError(
+        "invalid_config",
+        `Cannot use a ${spec.diskSizeMiB} MiB disk: ${spec.rootfs} is ` +
+          `${Math.ceil(bytes / 1048576)} MiB (--disk-size ${Math.ceil(bytes / 1048576)} or more)`,
+      );
+    }
+    source = { base: spec.rootfs };
+  } else if (!from && diskBytes < assets.rootfsBytes) {
     throw new RunnerError(
       "invalid_config",
       `Cannot use a ${spec.diskSizeMiB} MiB disk: the guest's root filesystem needs at ` +
         `least ${Math.ceil(assets.rootfsBytes / 1048576)} MiB (--disk-size)`,
     );
   }
-  const store = await Store.open(options.home.store);
-  let source: DeviceSource = { base: assets.rootfs };
-  if (spec.from !== undefined && looksLikeReference(spec.from)) {
-    // Resolves and validates the artifact (small blobs only) before booting.
-    const opened = await openRemoteCheckpoint(store, spec.from, {
-      insecureRegistries: spec.insecureRegistries ?? [],
-      log: notice,
-    });
-    source = opened.source;
-    options.onRemote?.({
-      ref: opened.remote.refText,
-      digest: opened.remote.digest,
-      stats: opened.chunks.stats,
-    });
-  } else if (spec.from !== undefined) {
-    // Fail before booting when the checkpoint does not exist.
-    await store.inspect(spec.from);
-    source = { checkpoint: spec.from };
-  }
+  const tAssets = since();
   options.signal?.throwIfAborted();
   const instance = await createInstance(
     options.home.instances,
@@ -456,7 +533,11 @@ async function boot(
     for (const fn of cleanup.reverse()) await fn().catch(() => {});
   };
   try {
-    const device = await store.openDevice(source, { size: diskBytes, overlayDir: instance.dir });
+    const device = await store.openDevice(source, {
+      size: diskBytes,
+      overlayDir: instance.dir,
+      arch,
+    });
     cleanup.push(() => device.close());
     const server = await NbdServer.listen(device, {
       socketPath: instance.nbdSocket,
@@ -470,8 +551,9 @@ async function boot(
     const decision = spec.backend === "vz"
       ? { accel: "hvf" as const, notice: "" }
       : await resolveAccel(spec.accel, {
-        kernel: assets.kernel,
-        initrd: assets.initramfs,
+        arch,
+        kernel: bootFiles.kernel,
+        initrd: bootFiles.initramfs,
         cacheFile: resolve(options.home.root, "kvm-probe.json"),
         workDir: instance.dir,
         ...(tsc ? { tscKhz: tsc.khz } : {}),
@@ -504,6 +586,7 @@ async function boot(
             },
           }
           : {}),
+        vmSocket: instance.netVmSocket,
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -513,7 +596,7 @@ async function boot(
       cleanup.push(() => n.close());
     }
     const vm = await launchGuest({
-      assets,
+      assets: bootFiles,
       instance,
       cpus: spec.cpus,
       memoryMiB: spec.memoryMiB,
@@ -534,7 +617,9 @@ async function boot(
     });
     const tVm = since();
 
-    const timeout = AbortSignal.timeout(options.agentTimeoutMs ?? 120_000);
+    const timeout = AbortSignal.timeout(
+      options.agentTimeoutMs ?? (arch === hostArch() ? 120_000 : 600_000),
+    );
     const agent = await connectAgent(
       vm,
       options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
@@ -568,6 +653,8 @@ async function boot(
       store,
       ...(network ? { network } : {}),
       ...(netLog ? { netLog } : {}),
+      defaults,
+      ...(image ? { image } : {}),
       timings: {
         assets: tAssets,
         device: tDevice,
@@ -580,6 +667,124 @@ async function boot(
     await unwind();
     throw err;
   }
+}
+
+/** Options of {@linkcode prepareImage}. */
+export interface PrepareImageOptions {
+  /** Progress lines. */
+  onProgress?: (p: ImageProgress) => void;
+  /** Called before a registry request is retried. */
+  onRetry?: (line: string) => void;
+}
+
+/**
+ * Converts the spec's image for its disk size and architecture (or finds it cached): what `bootSandbox` does for
+ * `image`, callable ahead of time (`shuru start` shows the progress on its terminal before the
+ * supervisor boots). Like shuru's own base image, the result is ingested into the store by the
+ * first checkpoint saved from it (once: later saves reuse its cached table), not here: a run
+ * that saves nothing should not pay for hashing and writing every block.
+ */
+export async function prepareImage(
+  home: HomeLayout,
+  spec: Pick<SandboxSpec, "image" | "diskSizeMiB" | "insecureRegistries" | "arch">,
+  options: PrepareImageOptions = {},
+): Promise<PreparedImage> {
+  if (spec.image === undefined) throw new TypeError("prepareImage: the spec names no image");
+  return await ensureImage(spec.image, {
+    imagesDir: home.images,
+    diskBytes: spec.diskSizeMiB * 1048576,
+    arch: spec.arch ?? hostArch(),
+    registry: registryResolver({
+      insecureRegistries: spec.insecureRegistries ?? [],
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    }),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+}
+
+/**
+ * The architecture `spec` boots on, as far as it is known before booting: the checkpoint's
+ * (a local one's manifest, or a registry one's `.idx`, read without its chunks; a different
+ * `spec.arch` is refused), else `spec.arch`, else the host's. `shuru start` builds that
+ * architecture's assets with progress on its terminal first.
+ *
+ * @throws {RunnerError} `invalid_config` when the checkpoint holds another architecture.
+ */
+export async function specArch(home: HomeLayout, spec: SandboxSpec): Promise<GuestArch> {
+  if (spec.from === undefined) return spec.arch ?? hostArch();
+  const store = await Store.open(home.store);
+  const recorded = looksLikeReference(spec.from)
+    ? (await inspectRemoteCheckpoint(store, spec.from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
+    })).meta.arch
+    : (await store.inspect(spec.from)).arch;
+  return checkpointArch(spec.from, recorded, spec.arch);
+}
+
+/**
+ * The architecture to boot checkpoint `name` on: the one it recorded (x86_64 when it recorded
+ * none: it predates arm64 guests). A different `asked` one is refused: the disk holds that
+ * architecture's programs.
+ */
+export function checkpointArch(
+  name: string,
+  recorded: string | undefined,
+  asked: GuestArch | undefined,
+): GuestArch {
+  const saved = recorded ?? "x86_64";
+  if (saved !== "x86_64" && saved !== "arm64") {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name}: it was saved from an unknown architecture ${saved}`,
+    );
+  }
+  if (asked !== undefined && asked !== saved) {
+    throw new RunnerError(
+      "invalid_config",
+      `Cannot boot checkpoint ${name} as ${asked}: it holds an ${saved} guest's disk ` +
+        `(drop --arch or use --arch ${saved})`,
+    );
+  }
+  return saved;
+}
+
+/** A checkpoint to boot from, opened: its device source and what its manifest records. */
+interface OpenedFrom {
+  source: DeviceSource;
+  meta: ManifestMeta;
+}
+
+/**
+ * Opens `spec.from`: a registry reference lazily (its artifact resolved and validated, small
+ * blobs only), a local checkpoint by reading its manifest (it must exist). Nothing is booted yet.
+ */
+async function openFrom(
+  store: Store,
+  spec: SandboxSpec,
+  options: BootOptions,
+  notice: (line: string) => void,
+): Promise<OpenedFrom> {
+  const from = spec.from!;
+  if (looksLikeReference(from)) {
+    const opened = await openRemoteCheckpoint(store, from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
+      log: notice,
+    });
+    options.onRemote?.({
+      ref: opened.remote.refText,
+      digest: opened.remote.digest,
+      stats: opened.chunks.stats,
+    });
+    return { source: opened.source, meta: decodeManifest(opened.remote.idxBytes).meta };
+  }
+  const info = await store.inspect(from);
+  return {
+    source: { checkpoint: from },
+    meta: {
+      ...(info.arch !== undefined ? { arch: info.arch } : {}),
+      ...(info.image !== undefined ? { image: info.image } : {}),
+    },
+  };
 }
 
 /** Waits for the agent's HELLO, failing early (with the console tail) if the VM dies. */

@@ -1,13 +1,22 @@
 /**
- * The guest's network for one sandbox: a Unix socket QEMU's `-netdev stream` connects to, and a
+ * The guest's network for one sandbox: a Unix socket QEMU's NIC backend reaches, and a
  * {@linkcode Relay} (our user-space TCP/IP stack + policy proxy) serving the frames on it.
+ *
+ * Two link transports (docs/network.md): `stream` (default), a stream socket QEMU's
+ * `-netdev stream` connects to, frames length-prefixed; `datagram`, a Unix datagram socket
+ * connected to QEMU's `-netdev dgram` one, one frame per datagram (the shape macOS's
+ * Virtualization framework hands over; tested and measured here through QEMU).
  *
  * @module
  */
 
 import {
+  bindDatagramSocket,
+  connectDatagramSocket,
   type ConnectionRecord,
+  DatagramLink,
   type Dialer,
+  type FrameLink,
   NetworkPolicy,
   parseIpv4,
   Relay,
@@ -23,10 +32,15 @@ import type { NetworkSpec } from "../spec/mod.ts";
  */
 export const DEFAULT_GUEST_MTU = 65520;
 
-/** Where a guest network's reports go, and its link MTU (runtime choices, not settings). */
+/** How the NIC's frames reach the stack (see the module doc). */
+export type LinkTransport = "stream" | "datagram";
+
+/** Where a guest network's reports go, its link MTU and transport (runtime choices, not settings). */
 export interface NetworkHooks {
   /** Link MTU, 576-65520 (default {@linkcode DEFAULT_GUEST_MTU}); benchmarks compare values. */
   mtu?: number;
+  /** The link transport (default `stream`; `datagram` is what a macOS host uses). */
+  link?: LinkTransport;
   /** One line per refused name or connection (rate-limited by the relay). */
   onBlocked?: (line: string) => void;
   /** One record per finished connection (`--net-log`). */
@@ -126,52 +140,76 @@ function hostAddresses(): number[] {
   }
 }
 
+/** Where the frames come from before the relay starts. */
+type Pending =
+  | { kind: "stream"; listener: Deno.UnixListener }
+  | { kind: "datagram"; fd: number; link: DatagramLink; vmSocket: string };
+
 /**
  * Listens on `socketPath` for QEMU, then relays its frames until {@linkcode close}. Create it
- * before QEMU starts (QEMU's stream client connects at start-up).
+ * before QEMU starts (QEMU's stream client connects at start-up; its datagram end sends to ours).
  */
 export class GuestNetwork implements AsyncDisposable {
   /** What to pass to `launchGuest({ net })`. */
   readonly net: NetConfig;
-  readonly #listener: Deno.UnixListener;
+  readonly #pending: Pending;
   readonly #policy: NetworkPolicy;
   readonly #options: NetworkSpec & NetworkHooks & GuestNetworkHooks;
   readonly #onError: (line: string) => void;
+  readonly #abort = new AbortController();
   #relay: Relay | undefined;
   #running: Promise<void>;
   #closed = false;
 
   private constructor(
-    listener: Deno.UnixListener,
+    pending: Pending,
     socketPath: string,
     policy: NetworkPolicy,
     options: NetworkSpec & NetworkHooks & GuestNetworkHooks,
     onError: (line: string) => void,
   ) {
-    this.#listener = listener;
+    this.#pending = pending;
     this.#policy = policy;
     this.#options = options;
     this.#onError = onError;
-    this.net = { socket: socketPath, mtu: options.mtu ?? DEFAULT_GUEST_MTU };
+    const mtu = options.mtu ?? DEFAULT_GUEST_MTU;
+    this.net = pending.kind === "datagram"
+      ? { transport: "dgram", socket: socketPath, vmSocket: pending.vmSocket, mtu }
+      : { socket: socketPath, mtu };
     this.#running = this.#serve();
   }
 
   /**
-   * Listens on `socketPath` and serves the first connection (QEMU's) with a relay.
-   * `onError` receives a one-line message when the relay ends with an error.
+   * Listens on `socketPath` and serves the first connection (QEMU's) with a relay; with
+   * `link: "datagram"`, binds a datagram socket there and connects it to `vmSocket` (default
+   * `<socketPath>.vm`) once QEMU has bound that. `onError` receives a one-line message when the
+   * relay ends with an error.
    */
   static listen(
     socketPath: string,
-    options: NetworkSpec & NetworkHooks & GuestNetworkHooks & { onError?: (line: string) => void },
+    options: NetworkSpec & NetworkHooks & GuestNetworkHooks & {
+      onError?: (line: string) => void;
+      vmSocket?: string;
+    },
   ): GuestNetwork {
     const policy = buildPolicy(options);
     const mtu = options.mtu ?? DEFAULT_GUEST_MTU;
     if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65520) {
       throw new RunnerError("invalid_config", `Cannot use MTU ${mtu}: expected 576 to 65520`);
     }
-    const listener = Deno.listen({ transport: "unix", path: socketPath });
+    let pending: Pending;
+    if (options.link === "datagram") {
+      const vmSocket = options.vmSocket ?? `${socketPath}.vm`;
+      try {
+        Deno.removeSync(vmSocket);
+      } catch { /* not there */ }
+      const fd = bindDatagramSocket(socketPath);
+      pending = { kind: "datagram", fd, link: new DatagramLink(fd), vmSocket };
+    } else {
+      pending = { kind: "stream", listener: Deno.listen({ transport: "unix", path: socketPath }) };
+    }
     return new GuestNetwork(
-      listener,
+      pending,
       socketPath,
       policy,
       options,
@@ -184,24 +222,43 @@ export class GuestNetwork implements AsyncDisposable {
     return this.#relay;
   }
 
-  async #serve(): Promise<void> {
+  /** The link once QEMU is there, or undefined when closed first. */
+  async #link(): Promise<FrameLink | undefined> {
+    const pending = this.#pending;
+    if (pending.kind === "datagram") {
+      // QEMU binds its end while it starts; our socket holds what it sends until then.
+      const connected = await connectDatagramSocket(pending.fd, pending.vmSocket, {
+        signal: this.#abort.signal,
+      }).catch(() => false);
+      if (!connected || this.#closed) {
+        pending.link.close();
+        return undefined;
+      }
+      return pending.link;
+    }
     let conn: Deno.UnixConn;
     try {
-      conn = await this.#listener.accept();
+      conn = await pending.listener.accept();
     } catch {
-      return; // closed before QEMU connected
+      return undefined; // closed before QEMU connected
     } finally {
       // One guest, one connection: nobody else may attach to the stack.
       try {
-        this.#listener.close();
+        pending.listener.close();
       } catch { /* already closed */ }
     }
     if (this.#closed) {
       conn.close();
-      return;
+      return undefined;
     }
+    return new StreamLink(conn);
+  }
+
+  async #serve(): Promise<void> {
+    const link = await this.#link();
+    if (!link) return;
     const relay = new Relay({
-      link: new StreamLink(conn),
+      link,
       policy: this.#policy,
       stack: { mtu: this.net.mtu ?? DEFAULT_GUEST_MTU },
       ...(this.#options.onBlocked ? { onBlocked: this.#options.onBlocked } : {}),
@@ -210,6 +267,7 @@ export class GuestNetwork implements AsyncDisposable {
       ...(this.#options.inspect ? { inspect: this.#options.inspect } : {}),
     });
     this.#relay = relay;
+    if (this.#closed) relay.close();
     try {
       await relay.run();
     } catch (err) {
@@ -221,9 +279,12 @@ export class GuestNetwork implements AsyncDisposable {
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      try {
-        this.#listener.close();
-      } catch { /* already closed */ }
+      this.#abort.abort();
+      if (this.#pending.kind === "stream") {
+        try {
+          this.#pending.listener.close();
+        } catch { /* already closed */ }
+      }
       this.#relay?.close();
     }
     await this.#running;

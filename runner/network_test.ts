@@ -41,3 +41,42 @@ Deno.test("GuestNetwork - an MTU out of range is refused before listening", () =
     assertEquals(err.code, "invalid_config");
   }
 });
+
+Deno.test("GuestNetwork datagram link: waits for the VM's socket, then relays; close without a VM", async () => {
+  const { bindDatagramSocket } = await import("../proxy/mod.ts");
+  const { libc } = await import("../ffi/mod.ts");
+  const dir = await Deno.makeTempDir({ prefix: "shuru-guest-network-" });
+  try {
+    const path = join(dir, "net.sock");
+    const vmSocket = join(dir, "netvm.sock");
+    await using network = GuestNetwork.listen(path, { allowNet: true, link: "datagram", vmSocket });
+    assertEquals(network.net, {
+      transport: "dgram",
+      socket: path,
+      vmSocket,
+      mtu: DEFAULT_GUEST_MTU,
+    });
+    // The VM's end appears later, as QEMU binds it while it starts.
+    await new Promise((r) => setTimeout(r, 30));
+    assertEquals(network.relay, undefined);
+    const vm = bindDatagramSocket(vmSocket);
+    try {
+      const deadline = Date.now() + 5000;
+      while (network.relay === undefined && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert(network.relay !== undefined, "no relay once the VM's socket was bound");
+    } finally {
+      libc.close(vm);
+    }
+    // A network whose VM never comes closes at once.
+    await using lonely = GuestNetwork.listen(join(dir, "n2.sock"), {
+      allowNet: true,
+      link: "datagram",
+    });
+    await lonely.close();
+    assertEquals(lonely.relay, undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

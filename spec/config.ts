@@ -11,6 +11,7 @@
 
 import { SpecError } from "./errors.ts";
 import { parseAddHost, parseExposeHost, parseMountSpec, parsePortMapping } from "./parse.ts";
+import type { GuestArch } from "../host/mod.ts";
 import type { SpecLayer } from "./spec.ts";
 
 /** The contents of a `shuru.json`, after validation. Every field is optional. */
@@ -20,6 +21,7 @@ export interface ShuruConfig {
   disk_size?: number;
   accel?: "kvm" | "tcg" | "auto";
   backend?: "vz" | "qemu";
+  arch?: string;
   allow_net?: boolean;
   allow_host_writes?: boolean;
   allow_private?: boolean;
@@ -27,6 +29,10 @@ export interface ShuruConfig {
   mounts?: string[];
   command?: string[];
   from?: string;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
   insecure_registries?: string[];
   expose_host?: string[];
   secrets?: Record<string, unknown>;
@@ -49,6 +55,7 @@ const FIELDS: Record<keyof ShuruConfig, FieldKind> = {
   disk_size: "int",
   accel: "accel",
   backend: "backend",
+  arch: "string",
   allow_net: "bool",
   allow_host_writes: "bool",
   allow_private: "bool",
@@ -56,6 +63,10 @@ const FIELDS: Record<keyof ShuruConfig, FieldKind> = {
   mounts: "strings",
   command: "strings",
   from: "string",
+  image: "string",
+  kernel: "string",
+  initrd: "string",
+  rootfs: "string",
   insecure_registries: "strings",
   expose_host: "strings",
   secrets: "object",
@@ -182,7 +193,12 @@ export function configLayer(config: ShuruConfig): SpecLayer {
   if (config.disk_size !== undefined) layer.diskSizeMiB = config.disk_size;
   if (config.accel !== undefined) layer.accel = config.accel;
   if (config.backend !== undefined) layer.backend = config.backend;
+  if (config.arch !== undefined) layer.arch = config.arch as GuestArch;
   if (config.from !== undefined) layer.from = config.from;
+  if (config.image !== undefined) layer.image = config.image;
+  if (config.kernel !== undefined) layer.kernel = config.kernel;
+  if (config.initrd !== undefined) layer.initrd = config.initrd;
+  if (config.rootfs !== undefined) layer.rootfs = config.rootfs;
   if (config.insecure_registries) layer.insecureRegistries = config.insecure_registries;
   if (config.command !== undefined) layer.command = config.command;
   if (config.mounts) layer.mounts = config.mounts.map(parseMountSpec);

@@ -114,3 +114,24 @@ Deno.test("configLayer - backend and insecure_registries become spec fields", ()
   );
   assertEquals([layer.backend, layer.insecureRegistries], ["qemu", ["reg.lan:5000"]]);
 });
+
+Deno.test("configLayer - image, kernel, initrd and rootfs become spec fields", () => {
+  const layer = configLayer(
+    validateConfig({
+      image: "python:3.12-slim",
+      kernel: "./vmlinux",
+      initrd: "./initrd.img",
+      rootfs: "./root.ext4",
+    }, "shuru.json"),
+  );
+  assertEquals(
+    [layer.image, layer.kernel, layer.initrd, layer.rootfs],
+    ["python:3.12-slim", "./vmlinux", "./initrd.img", "./root.ext4"],
+  );
+  assertThrows(() => validateConfig({ image: "" }, "shuru.json"), '"image" must be');
+});
+
+Deno.test("configLayer - arch is a spec field (checked by resolveSpec)", () => {
+  assertEquals(configLayer(validateConfig({ arch: "arm64" }, "shuru.json")).arch, "arm64");
+  assertThrows(() => validateConfig({ arch: 64 }, "shuru.json"), '"arch" must be');
+});

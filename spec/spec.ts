@@ -12,7 +12,8 @@
  */
 
 import { resolve } from "node:path";
-import { nameProblem } from "../host/mod.ts";
+import { type GuestArch, nameProblem, parseArch } from "../host/mod.ts";
+import { parseImageReference } from "../image/mod.ts";
 import { looksLikeReference, parseReference } from "../oci/mod.ts";
 import { type ExposedPort, INJECT_PLACES, type InjectPlace, NetworkPolicy } from "../proxy/mod.ts";
 import { type AccelChoice, type BackendName, parseAccel, parseBackend } from "../vm/mod.ts";
@@ -86,11 +87,30 @@ export interface SandboxSpec {
   /** The VM backend: `vz` (macOS only) or `qemu`; default `vz` on macOS, `qemu` elsewhere. */
   backend: BackendName;
   /**
+   * The guest's CPU architecture (`--arch`); absent: the checkpoint's with `from` (another one is
+   * refused at boot), else the host's. Another architecture than the host's runs emulated.
+   */
+  arch?: GuestArch;
+  /**
    * Start from this checkpoint instead of the base image: a local name, or a registry
    * reference (`registry/repo:tag`), read lazily: chunks are fetched on first read.
    */
   from?: string;
-  /** Registry hosts `from` may reach over plain HTTP besides loopback (`--insecure-registry`). */
+  /**
+   * An OCI image as the root filesystem (`--image`): a registry reference, `oci:DIR[:TAG]` or
+   * `docker-archive:FILE` (paths absolute once resolved); converted and cached on first use.
+   */
+  image?: string;
+  /** A kernel of the user's (`--kernel`, absolute): a PVH ELF, or a bzImage. */
+  kernel?: string;
+  /** An initramfs of the user's (`--initrd`, absolute), replacing shuru's. */
+  initrd?: string;
+  /** An ext4 image of the user's as the root filesystem (`--rootfs`, absolute); never written. */
+  rootfs?: string;
+  /**
+   * Registry hosts `from` and `image` may reach over plain HTTP besides loopback
+   * (`--insecure-registry`).
+   */
   insecureRegistries?: string[];
   /** Host folders to share (host paths absolute). */
   mounts: MountSpec[];
@@ -153,8 +173,16 @@ const FIELDS: Record<keyof SandboxSpec, FieldCheck> = {
   diskSizeMiB: (v) => positiveInt(v) ? undefined : "a positive whole number of MiB",
   accel: (v) => v === "kvm" || v === "tcg" || v === "auto" ? undefined : '"kvm", "tcg" or "auto"',
   backend: (v) => v === "qemu" || v === "vz" ? undefined : '"vz" or "qemu"',
+  arch: (v) => v === "x86_64" || v === "arm64" ? undefined : '"x86_64" or "arm64"',
   from: (v) =>
     typeof v === "string" && v !== "" ? undefined : "a checkpoint name or registry reference",
+  image: (v) =>
+    typeof v === "string" && v !== ""
+      ? undefined
+      : "an image reference (registry/repo:tag, oci:DIR[:TAG], docker-archive:FILE)",
+  kernel: (v) => typeof v === "string" && v !== "" ? undefined : "a kernel file path",
+  initrd: (v) => typeof v === "string" && v !== "" ? undefined : "an initramfs file path",
+  rootfs: (v) => typeof v === "string" && v !== "" ? undefined : "an ext4 image file path",
   insecureRegistries: (v) => isStrings(v) ? undefined : "an array of registry hosts",
   mounts: (v) =>
     Array.isArray(v) &&
@@ -336,6 +364,46 @@ function checkFrom(from: string): void {
 }
 
 /**
+ * Checks `--image` and makes the path of a local image (`oci:DIR[:TAG]`,
+ * `docker-archive:FILE[:NAME]`) absolute, so the reference means the same from any folder.
+ */
+function resolveImage(text: string): string {
+  let ref;
+  try {
+    ref = parseImageReference(text);
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
+  if (ref.kind === "oci") {
+    return `oci:${resolve(ref.dir)}${ref.tag !== undefined ? `:${ref.tag}` : ""}`;
+  }
+  if (ref.kind === "docker-archive") {
+    return `docker-archive:${resolve(ref.file)}${ref.name !== undefined ? `:${ref.name}` : ""}`;
+  }
+  return text;
+}
+
+/** The root filesystem settings: at most one of `image`, `rootfs` and `from`. */
+function resolveRoot(
+  layers: readonly SpecLayer[],
+): Pick<SandboxSpec, "from" | "image" | "rootfs"> {
+  const from = first(layers, "from");
+  const image = first(layers, "image");
+  const rootfs = first(layers, "rootfs");
+  const given = [["--image", image], ["--rootfs", rootfs], ["--from", from]]
+    .filter(([, v]) => v !== undefined).map(([flag]) => flag);
+  if (given.length > 1) {
+    throw invalid(`Cannot use ${given.join(" and ")} together: each names the root filesystem`);
+  }
+  if (from !== undefined) checkFrom(from);
+  return {
+    ...(from !== undefined ? { from } : {}),
+    ...(image !== undefined ? { image: resolveImage(image) } : {}),
+    ...(rootfs !== undefined ? { rootfs: resolve(rootfs) } : {}),
+  };
+}
+
+/**
  * Merges `layers` (the first wins for a single value; lists concatenate, the last layer's
  * first), fills in the defaults and validates the result: the one check every sandbox passes
  * before anything boots.
@@ -374,8 +442,14 @@ export function resolveSpec(
   } catch (err) {
     throw invalid((err as Error).message);
   }
-  const from = first(layers, "from");
-  if (from !== undefined) checkFrom(from);
+  const root = resolveRoot(layers);
+  const archText = first(layers, "arch");
+  const arch = archText !== undefined ? parseArch(archText) : undefined;
+  if (archText !== undefined && arch === undefined) {
+    throw invalid(`Invalid --arch ${JSON.stringify(archText)}: use x86_64 or arm64`);
+  }
+  const kernel = first(layers, "kernel");
+  const initrd = first(layers, "initrd");
   const insecureRegistries = [...new Set(all(layers, (l) => l.insecureRegistries))];
   const command = first(layers, "command");
   const network = resolveNetwork(layers);
@@ -387,7 +461,10 @@ export function resolveSpec(
     diskSizeMiB: first(layers, "diskSizeMiB") ?? SPEC_DEFAULTS.diskSizeMiB,
     accel,
     backend,
-    ...(from !== undefined ? { from } : {}),
+    ...(arch !== undefined ? { arch } : {}),
+    ...root,
+    ...(kernel !== undefined ? { kernel: resolve(kernel) } : {}),
+    ...(initrd !== undefined ? { initrd: resolve(initrd) } : {}),
     ...(insecureRegistries.length > 0 ? { insecureRegistries } : {}),
     mounts: mounts.map((m) => ({ ...m, host: resolve(m.host) })),
     ports,

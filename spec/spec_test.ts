@@ -118,3 +118,44 @@ Deno.test("parseSpecLayer - a secret's inject places and allowHttp are checked",
   assertThrows(() => parseSpecLayer({ backend: "hvf" }, "spec"), '"backend" must be');
   assertThrows(() => parseSpecLayer({ insecureRegistries: "x" }, "spec"), "registry hosts");
 });
+
+Deno.test("resolveSpec - one root filesystem: --image, --rootfs or --from; local paths made absolute", () => {
+  const cwd = Deno.cwd();
+  assertEquals(resolveSpec([{ image: "oci:img:v1" }]).image, `oci:${cwd}/img:v1`);
+  assertEquals(resolveSpec([{ image: "oci:/abs/img" }]).image, "oci:/abs/img");
+  assertEquals(
+    resolveSpec([{ image: "docker-archive:a.tar" }]).image,
+    `docker-archive:${cwd}/a.tar`,
+  );
+  assertEquals(resolveSpec([{ image: "python:3.12-slim" }]).image, "python:3.12-slim");
+  const files = resolveSpec([{ kernel: "vmlinux", initrd: "/b/initrd", rootfs: "r.ext4" }]);
+  assertEquals(
+    [files.kernel, files.initrd, files.rootfs],
+    [`${cwd}/vmlinux`, "/b/initrd", `${cwd}/r.ext4`],
+  );
+  // The first layer's image wins; a flag's --image with the config's --from is two roots.
+  assertEquals(resolveSpec([{ image: "a:1" }, { image: "b:1" }]).image, "a:1");
+  for (
+    const [layers, message] of [
+      [[{ image: "a:1" }, { from: "deps" }], "--image and --from together"],
+      [[{ rootfs: "/r.ext4", image: "a:1" }], "--image and --rootfs together"],
+      [[{ image: "oci:" }], "the path is empty"],
+      [[{ image: "http://x/y" }], "not a registry reference"],
+    ] as Array<[Parameters<typeof resolveSpec>[0], string]>
+  ) {
+    const err = assertThrows(() => resolveSpec(layers), message);
+    assert(err instanceof SpecError, String(err));
+  }
+  assertThrows(() => parseSpecLayer({ image: 1 }, "--spec"), '"image" must be');
+  assertThrows(() => parseSpecLayer({ kernel: "" }, "--spec"), '"kernel" must be');
+});
+
+Deno.test("resolveSpec - --arch: the names people use, normalised; absent unless asked", () => {
+  assertEquals(resolveSpec([{}]).arch, undefined);
+  assertEquals(resolveSpec([{ arch: "aarch64" as "arm64" }]).arch, "arm64");
+  assertEquals(resolveSpec([{ arch: "amd64" as "x86_64" }, { arch: "arm64" }]).arch, "x86_64");
+  const err = assertThrows(() => resolveSpec([{ arch: "riscv64" as "arm64" }]), "Invalid --arch");
+  assert(err instanceof SpecError, String(err));
+  assertEquals(parseSpecLayer({ arch: "arm64" }, "--spec"), { arch: "arm64" });
+  assertThrows(() => parseSpecLayer({ arch: "aarch64" }, "--spec"), '"arch" must be');
+});

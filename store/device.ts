@@ -19,6 +19,7 @@
  */
 
 import { join } from "node:path";
+import type { ImageMeta } from "./manifest.ts";
 import type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 import type { BlockTable } from "./manifest.ts";
 import type { ChunkSource } from "./chunk_source.ts";
@@ -266,6 +267,8 @@ export type SnapshotSaver = (
 export interface SaveOptions {
   /** Replace an existing checkpoint of that name (default: refuse). */
   overwrite?: boolean;
+  /** The image the disk descends from, recorded in the manifest (`run --image`). */
+  image?: ImageMeta;
 }
 
 /** What a save did. */

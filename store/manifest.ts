@@ -20,7 +20,7 @@
  *     64   32 checksum: BLAKE3-256 of bytes [0, 64) and [header length, file length)
  *     96  ... bitmap: ceil(entry count / 8) bytes, bit (i & 7) of byte (i >> 3) set = block i used
  *         ... hashes: used count x 32 bytes, in block order
- *         ... metadata: UTF-8 JSON object (parent name, creation time)
+ *         ... metadata: UTF-8 JSON object (parent name, creation time, guest architecture)
  * ```
  *
  * Decoding validates every field and the checksum before it allocates anything large, and
@@ -79,7 +79,28 @@ export interface ManifestMeta {
   base?: string;
   /** Where a pulled checkpoint came from: the registry reference and manifest digest. */
   origin?: { ref: string; digest: string };
+  /** The OCI image the lineage started from, with its settings (env, cwd, user, command). */
+  image?: ImageMeta;
+  /**
+   * The guest architecture whose disk this is (`x86_64`, `arm64`), so a checkpoint boots on
+   * the kernel it was made with. Absent in manifests written before arm64 guests existed: those
+   * are x86_64.
+   */
+  arch?: string;
 }
+
+/** The image a checkpoint descends from (`shuru run --image`); settings are the runner's. */
+export interface ImageMeta {
+  /** The reference as given. */
+  ref: string;
+  /** The image config's digest. */
+  config: string;
+  /** The sandbox settings the image gives (a JSON object the runner reads back). */
+  settings: Record<string, unknown>;
+}
+
+/** What a metadata `arch` may look like (a short lowercase token). */
+const ARCH_RE = /^[a-z0-9_]{1,16}$/;
 
 /** The decoded fixed header. */
 export interface ManifestHeader {
@@ -356,6 +377,20 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
     const o = parsed.origin;
     if (o && typeof o === "object" && typeof o.ref === "string" && typeof o.digest === "string") {
       meta.origin = { ref: o.ref, digest: o.digest };
+    }
+    const im = parsed.image;
+    if (
+      im && typeof im === "object" && typeof im.ref === "string" &&
+      typeof im.config === "string" && im.settings && typeof im.settings === "object" &&
+      !Array.isArray(im.settings)
+    ) {
+      meta.image = { ref: im.ref, config: im.config, settings: im.settings };
+    }
+    if (parsed.arch !== undefined) {
+      if (typeof parsed.arch !== "string" || !ARCH_RE.test(parsed.arch)) {
+        throw new Error(`arch ${JSON.stringify(parsed.arch)} is not an architecture name`);
+      }
+      meta.arch = parsed.arch;
     }
   } catch (err) {
     throw bad(`metadata is not a JSON object (${(err as Error).message})`);

@@ -33,6 +33,12 @@ Deno.test("encodeManifest - round trip keeps table and metadata", () => {
   assertEquals(m.table.get(3), t.get(3));
 });
 
+Deno.test("encodeManifest - the guest architecture round-trips; a malformed one is refused", () => {
+  const m = decodeManifest(encodeManifest(sample(), { arch: "arm64" }));
+  assertEquals(m.meta, { arch: "arm64" });
+  assertThrows(() => decodeManifest(encodeManifest(sample(), { arch: "../x" })), "arch");
+});
+
 Deno.test("encodeManifest - sparse table costs bitmap plus used hashes only", () => {
   const t = new BlockTable(65536, 16 * 2 ** 30);
   t.set(7, blake3(new Uint8Array([9])));
@@ -110,4 +116,17 @@ Deno.test("decodeManifest - accepts a newer minor version with a longer header",
 Deno.test("BlockTable - rejects bad geometry", () => {
   assertThrows(() => new BlockTable(1000, 10), "power of two");
   assertThrows(() => new BlockTable(65536, -1), "disk size");
+});
+
+Deno.test("decodeManifest - keeps the image meta of a run --image lineage, drops a malformed one", () => {
+  const table = new BlockTable(4096, 4096 * 4);
+  const image = { ref: "oci:/x:1", config: "sha256:" + "a".repeat(64), settings: { env: ["A=1"] } };
+  const back = decodeManifest(encodeManifest(table, { image }));
+  assertEquals(back.meta.image, image);
+  const bad = decodeManifest(
+    encodeManifest(table, {
+      image: { ref: 1, config: "x", settings: [] } as unknown as typeof image,
+    }),
+  );
+  assertEquals(bad.meta.image, undefined);
 });

@@ -30,6 +30,8 @@ export interface OpenedDevice {
   lower: { kind: "checkpoint"; checkpoint: CheckpointLower } | { kind: "base"; base: BaseLower };
   /** The leases it holds: of the manifest it was opened from, of the last one it saved. */
   leases: { lower?: string; saved?: string };
+  /** The guest architecture using it, recorded in what it saves (`ManifestMeta.arch`). */
+  arch?: string;
 }
 
 /** The store a save writes to. */
@@ -158,6 +160,8 @@ export async function saveSnapshot(
       (opened.lower.kind === "checkpoint" ? opened.lower.checkpoint.name : undefined);
     if (parent !== undefined) meta.parent = parent;
     if (baseId !== undefined) meta.base = baseId;
+    if (options.image !== undefined) meta.image = options.image;
+    if (opened.arch !== undefined) meta.arch = opened.arch;
     const bytes = encodeManifest(table, meta);
     const path = dir.checkpointPath(name);
     try {

@@ -25,7 +25,7 @@ import { BaseLower, CheckpointLower, CowDevice, type LowerLayer } from "./device
 import { StoreError } from "./errors.ts";
 import { collectGarbage, type GcOptions, type GcReport, hashSet, takeLease } from "./gc.ts";
 import { initHasher, toHex } from "./hash.ts";
-import { BlockTable, decodeManifest } from "./manifest.ts";
+import { BlockTable, decodeManifest, type ImageMeta } from "./manifest.ts";
 import { type OpenedDevice, saveSnapshot } from "./save.ts";
 import { StoreDir, validateName } from "./store_dir.ts";
 
@@ -67,6 +67,11 @@ export interface OpenDeviceOptions {
   overlayDir: string;
   /** Refuse writes. */
   readOnly?: boolean;
+  /**
+   * The guest architecture using the device, recorded in every checkpoint saved from it
+   * (default: the checkpoint's it was opened from, if it recorded one).
+   */
+  arch?: string;
 }
 
 /** One checkpoint as listed. */
@@ -87,6 +92,10 @@ export interface CheckpointInfo {
   parent?: string;
   /** The registry reference and manifest digest it was pulled from, if it was. */
   origin?: { ref: string; digest: string };
+  /** The OCI image it descends from, with that image's sandbox settings. */
+  image?: ImageMeta;
+  /** The guest architecture it was saved from, if recorded (see `ManifestMeta.arch`). */
+  arch?: string;
   /** Set when the manifest fails validation. */
   error?: string;
 }
@@ -163,6 +172,8 @@ export class Store {
         if (m.meta.createdAt !== undefined) info.createdAt = m.meta.createdAt;
         if (m.meta.parent !== undefined) info.parent = m.meta.parent;
         if (m.meta.origin !== undefined) info.origin = m.meta.origin;
+        if (m.meta.image !== undefined) info.image = m.meta.image;
+        if (m.meta.arch !== undefined) info.arch = m.meta.arch;
         out.push(info);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue;
@@ -224,6 +235,8 @@ export class Store {
     if (m.meta.createdAt !== undefined) details.createdAt = m.meta.createdAt;
     if (m.meta.parent !== undefined) details.parent = m.meta.parent;
     if (m.meta.origin !== undefined) details.origin = m.meta.origin;
+    if (m.meta.image !== undefined) details.image = m.meta.image;
+    if (m.meta.arch !== undefined) details.arch = m.meta.arch;
     return details;
   }
 
@@ -272,6 +285,7 @@ export class Store {
     let opened: OpenedDevice;
     let blockSize = this.blockSize;
     const leases: OpenedDevice["leases"] = {};
+    let arch = options.arch;
     if ("base" in source) {
       try {
         const base = await BaseLower.open(source.base);
@@ -299,6 +313,7 @@ export class Store {
       try {
         const m = await this.#dir.readManifest(leasePath);
         blockSize = m.header.blockSize;
+        arch ??= m.meta.arch;
         const checkpoint = new CheckpointLower(name, m.table, chunks, { log: this.#log });
         lower = checkpoint;
         opened = { lower: { kind: "checkpoint", checkpoint }, leases };
@@ -307,6 +322,7 @@ export class Store {
         throw err;
       }
     }
+    if (arch !== undefined) opened.arch = arch;
     const size = options.size ?? lower.size;
     let device: CowDevice;
     try {

@@ -42,6 +42,28 @@ Deno.test("Store - two checkpoints from one base share the base's chunks", async
   assertEquals([a.usedBlocks, a.uniqueChunks, a.uniqueBytes], [25, 2, 2 * BS]);
 });
 
+Deno.test("Store - a checkpoint records the device's architecture; its children inherit it", async () => {
+  await using tmp = await tempDir("shuru-store-");
+  const store = await Store.open(`${tmp.path}/store`);
+  await writeBase(`${tmp.path}/base.img`, 4, 3);
+  let dev = await store.openDevice({ base: `${tmp.path}/base.img` }, {
+    overlayDir: `${tmp.path}/i1`,
+    arch: "arm64",
+  });
+  await dev.save("arm");
+  await dev.close();
+  dev = await store.openDevice({ base: `${tmp.path}/base.img` }, { overlayDir: `${tmp.path}/i2` });
+  await dev.save("unknown");
+  await dev.close();
+  dev = await store.openDevice({ checkpoint: "arm" }, { overlayDir: `${tmp.path}/i3` });
+  await dev.save("child");
+  await dev.close();
+  assertEquals((await store.inspect("arm")).arch, "arm64");
+  assertEquals((await store.inspect("child")).arch, "arm64");
+  assertEquals((await store.inspect("unknown")).arch, undefined);
+  assertEquals((await store.list()).map((c) => c.arch), ["arm64", "arm64", undefined]);
+});
+
 Deno.test("Store - base cache follows content: replacing the base file re-ingests it", async () => {
   await using tmp = await tempDir("shuru-store-");
   const store = await Store.open(`${tmp.path}/store`);

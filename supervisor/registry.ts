@@ -44,6 +44,10 @@ export interface SandboxRecord {
   diskSizeMiB: number;
   /** The checkpoint it started from, or null for the base image. */
   from: string | null;
+  /** The OCI image its disk descends from (`--image`, or its checkpoint's), if any. */
+  image?: string | null;
+  /** The image's `ExposedPorts` (`8080/tcp`); reachable through `-p HOST:GUEST`. */
+  exposedPorts?: string[];
   /** Forwarded ports. */
   ports: Array<{ host: number; guest: number }>;
   /** Network access: "none" (no device), or a summary such as "allow-host api.test". */

@@ -75,6 +75,7 @@ export async function supervise(
       memoryMiB: spec.memoryMiB,
       diskSizeMiB: spec.diskSizeMiB,
       from: spec.from ?? null,
+      image: spec.image ?? null,
       ports: spec.ports,
       network: describeNetwork(spec.network),
       idleTimeoutMs: spec.idleTimeoutMs ?? null,
@@ -129,16 +130,25 @@ export async function supervise(
         return r;
       },
       shutdown: () => Promise.resolve(),
+      spawnDefaults: b.defaults,
       info: () => ({
         sandbox: spec.name,
         cpus: spec.cpus,
         memory_mib: spec.memoryMiB,
         disk_size_mib: spec.diskSizeMiB,
         from: spec.from ?? null,
+        image: b.defaults.image ?? null,
+        exposed_ports: b.defaults.exposedPorts,
         started_at: new Date(startedAt).toISOString(),
       }),
     });
-    record = { ...record, state: "running", readyAt: new Date().toISOString() };
+    record = {
+      ...record,
+      state: "running",
+      readyAt: new Date().toISOString(),
+      image: b.defaults.image ?? null,
+      exposedPorts: b.defaults.exposedPorts,
+    };
     await updateRecord(dir, record);
     log(`serving ${record.controlSocket}`);
 

@@ -1,8 +1,9 @@
 /**
  * Test helper: boots a minimal Linux guest (Debian's kernel, a busybox initramfs that loads the
  * virtio-net modules and runs a script) in QEMU `microvm` with its NIC on either our stack
- * (`-netdev stream` to a Unix socket the caller serves) or QEMU's slirp (`-netdev user`), and
- * collects `RESULT key value` lines from the serial console.
+ * (`-netdev stream` to a Unix socket the caller serves, or `-netdev dgram` between QEMU's socket
+ * and the caller's datagram socket) or QEMU's slirp (`-netdev user`), and collects
+ * `RESULT key value` lines from the serial console.
  *
  * Needs qemu-system-x86, linux-image-amd64, busybox-static, cpio and xz-utils.
  *
@@ -138,6 +139,7 @@ poweroff -f
 /** How the guest's NIC is attached. */
 export type GuestNet =
   | { kind: "stream"; socketPath: string; mtu?: number }
+  | { kind: "dgram"; socketPath: string; vmSocketPath: string; mtu?: number }
   | { kind: "slirp" };
 
 /** Boots the guest, returns its RESULT lines (key → rest) and the whole console text. */
@@ -145,10 +147,14 @@ export async function runGuest(
   image: GuestImage,
   opts: { net: GuestNet; arg: string; memoryMiB?: number; timeoutMs?: number },
 ): Promise<{ results: Map<string, string>; console: string }> {
-  const netdev = opts.net.kind === "stream"
-    ? `stream,id=n0,server=off,addr.type=unix,addr.path=${opts.net.socketPath}`
+  const net = opts.net;
+  const netdev = net.kind === "stream"
+    ? `stream,id=n0,server=off,addr.type=unix,addr.path=${net.socketPath}`
+    : net.kind === "dgram"
+    ? `dgram,id=n0,local.type=unix,local.path=${net.vmSocketPath},` +
+      `remote.type=unix,remote.path=${net.socketPath}`
     : "user,id=n0";
-  const mtu = opts.net.kind === "stream" && opts.net.mtu ? `,host_mtu=${opts.net.mtu}` : "";
+  const mtu = net.kind !== "slirp" && net.mtu ? `,host_mtu=${net.mtu}` : "";
   const child = new Deno.Command("qemu-system-x86_64", {
     args: [
       "-M",

@@ -23,11 +23,17 @@ export interface CliResult {
 /** A private data home for one test; remove with `await using`. */
 export class TestHome implements AsyncDisposable {
   readonly dir: string;
-  private constructor(dir: string) {
+  readonly #env: Record<string, string>;
+  private constructor(dir: string, env: Record<string, string>) {
     this.dir = dir;
+    this.#env = env;
   }
-  static async create(): Promise<TestHome> {
-    return new TestHome(await Deno.makeTempDir({ prefix: "shuru-test-home-" }));
+  /** A new home; `env` is added to every run's environment (e.g. `SHURU_NET_LINK`). */
+  static async create(options: { env?: Record<string, string> } = {}): Promise<TestHome> {
+    return new TestHome(
+      await Deno.makeTempDir({ prefix: "shuru-test-home-" }),
+      options.env ?? {},
+    );
   }
   /** Environment for a CLI run against this home. */
   env(extra: Record<string, string> = {}): Record<string, string> {
@@ -36,6 +42,7 @@ export class TestHome implements AsyncDisposable {
       SHURU_ASSETS: Deno.env.get("SHURU_ASSETS") ?? join(dataHome(), "assets"),
       // KVM fails mid-boot on these (nested) hosts: see FINDINGS.md.
       SHURU_ACCEL: Deno.env.get("SHURU_ACCEL") ?? "tcg",
+      ...this.#env,
       ...extra,
     };
   }

@@ -96,36 +96,44 @@ Deno.test("assets: the initramfs holds busybox, /init and every module in load o
   }
 });
 
-Deno.test("assets: the root filesystem holds Deno, the agent bundle, tini, python3 and the init", async () => {
+Deno.test("assets: the tools disk holds Deno with its libraries, the agent, busybox, tini and the init", async () => {
   const a = await assets();
-  const debugfs = (request: string) =>
-    output("debugfs", ["-R", request, a.rootfs], "apt-get install e2fsprogs");
+  const debugfs = (image: string, request: string) =>
+    output("debugfs", ["-R", request, image], "apt-get install e2fsprogs");
   const dir = await Deno.makeTempDir();
   try {
-    await debugfs(`dump /usr/local/bin/deno ${dir}/deno`);
+    await debugfs(a.tools, `dump /bin/deno ${dir}/deno`);
     assertEquals((await Deno.stat(`${dir}/deno`)).size, (await Deno.stat(Deno.execPath())).size);
-    await debugfs(`dump /opt/shuru/agent.js ${dir}/agent.js`);
+    await debugfs(a.tools, `dump /agent.js ${dir}/agent.js`);
     const bundle = await bundleAgent(Deno.execPath(), await agentEntry());
     assertEquals(await Deno.readFile(`${dir}/agent.js`), bundle);
     for (
       const path of [
-        "/usr/bin/tini",
-        "/usr/bin/python3",
-        "/usr/bin/curl",
-        "/usr/bin/git",
-        "/sbin/resize2fs",
-        "/sbin/shuru-init",
-        "/usr/local/lib/shuru/agent-run",
+        "/bin/busybox",
+        "/bin/tini",
+        "/lib/ld-linux-x86-64.so.2",
+        "/lib/libc.so.6",
+        "/libexec/setpriv",
+        "/libexec/resize2fs",
+        "/deno-cache/v8_code_cache_v2",
+        "/init",
+        "/agent-run",
       ]
     ) {
-      const stat = await debugfs(`stat ${path}`);
+      const stat = await debugfs(a.tools, `stat ${path}`);
       assert(
-        /Type: (regular|symlink)/.test(stat),
-        `${path} missing from the rootfs: ${stat.slice(0, 200)}`,
+        /Type: regular/.test(stat),
+        `${path} missing from the tools disk: ${stat.slice(0, 200)}`,
       );
     }
-    const init = await debugfs("stat /sbin/shuru-init");
-    assert(/Mode:\s+0755/.test(init), `shuru-init not executable: ${init.slice(0, 300)}`);
+    const init = await debugfs(a.tools, "stat /init");
+    assert(/Mode:\s+0755/.test(init), `the init is not executable: ${init.slice(0, 300)}`);
+    // The Debian root has python3 and the fallback init, and no agent of its own.
+    for (const path of ["/usr/bin/python3", "/usr/bin/curl", "/usr/bin/git", "/sbin/shuru-init"]) {
+      const stat = await debugfs(a.rootfs, `stat ${path}`);
+      assert(/Type: (regular|symlink)/.test(stat), `${path} missing from the rootfs`);
+    }
+    assert(!/Type:/.test(await debugfs(a.rootfs, "stat /opt/shuru/agent.js")));
     assertEquals(a.rootfsBytes, (await Deno.stat(a.rootfs)).size);
     assert(
       a.rootfsBytes >= 4096 * 1024 * 1024,

@@ -1,6 +1,7 @@
 /**
- * A real VM on our stack: QEMU microvm (TCG) with its virtio-net NIC on `-netdev stream`, the
- * other end a StreamLink served by the Relay. The guest (Debian's kernel, a busybox initramfs)
+ * A real VM on our stack: QEMU microvm (TCG) with its virtio-net NIC on `-netdev stream` (the
+ * other end a StreamLink) or `-netdev dgram` (a DatagramLink: one frame per datagram, the link a
+ * macOS host uses), served by the Relay. The guest (Debian's kernel, a busybox initramfs)
  * configures itself with udhcpc, resolves through our DNS, is refused at once where the policy
  * says so, and moves 16 MiB each way to a server on the host's loopback with hashes compared.
  *
@@ -11,29 +12,74 @@
 import { assert, assertEquals } from "./_assert.ts";
 import {
   buildGuest,
+  type GuestNet,
   guestSeconds,
   qemuPrerequisite,
   runGuest,
   startServer,
   TRANSFER_SCRIPT,
 } from "./_net_qemu.ts";
-import { NetworkPolicy, Relay, StreamLink } from "../proxy/mod.ts";
+import {
+  bindDatagramSocket,
+  connectDatagramSocket,
+  DatagramLink,
+  type FrameLink,
+  NetworkPolicy,
+  Relay,
+  StreamLink,
+} from "../proxy/mod.ts";
 
 const SIZE = 16 * 1024 * 1024;
 
-Deno.test("proxy serves a QEMU guest over -netdev stream: DHCP, DNS, refusals, 16 MiB each way", async () => {
+/** Our end of the guest's NIC over `transport`, and what to pass to runGuest. */
+function linkEnd(dir: string, transport: "stream" | "dgram"): {
+  net: GuestNet;
+  link: Promise<FrameLink>;
+  close: () => void;
+} {
+  const sock = `${dir}/net.sock`;
+  if (transport === "stream") {
+    const listener = Deno.listen({ transport: "unix", path: sock });
+    return {
+      net: { kind: "stream", socketPath: sock },
+      link: listener.accept().then((conn) => new StreamLink(conn)),
+      close: () => listener.close(),
+    };
+  }
+  const vmSock = `${dir}/vm.sock`;
+  const fd = bindDatagramSocket(sock);
+  const abort = new AbortController();
+  const link = new DatagramLink(fd);
+  return {
+    net: { kind: "dgram", socketPath: sock, vmSocketPath: vmSock },
+    link: connectDatagramSocket(fd, vmSock, { signal: abort.signal }).then((ok) => {
+      if (!ok) throw new Error("QEMU never bound its datagram socket");
+      return link;
+    }),
+    close: () => {
+      abort.abort();
+      link.close();
+    },
+  };
+}
+
+for (const transport of ["stream", "dgram"] as const) {
+  Deno.test(`proxy serves a QEMU guest over -netdev ${transport}: DHCP, DNS, refusals, 16 MiB each way`, async () => {
+    await guestOnOurStack(transport);
+  });
+}
+
+async function guestOnOurStack(transport: "stream" | "dgram"): Promise<void> {
   const missing = await qemuPrerequisite();
   if (missing) throw new Error(missing);
   const dir = await Deno.makeTempDir({ prefix: "shuru-qemu-net-" });
   const server = await startServer(dir, SIZE);
-  const sock = `${dir}/net.sock`;
-  const listener = Deno.listen({ transport: "unix", path: sock });
+  const end = linkEnd(dir, transport);
   const blocked: string[] = [];
   let relay: Relay | undefined;
   const serving = (async () => {
-    const conn = await listener.accept();
     relay = new Relay({
-      link: new StreamLink(conn),
+      link: await end.link,
       policy: new NetworkPolicy({
         allowHosts: ["api.test"],
         addHosts: { "api.test": "127.0.0.1" },
@@ -50,7 +96,7 @@ Deno.test("proxy serves a QEMU guest over -netdev stream: DHCP, DNS, refusals, 1
   try {
     const image = await buildGuest(dir, TRANSFER_SCRIPT);
     const { results, console: text } = await runGuest(image, {
-      net: { kind: "stream", socketPath: sock },
+      net: end.net,
       arg: `api.test:${server.port}:${server.rawPort}:checks`,
     });
     const get = (k: string) => {
@@ -71,14 +117,16 @@ Deno.test("proxy serves a QEMU guest over -netdev stream: DHCP, DNS, refusals, 1
     assertEquals(get("upload").split(" ").slice(0, 2), [String(SIZE), server.hash]);
     assert(blocked.includes("shuru: blocked pypi.org (not in --allow-host)"), blocked.join("\n"));
     assert(blocked.some((l) => l.startsWith("shuru: blocked 10.9.9.9:80 ")), blocked.join("\n"));
+    // A stream link ends when QEMU closes it; a datagram peer never says it left.
+    if (transport === "dgram") end.close();
     await serving;
     const c = relay!.stack.counters;
     assertEquals([c.internalErrors, c.malformed, c.badChecksum], [0, 0, 0]);
   } finally {
     relay?.close();
-    listener.close();
+    end.close();
     await serving.catch(() => {});
     await server.stop();
     await Deno.remove(dir, { recursive: true });
   }
-});
+}

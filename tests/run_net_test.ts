@@ -117,6 +117,52 @@ Deno.test(
 );
 
 Deno.test(
+  "run --allow-net over the datagram link (SHURU_NET_LINK=datagram, a macOS host's link): " +
+    "DHCP, 16 MiB both ways, a private address refused at once",
+  async () => {
+    await requireTool("curl", "curl");
+    await using home = await TestHome.create({ env: { SHURU_NET_LINK: "datagram" } });
+    await using ns = await BlackholeNetns.create();
+    await using servers = await HostServers.start(ns, 1);
+    const port = servers.ports[0]!;
+    const script = [
+      PROBE_FN,
+      "set -u",
+      "echo \"addr=$(ip -o -4 addr show dev eth0 | awk '{print $4}')\"",
+      'echo "mtu=$(cat /sys/class/net/eth0/mtu)"',
+      `curl -sS --max-time 300 -o /tmp/blob http://api.test:${port}/blob`,
+      'echo "down=$(sha256sum < /tmp/blob | cut -c1-64)"',
+      `head -c ${BLOB_MIB}M /dev/urandom > /tmp/up`,
+      'echo "up_local=$(stat -c %s /tmp/up) $(sha256sum < /tmp/up | cut -c1-64)"',
+      `echo "up_remote=$(curl -sS --max-time 300 --data-binary @/tmp/up ` +
+      `-H 'Content-Type: application/octet-stream' http://api.test:${port}/upload)"`,
+      "probe private http://10.0.0.1/",
+    ].join("\n");
+    const r = await runShuru(home, ns, [
+      "run",
+      "-v",
+      "--allow-net",
+      "--add-host",
+      "api.test:127.0.0.1",
+      "--",
+      "sh",
+      "-c",
+      script,
+    ]);
+    const all = describe(r);
+    assertEquals(r.code, 0, all);
+    assert(r.stderr.includes("guest network over the dgram link, MTU 65520"), all);
+    const f = fields(r.stdout);
+    assertEquals(f.addr, "10.0.2.15/24", all);
+    // The default MTU: each 64 KiB frame is one datagram.
+    assertEquals(f.mtu, "65520", all);
+    assertEquals(f.down, servers.blobSha256, all);
+    assertEquals(f.up_remote, f.up_local, all);
+    assertFastFailure(f, "private", 7, all);
+  },
+);
+
+Deno.test(
   "run --allow-host: other names do not resolve and fail at once with a blocked line",
   async () => {
     await requireTool("curl", "curl");

@@ -1,19 +1,23 @@
 /**
- * Choosing KVM or TCG.
+ * Choosing the accelerator: KVM (Linux), HVF (macOS) or TCG (emulation).
  *
- * `auto` uses KVM only when it works: `/dev/kvm` must open, and a probe boot (the real kernel
- * and initramfs in probe mode, which prints a marker from userspace and powers off) must
- * finish under KVM. Nested hosts can open `/dev/kvm` and still die mid-boot, so opening the
- * device is not enough. The probe result is cached, keyed by the host kernel, QEMU binary,
- * CPU model and guest kernel, so it runs once per host setup.
+ * A guest of another architecture than the host's always runs under TCG (with a notice). For
+ * the host's own architecture, `auto` on macOS means HVF; on Linux it uses KVM only when it
+ * works: `/dev/kvm` must open, and a probe boot (the real kernel and initramfs in probe mode,
+ * which prints a marker from userspace and powers off) must finish under KVM. Nested hosts can
+ * open `/dev/kvm` and still die mid-boot, so opening the device is not enough. The probe result
+ * is cached, keyed by the host kernel, QEMU binary, CPU model and guest kernel, so it runs once
+ * per host setup.
  *
  * @module
  */
 
 import { join } from "node:path";
+import { type GuestArch, hostArch } from "../host/mod.ts";
 import { PROBE_MARKER } from "../proto/mod.ts";
 import { kernelCmdline } from "./cmdline.ts";
 import { VmError } from "./errors.ts";
+import { machineFor } from "./machine.ts";
 import { QemuBackend } from "./qemu.ts";
 import type { Accel } from "./types.ts";
 
@@ -41,6 +45,8 @@ export interface AccelDecision {
 
 /** Options of {@linkcode resolveAccel}. */
 export interface ResolveAccelOptions {
+  /** The guest architecture (default: the host's). */
+  arch?: GuestArch;
   /** Guest kernel (uncompressed ELF) for the probe boot. */
   kernel: string;
   /** Initramfs for the probe boot. */
@@ -112,9 +118,14 @@ export async function probeKvm(
   try {
     const started = performance.now();
     const vm = await backend.start({
+      ...(options.arch ? { arch: options.arch } : {}),
       kernel: options.kernel,
       initrd: options.initrd,
-      cmdline: kernelCmdline({ tscKhz: options.tscKhz, probe: true }),
+      cmdline: kernelCmdline({
+        ...(options.arch ? { arch: options.arch } : {}),
+        ...(options.tscKhz !== undefined ? { tscKhz: options.tscKhz } : {}),
+        probe: true,
+      }),
       cpus: 1,
       memoryMiB: 256,
       accel: "kvm",
@@ -150,12 +161,38 @@ export async function probeKvm(
   }
 }
 
-/** Resolves `choice` to an accelerator; `auto` probes KVM (cached) and falls back to TCG. */
+/**
+ * Resolves `choice` to an accelerator; `auto` probes KVM (cached) and falls back to TCG.
+ *
+ * @throws {VmError} `invalid_config` when `kvm` or `hvf` is asked for a guest this host cannot
+ *   run natively (another architecture, or the wrong OS).
+ */
 export async function resolveAccel(
   choice: AccelChoice,
   options: ResolveAccelOptions,
 ): Promise<AccelDecision> {
-  if (choice !== "auto") return { accel: choice, notice: "", cached: false };
+  const machine = machineFor(options.arch);
+  const native = machine.nativeAccel({ os: Deno.build.os, arch: Deno.build.arch });
+  // Said even when TCG was asked for: the user asked for an architecture, and it will be slow.
+  const emulated = native === undefined
+    ? `shuru: running an ${machine.arch} guest on this ${hostArch()} host by emulation ` +
+      "(TCG, slow)"
+    : "";
+  if (choice === "tcg") return { accel: "tcg", notice: emulated, cached: false };
+  if (choice !== "auto") {
+    if (choice !== native) {
+      throw new VmError(
+        "invalid_config",
+        `Cannot use ${choice} for an ${machine.arch} guest on this ${Deno.build.os} ` +
+          `${hostArch()} host: ${
+            native ? `use ${native} or tcg` : "another architecture runs only emulated (tcg)"
+          }`,
+      );
+    }
+    return { accel: choice, notice: "", cached: false };
+  }
+  if (native === undefined) return { accel: "tcg", notice: emulated, cached: false };
+  if (native === "hvf") return { accel: "hvf", notice: "", cached: false };
   const device = options.kvmDevice ?? "/dev/kvm";
   const problem = kvmDeviceProblem(device);
   if (problem) {
@@ -167,9 +204,7 @@ export async function resolveAccel(
   }
   const key = JSON.stringify({
     host: Deno.osRelease(),
-    qemu: `${options.qemu ?? "default"}:${await stamp(
-      options.qemu ?? "/usr/bin/qemu-system-x86_64",
-    )}`,
+    qemu: `${options.qemu ?? "default"}:${await stamp(options.qemu ?? `/usr/bin/${machine.qemu}`)}`,
     cpu: await cpuModel(),
     kernel: await stamp(options.kernel),
   });

@@ -24,3 +24,14 @@ Deno.test("kernelCmdline: the VZ machine's console and PCI (VZ's validator accep
   assert(vz.includes("console=hvc0"));
   assert(!vz.includes("pci=off") && !vz.includes("console=ttyS0"));
 });
+
+Deno.test("kernelCmdline: each machine's console and words; no TSC words for arm64", () => {
+  const x86 = kernelCmdline({ arch: "x86_64", tscKhz: 2000000 }).split(" ");
+  for (const w of ["console=ttyS0", "pci=off", "tsc=reliable", "tsc_early_khz=2000000"]) {
+    assert(x86.includes(w), w);
+  }
+  const arm = kernelCmdline({ arch: "arm64", tscKhz: 2000000, moduleGroups: ["net"] }).split(" ");
+  assert(arm.includes("console=ttyAMA0"), arm.join(" "));
+  assert(arm.includes("shuru.modules=net"));
+  for (const w of arm) assert(!/^(tsc|pci=|console=ttyS0)/.test(w), w);
+});

@@ -20,8 +20,10 @@ export interface Instance {
   agentSocket: string;
   /** NBD server socket for the root disk. */
   nbdSocket: string;
-  /** Network frames socket. */
+  /** Network frames socket (ours). */
   netSocket: string;
+  /** The VM's end of a datagram network link (QEMU binds it). */
+  netVmSocket: string;
   /** Serial console log. */
   consoleLog: string;
 }
@@ -48,6 +50,7 @@ function instanceFiles(instancesDir: string, id: string): Instance {
     agentSocket: join(dir, "agent.sock"),
     nbdSocket: join(dir, "nbd.sock"),
     netSocket: join(dir, "net.sock"),
+    netVmSocket: join(dir, "netvm.sock"),
     consoleLog: join(dir, "console.log"),
   };
 }

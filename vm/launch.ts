@@ -10,11 +10,15 @@ import { type Instance, recordVmProcess } from "./instance.ts";
 import { QemuBackend } from "./qemu.ts";
 import { hostTscRate } from "./tsc.ts";
 import type { Accel, DiskConfig, MountConfig, NetConfig, Vm, VmBackend } from "./types.ts";
+import { type GuestArch, hostArch } from "../host/mod.ts";
 
 /** Options of {@linkcode launchGuest}. */
 export interface LaunchOptions {
-  /** Kernel and initramfs, e.g. from `ensureAssets()`. */
-  assets: { kernel: string; initramfs: string };
+  /**
+   * Kernel, initramfs and the tools disk, e.g. from `ensureAssets()`, and their architecture
+   * (default: the host's).
+   */
+  assets: { kernel: string; initramfs: string; tools?: string; arch?: GuestArch };
   /** The run's instance folder (`createInstance()`): sockets and console log go there. */
   instance: Instance;
   /** Virtual CPUs. */
@@ -33,7 +37,7 @@ export interface LaunchOptions {
   interactiveConsole?: boolean;
   /** Kernel messages on the console. */
   verbose?: boolean;
-  /** Host TSC rate in kHz (default: measured). */
+  /** Host TSC rate in kHz (default: measured; x86_64 guests only). */
   tscKhz?: number;
   /** Backend (default: a new {@linkcode QemuBackend}). */
   backend?: VmBackend;
@@ -46,21 +50,25 @@ export async function launchGuest(options: LaunchOptions): Promise<Vm> {
   // Only the module groups this run needs: each insmod costs time under TCG.
   if (mounts.length > 0) groups.push("9p", "overlay");
   if (options.net) groups.push("net");
-  const tscKhz = options.tscKhz ?? (await hostTscRate())?.khz;
+  const arch = options.assets.arch ?? hostArch();
+  const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
   const backend: VmBackend = options.backend ?? new QemuBackend();
   const vm = await backend.start({
+    arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
     cmdline: kernelCmdline({
-      tscKhz,
+      arch,
+      ...(tscKhz !== undefined ? { tscKhz } : {}),
       moduleGroups: groups,
-      verbose: options.verbose,
+      ...(options.verbose ? { verbose: true } : {}),
       ...backend.cmdline,
     }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,
     accel: options.accel,
     disk: options.disk,
+    ...(options.assets.tools !== undefined ? { tools: options.assets.tools } : {}),
     agentSocket: options.instance.agentSocket,
     consoleLog: options.instance.consoleLog,
     mounts,

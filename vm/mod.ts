@@ -1,7 +1,8 @@
 /**
- * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU `microvm`
- * backend, the Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md), accelerator
- * choice (KVM/TCG), kernel command line, host TSC rate and instance folders.
+ * Virtual machines: the {@linkcode Vm}/{@linkcode VmBackend} interface, the QEMU backend with one
+ * machine description per guest architecture (`microvm` for x86_64, `virt` for arm64;
+ * `machine.ts`), the Virtualization.framework backend on macOS (`vz*.ts`, docs/macos.md),
+ * accelerator choice (KVM/HVF/TCG), kernel command line, host TSC rate and instance folders.
  *
  * A run looks like this (it boots a VM, so `deno test --doc` does not run it):
  * ```ts ignore
@@ -70,6 +71,15 @@ export {
 export { launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
+export {
+  ARM64_TCG_CPU,
+  deviceModel,
+  type Machine,
+  machineFor,
+  MACHINES,
+  type VirtioDevice,
+  type VirtioTransport,
+} from "./machine.ts";
 export { hostTscRate, type TscRate } from "./tsc.ts";
 export {
   type AccelChoice,

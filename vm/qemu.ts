@@ -1,5 +1,6 @@
 /**
- * The QEMU backend: runs `qemu-system-x86_64 -M microvm` as a child process.
+ * The QEMU backend: runs the guest architecture's QEMU (`qemu-system-x86_64 -M microvm`,
+ * `qemu-system-aarch64 -M virt`; see `machine.ts`) as a child process.
  *
  * QEMU runs confined (`confine.ts`): its seccomp sandbox, an empty environment, its own network
  * namespace where the host allows one, and `setpriv --pdeathsig SIGKILL`, so the kernel kills it
@@ -13,13 +14,14 @@ import { confineQemu } from "./confine.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import { qemuArgs } from "./qemu_args.ts";
+import { machineFor } from "./machine.ts";
 import type { BootPhase, Vm, VmBackend, VmConfig, VmExit } from "./types.ts";
 import { findCommand } from "../host/mod.ts";
 import { writeAll } from "../io/mod.ts";
 
 /** Options of {@linkcode QemuBackend}. */
 export interface QemuBackendOptions {
-  /** The QEMU program (default: `qemu-system-x86_64` from the standard folders). */
+  /** The QEMU program (default: the guest architecture's, from PATH and the standard folders). */
   qemu?: string;
   /** PATH to search for programs (default: standard folders only). */
   path?: string;
@@ -46,7 +48,7 @@ function track(child: Deno.ChildProcess): void {
   live.add(child);
 }
 
-/** Starts VMs with QEMU's `microvm` machine. */
+/** Starts VMs with QEMU (`microvm` for x86_64 guests, `virt` for arm64). */
 export class QemuBackend implements VmBackend {
   /** Backend name. */
   readonly name = "qemu";
@@ -58,11 +60,13 @@ export class QemuBackend implements VmBackend {
 
   /** Starts QEMU; resolves once it has connected the agent channel (within milliseconds). */
   async start(config: VmConfig): Promise<Vm> {
-    const qemu = this.#options.qemu ?? findCommand("qemu-system-x86_64", this.#options.path);
+    const machine = machineFor(config.arch);
+    const qemu = this.#options.qemu ?? findCommand(machine.qemu, this.#options.path);
     if (!qemu) {
       throw new VmError(
         "spawn_failed",
-        "Cannot start the VM: qemu-system-x86_64 not found; install it with: apt-get install qemu-system-x86",
+        `Cannot start the ${machine.arch} VM: ${machine.qemu} not found; install it with: ` +
+          `apt-get install ${machine.qemuPackage}`,
       );
     }
     const args = qemuArgs(config);

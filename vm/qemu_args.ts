@@ -1,13 +1,15 @@
 /**
  * Builds the QEMU command line for a {@linkcode VmConfig}: a pure function, unit-tested.
  *
- * Machine: `microvm` (no PCI, no firmware; devices are virtio-mmio described in ACPI),
- * booting the kernel ELF through its PVH entry.
+ * The machine (`microvm` for x86_64, `virt` for arm64), CPU model and device names come from the
+ * guest architecture's {@linkcode Machine} (`machine.ts`); the devices are the same for all.
  *
  * @module
  */
 
+import { ROOT_SERIAL, TOOLS_SERIAL } from "../proto/mod.ts";
 import { VmError } from "./errors.ts";
+import { deviceModel, machineFor } from "./machine.ts";
 import type { VmConfig } from "./types.ts";
 
 /** The virtio-serial port name the guest agent looks for. */
@@ -37,14 +39,14 @@ export function qemuArgs(config: VmConfig): string[] {
     `memory must be 128 MiB or more, got ${config.memoryMiB}`,
   );
   check(!config.cmdline.includes("\n"), "the kernel command line has a newline");
+  const machine = machineFor(config.arch);
   const args = [
     "-M",
-    "microvm,acpi=on,pit=on",
+    machine.machine,
     "-accel",
     config.accel,
-    // TCG: every feature QEMU can emulate. KVM (or HVF): the host CPU as is.
     "-cpu",
-    config.accel === "tcg" ? "max" : "host",
+    machine.cpu(config.accel),
     "-smp",
     String(config.cpus),
     "-m",
@@ -99,13 +101,22 @@ export function qemuArgs(config: VmConfig): string[] {
       ].join(","),
     );
   }
-  if (disk) args.push("-device", "virtio-blk-device,drive=root");
+  if (disk) args.push("-device", `${deviceModel(machine, "blk")},drive=root,serial=${ROOT_SERIAL}`);
+  if (config.tools !== undefined) {
+    check(config.tools.startsWith("/"), `tools disk ${config.tools} is not an absolute path`);
+    args.push(
+      "-drive",
+      `file=${optValue(config.tools)},format=raw,if=none,id=tools,read-only=on,cache=none`,
+      "-device",
+      `${deviceModel(machine, "blk")},drive=tools,serial=${TOOLS_SERIAL}`,
+    );
+  }
 
   // Agent channel. We listen and QEMU connects at startup (server=off): nothing the guest
   // writes can be lost before we attach, and no polling for QEMU's socket to appear.
   args.push(
     "-device",
-    "virtio-serial-device,max_ports=2",
+    `${deviceModel(machine, "serial")},max_ports=2`,
     "-chardev",
     `socket,id=agent,path=${optValue(config.agentSocket)},server=off`,
     "-device",
@@ -126,7 +137,7 @@ export function qemuArgs(config: VmConfig): string[] {
       `local,id=fs${i},path=${optValue(mount.hostPath)},security_model=mapped-xattr` +
         (mount.readOnly ? ",readonly=on" : ""),
       "-device",
-      `virtio-9p-device,fsdev=fs${i},mount_tag=${mount.tag}`,
+      `${deviceModel(machine, "9p")},fsdev=fs${i},mount_tag=${mount.tag}`,
     );
   });
 
@@ -137,11 +148,20 @@ export function qemuArgs(config: VmConfig): string[] {
       net.mtu === undefined || (Number.isInteger(net.mtu) && net.mtu >= 576 && net.mtu <= 65520),
       `MTU must be 576-65520, got ${net.mtu}`,
     );
+    let netdev: string;
+    if (net.transport === "dgram") {
+      check(net.vmSocket !== undefined, "a datagram network needs the VM's socket path");
+      // QEMU binds its end and sends every frame as one datagram to ours.
+      netdev = `dgram,id=net0,local.type=unix,local.path=${optValue(net.vmSocket!)},` +
+        `remote.type=unix,remote.path=${optValue(net.socket)}`;
+    } else {
+      netdev = `stream,id=net0,server=off,addr.type=unix,addr.path=${optValue(net.socket)}`;
+    }
     args.push(
       "-netdev",
-      `stream,id=net0,server=off,addr.type=unix,addr.path=${optValue(net.socket)}`,
+      netdev,
       "-device",
-      "virtio-net-device,netdev=net0" + (net.mac ? `,mac=${net.mac}` : "") +
+      `${deviceModel(machine, "net")},netdev=net0` + (net.mac ? `,mac=${net.mac}` : "") +
         (net.mtu ? `,host_mtu=${net.mtu}` : ""),
     );
   }

@@ -45,7 +45,7 @@ Deno.test("qemuArgs: NBD root disk on virtio-blk, agent port where QEMU connects
     "cache=none,discard=unmap,read-only=off",
   ]);
   const devices = values(args, "-device");
-  assert(devices.includes("virtio-blk-device,drive=root"));
+  assert(devices.includes("virtio-blk-device,drive=root,serial=shuru-root"));
   assert(devices.includes("virtio-serial-device,max_ports=2"));
   assert(devices.includes("virtserialport,chardev=agent,name=shuru.agent"));
   assert(values(args, "-chardev").includes("socket,id=agent,path=/i/agent.sock,server=off"));
@@ -82,7 +82,7 @@ Deno.test("qemuArgs: file disk, 9p mounts, network stream", () => {
 Deno.test("qemuArgs: no disk for the probe boot", () => {
   const args = qemuArgs({ ...base, disk: undefined });
   assertEquals(values(args, "-drive"), []);
-  assert(!values(args, "-device").includes("virtio-blk-device,drive=root"));
+  assert(!values(args, "-device").includes("virtio-blk-device,drive=root,serial=shuru-root"));
 });
 
 Deno.test("qemuArgs rejects bad values with a message naming them", () => {
@@ -158,4 +158,21 @@ Deno.test("QEMU accepts the generated device and drive options", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("qemuArgs: the tools disk is a read-only raw drive the guest finds by its serial", () => {
+  const args = qemuArgs({ ...base, tools: "/a/tools.ext4" });
+  assert(
+    values(args, "-drive").includes(
+      "file=/a/tools.ext4,format=raw,if=none,id=tools,read-only=on,cache=none",
+    ),
+  );
+  assert(values(args, "-device").includes("virtio-blk-device,drive=tools,serial=shuru-tools"));
+  let err: unknown;
+  try {
+    qemuArgs({ ...base, tools: "relative.ext4" });
+  } catch (e) {
+    err = e;
+  }
+  assert(err instanceof Error && /not an absolute path/.test(err.message));
 });

@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { GuestArch } from "../host/mod.ts";
+
 /** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
 export type Accel = "kvm" | "tcg" | "hvf";
 
@@ -23,10 +25,18 @@ export interface MountConfig {
   readOnly: boolean;
 }
 
-/** A network device whose frames go to a Unix stream socket we listen on. */
+/** A network device whose frames go to a Unix socket of ours. */
 export interface NetConfig {
-  /** Socket path (frames: 4-byte big-endian length + Ethernet frame). */
+  /**
+   * How frames travel: `stream` (default), QEMU connects to `socket` and sends each frame as a
+   * 4-byte big-endian length then the frame; `dgram`, one frame per datagram between QEMU's
+   * `vmSocket` and our `socket` (the shape macOS's framework uses).
+   */
+  transport?: "stream" | "dgram";
+  /** Our socket's path. */
   socket: string;
+  /** `dgram`: the path QEMU binds for its end. */
+  vmSocket?: string;
   /** MAC address `xx:xx:xx:xx:xx:xx` (default: QEMU's). */
   mac?: string;
   /** MTU the guest sees (`host_mtu`). */
@@ -35,7 +45,9 @@ export interface NetConfig {
 
 /** Everything needed to start one VM. */
 export interface VmConfig {
-  /** Uncompressed kernel ELF. */
+  /** The guest architecture (default: the host's); picks the machine (`machine.ts`). */
+  arch?: GuestArch;
+  /** The kernel: an uncompressed ELF (x86_64) or an `Image` (arm64). */
   kernel: string;
   /** Initramfs image. */
   initrd: string;
@@ -47,8 +59,13 @@ export interface VmConfig {
   memoryMiB: number;
   /** Execution engine (resolve `auto` with `resolveAccel` first). */
   accel: Accel;
-  /** Root disk (`/dev/vda` in the guest); none for the KVM probe boot. */
+  /** Root disk (virtio serial `shuru-root`); none for the KVM probe boot. */
   disk?: DiskConfig;
+  /**
+   * The tools disk: a read-only raw ext4 image file (virtio serial `shuru-tools`) holding the
+   * agent and everything it runs on; shuru's initramfs mounts it. Shared by every VM.
+   */
+  tools?: string;
   /** Socket path the backend listens on for the agent channel (virtio-serial `shuru.agent`). */
   agentSocket: string;
   /** Host folders. */

@@ -22,6 +22,7 @@
  */
 
 import { maxSocketPath } from "../ffi/mod.ts";
+import { ROOT_SERIAL, TOOLS_SERIAL } from "../proto/mod.ts";
 import { VmError } from "./errors.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -50,20 +51,27 @@ export interface VzLimits {
   maxMemory: number;
 }
 
-/** A storage device: our NBD server, or a raw disk image file. */
+/**
+ * A storage device: our NBD server, or a raw disk image file. `identifier` is the virtio-blk
+ * serial number the guest reads (`blockDeviceIdentifier`, macOS 12.3): shuru's initramfs tells
+ * the root disk from the tools disk by it.
+ */
 export type VzStorage =
-  | {
-    kind: "nbd";
-    /** `nbd+unix:///EXPORT?socket=PATH`. */
-    url: string;
-    /** The socket path in the URL (checked for length). */
-    socket: string;
-    timeoutSeconds: number;
-    forcedReadOnly: boolean;
-    /** `full` forwards the guest's flushes; `none` drops them. */
-    synchronization: "full" | "none";
-  }
-  | { kind: "image"; path: string; readOnly: boolean };
+  & { identifier?: string }
+  & (
+    | {
+      kind: "nbd";
+      /** `nbd+unix:///EXPORT?socket=PATH`. */
+      url: string;
+      /** The socket path in the URL (checked for length). */
+      socket: string;
+      timeoutSeconds: number;
+      forcedReadOnly: boolean;
+      /** `full` forwards the guest's flushes; `none` drops them. */
+      synchronization: "full" | "none";
+    }
+    | { kind: "image"; path: string; readOnly: boolean }
+  );
 
 /** The whole machine. */
 export interface VzConfig {
@@ -175,9 +183,18 @@ export function vzConfig(
       timeoutSeconds: NBD_TIMEOUT_SECONDS,
       forcedReadOnly: disk.readOnly ?? false,
       synchronization: "full",
+      identifier: ROOT_SERIAL,
     });
   } else if (disk?.kind === "file") {
-    storage.push({ kind: "image", path: disk.path, readOnly: disk.readOnly ?? false });
+    storage.push({
+      kind: "image",
+      path: disk.path,
+      readOnly: disk.readOnly ?? false,
+      identifier: ROOT_SERIAL,
+    });
+  }
+  if (config.tools !== undefined) {
+    storage.push({ kind: "image", path: config.tools, readOnly: true, identifier: TOOLS_SERIAL });
   }
   const network: VzConfig["network"] = [];
   if (config.net) {

@@ -59,6 +59,7 @@ Deno.test("vzConfig - a shuru run as VZ devices", () => {
       timeoutSeconds: 30,
       forcedReadOnly: false,
       synchronization: "full",
+      identifier: "shuru-root",
     }],
     serialPorts: [{ socket: `${DIR}/console.sock` }],
     consolePorts: [{ name: "shuru.agent", socket: `${DIR}/agent.sock` }],
@@ -73,6 +74,16 @@ Deno.test("vzConfig - a shuru run as VZ devices", () => {
   });
   assertEquals(validateVzConfig(vz, LIMITS), []);
   checkVzConfig(vz, LIMITS);
+});
+
+Deno.test("vzConfig - the tools disk is a read-only image the guest finds by its identifier", () => {
+  const { vz } = vzConfig(vmConfig({ tools: "/Users/dev/assets/tools.ext4" }), OPTIONS);
+  assertEquals(vz.storage[1], {
+    kind: "image",
+    path: "/Users/dev/assets/tools.ext4",
+    readOnly: true,
+    identifier: "shuru-tools",
+  });
 });
 
 Deno.test("vzConfig - CPUs and memory are clamped to the framework's limits", () => {

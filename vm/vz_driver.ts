@@ -404,7 +404,11 @@ export class VzMachine implements Disposable {
                 error,
               )));
           }
-          return init("VZVirtioBlockDeviceConfiguration", "initWithAttachment:", attachment);
+          const block = init("VZVirtioBlockDeviceConfiguration", "initWithAttachment:", attachment);
+          if (disk.identifier !== undefined) {
+            o.send("void(id)", block, "setBlockDeviceIdentifier:", o.str(disk.identifier));
+          }
+          return block;
         });
         o.send("void(id)", cfg, "setStorageDevices:", o.array(disks));
 
