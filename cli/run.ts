@@ -173,7 +173,11 @@ export function withRunFlags(cmd: Command) {
       "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
         "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
     )
-    .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
+    .option(
+      "--install-deps",
+      "install missing host packages with apt-get (Debian; the default as root)",
+    )
+    .option("--no-install-deps", "only name missing host packages (one apt-get line), as root too")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
     .option("-v, --verbose", "show boot progress, kernel messages and timings")
     .option(
@@ -221,7 +225,7 @@ export type RunFlags = {
   accel?: string;
   backend?: string;
   arch?: string;
-  installDeps?: true;
+  installDeps?: boolean;
   console?: true;
   verbose?: true;
   env?: string[];
@@ -371,7 +375,7 @@ async function runOnce(
       net: { onBlocked: log, ...netLinkFromEnv() },
       onRemote: (r) => remote = r,
       onImageProgress: imageProgressPrinter(),
-      ...(flags.installDeps ? { installDeps: true } : {}),
+      ...(flags.installDeps !== undefined ? { installDeps: flags.installDeps } : {}),
       ...(verbose ? { verbose: true } : {}),
       onProgress: progressPrinter(),
       onNotice: log,

@@ -92,7 +92,7 @@ export function startCommand(): Command {
       await ensureAssets({
         assetsDir: homeLayout().assets,
         arch,
-        ...(opts.installDeps ? { installDeps: true } : {}),
+        ...(opts.installDeps !== undefined ? { installDeps: opts.installDeps } : {}),
         onProgress: progressPrinter(),
       });
       if (spec.image !== undefined) {

@@ -37,6 +37,7 @@ export {
   NON_ROOT_TOOLS,
   packagesOf,
   qemuSystemTool,
+  shouldInstallPackages,
   vmTools,
 } from "./tools.ts";
 export {

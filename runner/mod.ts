@@ -468,7 +468,7 @@ async function boot(
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
     arch,
-    ...(options.installDeps ? { installDeps: true } : {}),
+    ...(options.installDeps !== undefined ? { installDeps: options.installDeps } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
