@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
-import { isStatDead, parseStatStartTime, processAlive, processId } from "./process.ts";
+import { isStatDead, linuxStartTime, parseStatStartTime } from "./process_linux.ts";
 
 Deno.test("parseStatStartTime handles command names with spaces and parentheses", () => {
   const rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
@@ -15,11 +15,10 @@ Deno.test("isStatDead: zombies and dead processes count as gone", () => {
   assert(!isStatDead(`123 (a) Z) S ${rest}`));
 });
 
-Deno.test("processAlive tells this process from a finished one and from pid reuse", async () => {
-  const me = await processId(Deno.pid);
-  assert(me && (await processAlive(me)));
-  assert(!(await processAlive({ pid: Deno.pid, startTime: me.startTime + 1 })));
+Deno.test("linuxStartTime: field 22 of a live process, nothing for a reaped one", async () => {
+  const stat = await Deno.readTextFile("/proc/self/stat");
+  assertEquals(await linuxStartTime(Deno.pid), parseStatStartTime(stat));
   const child = new Deno.Command("true").spawn();
   await child.status;
-  assert(!(await processAlive({ pid: child.pid, startTime: 0 })));
+  assertEquals(await linuxStartTime(child.pid), undefined);
 });
