@@ -3,9 +3,10 @@
  *
  * Waiting fds (PTY masters, pipes of spawned processes, the virtio port, the network's datagram
  * socket) join one pollfd set; one end of a datagram socketpair in the set wakes the poll when the
- * set changes (a socketpair rather than a Linux eventfd: the host side runs on macOS too). So a thousand idle processes cost one
- * blocked thread, not one each (Deno's pool has 512 threads; filling it would stall every file
- * operation). The loop runs only while someone waits, so it never keeps the event loop alive.
+ * set changes (a socketpair rather than a Linux eventfd: the host side runs on macOS too). So a
+ * thousand idle processes cost one blocked thread, not one each (Deno's pool has 512 threads;
+ * filling it would stall every file operation). The loop runs only while someone waits, so it
+ * never keeps the event loop alive.
  *
  * Closing an fd that a poll might be watching is unsafe (the number can be reused at once), so
  * {@link Poller.release} resolves only when no poll in flight includes the fd.
