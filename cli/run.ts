@@ -39,6 +39,7 @@ import { ProgressPrinter } from "./init.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout, nameProblem } from "../host/mod.ts";
+import { libc } from "../ffi/mod.ts";
 import { openHomeStore } from "./store.ts";
 
 function positiveInt(flag: string) {
@@ -479,11 +480,10 @@ function netLinkFromEnv(): { link?: LinkTransport } {
   throw new UserError(`Invalid SHURU_NET_LINK "${value}": expected stream or datagram`);
 }
 
-/** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */
+/** This process's peak resident set size in MiB (`getrusage`), or "?" when it cannot tell. */
 function peakRssMiB(): string {
   try {
-    const kib = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+)/)?.[1];
-    return kib ? (Number(kib) / 1024).toFixed(0) : "?";
+    return (libc.peakResidentBytes() / (1024 * 1024)).toFixed(0);
   } catch {
     return "?";
   }

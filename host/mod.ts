@@ -48,4 +48,11 @@ export {
   ociArch,
   parseArch,
 } from "./arch.ts";
-export { processAlive, type ProcessId, processId } from "./process.ts";
+export {
+  processAlive,
+  type ProcessId,
+  processId,
+  processStartTime,
+  type ProcessStartTimeOptions,
+  selfProcessId,
+} from "./process.ts";
