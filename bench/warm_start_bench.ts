@@ -13,7 +13,8 @@
  * 4. The memory of 4 forks of a memory checkpoint against 4 cold boots (and 4 warm starts): the
  *    sum of the QEMU processes' RSS and PSS once each ran `true`.
  *
- * Usage: deno run -A bench/warm_start_bench.ts [rounds]   (TCG here; default 3 rounds)
+ * Usage: deno run -A bench/warm_start_bench.ts [rounds]   (TCG here; default 3 rounds;
+ * `SHURU_BENCH_PARTS=1,2` runs only those parts)
  *
  * @module
  */
@@ -27,6 +28,7 @@ import { median } from "./_stats.ts";
 const ROUNDS = Number(Deno.args[0] ?? 3);
 const GAP_S = Number(Deno.env.get("SHURU_BENCH_GAP_S") ?? 60);
 const FORKS = 4;
+const PARTS = new Set((Deno.env.get("SHURU_BENCH_PARTS") ?? "1,2,3,4").split(","));
 const ROOT = new URL("..", import.meta.url).pathname;
 const accel = (Deno.env.get("SHURU_ACCEL") ?? "tcg") as "tcg" | "kvm" | "auto";
 
@@ -124,6 +126,15 @@ try {
   console.log(`warm starts under ${accel}, ${ROUNDS} rounds, 2 vCPUs, 2 GiB`);
 
   // 1. run -- true, warm against cold.
+  if (PARTS.has("1")) await part1();
+  if (PARTS.has("2")) await part2();
+  if (PARTS.has("3")) await part3();
+  if (PARTS.has("4")) await part4();
+} finally {
+  await Deno.remove(root, { recursive: true }).catch(() => {});
+}
+
+async function part1(): Promise<void> {
   await cliRun(false); // makes the ready snapshot if needed; caches
   await cliRun(true);
   const warm: CliRun[] = [];
@@ -147,8 +158,10 @@ try {
   console.log(
     "   (KVM target: first exec within 150 ms of the start; KVM does not work on these hosts)",
   );
+}
 
-  // 2. First exec after a warm start against a cold boot.
+/** 2. First exec after a warm start against a cold boot. */
+async function part2(): Promise<void> {
   const first = { warm: [] as number[], cold: [] as number[] };
   const second = { warm: [] as number[], cold: [] as number[] };
   for (let i = 0; i < ROUNDS; i++) {
@@ -165,8 +178,10 @@ try {
     `   first exec warm / cold: ${(median(first.warm) / median(first.cold)).toFixed(2)}; ` +
       `second: ${(median(second.warm) / median(second.cold)).toFixed(2)}`,
   );
+}
 
-  // 3. Memory checkpoints of a running sandbox holding ~300 MiB.
+/** 3. Memory checkpoints of a running sandbox holding ~300 MiB. */
+async function part3(): Promise<void> {
   {
     await using b = await boot({});
     const holder = b.agent.spawn([
@@ -207,8 +222,10 @@ try {
     );
     await b.agent.exec(["true"]);
   }
+}
 
-  // 4. Memory of forks against cold boots.
+/** 4. Memory of forks against cold boots. */
+async function part4(): Promise<void> {
   {
     await using b = await boot({});
     await b.agent.exec(["true"]);
@@ -235,6 +252,4 @@ try {
       (forkMem.pss / coldMem.pss).toFixed(2)
     })`,
   );
-} finally {
-  await Deno.remove(root, { recursive: true }).catch(() => {});
 }

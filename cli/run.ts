@@ -417,7 +417,8 @@ async function runOnce(
     }
     if (verbose) log(`shuru: command ran ${Math.round(performance.now() - started)} ms`);
     const stopStarted = performance.now();
-    const result = await booted.stop(saveAs !== undefined ? { saveAs } : {});
+    // A throwaway run's disk is discarded: no need to power the guest off first.
+    const result = await booted.stop(saveAs !== undefined ? { saveAs } : { discard: true });
     if (verbose && remote) {
       const s = remote.stats;
       log(

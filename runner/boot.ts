@@ -293,12 +293,15 @@ export async function bootGuest(
           hostname: "shuru",
           machineId: crypto.randomUUID().replaceAll("-", ""),
         }),
+        // The ready snapshot's NIC is down; a memory checkpoint's may be up.
         plan.spec.network
           ? agent.netConfig({
             up: true,
             ...GUEST_NET,
             mtu: network?.net.mtu ?? DEFAULT_GUEST_MTU,
           })
+          : path === "ready"
+          ? Promise.resolve()
           : agent.netConfig({ up: false }),
       ]);
       phases.identity = since();

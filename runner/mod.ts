@@ -162,6 +162,12 @@ export interface StopOptions {
   saveAs?: string;
   /** Milliseconds to wait for the guest to power off before killing it. @default 20000 */
   graceMs?: number;
+  /**
+   * The disk is thrown away: end QEMU at once instead of powering the guest off (a throwaway
+   * `shuru run`). Host folders mounted read-write lose nothing: 9p writes reach the host
+   * before the guest's write returns. Ignored with `saveAs`.
+   */
+  discard?: boolean;
 }
 
 /** What {@link BootedSandbox.checkpoint} did. */
@@ -302,6 +308,12 @@ export class BootedSandbox implements AsyncDisposable {
   async #stop(options: StopOptions): Promise<StopResult> {
     const graceMs = options.graceMs ?? 20_000;
     try {
+      if (options.discard && options.saveAs === undefined) {
+        this.vm.kill();
+        const exit = await this.vm.exited;
+        await this.agent.close().catch(() => {});
+        return { exit };
+      }
       // The agent syncs the guest's filesystems before powering off, so the disk the NBD
       // server holds is consistent once QEMU exits. A broken connection just means we go
       // straight to stopping QEMU.

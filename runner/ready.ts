@@ -49,7 +49,7 @@ import { DEFAULT_GUEST_MTU, GuestNetwork } from "./network.ts";
 export const GUEST_NET = { address: "10.0.2.15", prefix: 24, gateway: "10.0.2.2" } as const;
 
 /** Version of the ready snapshot layout and recipe (bumped when either changes). */
-export const READY_FORMAT = 3;
+export const READY_FORMAT = 4;
 
 /**
  * 9p device slots every ready snapshot has: a run mounts its folders into the first ones after
@@ -437,6 +437,8 @@ async function build(dir: string, inputs: ReadyInputs, options: ReadyOptions): P
       machineId: crypto.randomUUID().replaceAll("-", ""),
     });
     await agent.netConfig({ up: true, ...GUEST_NET, mtu: DEFAULT_GUEST_MTU });
+    // Saved with the NIC down: a run without a network (the most common) needs no net_config.
+    await agent.netConfig({ up: false });
     await agent.exec(["true"]);
     await agent.stat("/");
     await agent.detach();
