@@ -22,7 +22,7 @@ import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AssetError } from "./errors.ts";
 import { arm64Image, extractKernel, findHostKernel, unpackKernelPackage } from "./kernel.ts";
-import { type LoadableModule, loadModules, type ModuleGroup, moduleGroupsFor } from "./modules.ts";
+import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
 import {
   addShuruFiles,
@@ -49,7 +49,6 @@ import {
   packagesOf,
   vmTools,
 } from "../host/mod.ts";
-import { machineFor } from "../vm/mod.ts";
 import { ARCH_SPECS, type ArchSpec, foreignAssetTools } from "./arch.ts";
 import { type DebFile, debMember, ForeignPackages } from "./packages.ts";
 import {
@@ -627,7 +626,7 @@ async function assetVersion(
     format: ASSET_FORMAT,
     arch: spec.arch,
     rootfsKey,
-    modules: moduleGroupsFor(machineFor(spec.arch).transport),
+    modules: MODULE_GROUPS,
     kernel: sources.kernelId,
     busybox: sources.busyboxId,
     tools: sources.toolsId,
@@ -776,9 +775,8 @@ async function build(inp: BuildInputs): Promise<number> {
       onProgress,
       async () => {
         const resolved = new Map<ModuleGroup, LoadableModule[]>();
-        const wanted = moduleGroupsFor(machineFor(spec.arch).transport);
-        for (const group of Object.keys(wanted) as ModuleGroup[]) {
-          resolved.set(group, await loadModules(prepared!.modulesDir, wanted[group]));
+        for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
+          resolved.set(group, await loadModules(prepared!.modulesDir, MODULE_GROUPS[group]));
         }
         const groups = groupModules(resolved);
         const image = await buildInitramfs(prepared!.busybox, groups, sources.release);

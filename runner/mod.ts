@@ -405,7 +405,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** A 9p mount tag for mount number `i` (tags are limited to 31 characters). */
+/** The share tag of mount number `i` (9p tags are limited to 31 characters, virtio-fs's to 36). */
 function mountTag(i: number): string {
   return `shuru${i}`;
 }
@@ -594,6 +594,10 @@ async function boot(
       const n = network;
       cleanup.push(() => n.close());
     }
+    const backend = createBackend(spec.backend, {
+      ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
+      onNotice: notice,
+    });
     const vm = await launchGuest({
       assets: bootFiles,
       instance,
@@ -605,10 +609,7 @@ async function boot(
       ...(network ? { net: network.net } : {}),
       ...(options.verbose ? { verbose: true } : {}),
       ...(tsc ? { tscKhz: tsc.khz } : {}),
-      backend: createBackend(spec.backend, {
-        ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
-        onNotice: notice,
-      }),
+      backend,
     });
     cleanup.push(async () => {
       vm.kill();
@@ -628,7 +629,10 @@ async function boot(
     await secrets?.installInGuest(agent);
     for (const m of mounts) {
       options.signal?.throwIfAborted();
-      await agent.mount(m.tag, m.guest, { mode: m.readOnly ? "ro" : "rw" });
+      await agent.mount(m.tag, m.guest, {
+        mode: m.readOnly ? "ro" : "rw",
+        transport: backend.mountTransport ?? "9p",
+      });
     }
     const tMounted = since();
     for (const p of spec.ports) {

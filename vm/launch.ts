@@ -29,7 +29,10 @@ export interface LaunchOptions {
   accel: Accel;
   /** Root disk; for shuru's NBD server: `{ kind: "nbd", socket: instance.nbdSocket, ... }`. */
   disk: DiskConfig;
-  /** Host folders (virtio-9p). Loads the 9p and overlay modules when present. */
+  /**
+   * Host folders (virtio-9p, or the backend's `mountTransport`). Loads that filesystem's and the
+   * overlay modules when present.
+   */
   mounts?: MountConfig[];
   /** Network device. Loads the net modules when present. */
   net?: NetConfig;
@@ -43,13 +46,31 @@ export interface LaunchOptions {
   backend?: VmBackend;
 }
 
+/**
+ * The kernel command line for a guest of `arch` on `backend` with `devices`: the backend's
+ * console and transport words, and only the module groups the devices need (each insmod costs
+ * time under TCG).
+ */
+export function guestCmdline(
+  arch: GuestArch,
+  backend: Pick<VmBackend, "cmdline" | "mountTransport">,
+  devices: { mounts: boolean; net: boolean; tscKhz?: number; verbose?: boolean },
+): string {
+  const groups: string[] = [];
+  if (devices.mounts) groups.push(backend.mountTransport ?? "9p", "overlay");
+  if (devices.net) groups.push("net");
+  return kernelCmdline({
+    arch,
+    ...(devices.tscKhz !== undefined ? { tscKhz: devices.tscKhz } : {}),
+    moduleGroups: groups,
+    ...(devices.verbose ? { verbose: true } : {}),
+    ...backend.cmdline,
+  });
+}
+
 /** Starts the guest; the agent channel is `vm.agent`, the end is `vm.exited`. */
 export async function launchGuest(options: LaunchOptions): Promise<Vm> {
   const mounts = options.mounts ?? [];
-  const groups: string[] = [];
-  // Only the module groups this run needs: each insmod costs time under TCG.
-  if (mounts.length > 0) groups.push("9p", "overlay");
-  if (options.net) groups.push("net");
   const arch = options.assets.arch ?? hostArch();
   const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
   const backend: VmBackend = options.backend ?? new QemuBackend();
@@ -57,12 +78,11 @@ export async function launchGuest(options: LaunchOptions): Promise<Vm> {
     arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
-    cmdline: kernelCmdline({
-      arch,
+    cmdline: guestCmdline(arch, backend, {
+      mounts: mounts.length > 0,
+      net: options.net !== undefined,
       ...(tscKhz !== undefined ? { tscKhz } : {}),
-      moduleGroups: groups,
       ...(options.verbose ? { verbose: true } : {}),
-      ...backend.cmdline,
     }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,

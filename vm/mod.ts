@@ -68,7 +68,7 @@ export {
   type NetnsMode,
   QEMU_SANDBOX_ARGS,
 } from "./confine.ts";
-export { launchGuest, type LaunchOptions } from "./launch.ts";
+export { guestCmdline, launchGuest, type LaunchOptions } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs } from "./qemu_args.ts";
 export { type CmdlineOptions, kernelCmdline } from "./cmdline.ts";
 export {

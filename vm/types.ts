@@ -6,6 +6,7 @@
  */
 
 import type { GuestArch } from "../host/mod.ts";
+import type { MountTransport } from "../proto/mod.ts";
 
 /** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
 export type Accel = "kvm" | "tcg" | "hvf";
@@ -15,7 +16,7 @@ export type DiskConfig =
   | { kind: "nbd"; socket: string; exportName: string; readOnly?: boolean }
   | { kind: "file"; path: string; format?: "raw" | "qcow2"; readOnly?: boolean };
 
-/** A host folder shared with the guest (virtio-9p on QEMU). */
+/** A host folder shared with the guest (virtio-9p on QEMU, virtio-fs on VZ). */
 export interface MountConfig {
   /** Tag the guest mounts by (`mount -t 9p TAG ...`): letters, digits, `_`, `-`, `.`. */
   tag: string;
@@ -135,6 +136,8 @@ export interface VmBackend {
   readonly name: string;
   /** Kernel command line settings the backend's machine needs (VZ: `hvc0`, PCI). */
   readonly cmdline?: { console?: string; pci?: boolean };
+  /** The device `mounts` are on, which the guest mounts them by (default `9p`; VZ: virtio-fs). */
+  readonly mountTransport?: MountTransport;
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
 }

@@ -44,6 +44,8 @@ export class VzBackend implements VmBackend {
   readonly name = "vz";
   /** The virtio console is `hvc0`; VZ's devices are on PCI. */
   readonly cmdline = { console: "hvc0", pci: true } as const;
+  /** Mounts are virtio-fs shares. */
+  readonly mountTransport = "virtiofs" as const;
   readonly #options: VzBackendOptions;
 
   constructor(options: VzBackendOptions = {}) {
