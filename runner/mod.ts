@@ -564,6 +564,10 @@ async function boot(
       readOnly: m.readOnly,
       guest: m.guest,
     }));
+    const backend = createBackend(spec.backend, {
+      ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
+      onNotice: notice,
+    });
     let network: GuestNetwork | undefined;
     let secrets: RunSecrets | undefined;
     if (spec.network) {
@@ -586,6 +590,8 @@ async function boot(
           }
           : {}),
         vmSocket: instance.netVmSocket,
+        // VZ takes the NIC's host end as a file handle: one end of a socket pair.
+        ...(backend.netTransport === "pair" ? { link: "pair" as const } : {}),
         onError: notice,
         ...(terminator
           ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }
@@ -594,10 +600,6 @@ async function boot(
       const n = network;
       cleanup.push(() => n.close());
     }
-    const backend = createBackend(spec.backend, {
-      ...(options.onConsoleLine ? { onConsoleLine: options.onConsoleLine } : {}),
-      onNotice: notice,
-    });
     const vm = await launchGuest({
       assets: bootFiles,
       instance,

@@ -31,13 +31,19 @@ export interface NetConfig {
   /**
    * How frames travel: `stream` (default), QEMU connects to `socket` and sends each frame as a
    * 4-byte big-endian length then the frame; `dgram`, one frame per datagram between QEMU's
-   * `vmSocket` and our `socket` (the shape macOS's framework uses).
+   * `vmSocket` and our `socket`; `pair`, one frame per datagram over a socket pair whose VM end
+   * is `fd` (macOS's framework takes the NIC's host end as a file handle).
    */
-  transport?: "stream" | "dgram";
-  /** Our socket's path. */
-  socket: string;
+  transport?: "stream" | "dgram" | "pair";
+  /** Our socket's path (`stream`, `dgram`). */
+  socket?: string;
   /** `dgram`: the path QEMU binds for its end. */
   vmSocket?: string;
+  /**
+   * `pair`: the VM's end of the socket pair. The VM borrows it; the network that made it
+   * closes it, after the VM has exited.
+   */
+  fd?: number;
   /** MAC address `xx:xx:xx:xx:xx:xx` (default: QEMU's). */
   mac?: string;
   /** MTU the guest sees (`host_mtu`). */
@@ -138,6 +144,11 @@ export interface VmBackend {
   readonly cmdline?: { console?: string; pci?: boolean };
   /** The device `mounts` are on, which the guest mounts them by (default `9p`; VZ: virtio-fs). */
   readonly mountTransport?: MountTransport;
+  /**
+   * The network transport the backend needs (`pair`: VZ's file-handle attachment); without it,
+   * socket paths (`stream` or `dgram`, the caller's choice).
+   */
+  readonly netTransport?: "pair";
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
 }
