@@ -250,12 +250,13 @@ export function initCommand() {
           `install with: shuru init --bundle ${options.export} --bundle-digest sha256:${exported.sha256}`,
         );
       }
+      const state = assets.built ? "built" : options.bundle !== undefined ? "installed" : "current";
       if (defaultBackend() === "vz") {
         if (options.json) {
           console.log(JSON.stringify({ ...assets, ...bundle, backend: "vz" }, null, 2));
         } else {
           console.log(
-            `guest assets ready: ${assets.dir}\nbackend: vz (Virtualization.framework)`,
+            `guest assets ${state}: ${assets.dir}\nbackend: vz (Virtualization.framework)`,
           );
         }
         return;
@@ -279,7 +280,6 @@ export function initCommand() {
         console.log(JSON.stringify({ ...assets, ...bundle, accel: accel.accel }, null, 2));
         return;
       }
-      const state = assets.built ? "built" : options.bundle !== undefined ? "installed" : "current";
       console.log(`guest assets ${state}: ${assets.dir} (kernel ${assets.kernelRelease})`);
       console.log(`accelerator: ${accel.accel}`);
       if (accel.notice) console.error(accel.notice);
