@@ -21,8 +21,8 @@ import { assertEquals } from "./tests/_assert.ts";
  */
 export const LAYERS = [
   "io",
-  "host",
   "ffi",
+  "host",
   "proto",
   "guest",
   "nbd",

@@ -50,6 +50,7 @@ import {
   missingPackagesError,
   NON_ROOT_TOOLS,
   packagesOf,
+  shouldInstallPackages,
   vmTools,
 } from "../host/mod.ts";
 import { ARCH_SPECS, type ArchSpec, foreignAssetTools } from "./arch.ts";
@@ -150,7 +151,11 @@ export interface EnsureAssetsOptions {
    * architecture's packages are looked up again).
    */
   force?: boolean;
-  /** Install missing host tools with apt-get (root on Debian/Ubuntu only). */
+  /**
+   * Install missing host tools with apt-get (Debian/Ubuntu, as root). Default: yes as root, so
+   * the first `shuru run` on a fresh machine bootstraps itself; otherwise the error names the
+   * one `sudo apt-get install` line.
+   */
   installDeps?: boolean;
   /** Progress callback. */
   onProgress?: (event: AssetProgress) => void;
@@ -496,7 +501,9 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
     if (options.checkOnly) return;
     let missing = await missingPackages();
     if (missing.length === 0) return;
-    if (!options.installDeps) throw missingPackagesError(missing);
+    if (!shouldInstallPackages(options.installDeps, Deno.uid())) {
+      throw missingPackagesError(missing);
+    }
     const log = await installPackages(missing.map((m) => m.package), { onProgress: detail });
     missing = await missingPackages();
     if (missing.length > 0) throw missingPackagesError(missing);

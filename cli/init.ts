@@ -160,7 +160,11 @@ export function initCommand() {
         "is built from downloaded packages and runs emulated",
     )
     .option("--force", "rebuild even when current (also re-runs mmdebstrap)")
-    .option("--install-deps", "install missing host packages with apt-get (root, Debian/Ubuntu)")
+    .option(
+      "--install-deps",
+      "install missing host packages with apt-get (Debian; the default as root)",
+    )
+    .option("--no-install-deps", "only name missing host packages (one apt-get line), as root too")
     .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
     .option("--agent <file>", "guest agent entry module (default: guest/main.ts of this checkout)")
     .option("--export <file>", "also write the assets as one bundle file (for a Mac)")

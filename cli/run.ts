@@ -39,6 +39,7 @@ import { ProgressPrinter } from "./init.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { UserError } from "./errors.ts";
 import { homeLayout, nameProblem } from "../host/mod.ts";
+import { libc } from "../ffi/mod.ts";
 import { openHomeStore } from "./store.ts";
 
 function positiveInt(flag: string) {
@@ -173,7 +174,11 @@ export function withRunFlags(cmd: Command) {
       "VM backend: vz (Apple's Virtualization.framework, macOS only) or qemu " +
         "(default: vz on macOS, qemu elsewhere; env SHURU_BACKEND)",
     )
-    .option("--install-deps", "install missing host packages with apt-get (root on Debian)")
+    .option(
+      "--install-deps",
+      "install missing host packages with apt-get (Debian; the default as root)",
+    )
+    .option("--no-install-deps", "only name missing host packages (one apt-get line), as root too")
     .option("--console", "attach to the guest's serial console log while it runs (debugging)")
     .option("-v, --verbose", "show boot progress, kernel messages and timings")
     .option(
@@ -221,7 +226,7 @@ export type RunFlags = {
   accel?: string;
   backend?: string;
   arch?: string;
-  installDeps?: true;
+  installDeps?: boolean;
   console?: true;
   verbose?: true;
   env?: string[];
@@ -371,7 +376,7 @@ async function runOnce(
       net: { onBlocked: log, ...netLinkFromEnv() },
       onRemote: (r) => remote = r,
       onImageProgress: imageProgressPrinter(),
-      ...(flags.installDeps ? { installDeps: true } : {}),
+      ...(flags.installDeps !== undefined ? { installDeps: flags.installDeps } : {}),
       ...(verbose ? { verbose: true } : {}),
       onProgress: progressPrinter(),
       onNotice: log,
@@ -475,11 +480,10 @@ function netLinkFromEnv(): { link?: LinkTransport } {
   throw new UserError(`Invalid SHURU_NET_LINK "${value}": expected stream or datagram`);
 }
 
-/** This process's peak resident set size in MiB (VmHWM), or "?" where /proc has none. */
+/** This process's peak resident set size in MiB (`getrusage`), or "?" when it cannot tell. */
 function peakRssMiB(): string {
   try {
-    const kib = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+)/)?.[1];
-    return kib ? (Number(kib) / 1024).toFixed(0) : "?";
+    return (libc.peakResidentBytes() / (1024 * 1024)).toFixed(0);
   } catch {
     return "?";
   }

@@ -11,6 +11,7 @@ import { parseDuration } from "../spec/mod.ts";
 import {
   checkSandboxName,
   decodeSpec,
+  detachFromTerminal,
   generateSandboxName,
   launchSupervisor,
   listLive,
@@ -92,7 +93,7 @@ export function startCommand(): Command {
       await ensureAssets({
         assetsDir: homeLayout().assets,
         arch,
-        ...(opts.installDeps ? { installDeps: true } : {}),
+        ...(opts.installDeps !== undefined ? { installDeps: opts.installDeps } : {}),
         onProgress: progressPrinter(),
       });
       if (spec.image !== undefined) {
@@ -121,6 +122,7 @@ export function superviseCommand(): Command {
     .description("(internal) run a sandbox's supervisor; started by `shuru start`")
     .argument("<spec>", "encoded supervisor spec")
     .action(async (spec) => {
+      detachFromTerminal();
       // `shuru start` hands the values over stdin (never the environment or the command line).
       const secrets = await readHandedSecrets();
       Deno.exitCode = await supervise(withSecretsFrom(decodeSpec(spec), secrets));

@@ -1,19 +1,35 @@
 /**
- * The few libc calls Deno has no API for, through Deno FFI (Linux, glibc or musl `libc.so.6`).
+ * The few libc calls Deno has no API for, through Deno FFI: glibc's `libc.so.6` on Linux,
+ * `libSystem.B.dylib` on macOS (the library table in `platform.ts`).
  *
  * Every wrapper checks the return value and throws {@link LibcError} carrying the errno, so callers
  * never look at raw `-1`s. Blocking calls (`poll`) exist in two forms: a synchronous one for a zero
  * timeout and an `async` one that runs on Deno's blocking thread pool, so a PTY waiting for output
  * never stalls the event loop. errno is thread-local, so it is only read after synchronous calls.
  *
- * Constants are the Linux generic values, identical on x86_64 and aarch64.
+ * Two sets of calls:
+ *
+ * - **portable** ({@linkcode PORTABLE_SYMBOLS}): the host side, on Linux and macOS: sockets,
+ *   `read`/`write`/`recv`/`send`, `poll`, `kill`, `setsid`, `getrusage`. Their constants differ by
+ *   OS and live in {@linkcode LIBC_ABI} and {@linkcode ERRNO_BY_OS}. None is variadic: Apple's
+ *   arm64 ABI passes variadic arguments on the stack, so a variadic function (`fcntl`, `open`,
+ *   `ioctl` with an argument) called through a fixed FFI signature reads garbage there. A socket
+ *   is therefore never made non-blocking with `fcntl`: each call says `MSG_DONTWAIT`, and
+ *   close-on-exec is `ioctl(FIOCLEX)`, which takes no argument.
+ * - **Linux only** ({@linkcode LINUX_SYMBOLS}): what only the guest agent uses (PTYs,
+ *   `posix_spawn` in a new session, `fcntl`, `mount`, `reboot`), with the {@linkcode LINUX}
+ *   constants (x86_64 and aarch64 agree on all of them). On another OS they throw ENOSYS.
  *
  * @module
  */
 
-import { libraryPath } from "./platform.ts";
+import { type HostOs, hostOs, libraryPath } from "./platform.ts";
+import { sockaddrUn as socketAddress, SOCKET_ABI } from "./unix_socket.ts";
 
-/** Linux constants used by the wrappers (x86_64 and aarch64 agree on all of them). */
+/** The OS whose numbering this process uses (the guest agent is always on Linux). */
+const OS: HostOs = hostOs() ?? "linux";
+
+/** Linux constants of the Linux-only calls (x86_64 and aarch64 agree on all of them). */
 export const LINUX = {
   O_RDONLY: 0,
   O_WRONLY: 1,
@@ -33,52 +49,143 @@ export const LINUX = {
   POLLNVAL: 0x20,
   MS_RDONLY: 1,
   F_SETPIPE_SZ: 1031,
-  EFD_NONBLOCK: 0o4000,
-  EFD_CLOEXEC: 0o2000000,
   WNOHANG: 1,
   POSIX_SPAWN_SETSIGDEF: 0x04,
   POSIX_SPAWN_SETSIGMASK: 0x08,
   POSIX_SPAWN_SETSID: 0x80,
   MNT_DETACH: 2,
   RB_POWER_OFF: 0x4321fedc,
-  AF_UNIX: 1,
-  SOCK_DGRAM: 2,
-  SOCK_NONBLOCK: 0o4000,
-  SOCK_CLOEXEC: 0o2000000,
-  SOL_SOCKET: 1,
-  SO_SNDBUF: 7,
-  SO_RCVBUF: 8,
 } as const;
 
-/** errno values the callers act on, with their names for messages. */
-export const ERRNO = {
-  EPERM: 1,
-  ENOENT: 2,
-  ESRCH: 3,
-  EINTR: 4,
-  EIO: 5,
-  EBADF: 9,
-  EAGAIN: 11,
-  EACCES: 13,
-  EBUSY: 16,
-  EEXIST: 17,
-  ENOTDIR: 20,
-  EINVAL: 22,
-  ENODEV: 19,
-  ENOSPC: 28,
-  ENOSYS: 38,
-  ENOEXEC: 8,
-  ECHILD: 10,
-  EPIPE: 32,
-  ENOTEMPTY: 39,
-  ELOOP: 40,
-  ENAMETOOLONG: 36,
-  ETXTBSY: 26,
-  EMSGSIZE: 90,
-  ENOBUFS: 105,
-  ENOTCONN: 107,
-  ECONNREFUSED: 111,
+/**
+ * Constants of the portable calls, per OS (`<poll.h>`, `<sys/socket.h>`, `<sys/ioctl.h>`,
+ * `<sys/resource.h>`); the socket constants and `struct sockaddr_un` are `SOCKET_ABI`'s.
+ */
+export const LIBC_ABI = {
+  linux: {
+    POLLIN: 0x1,
+    POLLOUT: 0x4,
+    POLLERR: 0x8,
+    POLLHUP: 0x10,
+    POLLNVAL: 0x20,
+    MSG_DONTWAIT: 0x40,
+    /** `_IO('T', 0x51)` in Linux's numbering. */
+    FIOCLEX: 0x5451,
+    WNOHANG: 1,
+    RUSAGE_SELF: 0,
+    /** `ru_maxrss` is in KiB. */
+    MAXRSS_UNIT: 1024,
+  },
+  darwin: {
+    POLLIN: 0x1,
+    POLLOUT: 0x4,
+    POLLERR: 0x8,
+    POLLHUP: 0x10,
+    POLLNVAL: 0x20,
+    MSG_DONTWAIT: 0x80,
+    /** `_IO('f', 1)`. */
+    FIOCLEX: 0x20006601,
+    WNOHANG: 1,
+    RUSAGE_SELF: 0,
+    /** `ru_maxrss` is in bytes. */
+    MAXRSS_UNIT: 1,
+  },
 } as const;
+
+/** {@linkcode LIBC_ABI} of this host. */
+export const HOST_ABI: (typeof LIBC_ABI)[HostOs] = LIBC_ABI[OS];
+
+/** errno names the callers act on. */
+export type ErrnoName =
+  | "EPERM"
+  | "ENOENT"
+  | "ESRCH"
+  | "EINTR"
+  | "EIO"
+  | "EBADF"
+  | "EAGAIN"
+  | "EACCES"
+  | "EBUSY"
+  | "EEXIST"
+  | "ENOTDIR"
+  | "EINVAL"
+  | "ENODEV"
+  | "ENOSPC"
+  | "ENOSYS"
+  | "ENOEXEC"
+  | "ECHILD"
+  | "EPIPE"
+  | "ENOTEMPTY"
+  | "ELOOP"
+  | "ENAMETOOLONG"
+  | "ETXTBSY"
+  | "EMSGSIZE"
+  | "ENOBUFS"
+  | "ENOTCONN"
+  | "ECONNREFUSED";
+
+/** errno values per OS (`<errno.h>`): EAGAIN and the network ones differ. */
+export const ERRNO_BY_OS: Record<HostOs, Readonly<Record<ErrnoName, number>>> = {
+  linux: {
+    EPERM: 1,
+    ENOENT: 2,
+    ESRCH: 3,
+    EINTR: 4,
+    EIO: 5,
+    EBADF: 9,
+    EAGAIN: 11,
+    EACCES: 13,
+    EBUSY: 16,
+    EEXIST: 17,
+    ENOTDIR: 20,
+    EINVAL: 22,
+    ENODEV: 19,
+    ENOSPC: 28,
+    ENOSYS: 38,
+    ENOEXEC: 8,
+    ECHILD: 10,
+    EPIPE: 32,
+    ENOTEMPTY: 39,
+    ELOOP: 40,
+    ENAMETOOLONG: 36,
+    ETXTBSY: 26,
+    EMSGSIZE: 90,
+    ENOBUFS: 105,
+    ENOTCONN: 107,
+    ECONNREFUSED: 111,
+  },
+  darwin: {
+    EPERM: 1,
+    ENOENT: 2,
+    ESRCH: 3,
+    EINTR: 4,
+    EIO: 5,
+    EBADF: 9,
+    EAGAIN: 35,
+    EACCES: 13,
+    EBUSY: 16,
+    EEXIST: 17,
+    ENOTDIR: 20,
+    EINVAL: 22,
+    ENODEV: 19,
+    ENOSPC: 28,
+    ENOSYS: 78,
+    ENOEXEC: 8,
+    ECHILD: 10,
+    EPIPE: 32,
+    ENOTEMPTY: 66,
+    ELOOP: 62,
+    ENAMETOOLONG: 63,
+    ETXTBSY: 26,
+    EMSGSIZE: 40,
+    ENOBUFS: 55,
+    ENOTCONN: 57,
+    ECONNREFUSED: 61,
+  },
+};
+
+/** errno values of this host, by name. */
+export const ERRNO: Readonly<Record<ErrnoName, number>> = ERRNO_BY_OS[OS];
 
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(ERRNO).map(([name, value]) => [value, name]),
@@ -109,18 +216,17 @@ export class LibcError extends Error {
   }
 }
 
-const SYMBOLS = {
-  __errno_location: { parameters: [], result: "pointer" },
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname_r: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+/**
+ * Calls with the same C signature in glibc and macOS's libSystem, none of them variadic: the host
+ * side's. (`nfds_t` is `unsigned long` on Linux and `unsigned int` on macOS; as a `u64` it travels
+ * in a register whose low half the callee reads, on arm64 and x86_64 alike.)
+ */
+export const PORTABLE_SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   poll_async: {
     name: "poll",
@@ -129,9 +235,30 @@ const SYMBOLS = {
     nonblocking: true,
   },
   kill: { parameters: ["i32", "i32"], result: "i32" },
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  getpgid: { parameters: ["i32"], result: "i32" },
+  setsid: { parameters: [], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  sync: { parameters: [], result: "void" },
+  getrusage: { parameters: ["i32", "buffer"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** `ioctl(fd, request)` for requests without an argument (FIOCLEX): no variadic part. */
+  ioctl_void: { name: "ioctl", parameters: ["i32", "u64"], result: "i32" },
+} as const;
+
+/** The guest agent's calls: Linux only, or variadic (`ioctl` with an argument, `open`, `fcntl`). */
+export const LINUX_SYMBOLS = {
+  posix_openpt: { parameters: ["i32"], result: "i32" },
+  grantpt: { parameters: ["i32"], result: "i32" },
+  unlockpt: { parameters: ["i32"], result: "i32" },
+  ptsname_r: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   posix_spawn: {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
@@ -149,30 +276,46 @@ const SYMBOLS = {
     result: "i32",
   },
   posix_spawn_file_actions_addchdir_np: { parameters: ["buffer", "buffer"], result: "i32" },
-  getpgid: { parameters: ["i32"], result: "i32" },
-  sync: { parameters: [], result: "void" },
   reboot: { parameters: ["i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
 } as const;
 
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+/** `PORTABLE_SYMBOLS` plus errno's location, whose function has a name per libc. */
+export function portableSymbols(os: HostOs): typeof PORTABLE_SYMBOLS & {
+  errno_location: { name: string; parameters: []; result: "pointer" };
+} {
+  return {
+    ...PORTABLE_SYMBOLS,
+    errno_location: { name: SOCKET_ABI[os].ERRNO_FN, parameters: [], result: "pointer" },
+  };
+}
 
-let libc: Libc | undefined;
+type Portable = Deno.DynamicLibrary<ReturnType<typeof portableSymbols>>["symbols"];
+type LinuxOnly = Deno.DynamicLibrary<typeof LINUX_SYMBOLS>["symbols"];
+
+let portable: Portable | undefined;
+let linuxOnly: LinuxOnly | undefined;
 
 /** Opens libc on first use, so importing this module costs nothing on hosts that never call it. */
-function lib(): Libc {
-  if (!libc) libc = Deno.dlopen(libraryPath("libc"), SYMBOLS).symbols;
-  return libc;
+function lib(): Portable {
+  if (!portable) portable = Deno.dlopen(libraryPath("libc"), portableSymbols(OS)).symbols;
+  return portable;
+}
+
+/**
+ * The Linux-only calls (the guest agent's).
+ *
+ * @throws {LibcError} ENOSYS on another OS.
+ */
+function linux(call: string): LinuxOnly {
+  if (OS !== "linux") throw new LibcError(call, ERRNO.ENOSYS, `(Linux only, not on ${OS})`);
+  if (!linuxOnly) linuxOnly = Deno.dlopen(libraryPath("libc"), LINUX_SYMBOLS).symbols;
+  return linuxOnly;
 }
 
 function errno(): number {
-  const p = lib().__errno_location();
+  const p = lib().errno_location();
   if (p === null) return 0;
   return new Deno.UnsafePointerView(p).getInt32();
 }
@@ -194,19 +337,19 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 
 /** `posix_openpt(flags)`: opens a new PTY master. */
 export function posixOpenpt(flags: number): number {
-  return check("posix_openpt", lib().posix_openpt(flags), "/dev/ptmx");
+  return check("posix_openpt", linux("posix_openpt").posix_openpt(flags), "/dev/ptmx");
 }
 
 /** `grantpt(fd)` then `unlockpt(fd)`: makes the slave side openable. */
 export function grantAndUnlockPt(fd: number): void {
-  check("grantpt", lib().grantpt(fd), `fd ${fd}`);
-  check("unlockpt", lib().unlockpt(fd), `fd ${fd}`);
+  check("grantpt", linux("grantpt").grantpt(fd), `fd ${fd}`);
+  check("unlockpt", linux("unlockpt").unlockpt(fd), `fd ${fd}`);
 }
 
 /** `ptsname_r(fd)`: the path of the slave side, e.g. `/dev/pts/3`. */
 export function ptsname(fd: number): string {
   const buf = new Uint8Array(128);
-  const rc = lib().ptsname_r(fd, buf, BigInt(buf.length));
+  const rc = linux("ptsname_r").ptsname_r(fd, buf, BigInt(buf.length));
   // ptsname_r returns the error number itself instead of setting errno.
   if (rc !== 0) throw new LibcError("ptsname_r", rc, `fd ${fd}`);
   const end = buf.indexOf(0);
@@ -216,19 +359,19 @@ export function ptsname(fd: number): string {
 /** Sets a terminal's window size (`TIOCSWINSZ`); the kernel sends SIGWINCH to its foreground group. */
 export function setWindowSize(fd: number, rows: number, cols: number): void {
   const ws = new Uint16Array([rows, cols, 0, 0]);
-  check("ioctl TIOCSWINSZ", lib().ioctl(fd, BigInt(LINUX.TIOCSWINSZ), ws), `fd ${fd}`);
+  check("ioctl TIOCSWINSZ", linux("ioctl").ioctl(fd, BigInt(LINUX.TIOCSWINSZ), ws), `fd ${fd}`);
 }
 
 /** Reads a terminal's window size (`TIOCGWINSZ`). */
 export function getWindowSize(fd: number): { rows: number; cols: number } {
   const ws = new Uint16Array(4);
-  check("ioctl TIOCGWINSZ", lib().ioctl(fd, BigInt(LINUX.TIOCGWINSZ), ws), `fd ${fd}`);
+  check("ioctl TIOCGWINSZ", linux("ioctl").ioctl(fd, BigInt(LINUX.TIOCGWINSZ), ws), `fd ${fd}`);
   return { rows: ws[0]!, cols: ws[1]! };
 }
 
 /** `open(path, flags, mode)`; returns the fd. */
 export function open(path: string, flags: number, mode = 0o666): number {
-  return check("open", lib().open(cString(path), flags, mode), path);
+  return check("open", linux("open").open(cString(path), flags, mode), path);
 }
 
 /** `close(fd)`. */
@@ -238,14 +381,14 @@ export function close(fd: number): void {
 
 /** Whether `fd` is an open file descriptor (fcntl F_GETFL succeeds). */
 export function isOpen(fd: number): boolean {
-  return lib().fcntl(fd, LINUX.F_GETFL, 0) >= 0;
+  return linux("fcntl").fcntl(fd, LINUX.F_GETFL, 0) >= 0;
 }
 
 /** Sets or clears `O_NONBLOCK` on an fd. */
 export function setNonBlocking(fd: number, on: boolean): void {
-  const flags = check("fcntl F_GETFL", lib().fcntl(fd, LINUX.F_GETFL, 0), `fd ${fd}`);
+  const flags = check("fcntl F_GETFL", linux("fcntl").fcntl(fd, LINUX.F_GETFL, 0), `fd ${fd}`);
   const next = on ? flags | LINUX.O_NONBLOCK : flags & ~LINUX.O_NONBLOCK;
-  check("fcntl F_SETFL", lib().fcntl(fd, LINUX.F_SETFL, next), `fd ${fd}`);
+  check("fcntl F_SETFL", linux("fcntl").fcntl(fd, LINUX.F_SETFL, next), `fd ${fd}`);
 }
 
 /**
@@ -313,7 +456,7 @@ export function sync(): void {
 
 /** `reboot(RB_POWER_OFF)`: powers the machine off at once. Only returns on failure (it throws). */
 export function powerOff(): never {
-  check("reboot RB_POWER_OFF", lib().reboot(LINUX.RB_POWER_OFF));
+  check("reboot RB_POWER_OFF", linux("reboot").reboot(LINUX.RB_POWER_OFF));
   throw new LibcError("reboot RB_POWER_OFF", ERRNO.EINVAL, "(returned without powering off)");
 }
 
@@ -324,7 +467,7 @@ export function mount(
   options: { fstype: string; flags?: number; data?: string },
 ): void {
   const data = options.data === undefined ? null : cString(options.data);
-  const rc = lib().mount(
+  const rc = linux("mount").mount(
     cString(source),
     cString(target),
     cString(options.fstype),
@@ -336,24 +479,19 @@ export function mount(
 
 /** `umount2(target, flags)`. */
 export function umount(target: string, flags = 0): void {
-  check("umount", lib().umount2(cString(target), flags), target);
-}
-
-/** `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`: a counter fd used to wake a poll. */
-export function eventfd(): number {
-  return check("eventfd", lib().eventfd(0, LINUX.EFD_NONBLOCK | LINUX.EFD_CLOEXEC));
+  check("umount", linux("umount2").umount2(cString(target), flags), target);
 }
 
 /** `pipe2(O_CLOEXEC)`: returns `[readEnd, writeEnd]`. */
 export function pipe(): [number, number] {
   const fds = new Int32Array(2);
-  check("pipe2", lib().pipe2(fds, LINUX.O_CLOEXEC));
+  check("pipe2", linux("pipe2").pipe2(fds, LINUX.O_CLOEXEC));
   return [fds[0]!, fds[1]!];
 }
 
 /** Grows a pipe's buffer (`F_SETPIPE_SZ`); returns the size granted, or null if refused. */
 export function setPipeSize(fd: number, bytes: number): number | null {
-  const rc = lib().fcntl(fd, LINUX.F_SETPIPE_SZ, bytes);
+  const rc = linux("fcntl").fcntl(fd, LINUX.F_SETPIPE_SZ, bytes);
   return rc < 0 ? null : rc;
 }
 
@@ -368,7 +506,7 @@ export type WaitStatus = { exited: true; code: number } | { exited: false; signa
 export function tryWait(pid: number): WaitStatus | null {
   const status = new Int32Array(1);
   for (;;) {
-    const rc = lib().waitpid(pid, status, LINUX.WNOHANG);
+    const rc = lib().waitpid(pid, status, HOST_ABI.WNOHANG);
     if (rc === 0) return null;
     if (rc < 0) {
       const e = errno();
@@ -426,7 +564,7 @@ const OPAQUE_BYTES = 1024;
  * @throws LibcError with the errno posix_spawn reported (ENOENT, EACCES, ENOEXEC, ...).
  */
 export function posixSpawn(options: PosixSpawnOptions): number {
-  const l = lib();
+  const l = linux("posix_spawn");
   const attr = new Uint8Array(OPAQUE_BYTES);
   const actions = new Uint8Array(OPAQUE_BYTES);
   const keep: Uint8Array[] = [];
@@ -491,57 +629,121 @@ export async function pollSetAsync(
   return rc < 0 ? 0 : rc;
 }
 
-/** Largest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL). */
-export const MAX_UNIX_PATH = 107;
-
-/** A `struct sockaddr_un` for `path` (Linux layout: a 2-byte family, then the path). */
-function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
-  const bytes = encoder.encode(path);
-  if (bytes.length === 0 || bytes.length > MAX_UNIX_PATH) {
-    throw new LibcError("bind", ERRNO.ENAMETOOLONG, path);
+/** `struct sockaddr_un` for `path` on this OS, or a `LibcError` ENAMETOOLONG naming `call`. */
+function unixAddress(call: string, path: string): Uint8Array<ArrayBuffer> {
+  try {
+    return socketAddress(path, OS);
+  } catch (err) {
+    if (err instanceof RangeError) throw new LibcError(call, ERRNO.ENAMETOOLONG, path);
+    throw err;
   }
-  const addr = new Uint8Array(2 + bytes.length + 1);
-  new DataView(addr.buffer).setUint16(0, LINUX.AF_UNIX, true);
-  addr.set(bytes, 2);
-  return addr;
 }
 
-/** A non-blocking, close-on-exec Unix datagram socket (`socket(AF_UNIX, SOCK_DGRAM)`). */
+/** Marks `fd` close-on-exec with `ioctl(FIOCLEX)` (which, unlike `fcntl`, takes no argument). */
+export function setCloseOnExec(fd: number): void {
+  check("ioctl FIOCLEX", lib().ioctl_void(fd, BigInt(HOST_ABI.FIOCLEX)), `fd ${fd}`);
+}
+
+/** Closes `fd` after a failed setup step, keeping the step's error. */
+function closeAfter<T>(fds: number[], step: () => T): T {
+  try {
+    return step();
+  } catch (err) {
+    for (const fd of fds) lib().close(fd);
+    throw err;
+  }
+}
+
+/**
+ * A close-on-exec Unix datagram socket (`socket(AF_UNIX, SOCK_DGRAM)`). It stays blocking (macOS
+ * has no `SOCK_NONBLOCK`): use {@linkcode receiveNonBlocking} and {@linkcode sendNonBlocking}.
+ */
 export function unixDatagramSocket(): number {
-  const type = LINUX.SOCK_DGRAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
-  return check("socket AF_UNIX SOCK_DGRAM", lib().socket(LINUX.AF_UNIX, type, 0));
+  const abi = SOCKET_ABI[OS];
+  const fd = check("socket AF_UNIX SOCK_DGRAM", lib().socket(abi.AF_UNIX, abi.SOCK_DGRAM, 0));
+  closeAfter([fd], () => setCloseOnExec(fd));
+  return fd;
 }
 
-/** A connected pair of non-blocking Unix datagram sockets (`socketpair`). */
+/** A connected pair of close-on-exec Unix datagram sockets (`socketpair`), blocking like above. */
 export function unixDatagramPair(): [number, number] {
+  const abi = SOCKET_ABI[OS];
   const fds = new Int32Array(2);
-  const type = LINUX.SOCK_DGRAM | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
   check(
     "socketpair AF_UNIX SOCK_DGRAM",
-    lib().socketpair(LINUX.AF_UNIX, type, 0, new Uint8Array(fds.buffer)),
+    lib().socketpair(abi.AF_UNIX, abi.SOCK_DGRAM, 0, new Uint8Array(fds.buffer)),
   );
-  return [fds[0]!, fds[1]!];
+  const pair: [number, number] = [fds[0]!, fds[1]!];
+  closeAfter(pair, () => pair.forEach(setCloseOnExec));
+  return pair;
 }
 
 /** `bind(fd, path)` for a Unix socket. */
 export function bindUnix(fd: number, path: string): void {
-  const addr = sockaddrUn(path);
+  const addr = unixAddress("bind", path);
   check("bind", lib().bind(fd, addr, addr.length), path);
 }
 
 /** `connect(fd, path)` for a Unix socket (a datagram socket then sends to and hears only it). */
 export function connectUnix(fd: number, path: string): void {
-  const addr = sockaddrUn(path);
+  const addr = unixAddress("connect", path);
   check("connect", lib().connect(fd, addr, addr.length), path);
+}
+
+/**
+ * `recv(fd, buf, MSG_DONTWAIT)`: the byte count (a datagram's whole size when it fits), or `null`
+ * when nothing is ready. The socket itself may be blocking.
+ */
+export function receiveNonBlocking(fd: number, buf: Uint8Array<ArrayBuffer>): number | null {
+  const n = Number(lib().recv(fd, buf, BigInt(buf.length), HOST_ABI.MSG_DONTWAIT));
+  if (n >= 0) return n;
+  const e = errno();
+  if (e === ERRNO.EAGAIN || e === ERRNO.EINTR) return null;
+  throw new LibcError("recv", e, `fd ${fd}`);
+}
+
+/**
+ * `send(fd, buf, MSG_DONTWAIT)`: the bytes sent, or `0` when it would block. Other failures
+ * throw; on macOS a Unix datagram socket whose peer is full fails with ENOBUFS instead of
+ * blocking (and `poll` does not wait for room), so callers retry that one after a pause.
+ */
+export function sendNonBlocking(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+  const n = Number(lib().send(fd, buf, BigInt(buf.length), HOST_ABI.MSG_DONTWAIT));
+  if (n >= 0) return n;
+  const e = errno();
+  if (e === ERRNO.EAGAIN || e === ERRNO.EINTR) return 0;
+  throw new LibcError("send", e, `fd ${fd}`);
 }
 
 /** Sets a socket's send or receive buffer size (`SO_SNDBUF`/`SO_RCVBUF`, capped by the kernel). */
 export function setSocketBuffer(fd: number, which: "send" | "receive", bytes: number): void {
+  const abi = SOCKET_ABI[OS];
   const value = new Int32Array([bytes]);
-  const opt = which === "send" ? LINUX.SO_SNDBUF : LINUX.SO_RCVBUF;
+  const opt = which === "send" ? abi.SO_SNDBUF : abi.SO_RCVBUF;
   check(
     "setsockopt",
-    lib().setsockopt(fd, LINUX.SOL_SOCKET, opt, new Uint8Array(value.buffer), 4),
+    lib().setsockopt(fd, abi.SOL_SOCKET, opt, new Uint8Array(value.buffer), 4),
     `fd ${fd}`,
   );
+}
+
+/**
+ * `setsid()`: makes this process the leader of a new session (no controlling terminal, so no
+ * hang-up or terminal signals reach it); returns the session id.
+ *
+ * @throws {LibcError} EPERM when the process already leads a process group.
+ */
+export function setsid(): number {
+  return check("setsid", lib().setsid());
+}
+
+/**
+ * This process's peak resident set size in bytes (`getrusage(RUSAGE_SELF).ru_maxrss`, which
+ * Linux counts in KiB and macOS in bytes).
+ */
+export function peakResidentBytes(): number {
+  // struct rusage: two struct timeval (16 bytes each on LP64), then `long ru_maxrss`.
+  const usage = new BigInt64Array(18);
+  check("getrusage", lib().getrusage(HOST_ABI.RUSAGE_SELF, new Uint8Array(usage.buffer)));
+  return Number(usage[4]!) * HOST_ABI.MAXRSS_UNIT;
 }

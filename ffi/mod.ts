@@ -35,7 +35,14 @@ export {
   type RuntimeClass,
   type Signature,
 } from "./objc.ts";
-export { type HostOs, LibraryError, type LibraryName, openLibrary } from "./platform.ts";
+export {
+  type HostOs,
+  hostOs,
+  LibraryError,
+  type LibraryName,
+  libraryPath,
+  openLibrary,
+} from "./platform.ts";
 export {
   closeFd,
   connectUnixSocket,

@@ -1,10 +1,12 @@
 /**
  * One poll(2) for every fd the agent waits on, run on a single thread of Deno's blocking pool.
  *
- * Waiting fds (PTY masters, pipes of spawned processes, the virtio port) join one pollfd set; an
- * eventfd in the set wakes the poll when the set changes. So a thousand idle processes cost one
- * blocked thread, not one each (Deno's pool has 512 threads; filling it would stall every file
- * operation). The loop runs only while someone waits, so it never keeps the event loop alive.
+ * Waiting fds (PTY masters, pipes of spawned processes, the virtio port, the network's datagram
+ * socket) join one pollfd set; one end of a datagram socketpair in the set wakes the poll when the
+ * set changes (a socketpair rather than a Linux eventfd: the host side runs on macOS too). So a
+ * thousand idle processes cost one blocked thread, not one each (Deno's pool has 512 threads;
+ * filling it would stall every file operation). The loop runs only while someone waits, so it
+ * never keeps the event loop alive.
  *
  * Closing an fd that a poll might be watching is unsafe (the number can be reused at once), so
  * {@link Poller.release} resolves only when no poll in flight includes the fd.
@@ -19,7 +21,7 @@
 
 import * as libc from "./libc.ts";
 
-const { LINUX } = libc;
+const { HOST_ABI } = libc;
 
 /** What a waiter resolves with when its deadline passed first (never a valid `revents`). */
 const TIMED_OUT = -1;
@@ -44,7 +46,8 @@ export interface PollWaitOptions {
 /** A shared readiness waiter; use {@link poller} for the process-wide instance. */
 export class Poller {
   #waiters = new Set<Waiter>();
-  #wakeFd: number | null = null;
+  /** The socketpair: [0] is polled, [1] is written to wake the poll. */
+  #wakeFds: [number, number] | null = null;
   #running = false;
   /** fds included in the poll currently in flight. */
   #inFlight = new Set<number>();
@@ -120,14 +123,14 @@ export class Poller {
   }
 
   #wake(): void {
-    if (!this.#running || this.#wakeFd === null || this.#wakePending) return;
+    if (!this.#running || this.#wakeFds === null || this.#wakePending) return;
     this.#wakePending = true;
-    libc.writeNonBlocking(this.#wakeFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+    libc.sendNonBlocking(this.#wakeFds[1], new Uint8Array(1));
   }
 
   async #loop(): Promise<void> {
     this.#running = true;
-    this.#wakeFd ??= libc.eventfd();
+    const [wakeFd] = this.#wakeFds ??= libc.unixDatagramPair();
     const counter = new Uint8Array(8);
     try {
       while (this.#waiters.size > 0) {
@@ -140,8 +143,8 @@ export class Poller {
         }
         const set = new Uint8Array(8 * (fds.size + 1));
         const view = new DataView(set.buffer);
-        view.setInt32(0, this.#wakeFd, true);
-        view.setInt16(4, LINUX.POLLIN, true);
+        view.setInt32(0, wakeFd, true);
+        view.setInt16(4, HOST_ABI.POLLIN, true);
         let i = 1;
         for (const [fd, events] of fds) {
           view.setInt32(8 * i, fd, true);
@@ -161,7 +164,7 @@ export class Poller {
         if (n > 0) {
           if (view.getUint16(6, true) !== 0) {
             this.#wakePending = false;
-            libc.readNonBlocking(this.#wakeFd, counter);
+            while (libc.receiveNonBlocking(wakeFd, counter) !== null) { /* drain */ }
           }
           const ready = new Map<number, number>();
           for (let j = 1; j <= fds.size; j++) {
@@ -171,7 +174,8 @@ export class Poller {
           for (const w of waiters) {
             const revents = ready.get(w.fd);
             if (revents === undefined || !this.#waiters.has(w)) continue;
-            const hit = revents & (w.events | LINUX.POLLERR | LINUX.POLLHUP | LINUX.POLLNVAL);
+            const hit = revents &
+              (w.events | HOST_ABI.POLLERR | HOST_ABI.POLLHUP | HOST_ABI.POLLNVAL);
             if (hit === 0) continue;
             this.#waiters.delete(w);
             w.resolve(hit);
@@ -188,7 +192,7 @@ export class Poller {
       this.#running = false;
       this.#wakePending = false;
       // Drain a wake-up that arrived after the last poll, so the next loop starts clean.
-      libc.readNonBlocking(this.#wakeFd!, counter);
+      while (libc.receiveNonBlocking(wakeFd, counter) !== null) { /* drain */ }
     }
   }
 }

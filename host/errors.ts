@@ -1,6 +1,6 @@
 /**
- * The error type of the host's environment: programs shuru needs that are missing, and
- * installing the packages that provide them.
+ * The error type of the host's environment: programs shuru needs that are missing, installing
+ * the packages that provide them, and an OS or architecture shuru does not run on.
  *
  * @module
  */
@@ -12,7 +12,9 @@ export type HostErrorCode =
   | "install_failed"
   | "no_data_home"
   /** The host's CPU architecture is not one shuru runs guests on. */
-  | "unsupported_arch";
+  | "unsupported_arch"
+  /** The host's OS is neither Linux nor macOS, or cannot tell what shuru asks of it. */
+  | "unsupported_os";
 
 /** The host lacks something shuru needs; `message` says what to run about it. */
 export class HostError extends Error {

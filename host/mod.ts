@@ -37,6 +37,7 @@ export {
   NON_ROOT_TOOLS,
   packagesOf,
   qemuSystemTool,
+  shouldInstallPackages,
   vmTools,
 } from "./tools.ts";
 export {
@@ -47,4 +48,11 @@ export {
   ociArch,
   parseArch,
 } from "./arch.ts";
-export { processAlive, type ProcessId, processId } from "./process.ts";
+export {
+  processAlive,
+  type ProcessId,
+  processId,
+  processStartTime,
+  type ProcessStartTimeOptions,
+  selfProcessId,
+} from "./process.ts";

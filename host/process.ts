@@ -1,57 +1,90 @@
 /**
- * Process liveness that survives pid reuse: a process is named by its pid and its start time
- * (field 22 of `/proc/<pid>/stat`, in clock ticks since boot), so a record naming a process that
- * died is never mistaken for an unrelated process that later got the same pid.
+ * Process liveness that survives pid reuse: a process is named by its pid and its start time, so
+ * a record naming a process that died is never mistaken for an unrelated process that later got
+ * the same pid.
  *
- * One read of `/proc/<pid>/stat` tells existence (what `kill(pid, 0)` tells), the start time and
- * whether the process is a zombie (which `kill(pid, 0)` reports as alive), and works for other
- * users' processes too (where `kill(pid, 0)` fails with EPERM).
+ * The start time comes from the OS, each in its own unit (only ever compared on the same host):
+ *
+ * - Linux: field 22 of `/proc/<pid>/stat`, clock ticks since boot (`process_linux.ts`);
+ * - macOS: `p_starttime` of `sysctl(KERN_PROC_PID)`'s `kinfo_proc`, microseconds since the
+ *   epoch (`process_darwin.ts`).
+ *
+ * Either query is the existence check too (`kill(pid, 0)` would add nothing: it reports a zombie
+ * as alive, and fails with EPERM for another user's process), and a zombie counts as gone: an
+ * orphan's exit may never be reaped when PID 1 does not reap, as in containers.
  *
  * @module
  */
 
-/** A process identity that survives pid reuse: pid plus its start time in clock ticks. */
+import { type HostOs, hostOs } from "../ffi/mod.ts";
+import { HostError } from "./errors.ts";
+import { darwinStartTime } from "./process_darwin.ts";
+import { linuxStartTime } from "./process_linux.ts";
+
+/** A process identity that survives pid reuse: pid plus its start time. */
 export interface ProcessId {
   /** Process id. */
   pid: number;
-  /** Field 22 of `/proc/<pid>/stat`. */
+  /** When it started, in the host OS's unit (see the module's description). */
   startTime: number;
 }
 
-/** Returns the start time (field 22) from the text of `/proc/<pid>/stat`. */
-export function parseStatStartTime(stat: string): number | undefined {
-  // The command name (field 2) is in parentheses and may contain spaces and parentheses.
-  const close = stat.lastIndexOf(")");
-  if (close === -1) return undefined;
-  const fields = stat.slice(close + 2).split(" ");
-  // fields[0] is field 3 (state), so field 22 is fields[19].
-  const value = Number(fields[19]);
-  return Number.isInteger(value) ? value : undefined;
-}
+/** How each OS tells a process's start time (`undefined`: no such process, or a zombie). */
+export const START_TIME_READERS: Record<HostOs, (pid: number) => Promise<number | undefined>> = {
+  linux: linuxStartTime,
+  darwin: darwinStartTime,
+};
 
-/** `true` when the text of `/proc/<pid>/stat` says the process is a zombie or dead. */
-export function isStatDead(stat: string): boolean {
-  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  return state === "Z" || state === "X" || state === "x";
+/** Options of {@linkcode processStartTime}. */
+export interface ProcessStartTimeOptions {
+  /** The OS whose reader to use (default: this host's). */
+  os?: string;
 }
 
 /**
- * Returns the identity of process `pid`, or `undefined` when it does not exist or has exited
- * (a zombie: an orphan's exit may never be reaped when PID 1 does not reap, as in containers).
+ * The start time of process `pid`, or `undefined` when it does not exist or has exited.
+ *
+ * @throws {HostError} `unsupported_os` on an OS shuru does not run on.
  */
-export async function processId(pid: number): Promise<ProcessId | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    if (isStatDead(stat)) return undefined;
-    const startTime = parseStatStartTime(stat);
-    return startTime === undefined ? undefined : { pid, startTime };
-  } catch {
-    return undefined;
+export async function processStartTime(
+  pid: number,
+  options: ProcessStartTimeOptions = {},
+): Promise<number | undefined> {
+  const os = options.os ?? Deno.build.os;
+  const known = hostOs(os);
+  if (!known) {
+    throw new HostError(
+      "unsupported_os",
+      `Cannot tell whether process ${pid} runs: shuru does not know ${os} (Linux and macOS only)`,
+    );
   }
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  return await START_TIME_READERS[known](pid);
+}
+
+/** Returns the identity of process `pid`, or `undefined` when it does not exist or has exited. */
+export async function processId(pid: number): Promise<ProcessId | undefined> {
+  const startTime = await processStartTime(pid);
+  return startTime === undefined ? undefined : { pid, startTime };
 }
 
 /** `true` when the process `id` still runs (same pid and start time). */
 export async function processAlive(id: ProcessId): Promise<boolean> {
-  const now = await processId(id.pid);
-  return now !== undefined && now.startTime === id.startTime;
+  return (await processStartTime(id.pid)) === id.startTime;
+}
+
+/**
+ * The identity of this process.
+ *
+ * @throws {HostError} `unsupported_os` when the OS cannot tell (never on Linux or macOS).
+ */
+export async function selfProcessId(): Promise<ProcessId> {
+  const self = await processId(Deno.pid);
+  if (!self) {
+    throw new HostError(
+      "unsupported_os",
+      `Cannot read the start time of this process (pid ${Deno.pid}) on ${Deno.build.os}`,
+    );
+  }
+  return self;
 }

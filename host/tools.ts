@@ -174,6 +174,15 @@ export interface InstallOptions {
 const APT_ERROR_LINES = 3;
 
 /**
+ * Whether a build installs the host packages it lacks: as asked (`--install-deps`,
+ * `--no-install-deps`), else only as root (`uid` 0), so the first `shuru run` on a fresh machine
+ * bootstraps itself and a user is told the one `sudo apt-get install` line instead.
+ */
+export function shouldInstallPackages(asked: boolean | undefined, uid: number | null): boolean {
+  return asked ?? uid === 0;
+}
+
+/**
  * Installs Debian `packages` with apt-get (update, then install without recommends). Only as
  * root on a Debian-like system; otherwise throws {@linkcode HostError} `install_refused` naming
  * the command to run. apt's output goes to a log file (returned); progress is summarised as

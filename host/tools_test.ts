@@ -1,5 +1,10 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
-import { findMissingTools, missingPackagesError, packagesOf } from "./tools.ts";
+import {
+  findMissingTools,
+  missingPackagesError,
+  packagesOf,
+  shouldInstallPackages,
+} from "./tools.ts";
 
 Deno.test("missingPackagesError - one line naming every missing package in one install command", async () => {
   const missing = packagesOf(
@@ -20,4 +25,13 @@ Deno.test("missingPackagesError - one line naming every missing package in one i
     err.message,
   );
   assert(err.message.includes("shuru-no-such-tool (not found; does a)"), err.message);
+});
+
+Deno.test("shouldInstallPackages - root installs unless told not to; a user only when asked", () => {
+  assertEquals(
+    [[undefined, 0], [false, 0], [true, 0], [undefined, 1000], [true, 1000], [false, 1000]].map((
+      [asked, uid],
+    ) => shouldInstallPackages(asked as boolean | undefined, uid as number)),
+    [true, false, true, false, true, false],
+  );
 });

@@ -10,12 +10,13 @@
  * TRIM and zeroing use `fallocate(2)` (PUNCH_HOLE / ZERO_RANGE, via Deno FFI) and BLOCK_STATUS
  * uses `lseek(2)` SEEK_DATA/SEEK_HOLE. When FFI is not permitted (no `--allow-ffi`), TRIM does
  * nothing (it is only a hint), zeroing writes zeros, fast zeroing is not offered, and
- * BLOCK_STATUS reports the whole file as data.
+ * BLOCK_STATUS reports the whole file as data. The same fallback serves every OS but Linux.
  *
  * @module
  */
 
 import * as fs from "node:fs";
+import { hostOs, openLibrary } from "../ffi/mod.ts";
 import type { BlockBackend, Extent, WriteOptions } from "./backend.ts";
 import { BlockBackendError } from "./backend.ts";
 
@@ -78,10 +79,12 @@ const LIBC_SYMBOLS = {
 type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
 
 function openLibc(): Libc | null {
+  // fallocate, preadv2 and the SEEK_DATA/SEEK_HOLE values above are Linux's.
+  if (hostOs() !== "linux") return null;
   try {
-    return Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
+    return openLibrary("libc", LIBC_SYMBOLS);
   } catch {
-    // No FFI permission or no glibc: fall back to plain reads and writes.
+    // No FFI permission: fall back to plain reads and writes.
     return null;
   }
 }

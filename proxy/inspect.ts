@@ -37,7 +37,7 @@ import {
   requestBodyFraming,
   type RequestHead,
   responseBodyFraming,
-} from "./secret/mod.ts";
+} from "./http/mod.ts";
 import { normalizeHostName } from "./dns/mod.ts";
 import { classifyFirstBytes, readClientHello } from "./sniff.ts";
 import { isIpv4 } from "./wire/address.ts";

@@ -235,8 +235,9 @@ const DATAGRAM_SEND_BUFFER = 4 * 1024 * 1024;
  *
  * The socket is a raw fd used through FFI (`ffi/libc.ts`): Deno's own Unix datagram sockets
  * need `--unstable-net`, cannot `connect`, and fail a send while a receive is pending on the
- * same socket ("Busy"). Reads and writes are non-blocking system calls; waiting for readiness
- * goes through the shared poller (`ffi/poller.ts`). A receive returns every datagram ready (up
+ * same socket ("Busy"). Reads and writes are `recv`/`send` with `MSG_DONTWAIT` (the fd itself
+ * may be blocking: macOS cannot make it non-blocking through FFI); waiting for readiness goes
+ * through the shared poller (`ffi/poller.ts`). A receive returns every datagram ready (up
  * to 64), so a busy link costs one wait per batch, not per frame. Datagrams are never split or
  * merged, so there is no framing to get wrong: one shorter than an Ethernet header or longer
  * than {@linkcode MAX_FRAME_LEN} is dropped (and counted).
@@ -251,11 +252,10 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
   #fdClosed = false;
   #dropped = 0;
 
-  /** Takes ownership of `fd`, a connected Unix datagram socket (made non-blocking here). */
+  /** Takes ownership of `fd`, a connected Unix datagram socket. */
   constructor(fd: number, opts: LinkOptions = {}) {
     super(opts);
     this.#fd = fd;
-    libc.setNonBlocking(fd, true);
     try {
       libc.setSocketBuffer(fd, "send", DATAGRAM_SEND_BUFFER);
     } catch { /* not a socket we may tune: the default works, slower */ }
@@ -274,7 +274,7 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
       while (frames.length < MAX_DATAGRAM_BATCH) {
         let n: number | null;
         try {
-          n = libc.readNonBlocking(this.#fd, this.#buf);
+          n = libc.receiveNonBlocking(this.#fd, this.#buf);
         } catch (e) {
           if (this.closed) return null;
           throw new LinkError("closed", `Cannot receive frame: ${(e as Error).message}`, {
@@ -289,7 +289,7 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
         frames.push(this.#buf.slice(0, n));
       }
       if (frames.length > 0) return frames;
-      await poller.wait(this.#fd, libc.LINUX.POLLIN, { signal: this.#waits.signal });
+      await poller.wait(this.#fd, libc.HOST_ABI.POLLIN, { signal: this.#waits.signal });
     }
   }
 
@@ -303,7 +303,7 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
         if (this.closed) return;
         let n: number;
         try {
-          n = libc.writeNonBlocking(this.#fd, frame);
+          n = libc.sendNonBlocking(this.#fd, frame);
         } catch (e) {
           const errno = e instanceof libc.LibcError ? e.errno : 0;
           if (errno === libc.ERRNO.EMSGSIZE) {
@@ -315,11 +315,16 @@ export class DatagramLink extends QueuedWriter implements FrameLink {
             this.#end();
             return;
           }
+          if (errno === libc.ERRNO.ENOBUFS) {
+            // macOS (BSD sources; not yet seen): the peer's queue is full, and poll reports a
+            // datagram socket writable whatever its peer holds. Linux says EAGAIN (below).
+            await poller.sleep(1, this.#waits.signal);
+            continue;
+          }
           throw e;
         }
         if (n > 0) break;
-        // ENOBUFS on Linux is reported as EAGAIN for Unix datagrams: wait until the peer reads.
-        await poller.wait(this.#fd, libc.LINUX.POLLOUT, { signal: this.#waits.signal });
+        await poller.wait(this.#fd, libc.HOST_ABI.POLLOUT, { signal: this.#waits.signal });
       }
     }
   }

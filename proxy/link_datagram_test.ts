@@ -38,7 +38,7 @@ Deno.test("DatagramLink - one frame per datagram both ways over a socketpair", a
     await b.flush();
     assertEquals(await a.receive(), [TCP_SYN]);
     // A datagram shorter than an Ethernet header is dropped; the next frame still arrives.
-    assertEquals(libc.writeNonBlocking(fb, new Uint8Array(3)), 3);
+    assertEquals(libc.sendNonBlocking(fb, new Uint8Array(3)), 3);
     b.send(ARP_REQUEST);
     await b.flush();
     assertEquals(await a.receive(), [ARP_REQUEST]);

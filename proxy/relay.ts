@@ -13,6 +13,7 @@
  */
 
 import { writeAll } from "../io/mod.ts";
+import type { Dialer, DialTarget, HostStream } from "./dial.ts";
 import type { FrameLink } from "./link.ts";
 import { type ConnectDecision, EXPOSE_HOST_NAME, type NetworkPolicy } from "./policy.ts";
 import { type InspectEvent, StreamInspector } from "./inspect.ts";
@@ -21,40 +22,10 @@ import { NetworkStack, type StackConfig, type StackEvent } from "./stack.ts";
 import { ipv4ToString, isIpv4, parseIpv4 } from "./wire/address.ts";
 
 /** Resolves a name to IPv4 addresses on the host (empty: does not exist). */
+export type { Dialer, DialTarget, HostStream } from "./dial.ts";
+
+/** Resolves a name to IPv4 addresses on the host (empty: does not exist). */
 export type Resolver = (name: string) => Promise<number[]>;
-
-/**
- * The host end of a relayed connection: what the relay reads and writes. A `Deno.TcpConn`
- * is one; so is anything that sits in between (a TLS terminator that swaps secrets, say).
- */
-export interface HostStream {
-  /** Reads into `p`; resolves to the byte count, or null at end of stream. */
-  read(p: Uint8Array): Promise<number | null>;
-  /** Writes from `p`; resolves to the byte count written. */
-  write(p: Uint8Array): Promise<number>;
-  /** Ends the write direction (the guest sent FIN); reads continue. */
-  closeWrite(): Promise<void>;
-  /** Closes both directions. */
-  close(): void;
-}
-
-/** Where an allowed connection goes, as the dialer sees it. */
-export interface DialTarget {
-  /** Host or address to connect to (a literal IPv4 address after policy and resolution). */
-  hostname: string;
-  /** Port. */
-  port: number;
-  /** The name the guest resolved (from the fake pool), when it used a name. */
-  name?: string;
-  /**
-   * What the guest's first bytes were, when the relay looked at them (with an allow-list, or
-   * for names `RelayOptions.inspect` picks): they are written to the stream after the dial.
-   */
-  protocol?: "tls" | "http" | "other";
-}
-
-/** Opens the host end of an allowed connection. */
-export type Dialer = (target: DialTarget) => Promise<HostStream>;
 
 /** One line of the connection log (`--net-log`). */
 export interface ConnectionRecord {

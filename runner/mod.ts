@@ -33,6 +33,7 @@ import {
   type CowDevice,
   decodeManifest,
   type DeviceSource,
+  inspectRemoteCheckpoint,
   openRemoteCheckpoint,
   type RemoteSourceStats,
   Store,
@@ -467,7 +468,7 @@ async function boot(
   const assets = await ensureAssets({
     assetsDir: options.home.assets,
     arch,
-    ...(options.installDeps ? { installDeps: true } : {}),
+    ...(options.installDeps !== undefined ? { installDeps: options.installDeps } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   const diskBytes = spec.diskSizeMiB * 1024 * 1024;
@@ -708,17 +709,22 @@ export async function prepareImage(
 }
 
 /**
- * The architecture `spec` boots on, as far as it is known before booting: a local checkpoint's
- * (a different `spec.arch` is refused), else `spec.arch`, else the host's. (A registry
- * checkpoint's is read once it is opened, by {@linkcode bootSandbox}.) `shuru start` builds
- * that architecture's assets with progress on its terminal first.
+ * The architecture `spec` boots on, as far as it is known before booting: the checkpoint's
+ * (a local one's manifest, or a registry one's `.idx`, read without its chunks; a different
+ * `spec.arch` is refused), else `spec.arch`, else the host's. `shuru start` builds that
+ * architecture's assets with progress on its terminal first.
  *
  * @throws {RunnerError} `invalid_config` when the checkpoint holds another architecture.
  */
 export async function specArch(home: HomeLayout, spec: SandboxSpec): Promise<GuestArch> {
-  if (spec.from === undefined || looksLikeReference(spec.from)) return spec.arch ?? hostArch();
+  if (spec.from === undefined) return spec.arch ?? hostArch();
   const store = await Store.open(home.store);
-  return checkpointArch(spec.from, (await store.inspect(spec.from)).arch, spec.arch);
+  const recorded = looksLikeReference(spec.from)
+    ? (await inspectRemoteCheckpoint(store, spec.from, {
+      insecureRegistries: spec.insecureRegistries ?? [],
+    })).meta.arch
+    : (await store.inspect(spec.from)).arch;
+  return checkpointArch(spec.from, recorded, spec.arch);
 }
 
 /**

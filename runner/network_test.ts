@@ -89,13 +89,13 @@ Deno.test("GuestNetwork pair link: the VM's end answers at once; close closes bo
   try {
     assertEquals(network.net, { transport: "pair", fd, mtu: DEFAULT_GUEST_MTU });
     // What VZ does with its end: one frame per datagram. The guest asks who has 10.0.2.2.
-    libc.writeNonBlocking(fd, new Uint8Array(ARP_REQUEST));
+    libc.sendNonBlocking(fd, new Uint8Array(ARP_REQUEST));
     const buf = new Uint8Array(65536);
     let n: number | null = null;
     const deadline = Date.now() + 10_000;
     while (n === null && Date.now() < deadline) {
       try {
-        n = libc.readNonBlocking(fd, buf);
+        n = libc.receiveNonBlocking(fd, buf);
       } catch { /* not ready */ }
       if (n === null) await new Promise((r) => setTimeout(r, 5));
     }

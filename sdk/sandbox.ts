@@ -225,7 +225,19 @@ export class Sandbox implements AsyncDisposable {
     return await Sandbox.#open(name, options, true);
   }
 
-  /** Boots a new sandbox from checkpoint `checkpoint`. */
+  /**
+   * Boots a new sandbox from `checkpoint`: a local checkpoint's name, or a registry reference
+   * (`ghcr.io/team/env:v1`, `localhost:5000/x@sha256:...`), booted without pulling it first:
+   * its chunks are fetched as the guest reads them (docs/remote.md). A checkpoint of an image
+   * keeps the image's user, working directory, environment and architecture.
+   *
+   * @example Start from a checkpoint someone pushed
+   * ```ts ignore
+   * import { Sandbox } from "./mod.ts";
+   * await using sb = await Sandbox.fromCheckpoint("ghcr.io/team/deps:v1");
+   * console.log((await sb.exec("make test")).exitCode);
+   * ```
+   */
   static fromCheckpoint(checkpoint: string, options: CreateOptions = {}): Promise<Sandbox> {
     return Sandbox.create({ ...options, from: checkpoint });
   }

@@ -1,11 +1,15 @@
 /**
  * The base-image cache: the block table of a base image file, ingested once (its non-zero
  * blocks hashed and stored as chunks) and found again by the file's identity (device, inode,
- * size, mtime, ctime), so a save from a base hashes only the blocks the guest changed.
+ * size, mtime), so a save from a base hashes only the blocks the guest changed.
+ *
+ * Not ctime: a new hard link to the file changes it, and the asset builder links an unchanged
+ * root filesystem into each new asset version while sandboxes may be running on it. Base images
+ * are written once and never edited in place, so mtime with the inode is enough.
  *
  * ```
  * bases/ID.idx                 block table of a base image, ID = hash of its content's table
- * bases/file-DEV-INO-BS.json   which ID a base file has, valid while (size, mtime, ctime) match
+ * bases/file-DEV-INO-BS.json   which ID a base file has, valid while (size, mtime) match
  * ```
  *
  * @module
@@ -21,7 +25,6 @@ import type { StoreDir } from "./store_dir.ts";
 interface BaseKey {
   size: number;
   mtimeMs: number;
-  ctimeMs: number;
   contentId: string;
 }
 
@@ -84,8 +87,7 @@ export async function baseTable(
   const opened = lower.stat;
   if (
     now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size ||
-    now.mtime?.getTime() !== opened.mtime?.getTime() ||
-    now.ctime?.getTime() !== opened.ctime?.getTime()
+    now.mtime?.getTime() !== opened.mtime?.getTime()
   ) {
     throw new StoreError(
       "invalid_argument",
@@ -96,13 +98,12 @@ export async function baseTable(
   const key: Omit<BaseKey, "contentId"> = {
     size: opened.size,
     mtimeMs: opened.mtime?.getTime() ?? 0,
-    ctimeMs: opened.ctime?.getTime() ?? 0,
   };
   try {
     const cached = JSON.parse(await Deno.readTextFile(keyPath)) as BaseKey;
     if (
       cached.size === key.size && cached.mtimeMs === key.mtimeMs &&
-      cached.ctimeMs === key.ctimeMs && /^[0-9a-f]{64}$/.test(cached.contentId)
+      /^[0-9a-f]{64}$/.test(cached.contentId)
     ) {
       const m = await dir.readManifest(dir.join("bases", `${cached.contentId}.idx`));
       if (m.table.blockSize === blockSize && m.table.diskSize === lower.size) {

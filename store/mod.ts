@@ -65,7 +65,12 @@ export type { BlockBackend, Extent, WriteOptions } from "../nbd/mod.ts";
 export { StoreError, type StoreErrorCode } from "./errors.ts";
 export type { ChunkSource } from "./chunk_source.ts";
 export type { RemoteDeviceSource } from "./store.ts";
-export { type RemoteOptions, type TransferProgress } from "./remote.ts";
+export {
+  inspectRemoteCheckpoint,
+  type RemoteCheckpointInfo,
+  type RemoteOptions,
+  type TransferProgress,
+} from "./remote.ts";
 export { MEDIA as CHECKPOINT_MEDIA_TYPES } from "./remote_format.ts";
 export { pushCheckpoint, type PushOptions, type PushResult } from "./remote_push.ts";
 export {

@@ -26,7 +26,7 @@ import {
 } from "../oci/mod.ts";
 import { STORE_DIR_MODE, STORE_FILE_MODE } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
-import { decodeManifest, type Manifest } from "./manifest.ts";
+import { decodeManifest, type Manifest, type ManifestMeta } from "./manifest.ts";
 import {
   type CheckpointConfig,
   type ChunkEntry,
@@ -90,6 +90,27 @@ export class BlobCache {
     await this.put(digest, bytes);
     return bytes;
   }
+}
+
+/**
+ * The distinct chunks a checkpoint's `.idx` references, in block order of first use (the order
+ * new packs keep, so a pack holds neighbouring blocks): what a push sends, a pull fetches and a
+ * resolve checks the chunk index for. The one place that knows which tables an `.idx` has: a
+ * memory checkpoint's RAM table joins here (`docs/remote.md`, "Memory checkpoints").
+ */
+export function referencedChunks(idx: Manifest): Uint8Array[] {
+  const order: Uint8Array[] = [];
+  const seen = new Set<string>();
+  const table = idx.table;
+  for (let i = 0; i < table.entryCount; i++) {
+    const h = table.get(i);
+    if (!h) continue;
+    const hex = toHex(h);
+    if (seen.has(hex)) continue;
+    seen.add(hex);
+    order.push(h.slice());
+  }
+  return order;
 }
 
 /** A checkpoint in a registry, validated and ready to read. */
@@ -171,6 +192,13 @@ export async function resolveRemote(
       `Cannot use ${text} as a checkpoint: its config and .idx disagree on the geometry`,
     );
   }
+  if (config.arch !== undefined && config.arch !== (idx.meta.arch ?? "x86_64")) {
+    throw new StoreError(
+      "bad_manifest",
+      `Cannot use ${text} as a checkpoint: its config says ${config.arch}, its .idx ` +
+        `${idx.meta.arch ?? "x86_64"}`,
+    );
+  }
   const entries = decodeChunkIndex(
     await cache.fetch(client, repo, artifact.chunks.digest, artifact.chunks.size),
     artifact.packs.map((p) => p.size),
@@ -178,12 +206,11 @@ export async function resolveRemote(
   );
   const byHash = new Map<string, ChunkEntry>();
   for (const e of entries) byHash.set(toHex(e.hash), e);
-  for (let i = 0; i < idx.table.entryCount; i++) {
-    const h = idx.table.get(i);
-    if (h && !byHash.has(toHex(h))) {
+  for (const h of referencedChunks(idx)) {
+    if (!byHash.has(toHex(h))) {
       throw new StoreError(
         "bad_manifest",
-        `Cannot use ${text} as a checkpoint: block ${i}'s chunk ${toHex(h)} is in no pack`,
+        `Cannot use ${text} as a checkpoint: its chunk ${toHex(h)} is in no pack`,
       );
     }
   }
@@ -198,6 +225,38 @@ export async function resolveRemote(
     idx,
     entries,
     byHash,
+  };
+}
+
+/** What a registry checkpoint records, read without its chunks. */
+export interface RemoteCheckpointInfo {
+  /** The reference as text. */
+  ref: string;
+  /** The manifest's digest. */
+  digest: string;
+  /** The artifact's config. */
+  config: CheckpointConfig;
+  /** The `.idx`'s metadata: the architecture, the image and its settings, the parent. */
+  meta: ManifestMeta;
+}
+
+/**
+ * Resolves `refText` (manifest, config, `.idx`, chunk index: small blobs, cached by digest) and
+ * returns what it records, for a caller that must know the guest architecture or the image
+ * before it boots (`shuru start` builds that architecture's assets first). Fetches no chunk.
+ */
+export async function inspectRemoteCheckpoint(
+  store: Store,
+  refText: string,
+  options: RemoteOptions = {},
+): Promise<RemoteCheckpointInfo> {
+  const client = openClient(parseReference(refText), options);
+  const remote = await resolveRemote(store, client, refText);
+  return {
+    ref: remote.refText,
+    digest: remote.digest,
+    config: remote.config,
+    meta: remote.idx.meta,
   };
 }
 

@@ -75,6 +75,14 @@ export interface CheckpointConfig {
   createdAt?: number;
   /** The checkpoint's parent name at the pusher (informational). */
   parent?: string;
+  /**
+   * The guest architecture (`x86_64`, `arm64`): a copy of the `.idx`'s, for clients that read
+   * only the config (`skopeo inspect --config`). Readers refuse a config and `.idx` that
+   * disagree; the `.idx` is what boots.
+   */
+  arch?: string;
+  /** The OCI image the checkpoint descends from, as given to `--image` (informational). */
+  image?: string;
 }
 
 /** Chunk encodings in packs. */
@@ -380,6 +388,8 @@ export function parseConfig(bytes: Uint8Array, ref: string): CheckpointConfig {
   };
   if (typeof c.createdAt === "number") out.createdAt = c.createdAt;
   if (typeof c.parent === "string") out.parent = c.parent;
+  if (typeof c.arch === "string") out.arch = c.arch;
+  if (typeof c.image === "string") out.image = c.image;
   return out;
 }
 

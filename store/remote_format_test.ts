@@ -139,7 +139,7 @@ Deno.test("parseArtifact - finds parts by media type; refuses images and other a
 
 const MEDIA_INDEX = "application/vnd.oci.image.index.v1+json";
 
-Deno.test("parseConfig - validates the format version and numbers", () => {
+Deno.test("parseConfig - validates the format version and numbers; keeps arch and image", () => {
   const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
   const good = {
     formatVersion: 1,
@@ -151,6 +151,8 @@ Deno.test("parseConfig - validates the format version and numbers", () => {
     parent: "p",
   };
   assertEquals(parseConfig(enc(good), "r").parent, "p");
+  const withArch = parseConfig(enc({ ...good, arch: "arm64", image: "oci:/x:1" }), "r");
+  assertEquals([withArch.arch, withArch.image], ["arm64", "oci:/x:1"]);
   assertThrows(() => parseConfig(enc({ ...good, formatVersion: 2 }), "r"), "format version 2");
   assertThrows(() => parseConfig(enc({ ...good, diskSize: -1 }), "r"), "diskSize");
   assertThrows(() => parseConfig(enc({ ...good, hash: "sha256" }), "r"), "hash");

@@ -23,6 +23,7 @@ import {
   fetchRun,
   openClient,
   planRuns,
+  referencedChunks,
   type RemoteOptions,
   resolveRemote,
   type TransferProgress,
@@ -90,12 +91,8 @@ export async function pullCheckpoint(
   const remote = await resolveRemote(store, client, refText);
   // Kept after a failure, so chunks fetched so far survive a gc until the pull is resumed.
   const pin = await store.pinRemoteManifest(remote.digest.slice(7), remote.idxBytes);
-  const used = new Set<string>();
+  const used = new Set(referencedChunks(remote.idx).map(toHex));
   const table = remote.idx.table;
-  for (let i = 0; i < table.entryCount; i++) {
-    const h = table.get(i);
-    if (h) used.add(toHex(h));
-  }
   const missing: ChunkEntry[] = [];
   for (const e of remote.entries) {
     if (used.has(toHex(e.hash)) && !(await store.chunks.has(e.hash))) missing.push(e);

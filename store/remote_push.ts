@@ -32,7 +32,13 @@ import {
 import { StoreError } from "./errors.ts";
 import { toHex } from "./hash.ts";
 import { decodeManifest } from "./manifest.ts";
-import { BlobCache, openClient, type RemoteOptions, type TransferProgress } from "./remote.ts";
+import {
+  BlobCache,
+  openClient,
+  referencedChunks,
+  type RemoteOptions,
+  type TransferProgress,
+} from "./remote.ts";
 import {
   buildArtifact,
   type CheckpointConfig,
@@ -166,16 +172,7 @@ export async function pushCheckpoint(
   const bs = table.blockSize;
 
   // Distinct chunks in block order of first use (the order new packs keep).
-  const order: Uint8Array[] = [];
-  const seen = new Set<string>();
-  for (let i = 0; i < table.entryCount; i++) {
-    const h = table.get(i);
-    if (!h) continue;
-    const hex = toHex(h);
-    if (seen.has(hex)) continue;
-    seen.add(hex);
-    order.push(h.slice());
-  }
+  const order = referencedChunks(manifest);
   for (const h of order) {
     if (!(await store.chunks.has(h))) {
       throw new StoreError(
@@ -374,6 +371,9 @@ export async function pushCheckpoint(
     hash: "blake3-256",
     ...(manifest.meta.createdAt !== undefined ? { createdAt: manifest.meta.createdAt } : {}),
     ...(manifest.meta.parent !== undefined ? { parent: manifest.meta.parent } : {}),
+    // Manifests from before arm64 guests record no architecture: theirs is x86_64.
+    arch: manifest.meta.arch ?? "x86_64",
+    ...(manifest.meta.image !== undefined ? { image: manifest.meta.image.ref } : {}),
   };
   const artifact = {
     config: await sendSmall(MEDIA.config, new TextEncoder().encode(JSON.stringify(config))),

@@ -9,7 +9,7 @@
  *   chunks/ab/cdef...       one file per distinct non-zero block, named by BLAKE3-256
  *   checkpoints/NAME.idx    one full block table per checkpoint (see manifest.ts)
  *   bases/ID.idx            block table of a base image, ID = hash of its content's table
- *   bases/file-DEV-INO-BS.json  which ID a base file has, valid while (size, mtime, ctime) match
+ *   bases/file-DEV-INO-BS.json  which ID a base file has, valid while (size, mtime) match
  *   bases/remote-DIGEST.idx  `.idx` of a registry checkpoint read lazily or being pulled (a root)
  *   leases/PID.START.UUID.idx  hard links to manifests an open device still needs (gc roots)
  *   tmp/                    chunks and manifests being written; renamed into place when complete

@@ -1,7 +1,8 @@
 /**
- * `shuru start`'s half: launches the supervisor as a detached process (its own session via
- * `setsid`, stdout and stderr appended to its log) and waits until its registry record says
- * `running` — or the supervisor exits, in which case its log says why.
+ * `shuru start`'s half: launches the supervisor as a detached process (stdout and stderr appended
+ * to its log; it makes itself a session of its own at once, {@linkcode detachFromTerminal}) and
+ * waits until its registry record says `running` — or the supervisor exits, in which case its
+ * log says why.
  *
  * `--secret` values reach the supervisor through its stdin, a pipe this process writes once and
  * closes: never its command line (every user's `ps` shows it) nor its environment (kept in
@@ -12,6 +13,7 @@
  * @module
  */
 
+import { libc } from "../ffi/mod.ts";
 import { concatBytes } from "../io/mod.ts";
 import { SupervisorError } from "./errors.ts";
 import { logPath, readRecord, type SandboxRecord } from "./registry.ts";
@@ -47,6 +49,19 @@ export function withSecretsFrom(spec: SuperviseSpec, text: string | undefined): 
   const secrets = JSON.parse(text);
   if (!Array.isArray(secrets)) throw new TypeError("Cannot read the supervisor's secrets");
   return { ...spec, network: { ...spec.network, secrets } };
+}
+
+/**
+ * Makes this process (the supervisor) the leader of a new session without a terminal, so no
+ * hang-up or Ctrl-C of the terminal `shuru start` ran in reaches it. Nothing changes when it
+ * already leads a process group (`_supervise` run by hand from an interactive shell).
+ */
+export function detachFromTerminal(): void {
+  try {
+    libc.setsid();
+  } catch (err) {
+    if (!(err instanceof libc.LibcError && err.errno === libc.ERRNO.EPERM)) throw err;
+  }
 }
 
 /**
@@ -123,10 +138,9 @@ export async function launchSupervisor(
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const log = logPath(dir, spec.name);
   await Deno.writeTextFile(log, "", { mode: 0o600 });
-  // util-linux setsid (Debian: always installed) calls setsid(2) and execs in place.
-  const setsid = { program: "setsid", prefix: [] as string[] };
   const [program, ...rest] = options.shuru;
-  // sh redirects and execs setsid, which calls setsid(2) and execs the supervisor: one pid.
+  // sh redirects and execs the supervisor: one pid, which then calls setsid(2) itself (macOS has
+  // no setsid command).
   const secrets = spec.network?.secrets ?? [];
   const child = new Deno.Command("/bin/sh", {
     args: [
@@ -134,8 +148,6 @@ export async function launchSupervisor(
       'log="$1"; shift; exec "$@" >>"$log" 2>&1',
       "sh",
       log,
-      setsid.program,
-      ...setsid.prefix,
       program!,
       ...rest,
       "_supervise",

@@ -8,6 +8,7 @@
 
 export { SupervisorError, type SupervisorErrorCode } from "./errors.ts";
 export {
+  detachFromTerminal,
   launchSupervisor,
   type LaunchSupervisorOptions,
   readHandedSecrets,

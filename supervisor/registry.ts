@@ -10,7 +10,7 @@
  */
 
 import { join } from "node:path";
-import { processAlive, type ProcessId, processId } from "../host/mod.ts";
+import { processAlive, type ProcessId, selfProcessId } from "../host/mod.ts";
 import { SupervisorError } from "./errors.ts";
 
 /** A sandbox's life cycle as its supervisor records it. */
@@ -171,8 +171,7 @@ export async function claimName(
   record: Omit<SandboxRecord, "version" | "supervisor">,
 ): Promise<SandboxRecord> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const self = await processId(Deno.pid);
-  if (!self) throw new SupervisorError("internal", "Cannot read /proc/self/stat");
+  const self = await selfProcessId();
   const full: SandboxRecord = { version: 1, ...record, supervisor: self };
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

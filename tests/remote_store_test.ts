@@ -398,8 +398,25 @@ Deno.test("pull - bad input: not a checkpoint, missing blob, statuses, wrong chu
   front.rules = [{ match: isRange, action: { kind: "size", length: 7 } }];
   await expect(pull(`${front.host}/p/env:1`), "size_mismatch");
   front.rules = [];
-  // A pack deleted from the registry: the pull fails at that blob.
   const m = JSON.parse(new TextDecoder().decode((await client.getManifest("p/env", "1")).bytes));
+  // A config that names another architecture than the .idx it comes with.
+  const config = JSON.parse(
+    new TextDecoder().decode(await client.getBlob("p/env", m.config.digest, m.config.size)),
+  );
+  assertEquals(config.arch, "x86_64");
+  const lie = new TextEncoder().encode(JSON.stringify({ ...config, arch: "arm64" }));
+  const lieDigest = await sha256Digest(lie);
+  await client.uploadBlob("p/env", lieDigest, lie);
+  const lying = { ...m, config: { ...m.config, digest: lieDigest, size: lie.length } };
+  await client.putManifest(
+    "p/env",
+    "lie",
+    new TextEncoder().encode(JSON.stringify(lying)),
+    MEDIA_OCI_MANIFEST,
+  );
+  const e3 = await expect(pull(reg.ref("p/env:lie")), "bad_manifest");
+  assert(e3.message.includes("config says arm64, its .idx x86_64"), e3.message);
+  // A pack deleted from the registry: the pull fails at that blob.
   const pack = m.layers.find((l: { mediaType: string }) => l.mediaType.endsWith("pack.v1"));
   const del = await fetch(`http://${reg.host}/v2/p/env/blobs/${pack.digest}`, {
     method: "DELETE",

@@ -49,6 +49,12 @@ function alive(pid: number): boolean {
   }
 }
 
+/** The session id of `pid`, from `ps` (procps here, the BSD one on macOS). */
+async function sessionOf(pid: number): Promise<number> {
+  const out = await new Deno.Command("ps", { args: ["-o", "sid=", "-p", String(pid)] }).output();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
 interface PsRow {
   name: string;
   state: string;
@@ -70,6 +76,7 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
   await requireTool("e2fsck", "e2fsprogs");
   await requireTool("setpriv", "util-linux");
   await requireTool("/usr/bin/python3", "python3");
+  await requireTool("ps", "procps");
   await using home = await TestHome.create();
   let row: PsRow | undefined;
   try {
@@ -81,6 +88,7 @@ Deno.test("sandboxes - start, ps, exec, cp, live checkpoint, run --from, fsck, s
       row = rows[0]!;
       assertEquals([row.name, row.state, row.cpus, row.memoryMiB], ["box", "running", 2, 1024]);
       assert(alive(row.supervisor.pid), "supervisor runs");
+      assertEquals(await sessionOf(row.supervisor.pid), row.supervisor.pid, "own session");
       const text = ok(await home.run(["ps"]), "ps").stdout;
       assert(/^NAME\s+PID\s+STATE\s+UPTIME/.test(text) && text.includes("box"), text);
       // A second sandbox of the same name is refused.

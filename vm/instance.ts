@@ -7,7 +7,14 @@
  */
 
 import { join } from "node:path";
-import { nameProblem, processAlive, type ProcessId, processId } from "../host/mod.ts";
+import { hostOs, maxSocketPath } from "../ffi/mod.ts";
+import {
+  nameProblem,
+  processAlive,
+  type ProcessId,
+  processId,
+  selfProcessId,
+} from "../host/mod.ts";
 import { VmError } from "./errors.ts";
 
 /** The files of one instance. */
@@ -38,8 +45,8 @@ export interface OwnerRecord {
   createdAt: string;
 }
 
-/** Unix socket paths are limited to 107 bytes plus NUL. */
-const MAX_SOCKET_PATH = 107;
+/** Unix socket paths are limited to 107 bytes plus NUL on Linux, 103 on macOS. */
+const MAX_SOCKET_PATH = maxSocketPath(hostOs() ?? "linux");
 const OWNER_FILE = "owner.json";
 
 function instanceFiles(instancesDir: string, id: string): Instance {
@@ -94,8 +101,7 @@ export async function createInstance(
       { cause: err },
     );
   }
-  const owner = await processId(Deno.pid);
-  if (!owner) throw new VmError("spawn_failed", "Cannot read /proc/self/stat (is /proc mounted?)");
+  const owner = await selfProcessId();
   await writeOwner(instance, { owner, createdAt: new Date().toISOString() });
   return instance;
 }

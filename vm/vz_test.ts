@@ -75,11 +75,11 @@ Deno.test("connectDevices - the network: the VM borrows one end of the stack's s
     // The framework gets that very socket: a frame it sends is one datagram at the stack's end.
     assertEquals(devices.fds.network, [vmEnd]);
     const frame = new Uint8Array(9000).fill(7);
-    libc.writeNonBlocking(vmEnd, frame);
+    libc.sendNonBlocking(vmEnd, frame);
     const buf = new Uint8Array(65536);
     let n: number | null = null;
     for (let i = 0; i < 200 && n === null; i++) {
-      n = libc.readNonBlocking(stack, buf);
+      n = libc.receiveNonBlocking(stack, buf);
       if (n === null) await new Promise((r) => setTimeout(r, 5));
     }
     assertEquals(n, frame.length);

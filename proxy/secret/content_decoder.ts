@@ -12,7 +12,7 @@
 
 import zlib from "node:zlib";
 import type { Transform } from "node:stream";
-import { DECODABLE_CODINGS, DECODE_CHUNK_BYTES } from "./http_constants.ts";
+import { DECODABLE_CODINGS, DECODE_CHUNK_BYTES } from "../http/mod.ts";
 
 /** A content coding the relay decodes. */
 export type ContentCoding = "gzip" | "deflate" | "br";

@@ -17,7 +17,7 @@
  */
 
 import { concatBytes } from "../../io/mod.ts";
-import { ChunkedDecoder, encodeChunk, encodeLastChunk } from "./chunked.ts";
+import { ChunkedDecoder, encodeChunk, encodeLastChunk } from "../http/mod.ts";
 import { type ContentCoding, contentCodingOf, ContentDecoder } from "./content_decoder.ts";
 import {
   DEFAULT_MAX_BUFFERED_BODY,
@@ -27,9 +27,9 @@ import {
   LINGER_MS,
   READ_BUFFER_BYTES,
   reasonPhrase,
-} from "./http_constants.ts";
-import { HttpRelayError } from "./http_error.ts";
-import { HttpReader } from "./http_reader.ts";
+} from "../http/mod.ts";
+import { HttpRelayError } from "../http/mod.ts";
+import { HttpReader } from "../http/mod.ts";
 import {
   type BodyFraming,
   bytesToByteString,
@@ -49,10 +49,10 @@ import {
   serializeRequestHead,
   serializeResponseHead,
   withoutHeader,
-} from "./http_head.ts";
+} from "../http/mod.ts";
 import { RequestInjector, type SecretPair } from "./inject.ts";
 import { type ReplacePair, StreamReplacer } from "./replace.ts";
-import type { HostStream } from "../relay.ts";
+import type { HostStream } from "../dial.ts";
 
 export type { InjectPlace, SecretPair } from "./inject.ts";
 

@@ -18,8 +18,8 @@
  * @module
  */
 
-import { CREDENTIAL_FIELDS } from "./http_constants.ts";
-import { bytesToByteString, byteStringToBytes, rewriteBasicCredentials } from "./http_head.ts";
+import { CREDENTIAL_FIELDS } from "../http/mod.ts";
+import { bytesToByteString, byteStringToBytes, rewriteBasicCredentials } from "../http/mod.ts";
 import { type ReplacePair, StreamReplacer } from "./replace.ts";
 
 /** A place in a request where a placeholder may become its value. */

@@ -5,10 +5,8 @@
  * - `ca.ts`: the per-run CA (key in memory only) and its leaves for the secrets' hosts.
  * - `terminator.ts`: the relay's dialer for secret hosts: ends the guest's TLS, opens verified
  *   TLS to the real host, and relays HTTP/1.1 through `http_relay.ts`.
- * - `http_relay.ts` (with `http_head.ts`, `chunked.ts`, `content_decoder.ts`, `replace.ts`):
- *   placeholders in on the way out, values scrubbed on the way back. The strict head parser
- *   and chunked decoder are exported too: the relay's allow-list check reads every plain-HTTP
- *   request with them.
+ * - `http_relay.ts` (with `content_decoder.ts`, `replace.ts`, and `proxy/http/` for the wire):
+ *   placeholders in on the way out, values scrubbed on the way back.
  * - `inject.ts`: where in a request a placeholder may become its value (credential headers by
  *   default; the query and bodies by opt-in).
  *
@@ -46,19 +44,4 @@ export {
   type RequestInjectorOptions,
   type SecretPair,
 } from "./inject.ts";
-export { HttpRelayError, type HttpRelayErrorCode } from "./http_error.ts";
-// The strict HTTP/1.x head parser and body framing, shared with the relay's allow-list check.
-export {
-  findHeadEnd,
-  type HeaderField,
-  headerTokens,
-  headerValues,
-  parseRequestHead,
-  parseResponseHead,
-  requestBodyFraming,
-  type RequestHead,
-  responseBodyFraming,
-  type ResponseHead,
-} from "./http_head.ts";
-export { ChunkedDecoder } from "./chunked.ts";
-export { MAX_HEAD_BYTES } from "./http_constants.ts";
+export { HttpRelayError, type HttpRelayErrorCode } from "../http/mod.ts";

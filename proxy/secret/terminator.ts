@@ -15,7 +15,7 @@
 
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import type { DialTarget, HostStream } from "../relay.ts";
+import type { DialTarget, HostStream } from "../dial.ts";
 import { HostPatternSet } from "../policy.ts";
 import type { CertificateAuthority } from "./ca.ts";
 import { ByteChannel } from "./channel.ts";

@@ -15,9 +15,9 @@ import {
   MAX_CHUNK_SIZE_DIGITS,
   MAX_HEAD_BYTES,
   MAX_HEADER_COUNT,
-} from "./http_constants.ts";
-import { byteStringToBytes, type HeaderField, parseFieldLines } from "./http_head.ts";
-import { HttpRelayError } from "./http_error.ts";
+} from "./constants.ts";
+import { byteStringToBytes, type HeaderField, parseFieldLines } from "./head.ts";
+import { HttpRelayError } from "./error.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;

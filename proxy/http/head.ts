@@ -22,8 +22,8 @@ import {
   MAX_HEADER_COUNT,
   TEXTUAL_MEDIA_SUFFIXES,
   TEXTUAL_MEDIA_TYPES,
-} from "./http_constants.ts";
-import { HttpRelayError } from "./http_error.ts";
+} from "./constants.ts";
+import { HttpRelayError } from "./error.ts";
 
 /** One header field as a byte string pair; the name keeps the sender's case. */
 export type HeaderField = [name: string, value: string];

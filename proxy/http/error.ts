@@ -5,7 +5,7 @@
  * @module
  */
 
-import { HttpStatus, type HttpStatusCode } from "./http_constants.ts";
+import { HttpStatus, type HttpStatusCode } from "./constants.ts";
 
 /** Why an HTTP message could not be relayed. */
 export type HttpRelayErrorCode =

@@ -6,9 +6,9 @@
  */
 
 import { BufferedReader, type ByteSource } from "../../io/mod.ts";
-import { MAX_HEAD_BYTES, READ_BUFFER_BYTES } from "./http_constants.ts";
-import { HttpRelayError } from "./http_error.ts";
-import { findHeadEnd } from "./http_head.ts";
+import { MAX_HEAD_BYTES, READ_BUFFER_BYTES } from "./constants.ts";
+import { HttpRelayError } from "./error.ts";
+import { findHeadEnd } from "./head.ts";
 
 /** Reads from a stream through one buffer: heads are searched in place, bodies handed out as views. */
 export class HttpReader extends BufferedReader {

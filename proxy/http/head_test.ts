@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
-import { MAX_HEADER_COUNT } from "./http_constants.ts";
-import { HttpRelayError } from "./http_error.ts";
+import { MAX_HEADER_COUNT } from "./constants.ts";
+import { HttpRelayError } from "./error.ts";
 import {
   bytesToByteString,
   byteStringToBytes,
@@ -17,7 +17,7 @@ import {
   rewriteBasicCredentials,
   serializeRequestHead,
   serializeResponseHead,
-} from "./http_head.ts";
+} from "./head.ts";
 
 const enc = new TextEncoder();
 

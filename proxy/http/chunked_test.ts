@@ -1,6 +1,6 @@
 import { assertEquals } from "../../tests/_assert.ts";
 import { ChunkedDecoder, encodeChunk, encodeLastChunk } from "./chunked.ts";
-import { HttpRelayError } from "./http_error.ts";
+import { HttpRelayError } from "./error.ts";
 import { concatBytes } from "../../io/mod.ts";
 
 const enc = new TextEncoder();
