@@ -52,7 +52,7 @@ Deno.test("a VZ-like arm64 guest (virtio-PCI, hvc0, virtio-fs, datagram NIC): ag
       dir,
       assets,
       shares: [{ tag: "shuru0", hostPath: rw }, { tag: "shuru1", hostPath: ro }],
-      net: { socket: net.socket, vmSocket: net.vmSocket!, mtu: net.mtu! },
+      net: { socket: net.socket!, vmSocket: net.vmSocket!, mtu: net.mtu! },
     }, BOOT_MS);
 
     // The command line a VZ guest gets: its console, PCI kept, the PCI and virtio-fs drivers.
