@@ -348,7 +348,8 @@ export async function writeBundle(
   // Check it as a reader would, so a bundle we write is always one we can read.
   const manifestText = JSON.stringify(manifest, null, 2) + "\n";
   parseBundleManifest(manifestText, `the bundle of ${dir}`);
-  const mtime = Math.floor(Date.now() / 1000);
+  // No time in the archive: the same files make the same bundle, byte for byte (and digest).
+  const mtime = 0;
   const total = files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   async function* tar(): AsyncGenerator<Uint8Array<ArrayBuffer>> {

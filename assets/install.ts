@@ -15,8 +15,9 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { GuestArch } from "../host/mod.ts";
+import type { RegistryAccess } from "../oci/mod.ts";
 import { ARCH_SPECS } from "./arch.ts";
 import {
   BundleError,
@@ -27,6 +28,7 @@ import {
   type WrittenBundle,
 } from "./bundle.ts";
 import { AssetError } from "./errors.ts";
+import { pullBundle, pushBundle, type PushedBundle, registryBundleRef } from "./oci_bundle.ts";
 import { type AssetProgress, step } from "./progress.ts";
 import { ASSET_FORMAT, type AssetsManifest, readManifest } from "./version_dir.ts";
 
@@ -100,18 +102,57 @@ export function parseBundleDigest(value: string): string {
 
 /** Options of {@linkcode exportBundle}. */
 export interface ExportBundleOptions {
-  /** Progress events (step `export`). */
+  /** Progress events (steps `export`, `push`). */
   onProgress?: (event: AssetProgress) => void;
+  /** How to reach a registry (`docker://` targets). */
+  registry?: RegistryAccess;
+}
+
+/** What {@linkcode exportBundle} made. */
+export interface ExportedBundle extends WrittenBundle {
+  /** Where it was pushed, for a `docker://` target. */
+  pushed?: PushedBundle;
 }
 
 /**
  * Writes the version folder of `assets` as a bundle at `out` (through `out.partial-PID`, so a
- * failed export leaves no file that looks complete).
+ * failed export leaves no file that looks complete), or, for `out` = `docker://REF`, pushes it
+ * there as an OCI artifact (`oci_bundle.ts`) from a temporary file beside the assets.
  */
 export async function exportBundle(
   assets: { dir: string; version: string; arch: GuestArch },
   out: string,
   options: ExportBundleOptions = {},
+): Promise<ExportedBundle> {
+  const ref = registryBundleRef(out);
+  if (ref === undefined) return await writeBundleFile(assets, out, options);
+  const work = await Deno.makeTempDir({ dir: dirname(assets.dir), prefix: ".build-export-" });
+  try {
+    const file = join(work, `shuru-assets-${assets.arch}.tar.gz`);
+    const written = await writeBundleFile(assets, file, options);
+    const pushed = await step(
+      "push",
+      `pushing the bundle to ${out}`,
+      {},
+      options.onProgress ?? (() => {}),
+      async (detail) =>
+        await pushBundle(file, ref, {
+          manifest: written.manifest,
+          ...(options.registry ? { access: options.registry } : {}),
+          onProgress: percentDetail(detail),
+        }),
+      (p) => p.pinned,
+    );
+    return { ...written, pushed };
+  } finally {
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+async function writeBundleFile(
+  assets: { dir: string; version: string; arch: GuestArch },
+  out: string,
+  options: ExportBundleOptions,
 ): Promise<WrittenBundle> {
   const partial = `${out}.partial-${Deno.pid}`;
   const onProgress = options.onProgress ?? (() => {});
@@ -147,6 +188,8 @@ export interface InstallBundleOptions {
   sha256?: string;
   /** Progress events (steps `download`, `verify`, `unpack`, `install`). */
   onProgress?: (event: AssetProgress) => void;
+  /** How to reach a registry (`docker://` sources). */
+  registry?: RegistryAccess;
 }
 
 /** What {@linkcode installBundle} did. */
@@ -162,8 +205,8 @@ export interface InstallBundleResult {
 }
 
 /**
- * Installs the bundle at `source` (a file, or an http/https URL) into `options.assetsDir` as
- * the installed bundle of its architecture.
+ * Installs the bundle at `source` (a file, an http/https URL, or `docker://REF`, an OCI
+ * artifact) into `options.assetsDir` as the installed bundle of its architecture.
  *
  * @throws {BundleError} when the bundle is corrupt, truncated or not the pinned one.
  * @throws {AssetError} `download_failed` (the URL), `bundle_refused` (another architecture or
@@ -181,8 +224,18 @@ export async function installBundle(
   const work = await Deno.makeTempDir({ dir: options.assetsDir, prefix: ".build-bundle-" });
   try {
     const url = /^https?:\/\//i.test(source);
-    const file = url ? join(work, "bundle.tar.gz") : source;
+    const ref = registryBundleRef(source);
+    const file = url || ref !== undefined ? join(work, "bundle.tar.gz") : source;
     if (url) await download(source, file, timings, onProgress);
+    if (ref !== undefined) {
+      await step("download", `pulling ${source}`, timings, onProgress, async (detail) => {
+        await pullBundle(ref, file, {
+          ...(options.registry ? { access: options.registry } : {}),
+          onProgress: percentDetail(detail),
+        });
+        return (await Deno.stat(file)).size;
+      }, (n) => `${mib(n)} MiB`);
+    }
     const files = join(work, "files");
     await Deno.mkdir(files);
     const bytes = (await Deno.stat(file)).size;

@@ -100,8 +100,15 @@ export {
   type WrittenBundle,
 } from "./bundle.ts";
 export {
+  BUNDLE_CONFIG_MEDIA_TYPE,
+  BUNDLE_LAYER_MEDIA_TYPE,
+  type PushedBundle,
+  REGISTRY_PREFIX,
+} from "./oci_bundle.ts";
+export {
   exportBundle,
   type ExportBundleOptions,
+  type ExportedBundle,
   forgetInstalledBundle,
   installBundle,
   type InstallBundleOptions,

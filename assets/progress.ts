@@ -24,6 +24,7 @@ export type AssetStep =
   | "rootfs-image"
   | "install"
   | "export"
+  | "push"
   | "download"
   | "verify"
   | "unpack";

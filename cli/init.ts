@@ -11,11 +11,11 @@ import {
   canBuildAssets,
   ensureAssets,
   exportBundle,
+  type ExportedBundle,
   forgetInstalledBundle,
   type GuestAssets,
   installBundle,
   parseBundleDigest,
-  type WrittenBundle,
 } from "../assets/mod.ts";
 import {
   defaultBackend,
@@ -167,10 +167,14 @@ export function initCommand() {
     .option("--no-install-deps", "only name missing host packages (one apt-get line), as root too")
     .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
     .option("--agent <file>", "guest agent entry module (default: guest/main.ts of this checkout)")
-    .option("--export <file>", "also write the assets as one bundle file (for a Mac)")
     .option(
-      "--bundle <file|url>",
-      "install the assets from a bundle file or http(s) URL instead of building them",
+      "--export <file>",
+      "also write the assets as one bundle file (for a Mac), or push it: docker://REGISTRY/REPO:TAG",
+    )
+    .option(
+      "--bundle <file|url|ref>",
+      "install the assets from a bundle file, http(s) URL or docker://REGISTRY/REPO[:TAG|@DIGEST] " +
+        "instead of building them",
     )
     .option(
       "--bundle-digest <digest>",
@@ -198,7 +202,7 @@ export function initCommand() {
       const onProgress = options.json && !Deno.stderr.isTerminal() ? undefined : printer.onProgress;
       let assets: GuestAssets;
       let arch;
-      let exported: WrittenBundle | undefined;
+      let exported: ExportedBundle | undefined;
       try {
         arch = options.arch === undefined ? undefined : parseArch(options.arch);
         if (options.arch !== undefined && arch === undefined) {
@@ -244,14 +248,22 @@ export function initCommand() {
         printer.stop();
         throw err;
       }
+      // A pushed bundle is installed by its pinned manifest; a file by its path.
+      const where = exported?.pushed ? `docker://${exported.pushed.pinned}` : options.export;
       const bundle = exported
-        ? { bundle: { path: options.export, sha256: `sha256:${exported.sha256}` } }
+        ? {
+          bundle: {
+            path: where,
+            sha256: `sha256:${exported.sha256}`,
+            ...(exported.pushed ? { manifestDigest: exported.pushed.manifestDigest } : {}),
+          },
+        }
         : {};
       if (exported && !options.json) {
-        console.log(`bundle: ${options.export}`);
+        console.log(`bundle: ${where}`);
         console.log(`digest: sha256:${exported.sha256}`);
         console.log(
-          `install with: shuru init --bundle ${options.export} --bundle-digest sha256:${exported.sha256}`,
+          `install with: shuru init --bundle ${where} --bundle-digest sha256:${exported.sha256}`,
         );
       }
       const state = assets.built ? "built" : options.bundle !== undefined ? "installed" : "current";

@@ -3,8 +3,10 @@
  * assets exported on this host (`shuru init --arch arm64 --export FILE`), installed into fresh
  * data homes from the file and from an HTTP server on 127.0.0.1 (`shuru init --bundle FILE|URL
  * --bundle-digest sha256:…`), and the installed guest booted (`run --arch arm64 -- uname -m`:
- * one boot, an emulated arm64 one is slow). A wrong digest, a truncated bundle and a corrupted
- * one are each refused in one line, exit code 2, with nothing installed.
+ * one boot, an emulated arm64 one is slow); pushed to a registry (`--export docker://…`, a real
+ * `docker-registry` on 127.0.0.1) as an OCI artifact and installed from its pinned manifest. A
+ * wrong digest, a truncated bundle and a corrupted one are each refused in one line, exit code 2,
+ * with nothing installed.
  *
  * Needs the arm64 guest image (`./shuru init --arch arm64`; run-tests builds it).
  */
@@ -13,8 +15,10 @@ import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
 import { TestHome } from "./_shuru.ts";
 import { testDeadline } from "./_deadline.ts";
+import { TestRegistry } from "./_registry.ts";
 
-const NAME = "bundles: export arm64 assets, install from a file and over HTTP, boot; refusals";
+const NAME =
+  "bundles: export arm64 assets, install from a file, over HTTP and from a registry, boot; refusals";
 testDeadline(30 * 60, NAME);
 
 function ok(r: { code: number; stdout: string; stderr: string }, what: string) {
@@ -86,6 +90,39 @@ Deno.test(NAME, async (t) => {
         "run",
       );
       assertEquals(run.stdout.trim(), "aarch64");
+    });
+
+    await t.step("push to a registry (docker://), install the pinned artifact", async () => {
+      await using registry = await TestRegistry.start();
+      const target = `docker://${registry.host}/shuru/assets:arm64`;
+      const pushed = JSON.parse(
+        ok(
+          await builder.run(["init", "--arch", "arm64", "--export", target, "--json"]),
+          "init --export docker://",
+        ).stdout,
+      );
+      // The same files make the same bundle: the digest a file export printed.
+      assertEquals(pushed.bundle.sha256, digest);
+      const pinned: string = pushed.bundle.path;
+      assert(pinned.startsWith(`docker://${registry.host}/shuru/assets@sha256:`), pinned);
+      await using home = await TestHome.create();
+      const assets = join(home.dir, "assets");
+      const env = { SHURU_ASSETS: assets };
+      const r = ok(
+        await home.run(["init", "--bundle", pinned, "--bundle-digest", digest], { env }),
+        "init --bundle docker://",
+      );
+      assert(r.stderr.includes(`pulling ${pinned}`), r.stderr);
+      assertEquals(await contents(assets), ["installed-arm64.json", version]);
+      // The tag with another pinned digest: refused in one line, the installed one untouched.
+      const wrong = await home.run(
+        ["init", "--bundle", target, "--bundle-digest", `sha256:${"1".repeat(64)}`, "--json"],
+        { env },
+      );
+      assertEquals(wrong.code, 2, wrong.stderr);
+      assertEquals(wrong.stderr.trim().split("\n").length, 1, wrong.stderr);
+      assert(wrong.stderr.includes("its SHA-256 is"), wrong.stderr);
+      assertEquals(await contents(assets), ["installed-arm64.json", version]);
     });
 
     await t.step(
