@@ -5,7 +5,7 @@
 # shuru-assets-arm64.tar.gz` writes one and prints its digest; copy it over (or serve it over
 # http), then:
 #
-#   tests/macos/smoke.sh shuru-assets-arm64.tar.gz sha256:DIGEST     # or an http(s) URL
+#   tests/macos/smoke.sh shuru-assets-arm64.tar.gz sha256:DIGEST   # or a URL, docker://REF
 #
 # It runs shuru through the ./shuru launcher with the VZ backend and prints one line per step:
 # `ok   STEP (Ns)` or `FAIL STEP: why`, then a summary. Each step's full output is kept in the
