@@ -35,6 +35,7 @@ import {
   removeInstance,
   restoreGuest,
   type Vm,
+  type VmBackend,
   VmError,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
@@ -126,6 +127,8 @@ export interface BootParts {
   path: BootPath;
   agent: AgentConnection;
   vm: Vm;
+  /** The backend the VM runs on (its mount transport). */
+  backend: VmBackend;
   instance: Instance;
   device: CowDevice;
   server: NbdServer;
@@ -212,8 +215,16 @@ export async function bootGuest(
     const warm = path !== "cold";
     // Cold: a NIC only with a network. Warm: the NIC always exists (the snapshot has one);
     // without a network it reaches a stack that allows nothing, and it is taken down.
+    const backend = createBackend(plan.spec.backend, {
+      ...(plan.onConsoleLine ? { onConsoleLine: plan.onConsoleLine } : {}),
+      onNotice: plan.notice,
+    });
     const net = plan.spec.network || warm
-      ? await startNetwork(plan, instance, plan.spec.network !== undefined)
+      ? await startNetwork(plan, instance, {
+        wanted: plan.spec.network !== undefined,
+        // VZ takes the NIC's host end as a file handle: one end of a socket pair.
+        ...(backend.netTransport === "pair" ? { link: "pair" as const } : {}),
+      })
       : undefined;
     const network = net?.network;
     if (network) cleanup.push(() => network.close());
@@ -233,10 +244,7 @@ export async function bootGuest(
       ...(network ? { net: network.net } : {}),
       ...(plan.verbose ? { verbose: true } : {}),
       ...(plan.tscKhz ? { tscKhz: plan.tscKhz } : {}),
-      backend: createBackend(plan.spec.backend, {
-        ...(plan.onConsoleLine ? { onConsoleLine: plan.onConsoleLine } : {}),
-        onNotice: plan.notice,
-      }),
+      backend,
     };
     let vm: Vm;
     let ramBase: BootParts["ramBase"];
@@ -310,6 +318,7 @@ export async function bootGuest(
       path,
       agent,
       vm,
+      backend,
       instance,
       device,
       server,
@@ -336,8 +345,10 @@ export function isRestoreFailure(err: unknown): boolean {
 async function startNetwork(
   plan: BootPlan,
   instance: Instance,
-  wanted: boolean,
+  options: { wanted: boolean; link?: "pair" },
 ): Promise<{ network: GuestNetwork; secrets?: RunSecrets }> {
+  const { wanted } = options;
+  const link = options.link ?? plan.net?.link;
   const spec = plan.spec;
   const netLog = plan.netLog;
   let secrets: RunSecrets | undefined;
@@ -346,7 +357,7 @@ async function startNetwork(
       network: GuestNetwork.listen(instance.netSocket, {
         allowNet: false,
         ...(plan.net?.mtu ? { mtu: plan.net.mtu } : {}),
-        ...(plan.net?.link ? { link: plan.net.link } : {}),
+        ...(link ? { link } : {}),
         vmSocket: instance.netVmSocket,
         onError: plan.notice,
       }),
@@ -369,6 +380,7 @@ async function startNetwork(
         },
       }
       : {}),
+    ...(link ? { link } : {}),
     vmSocket: instance.netVmSocket,
     onError: plan.notice,
     ...(terminator

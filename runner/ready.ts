@@ -60,6 +60,7 @@ export const MOUNT_SLOTS = 4;
 
 /** The 9p mount tag of slot (and mount) `i`. */
 export function mountTag(i: number): string {
+  // 9p tags are limited to 31 characters, virtio-fs's to 36.
   return `shuru${i}`;
 }
 
