@@ -19,6 +19,7 @@ import {
   type Hello,
   type IdentityResult,
   type KeptProcessInfo,
+  type MountTransport,
   Mux,
   type MuxStream,
   parseDirEntry,
@@ -463,9 +464,22 @@ export class AgentConnection implements AsyncDisposable {
     return await Promise.resolve(fwd);
   }
 
-  /** Mounts a 9p share `tag` at `path` (ro: under a tmpfs overlay; rw: writes reach the host). */
-  async mount(tag: string, path: string, options: { mode?: "ro" | "rw" } = {}): Promise<void> {
-    await this.#call({ op: "mount", tag, path, mode: options.mode ?? "ro" });
+  /**
+   * Mounts the share `tag` at `path` (ro: under a tmpfs overlay; rw: writes reach the host),
+   * on the device the VM backend gave it (`transport`, default 9p).
+   */
+  async mount(
+    tag: string,
+    path: string,
+    options: { mode?: "ro" | "rw"; transport?: MountTransport } = {},
+  ): Promise<void> {
+    await this.#call({
+      op: "mount",
+      tag,
+      path,
+      mode: options.mode ?? "ro",
+      ...(options.transport ? { transport: options.transport } : {}),
+    });
   }
 
   /**

@@ -10,8 +10,8 @@
  * listed regular files is accepted (no links, folders, paths or extra entries), and runs of
  * zeros are not written, so the root filesystem unpacks sparse again.
  *
- * This wave has the reading side (`unpackBundle`) and the writer its tests use
- * (`writeBundle`); `shuru init --export` and the published bundle come with the arm64 assets.
+ * `shuru init --export FILE` writes one (`writeBundle`); `shuru init --bundle FILE|URL` installs
+ * one (`install.ts`, through `unpackBundle`).
  *
  * @module
  */
@@ -143,11 +143,19 @@ export function parseBundleManifest(text: string, source = "the bundle"): Bundle
   };
 }
 
-/** The SHA-256 of a file, hex. */
-export async function sha256File(path: string): Promise<string> {
+/** The SHA-256 of a file, hex; `onBytes` hears the bytes hashed so far. */
+export async function sha256File(
+  path: string,
+  onBytes?: (done: number) => void,
+): Promise<string> {
   const hash = createHash("sha256");
   using file = await Deno.open(path);
-  for await (const chunk of file.readable) hash.update(chunk);
+  let done = 0;
+  for await (const chunk of file.readable) {
+    hash.update(chunk);
+    done += chunk.length;
+    onBytes?.(done);
+  }
   return hash.digest("hex");
 }
 
@@ -155,6 +163,13 @@ export async function sha256File(path: string): Promise<string> {
 export interface UnpackOptions {
   /** The pinned SHA-256 of the bundle file (checked before anything is unpacked). */
   sha256?: string;
+  /** Bytes of the bundle file read so far, in each phase (`total`: the file's size). */
+  onProgress?: (phase: "verify" | "unpack", done: number, total: number) => void;
+  /**
+   * Called with the manifest before any file is written; throws to refuse the bundle (another
+   * architecture or asset format than the caller can use). Its error is thrown as it is.
+   */
+  accept?: (manifest: BundleManifest) => void;
 }
 
 /**
@@ -170,8 +185,10 @@ export async function unpackBundle(
   options: UnpackOptions = {},
 ): Promise<BundleManifest> {
   const source = `bundle ${path}`;
+  const total = (await Deno.stat(path)).size;
+  const progress = options.onProgress;
   if (options.sha256 !== undefined) {
-    const actual = await sha256File(path);
+    const actual = await sha256File(path, (done) => progress?.("verify", done, total));
     if (actual !== options.sha256.toLowerCase()) {
       throw new BundleError(
         "digest_mismatch",
@@ -180,9 +197,20 @@ export async function unpackBundle(
     }
   }
   const written: string[] = [];
+  let refused: unknown;
   using file = await Deno.open(path);
   const malformed = (why: string) => new BundleError("malformed", `Cannot use ${source}: ${why}`);
-  const tar = new TarReader(file.readable.pipeThrough(new DecompressionStream("gzip")), {
+  let read = 0;
+  const counted = file.readable.pipeThrough(
+    new TransformStream<Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>>({
+      transform(chunk, controller) {
+        read += chunk.length;
+        progress?.("unpack", read, total);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  const tar = new TarReader(counted.pipeThrough(new DecompressionStream("gzip")), {
     what: source,
     error: (message) => new BundleError("malformed", message),
   });
@@ -195,6 +223,12 @@ export async function unpackBundle(
     const parts: Uint8Array[] = [];
     await tar.readData((chunk) => void parts.push(chunk.slice()));
     const manifest = parseBundleManifest(new TextDecoder().decode(concatBytes(parts)), source);
+    try {
+      options.accept?.(manifest);
+    } catch (err) {
+      refused = err;
+      throw err;
+    }
     const expected = new Map(manifest.files.map((f) => [f.name, f]));
     const seen = new Set<string>();
     for (let entry = await tar.next(); entry; entry = await tar.next()) {
@@ -225,7 +259,7 @@ export async function unpackBundle(
   } catch (err) {
     await tar.cancel();
     for (const p of written) await Deno.remove(p).catch(() => {});
-    if (err instanceof BundleError) throw err;
+    if (err instanceof BundleError || (refused !== undefined && err === refused)) throw err;
     throw new BundleError("malformed", `Cannot use ${source}: ${(err as Error).message}`, {
       cause: err,
     });
@@ -289,7 +323,12 @@ export interface WrittenBundle {
 export async function writeBundle(
   dir: string,
   out: string,
-  info: { arch: BundleManifest["arch"]; assetsVersion: string },
+  info: {
+    arch: BundleManifest["arch"];
+    assetsVersion: string;
+    /** Bytes of the files archived so far, of `total` (progress of the slow part). */
+    onProgress?: (done: number, total: number) => void;
+  },
 ): Promise<WrittenBundle> {
   const names: string[] = [];
   for await (const e of Deno.readDir(dir)) if (e.isFile) names.push(e.name);
@@ -309,7 +348,10 @@ export async function writeBundle(
   // Check it as a reader would, so a bundle we write is always one we can read.
   const manifestText = JSON.stringify(manifest, null, 2) + "\n";
   parseBundleManifest(manifestText, `the bundle of ${dir}`);
-  const mtime = Math.floor(Date.now() / 1000);
+  // No time in the archive: the same files make the same bundle, byte for byte (and digest).
+  const mtime = 0;
+  const total = files.reduce((n, f) => n + f.size, 0);
+  let done = 0;
   async function* tar(): AsyncGenerator<Uint8Array<ArrayBuffer>> {
     const m = new TextEncoder().encode(manifestText);
     yield encodeHeader({ name: BUNDLE_MANIFEST, size: m.length, mode: 0o644, mtime });
@@ -318,7 +360,11 @@ export async function writeBundle(
     for (const f of files) {
       yield encodeHeader({ name: f.name, size: f.size, mode: 0o644, mtime });
       using file = await Deno.open(join(dir, f.name));
-      for await (const chunk of file.readable) yield chunk;
+      for await (const chunk of file.readable) {
+        done += chunk.length;
+        info.onProgress?.(done, total);
+        yield chunk;
+      }
       yield new Uint8Array(padding(f.size));
     }
     yield new Uint8Array(2 * BLOCK);

@@ -14,8 +14,12 @@ export type AssetErrorCode =
   | "no_user_namespace"
   /** A user's `--kernel`, `--initrd` or `--rootfs` is missing, unreadable or of the wrong kind. */
   | "boot_file_invalid"
-  /** A foreign architecture's packages (apt) or Deno (npm) could not be fetched. */
-  | "download_failed";
+  /** A foreign architecture's packages (apt) or Deno (npm), or a bundle, could not be fetched. */
+  | "download_failed"
+  /** A bundle of another architecture or asset format, or a malformed digest. */
+  | "bundle_refused"
+  /** This host cannot build guest assets (macOS) and no bundle is installed. */
+  | "not_installed";
 
 /** A guest asset build failed; `message` says what to do about it. */
 export class AssetError extends Error {

@@ -4,7 +4,10 @@
  * tools disk's init, so the root filesystem needs nothing of shuru's.
  *
  * Kernel cmdline words it reads:
- * - `shuru.modules=9p,overlay,net`: optional module groups to load (default: all).
+ * - `shuru.modules=mmio,9p,overlay,net`: optional module groups to load (default: all); one
+ *   of `mmio` and `pci` is the virtio transport.
+ * - `console=hvc0`: the console is a virtio console (Virtualization.framework), whose driver
+ *   is a module: the script's output starts once it is loaded.
  * - `shuru.probe`: print {@linkcode PROBE_MARKER} and power off (the KVM probe boot).
  *
  * @module
@@ -49,12 +52,19 @@ $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
 read -r up _ < /proc/uptime
-echo "${INITRAMFS_MARKER} start $up"
 cmdline=$($bb cat /proc/cmdline)
+# A virtio console (console=hvc0, Virtualization.framework's) has its driver in a module: until
+# it is loaded this script has no console, so the start line waits for it.
+hvc=
+for word in $cmdline; do
+  case "$word" in console=hvc[0-9]*) hvc=\${word#console=} ;; esac
+done
 fail() {
+  [ -n "$hvc" ] && [ -c /dev/$hvc ] && exec </dev/$hvc >/dev/$hvc 2>&1
   echo "${INITRAMFS_MARKER} error: $*"
   $bb poweroff -f
 }
+[ -n "$hvc" ] || echo "${INITRAMFS_MARKER} start $up"
 case " $cmdline " in *" shuru.probe "*) echo "${PROBE_MARKER}"; $bb poweroff -f ;; esac
 mods=all
 for word in $cmdline; do
@@ -69,8 +79,17 @@ load() {
 if [ -z "${release}" ] || [ "$($bb uname -r)" = "${release}" ]; then
 ${loads.join("\n")}
 else
-  echo "${INITRAMFS_MARKER} kernel $($bb uname -r) is not ${release}: its own drivers are used"
+  kernel_note="kernel $($bb uname -r) is not ${release}: its own drivers are used"
 fi
+if [ -n "$hvc" ]; then
+  # devtmpfs makes the node once the driver found the device.
+  n=0
+  while [ ! -c /dev/$hvc ] && [ $n -lt 200 ]; do $bb usleep 10000; n=$((n + 1)); done
+  [ -c /dev/$hvc ] || fail "no console /dev/$hvc (is it a virtio console?)"
+  exec </dev/$hvc >/dev/$hvc 2>&1
+  echo "${INITRAMFS_MARKER} start $up"
+fi
+[ -z "$kernel_note" ] || echo "${INITRAMFS_MARKER} $kernel_note"
 # The root disk and the tools disk, told apart by their virtio serial numbers.
 read -r up _ < /proc/uptime
 deadline=$((\${up%.*} + 5))

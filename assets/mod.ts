@@ -21,8 +21,11 @@
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AssetError } from "./errors.ts";
+import { type AssetProgress, step } from "./progress.ts";
+import { ASSET_FORMAT, type AssetsManifest, readManifest } from "./version_dir.ts";
+import { readInstalledBundle } from "./install.ts";
 import { arm64Image, extractKernel, findHostKernel, unpackKernelPackage } from "./kernel.ts";
-import { type LoadableModule, loadModules, type ModuleGroup, moduleGroupsFor } from "./modules.ts";
+import { type LoadableModule, loadModules, MODULE_GROUPS, type ModuleGroup } from "./modules.ts";
 import { buildInitramfs, groupModules, initScript } from "./initramfs.ts";
 import {
   addShuruFiles,
@@ -50,7 +53,6 @@ import {
   shouldInstallPackages,
   vmTools,
 } from "../host/mod.ts";
-import { machineFor } from "../vm/mod.ts";
 import { ARCH_SPECS, type ArchSpec, foreignAssetTools } from "./arch.ts";
 import { type DebFile, debMember, ForeignPackages } from "./packages.ts";
 import {
@@ -76,6 +78,8 @@ import {
 } from "./tools.ts";
 
 export { AssetError, type AssetErrorCode } from "./errors.ts";
+export { type AssetProgress, type AssetStep } from "./progress.ts";
+export { ASSET_FORMAT, type AssetsManifest } from "./version_dir.ts";
 export { runTool, type RunToolOptions } from "./run.ts";
 export { checkInitrd, checkKernel, type CheckKernelOptions, checkRootfs } from "./boot_files.ts";
 export { DEBIAN_RECIPE, type DebianRecipe } from "./rootfs.ts";
@@ -95,14 +99,25 @@ export {
   writeBundle,
   type WrittenBundle,
 } from "./bundle.ts";
-
-/**
- * Bumped when the layout or meaning of the asset files changes. 2: the agent, Deno and the
- * guest's init moved from the root filesystem to the tools disk (`tools.ext4`). 3: one set per
- * guest architecture (`v3-<arch>-<hash>`, the arch in the manifest; arm64's kernel is `Image`),
- * the tools disk's loader also as `lib/ld.so`.
- */
-export const ASSET_FORMAT = 3;
+export {
+  BUNDLE_CONFIG_MEDIA_TYPE,
+  BUNDLE_LAYER_MEDIA_TYPE,
+  type PushedBundle,
+  REGISTRY_PREFIX,
+} from "./oci_bundle.ts";
+export {
+  exportBundle,
+  type ExportBundleOptions,
+  type ExportedBundle,
+  forgetInstalledBundle,
+  installBundle,
+  type InstallBundleOptions,
+  type InstallBundleResult,
+  type InstalledBundle,
+  installedBundleFile,
+  parseBundleDigest,
+  readInstalledBundle,
+} from "./install.ts";
 
 /** Paths of one complete set of guest assets. */
 export interface GuestAssets {
@@ -131,25 +146,6 @@ export interface GuestAssets {
   /** Milliseconds per build step (empty when nothing was built). */
   timings: Record<string, number>;
 }
-
-/** Progress of {@linkcode ensureAssets}, for display. */
-export type AssetProgress =
-  | { kind: "start"; step: AssetStep; label: string }
-  | { kind: "detail"; step: AssetStep; text: string; fraction?: number }
-  | { kind: "done"; step: AssetStep; elapsedMs: number; note?: string };
-
-/** The steps of a build, in order. */
-export type AssetStep =
-  | "host-tools"
-  | "packages"
-  | "agent"
-  | "kernel"
-  | "initramfs"
-  | "tools"
-  | "debian"
-  | "rootfs-tree"
-  | "rootfs-image"
-  | "install";
 
 /** Options of {@linkcode ensureAssets}. */
 export interface EnsureAssetsOptions {
@@ -185,6 +181,11 @@ export interface EnsureAssetsOptions {
   modulesRoot?: string;
   /** Only compute the current version and whether it is built; never build nor download. */
   checkOnly?: boolean;
+  /**
+   * Build (or find the built version) even when a bundle is installed for this architecture
+   * (`shuru init` on Linux). By default an installed bundle is used as it is.
+   */
+  ignoreInstalledBundle?: boolean;
 }
 
 const DEFAULT_AGENT_ENTRY = fileURLToPath(new URL("../guest/main.ts", import.meta.url));
@@ -198,26 +199,6 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
 async function fileStamp(path: string): Promise<string> {
   const info = await Deno.stat(path);
   return `${path}:${info.size}:${info.mtime?.getTime() ?? 0}`;
-}
-
-/** Runs one step with start/done events and records its time. */
-async function step<T>(
-  name: AssetStep,
-  label: string,
-  timings: Record<string, number>,
-  onProgress: (e: AssetProgress) => void,
-  body: (detail: (text: string, fraction?: number) => void) => Promise<T>,
-  note?: (result: T) => string,
-): Promise<T> {
-  const started = performance.now();
-  onProgress({ kind: "start", step: name, label });
-  const result = await body((text, fraction) =>
-    onProgress({ kind: "detail", step: name, text, fraction })
-  );
-  const elapsedMs = Math.round(performance.now() - started);
-  timings[name] = (timings[name] ?? 0) + elapsedMs;
-  onProgress({ kind: "done", step: name, elapsedMs, note: note?.(result) });
-  return result;
 }
 
 /** Bundles the agent into one JavaScript file with `deno bundle`. */
@@ -474,6 +455,34 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const path = options.path ?? "";
   const arch = options.arch ?? hostArch();
   const spec = ARCH_SPECS[arch];
+  const installed = options.force || options.ignoreInstalledBundle
+    ? undefined
+    : await readInstalledBundle(options.assetsDir, arch);
+  if (installed) {
+    return {
+      arch,
+      version: installed.bundle.version,
+      dir: installed.dir,
+      kernel: join(installed.dir, spec.kernelFile),
+      initramfs: join(installed.dir, "initramfs.img"),
+      rootfs: join(installed.dir, "rootfs.ext4"),
+      tools: join(installed.dir, "tools.ext4"),
+      rootfsBytes: installed.manifest.rootfsBytes,
+      kernelRelease: installed.manifest.kernelRelease,
+      built: false,
+      present: true,
+      timings,
+    };
+  }
+  if (!canBuildAssets()) {
+    if (options.checkOnly) return notPresent(arch, timings);
+    throw new AssetError(
+      "not_installed",
+      `Cannot find ${arch} guest assets: this host (${Deno.build.os}) cannot build them (that ` +
+        `takes Debian's tools); make a bundle on Linux with \`shuru init --arch ${arch} --export ` +
+        `FILE\` and install it here with \`shuru init --bundle FILE|URL --bundle-digest sha256:…\``,
+    );
+  }
   const native = arch === hostArch();
   // The bundler is the Deno running shuru (or the given one, for a guest of our architecture).
   const bundler = native ? options.denoBinary ?? Deno.execPath() : Deno.execPath();
@@ -510,22 +519,7 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   const sources = native
     ? await nativeSources(spec, options, path, options.denoBinary ?? Deno.execPath())
     : await foreignSources(spec, options, path, timings, onProgress);
-  if (!sources) {
-    return {
-      arch,
-      version: "",
-      dir: "",
-      kernel: "",
-      initramfs: "",
-      rootfs: "",
-      tools: "",
-      rootfsBytes: 0,
-      kernelRelease: "",
-      built: false,
-      present: false,
-      timings,
-    };
-  }
+  if (!sources) return notPresent(arch, timings);
   // The agent's sources are stamped (sizes and mtimes of every module it imports), so a
   // current set of assets is found without running `deno bundle` (which costs 50-150 ms).
   let agentBundle: Uint8Array | undefined;
@@ -589,6 +583,29 @@ export async function ensureAssets(options: EnsureAssetsOptions): Promise<GuestA
   return assets(true, rootfsBytes);
 }
 
+/** Whether this host can build guest assets (Debian's tools: Linux). */
+export function canBuildAssets(os: string = Deno.build.os): boolean {
+  return os === "linux";
+}
+
+/** The answer of a `checkOnly` call when nothing is built or installed. */
+function notPresent(arch: GuestArch, timings: Record<string, number>): GuestAssets {
+  return {
+    arch,
+    version: "",
+    dir: "",
+    kernel: "",
+    initramfs: "",
+    rootfs: "",
+    tools: "",
+    rootfsBytes: 0,
+    kernelRelease: "",
+    built: false,
+    present: false,
+    timings,
+  };
+}
+
 /** Size and version of a Deno binary: the same release gives the same identity anywhere. */
 async function denoIdentity(binary: string, spec: ArchSpec): Promise<string> {
   const { size } = await Deno.stat(binary);
@@ -634,7 +651,7 @@ async function assetVersion(
     format: ASSET_FORMAT,
     arch: spec.arch,
     rootfsKey,
-    modules: moduleGroupsFor(machineFor(spec.arch).transport),
+    modules: MODULE_GROUPS,
     kernel: sources.kernelId,
     busybox: sources.busyboxId,
     tools: sources.toolsId,
@@ -714,27 +731,6 @@ export async function pruneAssets(
   return result;
 }
 
-interface Manifest {
-  format: number;
-  arch: GuestArch;
-  rootfsBytes: number;
-  kernelRelease: string;
-  builtAt: string;
-  timings: Record<string, number>;
-}
-
-async function readManifest(dir: string): Promise<Manifest | undefined> {
-  try {
-    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "manifest.json")));
-    if (manifest?.format === ASSET_FORMAT && typeof manifest.rootfsBytes === "number") {
-      return manifest as Manifest;
-    }
-  } catch {
-    // missing or unreadable: not current
-  }
-  return undefined;
-}
-
 interface BuildInputs extends EnsureAssetsOptions {
   dir: string;
   sources: Sources;
@@ -783,9 +779,8 @@ async function build(inp: BuildInputs): Promise<number> {
       onProgress,
       async () => {
         const resolved = new Map<ModuleGroup, LoadableModule[]>();
-        const wanted = moduleGroupsFor(machineFor(spec.arch).transport);
-        for (const group of Object.keys(wanted) as ModuleGroup[]) {
-          resolved.set(group, await loadModules(prepared!.modulesDir, wanted[group]));
+        for (const group of Object.keys(MODULE_GROUPS) as ModuleGroup[]) {
+          resolved.set(group, await loadModules(prepared!.modulesDir, MODULE_GROUPS[group]));
         }
         const groups = groupModules(resolved);
         const image = await buildInitramfs(prepared!.busybox, groups, sources.release);
@@ -946,7 +941,7 @@ function debianBase(inp: BuildInputs): Promise<string> {
 async function install(inp: BuildInputs, work: string, imageBytes: number): Promise<void> {
   const { timings, onProgress, sources } = inp;
   await step("install", "installing the assets", timings, onProgress, async () => {
-    const manifest: Manifest = {
+    const manifest: AssetsManifest = {
       format: ASSET_FORMAT,
       arch: sources.spec.arch,
       rootfsBytes: imageBytes,

@@ -9,17 +9,22 @@
  */
 
 import { basename, join } from "node:path";
-import type { VirtioTransport } from "../vm/mod.ts";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
 
 /** Modules the initramfs loads, by group. Order inside a group does not matter. */
 export const MODULE_GROUPS: Readonly<Record<ModuleGroup, readonly string[]>> = {
-  // Root disk (virtio-blk over virtio-mmio), the agent's virtio-serial port, ext4.
-  // ext4 needs a crc32c implementation but does not depend on one in modules.dep.
-  base: ["virtio_mmio", "virtio_blk", "virtio_console", "crc32c_generic", "ext4"],
-  // Host folders (virtio-9p).
+  // Root and tools disks (virtio-blk), the agent's port and the console (virtio_console: also
+  // `hvc0`, VZ's console), ext4. ext4 needs a crc32c implementation but does not depend on one
+  // in modules.dep.
+  base: ["virtio_blk", "virtio_console", "crc32c_generic", "ext4"],
+  // The virtio transport, one of the two (the kernel command line names it): memory-mapped
+  // (QEMU's microvm and virt machines) or PCI (Virtualization.framework).
+  mmio: ["virtio_mmio"],
+  pci: ["virtio_pci"],
+  // Host folders: virtio-9p (QEMU) or virtio-fs (Virtualization.framework).
   "9p": ["9pnet_virtio", "9p"],
+  virtiofs: ["virtiofs"],
   // Overlay filesystem (for read-only mounts with a writable layer).
   overlay: ["overlay"],
   // Network device (virtio-net); af_packet for raw sockets (built in on Debian).
@@ -27,19 +32,7 @@ export const MODULE_GROUPS: Readonly<Record<ModuleGroup, readonly string[]>> = {
 };
 
 /** A named set of modules the guest can be asked to load (kernel cmdline `shuru.modules=`). */
-export type ModuleGroup = "base" | "9p" | "overlay" | "net";
-
-/**
- * The module groups for a machine whose virtio devices sit on `transport`: {@linkcode
- * MODULE_GROUPS} (virtio-mmio, what every machine uses now), or with `virtio_pci` instead.
- */
-export function moduleGroupsFor(
-  transport: VirtioTransport,
-): Readonly<Record<ModuleGroup, readonly string[]>> {
-  if (transport === "mmio") return MODULE_GROUPS;
-  const base = MODULE_GROUPS.base.map((m) => (m === "virtio_mmio" ? "virtio_pci" : m));
-  return { ...MODULE_GROUPS, base };
-}
+export type ModuleGroup = "base" | "mmio" | "pci" | "9p" | "virtiofs" | "overlay" | "net";
 
 /** Module name of a path: `kernel/fs/ext4/ext4.ko.xz` → `ext4`; dashes become underscores. */
 export function moduleName(path: string): string {

@@ -4,7 +4,6 @@ import { findHostKernel } from "./kernel.ts";
 import {
   loadModules,
   MODULE_GROUPS,
-  moduleGroupsFor,
   moduleName,
   parseBuiltin,
   parseModulesDep,
@@ -87,13 +86,10 @@ Deno.test("every module group resolves on the host's kernel, modules unsigned EL
   }
   const base = (await loadModules(kernel.modulesDir, MODULE_GROUPS.base)).map((m) => m.name);
   assert(base.indexOf("jbd2") < base.indexOf("ext4"));
-  assert(base.indexOf("virtio") < base.indexOf("virtio_mmio"));
-});
-
-Deno.test("moduleGroupsFor: the virtio transport module follows the machine", () => {
-  assertEquals(moduleGroupsFor("mmio"), MODULE_GROUPS);
-  const pci = moduleGroupsFor("pci");
-  assertEquals(pci.base.includes("virtio_pci"), true);
-  assertEquals(pci.base.includes("virtio_mmio"), false);
-  assertEquals(pci.net, MODULE_GROUPS.net);
+  assert(base.indexOf("virtio") < base.indexOf("virtio_blk"));
+  // Both transports, PCI with its helpers (VZ's devices are on PCI).
+  const pci = (await loadModules(kernel.modulesDir, MODULE_GROUPS.pci)).map((m) => m.name);
+  assertEquals(pci.at(-1), "virtio_pci");
+  const fs = (await loadModules(kernel.modulesDir, MODULE_GROUPS.virtiofs)).map((m) => m.name);
+  assertEquals(fs.slice(-2), ["fuse", "virtiofs"]);
 });

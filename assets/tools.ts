@@ -33,7 +33,7 @@
 import { basename, dirname, join } from "node:path";
 import { ASSET_TOOLS, findCommand, missingToolsError } from "../host/mod.ts";
 import type { ArchSpec } from "./arch.ts";
-import { AGENT_START_MARKER } from "../proto/mod.ts";
+import { AGENT_START_MARKER, POWER_OFF_MARKER } from "../proto/mod.ts";
 import type { AsRoot } from "./as_root.ts";
 import { AssetError } from "./errors.ts";
 import { runTool } from "./run.ts";
@@ -121,6 +121,7 @@ status=$?
 kill -s KILL -1 2>/dev/null
 $bb sync
 $bb mount -o remount,ro / 2>/dev/null
+echo "${POWER_OFF_MARKER}"
 echo o > /proc/sysrq-trigger
 # The power-off is asynchronous: wait without touching the disk (it is going away).
 read -r _ < /dev/console

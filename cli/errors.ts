@@ -17,7 +17,7 @@
  */
 
 import { AgentError, ConnectionError } from "../agent/mod.ts";
-import { AssetError } from "../assets/mod.ts";
+import { AssetError, BundleError } from "../assets/mod.ts";
 import { ControlConnectionError, RpcError } from "../control/mod.ts";
 import { HostError } from "../host/mod.ts";
 import { ImageError } from "../image/mod.ts";
@@ -68,7 +68,7 @@ export function describeError(err: unknown): ErrorReport | undefined {
   if (err instanceof Deno.errors.Interrupted) return report(130);
   if (
     err instanceof SpecError || err instanceof HostError || err instanceof AssetError ||
-    err instanceof SupervisorError
+    err instanceof BundleError || err instanceof SupervisorError
   ) {
     return report(2);
   }

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
 import { AgentNotFoundError, ConnectionError } from "../agent/mod.ts";
-import { AssetError } from "../assets/mod.ts";
+import { AssetError, BundleError } from "../assets/mod.ts";
 import { ControlConnectionError, RpcError, RpcErrorCode } from "../control/mod.ts";
 import { HostError } from "../host/mod.ts";
 import { ImageError } from "../image/mod.ts";
@@ -21,6 +21,10 @@ const CASES: Array<[Error, number]> = [
   [new SpecError("invalid_setting", 'Invalid --cpus "x": expected a positive whole number'), 2],
   [new HostError("missing_host_tools", "Cannot build or boot guests: missing qemu"), 2],
   [new AssetError("agent_not_found", "Cannot bundle the guest agent: /x does not exist"), 2],
+  [
+    new BundleError("digest_mismatch", "Cannot use bundle b.tar.gz: its SHA-256 is a, expected b"),
+    2,
+  ],
   [new SupervisorError("name_in_use", "Cannot start sandbox dev: a sandbox of that name runs"), 2],
   [new VmError("invalid_config", 'Cannot use accelerator "hvf": use kvm, tcg or auto'), 2],
   [new VmError("spawn_failed", "Cannot start QEMU: not found"), 125],

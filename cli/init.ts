@@ -6,7 +6,17 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { join } from "node:path";
-import { type AssetProgress, ensureAssets, type GuestAssets } from "../assets/mod.ts";
+import {
+  type AssetProgress,
+  canBuildAssets,
+  ensureAssets,
+  exportBundle,
+  type ExportedBundle,
+  forgetInstalledBundle,
+  type GuestAssets,
+  installBundle,
+  parseBundleDigest,
+} from "../assets/mod.ts";
 import {
   defaultBackend,
   ensureSignedDeno,
@@ -144,7 +154,7 @@ export function initCommand() {
   return new Command("init")
     .summary("build or check the guest assets (kernel, initramfs, root filesystem)")
     .description(
-      "Build the guest assets (kernel, initramfs, Debian root filesystem, and the tools disk with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.",
+      "Build the guest assets (kernel, initramfs, Debian root filesystem, and the tools disk with Deno and the guest agent) from the host's Debian packages. Does nothing when they are current; they are rebuilt when the agent or the recipe changes. Also checks whether KVM works. On macOS it first signs a copy of Deno with the com.apple.security.virtualization entitlement into the data home (bin/), which the ./shuru launcher then runs.\n\nA host that cannot build them (macOS) installs a bundle instead: --export FILE on Linux writes the assets as one file (its SHA-256 is printed), --bundle FILE|URL installs one here (checked against --bundle-digest when given, and file by file against its own manifest), and runs then use it. On Linux a plain `shuru init` builds again and stops using an installed bundle.",
     )
     .option(
       "--arch <arch>",
@@ -159,6 +169,19 @@ export function initCommand() {
     .option("--no-install-deps", "only name missing host packages (one apt-get line), as root too")
     .option("--accel <accel>", "accelerator to check: kvm, tcg or auto (env SHURU_ACCEL)")
     .option("--agent <file>", "guest agent entry module (default: guest/main.ts of this checkout)")
+    .option(
+      "--export <file>",
+      "also write the assets as one bundle file (for a Mac), or push it: docker://REGISTRY/REPO:TAG",
+    )
+    .option(
+      "--bundle <file|url|ref>",
+      "install the assets from a bundle file, http(s) URL or docker://REGISTRY/REPO[:TAG|@DIGEST] " +
+        "instead of building them",
+    )
+    .option(
+      "--bundle-digest <digest>",
+      "the bundle's pinned SHA-256 (sha256:HEX, as --export prints it); refused when it differs",
+    )
     .option("--json", "print the asset paths as JSON on stdout")
     .option(
       "--no-ready",
@@ -167,17 +190,51 @@ export function initCommand() {
     )
     .action(async (options) => {
       const layout = homeLayout();
+      if (options.bundle !== undefined && options.export !== undefined) {
+        throw new UserError(
+          "Cannot use --bundle with --export: install, then export in a second run",
+        );
+      }
+      if (options.bundleDigest !== undefined && options.bundle === undefined) {
+        throw new UserError("Cannot use --bundle-digest without --bundle");
+      }
+      if (options.bundle !== undefined && options.force) {
+        throw new UserError("Cannot use --bundle with --force (--force rebuilds)");
+      }
+      const digest = options.bundleDigest === undefined
+        ? undefined
+        : parseBundleDigest(options.bundleDigest);
       if (Deno.build.os === "darwin") await signDeno(layout.root);
       const printer = new ProgressPrinter();
+      const onProgress = options.json && !Deno.stderr.isTerminal() ? undefined : printer.onProgress;
       let assets: GuestAssets;
       let arch;
+      let exported: ExportedBundle | undefined;
       try {
-        arch = parseArch(options.arch ?? hostArch());
-        if (arch === undefined) {
+        arch = options.arch === undefined ? undefined : parseArch(options.arch);
+        if (options.arch !== undefined && arch === undefined) {
           throw new UserError(
             `Invalid --arch ${JSON.stringify(options.arch)}: use x86_64 or arm64`,
           );
         }
+        if (options.bundle !== undefined) {
+          const installed = await installBundle(options.bundle, {
+            assetsDir: layout.assets,
+            ...(arch ? { arch } : {}),
+            ...(digest ? { sha256: digest } : {}),
+            ...(onProgress ? { onProgress } : {}),
+          });
+          arch = installed.bundle.arch;
+          if (digest === undefined) {
+            console.error(
+              `shuru: the bundle was not pinned; its SHA-256 is sha256:${installed.bundle.sha256} ` +
+                "(pass it as --bundle-digest to refuse any other)",
+            );
+          }
+        }
+        arch ??= hostArch();
+        // On Linux a plain init builds: an installed bundle is then no longer used.
+        const build = options.bundle === undefined && canBuildAssets();
         assets = await ensureAssets({
           assetsDir: layout.assets,
           arch,
@@ -185,17 +242,46 @@ export function initCommand() {
           agentEntry: options.agent,
           installDeps: options.installDeps,
           path: Deno.env.get("PATH") ?? "",
-          onProgress: options.json && !Deno.stderr.isTerminal() ? undefined : printer.onProgress,
+          ...(build ? { ignoreInstalledBundle: true } : {}),
+          ...(onProgress ? { onProgress } : {}),
         });
+        if (build) await forgetInstalledBundle(layout.assets, arch);
+        if (options.export !== undefined) {
+          exported = await exportBundle(assets, options.export, {
+            ...(onProgress ? { onProgress } : {}),
+          });
+        }
       } catch (err) {
         printer.stop();
         throw err;
       }
+      // A pushed bundle is installed by its pinned manifest; a file by its path.
+      const where = exported?.pushed ? `docker://${exported.pushed.pinned}` : options.export;
+      const bundle = exported
+        ? {
+          bundle: {
+            path: where,
+            sha256: `sha256:${exported.sha256}`,
+            ...(exported.pushed ? { manifestDigest: exported.pushed.manifestDigest } : {}),
+          },
+        }
+        : {};
+      if (exported && !options.json) {
+        console.log(`bundle: ${where}`);
+        console.log(`digest: sha256:${exported.sha256}`);
+        console.log(
+          `install with: shuru init --bundle ${where} --bundle-digest sha256:${exported.sha256}`,
+        );
+      }
+      const state = assets.built ? "built" : options.bundle !== undefined ? "installed" : "current";
       if (defaultBackend() === "vz") {
-        if (options.json) console.log(JSON.stringify({ ...assets, backend: "vz" }, null, 2));
-        else {console.log(
-            `guest assets ready: ${assets.dir}\nbackend: vz (Virtualization.framework)`,
-          );}
+        if (options.json) {
+          console.log(JSON.stringify({ ...assets, ...bundle, backend: "vz" }, null, 2));
+        } else {
+          console.log(
+            `guest assets ${state}: ${assets.dir}\nbackend: vz (Virtualization.framework)`,
+          );
+        }
         return;
       }
       let accel;
@@ -235,11 +321,14 @@ export function initCommand() {
       }
       if (options.json) {
         console.log(
-          JSON.stringify({ ...assets, accel: accel.accel, ...(ready ? { ready } : {}) }, null, 2),
+          JSON.stringify(
+            { ...assets, ...bundle, accel: accel.accel, ...(ready ? { ready } : {}) },
+            null,
+            2,
+          ),
         );
         return;
       }
-      const state = assets.built ? "built" : "current";
       console.log(`guest assets ${state}: ${assets.dir} (kernel ${assets.kernelRelease})`);
       console.log(`accelerator: ${accel.accel}`);
       if (ready) console.log(`ready snapshot: ${ready}`);

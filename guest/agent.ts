@@ -185,6 +185,7 @@ class Session {
       case "mount":
         mountShare(req.tag, req.path, {
           mode: req.mode,
+          ...(req.transport ? { transport: req.transport } : {}),
           ...(this.options.mountScratchRoot === undefined
             ? {}
             : { scratchRoot: this.options.mountScratchRoot }),

@@ -219,7 +219,7 @@ async function servePort(name: string): Promise<void> {
     log(`host attached on ${dev}`);
     await serveOne(port, `session on ${dev}`, () => {
       log("shutdown: disks synced; powering off");
-      powerOffGuest();
+      powerOffGuest((line) => console.error(line));
     }, true);
   }
 }

@@ -1,11 +1,13 @@
 /**
- * Mounting host folders shared over virtio-9p inside the guest.
+ * Mounting host folders shared over virtio-9p (QEMU) or virtio-fs (Virtualization.framework)
+ * inside the guest; the host says which (`transport` of the mount request).
  *
- * - `rw`: the 9p share is mounted at the target; guest writes reach the host folder.
+ * - `rw`: the share is mounted at the target; guest writes reach the host folder.
  * - `ro`: the share is mounted read-only at a private lower path, and an overlayfs whose upper and
  *   work directories live on a fresh tmpfs is mounted at the target. The guest sees a writable
  *   folder, its writes land in RAM and vanish with the VM, and the host folder is never written
- *   (QEMU's `-fsdev ...,readonly=on` enforces the same on the host side).
+ *   (QEMU's `-fsdev ...,readonly=on` and VZ's read-only `VZSharedDirectory` enforce the same on
+ *   the host side).
  *
  * Mounts use mount(2) through FFI (`ffi/libc.ts`), so the agent needs no `mount` program.
  *
@@ -13,7 +15,7 @@
  */
 
 import { libc } from "../ffi/mod.ts";
-import { AgentError } from "../proto/mod.ts";
+import { AgentError, type MountTransport } from "../proto/mod.ts";
 
 /** 9p options: the virtio transport, 9P2000.L, 512 KiB messages (fewer round trips). */
 export const NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=524288";
@@ -25,6 +27,8 @@ export const DEFAULT_SCRATCH_ROOT = "/run/shuru/mounts";
 export interface MountShareOptions {
   /** "ro" (tmpfs overlay, writes vanish) or "rw" (writes reach the host). */
   mode: "ro" | "rw";
+  /** The share's device. @default "9p" */
+  transport?: MountTransport;
   /** Folder for per-mount scratch space. @default DEFAULT_SCRATCH_ROOT */
   scratchRoot?: string;
   /** Size cap of the overlay tmpfs, e.g. "50%" of RAM. @default "50%" */
@@ -32,7 +36,7 @@ export interface MountShareOptions {
 }
 
 const HINTS: Record<string, string> = {
-  ENODEV: "the kernel lacks this filesystem (load the 9p/overlay modules)",
+  ENODEV: "the kernel lacks this filesystem (load the 9p, virtiofs or overlay modules)",
   ENOENT: "no such share tag or directory",
   EPERM: "the agent is not root",
   EBUSY: "already mounted",
@@ -107,11 +111,18 @@ function checkOverlayPath(path: string): void {
   }
 }
 
+/** mount(2)'s filesystem type and options for a share on `transport`. */
+export function shareFilesystem(transport: MountTransport): { fstype: string; data?: string } {
+  // virtio-fs takes the tag as its source and needs no options.
+  return transport === "virtiofs" ? { fstype: "virtiofs" } : { fstype: "9p", data: NINEP_OPTIONS };
+}
+
 /**
- * Mounts the virtio-9p share `tag` at `target` (created if missing).
+ * Mounts the share `tag` (virtio-9p, or virtio-fs with `transport: "virtiofs"`) at `target`
+ * (created if missing).
  *
- * @throws AgentError: `not_found` for an unknown tag, `unsupported` without 9p in the kernel,
- * `permission_denied` when not root.
+ * @throws AgentError: `not_found` for an unknown tag (9p), `unsupported` without the filesystem
+ * in the kernel, `permission_denied` when not root.
  */
 export function mountShare(tag: string, target: string, options: MountShareOptions): void {
   if (!/^[A-Za-z0-9_.-]{1,31}$/.test(tag)) {
@@ -120,12 +131,14 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
       `Cannot mount tag ${JSON.stringify(tag)}: tags are 1-31 of [A-Za-z0-9_.-]`,
     );
   }
+  const transport = options.transport ?? "9p";
+  const fs = shareFilesystem(transport);
   if (options.mode === "rw") {
     try {
       Deno.mkdirSync(target, { recursive: true });
-      libc.mount(tag, target, { fstype: "9p", data: NINEP_OPTIONS });
+      libc.mount(tag, target, fs);
     } catch (e) {
-      throw mountError(`9p share ${tag} at ${target}`, e);
+      throw mountError(`${transport} share ${tag} at ${target}`, e);
     }
     return;
   }
@@ -134,9 +147,9 @@ export function mountShare(tag: string, target: string, options: MountShareOptio
   const lower = `${scratch}/lower`;
   try {
     Deno.mkdirSync(lower);
-    libc.mount(tag, lower, { fstype: "9p", flags: libc.LINUX.MS_RDONLY, data: NINEP_OPTIONS });
+    libc.mount(tag, lower, { ...fs, flags: libc.LINUX.MS_RDONLY });
   } catch (e) {
-    throw mountError(`9p share ${tag} (read-only)`, e);
+    throw mountError(`${transport} share ${tag} (read-only)`, e);
   }
   try {
     mountOverlay(lower, target, {

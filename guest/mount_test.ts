@@ -70,3 +70,9 @@ Deno.test("mountShare - rejects bad tags and overlay-unsafe paths before mountin
   assertThrows(() => mountShare("bad tag", "/tmp/x", { mode: "rw" }), "Cannot mount tag");
   assertThrows(() => mountShare("ok", "/tmp/a,b", { mode: "ro" }), "path contains");
 });
+
+Deno.test("shareFilesystem - 9p with its options, virtio-fs by tag alone", async () => {
+  const { NINEP_OPTIONS, shareFilesystem } = await import("./mount.ts");
+  assertEquals(shareFilesystem("9p"), { fstype: "9p", data: NINEP_OPTIONS });
+  assertEquals(shareFilesystem("virtiofs"), { fstype: "virtiofs" });
+});

@@ -10,6 +10,7 @@
  */
 
 import { libc } from "../ffi/mod.ts";
+import { POWER_OFF_MARKER } from "../proto/mod.ts";
 
 /** Flushes all filesystems (`sync(2)`). */
 export function syncAll(): void {
@@ -17,11 +18,14 @@ export function syncAll(): void {
 }
 
 /**
- * Syncs, then powers the machine off. Only call this in the VM: on a host it powers the host off.
+ * Syncs, announces the power-off on the console (`console`: the agent's stderr, which is the
+ * console), then powers the machine off. Only call this in the VM: on a host it powers the host
+ * off.
  *
  * @throws LibcError when the kernel refuses (not root / no CAP_SYS_BOOT).
  */
-export function powerOffGuest(): never {
+export function powerOffGuest(console: (line: string) => void): never {
   libc.sync();
+  console(POWER_OFF_MARKER);
   libc.powerOff();
 }

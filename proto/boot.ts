@@ -16,6 +16,14 @@ export const PROBE_MARKER = "shuru-probe-ok";
 export const INITRAMFS_MARKER = "shuru-initramfs:";
 /** Printed by the guest's init right before it starts the agent (then the uptime). */
 export const AGENT_START_MARKER = "shuru-init: agent start";
+/**
+ * Printed on a line of its own by whatever powers the guest off (the agent, the tools disk's
+ * agent runner), after the disks are synced, right before the power-off. The kernel's own
+ * `reboot: Power down` comes after its devices are shut down, which on a virtio console (`hvc0`,
+ * Virtualization.framework's) is too late to reach the host: since 6.1.x stable kernels reset
+ * virtio devices at shutdown.
+ */
+export const POWER_OFF_MARKER = "shuru-guest: powering off, disks synced";
 
 /** The virtio-blk serial number of the root disk. */
 export const ROOT_SERIAL = "shuru-root";

@@ -259,16 +259,21 @@ export interface ForwardRequest {
   host?: string;
 }
 
-/** Mounts a 9p share (virtio-9p tag) at a guest path. */
+/** How a host folder reaches the guest: virtio-9p (QEMU) or virtio-fs (Virtualization.framework). */
+export type MountTransport = "9p" | "virtiofs";
+
+/** Mounts a shared host folder (a virtio-9p or virtio-fs tag) at a guest path. */
 export interface MountRequest {
   /** Operation name. */
   op: "mount";
-  /** The 9p mount tag. */
+  /** The share's tag. */
   tag: string;
   /** Absolute guest path (created if missing). */
   path: string;
   /** "ro": read-only share under a tmpfs overlay (guest writes vanish); "rw": writes reach the host. */
   mode: "ro" | "rw";
+  /** The device the share is on. @default "9p" */
+  transport?: MountTransport;
 }
 
 /**
@@ -687,7 +692,12 @@ export function parseRequest(value: Obj): Request {
     case "mount": {
       const mode = value.mode;
       if (mode !== "ro" && mode !== "rw") throw bad(`"mode" must be "ro" or "rw"`);
-      return { op, tag: str(value, "tag", 64), path: path(value), mode };
+      const transport = value.transport;
+      if (transport !== undefined && transport !== "9p" && transport !== "virtiofs") {
+        throw bad(`"transport" must be "9p" or "virtiofs"`);
+      }
+      const req: MountRequest = { op, tag: str(value, "tag", 64), path: path(value), mode };
+      return transport === undefined ? req : { ...req, transport };
     }
     case "set_identity": {
       const entropy = str(value, "entropy", 1024);

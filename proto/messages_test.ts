@@ -78,6 +78,10 @@ Deno.test("parseRequest - file operations", () => {
     path: "/m",
     mode: "ro",
   });
+  assertEquals(
+    parseRequest({ op: "mount", tag: "t", path: "/m", mode: "rw", transport: "virtiofs" }),
+    { op: "mount", tag: "t", path: "/m", mode: "rw", transport: "virtiofs" },
+  );
   assertEquals(parseRequest({ op: "shutdown" }), { op: "shutdown" });
   assertEquals(parseRequest({ op: "write_file", path: "/a", offset: 10 }), {
     op: "write_file",
@@ -93,6 +97,10 @@ Deno.test("parseRequest - file operations", () => {
   assertThrows(() => parseRequest({ op: "stat", path: "x".repeat(5000) }), "longer");
   assertThrows(() => parseRequest({ op: "forward", port: 70000 }), "port");
   assertThrows(() => parseRequest({ op: "mount", tag: "t", path: "/m", mode: "x" }), "mode");
+  assertThrows(
+    () => parseRequest({ op: "mount", tag: "t", path: "/m", mode: "ro", transport: "nfs" }),
+    "transport",
+  );
   assertThrows(() => parseRequest({ op: "format_disk" }), "unknown op");
 });
 

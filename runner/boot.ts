@@ -15,6 +15,7 @@
 
 import { resolve } from "node:path";
 import { AgentConnection } from "../agent/mod.ts";
+import type { MountTransport } from "../proto/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import {
@@ -134,6 +135,8 @@ export interface BootParts {
   secrets?: RunSecrets;
   /** The RAM file the VM maps private and its table when known (memory checkpoints). */
   ramBase?: { file: string; table?: BlockTable };
+  /** The device mounts are on (the backend's: 9p, or VZ's virtio-fs). */
+  mountTransport: MountTransport;
   /** Milliseconds from the start of the boot at which each phase ended. */
   phases: Record<string, number>;
   /** Undoes everything (reverse order). */
@@ -210,10 +213,18 @@ export async function bootGuest(
     phases.device = since();
 
     const warm = path !== "cold";
+    const backend = createBackend(plan.spec.backend, {
+      ...(plan.onConsoleLine ? { onConsoleLine: plan.onConsoleLine } : {}),
+      onNotice: plan.notice,
+    });
     // Cold: a NIC only with a network. Warm: the NIC always exists (the snapshot has one);
     // without a network it reaches a stack that allows nothing, and it is taken down.
     const net = plan.spec.network || warm
-      ? await startNetwork(plan, instance, plan.spec.network !== undefined)
+      ? await startNetwork(plan, instance, {
+        wanted: plan.spec.network !== undefined,
+        // VZ takes the NIC's host end as a file handle: one end of a socket pair.
+        ...(backend.netTransport === "pair" ? { link: "pair" as const } : {}),
+      })
       : undefined;
     const network = net?.network;
     if (network) cleanup.push(() => network.close());
@@ -233,10 +244,7 @@ export async function bootGuest(
       ...(network ? { net: network.net } : {}),
       ...(plan.verbose ? { verbose: true } : {}),
       ...(plan.tscKhz ? { tscKhz: plan.tscKhz } : {}),
-      backend: createBackend(plan.spec.backend, {
-        ...(plan.onConsoleLine ? { onConsoleLine: plan.onConsoleLine } : {}),
-        onNotice: plan.notice,
-      }),
+      backend,
     };
     let vm: Vm;
     let ramBase: BootParts["ramBase"];
@@ -316,6 +324,7 @@ export async function bootGuest(
       ...(network ? { network } : {}),
       ...(net?.secrets ? { secrets: net.secrets } : {}),
       ...(ramBase ? { ramBase } : {}),
+      mountTransport: backend.mountTransport ?? "9p",
       phases,
       unwind,
     };
@@ -336,8 +345,10 @@ export function isRestoreFailure(err: unknown): boolean {
 async function startNetwork(
   plan: BootPlan,
   instance: Instance,
-  wanted: boolean,
+  how: { wanted: boolean; link?: "pair" },
 ): Promise<{ network: GuestNetwork; secrets?: RunSecrets }> {
+  const { wanted } = how;
+  const link = how.link ?? plan.net?.link;
   const spec = plan.spec;
   const netLog = plan.netLog;
   let secrets: RunSecrets | undefined;
@@ -346,7 +357,7 @@ async function startNetwork(
       network: GuestNetwork.listen(instance.netSocket, {
         allowNet: false,
         ...(plan.net?.mtu ? { mtu: plan.net.mtu } : {}),
-        ...(plan.net?.link ? { link: plan.net.link } : {}),
+        ...(link ? { link } : {}),
         vmSocket: instance.netVmSocket,
         onError: plan.notice,
       }),
@@ -370,6 +381,7 @@ async function startNetwork(
       }
       : {}),
     vmSocket: instance.netVmSocket,
+    ...(link ? { link } : {}),
     onError: plan.notice,
     ...(terminator
       ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }

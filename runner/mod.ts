@@ -748,7 +748,10 @@ async function boot(
     await parts.secrets?.installInGuest(agent);
     for (const [i, m] of spec.mounts.entries()) {
       options.signal?.throwIfAborted();
-      await agent.mount(mountTag(i), m.guest, { mode: m.readOnly ? "ro" : "rw" });
+      await agent.mount(mountTag(i), m.guest, {
+        mode: m.readOnly ? "ro" : "rw",
+        transport: parts.mountTransport,
+      });
     }
     const tMounted = since();
     for (const p of spec.ports) {

@@ -2,10 +2,12 @@
  * The guest's network for one sandbox: a Unix socket QEMU's NIC backend reaches, and a
  * {@linkcode Relay} (our user-space TCP/IP stack + policy proxy) serving the frames on it.
  *
- * Two link transports (docs/network.md): `stream` (default), a stream socket QEMU's
+ * Three link transports (docs/network.md): `stream` (default), a stream socket QEMU's
  * `-netdev stream` connects to, frames length-prefixed; `datagram`, a Unix datagram socket
  * connected to QEMU's `-netdev dgram` one, one frame per datagram (the shape macOS's
- * Virtualization framework hands over; tested and measured here through QEMU).
+ * Virtualization framework hands over; tested and measured here through QEMU); `pair`, the same
+ * datagrams over a `socketpair` whose other end the VM gets as a file descriptor (what the vz
+ * backend hands the framework's `VZFileHandleNetworkDeviceAttachment`).
  *
  * @module
  */
@@ -23,6 +25,7 @@ import {
   StreamLink,
 } from "../proxy/mod.ts";
 import type { NetConfig } from "../vm/mod.ts";
+import { libc } from "../ffi/mod.ts";
 import { RunnerError } from "./errors.ts";
 import type { NetworkSpec } from "../spec/mod.ts";
 
@@ -33,13 +36,16 @@ import type { NetworkSpec } from "../spec/mod.ts";
 export const DEFAULT_GUEST_MTU = 65520;
 
 /** How the NIC's frames reach the stack (see the module doc). */
-export type LinkTransport = "stream" | "datagram";
+export type LinkTransport = "stream" | "datagram" | "pair";
 
 /** Where a guest network's reports go, its link MTU and transport (runtime choices, not settings). */
 export interface NetworkHooks {
   /** Link MTU, 576-65520 (default {@linkcode DEFAULT_GUEST_MTU}); benchmarks compare values. */
   mtu?: number;
-  /** The link transport (default `stream`; `datagram` is what a macOS host uses). */
+  /**
+   * The link transport (default `stream`; `datagram` is the shape a macOS host uses, over
+   * paths; `pair`, over a socket pair, is what the vz backend takes).
+   */
   link?: LinkTransport;
   /** One line per refused name or connection (rate-limited by the relay). */
   onBlocked?: (line: string) => void;
@@ -143,7 +149,8 @@ function hostAddresses(): number[] {
 /** Where the frames come from before the relay starts. */
 type Pending =
   | { kind: "stream"; listener: Deno.UnixListener }
-  | { kind: "datagram"; fd: number; link: DatagramLink; vmSocket: string };
+  | { kind: "datagram"; fd: number; link: DatagramLink; vmSocket: string }
+  | { kind: "pair"; link: DatagramLink; vmEnd: number };
 
 /**
  * Listens on `socketPath` for QEMU, then relays its frames until {@linkcode close}. Create it
@@ -175,6 +182,8 @@ export class GuestNetwork implements AsyncDisposable {
     const mtu = options.mtu ?? DEFAULT_GUEST_MTU;
     this.net = pending.kind === "datagram"
       ? { transport: "dgram", socket: socketPath, vmSocket: pending.vmSocket, mtu }
+      : pending.kind === "pair"
+      ? { transport: "pair", fd: pending.vmEnd, mtu }
       : { socket: socketPath, mtu };
     this.#running = this.#serve();
   }
@@ -182,8 +191,10 @@ export class GuestNetwork implements AsyncDisposable {
   /**
    * Listens on `socketPath` and serves the first connection (QEMU's) with a relay; with
    * `link: "datagram"`, binds a datagram socket there and connects it to `vmSocket` (default
-   * `<socketPath>.vm`) once QEMU has bound that. `onError` receives a one-line message when the
-   * relay ends with an error.
+   * `<socketPath>.vm`) once QEMU has bound that; with `link: "pair"`, makes a datagram socket
+   * pair and serves one end at once (`socketPath` is then unused): the other is `net.fd`, for
+   * the VM to borrow until it has exited, then closed by {@linkcode close}. `onError` receives a
+   * one-line message when the relay ends with an error.
    */
   static listen(
     socketPath: string,
@@ -198,7 +209,10 @@ export class GuestNetwork implements AsyncDisposable {
       throw new RunnerError("invalid_config", `Cannot use MTU ${mtu}: expected 576 to 65520`);
     }
     let pending: Pending;
-    if (options.link === "datagram") {
+    if (options.link === "pair") {
+      const [ours, vmEnd] = libc.unixDatagramPair();
+      pending = { kind: "pair", link: new DatagramLink(ours), vmEnd };
+    } else if (options.link === "datagram") {
       const vmSocket = options.vmSocket ?? `${socketPath}.vm`;
       try {
         Deno.removeSync(vmSocket);
@@ -225,6 +239,7 @@ export class GuestNetwork implements AsyncDisposable {
   /** The link once QEMU is there, or undefined when closed first. */
   async #link(): Promise<FrameLink | undefined> {
     const pending = this.#pending;
+    if (pending.kind === "pair") return this.#closed ? undefined : pending.link;
     if (pending.kind === "datagram") {
       // QEMU binds its end while it starts; our socket holds what it sends until then.
       const connected = await connectDatagramSocket(pending.fd, pending.vmSocket, {
@@ -275,17 +290,27 @@ export class GuestNetwork implements AsyncDisposable {
     }
   }
 
-  /** Stops the relay (closing every host connection) and the listener. */
+  /**
+   * Stops the relay (closing every host connection) and the listener; with a socket pair, also
+   * the VM's end (the VM must have exited).
+   */
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
       this.#abort.abort();
-      if (this.#pending.kind === "stream") {
+      const pending = this.#pending;
+      if (pending.kind === "stream") {
         try {
-          this.#pending.listener.close();
+          pending.listener.close();
         } catch { /* already closed */ }
       }
       this.#relay?.close();
+      if (pending.kind === "pair") {
+        if (!this.#relay) pending.link.close();
+        try {
+          libc.close(pending.vmEnd);
+        } catch { /* already closed */ }
+      }
     }
     await this.#running;
   }

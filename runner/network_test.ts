@@ -80,3 +80,31 @@ Deno.test("GuestNetwork datagram link: waits for the VM's socket, then relays; c
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("GuestNetwork pair link: the VM's end answers at once; close closes both ends", async () => {
+  const { libc } = await import("../ffi/mod.ts");
+  const { ARP_REQUEST } = await import("../proxy/wire/_test_data.ts");
+  const network = GuestNetwork.listen("/unused/net.sock", { link: "pair", onError: () => {} });
+  const fd = network.net.fd!;
+  try {
+    assertEquals(network.net, { transport: "pair", fd, mtu: DEFAULT_GUEST_MTU });
+    // What VZ does with its end: one frame per datagram. The guest asks who has 10.0.2.2.
+    libc.sendNonBlocking(fd, new Uint8Array(ARP_REQUEST));
+    const buf = new Uint8Array(65536);
+    let n: number | null = null;
+    const deadline = Date.now() + 10_000;
+    while (n === null && Date.now() < deadline) {
+      try {
+        n = libc.receiveNonBlocking(fd, buf);
+      } catch { /* not ready */ }
+      if (n === null) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert(n !== null, "no answer from the stack over the pair");
+    // An ARP reply (ethertype 0x0806, opcode 2) from the gateway 10.0.2.2.
+    assertEquals([buf[12], buf[13], buf[20], buf[21]], [0x08, 0x06, 0x00, 0x02]);
+    assertEquals([...buf.subarray(28, 32)], [10, 0, 2, 2]);
+  } finally {
+    await network.close();
+  }
+  assert(!libc.isOpen(fd), "close must close the VM's end too");
+});

@@ -61,3 +61,22 @@ Deno.test("createBackend - the VZ backend's command line passes the VZ validator
     2,
   );
 });
+
+Deno.test("guestCmdline - each backend's console, transport and mount drivers", async () => {
+  const { guestCmdline } = await import("./launch.ts");
+  const devices = { mounts: true, net: true };
+  const vz = createBackend("vz");
+  assertEquals([vz.mountTransport, vz.netTransport], ["virtiofs", "pair"]);
+  const vzLine = guestCmdline("arm64", vz, devices).split(" ");
+  assert(vzLine.includes("console=hvc0"), vzLine.join(" "));
+  assert(vzLine.includes("shuru.modules=pci,virtiofs,overlay,net"), vzLine.join(" "));
+  const qemu = createBackend("qemu");
+  assertEquals([qemu.mountTransport, qemu.netTransport], [undefined, undefined]);
+  const qemuLine = guestCmdline("arm64", qemu, devices).split(" ");
+  assert(qemuLine.includes("console=ttyAMA0"), qemuLine.join(" "));
+  assert(qemuLine.includes("shuru.modules=mmio,9p,overlay,net"), qemuLine.join(" "));
+  // Nothing optional: the transport alone.
+  assert(
+    guestCmdline("x86_64", qemu, { mounts: false, net: false }).includes("shuru.modules=mmio"),
+  );
+});

@@ -16,7 +16,10 @@ export interface CmdlineOptions {
    * rate; telling the kernel skips its calibration, which hangs or goes wrong on a busy host.
    */
   tscKhz?: number;
-  /** Optional module groups the initramfs loads (`base` is always loaded); all when absent. */
+  /**
+   * Optional module groups the initramfs loads (`base` is always loaded, and the virtio
+   * transport's group, `mmio` or `pci`, is added); all when absent.
+   */
   moduleGroups?: readonly string[];
   /** Kernel messages on the console (default: quiet). */
   verbose?: boolean;
@@ -47,8 +50,10 @@ export function kernelCmdline(options: CmdlineOptions = {}): string {
     }),
   ];
   if (options.moduleGroups) {
-    const groups = options.moduleGroups.filter((g) => g !== "base");
-    words.push(`shuru.modules=${groups.length ? groups.join(",") : "none"}`);
+    // The virtio transport's driver first (the initramfs loads base and this one always).
+    const transport = options.pci || machine.transport === "pci" ? "pci" : "mmio";
+    const groups = options.moduleGroups.filter((g) => g !== "base" && g !== transport);
+    words.push(`shuru.modules=${[transport, ...groups].join(",")}`);
   }
   if (options.probe) words.push("shuru.probe");
   words.push(...(options.extra ?? []));

@@ -4,12 +4,18 @@ import { kernelCmdline } from "./cmdline.ts";
 Deno.test("kernelCmdline: console, panic power-off, TSC rate, module groups, probe", () => {
   const words = kernelCmdline({ tscKhz: 2445404, moduleGroups: ["base", "9p"] }).split(" ");
   for (
-    const w of ["console=ttyS0", "panic=-1", "quiet", "tsc_early_khz=2445404", "shuru.modules=9p"]
+    const w of [
+      "console=ttyS0",
+      "panic=-1",
+      "quiet",
+      "tsc_early_khz=2445404",
+      "shuru.modules=mmio,9p",
+    ]
   ) {
     assert(words.includes(w), w);
   }
   assert(!words.includes("shuru.probe"));
-  assert(kernelCmdline({ moduleGroups: [] }).split(" ").includes("shuru.modules=none"));
+  assert(kernelCmdline({ moduleGroups: [] }).split(" ").includes("shuru.modules=mmio"));
   assert(!kernelCmdline().includes("shuru.modules"));
   assert(kernelCmdline({ probe: true }).split(" ").includes("shuru.probe"));
   assert(kernelCmdline({ verbose: true }).split(" ").includes("loglevel=7"));
@@ -23,6 +29,14 @@ Deno.test("kernelCmdline: the VZ machine's console and PCI (VZ's validator accep
   const vz = kernelCmdline({ console: "hvc0", pci: true }).split(" ");
   assert(vz.includes("console=hvc0"));
   assert(!vz.includes("pci=off") && !vz.includes("console=ttyS0"));
+  // The transport's driver group follows: virtio_pci for VZ, virtio_mmio for QEMU's machines.
+  const groups = { moduleGroups: ["virtiofs", "overlay"] };
+  assert(
+    kernelCmdline({ ...groups, console: "hvc0", pci: true }).includes(
+      "shuru.modules=pci,virtiofs,overlay",
+    ),
+  );
+  assert(kernelCmdline(groups).includes("shuru.modules=mmio,virtiofs,overlay"));
 });
 
 Deno.test("kernelCmdline: each machine's console and words; no TSC words for arm64", () => {
@@ -32,6 +46,6 @@ Deno.test("kernelCmdline: each machine's console and words; no TSC words for arm
   }
   const arm = kernelCmdline({ arch: "arm64", tscKhz: 2000000, moduleGroups: ["net"] }).split(" ");
   assert(arm.includes("console=ttyAMA0"), arm.join(" "));
-  assert(arm.includes("shuru.modules=net"));
+  assert(arm.includes("shuru.modules=mmio,net"));
   for (const w of arm) assert(!/^(tsc|pci=|console=ttyS0)/.test(w), w);
 });

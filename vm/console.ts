@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../proto/mod.ts";
+import { AGENT_START_MARKER, INITRAMFS_MARKER, POWER_OFF_MARKER } from "../proto/mod.ts";
 import { VmError } from "./errors.ts";
 import type { BootPhase, VmExit } from "./types.ts";
 
@@ -43,7 +43,10 @@ export class BootConsole {
     this.#onLine = options.onLine;
   }
 
-  /** `true` once the kernel printed its power-down line. */
+  /**
+   * `true` once the guest announced its power-off (the kernel's power-down line, or shuru's
+   * own marker, which a virtio console still carries: proto/boot.ts).
+   */
   get sawPowerDown(): boolean {
     return this.#sawPowerDown;
   }
@@ -119,7 +122,7 @@ export class BootConsole {
 
   /** Recognises the boot markers printed by the initramfs and the rootfs init. */
   #scan(line: string): void {
-    if (line.includes("reboot: Power down")) {
+    if (line.includes("reboot: Power down") || line === POWER_OFF_MARKER) {
       this.#sawPowerDown = true;
     } else if (!this.#panic && line.includes("Kernel panic")) {
       this.#panic = line.replace(/^\[[ \d.]+\]\s*/, "");

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/_assert.ts";
-import { AGENT_START_MARKER, INITRAMFS_MARKER } from "../proto/mod.ts";
+import { AGENT_START_MARKER, INITRAMFS_MARKER, POWER_OFF_MARKER } from "../proto/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
 import type { VmExit } from "./types.ts";
@@ -33,6 +33,14 @@ Deno.test("BootConsole - power-down and panic lines", () => {
   c.push(enc("[   12.6] Kernel panic - again\n[   13.0] reboot: Power down\n"));
   assertEquals(c.panic, "Kernel panic - not syncing: Attempted to kill init!");
   assert(c.sawPowerDown);
+  // On hvc0 the kernel's line never arrives: shuru's own marker counts, but only on its own line.
+  const hvc = new BootConsole({ started: 0 });
+  hvc.push(enc(`shuru-agent: ${POWER_OFF_MARKER}
+`));
+  assert(!hvc.sawPowerDown);
+  hvc.push(enc(`${POWER_OFF_MARKER}
+`));
+  assert(hvc.sawPowerDown);
 });
 
 Deno.test("BootConsole - waitFor resolves on the marker, rejects when the VM ends first", async () => {

@@ -39,7 +39,10 @@ export interface LaunchOptions {
   accel: Accel;
   /** Root disk; for shuru's NBD server: `{ kind: "nbd", socket: instance.nbdSocket, ... }`. */
   disk: DiskConfig;
-  /** Host folders (virtio-9p). Loads the 9p and overlay modules when present. */
+  /**
+   * Host folders (virtio-9p, or the backend's `mountTransport`). Loads that filesystem's and the
+   * overlay modules when present.
+   */
   mounts?: MountConfig[];
   /** Network device. Loads the net modules when present. */
   net?: NetConfig;
@@ -57,13 +60,26 @@ export interface LaunchOptions {
   vmGenerationId?: string;
 }
 
-/** The module groups the initramfs loads for a run with these devices. */
-export function moduleGroupsFor(options: { mounts?: unknown[]; net?: unknown }): string[] {
+/**
+ * The kernel command line for a guest of `arch` on `backend` with `devices`: the backend's
+ * console and transport words, and only the module groups the devices need (each insmod costs
+ * time under TCG).
+ */
+export function guestCmdline(
+  arch: GuestArch,
+  backend: Pick<VmBackend, "cmdline" | "mountTransport">,
+  devices: { mounts: boolean; net: boolean; tscKhz?: number; verbose?: boolean },
+): string {
   const groups: string[] = [];
-  // Only the module groups this run needs: each insmod costs time under TCG.
-  if ((options.mounts ?? []).length > 0) groups.push("9p", "overlay");
-  if (options.net) groups.push("net");
-  return groups;
+  if (devices.mounts) groups.push(backend.mountTransport ?? "9p", "overlay");
+  if (devices.net) groups.push("net");
+  return kernelCmdline({
+    arch,
+    ...(devices.tscKhz !== undefined ? { tscKhz: devices.tscKhz } : {}),
+    moduleGroups: groups,
+    ...(devices.verbose ? { verbose: true } : {}),
+    ...backend.cmdline,
+  });
 }
 
 /**
@@ -71,20 +87,19 @@ export function moduleGroupsFor(options: { mounts?: unknown[]; net?: unknown }):
  * settings `backend`'s machine needs).
  */
 export async function guestConfig(options: LaunchOptions, backend?: VmBackend): Promise<VmConfig> {
+  const vmBackend: VmBackend = backend ?? options.backend ?? new QemuBackend();
   const mounts = options.mounts ?? [];
   const arch = options.assets.arch ?? hostArch();
   const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
-  const cmdlineExtra = (backend ?? options.backend)?.cmdline;
   return {
     arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
-    cmdline: kernelCmdline({
-      arch,
+    cmdline: guestCmdline(arch, vmBackend, {
+      mounts: mounts.length > 0,
+      net: options.net !== undefined,
       ...(tscKhz !== undefined ? { tscKhz } : {}),
-      moduleGroups: moduleGroupsFor(options),
       ...(options.verbose ? { verbose: true } : {}),
-      ...cmdlineExtra,
     }),
     cpus: options.cpus,
     memoryMiB: options.memoryMiB,

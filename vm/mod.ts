@@ -91,10 +91,10 @@ export {
   saveDeviceState,
 } from "./migration.ts";
 export {
+  guestCmdline,
   guestConfig,
   launchGuest,
   type LaunchOptions,
-  moduleGroupsFor,
   restoreGuest,
 } from "./launch.ts";
 export { AGENT_PORT_NAME, qemuArgs, RAM_BACKEND_ID } from "./qemu_args.ts";

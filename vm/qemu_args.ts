@@ -198,14 +198,18 @@ export function qemuArgs(config: VmConfig, options: QemuArgsOptions = {}): strin
       net.mtu === undefined || (Number.isInteger(net.mtu) && net.mtu >= 576 && net.mtu <= 65520),
       `MTU must be 576-65520, got ${net.mtu}`,
     );
+    check(
+      net.transport !== "pair" && net.socket !== undefined,
+      "QEMU takes the network on a socket path (stream or dgram), not a socket pair",
+    );
     let netdev: string;
     if (net.transport === "dgram") {
       check(net.vmSocket !== undefined, "a datagram network needs the VM's socket path");
       // QEMU binds its end and sends every frame as one datagram to ours.
       netdev = `dgram,id=net0,local.type=unix,local.path=${optValue(net.vmSocket!)},` +
-        `remote.type=unix,remote.path=${optValue(net.socket)}`;
+        `remote.type=unix,remote.path=${optValue(net.socket!)}`;
     } else {
-      netdev = `stream,id=net0,server=off,addr.type=unix,addr.path=${optValue(net.socket)}`;
+      netdev = `stream,id=net0,server=off,addr.type=unix,addr.path=${optValue(net.socket!)}`;
     }
     args.push(
       "-netdev",

@@ -103,6 +103,7 @@ Deno.test("qemuArgs rejects bad values with a message naming them", () => {
     }, "twice"],
     [{ net: { socket: "/n", mac: "zz" } }, "MAC"],
     [{ net: { socket: "/n", mtu: 100 } }, "MTU"],
+    [{ net: { transport: "pair", fd: 5 } }, "not a socket pair"],
   ];
   for (const [patch, words] of bad) {
     const err = assertThrows(() => qemuArgs({ ...base, ...patch }), words);

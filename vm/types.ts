@@ -9,6 +9,7 @@ import type { MachineDescription } from "./machine_description.ts";
  */
 
 import type { GuestArch } from "../host/mod.ts";
+import type { MountTransport } from "../proto/mod.ts";
 
 /** How guest code is executed: Linux KVM, QEMU's TCG emulation, or macOS's Hypervisor.framework. */
 export type Accel = "kvm" | "tcg" | "hvf";
@@ -18,7 +19,7 @@ export type DiskConfig =
   | { kind: "nbd"; socket: string; exportName: string; readOnly?: boolean }
   | { kind: "file"; path: string; format?: "raw" | "qcow2"; readOnly?: boolean };
 
-/** A host folder shared with the guest (virtio-9p on QEMU). */
+/** A host folder shared with the guest (virtio-9p on QEMU, virtio-fs on VZ). */
 export interface MountConfig {
   /** Tag the guest mounts by (`mount -t 9p TAG ...`): letters, digits, `_`, `-`, `.`. */
   tag: string;
@@ -33,13 +34,19 @@ export interface NetConfig {
   /**
    * How frames travel: `stream` (default), QEMU connects to `socket` and sends each frame as a
    * 4-byte big-endian length then the frame; `dgram`, one frame per datagram between QEMU's
-   * `vmSocket` and our `socket` (the shape macOS's framework uses).
+   * `vmSocket` and our `socket`; `pair`, one frame per datagram over a socket pair whose VM end
+   * is `fd` (macOS's framework takes the NIC's host end as a file handle).
    */
-  transport?: "stream" | "dgram";
-  /** Our socket's path. */
-  socket: string;
+  transport?: "stream" | "dgram" | "pair";
+  /** Our socket's path (`stream`, `dgram`). */
+  socket?: string;
   /** `dgram`: the path QEMU binds for its end. */
   vmSocket?: string;
+  /**
+   * `pair`: the VM's end of the socket pair. The VM borrows it; the network that made it
+   * closes it, after the VM has exited.
+   */
+  fd?: number;
   /** MAC address `xx:xx:xx:xx:xx:xx` (default: QEMU's). */
   mac?: string;
   /** MTU the guest sees (`host_mtu`). */
@@ -225,6 +232,13 @@ export interface VmBackend {
   readonly cmdline?: { console?: string; pci?: boolean };
   /** `true` when {@linkcode VmBackend.restore} and the snapshot calls of its VMs work. */
   readonly memorySnapshots: boolean;
+  /** The device `mounts` are on, which the guest mounts them by (default `9p`; VZ: virtio-fs). */
+  readonly mountTransport?: MountTransport;
+  /**
+   * The network transport the backend needs (`pair`: VZ's file-handle attachment); without it,
+   * socket paths (`stream` or `dgram`, the caller's choice).
+   */
+  readonly netTransport?: "pair";
   /** Starts a VM; resolves once the VM process runs. */
   start(config: VmConfig): Promise<Vm>;
   /**

@@ -6,14 +6,14 @@
  * (`Deno.listen`), `connect()` the other ends with libc and give those fds to the framework
  * (`NSFileHandle`), so the console and agent arrive as ordinary `Deno.Conn`s. The root disk is
  * our NBD server's Unix socket, reached by the framework's own NBD client (`nbd+unix://`). The
- * network device is a datagram socket connected to our stack's (one Ethernet frame per
- * datagram).
+ * network device is the VM's end of a datagram socket pair whose other end our stack reads (one
+ * Ethernet frame per datagram; `runner/network.ts`, transport `pair`).
  *
  * @module
  */
 
 import { dirname, join } from "node:path";
-import { closeFd, connectUnixSocket } from "../ffi/mod.ts";
+import { closeFd, connectUnixSocket, libc } from "../ffi/mod.ts";
 import { writeAll } from "../io/mod.ts";
 import { BootConsole } from "./console.ts";
 import { VmError } from "./errors.ts";
@@ -31,9 +31,13 @@ import type {
 import { checkKernelImage, checkVzConfig, type VzConfig, vzConfig } from "./vz_config.ts";
 import { type VzFds, VzFramework, VzMachine, type VzStop } from "./vz_driver.ts";
 
-/** Socket buffer sizes of our end of the network's datagram socket (Code-Hex/vz's advice:
- * SO_RCVBUF at least twice SO_SNDBUF, four times recommended). */
-const NET_BUFFERS = { sendBuffer: 1 << 20, receiveBuffer: 4 << 20 } as const;
+/**
+ * Socket buffer sizes of the VM's end of the network's datagram socket pair (Apple's advice,
+ * as Code-Hex/vz passes it on: SO_RCVBUF at least twice SO_SNDBUF, four times recommended). On
+ * macOS a Unix datagram larger than the sender's SO_SNDBUF is refused, so these also let frames
+ * of a large MTU through.
+ */
+const NET_BUFFERS = { send: 1 << 20, receive: 4 << 20 } as const;
 
 /** Options of {@linkcode VzBackend}. */
 export interface VzBackendOptions {
@@ -56,6 +60,10 @@ export class VzBackend implements VmBackend {
   readonly cmdline = { console: "hvc0", pci: true } as const;
   /** shuru's memory snapshots (RAM file + devices state) are QEMU's; VZ saves whole machines. */
   readonly memorySnapshots = false;
+  /** Mounts are virtio-fs shares. */
+  readonly mountTransport = "virtiofs" as const;
+  /** The NIC's host end is one end of a datagram socket pair. */
+  readonly netTransport = "pair" as const;
   readonly #options: VzBackendOptions;
 
   constructor(options: VzBackendOptions = {}) {
@@ -94,7 +102,6 @@ export class VzBackend implements VmBackend {
       limits: fw.limits(),
       consoleSocket: join(dir, "console.sock"),
       machineIdentifier,
-      networkLocalSocket: join(dir, "net-vm.sock"),
     });
     if (adjusted.cpus) {
       this.#options.onNotice?.(
@@ -161,8 +168,9 @@ export interface DeviceSockets {
   /** Our end of the agent's console port. */
   agentConn: Deno.Conn;
   /**
-   * Closes the fds given to the framework (once). Its file handles do not own them
-   * (`closeOnDealloc:NO`), so this runs once the machine is released.
+   * Closes the console and agent fds given to the framework (once). Its file handles do not own
+   * them (`closeOnDealloc:NO`), so this runs once the machine is released. The network's fds are
+   * borrowed: their network stack closes them.
    */
   closeFds(): void;
   /** Closes the fds, the listeners and our connections. */
@@ -170,10 +178,9 @@ export interface DeviceSockets {
 }
 
 /**
- * Listens on the console and agent sockets of `vz`, connects their other ends (and each network
- * device's datagram socket to the stack's) with libc, and returns both sides.
- *
- * @throws {VmError} `invalid_config` when the network stack is not on a datagram socket.
+ * Listens on the console and agent sockets of `vz`, connects their other ends with libc, sizes
+ * the buffers of each network device's socket (the VM's end of the stack's pair), and returns
+ * both sides.
  */
 export async function connectDevices(vz: VzConfig): Promise<DeviceSockets> {
   const listeners: Deno.Listener[] = [];
@@ -183,7 +190,7 @@ export async function connectDevices(vz: VzConfig): Promise<DeviceSockets> {
   const closeFds = () => {
     if (fdsClosed) return;
     fdsClosed = true;
-    for (const fd of [...fds.serialPorts, ...fds.consolePorts, ...fds.network]) {
+    for (const fd of [...fds.serialPorts, ...fds.consolePorts]) {
       try {
         closeFd(fd);
       } catch { /* already closed */ }
@@ -214,20 +221,23 @@ export async function connectDevices(vz: VzConfig): Promise<DeviceSockets> {
     fds.serialPorts.push(connectUnixSocket(vz.serialPorts[0]!.socket, { type: "stream" }));
     fds.consolePorts.push(connectUnixSocket(vz.consolePorts[0]!.socket, { type: "stream" }));
     for (const net of vz.network) {
-      try {
-        fds.network.push(
-          connectUnixSocket(net.socket, { type: "dgram", bind: net.localSocket, ...NET_BUFFERS }),
-        );
-      } catch (err) {
-        // EPROTOTYPE: the stack listens on a stream socket (QEMU's link), not a datagram one.
+      if (net.fd === null) {
         throw new VmError(
           "invalid_config",
-          `Cannot give the VM a network: the vz backend needs the network stack on a datagram ` +
-            `socket at ${net.socket} (${(err as Error).message}); --allow-net is not wired to ` +
-            "the vz backend yet",
+          "Cannot give the VM a network: the vz backend takes one end of a datagram socket pair",
+        );
+      }
+      try {
+        libc.setSocketBuffer(net.fd, "send", NET_BUFFERS.send);
+        libc.setSocketBuffer(net.fd, "receive", NET_BUFFERS.receive);
+      } catch (err) {
+        throw new VmError(
+          "invalid_config",
+          `Cannot give the VM a network: fd ${net.fd} is not a socket (${(err as Error).message})`,
           { cause: err },
         );
       }
+      fds.network.push(net.fd);
     }
     // The connections are complete (Unix sockets connect synchronously), so accept returns.
     const consoleConn = await consoleListener.accept();

@@ -94,10 +94,11 @@ export interface VzConfig {
   /** virtio-fs shares. */
   directoryShares: { tag: string; path: string; readOnly: boolean }[];
   /**
-   * Virtio network devices on datagram sockets: we bind `localSocket` and connect it to
-   * `socket`, where our stack receives one Ethernet frame per datagram.
+   * Virtio network devices, each on one end of a datagram socket pair (`fd`, borrowed from the
+   * network stack, which reads one Ethernet frame per datagram on the other end); `fd` is null
+   * when the network came as a socket path, which VZ cannot take (a validation problem).
    */
-  network: { socket: string; localSocket: string; mac: string; mtu: number }[];
+  network: { fd: number | null; mac: string; mtu: number }[];
   /** A virtio entropy device. */
   entropy: boolean;
 }
@@ -110,8 +111,6 @@ export interface VzConfigOptions {
   consoleSocket: string;
   /** Persisted machine identifier (null: a new one). */
   machineIdentifier?: Uint8Array | null;
-  /** Where our end of each network device's datagram socket is bound. */
-  networkLocalSocket?: string;
   /** Returns 6 random bytes (for a MAC address). @default crypto.getRandomValues */
   random?: () => Uint8Array;
 }
@@ -159,7 +158,7 @@ function clamp(value: number, min: number, max: number): number {
  * The VZ machine for `config`: CPUs and memory clamped to `limits` (memory rounded down to
  * whole MiB), the NBD disk as an `nbd+unix` URL, the agent's socket as console port
  * `shuru.agent`, the console on `consoleSocket`, mounts as virtio-fs shares, the network device
- * on a datagram socket, an entropy device.
+ * on the VM's end of the stack's datagram socket pair, an entropy device.
  */
 export function vzConfig(
   config: VmConfig,
@@ -199,8 +198,7 @@ export function vzConfig(
   const network: VzConfig["network"] = [];
   if (config.net) {
     network.push({
-      socket: config.net.socket,
-      localSocket: options.networkLocalSocket ?? `${config.net.socket}.vm`,
+      fd: config.net.transport === "pair" && config.net.fd !== undefined ? config.net.fd : null,
       mac: config.net.mac ?? randomMac(options.random),
       mtu: config.net.mtu ?? VZ_MTU.min,
     });
@@ -314,8 +312,13 @@ export function validateVzConfig(vz: VzConfig, limits: VzLimits): string[] {
     absolute(`share ${share.tag}'s folder`, share.path);
   }
   for (const net of vz.network) {
-    socket("the network", net.socket);
-    socket("the network device's own", net.localSocket);
+    if (net.fd === null) {
+      problems.push(
+        "the network must be one end of a datagram socket pair (transport pair), not a socket path",
+      );
+    } else if (!Number.isInteger(net.fd) || net.fd < 0) {
+      problems.push(`the network's file descriptor ${net.fd} is not one`);
+    }
     if (!Number.isInteger(net.mtu) || net.mtu < VZ_MTU.min || net.mtu > VZ_MTU.max) {
       problems.push(`MTU must be ${VZ_MTU.min}-${VZ_MTU.max}, got ${net.mtu}`);
     }

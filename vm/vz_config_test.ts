@@ -29,16 +29,12 @@ function vmConfig(overrides: Partial<VmConfig> = {}): VmConfig {
     agentSocket: `${DIR}/agent.sock`,
     consoleLog: `${DIR}/console.log`,
     mounts: [{ tag: "shuru0", hostPath: "/Users/dev/src", readOnly: true }],
-    net: { socket: `${DIR}/net.sock`, mac: "02:00:00:00:00:01", mtu: 1500 },
+    net: { transport: "pair", fd: 42, mac: "02:00:00:00:00:01", mtu: 1500 },
     ...overrides,
   };
 }
 
-const OPTIONS = {
-  limits: LIMITS,
-  consoleSocket: `${DIR}/console.sock`,
-  networkLocalSocket: `${DIR}/net-vm.sock`,
-};
+const OPTIONS = { limits: LIMITS, consoleSocket: `${DIR}/console.sock` };
 
 Deno.test("vzConfig - a shuru run as VZ devices", () => {
   const { vz, adjusted } = vzConfig(vmConfig(), OPTIONS);
@@ -64,12 +60,8 @@ Deno.test("vzConfig - a shuru run as VZ devices", () => {
     serialPorts: [{ socket: `${DIR}/console.sock` }],
     consolePorts: [{ name: "shuru.agent", socket: `${DIR}/agent.sock` }],
     directoryShares: [{ tag: "shuru0", path: "/Users/dev/src", readOnly: true }],
-    network: [{
-      socket: `${DIR}/net.sock`,
-      localSocket: `${DIR}/net-vm.sock`,
-      mac: "02:00:00:00:00:01",
-      mtu: 1500,
-    }],
+    // The VM's end of the stack's socket pair, as it came.
+    network: [{ fd: 42, mac: "02:00:00:00:00:01", mtu: 1500 }],
     entropy: true,
   });
   assertEquals(validateVzConfig(vz, LIMITS), []);
@@ -99,7 +91,7 @@ Deno.test("vzConfig - CPUs and memory are clamped to the framework's limits", ()
 
 Deno.test("vzConfig - a persisted machine identifier and a random MAC", () => {
   const id = new Uint8Array([1, 2, 3]);
-  const { vz } = vzConfig(vmConfig({ net: { socket: `${DIR}/net.sock` } }), {
+  const { vz } = vzConfig(vmConfig({ net: { transport: "pair", fd: 7 } }), {
     ...OPTIONS,
     machineIdentifier: id,
     random: () => new Uint8Array([0xff, 1, 2, 3, 4, 5]),
@@ -176,12 +168,25 @@ Deno.test("validateVzConfig - each documented constraint is checked", () => {
       (vz) => vz.network[0]!.mac = "01:00:5e:00:00:01",
     ],
     ["MAC address 02:00:00 is malformed", (vz) => vz.network[0]!.mac = "02:00:00"],
+    ["the network's file descriptor -1 is not one", (vz) => vz.network[0]!.fd = -1],
     ["the machine identifier is empty", (vz) => vz.machineIdentifier = new Uint8Array(0)],
   ];
   for (const [problem, breakIt] of cases) {
     const vz = valid();
     breakIt(vz);
     assertEquals(validateVzConfig(vz, LIMITS), [problem]);
+  }
+});
+
+Deno.test("vzConfig - a network on socket paths (QEMU's shapes) is a problem, not a device", () => {
+  for (
+    const net of [{ socket: `${DIR}/net.sock` }, { transport: "dgram" as const, socket: "/s" }]
+  ) {
+    const { vz } = vzConfig(vmConfig({ net }), OPTIONS);
+    assertEquals(vz.network[0]!.fd, null);
+    assertEquals(validateVzConfig(vz, LIMITS), [
+      "the network must be one end of a datagram socket pair (transport pair), not a socket path",
+    ]);
   }
 });
 

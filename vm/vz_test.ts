@@ -9,8 +9,9 @@ import * as libc from "../ffi/libc.ts";
 import { VmError } from "./errors.ts";
 import { connectDevices } from "./vz.ts";
 import { vzConfig } from "./vz_config.ts";
+import type { NetConfig } from "./types.ts";
 
-function machine(dir: string, net?: string) {
+function machine(dir: string, net?: NetConfig) {
   return vzConfig({
     kernel: "/a/Image",
     initrd: "/a/initramfs.img",
@@ -21,11 +22,10 @@ function machine(dir: string, net?: string) {
     disk: { kind: "nbd", socket: join(dir, "nbd.sock"), exportName: "root" },
     agentSocket: join(dir, "agent.sock"),
     consoleLog: join(dir, "console.log"),
-    ...(net ? { net: { socket: net } } : {}),
+    ...(net ? { net } : {}),
   }, {
     limits: { minCpus: 1, maxCpus: 4, minMemory: 2 ** 27, maxMemory: 2 ** 33 },
     consoleSocket: join(dir, "console.sock"),
-    networkLocalSocket: join(dir, "net-vm.sock"),
   }).vz;
 }
 
@@ -67,17 +67,44 @@ Deno.test("connectDevices - console and agent: fds for the framework, Deno conns
   }
 });
 
-Deno.test("connectDevices - a network stack on a stream socket is refused, nothing left open", async () => {
+Deno.test("connectDevices - the network: the VM borrows one end of the stack's socket pair", async () => {
   const dir = await Deno.makeTempDir();
-  const stack = Deno.listen({ transport: "unix", path: join(dir, "net.sock") });
+  const [stack, vmEnd] = libc.unixDatagramPair();
   try {
-    const err = await connectDevices(machine(dir, join(dir, "net.sock"))).then(
+    const devices = await connectDevices(machine(dir, { transport: "pair", fd: vmEnd }));
+    // The framework gets that very socket: a frame it sends is one datagram at the stack's end.
+    assertEquals(devices.fds.network, [vmEnd]);
+    const frame = new Uint8Array(9000).fill(7);
+    libc.sendNonBlocking(vmEnd, frame);
+    const buf = new Uint8Array(65536);
+    let n: number | null = null;
+    for (let i = 0; i < 200 && n === null; i++) {
+      n = libc.receiveNonBlocking(stack, buf);
+      if (n === null) await new Promise((r) => setTimeout(r, 5));
+    }
+    assertEquals(n, frame.length);
+    // Borrowed: the machine's end of life closes the console and agent fds, not the network's.
+    devices.closeFds();
+    devices.close();
+    assert(libc.isOpen(vmEnd), "the network's fd was closed by the VM side");
+  } finally {
+    libc.close(stack);
+    libc.close(vmEnd);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connectDevices - a network on a socket path is refused, nothing left open", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const err = await connectDevices(machine(dir, { socket: join(dir, "net.sock") })).then(
       () => undefined,
       (e) => e,
     );
     assert(err instanceof VmError && err.code === "invalid_config", String(err));
-    assert(
-      err.message.startsWith("Cannot give the VM a network: the vz backend needs the network"),
+    assertEquals(
+      err.message,
+      "Cannot give the VM a network: the vz backend takes one end of a datagram socket pair",
     );
     // The console listener was closed: connecting to it now fails.
     const again = await Deno.connect({ transport: "unix", path: join(dir, "console.sock") }).then(
@@ -86,7 +113,6 @@ Deno.test("connectDevices - a network stack on a stream socket is refused, nothi
     );
     assertEquals(again, "refused");
   } finally {
-    stack.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,15 +1,19 @@
 #!/bin/sh
 # The macOS smoke test: what Linux CI cannot run. On a Mac with Apple silicon (macOS 14 or
-# later), from the checkout:
+# later), from the checkout, with the arm64 guest assets as a bundle (a Mac cannot build them):
+# on a Linux host with the same checkout, `./shuru init --arch arm64 --export
+# shuru-assets-arm64.tar.gz` writes one and prints its digest; copy it over (or serve it over
+# http), then:
 #
-#   tests/macos/smoke.sh
+#   tests/macos/smoke.sh shuru-assets-arm64.tar.gz sha256:DIGEST   # or a URL, docker://REF
 #
 # It runs shuru through the ./shuru launcher with the VZ backend and prints one line per step:
 # `ok   STEP (Ns)` or `FAIL STEP: why`, then a summary. Each step's full output is kept in the
 # log folder it names at the end. Please paste the lines into issue 17 (or a new issue): no Mac
 # has run shuru's VZ backend for this project yet, so every line is news.
 #
-# Steps: environment, init (signs Deno, gets the guest assets), --version shows the vz backend,
+# Steps: environment, init --bundle (signs Deno, installs the guest assets from the bundle), init
+# again (the installed bundle is current), --version shows the vz backend,
 # run -- uname -m (aarch64), a checkpoint round trip (create, run --from, delete), a read-only
 # mount (read a host file; guest writes do not reach the host), and --allow-net to a server on
 # the host's loopback reached by a name from --add-host.
@@ -42,16 +46,28 @@ step() {
   return 1
 }
 
+bundle=${1:-}
+digest=${2:-}
+if [ -z "$bundle" ]; then
+  echo "usage: tests/macos/smoke.sh BUNDLE [sha256:DIGEST]  (make BUNDLE on Linux: ./shuru init --arch arm64 --export FILE)"
+  exit 2
+fi
+
 if [ "$(uname -s)" != Darwin ] || [ "$(uname -m)" != arm64 ]; then
   echo "FAIL environment: this script is for macOS on Apple silicon ($(uname -s) $(uname -m) here)"
   exit 1
 fi
 echo "ok   environment: macOS $(sw_vers -productVersion) $(uname -m), $(sysctl -n hw.ncpu) CPUs, logs in $logs"
 
-step "init" "" -- "$shuru" init || {
-  echo "FAIL stopping: nothing else can run without init"
+if [ -n "$digest" ]; then
+  step "init --bundle" "installed" -- "$shuru" init --bundle "$bundle" --bundle-digest "$digest"
+else
+  step "init --bundle" "installed" -- "$shuru" init --bundle "$bundle"
+fi || {
+  echo "FAIL stopping: nothing else can run without the guest assets"
   exit 1
 }
+step "init again: the installed bundle is used" "guest assets current" -- "$shuru" init
 step "version shows the vz backend" "vz backend" -- "$shuru" --version
 step "run -- uname -m" "aarch64" -- "$shuru" run -- uname -m
 
