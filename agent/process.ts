@@ -217,6 +217,8 @@ class KeptOutput {
   delivered = 0;
   readonly #writable: WritableStream<Uint8Array>;
   #closed = false;
+  /** The pipe in progress (settled when none). */
+  #feeding: Promise<boolean> = Promise.resolve(true);
 
   constructor() {
     const counting = new TransformStream<Uint8Array, Uint8Array>({
@@ -230,29 +232,27 @@ class KeptOutput {
   }
 
   /** Pipes `source` in; resolves true at its end (FIN), false when it broke. */
-  async feed(source: ReadableStream<Uint8Array>): Promise<boolean> {
-    if (this.#closed) {
-      await source.cancel().catch(() => {});
-      return true;
-    }
-    try {
-      await source.pipeTo(this.#writable, { preventClose: true, preventAbort: true });
-      return true;
-    } catch {
-      return false;
-    }
+  feed(source: ReadableStream<Uint8Array>): Promise<boolean> {
+    if (this.#closed) return source.cancel().then(() => true, () => true);
+    const fed = source.pipeTo(this.#writable, { preventClose: true, preventAbort: true })
+      .then(() => true, () => false);
+    this.#feeding = fed;
+    return fed;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#writable.close().catch(() => {});
+    // After the pipe let go of the writable (a locked one refuses to close).
+    void this.#feeding.then(() => this.#writable.close().catch(() => {}));
   }
 
   fail(err: Error): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#writable.abort(err).catch(() => {});
+    // After the pipe let go of the writable (a locked one refuses the abort, and the reader
+    // would wait forever).
+    void this.#feeding.then(() => this.#writable.abort(err).catch(() => {}));
   }
 }
 
@@ -411,7 +411,9 @@ export class KeptAgentProcess implements AgentProcess {
           // An unknown message from a newer agent: ignore it.
         }
       }
-    })();
+    })().catch(() => {
+      // The stream broke: `stream.result` below reports it (a failure, or a detach).
+    });
     const outputs = [this.#out.feed(stream.channel(Channel.STDOUT).readable)];
     if (!this.tty) outputs.push(this.#err.feed(stream.channel(Channel.STDERR).readable));
     else this.#err.close();

@@ -193,6 +193,9 @@ function wrapProcess(proc: AgentProcess, tty: boolean, piped: boolean): BackendP
     code: s.exitCode,
     signal: s.signal ?? null,
   }));
+  // Read once the output is drained (later): a connection lost first must not be an unhandled
+  // rejection meanwhile.
+  status.catch(() => {});
   return {
     stdout: proc.stdout,
     stderr: tty ? null : proc.stderr,

@@ -201,6 +201,9 @@ export const PROCESS_HANDLERS = {
 
   async close_stdin(session, p) {
     const pid = p.string("pid", { maxLength: 64 });
+    // EOF to a process that has exited is moot (a `tar -x` stops at its end-of-archive, before
+    // the writer closes its input): done, not an error.
+    if (session.server.processes.get(pid).exit) return { result: {} };
     const rec = session.server.processes.getRunning(pid, "close stdin of");
     await rec.process.closeStdin().catch((err) => {
       throw toRpcError(err, `close stdin of process ${pid}`);

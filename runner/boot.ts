@@ -15,6 +15,7 @@
 
 import { resolve } from "node:path";
 import { AgentConnection } from "../agent/mod.ts";
+import type { MountTransport } from "../proto/mod.ts";
 import type { SandboxSpec } from "../spec/mod.ts";
 import { NbdServer } from "../nbd/mod.ts";
 import {
@@ -35,7 +36,6 @@ import {
   removeInstance,
   restoreGuest,
   type Vm,
-  type VmBackend,
   VmError,
 } from "../vm/mod.ts";
 import { RunnerError } from "./errors.ts";
@@ -127,8 +127,6 @@ export interface BootParts {
   path: BootPath;
   agent: AgentConnection;
   vm: Vm;
-  /** The backend the VM runs on (its mount transport). */
-  backend: VmBackend;
   instance: Instance;
   device: CowDevice;
   server: NbdServer;
@@ -137,6 +135,8 @@ export interface BootParts {
   secrets?: RunSecrets;
   /** The RAM file the VM maps private and its table when known (memory checkpoints). */
   ramBase?: { file: string; table?: BlockTable };
+  /** The device mounts are on (the backend's: 9p, or VZ's virtio-fs). */
+  mountTransport: MountTransport;
   /** Milliseconds from the start of the boot at which each phase ended. */
   phases: Record<string, number>;
   /** Undoes everything (reverse order). */
@@ -213,12 +213,12 @@ export async function bootGuest(
     phases.device = since();
 
     const warm = path !== "cold";
-    // Cold: a NIC only with a network. Warm: the NIC always exists (the snapshot has one);
-    // without a network it reaches a stack that allows nothing, and it is taken down.
     const backend = createBackend(plan.spec.backend, {
       ...(plan.onConsoleLine ? { onConsoleLine: plan.onConsoleLine } : {}),
       onNotice: plan.notice,
     });
+    // Cold: a NIC only with a network. Warm: the NIC always exists (the snapshot has one);
+    // without a network it reaches a stack that allows nothing, and it is taken down.
     const net = plan.spec.network || warm
       ? await startNetwork(plan, instance, {
         wanted: plan.spec.network !== undefined,
@@ -318,13 +318,13 @@ export async function bootGuest(
       path,
       agent,
       vm,
-      backend,
       instance,
       device,
       server,
       ...(network ? { network } : {}),
       ...(net?.secrets ? { secrets: net.secrets } : {}),
       ...(ramBase ? { ramBase } : {}),
+      mountTransport: backend.mountTransport ?? "9p",
       phases,
       unwind,
     };
@@ -345,10 +345,10 @@ export function isRestoreFailure(err: unknown): boolean {
 async function startNetwork(
   plan: BootPlan,
   instance: Instance,
-  options: { wanted: boolean; link?: "pair" },
+  how: { wanted: boolean; link?: "pair" },
 ): Promise<{ network: GuestNetwork; secrets?: RunSecrets }> {
-  const { wanted } = options;
-  const link = options.link ?? plan.net?.link;
+  const { wanted } = how;
+  const link = how.link ?? plan.net?.link;
   const spec = plan.spec;
   const netLog = plan.netLog;
   let secrets: RunSecrets | undefined;
@@ -380,8 +380,8 @@ async function startNetwork(
         },
       }
       : {}),
-    ...(link ? { link } : {}),
     vmSocket: instance.netVmSocket,
+    ...(link ? { link } : {}),
     onError: plan.notice,
     ...(terminator
       ? { dial: (t) => terminator.dial(t), inspect: (n) => terminator.handles(n) }

@@ -750,7 +750,7 @@ async function boot(
       options.signal?.throwIfAborted();
       await agent.mount(mountTag(i), m.guest, {
         mode: m.readOnly ? "ro" : "rw",
-        transport: parts.backend.mountTransport ?? "9p",
+        transport: parts.mountTransport,
       });
     }
     const tMounted = since();

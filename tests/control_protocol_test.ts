@@ -317,6 +317,27 @@ Deno.test("control - two clients: one attaches to the other's process with since
   }
 });
 
+Deno.test("control - close_stdin of a process that already exited is done; input to it is PROCESS_EXITED", async () => {
+  await using f = await startControl();
+  await using c = await RawClient.connect(f.controlSocket);
+  await c.next();
+  // Like `tar -x`: it stops reading at its own end, before the writer closes its input.
+  await c.sendLine(req(1, "spawn", { argv: ["head", "-c", "3"] }));
+  const pid = ((await c.response(1)).result as Msg).pid;
+  await c.sendLine(req(2, "input", { pid, data: b64("abc") }));
+  assertEquals((await c.response(2)).result, {});
+  let exit: Msg | undefined;
+  while (!exit) {
+    const n = c.notifications.shift() ?? await c.next();
+    if (n.method === "exit") exit = n.params as Msg;
+  }
+  assertEquals(exit.code, 0);
+  await c.sendLine(req(3, "close_stdin", { pid }));
+  assertEquals((await c.response(3)).result, {});
+  await c.sendLine(req(4, "input", { pid, data: b64("more") }));
+  assertEquals(errOf(await c.response(4)).data.kind, "PROCESS_EXITED");
+});
+
 Deno.test("control - the control socket is 0600 and another user cannot connect", async () => {
   await using f = await startControl();
   assertEquals((await Deno.stat(f.controlSocket)).mode! & 0o777, 0o600);

@@ -87,6 +87,7 @@ export function guestCmdline(
  * settings `backend`'s machine needs).
  */
 export async function guestConfig(options: LaunchOptions, backend?: VmBackend): Promise<VmConfig> {
+  const vmBackend: VmBackend = backend ?? options.backend ?? new QemuBackend();
   const mounts = options.mounts ?? [];
   const arch = options.assets.arch ?? hostArch();
   const tscKhz = arch !== "x86_64" ? undefined : options.tscKhz ?? (await hostTscRate())?.khz;
@@ -94,7 +95,7 @@ export async function guestConfig(options: LaunchOptions, backend?: VmBackend): 
     arch,
     kernel: options.assets.kernel,
     initrd: options.assets.initramfs,
-    cmdline: guestCmdline(arch, backend ?? options.backend ?? {}, {
+    cmdline: guestCmdline(arch, vmBackend, {
       mounts: mounts.length > 0,
       net: options.net !== undefined,
       ...(tscKhz !== undefined ? { tscKhz } : {}),
