@@ -89,6 +89,12 @@ Deno.test(NAME, async (t) => {
     const r = ok(await h2.run(["run", "-v", "--from", ref, "--", "sh", "-c", PROBE]), "run");
     assert(r.stderr.includes("shuru: resumed a memory checkpoint"), r.stderr);
     assertEquals(r.stdout, EXPECTED, r.stderr);
+    const fetched = /lazy start from \S+: fetched (\d+) chunks \((\d+) bytes\)/.exec(r.stderr);
+    assert(fetched, r.stderr);
+    console.log(
+      `run --from REF fetched ${fetched[1]} of ${inspected.distinctChunks} chunks ` +
+        `(${fetched[2]} bytes on the wire)`,
+    );
   });
 
   await t.step("start --from REF resumes it as a sandbox", async () => {
