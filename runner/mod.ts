@@ -34,6 +34,7 @@ import {
   type CowDevice,
   decodeManifest,
   type DeviceSource,
+  fetchRemoteMemory,
   inspectRemoteCheckpoint,
   type MemoryImage,
   openRemoteCheckpoint,
@@ -692,9 +693,8 @@ async function boot(
   }
   let memory: MemoryImage | undefined;
   let coldReason = ownBootFiles(spec);
-  if (from?.remote) coldReason ??= "a registry checkpoint (its disk only)";
-  else if (from && !from.memory) coldReason ??= `checkpoint ${spec.from} has no memory (disk only)`;
-  else if (from?.memory && !spec.cold) memory = await store.readMemory(spec.from!);
+  if (from && !from.memory) coldReason ??= `checkpoint ${spec.from} has no memory (disk only)`;
+  else if (from?.memory && !spec.cold) memory = await from.readMemory();
   const tAssets = since();
   options.signal?.throwIfAborted();
   const tsc = spec.backend === "qemu" ? await hostTscRate() : undefined;
@@ -887,10 +887,15 @@ export function checkpointArch(
 interface OpenedFrom {
   source: DeviceSource;
   meta: ManifestMeta;
-  /** A registry checkpoint (booted from its disk only). */
+  /** A registry checkpoint (its disk read lazily). */
   remote: boolean;
-  /** It holds memory (a local memory checkpoint). */
+  /** It holds memory (a memory checkpoint, local or in a registry). */
   memory: boolean;
+  /**
+   * Its memory image, ready to materialize (a registry one's RAM chunks fetched and verified
+   * first). Only when `memory`.
+   */
+  readMemory: () => Promise<MemoryImage>;
 }
 
 /**
@@ -918,7 +923,8 @@ async function openFrom(
       source: opened.source,
       meta: decodeManifest(opened.remote.idxBytes).meta,
       remote: true,
-      memory: false,
+      memory: opened.remote.idx.memory !== undefined,
+      readMemory: () => fetchRemoteMemory(opened),
     };
   }
   let info;
@@ -945,5 +951,6 @@ async function openFrom(
     },
     remote: false,
     memory: info.memory !== undefined,
+    readMemory: () => store.readMemory(from),
   };
 }

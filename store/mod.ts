@@ -87,6 +87,7 @@ export {
 } from "./remote_pull.ts";
 export {
   DEFAULT_READAHEAD,
+  fetchRemoteMemory,
   type OpenedRemote,
   openRemoteCheckpoint,
   RemoteChunkSource,

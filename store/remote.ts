@@ -26,7 +26,7 @@ import {
 } from "../oci/mod.ts";
 import { STORE_DIR_MODE, STORE_FILE_MODE } from "./chunk_store.ts";
 import { StoreError } from "./errors.ts";
-import { decodeManifest, type Manifest, type ManifestMeta } from "./manifest.ts";
+import { type BlockTable, decodeManifest, type Manifest, type ManifestMeta } from "./manifest.ts";
 import {
   type CheckpointConfig,
   type ChunkEntry,
@@ -95,20 +95,31 @@ export class BlobCache {
 /**
  * The distinct chunks a checkpoint's `.idx` references, in block order of first use (the order
  * new packs keep, so a pack holds neighbouring blocks): what a push sends, a pull fetches and a
- * resolve checks the chunk index for. The one place that knows which tables an `.idx` has: a
- * memory checkpoint's RAM table joins here (`docs/remote.md`, "Memory checkpoints").
+ * resolve checks the chunk index for. The one place that knows which tables an `.idx` has: the
+ * disk's, then a memory checkpoint's RAM table (so RAM chunks fill their own packs after the
+ * disk's; a RAM chunk equal to a disk chunk is listed once).
  */
 export function referencedChunks(idx: Manifest): Uint8Array[] {
+  return distinctChunks(idx.memory ? [idx.table, idx.memory.table] : [idx.table]);
+}
+
+/** The distinct chunks of a memory checkpoint's RAM table (none for a disk-only one). */
+export function memoryChunks(idx: Manifest): Uint8Array[] {
+  return idx.memory ? distinctChunks([idx.memory.table]) : [];
+}
+
+function distinctChunks(tables: readonly BlockTable[]): Uint8Array[] {
   const order: Uint8Array[] = [];
   const seen = new Set<string>();
-  const table = idx.table;
-  for (let i = 0; i < table.entryCount; i++) {
-    const h = table.get(i);
-    if (!h) continue;
-    const hex = toHex(h);
-    if (seen.has(hex)) continue;
-    seen.add(hex);
-    order.push(h.slice());
+  for (const table of tables) {
+    for (let i = 0; i < table.entryCount; i++) {
+      const h = table.get(i);
+      if (!h) continue;
+      const hex = toHex(h);
+      if (seen.has(hex)) continue;
+      seen.add(hex);
+      order.push(h.slice());
+    }
   }
   return order;
 }
@@ -190,6 +201,20 @@ export async function resolveRemote(
     throw new StoreError(
       "bad_manifest",
       `Cannot use ${text} as a checkpoint: its config and .idx disagree on the geometry`,
+    );
+  }
+  const memorySize = idx.memory?.table.diskSize;
+  if ((config.formatVersion === 2) !== (memorySize !== undefined)) {
+    throw new StoreError(
+      "bad_manifest",
+      `Cannot use ${text} as a checkpoint: its config says format version ` +
+        `${config.formatVersion}, its .idx ${memorySize !== undefined ? "holds" : "has no"} memory`,
+    );
+  }
+  if (config.memorySize !== memorySize) {
+    throw new StoreError(
+      "bad_manifest",
+      `Cannot use ${text} as a checkpoint: its config and .idx disagree on the memory size`,
     );
   }
   if (config.arch !== undefined && config.arch !== (idx.meta.arch ?? "x86_64")) {

@@ -8,8 +8,13 @@
  *   layers  MEDIA.idx      the checkpoint's `.idx` manifest, byte for byte
  *           MEDIA.chunks   the chunk index: where each chunk lives (binary, below)
  *           MEDIA.pack     packs: chunks back to back, each raw or zstd-compressed
- *           ...            (more packs; later kinds, e.g. memory images, by their own type)
+ *           ...            (more packs)
  * ```
+ *
+ * A memory checkpoint (`.idx` 2.0) is the same artifact: its RAM table, machine state and
+ * description travel inside the `.idx` layer, its RAM chunks in the same packs and chunk index
+ * as disk chunks. Its config says `formatVersion: 2` and `memorySize`, so a reader that knows
+ * only disks refuses it in one line rather than failing on the `.idx`.
  *
  * The chunk index (all integers little-endian; sorted by pack, then offset):
  *
@@ -59,8 +64,11 @@ export const MEDIA = {
 
 /** The config blob's contents. */
 export interface CheckpointConfig {
-  /** Format version of the artifact (this code writes and reads 1). */
-  formatVersion: 1;
+  /**
+   * Format version of the artifact: 1 for a disk-only checkpoint, 2 for a memory checkpoint
+   * (this code writes and reads both).
+   */
+  formatVersion: 1 | 2;
   /** Block (chunk) size in bytes. */
   blockSize: number;
   /** Disk size in bytes. */
@@ -83,7 +91,12 @@ export interface CheckpointConfig {
   arch?: string;
   /** The OCI image the checkpoint descends from, as given to `--image` (informational). */
   image?: string;
+  /** Guest memory size in bytes (format 2, a memory checkpoint, only). */
+  memorySize?: number;
 }
+
+/** The artifact format versions this code reads. */
+export const FORMAT_VERSIONS: readonly number[] = [1, 2];
 
 /** Chunk encodings in packs. */
 export const ENCODING = { raw: 0, zstd: 1 } as const;
@@ -370,16 +383,27 @@ export function parseConfig(bytes: Uint8Array, ref: string): CheckpointConfig {
     throw fail("is not JSON");
   }
   if (typeof c !== "object" || c === null) throw fail("is not an object");
-  if (c.formatVersion !== 1) {
-    throw fail(`has format version ${c.formatVersion}, this shuru reads 1`);
+  if (c.formatVersion !== 1 && c.formatVersion !== 2) {
+    throw fail(
+      `has format version ${c.formatVersion}, this shuru reads ${FORMAT_VERSIONS.join(" and ")} ` +
+        "(upgrade shuru to use it)",
+    );
   }
   for (const k of ["blockSize", "diskSize", "usedBlocks", "chunks"] as const) {
     const v = c[k];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw fail(`has a bad ${k}`);
   }
   if (c.hash !== "blake3-256") throw fail(`names hash ${c.hash}, this shuru knows blake3-256`);
+  if (c.formatVersion === 2) {
+    const m = c.memorySize;
+    if (typeof m !== "number" || !Number.isSafeInteger(m) || m <= 0 || m % 4096 !== 0) {
+      throw fail("has format version 2 (memory) but a bad memorySize");
+    }
+  } else if (c.memorySize !== undefined) {
+    throw fail("has a memorySize but format version 1 (disk only)");
+  }
   const out: CheckpointConfig = {
-    formatVersion: 1,
+    formatVersion: c.formatVersion,
     blockSize: c.blockSize!,
     diskSize: c.diskSize!,
     usedBlocks: c.usedBlocks!,
@@ -390,6 +414,7 @@ export function parseConfig(bytes: Uint8Array, ref: string): CheckpointConfig {
   if (typeof c.parent === "string") out.parent = c.parent;
   if (typeof c.arch === "string") out.arch = c.arch;
   if (typeof c.image === "string") out.image = c.image;
+  if (c.formatVersion === 2) out.memorySize = c.memorySize!;
   return out;
 }
 

@@ -139,7 +139,7 @@ Deno.test("parseArtifact - finds parts by media type; refuses images and other a
 
 const MEDIA_INDEX = "application/vnd.oci.image.index.v1+json";
 
-Deno.test("parseConfig - validates the format version and numbers; keeps arch and image", () => {
+Deno.test("parseConfig - validates the format version (2 with a memory size) and numbers; keeps arch and image", () => {
   const enc = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
   const good = {
     formatVersion: 1,
@@ -153,7 +153,19 @@ Deno.test("parseConfig - validates the format version and numbers; keeps arch an
   assertEquals(parseConfig(enc(good), "r").parent, "p");
   const withArch = parseConfig(enc({ ...good, arch: "arm64", image: "oci:/x:1" }), "r");
   assertEquals([withArch.arch, withArch.image], ["arm64", "oci:/x:1"]);
-  assertThrows(() => parseConfig(enc({ ...good, formatVersion: 2 }), "r"), "format version 2");
+  // Format 2 is a memory checkpoint: it needs a memory size; 1 must have none.
+  const mem = parseConfig(enc({ ...good, formatVersion: 2, memorySize: 1 << 30 }), "r");
+  assertEquals([mem.formatVersion, mem.memorySize], [2, 1 << 30]);
+  assertThrows(() => parseConfig(enc({ ...good, formatVersion: 2 }), "r"), "bad memorySize");
+  assertThrows(
+    () => parseConfig(enc({ ...good, formatVersion: 2, memorySize: 1000 }), "r"),
+    "bad memorySize",
+  );
+  assertThrows(() => parseConfig(enc({ ...good, memorySize: 4096 }), "r"), "format version 1");
+  assertThrows(
+    () => parseConfig(enc({ ...good, formatVersion: 3 }), "r"),
+    "has format version 3, this shuru reads 1 and 2",
+  );
   assertThrows(() => parseConfig(enc({ ...good, diskSize: -1 }), "r"), "diskSize");
   assertThrows(() => parseConfig(enc({ ...good, hash: "sha256" }), "r"), "hash");
 });

@@ -8,8 +8,11 @@
  *    into one request), check each against its BLAKE3, write them the crash-safe way (temp
  *    file, fdatasync, rename). Chunks already in the store are not fetched: an interrupted
  *    pull resumes where it stopped.
- * 4. Publish the `.idx` (with `origin` = reference and digest) under the name: only now is the
- *    checkpoint listed, so nothing half-pulled ever is.
+ * 4. Publish the `.idx` (with `origin` = reference and digest; a memory checkpoint's RAM table,
+ *    machine state and description kept) under the name: only now is the checkpoint listed, so
+ *    nothing half-pulled ever is.
+ *
+ * A memory checkpoint's RAM chunks are chunks like the disk's: fetched in the same step 3.
  *
  * @module
  */
@@ -128,7 +131,8 @@ export async function pullCheckpoint(
     throw err;
   }
   const meta = { ...remote.idx.meta, origin: { ref: remote.refText, digest: remote.digest } };
-  await store.publishCheckpoint(name, encodeManifest(table, meta), {
+  const idx = encodeManifest(table, meta, remote.idx.memory ? { memory: remote.idx.memory } : {});
+  await store.publishCheckpoint(name, idx, {
     overwrite: options.overwrite ?? false,
   });
   // The published checkpoint references the chunks now; the pin was for the way there.

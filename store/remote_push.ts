@@ -362,8 +362,10 @@ export async function pushCheckpoint(
     return { mediaType, digest, size: bytes.length };
   };
   const indexBytes = encodeChunkIndex(entries, packs.length);
+  const memorySize = manifest.memory?.table.diskSize;
   const config: CheckpointConfig = {
-    formatVersion: 1,
+    // A memory checkpoint is format 2, so a reader that knows only disks refuses it.
+    formatVersion: memorySize !== undefined ? 2 : 1,
     blockSize: bs,
     diskSize: table.diskSize,
     usedBlocks: manifest.header.usedCount,
@@ -374,6 +376,7 @@ export async function pushCheckpoint(
     // Manifests from before arm64 guests record no architecture: theirs is x86_64.
     arch: manifest.meta.arch ?? "x86_64",
     ...(manifest.meta.image !== undefined ? { image: manifest.meta.image.ref } : {}),
+    ...(memorySize !== undefined ? { memorySize } : {}),
   };
   const artifact = {
     config: await sendSmall(MEDIA.config, new TextEncoder().encode(JSON.stringify(config))),

@@ -22,6 +22,7 @@ import { StoreError } from "./errors.ts";
 import { toHex } from "./hash.ts";
 import {
   fetchRun,
+  memoryChunks,
   openClient,
   planRuns,
   type RemoteCheckpoint,
@@ -29,7 +30,8 @@ import {
   resolveRemote,
 } from "./remote.ts";
 import type { ChunkEntry } from "./remote_format.ts";
-import type { RemoteDeviceSource, Store } from "./store.ts";
+import { memoryImageId } from "./memory.ts";
+import type { MemoryImage, RemoteDeviceSource, Store } from "./store.ts";
 
 /**
  * Chunks fetched after the one asked for, in the same request. Measured with
@@ -197,6 +199,18 @@ export class RemoteChunkSource implements ChunkSource {
 
   /** Fetches the chunks of `hashes` the store lacks and keeps them durably (for a save). */
   async ensureLocal(hashes: readonly Uint8Array[], _expectedLength: number): Promise<void> {
+    await this.fetchMissing(hashes, { action: "save" });
+  }
+
+  /**
+   * Fetches the chunks of `hashes` the store lacks with merged range requests, checks each
+   * against its hash and keeps them durably; `options.action` names what needs them in errors.
+   */
+  async fetchMissing(
+    hashes: readonly Uint8Array[],
+    options: { action: string },
+  ): Promise<void> {
+    const action = options.action;
     const wanted: ChunkEntry[] = [];
     const seen = new Set<string>();
     for (const h of hashes) {
@@ -207,7 +221,7 @@ export class RemoteChunkSource implements ChunkSource {
       if (pos === undefined) {
         throw new StoreError(
           "corrupt_chunk",
-          `Cannot save: chunk ${hex} is in no pack of ${this.#remote.refText}`,
+          `Cannot ${action}: chunk ${hex} is in no pack of ${this.#remote.refText}`,
         );
       }
       wanted.push(this.#remote.entries[pos]!);
@@ -222,7 +236,7 @@ export class RemoteChunkSource implements ChunkSource {
         } catch (err) {
           throw new StoreError(
             "unavailable",
-            `Cannot save: fetching chunks from ${this.#remote.refText} failed: ` +
+            `Cannot ${action}: fetching chunks from ${this.#remote.refText} failed: ` +
               (err as Error).message,
             { cause: err },
           );
@@ -292,5 +306,36 @@ export async function openRemoteCheckpoint(
     source: { remote: { name: remote.refText, manifestPath, chunks } },
     remote,
     chunks,
+  };
+}
+
+/**
+ * The memory image of an opened registry memory checkpoint, ready to materialize: every RAM
+ * chunk the store lacks is fetched first (range requests merged as in a pull, each chunk
+ * checked against its hash, kept durably), since the RAM file is written whole before the VM
+ * starts; the disk stays lazy. Open the device first: its pinned `.idx` keeps these chunks
+ * from gc.
+ *
+ * @throws {StoreError} `not_found` when the checkpoint has no memory; `unavailable` or
+ *   `corrupt_chunk` when a RAM chunk cannot be fetched or does not match.
+ */
+export async function fetchRemoteMemory(opened: OpenedRemote): Promise<MemoryImage> {
+  const { remote } = opened;
+  const memory = remote.idx.memory;
+  if (!memory) {
+    throw new StoreError(
+      "not_found",
+      `Cannot restore the memory of ${remote.refText}: it saved the disk only`,
+    );
+  }
+  await opened.chunks.fetchMissing(memoryChunks(remote.idx), {
+    action: `restore the memory of ${remote.refText}`,
+  });
+  return {
+    name: remote.refText,
+    imageId: memoryImageId(memory.table),
+    table: memory.table,
+    state: memory.state,
+    machine: memory.machine,
   };
 }
