@@ -1,21 +1,20 @@
 /**
  * `shuru run --arch arm64 -- true` on this host (an emulated arm64 guest: QEMU `virt` under TCG)
  * against the host's own x86_64 guest (`microvm`, TCG here too), alternated in the same run, with
- * each one's phases: QEMU start → kernel → initramfs → root mounted → agent started → agent ready
- * → exec → shutdown.
+ * each one's phases as `-v` prints them (a warm start's by default; `SHURU_BENCH_COLD=1` times
+ * cold boots, with the guest's own phases: kernel, initramfs, root mounted, agent started).
  *
  * Usage: deno run -A bench/arm64_bench.ts [runs]   (default 3; needs `shuru init --arch arm64`)
  *
  * @module
  */
 
-import { join } from "node:path";
 import { ensureAssets } from "../assets/mod.ts";
 import { type GuestArch, homeLayout } from "../host/mod.ts";
 import { median } from "./_stats.ts";
+import { runShuru, verboseFigures } from "./_shuru.ts";
 
 const RUNS = Number(Deno.args[0] ?? 3);
-const ROOT = new URL("..", import.meta.url).pathname;
 
 function p(xs: number[]): string {
   return `median ${Math.round(median(xs))} (min ${Math.round(Math.min(...xs))}, max ${
@@ -29,42 +28,20 @@ interface Sample {
 }
 
 async function run(home: string, arch: GuestArch): Promise<Sample> {
-  const started = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--quiet",
-      "--config",
-      join(ROOT, "deno.json"),
-      join(ROOT, "main.ts"),
-      "run",
-      "-v",
-      "--arch",
-      arch,
-      "--",
-      "true",
-    ],
+  const cold = Deno.env.get("SHURU_BENCH_COLD") === "1" ? ["--cold"] : [];
+  const { wall, stderr } = await runShuru(["run", "-v", ...cold, "--arch", arch, "--", "true"], {
     env: { SHURU_HOME: home, SHURU_ASSETS: homeLayout().assets, SHURU_ACCEL: "tcg" },
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const wall = performance.now() - started;
-  const text = new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`shuru run --arch ${arch} failed:\n${text}`);
-  const fields: Record<string, number> = {};
-  const grab = (re: RegExp, name: string) => {
-    const m = text.match(re);
-    if (m) fields[name] = Number(m[1]);
+  });
+  const f = verboseFigures(stderr);
+  return {
+    wall,
+    fields: {
+      ...f.boot,
+      ...f.guest,
+      ...(f.exec !== undefined ? { exec: f.exec } : {}),
+      ...(f.shutdown !== undefined ? { shutdown: f.shutdown } : {}),
+    },
   };
-  grab(/agent ready (\d+) ms/, "agentReadyFromStart");
-  grab(/vm (\d+) ms/, "vmStartedFromStart");
-  grab(/command ran (\d+) ms/, "exec");
-  grab(/shutdown (\d+) ms/, "shutdown");
-  for (const phase of ["kernel", "initramfs", "rootMounted", "agentStart"]) {
-    grab(new RegExp(`${phase} (\\d+)`), phase);
-  }
-  return { wall, fields };
 }
 
 for (const arch of ["x86_64", "arm64"] as const) {
@@ -94,15 +71,11 @@ try {
     }x`,
   );
   for (const [name, runs] of [["x86_64", x86], ["arm64", arm]] as const) {
-    const col = (f: string) => runs.map((r) => r.fields[f]).filter((x) => x !== undefined);
-    const ready = runs.map((r) => r.fields.agentReadyFromStart! - r.fields.vmStartedFromStart!);
-    console.log(`  ${name} phases, ms after QEMU start:`);
-    console.log(`    kernel ${p(col("kernel"))}`);
-    console.log(`    initramfs ${p(col("initramfs"))}`);
-    console.log(`    root mounted ${p(col("rootMounted"))}`);
-    console.log(`    agent started ${p(col("agentStart"))}`);
-    console.log(`    agent ready ${p(ready)}`);
-    console.log(`    exec true ${p(col("exec"))} ms; shutdown ${p(col("shutdown"))} ms`);
+    const names = [...new Set(runs.flatMap((r) => Object.keys(r.fields)))];
+    console.log(`  ${name} phases (shuru run -v), ms:`);
+    for (const n of names) {
+      console.log(`    ${n} ${p(runs.map((r) => r.fields[n]).filter((x) => x !== undefined))}`);
+    }
   }
 } finally {
   await Deno.remove(home, { recursive: true });

@@ -26,9 +26,9 @@ import { homeLayout } from "../host/mod.ts";
 import { RegistryClient, sha256Digest } from "../oci/mod.ts";
 import { decodeManifest, pullCheckpoint, pushCheckpoint, Store } from "../store/mod.ts";
 import { FaultyFront, skopeo, TestRegistry } from "../tests/_registry.ts";
+import { runShuru } from "./_shuru.ts";
 import { median } from "./_stats.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const BS = 65536;
 const args = Deno.args;
@@ -261,29 +261,9 @@ try {
       ...extra,
     });
     const runTrue = async (home: string, from: string, extra: Record<string, string> = {}) => {
-      const t0 = performance.now();
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          "--config",
-          join(ROOT, "deno.json"),
-          join(ROOT, "main.ts"),
-          "run",
-          "-v",
-          "--from",
-          from,
-          "--",
-          "true",
-        ],
+      const { wall: ms, stderr } = await runShuru(["run", "-v", "--from", from, "--", "true"], {
         env: env(home, extra),
-        stdout: "null",
-        stderr: "piped",
-      }).output();
-      const ms = performance.now() - t0;
-      const stderr = new TextDecoder().decode(out.stderr);
-      if (out.code !== 0) throw new Error(`run --from ${from} failed: ${stderr}`);
+      });
       const m = /fetched (\d+) chunks \((\d+) bytes\) in (\d+) requests/.exec(stderr);
       return {
         ms,

@@ -14,9 +14,9 @@ import { ensureAssets } from "../assets/mod.ts";
 import { homeLayout } from "../host/mod.ts";
 import { hostTscRate, kernelCmdline, QemuBackend } from "../vm/mod.ts";
 import { median } from "./_stats.ts";
+import { runShuru, verboseFigures } from "./_shuru.ts";
 
 const RUNS = Number(Deno.args[0] ?? 5);
-const ROOT = new URL("..", import.meta.url).pathname;
 const accel = Deno.env.get("SHURU_ACCEL") ?? "tcg";
 
 function p(xs: number[]): string {
@@ -58,44 +58,18 @@ interface RunSample {
 }
 
 async function shuruRun(home: string): Promise<RunSample> {
-  const started = performance.now();
-  const out = await new Deno.Command("/usr/bin/time", {
-    args: [
-      "-f",
-      "RSS-KIB %M",
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      "--config",
-      join(ROOT, "deno.json"),
-      join(ROOT, "main.ts"),
-      "run",
-      "-v",
-      "--cold",
-      "--",
-      "true",
-    ],
+  const { wall, stderr: text } = await runShuru(["run", "-v", "--cold", "--", "true"], {
     env: { SHURU_HOME: home, SHURU_ASSETS: homeLayout().assets, SHURU_ACCEL: accel },
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const wall = performance.now() - started;
-  const text = new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`shuru run failed:\n${text}`);
-  const fields: Record<string, number> = {};
-  const grab = (re: RegExp, name: string) => {
-    const m = text.match(re);
-    if (m) fields[name] = Number(m[1]);
+    wrap: ["/usr/bin/time", "-f", "RSS-KIB %M"],
+  });
+  // `agentReady` (a boot phase) is the time from QEMU's start to the agent's answer.
+  const f = verboseFigures(text);
+  const fields: Record<string, number> = {
+    ...f.boot,
+    ...f.guest,
+    ...(f.exec !== undefined ? { exec: f.exec } : {}),
+    ...(f.shutdown !== undefined ? { shutdown: f.shutdown } : {}),
   };
-  // `-v`: "boot phases (ms each): ..., vmStarted N, agentReady N, ...": agentReady is the time
-  // from QEMU's start to the agent's answer.
-  grab(/agentReady (\d+)/, "agentReady");
-  grab(/command ran (\d+) ms/, "exec");
-  grab(/shutdown (\d+) ms/, "shutdown");
-  for (const phase of ["kernel", "initramfs", "rootMounted", "agentStart"]) {
-    grab(new RegExp(`${phase} (\\d+)`), phase);
-  }
   // /usr/bin/time's figure is the largest process of the tree (QEMU); shuru reports its own.
   const rss = Number(text.match(/peak RSS (\d+) MiB/)?.[1] ?? NaN) * 1024;
   const qemuRss = Number(text.match(/RSS-KIB (\d+)/)?.[1] ?? NaN);

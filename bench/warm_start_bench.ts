@@ -19,17 +19,16 @@
  * @module
  */
 
-import { join } from "node:path";
 import { homeLayout } from "../host/mod.ts";
 import { type BootedSandbox, bootSandbox } from "../runner/mod.ts";
 import { resolveSpec, type SpecLayer } from "../spec/mod.ts";
 import { median } from "./_stats.ts";
+import { runShuru, verboseFigures } from "./_shuru.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 3);
 const GAP_S = Number(Deno.env.get("SHURU_BENCH_GAP_S") ?? 60);
 const FORKS = 4;
 const PARTS = new Set((Deno.env.get("SHURU_BENCH_PARTS") ?? "1,2,3,4").split(","));
-const ROOT = new URL("..", import.meta.url).pathname;
 const accel = (Deno.env.get("SHURU_ACCEL") ?? "tcg") as "tcg" | "kvm" | "auto";
 
 const r0 = (x: number) => Math.round(x);
@@ -51,36 +50,14 @@ interface CliRun {
 
 /** `shuru run -v [--cold] -- true` in the bench's home; wall time and the `-v` figures. */
 async function cliRun(cold: boolean): Promise<CliRun> {
-  const t0 = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--quiet",
-      "--config",
-      join(ROOT, "deno.json"),
-      join(ROOT, "main.ts"),
-      "run",
-      "-v",
-      ...(cold ? ["--cold"] : []),
-      "--",
-      "true",
-    ],
-    env: { SHURU_HOME: root, SHURU_ASSETS: shared.assets, SHURU_ACCEL: accel },
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const wall = performance.now() - t0;
-  const text = new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`shuru run failed:\n${text}`);
-  const phases: Record<string, number> = {};
-  const line = /boot phases \(ms each\): (.*); total/.exec(text)?.[1] ?? "";
-  for (const part of line.split(", ")) {
-    const [name, ms] = part.split(" ");
-    if (name && ms) phases[name] = Number(ms);
-  }
-  const exec = Number(/command ran (\d+) ms/.exec(text)?.[1] ?? NaN);
-  return { wall, phases, exec };
+  const { wall, stderr } = await runShuru(
+    ["run", "-v", ...(cold ? ["--cold"] : []), "--", "true"],
+    {
+      env: { SHURU_HOME: root, SHURU_ASSETS: shared.assets, SHURU_ACCEL: accel },
+    },
+  );
+  const { boot: phases, exec } = verboseFigures(stderr);
+  return { wall, phases, exec: exec ?? NaN };
 }
 
 function phaseLine(runs: CliRun[]): string {
